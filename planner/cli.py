@@ -1,0 +1,171 @@
+"""Command line: argparse, headless output, exit codes (0 ok, 1 a run failed, 2 bad input, 130 interrupted).
+
+No sizing logic lives here: arguments become a PlanRequest, the core computes the Plan, renderers print it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from planner.errors import PlannerError, RunError
+
+PROG = "dq-planner"
+SUBCOMMANDS = ("inspect", "quantize", "serve", "detect")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage in one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise PlannerError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive_int(name: str):
+    def conv(v: str) -> int:
+        try:
+            n = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got '{v}'") from None
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {n}")
+        return n
+    return conv
+
+
+def _nonneg_int(name: str):
+    def conv(v: str) -> int:
+        try:
+            n = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got '{v}'") from None
+        if n < 0:
+            raise argparse.ArgumentTypeError(f"{name} must not be negative, got {n}")
+        return n
+    return conv
+
+
+def _split(v: str) -> list[float]:
+    try:
+        parts = [float(x) for x in v.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tensor-split must be numbers separated by commas, got '{v}'") from None
+    if any(p < 0 for p in parts) or not any(p > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"--tensor-split needs non-negative proportions, not all zero: '{v}'")
+    return parts
+
+
+def add_plan_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("plan options")
+    g.add_argument("--model", default="deepseek-r1", metavar="ID|DIR",
+                   help="catalog id or a local Hugging Face model folder (config.json); 'auto' compares every model")
+    g.add_argument("--model-file", metavar="F.gguf", help="architecture and actual tensor types from a GGUF header")
+    g.add_argument("--scheme", action="append", dest="schemes", metavar="ID",
+                   help="scheme id or recipe file (repeatable); default: every standard scheme and recipe")
+    g.add_argument("--engine", default="llama.cpp", choices=["llama.cpp", "vllm", "sglang"])
+    g.add_argument("--device", metavar="ID|auto|FILE", help="hardware profile; default: detected, else h100")
+    g.add_argument("--gpus", type=_positive_int("--gpus"), metavar="N", help="devices per node")
+    g.add_argument("--nodes", type=_positive_int("--nodes"), default=1, metavar="N")
+    g.add_argument("--rpc", metavar="HOST:PORT[=MEM],...", help="llama.cpp RPC devices")
+    g.add_argument("--ctx", type=_positive_int("--ctx"), default=32768, metavar="N", help="context tokens")
+    g.add_argument("--kv-mode", choices=["mla", "mla-kv", "legacy"],
+                   help="deepseek2 KV cache: current llama.cpp (mla), Apr 2025-Jan 2026 (mla-kv), legacy GGUFs")
+    g.add_argument("--layout", choices=["mla", "legacy"], help="deepseek2 tensor layout (follows --kv-mode)")
+    g.add_argument("--cache-type-k", default="f16", metavar="T")
+    g.add_argument("--cache-type-v", default="f16", metavar="T")
+    g.add_argument("--flash-attn", default="auto", choices=["on", "off", "auto"])
+    g.add_argument("--parallel", type=_positive_int("--parallel"), default=1, metavar="N")
+    g.add_argument("--ubatch", type=_positive_int("--ubatch"), default=512, metavar="N")
+    g.add_argument("--batch", type=_positive_int("--batch"), default=2048, metavar="N")
+    g.add_argument("--ngl", type=_nonneg_int("--ngl"), metavar="N", help="layers on the GPUs (default: all)")
+    g.add_argument("--n-cpu-moe", type=_nonneg_int("--n-cpu-moe"), default=0, metavar="N",
+                   help="keep the expert tensors of the first N layers in host RAM")
+    g.add_argument("--tensor-split", type=_split, metavar="a,b,...")
+    g.add_argument("--task", default="general", choices=["general", "math", "code", "chinese"])
+    im = g.add_mutually_exclusive_group()
+    im.add_argument("--imatrix", dest="imatrix", action="store_true", default=None,
+                    help="plan with an importance matrix (default: only where the scheme needs one)")
+    im.add_argument("--no-imatrix", dest="imatrix", action="store_false")
+
+
+def request_from_args(a: argparse.Namespace):
+    from planner.core.plan import PlanRequest
+
+    return PlanRequest(
+        model=a.model, model_file=a.model_file, schemes=a.schemes, engine=a.engine, device=a.device,
+        gpus=a.gpus, nodes=a.nodes, rpc=[x for x in (a.rpc or "").split(",") if x], ctx=a.ctx,
+        kv_mode=a.kv_mode, layout=a.layout, cache_type_k=a.cache_type_k, cache_type_v=a.cache_type_v,
+        flash_attn=a.flash_attn, parallel=a.parallel, ubatch=a.ubatch, batch=a.batch, ngl=a.ngl,
+        n_cpu_moe=a.n_cpu_moe, tensor_split=a.tensor_split, task=a.task, imatrix=a.imatrix,
+        with_tensors=getattr(a, "tensors", False),
+    )
+
+
+def main_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Plan DeepSeek deployments: exact GGUF sizes, memory per device, "
+                "accuracy-backed recommendations. Without --headless (and without a command) opens the TUI.",
+                epilog=f"commands: {PROG} {{inspect,quantize,serve,detect}} --help")
+    p.add_argument("--headless", action="store_true", help="print the plan instead of opening the TUI")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.add_argument("--tensors", action="store_true", help="list every tensor with its type and bytes")
+    p.add_argument("--plot", action="store_true", help="draw accuracy against memory per device in the terminal")
+    add_plan_options(p)
+    return p
+
+
+def _emit_json(doc: Any) -> None:
+    json.dump(doc, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def run_headless(a: argparse.Namespace) -> int:
+    from planner.core.planner import make_plan
+    from planner.render.table import render_plan
+
+    plan = make_plan(request_from_args(a))
+    if a.json:
+        _emit_json(plan.to_dict(with_tensors=a.tensors))
+    else:
+        print(render_plan(plan, with_tensors=a.tensors))
+    if a.plot:
+        from planner.render.plot import plot_accuracy_memory
+
+        print(plot_accuracy_memory(plan))
+    return 0
+
+
+def _dispatch(argv: list[str]) -> int:
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        mod = importlib.import_module(f"planner.commands.{argv[0]}")
+        return mod.main(argv[1:])
+    a = main_parser().parse_args(argv)
+    if a.headless or a.json or a.tensors or a.plot:
+        return run_headless(a)
+    from planner.tui.app import run_tui
+
+    return run_tui(request_from_args(a))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(argv)
+    except PlannerError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return e.exit_code
+    except RunError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

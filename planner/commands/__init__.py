@@ -1,0 +1,1 @@
+"""Subcommands (dq-planner inspect | quantize | serve | detect): each module has main(argv) -> exit code."""

@@ -1,0 +1,152 @@
+"""The tensors llama.cpp's converter (convert_hf_to_gguf.py) writes for each architecture.
+
+Shapes are in ggml order (ne0, the row length, first), as GGUF stores them and llama-quantize prints
+them. 1-D tensors, norms, biases and MoE router weights are written as f32; other weights in the
+source type (bf16 for every catalog model).
+
+deepseek2 has two layouts:
+- "mla" (current converters, since llama.cpp PR 12801): attn_kv_b is split into attn_k_b
+  {nope, kv_lora, n_head} (transposed) and attn_v_b {kv_lora, v_head, n_head}; head_count_kv = 1.
+- "legacy" (GGUFs of early 2025, the paper's): one attn_kv_b {kv_lora, n_head*(nope+v_head)}.
+Neither writes the multi-token-prediction block (the converter skips it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gguf import GGMLQuantizationType as T
+
+from planner.core.catalog import Hparams
+from planner.errors import PlannerError
+
+LAYOUTS = ("mla", "legacy")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    src_type: T
+    layer: int | None = None
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def enumerate_tensors(hp: Hparams, layout: str | None = None, src: T = T.BF16) -> list[TensorSpec]:
+    if hp.arch == "deepseek2":
+        layout = layout or "mla"
+        if layout not in LAYOUTS:
+            raise PlannerError(f"unknown layout '{layout}'; valid: mla, legacy")
+        return _deepseek2(hp, layout, src)
+    if hp.arch in ("qwen2", "llama"):
+        return _dense(hp, src)
+    raise PlannerError(f"unsupported architecture '{hp.arch}'")
+
+
+def _common_head(hp: Hparams, src: T) -> list[TensorSpec]:
+    out = [
+        TensorSpec("token_embd.weight", (hp.n_embd, hp.n_vocab), src),
+        TensorSpec("output_norm.weight", (hp.n_embd,), T.F32),
+    ]
+    if not hp.tied_embeddings:
+        out.append(TensorSpec("output.weight", (hp.n_embd, hp.n_vocab), src))
+    return out
+
+
+def _dense(hp: Hparams, src: T) -> list[TensorSpec]:
+    out = _common_head(hp, src)
+    if hp.rope_freqs:
+        out.append(TensorSpec("rope_freqs.weight", (hp.n_embd_head // 2,), T.F32))
+    q_dim = hp.n_head * hp.n_embd_head
+    kv_dim = hp.n_head_kv * hp.n_embd_head
+    for i in range(hp.n_layer):
+        b = f"blk.{i}."
+
+        def t(name: str, shape: tuple[int, ...], ty: T = src) -> TensorSpec:
+            return TensorSpec(b + name, shape, ty, i)
+
+        out += [
+            t("attn_norm.weight", (hp.n_embd,), T.F32),
+            t("attn_q.weight", (hp.n_embd, q_dim)),
+            t("attn_k.weight", (hp.n_embd, kv_dim)),
+            t("attn_v.weight", (hp.n_embd, kv_dim)),
+        ]
+        if hp.qkv_bias:
+            out += [
+                t("attn_q.bias", (q_dim,), T.F32),
+                t("attn_k.bias", (kv_dim,), T.F32),
+                t("attn_v.bias", (kv_dim,), T.F32),
+            ]
+        out += [
+            t("attn_output.weight", (q_dim, hp.n_embd)),
+            t("ffn_norm.weight", (hp.n_embd,), T.F32),
+            t("ffn_gate.weight", (hp.n_embd, hp.n_ff)),
+            t("ffn_up.weight", (hp.n_embd, hp.n_ff)),
+            t("ffn_down.weight", (hp.n_ff, hp.n_embd)),
+        ]
+    return out
+
+
+def _deepseek2(hp: Hparams, layout: str, src: T) -> list[TensorSpec]:
+    out = _common_head(hp, src)
+    n_head = hp.n_head
+    k_head = hp.n_embd_head_qk_nope + hp.n_rot
+    for i in range(hp.n_layer):
+        b = f"blk.{i}."
+
+        def t(name: str, shape: tuple[int, ...], ty: T = src) -> TensorSpec:
+            return TensorSpec(b + name, shape, ty, i)
+
+        out.append(t("attn_norm.weight", (hp.n_embd,), T.F32))
+        if hp.n_lora_q:
+            out += [
+                t("attn_q_a_norm.weight", (hp.n_lora_q,), T.F32),
+                t("attn_q_a.weight", (hp.n_embd, hp.n_lora_q)),
+                t("attn_q_b.weight", (hp.n_lora_q, n_head * k_head)),
+            ]
+        else:
+            out.append(t("attn_q.weight", (hp.n_embd, n_head * k_head)))
+        out += [
+            t("attn_kv_a_norm.weight", (hp.n_lora_kv,), T.F32),
+            t("attn_kv_a_mqa.weight", (hp.n_embd, hp.n_lora_kv + hp.n_rot)),
+        ]
+        if layout == "mla":
+            out += [
+                t("attn_k_b.weight", (hp.n_embd_head_qk_nope, hp.n_lora_kv, n_head)),
+                t("attn_v_b.weight", (hp.n_lora_kv, hp.n_embd_head_v, n_head)),
+            ]
+        else:
+            out.append(t("attn_kv_b.weight", (hp.n_lora_kv, n_head * (hp.n_embd_head_qk_nope + hp.n_embd_head_v))))
+        out += [
+            t("attn_output.weight", (n_head * hp.n_embd_head_v, hp.n_embd)),
+            t("ffn_norm.weight", (hp.n_embd,), T.F32),
+        ]
+        if i < hp.n_layer_dense_lead or not hp.is_moe:
+            out += [
+                t("ffn_gate.weight", (hp.n_embd, hp.n_ff)),
+                t("ffn_up.weight", (hp.n_embd, hp.n_ff)),
+                t("ffn_down.weight", (hp.n_ff, hp.n_embd)),
+            ]
+        else:
+            out.append(t("ffn_gate_inp.weight", (hp.n_embd, hp.n_expert), T.F32))
+            if hp.exp_probs_b:
+                out.append(t("exp_probs_b.bias", (hp.n_expert,), T.F32))
+            out += [
+                t("ffn_gate_exps.weight", (hp.n_embd, hp.n_ff_exp, hp.n_expert)),
+                t("ffn_up_exps.weight", (hp.n_embd, hp.n_ff_exp, hp.n_expert)),
+                t("ffn_down_exps.weight", (hp.n_ff_exp, hp.n_embd, hp.n_expert)),
+            ]
+            if hp.n_expert_shared:
+                sh = hp.n_ff_exp * hp.n_expert_shared
+                out += [
+                    t("ffn_gate_shexp.weight", (hp.n_embd, sh)),
+                    t("ffn_up_shexp.weight", (hp.n_embd, sh)),
+                    t("ffn_down_shexp.weight", (sh, hp.n_embd)),
+                ]
+    return out

@@ -1,0 +1,201 @@
+"""Model catalog: architectures from profiles/models/*.toml, a Hugging Face config.json, or a GGUF header.
+
+Every source is reduced to one `Hparams` (llama.cpp's names for the hyper-parameters), from which
+`architectures.enumerate_tensors` derives exactly the tensors llama.cpp's converter writes.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from planner.core.paths import profiles_dir
+from planner.errors import PlannerError, choices
+
+ARCHITECTURES = ("deepseek2", "qwen2", "llama")
+
+# Hugging Face architecture class -> llama.cpp architecture
+_HF_ARCH = {
+    "DeepseekV3ForCausalLM": "deepseek2",
+    "DeepseekV2ForCausalLM": "deepseek2",
+    "Qwen2ForCausalLM": "qwen2",
+    "LlamaForCausalLM": "llama",
+}
+
+
+@dataclass(frozen=True)
+class Hparams:
+    """Hyper-parameters under llama.cpp's names (llama_hparams / GGUF keys)."""
+
+    arch: str
+    n_embd: int
+    n_vocab: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    n_ff: int
+    n_ctx_train: int
+    tied_embeddings: bool = False
+    # dense attention (qwen2/llama)
+    n_embd_head: int = 0
+    qkv_bias: bool = False
+    rope_freqs: bool = False            # llama-3 rope scaling writes a rope_freqs tensor
+    # deepseek2 (MLA + MoE)
+    n_lora_q: int = 0                   # 0: no query LoRA (V2-Lite): a plain attn_q
+    n_lora_kv: int = 0
+    n_rot: int = 0                      # qk_rope_head_dim
+    n_embd_head_qk_nope: int = 0
+    n_embd_head_v: int = 0
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_expert_shared: int = 0
+    n_ff_exp: int = 0
+    n_layer_dense_lead: int = 0
+    exp_probs_b: bool = False           # DeepSeek-V3 routing bias (topk_method noaux_tc)
+
+    @property
+    def n_gqa(self) -> int:
+        return self.n_head // self.n_head_kv if self.n_head_kv else 0
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_expert > 1
+
+    def llm_type(self) -> str:
+        """llama.cpp's model type where the quantization rules look at it (the 70B attn_v bump)."""
+        if self.arch == "llama" and self.n_layer == 80:
+            return "65B" if self.n_head == self.n_head_kv else "70B"
+        if self.arch == "qwen2" and self.n_layer == 80:
+            return "70B"
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    id: str
+    name: str
+    hparams: Hparams
+    source: str
+    gguf_source_type: str = "bf16"
+    family: str = ""
+    hf_repo: str = ""
+    config: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+def _req(cfg: dict[str, Any], key: str, where: str) -> Any:
+    if key not in cfg or cfg[key] is None:
+        raise PlannerError(f"{where}: config is missing '{key}'")
+    v = cfg[key]
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise PlannerError(f"{where}: '{key}' must be a positive integer, got {v!r}")
+    return v
+
+
+def hparams_from_config(cfg: dict[str, Any], where: str) -> Hparams:
+    """Hparams from a Hugging Face config.json dictionary, as llama.cpp's converter reads it."""
+    archs = cfg.get("architectures") or []
+    arch = next((_HF_ARCH[a] for a in archs if a in _HF_ARCH), None)
+    if arch is None:
+        raise PlannerError(
+            f"{where}: unsupported architectures {archs!r}; supported: {choices(_HF_ARCH)}")
+    n_embd = _req(cfg, "hidden_size", where)
+    n_head = _req(cfg, "num_attention_heads", where)
+    common = dict(
+        arch=arch,
+        n_embd=n_embd,
+        n_vocab=_req(cfg, "vocab_size", where),
+        n_layer=_req(cfg, "num_hidden_layers", where),
+        n_head=n_head,
+        n_ff=_req(cfg, "intermediate_size", where),
+        n_ctx_train=int(cfg.get("max_position_embeddings") or 4096),
+        tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+    )
+    if arch == "deepseek2":
+        n_routed = cfg.get("n_routed_experts")
+        q_lora = cfg.get("q_lora_rank") or 0
+        return Hparams(
+            **common,
+            n_head_kv=n_head,  # the legacy layout's MHA view; the MLA layout writes head_count_kv = 1
+            n_lora_q=q_lora,
+            n_lora_kv=_req(cfg, "kv_lora_rank", where),
+            n_rot=_req(cfg, "qk_rope_head_dim", where),
+            n_embd_head_qk_nope=_req(cfg, "qk_nope_head_dim", where),
+            n_embd_head_v=_req(cfg, "v_head_dim", where),
+            n_expert=int(n_routed or 0),
+            n_expert_used=int(cfg.get("num_experts_per_tok") or 0),
+            n_expert_shared=int(cfg.get("n_shared_experts") or 0),
+            n_ff_exp=_req(cfg, "moe_intermediate_size", where) if n_routed else common["n_ff"],
+            n_layer_dense_lead=int(cfg.get("first_k_dense_replace") or 0) if n_routed else common["n_layer"],
+            exp_probs_b=cfg.get("topk_method") == "noaux_tc",
+        )
+    n_head_kv = int(cfg.get("num_key_value_heads") or n_head)
+    if n_embd % n_head:
+        raise PlannerError(f"{where}: hidden_size {n_embd} is not a multiple of num_attention_heads {n_head}")
+    rope = cfg.get("rope_scaling") or {}
+    return Hparams(
+        **common,
+        n_head_kv=n_head_kv,
+        n_embd_head=int(cfg.get("head_dim") or n_embd // n_head),
+        qkv_bias=arch == "qwen2",
+        rope_freqs=arch == "llama" and (rope.get("rope_type") or rope.get("type")) == "llama3",
+    )
+
+
+def _load_entry(path: Path) -> ModelEntry:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise PlannerError(f"model profile {path}: {e}") from None
+    for key in ("id", "name", "source", "config"):
+        if key not in data:
+            raise PlannerError(f"model profile {path}: missing '{key}'")
+    return ModelEntry(
+        id=data["id"],
+        name=data["name"],
+        hparams=hparams_from_config(data["config"], str(path)),
+        source=data["source"],
+        gguf_source_type=data.get("gguf_source_type", "bf16"),
+        family=data.get("family", ""),
+        hf_repo=data.get("hf_repo", ""),
+        config=data["config"],
+    )
+
+
+@lru_cache(maxsize=1)
+def catalog() -> dict[str, ModelEntry]:
+    """Every model of profiles/models, by id."""
+    out: dict[str, ModelEntry] = {}
+    for p in sorted((profiles_dir() / "models").glob("*.toml")):
+        e = _load_entry(p)
+        out[e.id] = e
+    return out
+
+
+def model_ids() -> list[str]:
+    return list(catalog())
+
+
+def resolve_model(spec: str) -> ModelEntry:
+    """A catalog id, or a local Hugging Face folder (or its config.json)."""
+    cat = catalog()
+    if spec in cat:
+        return cat[spec]
+    p = Path(spec)
+    if p.is_dir() or p.name == "config.json":
+        cfg_path = p / "config.json" if p.is_dir() else p
+        if not cfg_path.is_file():
+            raise PlannerError(f"{spec}: no config.json in this folder")
+        try:
+            cfg = json.loads(cfg_path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise PlannerError(f"{cfg_path}: not valid JSON ({e})") from None
+        if not isinstance(cfg, dict):
+            raise PlannerError(f"{cfg_path}: expected a JSON object")
+        name = p.resolve().name if p.is_dir() else p.resolve().parent.name
+        return ModelEntry(id=name, name=name, hparams=hparams_from_config(cfg, str(cfg_path)),
+                          source=str(cfg_path), config=cfg)
+    raise PlannerError(f"unknown model '{spec}'; valid: {choices(cat)} or a Hugging Face model folder")

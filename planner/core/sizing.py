@@ -1,0 +1,108 @@
+"""Exact GGUF tensor bytes of a model under a scheme: llama.cpp's type rules, rows x row size."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from gguf import GGMLQuantizationType as T
+
+from planner.core.architectures import TensorSpec, enumerate_tensors
+from planner.core.catalog import Hparams, ModelEntry
+from planner.core.ggml_types import tensor_bytes, type_name
+from planner.core.llama_quant import QuantModel, allows_quantization, requires_imatrix, select_types
+from planner.core.plan import SchemePlan, TensorPlan
+from planner.core.schemes import Scheme
+
+
+@dataclass
+class ResolvedModel:
+    """A model with its concrete tensor list (from the catalog/config.json, or from a GGUF header)."""
+
+    id: str
+    name: str
+    hparams: Hparams
+    layout: str | None                  # deepseek2: "mla" | "legacy"; None for dense models
+    tensors: list[TensorSpec]
+    source: str
+    file_scheme: str | None = None      # set when the tensors (and their types) come from a GGUF file
+    file_path: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def params(self) -> int:
+        return sum(t.n_elements for t in self.tensors)
+
+    def quant_model(self) -> QuantModel:
+        hp = self.hparams
+        # the MLA layout writes head_count_kv = 1 (GQA with one group), the legacy layout n_head
+        n_gqa = hp.n_head if self.layout == "mla" else hp.n_gqa
+        return QuantModel(arch=hp.arch, n_layer_all=hp.n_layer, n_expert=hp.n_expert, n_gqa=n_gqa,
+                          llm_type=hp.llm_type())
+
+
+def resolve_catalog_model(entry: ModelEntry, layout: str | None) -> ResolvedModel:
+    hp = entry.hparams
+    lay = (layout or "mla") if hp.arch == "deepseek2" else None
+    src = T.BF16 if entry.gguf_source_type == "bf16" else T.F16
+    return ResolvedModel(id=entry.id, name=entry.name, hparams=hp, layout=lay,
+                         tensors=enumerate_tensors(hp, lay, src), source=entry.source)
+
+
+def _aggregate(scheme_id: str, kind: str, tensors: list[TensorSpec], types: list[T],
+               needs_imatrix: bool) -> SchemePlan:
+    plans: list[TensorPlan] = []
+    type_bytes: dict[str, int] = defaultdict(int)
+    total = 0
+    params = 0
+    for t, ty in zip(tensors, types):
+        b = tensor_bytes(t.shape, ty)
+        n = type_name(ty)
+        plans.append(TensorPlan(t.name, t.shape, n, b, type_name(t.src_type)))
+        type_bytes[n] += b
+        total += b
+        params += t.n_elements
+    return SchemePlan(id=scheme_id, kind=kind, size_bytes=total, params=params,
+                      type_bytes=dict(type_bytes), tensors=plans, requires_imatrix=needs_imatrix)
+
+
+def select_scheme_types(model: ResolvedModel, scheme: Scheme, imatrix: bool | None = None) -> tuple[list[T], bool, bool]:
+    """(types, has_imatrix used, any tensor requires an imatrix).
+
+    imatrix None: plan as the user must run it, i.e. with an imatrix exactly when the scheme's types
+    need one (llama-quantize refuses IQ1/IQ2/IQ3_XXS and Q2_K_S's q2_K tensors without it).
+    """
+    triples = [(t.name, t.shape, t.src_type) for t in model.tensors]
+    qm = model.quant_model()
+
+    def run(has_imatrix: bool) -> tuple[list[T], bool]:
+        types = select_types(qm, triples, scheme.ftype, list(scheme.rules), has_imatrix=has_imatrix)
+        need = any(allows_quantization(n, shape) and requires_imatrix(n, ty, scheme.ftype)
+                   for (n, shape, _), ty in zip(triples, types))
+        return types, need
+
+    if imatrix is None:
+        types, need = run(False)
+        if need:
+            types, need = run(True)
+            return types, True, need
+        return types, False, need
+    types, need = run(imatrix)
+    return types, imatrix, need
+
+
+def size_scheme(model: ResolvedModel, scheme: Scheme, imatrix: bool | None = None) -> SchemePlan:
+    types, used, need = select_scheme_types(model, scheme, imatrix)
+    sp = _aggregate(scheme.id, scheme.kind, model.tensors, types, need)
+    if used:
+        sp.notes.append("planned with an importance matrix (--imatrix), which this scheme requires")
+    if model.layout == "mla" and any(t.name.endswith("attn_k_b.weight") for t in model.tensors):
+        fb = {p.type for p in sp.tensors if p.name.endswith("attn_k_b.weight")}
+        sp.notes.append(f"attn_k_b rows are {model.hparams.n_embd_head_qk_nope} wide: llama.cpp stores them as {', '.join(sorted(fb))}")
+    return sp
+
+
+def size_file(model: ResolvedModel) -> SchemePlan:
+    """The GGUF file as it is: the types its header records."""
+    return _aggregate(model.file_scheme or "file", "file", model.tensors,
+                      [t.src_type for t in model.tensors], False)

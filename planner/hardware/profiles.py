@@ -1,0 +1,107 @@
+"""Device profiles: one TOML per accelerator in profiles/hardware/, or a user's own file.
+
+Schema (every figure cites its source in the file; unverified figures are listed in `unverified`):
+
+    id = "h100"
+    name = "NVIDIA H100 SXM 80GB"
+    vendor = "nvidia"                 # nvidia | amd | huawei
+    backend = "CUDA"                  # llama.cpp buffer prefix: CUDA | ROCm | CANN
+    memory_bytes = 85520809984        # what the driver reports as total (nvidia-smi / NVML)
+    reserve_bytes = 1073741824        # runtime context the process cannot use (driver/CUDA or CANN)
+    bandwidth_gbs = 3350
+    bf16_tflops = 989
+    fp8_tflops = 1979                 # 0 when the device has no FP8 units
+    devices_per_node = 8
+    interconnect = "NVLink 4, 900 GB/s"
+    match = ["H100 80GB HBM3", "H100 SXM"]   # NVML / npu-smi names that map to this profile
+    source = "..."
+    unverified = ["bf16_tflops"]
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from planner.core.paths import profiles_dir, user_profiles_dir
+from planner.errors import PlannerError, choices
+
+_REQUIRED = ("id", "name", "vendor", "backend", "memory_bytes", "reserve_bytes", "devices_per_node", "source")
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    id: str
+    name: str
+    vendor: str
+    backend: str
+    memory_bytes: int
+    reserve_bytes: int
+    devices_per_node: int
+    source: str
+    bandwidth_gbs: float = 0.0
+    bf16_tflops: float = 0.0
+    fp8_tflops: float = 0.0
+    interconnect: str = ""
+    match: tuple[str, ...] = ()
+    unverified: tuple[str, ...] = ()
+    notes: str = ""
+    path: str = ""
+
+    @property
+    def usable_bytes(self) -> int:
+        """What one process can allocate: total less the runtime reserve."""
+        return self.memory_bytes - self.reserve_bytes
+
+    @property
+    def has_fp8(self) -> bool:
+        return self.fp8_tflops > 0
+
+
+def load_profile(path: Path) -> DeviceProfile:
+    where = f"hardware profile {path}"
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise PlannerError(f"{where}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise PlannerError(f"{where}: invalid TOML ({e})") from None
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise PlannerError(f"{where}: missing {', '.join(missing)}")
+    for k in ("memory_bytes", "reserve_bytes", "devices_per_node"):
+        v = data[k]
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "reserve_bytes" else 1):
+            raise PlannerError(f"{where}: '{k}' must be a positive integer, got {v!r}")
+    if data["reserve_bytes"] >= data["memory_bytes"]:
+        raise PlannerError(f"{where}: reserve_bytes must be smaller than memory_bytes")
+    known = {f for f in DeviceProfile.__dataclass_fields__} - {"path"}
+    kw = {k: v for k, v in data.items() if k in known}
+    for k in ("match", "unverified"):
+        kw[k] = tuple(kw.get(k, ()))
+    return DeviceProfile(**kw, path=str(path))
+
+
+@lru_cache(maxsize=1)
+def profiles() -> dict[str, DeviceProfile]:
+    out: dict[str, DeviceProfile] = {}
+    for folder in (profiles_dir() / "hardware", user_profiles_dir() / "hardware"):
+        for p in sorted(folder.glob("*.toml")):
+            prof = load_profile(p)
+            out[prof.id] = prof
+    return out
+
+
+def resolve_device(spec: str) -> DeviceProfile:
+    """A profile id, or the path of a user's own profile file."""
+    profs = profiles()
+    if spec in profs:
+        return profs[spec]
+    if spec.lower() in profs:
+        return profs[spec.lower()]
+    p = Path(spec)
+    if p.suffix == ".toml" and p.is_file():
+        return load_profile(p)
+    raise PlannerError(f"unknown device '{spec}'; valid: {choices(profs)}, auto, or a profile .toml file")

@@ -1,0 +1,1 @@
+"""Renderers: the Plan as text tables, JSON and terminal plots (no sizing logic here)."""

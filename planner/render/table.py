@@ -1,0 +1,78 @@
+"""Plain-text tables of a Plan for people (the headless default)."""
+
+from __future__ import annotations
+
+from planner.core.plan import Plan, SchemePlan
+from planner.render.units import GiB, gb, human
+
+
+def _table(headers: list[str], rows: list[list[str]], right: set[int] | None = None) -> str:
+    right = right or set()
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+
+
+def _fit_cell(s: SchemePlan) -> str:
+    if s.fits is None:
+        return "-"
+    return "yes" if s.fits else "NO"
+
+
+def render_plan(plan: Plan, with_tensors: bool = False) -> str:
+    m = plan.model
+    out = [f"{m.name} ({m.architecture}{', ' + m.layout + ' layout' if m.layout else ''}), "
+           f"{m.params / 1e9:.1f}B parameters"]
+    hw = plan.hardware
+    if hw:
+        out.append(f"Hardware: {hw.nodes} x {hw.gpus} x {hw.name or hw.device} "
+                   f"({human(hw.memory_per_gpu_bytes)} each, {hw.source}); context {plan.context}"
+                   f"{', KV mode ' + plan.kv_mode if plan.kv_mode else ''}")
+    for n in plan.notes + (hw.notes if hw else []):
+        out.append(f"note: {n}")
+    out.append("")
+    rows = []
+    for s in plan.schemes:
+        row = [s.id, f"{s.size_bytes / GiB:.2f}", gb(s.size_bytes), f"{s.bpw:.2f}"]
+        if s.memory is not None:
+            top = max(s.memory.per_device, key=lambda d: d.total_bytes) if s.memory.per_device else None
+            row += [
+                human(s.memory.kv_cache_bytes),
+                human(top.total_bytes) if top else "-",
+                human(s.headroom_bytes) if s.headroom_bytes is not None else "-",
+                _fit_cell(s),
+            ]
+        if s.accuracy is not None and s.accuracy.weighted_avg is not None:
+            row.append(f"{s.accuracy.weighted_avg:.2f}")
+        elif any(x.accuracy for x in plan.schemes):
+            row.append("unmeasured")
+        rows.append(row)
+    headers = ["scheme", "GiB", "GB", "bpw"]
+    if any(s.memory is not None for s in plan.schemes):
+        headers += ["KV cache", "fullest device", "headroom", "fits"]
+    if any(s.accuracy for s in plan.schemes):
+        headers.append("weighted acc.")
+    rows = [r + [""] * (len(headers) - len(r)) for r in rows]
+    out.append(_table(headers, rows, right={1, 2, 3, 4, 5, 6, 8}))
+    if plan.recommendation:
+        r = plan.recommendation
+        out += ["", f"Recommended: {r.model + ' ' if r.model else ''}{r.scheme}"]
+        out += [f"  - {x}" for x in r.reasons]
+        if r.alternatives:
+            out.append("Alternatives:")
+            out += [f"  - {x}" for x in r.alternatives]
+    if with_tensors:
+        for s in plan.schemes:
+            out += ["", f"{s.id}: {len(s.tensors)} tensors"]
+            out.append(_table(["name", "shape", "type", "bytes"],
+                              [[t.name, "x".join(map(str, t.shape)), t.type, str(t.bytes)] for t in s.tensors],
+                              right={3}))
+    return "\n".join(out)
+
+
+def render_type_bytes(s: SchemePlan) -> str:
+    rows = [[t, human(b), f"{100 * b / s.size_bytes:.1f}%"] for t, b in sorted(s.type_bytes.items(), key=lambda kv: -kv[1])]
+    return _table(["type", "bytes", "share"], rows, right={1, 2})
