@@ -155,9 +155,9 @@ class SchemePlan:
     def fits(self) -> bool | None:
         if self.memory is None:
             return None
-        return all(d.headroom_bytes >= 0 for d in self.memory.per_device) and (
-            self.memory.host is None or self.memory.host.headroom_bytes >= 0
-        )
+        host = self.memory.host
+        host_ok = host is None or host.capacity_bytes <= 0 or host.headroom_bytes >= 0
+        return all(d.headroom_bytes >= 0 for d in self.memory.per_device) and host_ok
 
     @property
     def headroom_bytes(self) -> int | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from planner.core import catalog as cat
+from planner.core.hardware_plan import resolve_hardware
+from planner.core.memory import MemoryOptions, plan_memory
 from planner.core.plan import ModelSummary, Plan, PlanRequest
 from planner.core.schemes import Scheme, all_ids, resolve_scheme
 from planner.core.sizing import ResolvedModel, resolve_catalog_model, size_file, size_scheme
@@ -69,17 +71,35 @@ def schemes_for(req: PlanRequest, model: ResolvedModel) -> tuple[list[Scheme], l
     return out, notes
 
 
+def memory_options(req: PlanRequest, kv_mode: str | None, host_capacity: int = 0) -> MemoryOptions:
+    # --flash-attn auto: current llama.cpp turns flash attention on wherever the backend has kernels for
+    # the model's head sizes; CUDA, ROCm, Metal, Vulkan and CPU have them for deepseek2 (576/512 MLA,
+    # 192/128 legacy) and for 128-wide heads, so auto is planned as on.
+    return MemoryOptions(
+        ctx=req.ctx, kv_mode=kv_mode, cache_type_k=req.cache_type_k, cache_type_v=req.cache_type_v,
+        flash_attn=req.flash_attn != "off", parallel=req.parallel, ubatch=req.ubatch, batch=req.batch,
+        ngl=req.ngl, n_cpu_moe=req.n_cpu_moe,
+        tensor_split=tuple(req.tensor_split) if req.tensor_split else None, host_capacity_bytes=host_capacity,
+    )
+
+
 def make_plan(req: PlanRequest, *, detection=None) -> Plan:
-    """The whole plan. `detection` is what hardware detection found (None: not looked)."""
+    """The whole plan. `detection` is what hardware detection found (None: detect when needed)."""
     if req.engine not in ENGINES:
         raise PlannerError(f"unknown engine '{req.engine}'; valid: {', '.join(ENGINES)}")
+    if req.ctx < 1:
+        raise PlannerError(f"--ctx must be at least 1, got {req.ctx}")
     model, kv_mode = resolve_model(req)
     schemes, notes = schemes_for(req, model)
+    hw = resolve_hardware(req, detection)
+    opts = memory_options(req, kv_mode, hw.host_capacity_bytes)
     plans = []
     if model.file_scheme:
         plans.append(size_file(model))
     plans += [size_scheme(model, s, req.imatrix) for s in schemes]
+    for sp in plans:
+        sp.memory = plan_memory(model.hparams, sp.tensors, hw.slots, opts)
     summary = ModelSummary(id=model.id, name=model.name, architecture=model.hparams.arch,
                            params=model.params, layout=model.layout, source=model.source)
-    return Plan(model=summary, engine=req.engine, hardware=None, context=req.ctx, kv_mode=kv_mode,
+    return Plan(model=summary, engine=req.engine, hardware=hw.summary, context=req.ctx, kv_mode=kv_mode,
                 schemes=plans, notes=notes)

@@ -1,0 +1,293 @@
+"""What llama.cpp allocates on each device: weights, KV cache, compute buffers, runtime reserve.
+
+Exact parts (ported from llama.cpp, src/llama-context.cpp, llama-kv-cache.cpp, llama-model.cpp):
+- n_ctx is padded to a multiple of 256; with --parallel N and a non-unified cache each sequence gets
+  pad(n_ctx / N, 256) cells and n_ctx becomes N times that.
+- KV cache per layer = ggml_row_size(type_k, n_embd_k) * n_ctx (+ the same for V), on the device of the
+  layer. deepseek2: "mla" caches the latent K only (kv_lora_rank + rope dims; V is a view of K, since
+  llama.cpp PR 19067, Jan 2026); "mla-kv" K latent + V latent (kv_lora_rank), April 2025-January 2026;
+  "legacy" (GGUFs with the unsplit attn_kv_b) full per-head K (n_head * (nope + rope)) and V
+  (n_head * v_head). qwen2/llama: K and V of n_head_kv * head_dim each.
+- Placement (-sm layer): split points = cumulative --tensor-split (or free memory) normalised, in float32;
+  layer il (0..n_layer, n_layer = the output layer) goes to the first device whose split point is greater
+  than (il - i_gpu_start) / act_gpu_layers; token_embd stays on the host; with -ngl N the first
+  n_layer + 1 - N layers stay on the host; --n-cpu-moe N keeps blk.0..N-1 ffn_*_exps on the host.
+  RPC devices come first in llama.cpp's device list, then the local GPUs.
+
+Modelled parts (derivation in compute_buffer_bytes; errors against real runs are measured by
+bench/bench_memory.py and tests/test_memory_llamacpp.py):
+- the compute buffer of each device: the worst-case (prompt-processing, n_ubatch tokens, full cache)
+  graph's peak of simultaneously live intermediate tensors, as ggml-alloc reuses memory;
+- the host's output buffer (logits of n_seq_max outputs) and the runtime reserve from the profile.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from gguf import GGMLQuantizationType as T
+
+from planner.core.catalog import Hparams
+from planner.core.ggml_types import is_quantized, parse_type, row_bytes
+from planner.core.plan import DeviceMemory, MemoryPlan, TensorPlan
+from planner.errors import PlannerError
+
+CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl")
+CTX_PAD = 256
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One device llama.cpp places layers on."""
+
+    label: str                 # "CUDA0", "RPC[10.0.0.2:50052]", "NPU3"
+    capacity_bytes: int        # memory the device has (driver total, or detected free)
+    reserve_bytes: int = 0     # runtime context the process cannot use
+    weight: float | None = None   # default split weight (llama.cpp: free memory)
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    ctx: int = 32768
+    kv_mode: str | None = "mla"
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    flash_attn: bool = True
+    parallel: int = 1
+    ubatch: int = 512
+    batch: int = 2048
+    ngl: int | None = None
+    n_cpu_moe: int = 0
+    tensor_split: tuple[float, ...] | None = None
+    host_capacity_bytes: int = 0
+
+
+def cache_type(name: str, which: str) -> T:
+    if name.lower() not in CACHE_TYPES:
+        raise PlannerError(f"unknown --cache-type-{which} '{name}'; valid: {', '.join(CACHE_TYPES)}")
+    return parse_type(name)
+
+
+def padded_ctx(ctx: int, parallel: int) -> tuple[int, int]:
+    """(n_ctx, n_ctx_seq) as llama_context computes them (kv_unified off)."""
+    if ctx < 1:
+        raise PlannerError(f"context must be at least 1 token, got {ctx}")
+    n_ctx = -(-ctx // CTX_PAD) * CTX_PAD
+    if parallel <= 1:
+        return n_ctx, n_ctx
+    n_seq = -(-(n_ctx // parallel) // CTX_PAD) * CTX_PAD
+    if n_seq == 0:
+        raise PlannerError(f"context {ctx} is too small for {parallel} parallel sequences")
+    return n_seq * parallel, n_seq
+
+
+def kv_dims(hp: Hparams, kv_mode: str | None) -> tuple[int, int]:
+    """(K elements, V elements) cached per token per layer."""
+    if hp.arch == "deepseek2":
+        latent_k = hp.n_lora_kv + hp.n_rot
+        if kv_mode == "mla":
+            return latent_k, 0
+        if kv_mode == "mla-kv":
+            return latent_k, hp.n_lora_kv
+        if kv_mode == "legacy":
+            return hp.n_head * (hp.n_embd_head_qk_nope + hp.n_rot), hp.n_head * hp.n_embd_head_v
+        raise PlannerError(f"unknown KV mode '{kv_mode}'; valid: mla, mla-kv, legacy")
+    d = hp.n_head_kv * hp.n_embd_head
+    return d, d
+
+
+def kv_bytes_per_layer(hp: Hparams, opts: MemoryOptions) -> tuple[int, int]:
+    """(K bytes, V bytes) of one layer's cache at the padded context."""
+    tk = cache_type(opts.cache_type_k, "k")
+    tv = cache_type(opts.cache_type_v, "v")
+    if is_quantized(tv) and not opts.flash_attn:
+        raise PlannerError("a quantized V cache needs flash attention (llama.cpp refuses -ctv "
+                           f"{opts.cache_type_v} with -fa off): use --flash-attn on or auto")
+    kd, vd = kv_dims(hp, opts.kv_mode)
+    n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
+    try:
+        k = row_bytes(tk, kd) * n_ctx
+        v = row_bytes(tv, vd) * n_ctx if vd else 0
+    except ValueError as e:
+        raise PlannerError(f"cache type does not fit this model's rows: {e}") from None
+    return k, v
+
+
+def kv_cache_bytes(hp: Hparams, opts: MemoryOptions) -> int:
+    k, v = kv_bytes_per_layer(hp, opts)
+    return (k + v) * hp.n_layer
+
+
+# ---------------------------------------------------------------------------------------------------
+# placement
+
+_BLK = re.compile(r"^blk\.(\d+)\.")
+
+
+def tensor_layer(name: str, n_layer: int) -> int:
+    """The llama.cpp layer a tensor belongs to: blk.N -> N, output/output_norm -> n_layer, else -1 (input)."""
+    m = _BLK.match(name)
+    if m:
+        return int(m.group(1))
+    if name.startswith("output"):
+        return n_layer
+    return -1
+
+
+def layer_devices(n_layer: int, n_devices: int, splits: list[float], ngl: int | None) -> list[int]:
+    """Device index of layers 0..n_layer (the last is the output layer); -1 = host. llama.cpp's float32 math."""
+    n_gpu_layers = n_layer + 1 if ngl is None else ngl
+    if n_devices == 0:
+        return [-1] * (n_layer + 1)
+    cum = np.cumsum(np.asarray(splits, dtype=np.float32), dtype=np.float32)
+    cum = (cum / np.float32(cum[-1])).astype(np.float32)
+    i_gpu_start = max(n_layer + 1 - n_gpu_layers, 0)
+    act = min(n_gpu_layers, n_layer + 1)
+    out = []
+    for il in range(n_layer + 1):
+        if il < i_gpu_start or il - i_gpu_start >= act:
+            out.append(-1)
+            continue
+        x = np.float32(il - i_gpu_start) / np.float32(act)
+        out.append(min(int(np.searchsorted(cum, x, side="right")), n_devices - 1))
+    return out
+
+
+_EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")
+
+
+# ---------------------------------------------------------------------------------------------------
+# compute buffers
+
+F32 = 4
+
+
+def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_here: int,
+                         has_output: bool, has_input: bool) -> int:
+    """Peak bytes of the worst-case graph on one device (0 if the device holds no layer).
+
+    llama.cpp reserves the prompt-processing graph with n_tokens = min(n_ctx, n_ubatch), every cache
+    cell in use (n_kv = n_ctx per sequence) and n_outputs = min(n_tokens, n_batch); ggml-alloc reuses
+    a tensor's memory once its last consumer ran, so a device's buffer is the largest set of tensors
+    alive at one time, not a sum over layers. The live set at the peak is modelled as:
+      residual stream and its normalised copy: 2 x [n_embd, T] f32, alive throughout;
+      the KQ mask: [n_kv, T] in f16 with flash attention, f32 without;
+      attention, the larger of
+        with flash attention: Q [k_dim, H, T] + its f16 copy + output [v_dim, H, T], all per token
+        without: the KQ scores [n_kv, T, H] f32 and the softmax written over them (+ V^T),
+      feed-forward: gate, up and their product [n_ff', T] f32 (MoE: n_ff_exp x n_expert_used
+        rows per token, plus the router's [n_expert, T] logits, probabilities and selection);
+      on the output device: the logits [n_vocab, n_outputs] f32 (plus the normalised [n_embd, T]).
+    """
+    if layers_here == 0 and not has_output and not has_input:
+        return 0
+    n_ctx, n_seq = padded_ctx(opts.ctx, opts.parallel)
+    t = min(n_ctx, opts.ubatch)
+    n_kv = n_seq
+    n_out = min(t, opts.batch)
+    e = hp.n_embd
+    base = 2 * e * t * F32
+    if layers_here == 0:
+        # input-only (host) device: token rows gathered from token_embd
+        return base if has_input else 0
+    mask = n_kv * t * (2 if opts.flash_attn else F32)
+    if hp.arch == "deepseek2":
+        h = hp.n_head
+        if opts.kv_mode == "legacy":
+            k_dim, v_dim = hp.n_embd_head_qk_nope + hp.n_rot, hp.n_embd_head_v
+        else:
+            k_dim, v_dim = hp.n_lora_kv + hp.n_rot, hp.n_lora_kv
+    else:
+        h = hp.n_head
+        k_dim = v_dim = hp.n_embd_head
+    if opts.flash_attn:
+        attn = (k_dim * h * t) * (F32 + 2) + v_dim * h * t * F32
+    else:
+        attn = 2 * n_kv * t * h * F32 + v_dim * h * t * F32
+    if hp.is_moe:
+        ffn = 3 * hp.n_ff_exp * hp.n_expert_used * t * F32 + 3 * hp.n_expert * t * F32
+        dense_lead = 3 * hp.n_ff * t * F32 if hp.n_layer_dense_lead else 0
+        ffn = max(ffn, dense_lead)
+    else:
+        ffn = 3 * hp.n_ff * t * F32
+    peak = base + mask + max(attn, ffn)
+    if has_output:
+        peak = max(peak, base + n_vocab * n_out * F32)
+    return peak
+
+
+# ---------------------------------------------------------------------------------------------------
+# the whole device plan
+
+
+@dataclass
+class Placement:
+    layer_device: list[int]                       # layers 0..n_layer -> device index or -1 (host)
+    notes: list[str] = field(default_factory=list)
+
+
+def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts: MemoryOptions) -> MemoryPlan:
+    """Per-device memory of one scheme's tensors on `slots` (llama.cpp -sm layer)."""
+    n = len(slots)
+    if opts.tensor_split is not None:
+        if len(opts.tensor_split) != n:
+            raise PlannerError(f"--tensor-split has {len(opts.tensor_split)} values for {n} devices")
+        splits = list(opts.tensor_split)
+    else:
+        splits = [s.weight if s.weight is not None else float(s.capacity_bytes - s.reserve_bytes) for s in slots]
+    if n and not any(x > 0 for x in splits):
+        raise PlannerError("--tensor-split must give at least one device a share")
+    if opts.ngl is not None and opts.ngl > hp.n_layer + 1:
+        ngl = hp.n_layer + 1
+    else:
+        ngl = opts.ngl
+    ldev = layer_devices(hp.n_layer, n, splits, ngl)
+    devs = [DeviceMemory(device=s.label, capacity_bytes=s.capacity_bytes, overhead_bytes=s.reserve_bytes)
+            for s in slots]
+    host = DeviceMemory(device="Host", capacity_bytes=opts.host_capacity_bytes)
+    for d_i, d in enumerate(devs):
+        d.layers = [il for il in range(hp.n_layer + 1) if ldev[il] == d_i]
+    host.layers = [il for il in range(hp.n_layer + 1) if ldev[il] == -1]
+
+    for tp in tensors:
+        il = tensor_layer(tp.name, hp.n_layer)
+        if il < 0:
+            host.weights_bytes += tp.bytes
+            continue
+        if il < opts.n_cpu_moe and il < hp.n_layer and _EXPS.search(tp.name):
+            host.weights_bytes += tp.bytes
+            continue
+        di = ldev[il]
+        (host if di < 0 else devs[di]).weights_bytes += tp.bytes
+
+    k, v = kv_bytes_per_layer(hp, opts)
+    for il in range(hp.n_layer):
+        di = ldev[il]
+        (host if di < 0 else devs[di]).kv_bytes += k + v
+
+    out_dev = ldev[hp.n_layer]
+    for d_i, d in enumerate(devs):
+        layers_here = sum(1 for il in d.layers if il < hp.n_layer)
+        d.compute_bytes = compute_buffer_bytes(hp, opts, hp.n_vocab, layers_here, out_dev == d_i, False)
+    host_layers = sum(1 for il in host.layers if il < hp.n_layer)
+    host.compute_bytes = compute_buffer_bytes(hp, opts, hp.n_vocab, host_layers, out_dev == -1, True)
+    # output buffer: logits (n_vocab floats) for n_seq_max outputs, kept in host memory
+    host.overhead_bytes = hp.n_vocab * max(1, opts.parallel) * F32
+
+    n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
+    notes = []
+    if n_ctx != opts.ctx:
+        notes.append(f"llama.cpp pads the context to {n_ctx} cells")
+    if opts.n_cpu_moe:
+        notes.append(f"expert tensors of blocks 0..{opts.n_cpu_moe - 1} stay in host RAM (--n-cpu-moe {opts.n_cpu_moe})")
+    return MemoryPlan(
+        kv_cache_bytes=sum(d.kv_bytes for d in devs) + host.kv_bytes,
+        compute_bytes=sum(d.compute_bytes for d in devs) + host.compute_bytes,
+        host_bytes=host.total_bytes,
+        per_device=devs,
+        host=host,
+        n_ctx=n_ctx,
+        notes=notes,
+    )
