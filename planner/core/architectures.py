@@ -14,6 +14,7 @@ Neither writes the multi-token-prediction block (the converter skips it).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from gguf import GGMLQuantizationType as T
 
@@ -30,7 +31,7 @@ class TensorSpec:
     src_type: T
     layer: int | None = None
 
-    @property
+    @cached_property
     def n_elements(self) -> int:
         n = 1
         for d in self.shape:

@@ -35,18 +35,15 @@ def block_size(t: GGMLQuantizationType) -> int:
     return GGML_QUANT_SIZES[t][0]
 
 
+_PLAIN = frozenset((
+    GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16, GGMLQuantizationType.F64,
+    GGMLQuantizationType.I8, GGMLQuantizationType.I16, GGMLQuantizationType.I32, GGMLQuantizationType.I64,
+))
+
+
 def is_quantized(t: GGMLQuantizationType) -> bool:
     """ggml_is_quantized: every type but the plain float and integer types."""
-    return t not in (
-        GGMLQuantizationType.F32,
-        GGMLQuantizationType.F16,
-        GGMLQuantizationType.BF16,
-        GGMLQuantizationType.F64,
-        GGMLQuantizationType.I8,
-        GGMLQuantizationType.I16,
-        GGMLQuantizationType.I32,
-        GGMLQuantizationType.I64,
-    )
+    return t not in _PLAIN
 
 
 def row_bytes(t: GGMLQuantizationType, ne0: int) -> int:

@@ -91,8 +91,11 @@ def category(name: str) -> Cat:
     return Cat.OTHER
 
 
+_ATTN_V = frozenset((Cat.ATTENTION_V, Cat.ATTENTION_QKV, Cat.ATTENTION_KV_B))
+
+
 def _is_attn_v(cat: Cat) -> bool:
-    return cat in (Cat.ATTENTION_V, Cat.ATTENTION_QKV, Cat.ATTENTION_KV_B)
+    return cat in _ATTN_V
 
 
 _NEVER_QUANTIZED = (
@@ -393,9 +396,38 @@ class Override:
         return self._re.search(name) is not None  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True)
+class TensorTable:
+    """What the rules need of a model's tensors, computed once and reused for every scheme."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    types: tuple[T, ...]
+    cats: tuple[Cat, ...]
+    allows: tuple[bool, ...]
+    order: tuple[int, ...]
+    n_attention_wv: int
+    tied: bool
+
+    @classmethod
+    def build(cls, tensors: list[tuple[str, tuple[int, ...], T]]) -> "TensorTable":
+        names = tuple(t[0] for t in tensors)
+        cats = tuple(category(n) for n in names)
+        return cls(
+            names=names,
+            shapes=tuple(t[1] for t in tensors),
+            types=tuple(t[2] for t in tensors),
+            cats=cats,
+            allows=tuple(allows_quantization(t[0], t[1]) for t in tensors),
+            order=tuple(weights_map_order(list(names))),
+            n_attention_wv=sum(1 for c in cats if c in _ATTN_V),
+            tied=Cat.OUTPUT not in cats,
+        )
+
+
 def select_types(
     model: QuantModel,
-    tensors: list[tuple[str, tuple[int, ...], T]],
+    tensors: "list[tuple[str, tuple[int, ...], T]] | TensorTable",
     ftype: F,
     overrides: list[Override] = (),  # type: ignore[assignment]
     has_imatrix: bool = False,
@@ -404,17 +436,16 @@ def select_types(
     pure: bool = False,
 ) -> list[T]:
     """The type llama-quantize gives each tensor, in the order of `tensors` (name, shape, current type)."""
+    tab = tensors if isinstance(tensors, TensorTable) else TensorTable.build(tensors)
     default_type = DEFAULT_TYPE[ftype]
-    names = [t[0] for t in tensors]
-    cats = [category(n) for n in names]
-    qs = _State(model, has_imatrix, sum(1 for c in cats if _is_attn_v(c)), Cat.OUTPUT not in cats)
-    out: list[T] = [t[2] for t in tensors]
-    for i in weights_map_order(names):
-        name, shape, cur = tensors[i]
-        cat = cats[i]
-        if not allows_quantization(name, shape):
-            out[i] = cur
+    quantized_default = is_quantized(default_type)
+    qs = _State(model, has_imatrix, tab.n_attention_wv, tab.tied)
+    out: list[T] = list(tab.types)
+    names, shapes, cats, allows = tab.names, tab.shapes, tab.cats, tab.allows
+    for i in tab.order:
+        if not allows[i]:
             continue
+        cat = cats[i]
         if token_embedding_type is not None and cat == Cat.TOKEN_EMBD:
             out[i] = token_embedding_type
             continue
@@ -422,7 +453,8 @@ def select_types(
             out[i] = output_tensor_type
             continue
         new_type = default_type
-        if is_quantized(default_type):
+        if quantized_default:
+            name = names[i]
             manual = False
             for ov in overrides:
                 if ov.matches(name):
@@ -430,7 +462,7 @@ def select_types(
                     manual = True
                     break
             if not manual and not pure:
-                new_type = _impl(qs, new_type, name, shape, ftype, cat)
-            new_type = fallback(shape[0], new_type)
+                new_type = _impl(qs, new_type, name, shapes[i], ftype, cat)
+            new_type = fallback(shapes[i][0], new_type)
         out[i] = new_type
     return out

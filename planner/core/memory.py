@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from gguf import GGMLQuantizationType as T
@@ -126,6 +127,7 @@ def kv_cache_bytes(hp: Hparams, opts: MemoryOptions) -> int:
 _BLK = re.compile(r"^blk\.(\d+)\.")
 
 
+@lru_cache(maxsize=None)
 def tensor_layer(name: str, n_layer: int) -> int:
     """The llama.cpp layer a tensor belongs to: blk.N -> N, output/output_norm -> n_layer, else -1 (input)."""
     m = _BLK.match(name)

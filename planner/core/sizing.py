@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from gguf import GGMLQuantizationType as T
 
 from planner.core.architectures import TensorSpec, enumerate_tensors
 from planner.core.catalog import Hparams, ModelEntry
 from planner.core.ggml_types import tensor_bytes, type_name
-from planner.core.llama_quant import QuantModel, allows_quantization, requires_imatrix, select_types
+from planner.core.llama_quant import QuantModel, TensorTable, requires_imatrix, select_types
 from planner.core.plan import SchemePlan, TensorPlan
 from planner.core.schemes import Scheme
 
@@ -29,9 +30,13 @@ class ResolvedModel:
     file_path: str | None = None
     metadata: dict = field(default_factory=dict)
 
-    @property
+    @cached_property
     def params(self) -> int:
         return sum(t.n_elements for t in self.tensors)
+
+    @cached_property
+    def table(self) -> TensorTable:
+        return TensorTable.build([(t.name, t.shape, t.src_type) for t in self.tensors])
 
     def quant_model(self) -> QuantModel:
         hp = self.hparams
@@ -49,6 +54,9 @@ def resolve_catalog_model(entry: ModelEntry, layout: str | None) -> ResolvedMode
                          tensors=enumerate_tensors(hp, lay, src), source=entry.source)
 
 
+_TYPE_NAME = {t: type_name(t) for t in T}
+
+
 def _aggregate(scheme_id: str, kind: str, tensors: list[TensorSpec], types: list[T],
                needs_imatrix: bool) -> SchemePlan:
     plans: list[TensorPlan] = []
@@ -57,8 +65,8 @@ def _aggregate(scheme_id: str, kind: str, tensors: list[TensorSpec], types: list
     params = 0
     for t, ty in zip(tensors, types):
         b = tensor_bytes(t.shape, ty)
-        n = type_name(ty)
-        plans.append(TensorPlan(t.name, t.shape, n, b, type_name(t.src_type)))
+        n = _TYPE_NAME[ty]
+        plans.append(TensorPlan(t.name, t.shape, n, b, _TYPE_NAME[t.src_type]))
         type_bytes[n] += b
         total += b
         params += t.n_elements
@@ -72,13 +80,13 @@ def select_scheme_types(model: ResolvedModel, scheme: Scheme, imatrix: bool | No
     imatrix None: plan as the user must run it, i.e. with an imatrix exactly when the scheme's types
     need one (llama-quantize refuses IQ1/IQ2/IQ3_XXS and Q2_K_S's q2_K tensors without it).
     """
-    triples = [(t.name, t.shape, t.src_type) for t in model.tensors]
+    tab = model.table
     qm = model.quant_model()
 
     def run(has_imatrix: bool) -> tuple[list[T], bool]:
-        types = select_types(qm, triples, scheme.ftype, list(scheme.rules), has_imatrix=has_imatrix)
-        need = any(allows_quantization(n, shape) and requires_imatrix(n, ty, scheme.ftype)
-                   for (n, shape, _), ty in zip(triples, types))
+        types = select_types(qm, tab, scheme.ftype, list(scheme.rules), has_imatrix=has_imatrix)
+        need = any(ok and requires_imatrix(n, ty, scheme.ftype)
+                   for n, ok, ty in zip(tab.names, tab.allows, types))
         return types, need
 
     if imatrix is None:
