@@ -84,6 +84,7 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
                    help="keep the expert tensors of the first N layers in host RAM")
     g.add_argument("--tensor-split", type=_split, metavar="a,b,...")
     g.add_argument("--task", default="general", choices=["general", "math", "code", "chinese"])
+    g.add_argument("--max-context", action="store_true", help="also find the largest context that fits")
     im = g.add_mutually_exclusive_group()
     im.add_argument("--imatrix", dest="imatrix", action="store_true", default=None,
                     help="plan with an importance matrix (default: only where the scheme needs one)")
@@ -99,6 +100,7 @@ def request_from_args(a: argparse.Namespace):
         kv_mode=a.kv_mode, layout=a.layout, cache_type_k=a.cache_type_k, cache_type_v=a.cache_type_v,
         flash_attn=a.flash_attn, parallel=a.parallel, ubatch=a.ubatch, batch=a.batch, ngl=a.ngl,
         n_cpu_moe=a.n_cpu_moe, tensor_split=a.tensor_split, task=a.task, imatrix=a.imatrix,
+        max_context=getattr(a, "max_context", False),
         with_tensors=getattr(a, "tensors", False),
     )
 

@@ -102,3 +102,22 @@ def test_rpc_devices_come_first():
     labels = [d.device for d in p.scheme("Q4_K_M").memory.per_device]
     assert labels == ["RPC[127.0.0.1:50052]", "RPC[127.0.0.1:50053]", "CUDA0", "CUDA1"]
     assert p.scheme("Q4_K_M").memory.per_device[0].capacity_bytes == 24 << 30
+
+
+def test_max_context_is_the_fitting_boundary():
+    req = dict(device="h100", kv_mode="legacy", schemes=["DQ3_K_M"])
+    best = make_plan(PlanRequest(max_context=True, **req)).scheme("DQ3_K_M").memory.max_context
+    assert best % 256 == 0 and 32768 < best < 163840
+    assert make_plan(PlanRequest(ctx=best, **req)).scheme("DQ3_K_M").fits is True
+    assert make_plan(PlanRequest(ctx=best + 256, **req)).scheme("DQ3_K_M").fits is False
+
+
+def test_fewest_devices():
+    p = make_plan(PlanRequest(device="h100", schemes=["Q4_K_M", "UD-Q2_K_XL"]))
+    q4 = p.scheme("Q4_K_M").memory.fewest_devices
+    ud = p.scheme("UD-Q2_K_XL").memory.fewest_devices
+    assert ud < q4 <= 8
+    fewer = make_plan(PlanRequest(device="h100", gpus=q4 - 1, schemes=["Q4_K_M"])).scheme("Q4_K_M")
+    assert fewer.fits is False
+    p16 = make_plan(PlanRequest(device="h100", schemes=["F16"])).scheme("F16")
+    assert p16.fits is False and p16.memory.fewest_devices is None

@@ -39,6 +39,7 @@ class PlanRequest:
     tensor_split: list[float] | None = None
     task: str = "general"
     imatrix: bool | None = None          # None: assume an imatrix where the scheme needs one
+    max_context: bool = False            # also search the largest context that fits
     with_tensors: bool = False
 
 
@@ -94,6 +95,8 @@ class MemoryPlan:
     host: DeviceMemory | None = None
     n_ctx: int = 0                       # context after llama.cpp's padding
     notes: list[str] = field(default_factory=list)
+    fewest_devices: int | None = None    # fewest of the planned devices that hold it (None: not even all)
+    max_context: int | None = None       # largest context that fits (with --max-context)
 
     @property
     def total_bytes(self) -> int:
@@ -106,6 +109,8 @@ class MemoryPlan:
             "host_bytes": self.host_bytes,
             "total_bytes": self.total_bytes,
             "n_ctx": self.n_ctx,
+            "fewest_devices": self.fewest_devices,
+            "max_context": self.max_context,
             "per_device": [d.to_dict() for d in self.per_device],
             "host": self.host.to_dict() if self.host else None,
             "notes": self.notes,

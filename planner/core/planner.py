@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from planner.core import catalog as cat
+from planner.core.fit import fewest_devices, max_context
 from planner.core.hardware_plan import resolve_hardware
 from planner.core.memory import MemoryOptions, plan_memory
 from planner.core.plan import ModelSummary, Plan, PlanRequest
@@ -99,6 +100,9 @@ def make_plan(req: PlanRequest, *, detection=None) -> Plan:
     plans += [size_scheme(model, s, req.imatrix) for s in schemes]
     for sp in plans:
         sp.memory = plan_memory(model.hparams, sp.tensors, hw.slots, opts)
+        sp.memory.fewest_devices = fewest_devices(model.hparams, sp.tensors, hw.slots, opts)
+        if req.max_context:
+            sp.memory.max_context = max_context(model.hparams, sp.tensors, hw.slots, opts)
     summary = ModelSummary(id=model.id, name=model.name, architecture=model.hparams.arch,
                            params=model.params, layout=model.layout, source=model.source)
     return Plan(model=summary, engine=req.engine, hardware=hw.summary, context=req.ctx, kv_mode=kv_mode,

@@ -1,0 +1,51 @@
+"""Search the plan space: the largest context and the fewest devices on which a scheme still fits."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from planner.core.catalog import Hparams
+from planner.core.memory import CTX_PAD, MemoryOptions, Slot, plan_memory
+from planner.core.plan import MemoryPlan, TensorPlan
+
+
+def fits(mp: MemoryPlan) -> bool:
+    host_ok = mp.host is None or mp.host.capacity_bytes <= 0 or mp.host.headroom_bytes >= 0
+    return host_ok and all(d.headroom_bytes >= 0 for d in mp.per_device)
+
+
+def max_context(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts: MemoryOptions) -> int:
+    """Largest context (a multiple of 256, at most the training context) that fits; 0 if none does.
+
+    KV and compute grow monotonically with the context, so a binary search over 256-cell steps is exact.
+    """
+    hi = max(hp.n_ctx_train, CTX_PAD) // CTX_PAD
+    lo = 0
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(plan_memory(hp, tensors, slots, replace(opts, ctx=mid * CTX_PAD))):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo * CTX_PAD
+
+
+def fewest_devices(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts: MemoryOptions) -> int | None:
+    """Fewest of the given devices (taken in order, split evenly by free memory) that hold the plan."""
+    if opts.tensor_split is not None:
+        opts = replace(opts, tensor_split=None)
+    # lower bound: everything that must sit on the devices has to fit their summed free memory
+    full = plan_memory(hp, tensors, slots, opts)
+    need = sum(d.weights_bytes + d.kv_bytes for d in full.per_device)
+    start = 1
+    free = 0
+    for start, s in enumerate(slots, 1):
+        free += s.capacity_bytes - s.reserve_bytes
+        if free >= need:
+            break
+    else:
+        return None
+    for n in range(start, len(slots) + 1):
+        if fits(plan_memory(hp, tensors, slots[:n], opts)):
+            return n
+    return None
