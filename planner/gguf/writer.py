@@ -1,0 +1,487 @@
+"""Write GGUF files: small random-weight models llama.cpp really loads, and full-scale sparse files.
+
+Two kinds of file, both written with the `gguf` package's GGUFWriter and the metadata llama.cpp's
+converter (conversion/deepseek.py, qwen.py, llama.py, base.py: TextModel.set_gguf_parameters) writes
+for the architecture:
+
+1. Tiny random-weight models, for tests against the real llama-quantize / llama-cli / llama-server::
+
+       from planner.gguf.writer import TINY_KINDS, tiny_model, write_gguf
+       model = tiny_model("deepseek2-mla")        # a ResolvedModel; kinds: TINY_KINDS
+       write_gguf(tmp_path / "m.gguf", model)     # bf16 weights, f32 norms/routers, as the converter writes
+       write_gguf(p, model, types={"blk.0.ffn_up.weight": "q8_0"})   # per-tensor types (name -> type)
+       write_gguf(p, model, split_max_tensors=40) # shards p-00001-of-0000N.gguf ...; returns their paths
+
+   TINY_KINDS: "deepseek2-mla", "deepseek2-legacy" (the same Hparams in the two deepseek2 layouts),
+   "qwen2" (q/k/v biases, separate output), "qwen2-tied" (tied embeddings), "llama" (rope_freqs).
+   Their dimensions exercise llama-quantize's block-size fallbacks: rows of 128 (attn_k_b), 320 (the
+   dense ffn_down of deepseek2, every n_embd row of qwen2-tied) and 384 (qwen2 ffn_down) are not whole
+   256-blocks (K-quants fall back to q4_0/q5_0/q5_1/q8_0, IQ types to iq4_nl); rows of 80 (deepseek2
+   attn_q_b) and 432 (qwen2-tied ffn_down) are not whole 32-blocks either (f16); rows of 256 and 512
+   take K-quants as they are (the deepseek2 experts among them). About 2-3.4M parameters each: on 2
+   cores llama-quantize takes 0.02-0.16 s for K-quants and 0.2-0.8 s for IQ3_S. `tiny_hparams(kind)`
+   gives the Hparams and layout alone, tiny_*_hparams(**overrides) variants (n_layer=5 ...), and
+   `model_from_hparams(hp, layout)` turns any Hparams into a ResolvedModel (the converter's tensors).
+
+   Weights are random (normal, std 1/sqrt(row length); norms 1; routing bias 0; rope factors 1). Types
+   f32/f16/bf16/q4_0/q4_1/q5_0/q5_1/q8_0 hold those values (gguf.quants); any other type is written as
+   zero blocks, which are valid data for every ggml type (they dequantize to 0).
+
+2. Full-scale sparse files: the real model's complete header (every tensor info with real shapes and
+   the planned types, the metadata, an SPM vocabulary of the model's size) extended to the file's full
+   length with os.truncate, so no disk is used. llama.cpp (llama-fit-params, llama-server without
+   --no-mmap is not advised) can estimate memory for it without the weights::
+
+       from planner.core.catalog import catalog
+       from planner.core.schemes import resolve_scheme
+       from planner.core.sizing import resolve_catalog_model, size_scheme
+       model = resolve_catalog_model(catalog()["deepseek-r1"], "mla")
+       plan = size_scheme(model, resolve_scheme("Q4_K_M"))
+       write_sparse_gguf(tmp / "r1.gguf", model, types=plan)     # types: a SchemePlan, a mapping or a list
+
+`types` everywhere accepts None (each TensorSpec's src_type), a mapping name -> type (ggml type or its
+name; unlisted tensors keep src_type), a list aligned with model.tensors, or a SchemePlan.
+`file_type` (general.file_type) accepts a llama-quantize name ("Q4_K_M", "BF16", "F32"), a
+gguf.LlamaFileType or its int; by default it is the scheme's base ftype when `types` is a SchemePlan,
+else the ftype of the type holding most weight bytes (as llama.cpp guesses it).
+
+The vocabulary is SentencePiece-style (tokenizer.ggml.model = "llama": <unk> <s> </s>, the 256 byte
+tokens <0x00>..<0xFF>, then filler tokens up to n_vocab), which every llama.cpp version loads; the
+catalog models' real tokenizers are BPE, which changes nothing in sizes or memory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zlib
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T, GGUFWriter, LlamaFileType as F
+from gguf import ExpertGatingFuncType, Keys, RopeScalingType, TokenType
+from gguf.constants import GGML_QUANT_VERSION
+from gguf.quants import quant_shape_to_byte_shape, quantize
+
+from planner.core.architectures import TensorSpec, enumerate_tensors
+from planner.core.catalog import Hparams
+from planner.core.ggml_types import parse_type, tensor_bytes, type_name
+from planner.core.llama_quant import FTYPES
+from planner.core.sizing import ResolvedModel
+from planner.errors import PlannerError, choices
+
+# ---------------------------------------------------------------------------------------------------
+# Tiny models
+# ---------------------------------------------------------------------------------------------------
+
+TINY_KINDS = ("deepseek2-mla", "deepseek2-legacy", "qwen2", "qwen2-tied", "llama")
+
+
+def tiny_deepseek2_hparams(**overrides: Any) -> Hparams:
+    """A DeepSeek-V3-shaped deepseek2 (MLA + MoE, q LoRA, shared expert, routing bias), tiny: block 0
+    dense, blocks 1-2 MoE with 4 experts (2 used). Any field can be overridden (n_layer=5 ...).
+
+    Row lengths (ne0): n_embd, kv_lora, n_head*v_head and n_ff_exp are 256, so attn_kv_a_mqa,
+    attn_v_b/attn_kv_b, attn_output and the expert tensors take K-quants as they are; qk_nope 128
+    (attn_k_b, as in the real model) and n_ff 320 (the dense ffn_down) fall back to 32-element blocks;
+    q_lora 80 (attn_q_b) is not a multiple of 32 either and falls back to f16.
+    """
+    hp = Hparams(
+        arch="deepseek2", n_embd=256, n_vocab=384, n_layer=3, n_head=2, n_head_kv=2, n_ff=320,
+        n_ctx_train=4096, n_lora_q=80, n_lora_kv=256, n_rot=64, n_embd_head_qk_nope=128,
+        n_embd_head_v=128, n_expert=4, n_expert_used=2, n_expert_shared=1, n_ff_exp=256,
+        n_layer_dense_lead=1, exp_probs_b=True,
+    )
+    return replace(hp, **overrides)
+
+
+def tiny_qwen2_hparams(tied: bool = False, **overrides: Any) -> Hparams:
+    """A qwen2 (R1-Distill-Qwen shape: q/k/v biases, GQA), tiny.
+
+    Untied: n_embd 256 (K-quants fit), n_ff 384 (ffn_down falls back to 32-blocks), 4 layers.
+    Tied: n_embd 320 (every n_embd row falls back), n_ff 432 (ffn_down: not a multiple of 32 -> f16),
+    no output.weight (llama.cpp reuses token_embd), 3 layers.
+    """
+    if tied:
+        hp = Hparams(arch="qwen2", n_embd=320, n_vocab=320, n_layer=3, n_head=5, n_head_kv=1, n_ff=432,
+                     n_ctx_train=4096, tied_embeddings=True, n_embd_head=64, qkv_bias=True)
+    else:
+        hp = Hparams(arch="qwen2", n_embd=256, n_vocab=384, n_layer=4, n_head=4, n_head_kv=2, n_ff=384,
+                     n_ctx_train=4096, n_embd_head=64, qkv_bias=True)
+    return replace(hp, **overrides)
+
+
+def tiny_llama_hparams(**overrides: Any) -> Hparams:
+    """A llama (R1-Distill-Llama shape: GQA 4, Llama-3 rope_freqs tensor), tiny; every row fits K-quants."""
+    hp = Hparams(arch="llama", n_embd=256, n_vocab=384, n_layer=4, n_head=4, n_head_kv=1, n_ff=512,
+                 n_ctx_train=4096, n_embd_head=64, rope_freqs=True)
+    return replace(hp, **overrides)
+
+
+def tiny_hparams(kind: str) -> tuple[Hparams, str | None]:
+    """(Hparams, layout) of a tiny model kind (see TINY_KINDS)."""
+    if kind == "deepseek2-mla":
+        return tiny_deepseek2_hparams(), "mla"
+    if kind == "deepseek2-legacy":
+        return tiny_deepseek2_hparams(), "legacy"
+    if kind == "qwen2":
+        return tiny_qwen2_hparams(), None
+    if kind == "qwen2-tied":
+        return tiny_qwen2_hparams(tied=True), None
+    if kind == "llama":
+        return tiny_llama_hparams(), None
+    raise PlannerError(f"unknown tiny model kind '{kind}'; valid: {choices(TINY_KINDS)}")
+
+
+def model_from_hparams(hp: Hparams, layout: str | None = None, src: T = T.BF16, id: str | None = None,
+                       name: str | None = None) -> ResolvedModel:
+    """A ResolvedModel with exactly the tensors llama.cpp's converter writes for these Hparams."""
+    lay = (layout or "mla") if hp.arch == "deepseek2" else None
+    mid = id or f"tiny-{hp.arch}" + (f"-{lay}" if lay else "")
+    return ResolvedModel(id=mid, name=name or mid, hparams=hp, layout=lay,
+                         tensors=enumerate_tensors(hp, lay, src), source="generated")
+
+
+def tiny_model(kind: str, src: T = T.BF16) -> ResolvedModel:
+    """A tiny ResolvedModel of one of TINY_KINDS, weights in `src` (bf16, f16 or f32)."""
+    hp, layout = tiny_hparams(kind)
+    return model_from_hparams(hp, layout, src, id=f"tiny-{kind}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Types and file types
+# ---------------------------------------------------------------------------------------------------
+
+_RANDOM_TYPES = (T.F32, T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0)
+
+# general.file_type of a file whose weights are mostly of one type (llama_model_loader's guess)
+_FTYPE_OF_TYPE = {
+    T.F32: F.ALL_F32, T.F16: F.MOSTLY_F16, T.BF16: F.MOSTLY_BF16, T.Q4_0: F.MOSTLY_Q4_0,
+    T.Q4_1: F.MOSTLY_Q4_1, T.Q5_0: F.MOSTLY_Q5_0, T.Q5_1: F.MOSTLY_Q5_1, T.Q8_0: F.MOSTLY_Q8_0,
+    T.Q2_K: F.MOSTLY_Q2_K, T.Q3_K: F.MOSTLY_Q3_K_M, T.Q4_K: F.MOSTLY_Q4_K_M, T.Q5_K: F.MOSTLY_Q5_K_M,
+    T.Q6_K: F.MOSTLY_Q6_K, T.IQ2_XXS: F.MOSTLY_IQ2_XXS, T.IQ2_XS: F.MOSTLY_IQ2_XS,
+    T.IQ2_S: F.MOSTLY_IQ2_S, T.IQ3_XXS: F.MOSTLY_IQ3_XXS, T.IQ3_S: F.MOSTLY_IQ3_S,
+    T.IQ1_S: F.MOSTLY_IQ1_S, T.IQ1_M: F.MOSTLY_IQ1_M, T.IQ4_NL: F.MOSTLY_IQ4_NL,
+    T.IQ4_XS: F.MOSTLY_IQ4_XS,
+}
+
+
+def _as_type(t: Any) -> T:
+    if isinstance(t, T):
+        return t
+    if isinstance(t, str):
+        return parse_type(t)
+    raise PlannerError(f"not a tensor type: {t!r}")
+
+
+def resolve_types(model: ResolvedModel, types: Any = None) -> list[T]:
+    """Per-tensor types aligned with model.tensors (see the module docstring for what `types` may be)."""
+    specs = model.tensors
+    if types is None:
+        return [t.src_type for t in specs]
+    plan_tensors = getattr(types, "tensors", None)
+    if plan_tensors is not None and not isinstance(types, (Mapping, list, tuple)):
+        by_name = {p.name: p.type for p in plan_tensors}
+        missing = [t.name for t in specs if t.name not in by_name]
+        if missing:
+            raise PlannerError(f"the plan has no type for {missing[0]} ({len(missing)} tensors missing)")
+        return [_as_type(by_name[t.name]) for t in specs]
+    if isinstance(types, Mapping):
+        names = {t.name for t in specs}
+        unknown = [n for n in types if n not in names]
+        if unknown:
+            raise PlannerError(f"no tensor named '{unknown[0]}' in {model.id}")
+        return [_as_type(types.get(t.name, t.src_type)) for t in specs]
+    if isinstance(types, Sequence) and not isinstance(types, str):
+        if len(types) != len(specs):
+            raise PlannerError(f"{len(types)} types given for {len(specs)} tensors")
+        return [_as_type(t) for t in types]
+    raise PlannerError(f"types must be a mapping, a list or a plan, not {type(types).__name__}")
+
+
+def _file_type(file_type: Any, types_arg: Any, specs: list[TensorSpec], types: list[T]) -> int:
+    if file_type is None:
+        sid = getattr(types_arg, "id", None)
+        if isinstance(sid, str):
+            from planner.core.schemes import resolve_scheme
+
+            try:
+                return int(resolve_scheme(sid).ftype)
+            except PlannerError:
+                pass
+        weight: Counter[T] = Counter()
+        for s, t in zip(specs, types):
+            if len(s.shape) >= 2:
+                weight[t] += tensor_bytes(s.shape, t)
+        if not weight:
+            return int(F.ALL_F32)
+        top = weight.most_common(1)[0][0]
+        return int(_FTYPE_OF_TYPE.get(top, F.GUESSED))
+    if isinstance(file_type, str):
+        up = file_type.upper()
+        if up == "F32":
+            return int(F.ALL_F32)
+        if up not in FTYPES:
+            raise PlannerError(f"unknown file type '{file_type}'; valid: F32, {choices(FTYPES)}")
+        return int(FTYPES[up])
+    return int(file_type)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Metadata, as llama.cpp's converter writes it
+# ---------------------------------------------------------------------------------------------------
+
+def spm_vocab(n_vocab: int) -> tuple[list[str], list[float], list[int]]:
+    """(tokens, scores, token types) of a SentencePiece-style vocabulary of n_vocab tokens."""
+    if n_vocab < 259:
+        raise PlannerError(f"an SPM vocabulary needs at least 259 tokens (3 special + 256 bytes), got {n_vocab}")
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL] + [TokenType.BYTE] * 256
+    tokens += [f"\u2581t{i}" for i in range(259, n_vocab)]
+    types += [TokenType.NORMAL] * (n_vocab - 259)
+    scores = [0.0] * 259 + [-float(i) for i in range(259, n_vocab)]
+    return tokens, scores, [int(t) for t in types]
+
+
+def _catalog_config(model: ResolvedModel) -> dict[str, Any]:
+    from planner.core.catalog import catalog
+
+    entry = catalog().get(model.id)
+    return dict(entry.config) if entry is not None and entry.hparams == model.hparams else {}
+
+
+def write_metadata(w: GGUFWriter, model: ResolvedModel, file_type: int, config: Mapping[str, Any]) -> None:
+    """The key/value pairs llama.cpp's converter writes for model.hparams (config: the HF config.json
+    values it also copies: rope_theta, rms_norm_eps, routed_scaling_factor, scoring_func, n_group...)."""
+    hp = model.hparams
+    arch = hp.arch
+    cfg = dict(config)
+    rope = dict(cfg.get("rope_scaling") or {})
+    rope_type = rope.get("rope_type") or rope.get("type")
+
+    w.add_type("model")
+    w.add_name(model.name)
+    # TextModel.set_gguf_parameters
+    w.add_block_count(hp.n_layer)
+    w.add_context_length(hp.n_ctx_train)
+    w.add_embedding_length(hp.n_embd)
+    w.add_feed_forward_length(hp.n_ff)
+    w.add_head_count(hp.n_head)
+    if arch == "deepseek2":
+        # MLA converts to MQA (head_count_kv = 1); the legacy layout kept the MHA view (n_head)
+        w.add_head_count_kv(1 if model.layout == "mla" else hp.n_head)
+    else:
+        w.add_head_count_kv(hp.n_head_kv)
+    if rope_type == "yarn" and "factor" in rope:
+        w.add_rope_scaling_type(RopeScalingType.YARN)
+        w.add_rope_scaling_factor(float(rope["factor"]))
+        w.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
+        if "extrapolation_factor" in rope:
+            w.add_rope_scaling_yarn_ext_factor(float(rope["extrapolation_factor"]))
+        if (af := rope.get("attention_factor", rope.get("attn_factor"))) is not None:
+            w.add_rope_scaling_yarn_attn_factor(float(af))
+        if "beta_fast" in rope:
+            w.add_rope_scaling_yarn_beta_fast(float(rope["beta_fast"]))
+        if "beta_slow" in rope:
+            w.add_rope_scaling_yarn_beta_slow(float(rope["beta_slow"]))
+    elif rope_type == "linear" and "factor" in rope:
+        w.add_rope_scaling_type(RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(float(rope["factor"]))
+    w.add_rope_freq_base(float(cfg.get("rope_theta", 10000.0)))
+    default_eps = 1e-5 if arch == "llama" else 1e-6
+    w.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", default_eps)))
+    if hp.n_expert:
+        w.add_expert_count(hp.n_expert)
+        w.add_expert_used_count(hp.n_expert_used)
+    if cfg.get("n_group") is not None and hp.n_expert:
+        w.add_expert_group_count(int(cfg["n_group"]))
+    if cfg.get("topk_group") is not None and hp.n_expert:
+        w.add_expert_group_used_count(int(cfg["topk_group"]))
+    scoring = cfg.get("scoring_func")
+    if scoring is None and arch == "deepseek2" and hp.n_expert and not cfg:
+        scoring = "sigmoid" if hp.exp_probs_b else "softmax"     # tiny models: V3-like / V2-like
+    if scoring == "sigmoid":
+        w.add_expert_gating_func(ExpertGatingFuncType.SIGMOID)
+    elif scoring == "softmax":
+        w.add_expert_gating_func(ExpertGatingFuncType.SOFTMAX)
+    if arch != "deepseek2" and cfg.get("head_dim") is not None:
+        w.add_key_length(int(cfg["head_dim"]))
+        w.add_value_length(int(cfg["head_dim"]))
+    w.add_file_type(file_type)
+
+    if arch == "deepseek2":
+        # DeepseekV2Model.set_gguf_parameters
+        w.add_leading_dense_block_count(hp.n_layer_dense_lead)
+        w.add_vocab_size(hp.n_vocab)
+        if hp.n_lora_q:
+            w.add_q_lora_rank(hp.n_lora_q)
+        w.add_kv_lora_rank(hp.n_lora_kv)
+        if model.layout == "mla":
+            w.add_key_length(hp.n_lora_kv + hp.n_rot)
+            w.add_value_length(hp.n_lora_kv)
+            w.add_key_length_mla(hp.n_embd_head_qk_nope + hp.n_rot)
+            w.add_value_length_mla(hp.n_embd_head_v)
+        else:
+            # converters before llama.cpp PR 12801: MHA head sizes, no _mla keys
+            w.add_key_length(hp.n_embd_head_qk_nope + hp.n_rot)
+            w.add_value_length(hp.n_embd_head_v)
+        w.add_expert_feed_forward_length(hp.n_ff_exp)
+        w.add_expert_shared_count(hp.n_expert_shared)
+        scale = cfg.get("routed_scaling_factor")
+        if scale is None and not cfg and hp.n_expert:
+            scale = 2.5 if hp.exp_probs_b else 1.0
+        if scale is not None:
+            w.add_expert_weights_scale(float(scale))
+        norm = cfg.get("norm_topk_prob") if cfg else (hp.exp_probs_b and hp.n_expert > 0)
+        if norm:
+            w.add_expert_weights_norm(True)
+        w.add_rope_dimension_count(hp.n_rot)
+        if rope.get("mscale_all_dim") is not None:
+            w.add_rope_scaling_yarn_log_mul(0.1 * float(rope["mscale_all_dim"]))
+    elif arch == "llama":
+        w.add_vocab_size(hp.n_vocab)
+        w.add_rope_dimension_count(hp.n_embd_head)
+
+    tokens, scores, toktypes = spm_vocab(hp.n_vocab)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(toktypes)
+    w.add_unk_token_id(0)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+    w.add_quantization_version(GGML_QUANT_VERSION)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tensor data
+# ---------------------------------------------------------------------------------------------------
+
+def _values(spec: TensorSpec, seed: int) -> np.ndarray:
+    """Random values for one tensor, as float32 in numpy order (the ggml shape reversed)."""
+    shape = tuple(reversed(spec.shape))
+    name = spec.name
+    if name.endswith("norm.weight") or name == "rope_freqs.weight":
+        return np.ones(shape, dtype=np.float32)
+    if name.endswith("exp_probs_b.bias"):
+        return np.zeros(shape, dtype=np.float32)
+    rng = np.random.default_rng((seed, zlib.crc32(name.encode())))
+    scale = 0.02 if name.endswith(".bias") else 1.0 / np.sqrt(spec.shape[0])
+    return (rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)).astype(np.float32)
+
+
+def _check_rows(spec: TensorSpec, t: T) -> None:
+    bs = GGML_QUANT_SIZES[t][0]
+    if spec.shape[0] % bs:
+        raise PlannerError(f"{spec.name}: rows of {spec.shape[0]} elements are not whole {type_name(t)} "
+                           f"blocks of {bs}")
+
+
+def _add_tensor(w: GGUFWriter, spec: TensorSpec, t: T, seed: int) -> None:
+    _check_rows(spec, t)
+    np_shape = tuple(reversed(spec.shape))
+    if t in _RANDOM_TYPES:
+        vals = _values(spec, seed)
+        if t == T.F32:
+            w.add_tensor(spec.name, vals)
+        elif t == T.F16:
+            w.add_tensor(spec.name, vals.astype(np.float16))
+        else:
+            w.add_tensor(spec.name, quantize(vals, t), raw_dtype=t)
+    else:
+        data = np.zeros(quant_shape_to_byte_shape(np_shape, t), dtype=np.uint8)
+        w.add_tensor(spec.name, data, raw_dtype=t)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------------
+
+def _targets(path: Path, n_shards: int) -> list[Path]:
+    if n_shards == 1:
+        return [path]
+    from gguf.gguf_writer import SHARD_NAME_FORMAT
+
+    return [path.with_name(SHARD_NAME_FORMAT.format(path.stem, i + 1, n_shards)) for i in range(n_shards)]
+
+
+def _finish(tmp_dir: Path, written: list[Path], targets: list[Path], overwrite: bool) -> list[Path]:
+    if not overwrite:
+        for t in targets:
+            if t.exists():
+                raise PlannerError(f"{t} exists; not overwriting it")
+    for src, dst in zip(written, targets):
+        os.replace(src, dst)
+    return targets
+
+
+def write_gguf(path: str | os.PathLike[str], model: ResolvedModel, *, types: Any = None,
+               file_type: Any = None, seed: int = 0, split_max_tensors: int = 0,
+               config: Mapping[str, Any] | None = None, overwrite: bool = False) -> list[Path]:
+    """Write `model` with random weights of the given per-tensor types; returns the file(s) written.
+
+    split_max_tensors > 0 writes shards of at most that many tensors, named as llama-gguf-split names
+    them (PATH-00001-of-0000N.gguf, metadata in the first, split.* keys in each). The file is written
+    under a temporary name and renamed when complete; an existing file is an error unless overwrite.
+    """
+    path = Path(path)
+    specs = model.tensors
+    tys = resolve_types(model, types)
+    ftype = _file_type(file_type, types, specs, tys)
+    cfg = _catalog_config(model) if config is None else config
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".dq-gguf-", dir=path.parent))
+    try:
+        w = GGUFWriter(tmp_dir / path.name, model.hparams.arch, split_max_tensors=split_max_tensors)
+        write_metadata(w, model, ftype, cfg)
+        for spec, t in zip(specs, tys):
+            _add_tensor(w, spec, t, seed)
+        n_shards = len(w.tensors)
+        written = w.format_shard_names(tmp_dir / path.name)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        return _finish(tmp_dir, written, _targets(path, n_shards), overwrite)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def write_sparse_gguf(path: str | os.PathLike[str], model: ResolvedModel, *, types: Any = None,
+                      file_type: Any = None, config: Mapping[str, Any] | None = None,
+                      overwrite: bool = False) -> Path:
+    """Write the model's full header (tensor infos with real shapes and `types`, metadata, vocabulary)
+    and extend the file with os.truncate to the length the tensor data would take: a sparse file of
+    the real size that uses only the header's disk blocks. Returns the path."""
+    path = Path(path)
+    specs = model.tensors
+    tys = resolve_types(model, types)
+    ftype = _file_type(file_type, types, specs, tys)
+    cfg = _catalog_config(model) if config is None else config
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".dq-gguf-", dir=path.parent))
+    try:
+        tmp = tmp_dir / path.name
+        w = GGUFWriter(tmp, model.hparams.arch)
+        write_metadata(w, model, ftype, cfg)
+        data = 0
+        for spec, t in zip(specs, tys):
+            _check_rows(spec, t)
+            nbytes = tensor_bytes(spec.shape, t)
+            w.add_tensor_info(spec.name, tuple(reversed(spec.shape)), np.dtype(np.float32), nbytes, raw_dtype=t)
+            data += GGUFWriter.ggml_pad(nbytes, w.data_alignment)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        assert w.fout is not None
+        header_end = w.fout[0].tell()
+        w.close()
+        os.truncate(tmp, GGUFWriter.ggml_pad(header_end, w.data_alignment) + data)
+        return _finish(tmp_dir, [tmp], [path], overwrite)[0]
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
