@@ -166,22 +166,59 @@ _EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")
 F32 = 4
 
 
-def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_here: int,
-                         has_output: bool, has_input: bool) -> int:
-    """Peak bytes of the worst-case graph on one device (0 if the device holds no layer).
+def _attention_stage_floats(hp: Hparams, kv_mode: str | None, fa: bool, t: int) -> int:
+    """Floats per token alive at the attention peak of one layer, besides the mask and KQ scores."""
+    e, h = hp.n_embd, hp.n_head
+    if hp.arch == "deepseek2":
+        r, n = hp.n_rot, hp.n_embd_head_qk_nope
+        if kv_mode == "legacy":
+            v = hp.n_embd_head_v
+            # legacy path (attn_kv_b decompressed to per-head K and V)
+            return 5 * e + h * (4 * (n + r) + r) if fa else 5 * e + 2 * h * (n + r + v)
+        # MLA path: q, the absorbed q_nope, the concatenated Q [kv_lora + rope, H], the latent output
+        l_kv = hp.n_lora_kv
+        return 5 * e + h * (2 * l_kv + 3 * r + n)
+    if fa:
+        return 5 * e + 2 * h * hp.n_embd_head
+    return 6 * e + 4 * t
 
-    llama.cpp reserves the prompt-processing graph with n_tokens = min(n_ctx, n_ubatch), every cache
-    cell in use (n_kv = n_ctx per sequence) and n_outputs = min(n_tokens, n_batch); ggml-alloc reuses
-    a tensor's memory once its last consumer ran, so a device's buffer is the largest set of tensors
-    alive at one time, not a sum over layers. The live set at the peak is modelled as:
-      residual stream and its normalised copy: 2 x [n_embd, T] f32, alive throughout;
-      the KQ mask: [n_kv, T] in f16 with flash attention, f32 without;
-      attention, the larger of
-        with flash attention: Q [k_dim, H, T] + its f16 copy + output [v_dim, H, T], all per token
-        without: the KQ scores [n_kv, T, H] f32 and the softmax written over them (+ V^T),
-      feed-forward: gate, up and their product [n_ff', T] f32 (MoE: n_ff_exp x n_expert_used
-        rows per token, plus the router's [n_expert, T] logits, probabilities and selection);
-      on the output device: the logits [n_vocab, n_outputs] f32 (plus the normalised [n_embd, T]).
+
+def _ffn_stage_floats(hp: Hparams) -> int:
+    if hp.is_moe:
+        moe = 3 * hp.n_ff_exp * hp.n_expert_used + 3 * hp.n_expert + 2 * hp.n_embd
+        return moe
+    return 5 * hp.n_ff + hp.n_embd
+
+
+def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_here: int,
+                         has_output: bool, has_input: bool, n_devices: int = 1) -> int:
+    """Bytes of one device's compute buffer in llama.cpp's worst-case graph (0 if it holds nothing).
+
+    llama.cpp reserves the prompt-processing graph with n_tokens T = min(n_ctx, n_ubatch), every cache
+    cell in use (n_kv = cells per sequence) and min(T, n_batch) outputs; ggml-alloc reuses memory once a
+    tensor's last consumer ran, so the buffer is the largest set of tensors alive at one time. It grows
+    exactly linearly with T (checked for n_ubatch 128..2048) and is the largest of three stages:
+
+      attention: the KQ mask [n_kv, T] (f16 with flash attention, f32 without) + without flash
+                 attention the KQ scores [n_kv, T, n_head] f32 + T x a(arch) floats, where a is
+                   deepseek2 MLA      5*n_embd + n_head*(2*kv_lora + 3*rope + nope)
+                   deepseek2 legacy   5*n_embd + 2*n_head*(nope + rope + v_head)    (no FA)
+                                      5*n_embd + n_head*(4*(nope + rope) + rope)     (FA)
+                   dense              6*n_embd + 4*T (no FA);  5*n_embd + 2*n_head*head_dim (FA)
+      feed-forward: the mask (a graph input, alive until the last layer's attention) +
+                    T x (3*n_ff_exp*n_expert_used + 3*n_expert + 2*n_embd) for MoE layers,
+                    T x (5*n_ff + n_embd) for dense ones;
+      output: T x (n_vocab + 5*n_embd) floats (logits and the final norm), on the output device.
+
+    Split over several devices, every device keeps its own copies of the graph inputs and of the
+    tensors crossing the split: the mask costs 8 bytes per cell and token with flash attention (16
+    without), each stage 6*n_embd more floats per token (4*n_embd at the output), and the host (input
+    split, token embedding rows) needs T x 10*n_embd floats plus the mask.
+
+    The coefficients were read off llama.cpp's own estimator (llama-fit-params, llama.cpp build 11434,
+    CPU backend, sparse GGUFs of DeepSeek-R1/V2/V2-Lite in both layouts and of the R1-Distill models);
+    bench/bench_memory.py measures the remaining error against it and against real runs. CUDA buffers
+    differ (cuBLAS/FA kernels choose other intermediates); treat them as an estimate there.
     """
     if layers_here == 0 and not has_output and not has_input:
         return 0
@@ -190,33 +227,21 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
     n_kv = n_seq
     n_out = min(t, opts.batch)
     e = hp.n_embd
-    base = 2 * e * t * F32
+    split = n_devices > 1
+    mask_cell = (8 if opts.flash_attn else 16) if split else (2 if opts.flash_attn else F32)
+    mask = n_kv * t * mask_cell
     if layers_here == 0:
-        # input-only (host) device: token rows gathered from token_embd
-        return base if has_input else 0
-    mask = n_kv * t * (2 if opts.flash_attn else F32)
-    if hp.arch == "deepseek2":
-        h = hp.n_head
-        if opts.kv_mode == "legacy":
-            k_dim, v_dim = hp.n_embd_head_qk_nope + hp.n_rot, hp.n_embd_head_v
-        else:
-            k_dim, v_dim = hp.n_lora_kv + hp.n_rot, hp.n_lora_kv
-    else:
-        h = hp.n_head
-        k_dim = v_dim = hp.n_embd_head
-    if opts.flash_attn:
-        attn = (k_dim * h * t) * (F32 + 2) + v_dim * h * t * F32
-    else:
-        attn = 2 * n_kv * t * h * F32 + v_dim * h * t * F32
-    if hp.is_moe:
-        ffn = 3 * hp.n_ff_exp * hp.n_expert_used * t * F32 + 3 * hp.n_expert * t * F32
-        dense_lead = 3 * hp.n_ff * t * F32 if hp.n_layer_dense_lead else 0
-        ffn = max(ffn, dense_lead)
-    else:
-        ffn = 3 * hp.n_ff * t * F32
-    peak = base + mask + max(attn, ffn)
+        if has_output:
+            return n_out * (n_vocab + (9 if split else 5) * e) * F32
+        return t * 10 * e * F32 + mask if split else 2 * e * t * F32
+    extra = 6 * e if split else 0
+    kq = 0 if opts.flash_attn else n_kv * t * hp.n_head * F32
+    attn = mask + kq + t * (_attention_stage_floats(hp, opts.kv_mode, opts.flash_attn, t) + extra) * F32
+    # the mask is a graph input: alive until the last layer's attention, so through every FFN but the last
+    ffn = mask + t * (_ffn_stage_floats(hp) + extra) * F32
+    peak = max(attn, ffn)
     if has_output:
-        peak = max(peak, base + n_vocab * n_out * F32)
+        peak = max(peak, n_out * (n_vocab + (9 if split else 5) * e) * F32)
     return peak
 
 
@@ -270,11 +295,13 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
         (host if di < 0 else devs[di]).kv_bytes += k + v
 
     out_dev = ldev[hp.n_layer]
+    host_layers = sum(1 for il in host.layers if il < hp.n_layer)
+    used = sum(1 for d in devs if d.layers) + (1 if host_layers or out_dev == -1 else 0)
+    n_split = max(1, used + (1 if any(d.layers for d in devs) else 0))  # the host's input split counts
     for d_i, d in enumerate(devs):
         layers_here = sum(1 for il in d.layers if il < hp.n_layer)
-        d.compute_bytes = compute_buffer_bytes(hp, opts, hp.n_vocab, layers_here, out_dev == d_i, False)
-    host_layers = sum(1 for il in host.layers if il < hp.n_layer)
-    host.compute_bytes = compute_buffer_bytes(hp, opts, hp.n_vocab, host_layers, out_dev == -1, True)
+        d.compute_bytes = compute_buffer_bytes(hp, opts, hp.n_vocab, layers_here, out_dev == d_i, False, n_split)
+    host.compute_bytes = compute_buffer_bytes(hp, opts, hp.n_vocab, host_layers, out_dev == -1, True, n_split)
     # output buffer: logits (n_vocab floats) for n_seq_max outputs, kept in host memory
     host.overhead_bytes = hp.n_vocab * max(1, opts.parallel) * F32
 
