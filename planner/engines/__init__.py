@@ -1,0 +1,1 @@
+"""Serving engines: build, start and check the commands that run a plan (llama.cpp, vLLM, SGLang)."""

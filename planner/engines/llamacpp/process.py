@@ -1,0 +1,203 @@
+"""Child processes that never outlive the command that started them.
+
+Every child runs in its own session (so its whole process group can be signalled, and a Ctrl-C in the
+terminal reaches only dq-planner, which then stops the child itself), from an argument list (never a
+shell). `Child.stop()` sends SIGTERM to the group, waits, then SIGKILL; `with Child(...)` always stops.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from planner.errors import RunError
+
+
+def signal_name(returncode: int) -> str | None:
+    """'SIGKILL' for a child killed by a signal (Popen's negative returncode), else None."""
+    if returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+class Child:
+    """One child process with its output merged into one line stream."""
+
+    def __init__(self, argv: Sequence[str | os.PathLike], *, env: dict[str, str] | None = None,
+                 cwd: str | os.PathLike | None = None, keep_lines: int = 400,
+                 on_line: Callable[[str], None] | None = None, restore_signals: bool = True):
+        self.argv = [os.fspath(a) for a in argv]
+        if not self.argv or not Path(self.argv[0]).name:
+            raise ValueError("empty command")
+        self.lines: deque[str] = deque(maxlen=keep_lines)   # the last lines, for error messages
+        self.all_lines: list[str] = []
+        self._on_line = on_line
+        self._lock = threading.Lock()
+        try:
+            self.proc = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                env=env, cwd=cwd, start_new_session=True, bufsize=0, restore_signals=restore_signals)
+        except OSError as e:
+            raise RunError(f"cannot start {self.argv[0]}: {e.strerror or e}") from None
+        self._reader: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    # -- output ---------------------------------------------------------------------------------
+    def _iter_raw(self) -> Iterator[str]:
+        """Lines as the child writes them (bytes decoded leniently; '\\r' also ends a line)."""
+        assert self.proc.stdout is not None
+        buf = b""
+        while True:
+            chunk = self.proc.stdout.read(65536)
+            if not chunk:
+                break
+            buf += chunk
+            while True:
+                i = buf.find(b"\n")
+                if i < 0:
+                    break
+                line, buf = buf[:i], buf[i + 1:]
+                yield line.rstrip(b"\r").decode("utf-8", "replace")
+        if buf:
+            yield buf.rstrip(b"\r").decode("utf-8", "replace")
+
+    def _record(self, line: str) -> None:
+        with self._lock:
+            self.lines.append(line)
+            self.all_lines.append(line)
+        if self._on_line is not None:
+            self._on_line(line)
+
+    def iter_lines(self) -> Iterator[str]:
+        """Read the output in this thread until the child closes it."""
+        for line in self._iter_raw():
+            self._record(line)
+            yield line
+
+    def read_in_background(self) -> None:
+        """Collect the output in a thread (for long-running servers)."""
+        def run() -> None:
+            for line in self._iter_raw():
+                self._record(line)
+        self._reader = threading.Thread(target=run, name=f"reader-{self.pid}", daemon=True)
+        self._reader.start()
+
+    def snapshot(self) -> list[str]:
+        with self._lock:
+            return list(self.all_lines)
+
+    # -- lifetime -------------------------------------------------------------------------------
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        rc = self.proc.wait(timeout)
+        self._join_reader()
+        return rc
+
+    def _join_reader(self, timeout: float = 5.0) -> None:
+        if self._reader is not None:
+            self._reader.join(timeout)
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def stop(self, grace: float = 10.0) -> int:
+        """SIGTERM to the process group, SIGKILL after `grace` seconds; returns the exit status.
+
+        llama.cpp's tools do not fork, so the group is the child itself and the threads it runs; the
+        group is signalled only while its leader is unreaped (its id cannot have been reused then).
+        """
+        try:
+            if self.proc.poll() is None:
+                self._signal_group(signal.SIGTERM)
+                try:
+                    self.proc.wait(grace)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            # also when interrupted while waiting: the child must not outlive us
+            if self.proc.poll() is None:
+                self._signal_group(signal.SIGKILL)
+                self.proc.wait()
+        self._join_reader()
+        if self.proc.stdout is not None:
+            try:
+                self.proc.stdout.close()
+            except OSError:
+                pass
+        return self.proc.returncode
+
+    def __enter__(self) -> "Child":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group is still running (zombies excluded)."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+    for p in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(p.info["pid"]) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return False
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    end = time.monotonic() + timeout
+    while True:
+        if pred():
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(interval)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM/SIGHUP while a child runs: handled like Ctrl-C (stop the child, clean up, exit 130)."""
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise KeyboardInterrupt so that cleanup code runs."""
+    def handler(signum, frame):
+        raise _Terminated(signal.Signals(signum).name)
+
+    old = {}
+    try:
+        for s in (signal.SIGTERM, signal.SIGHUP):
+            try:
+                old[s] = signal.signal(s, handler)
+            except ValueError:          # not the main thread
+                pass
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

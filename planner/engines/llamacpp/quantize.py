@@ -1,0 +1,269 @@
+"""Running llama-quantize for a scheme and checking what it wrote against the plan.
+
+- `run_quantize()` runs llama-quantize with the scheme's rules, reports progress from its per-tensor
+  lines, writes under a temporary name in the output folder and renames on success. On failure or
+  Ctrl-C (or SIGTERM/SIGHUP) the child's process group is killed and the partial file removed.
+- `compare_log()` checks llama-quantize's own per-tensor lines (real or --dry-run) against the plan.
+- `verify_file()` checks the written GGUF, tensor by tensor: name, shape, type, bytes (rows x row size
+  of the type the header records), and that the data region holds exactly those bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from planner.core.ggml_types import parse_type, tensor_bytes
+from planner.core.plan import SchemePlan
+from planner.core.schemes import Scheme
+from planner.engines.llamacpp.argv import (TENSOR_TYPE_FILE_THRESHOLD, child_env, quantize_argv,
+                                           tensor_type_file_text)
+from planner.engines.llamacpp.locate import LlamaCpp
+from planner.engines.llamacpp.logs import MIB, QuantizeLineParser, QuantizeLog, quantize_error, shows_as_mib
+from planner.engines.llamacpp.process import Child, signal_name, terminate_as_interrupt
+from planner.engines.llamacpp.progress import Progress
+from planner.errors import PlannerError, RunError
+
+GGUF_ALIGNMENT = 32          # general.alignment default (gguf.GGUF_DEFAULT_ALIGNMENT)
+
+
+@dataclass
+class Mismatch:
+    name: str
+    what: str                 # "type", "bytes", "shape", "missing", "unexpected", "data"
+    predicted: str
+    actual: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.what} planned {self.predicted}, llama.cpp {self.actual}"
+
+
+@dataclass
+class FileTensor:
+    name: str
+    shape: tuple[int, ...]    # ggml order
+    type: str                 # ggml_type_name
+    offset: int               # absolute offset of the data in the file
+    nbytes: int
+
+
+@dataclass
+class FileTable:
+    path: str
+    tensors: list[FileTensor]
+    data_start: int
+    alignment: int
+    file_size: int
+
+
+def _norm_shape(shape) -> tuple[int, ...]:
+    s = tuple(int(x) for x in shape)
+    while len(s) > 1 and s[-1] == 1:
+        s = s[:-1]
+    return s
+
+
+def read_file_table(path: str | os.PathLike) -> FileTable:
+    """Tensor infos of a GGUF file with absolute data offsets, from its header (planner.gguf.header;
+    gguf.GGUFReader on the complete file when that module is absent)."""
+    try:
+        from planner.gguf.header import read_header
+    except ImportError:
+        read_header = None
+    if read_header is not None:
+        try:
+            h = read_header(path)
+        except PlannerError as e:
+            raise RunError(f"cannot read {path} as GGUF: {e}") from None
+        tensors = [FileTensor(t.name, _norm_shape(t.shape), t.type_name, int(t.offset), int(t.bytes))
+                   for t in h.tensors]
+        return FileTable(os.fspath(path), tensors, h.data_offset, h.alignment, os.path.getsize(path))
+
+    from gguf import GGUFReader
+
+    from planner.core.ggml_types import type_name
+
+    try:
+        r = GGUFReader(os.fspath(path), "r")
+    except Exception as e:  # the reader raises ValueError/struct errors/OSError on bad files
+        raise RunError(f"cannot read {path} as GGUF: {e}") from None
+    align_f = r.fields.get("general.alignment")
+    align = int(align_f.parts[align_f.data[0]][0]) if align_f is not None else GGUF_ALIGNMENT
+    tensors = [FileTensor(t.name, _norm_shape(t.shape), type_name(t.tensor_type), int(t.data_offset),
+                          int(t.n_bytes)) for t in r.tensors]
+    return FileTable(os.fspath(path), tensors, int(r.data_offset), align, os.path.getsize(path))
+
+
+# ---------------------------------------------------------------------------------------------------
+# comparisons
+# ---------------------------------------------------------------------------------------------------
+
+def compare_log(plan: SchemePlan, log: QuantizeLog) -> list[Mismatch]:
+    """llama-quantize's per-tensor lines against the plan: every tensor, its type, and its size as
+    llama.cpp printed it (MiB with 2 decimals, 3 when copied), which the planned bytes must print as."""
+    out: list[Mismatch] = []
+    seen = {t.name: t for t in log.tensors}
+    for p in plan.tensors:
+        t = seen.pop(p.name, None)
+        if t is None:
+            out.append(Mismatch(p.name, "missing", "present", "not in llama-quantize's output"))
+            continue
+        if _norm_shape(t.ne) != _norm_shape(p.shape):
+            out.append(Mismatch(p.name, "shape", str(list(p.shape)), str(list(_norm_shape(t.ne)))))
+        if t.type != p.type:
+            out.append(Mismatch(p.name, "type", p.type, t.type))
+        elif not shows_as_mib(p.bytes, t.mib, t.mib_decimals):
+            out.append(Mismatch(p.name, "bytes", f"{p.bytes} ({p.bytes / MIB:.{t.mib_decimals}f} MiB)",
+                                f"{t.mib:.{t.mib_decimals}f} MiB"))
+    for name in seen:
+        out.append(Mismatch(name, "unexpected", "absent", "written by llama-quantize"))
+    return out
+
+
+def _pad(n: int, align: int) -> int:
+    return (n + align - 1) // align * align
+
+
+def verify_file(plan: SchemePlan, table: FileTable) -> list[Mismatch]:
+    """The written GGUF against the plan, tensor by tensor (types from the header; bytes both as the
+    header's type and shape give them and as the data region actually holds)."""
+    out: list[Mismatch] = []
+    by_name = {t.name: t for t in table.tensors}
+    for p in plan.tensors:
+        t = by_name.pop(p.name, None)
+        if t is None:
+            out.append(Mismatch(p.name, "missing", "present", "not in the file"))
+            continue
+        if t.shape != _norm_shape(p.shape):
+            out.append(Mismatch(p.name, "shape", str(list(p.shape)), str(list(t.shape))))
+            continue
+        if t.type != p.type:
+            out.append(Mismatch(p.name, "type", p.type, t.type))
+        actual = tensor_bytes(t.shape, parse_type(t.type))
+        if actual != p.bytes:
+            out.append(Mismatch(p.name, "bytes", str(p.bytes), str(actual)))
+        if t.nbytes != actual:
+            out.append(Mismatch(p.name, "data", str(actual), f"{t.nbytes} in the reader"))
+    for name in by_name:
+        out.append(Mismatch(name, "unexpected", "absent", "in the file"))
+    # the data region: tensors laid out back to back, each padded to the alignment, up to the file's end
+    ordered = sorted(table.tensors, key=lambda t: t.offset)
+    for a, b in zip(ordered, ordered[1:]):
+        if b.offset - a.offset != _pad(a.nbytes, table.alignment):
+            out.append(Mismatch(a.name, "data", f"{_pad(a.nbytes, table.alignment)} bytes before the next tensor",
+                                f"{b.offset - a.offset}"))
+    if ordered:
+        last = ordered[-1]
+        end = last.offset + last.nbytes
+        if not (end <= table.file_size <= last.offset + _pad(last.nbytes, table.alignment)):
+            out.append(Mismatch(last.name, "data", f"file ends at {end}..{last.offset + _pad(last.nbytes, table.alignment)}",
+                                f"file size {table.file_size}"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# running
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class QuantizeResult:
+    log: QuantizeLog
+    argv: list[str]
+    output: Path | None
+    returncode: int
+    lines: list[str] = field(default_factory=list)
+
+
+def temp_output_path(dst: Path) -> Path:
+    return dst.parent / f".{dst.name}.partial-{os.getpid()}"
+
+
+def needed_bytes(plan: SchemePlan, header_bytes: int) -> int:
+    """Bytes the output takes: the header (metadata as in the input, tensor infos) and the tensors,
+    each padded to the alignment."""
+    return header_bytes + sum(_pad(t.bytes, GGUF_ALIGNMENT) for t in plan.tensors)
+
+
+def check_free_space(folder: Path, need: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise RunError(f"not enough free disk space in {folder}: the output needs {need / 2**30:.2f} GiB "
+                       f"({need} bytes), {free / 2**30:.2f} GiB are free")
+
+
+def _src_bytes(t) -> int:
+    try:
+        return tensor_bytes(tuple(t.shape), parse_type(t.src_type))
+    except (PlannerError, ValueError):
+        return 0
+
+
+def run_quantize(lc: LlamaCpp, src: Path, dst: Path | None, scheme: Scheme, plan: SchemePlan, *,
+                 imatrix: Path | None = None, threads: int | None = None, dry_run: bool = False,
+                 progress: Progress | None = None, on_line: Callable[[str], None] | None = None,
+                 env: dict[str, str] | None = None) -> QuantizeResult:
+    """Run llama-quantize; on success (not dry-run) the output is at `dst`. Any failure: RunError with
+    llama.cpp's own error, no partial file left; KeyboardInterrupt: child stopped, partial file removed."""
+    binary = lc.binary("llama-quantize")
+    tmp = None if dry_run else temp_output_path(dst)  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory(prefix="dq-planner-") as td:
+        ttf = None
+        if len(scheme.rules) > TENSOR_TYPE_FILE_THRESHOLD:
+            ttf = Path(td) / "tensor-types.txt"
+            ttf.write_text(tensor_type_file_text(scheme))
+        argv = quantize_argv(binary, src, tmp, scheme, imatrix=imatrix, threads=threads, dry_run=dry_run,
+                             tensor_type_file=ttf)
+        parser = QuantizeLineParser()
+        src_bytes = {t.name: _src_bytes(t) for t in plan.tensors}
+        total = sum(src_bytes.values())
+        done = 0
+        child: Child | None = None
+        ok = False
+        try:
+            with terminate_as_interrupt():
+                # restore_signals=False keeps SIGXFSZ (and SIGPIPE) ignored in the child, as Python has
+                # them: a file size limit (ulimit -f) then fails the write like a full disk does, and
+                # llama-quantize reports it itself instead of being killed silently
+                child = Child(argv, env=child_env(env), on_line=on_line, restore_signals=False)
+                for line in child.iter_lines():
+                    t = parser.feed(line)
+                    if t is not None and progress is not None:
+                        done += src_bytes.get(t.name, 0)
+                        progress.total = max(progress.total, float(total))
+                        progress.update(done, t.name)
+                rc = child.wait()
+            if progress is not None:
+                progress.close()
+            if rc != 0:
+                sig = signal_name(rc)
+                if sig is not None:
+                    why = f"llama-quantize was killed by {sig}"
+                    if sig == "SIGXFSZ":
+                        why += " (the output exceeded the file size limit, ulimit -f)"
+                    last = quantize_error(child.all_lines)
+                    raise RunError(f"{why}; last output: {last}")
+                err = quantize_error(child.all_lines)
+                hint = ""
+                if "iostream error" in err and not dry_run:
+                    hint = f" (writing {dst} failed: is its disk full or a file size limit reached?)"
+                raise RunError(f"llama-quantize failed (exit {rc}): {err}{hint}")
+            if not parser.log.tensors:
+                raise RunError(f"llama-quantize printed no tensors: {quantize_error(child.all_lines)}")
+            if tmp is not None:
+                os.replace(tmp, dst)  # type: ignore[arg-type]
+            ok = True
+        finally:
+            if progress is not None:
+                progress.close()
+            if child is not None:
+                child.stop()
+            if not ok and tmp is not None:
+                try:
+                    tmp.unlink()
+                except FileNotFoundError:
+                    pass
+    return QuantizeResult(parser.log, argv, None if dry_run else dst, rc, child.all_lines if child else [])

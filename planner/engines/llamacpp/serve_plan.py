@@ -1,0 +1,83 @@
+"""The plan `serve` runs: the GGUF's own tensors and types, placed on the devices llama.cpp lists.
+
+The memory model (planner.core.memory.plan_memory) is given the devices llama.cpp itself will use, in
+its order (RPC devices first, then local GPUs; the CPU is the host), so that the explicit -ngl/-ts of the
+command reproduce the plan's placement exactly: -ts is the number of layers the plan gives each device
+(llama.cpp assigns layer il to the first device whose cumulative share exceeds il / n_offloaded, and
+with shares in whole layers both sides compute the same float32 quotients).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from planner.core.plan import MemoryPlan, PlanRequest
+from planner.engines.llamacpp.argv import RpcDevice, ServerOptions
+from planner.engines.llamacpp.devices import ListedDevice, list_devices
+from planner.engines.llamacpp.locate import LlamaCpp
+
+
+@dataclass
+class ServePlan:
+    options: ServerOptions
+    memory: MemoryPlan | None
+    model_file: str
+    scheme: str
+    devices: list[ListedDevice] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _host_memory() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except Exception:  # pragma: no cover - psutil is a dependency
+        return 0
+
+
+def plan_serve(lc: LlamaCpp, req: PlanRequest, rpc: list[RpcDevice], *, host: str = "127.0.0.1",
+               port: int = 8080, threads: int | None = None,
+               devices: list[ListedDevice] | None = None) -> ServePlan:
+    from planner.core.memory import Slot, plan_memory
+    from planner.core.planner import memory_options, resolve_model
+    from planner.core.sizing import size_file
+
+    model, kv_mode = resolve_model(req)
+    hp = model.hparams
+    sp = size_file(model)
+    notes: list[str] = []
+    if devices is None:
+        devices = list_devices(lc, rpc)
+    mem_of = {d.endpoint: d.memory_bytes for d in rpc}
+    slots = []
+    for d in devices:
+        cap = d.total_bytes
+        if d.name.startswith("RPC"):
+            given = mem_of.get(d.description.strip())
+            if given is not None:
+                cap = given
+        slots.append(Slot(d.label, cap, 0, weight=float(d.free_bytes)))
+    if req.gpus is not None:
+        notes.append("--gpus is ignored by serve: it plans on the devices llama.cpp lists")
+    if req.device not in (None, "auto"):
+        notes.append(f"--device {req.device} is ignored by serve: it plans on the devices llama.cpp lists")
+    opts = memory_options(req, kv_mode, _host_memory())
+    memory = plan_memory(hp, sp.tensors, slots, opts)
+    if not slots:
+        ngl = 0
+        notes.append("llama.cpp lists no GPU or RPC device: everything runs on the CPU (host)")
+    else:
+        ngl = hp.n_layer + 1 if req.ngl is None else min(req.ngl, hp.n_layer + 1)
+    split = None
+    if len(slots) > 1:
+        split = [float(len(d.layers)) for d in memory.per_device]
+        if not any(split):
+            split = None
+    sp.memory = memory
+    options = ServerOptions(
+        model_file=req.model_file or "", ctx=req.ctx, n_gpu_layers=ngl, tensor_split=split,
+        flash_attn=req.flash_attn, cache_type_k=req.cache_type_k, cache_type_v=req.cache_type_v,
+        parallel=req.parallel, ubatch=req.ubatch, batch=req.batch, n_cpu_moe=req.n_cpu_moe,
+        rpc=rpc or None, host=host, port=port, threads=threads)
+    return ServePlan(options, memory, req.model_file or "", sp.id, devices, notes + list(memory.notes))

@@ -1,0 +1,230 @@
+"""llama-server from a plan: the command, a checked start, and planned against measured memory.
+
+`start_server()` starts llama-server in its own process group, waits for GET /health to answer 200, and
+returns the running Child; `stop()` on it sends SIGTERM to the group (llama-server then prints its memory
+breakdown table and exits), SIGKILL after a grace period. `measure()` reads the memory lines of the run.
+`compare()` matches llama.cpp's buffers to the plan's devices:
+
+  buffer name                          plan device
+  CPU, CPU_Mapped, CPU_REPACK, *_Host   Host (host RAM: weights kept on the host, the host's KV and
+                                        compute buffers, the output buffer)
+  CUDA0, ROCm1, Vulkan0, CANN2 ...      the device of that name
+  RPC<n>[HOST:PORT]                     RPC[HOST:PORT] (the server numbers its own devices RPC0...)
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Callable
+
+from planner.core.plan import DeviceMemory, MemoryPlan
+from planner.engines.llamacpp.argv import child_env
+from planner.engines.llamacpp.logs import MIB, MemoryReport, clean, parse_memory
+from planner.engines.llamacpp.process import Child, signal_name
+from planner.errors import RunError
+
+_RPC_BUF = re.compile(r"^RPC\d*\[(?P<ep>[^\]]+)\]$")
+_RPC_DEV = re.compile(r"^RPC\d*\s+\((?P<ep>[^)]+)\)$")
+_HOST_BUFS = re.compile(r"^(CPU.*|.*_Host|Host)$")
+
+
+def device_key(name: str) -> str:
+    """The plan's name for a llama.cpp buffer or breakdown-row name."""
+    name = name.strip()
+    if (m := _RPC_BUF.match(name)) or (m := _RPC_DEV.match(name)):
+        return f"RPC[{m.group('ep')}]"
+    if name.startswith("RPC[") and name.endswith("]"):
+        return name
+    if _HOST_BUFS.match(name):
+        return "Host"
+    return name.split(" (", 1)[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# running
+# ---------------------------------------------------------------------------------------------------
+
+def _health(host: str, port: int, timeout: float = 1.0) -> int | None:
+    h = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    try:
+        with urllib.request.urlopen(f"http://{h}:{port}/health", timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+_SERVER_ERR = re.compile(r"\b(error|failed|unable|cannot|couldn't|exception|abort)\b", re.I)
+
+
+def server_error(lines: list[str]) -> str:
+    """The most telling line of a llama-server that did not come up."""
+    ls = [clean(l).strip() for l in lines]
+    errs = [l for l in ls if _SERVER_ERR.search(l)]
+    if errs:
+        # the first error is usually the cause, later ones its consequences ("exiting due to ...")
+        return re.sub(r"^[\d.]+ [A-Z] ", "", errs[0])
+    rest = [l for l in ls if l]
+    return rest[-1] if rest else "no output"
+
+
+def start_server(argv: list[str], host: str, port: int, *, timeout: float = 600.0,
+                 on_line: Callable[[str], None] | None = None, env: dict[str, str] | None = None) -> Child:
+    """Start llama-server and wait until /health says 200; RunError (child stopped) if it exits or times out."""
+    child = Child(argv, env=child_env(env), on_line=on_line)
+    child.read_in_background()
+    end = time.monotonic() + timeout
+    try:
+        while True:
+            rc = child.poll()
+            if rc is not None:
+                child.wait(5)
+                sig = signal_name(rc)
+                how = f"was killed by {sig}" if sig else f"exited with status {rc}"
+                raise RunError(f"llama-server {how} before it was ready: {server_error(child.snapshot())}")
+            if _health(host, port) == 200:
+                return child
+            if time.monotonic() > end:
+                raise RunError(f"llama-server was not ready after {timeout:.0f} s: {server_error(child.snapshot())}")
+            time.sleep(0.1)
+    except BaseException:
+        child.stop()
+        raise
+
+
+def stop_and_measure(child: Child, grace: float = 20.0) -> MemoryReport:
+    """Stop the server (SIGTERM to its group, SIGKILL after `grace`) and parse everything it printed,
+    including the memory breakdown it prints on exit."""
+    child.stop(grace)
+    return parse_memory(child.snapshot())
+
+
+# ---------------------------------------------------------------------------------------------------
+# planned vs measured
+# ---------------------------------------------------------------------------------------------------
+
+COMPONENTS = ("weights", "kv", "compute", "output")
+LABELS = {"weights": "weights", "kv": "KV cache", "compute": "compute", "output": "output buffer"}
+
+
+@dataclass
+class Comparison:
+    device: str
+    component: str                 # one of COMPONENTS
+    planned_bytes: int | None
+    measured_mib: float | None     # as llama.cpp printed it (2 decimals)
+
+    @property
+    def diff_mib(self) -> float | None:
+        if self.planned_bytes is None or self.measured_mib is None:
+            return None
+        return self.planned_bytes / MIB - self.measured_mib
+
+    @property
+    def exact(self) -> bool:
+        """The planned bytes print as llama.cpp's figure."""
+        return (self.planned_bytes is not None and self.measured_mib is not None
+                and f"{self.planned_bytes / MIB:.2f}" == f"{self.measured_mib:.2f}")
+
+
+@dataclass
+class MeasuredDevice:
+    device: str
+    weights_mib: float = 0.0
+    kv_mib: float = 0.0
+    compute_mib: float = 0.0
+    output_mib: float = 0.0
+    buffers: list[str] = field(default_factory=list)
+
+
+def measured_devices(report: MemoryReport) -> dict[str, MeasuredDevice]:
+    out: dict[str, MeasuredDevice] = {}
+
+    def dev(name: str) -> MeasuredDevice:
+        k = device_key(name)
+        if k not in out:
+            out[k] = MeasuredDevice(k)
+        if name not in out[k].buffers:
+            out[k].buffers.append(name)
+        return out[k]
+
+    for name, mib in report.model_mib.items():
+        dev(name).weights_mib += mib
+    for name, mib in report.kv_mib.items():
+        dev(name).kv_mib += mib
+    for name, mib in report.compute_mib.items():
+        dev(name).compute_mib += mib
+    for name, mib in report.output_mib.items():
+        dev(name).output_mib += mib
+    return out
+
+
+def _planned(memory: MemoryPlan | None) -> dict[str, DeviceMemory]:
+    if memory is None:
+        return {}
+    out = {device_key(d.device): d for d in memory.per_device}
+    if memory.host is not None:
+        out["Host"] = memory.host
+    return out
+
+
+def compare(memory: MemoryPlan | None, report: MemoryReport) -> list[Comparison]:
+    """One row per device and component, devices in the plan's order (then any the plan lacks)."""
+    planned = _planned(memory)
+    measured = measured_devices(report)
+    keys = [k for k in planned if k != "Host"] + (["Host"] if "Host" in planned else [])
+    keys += [k for k in measured if k not in planned]
+    rows: list[Comparison] = []
+    for k in keys:
+        p = planned.get(k)
+        m = measured.get(k)
+        for comp in COMPONENTS:
+            if comp == "output":
+                if k != "Host":
+                    continue
+                pb = p.overhead_bytes if p is not None else None
+            else:
+                pb = getattr(p, f"{comp}_bytes") if p is not None else None
+            mm = getattr(m, f"{comp}_mib") if m is not None else None
+            if (pb in (None, 0)) and (mm in (None, 0.0)):
+                continue
+            rows.append(Comparison(k, comp, pb, mm if m is not None else None))
+    return rows
+
+
+def render_comparison(rows: list[Comparison], report: MemoryReport | None = None) -> str:
+    headers = ["device", "what", "planned MiB", "llama.cpp MiB", "planned - llama.cpp"]
+    body = []
+    for r in rows:
+        planned = "-" if r.planned_bytes is None else f"{r.planned_bytes / MIB:.2f}"
+        meas = "-" if r.measured_mib is None else f"{r.measured_mib:.2f}"
+        if r.diff_mib is None:
+            diff = ""
+        elif r.exact:
+            diff = "exact"
+        else:
+            rel = f" ({100 * r.diff_mib / r.measured_mib:+.1f}%)" if r.measured_mib else ""
+            diff = f"{r.diff_mib:+.2f}{rel}"
+        body.append([r.device, LABELS[r.component], planned, meas, diff])
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
+    right = {2, 3}
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    out = [fmt(headers), fmt(["-" * w for w in widths])] + [fmt(b) for b in body]
+    if report is not None:
+        if report.kv is not None:
+            kv = report.kv
+            out.append(f"llama.cpp KV cache: {kv.cells} cells, {kv.layers} layers, {kv.seqs} seq(s), "
+                       f"K ({kv.k_type}) {kv.k_mib:.2f} MiB, V ({kv.v_type}) {kv.v_mib:.2f} MiB")
+        if report.breakdown:
+            out.append("llama.cpp memory breakdown at exit (MiB): " + "; ".join(
+                f"{device_key(b.name)} {b.self_mib} = {b.model_mib} model + {b.context_mib} context + "
+                f"{b.compute_mib} compute" for b in report.breakdown))
+    return "\n".join(out)
