@@ -1,0 +1,99 @@
+"""The host: RAM (total and available), CPU cores, NUMA nodes where Linux shows them, free disk at a path.
+
+RAM and cores come from psutil; NUMA nodes from /sys/devices/system/node (absent in some containers and on
+other systems: then the list is empty). Free disk is what an unprivileged user may write at the path (or at
+its nearest existing parent, for an output file that does not exist yet).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NODE_DIR = Path("/sys/devices/system/node")
+
+
+@dataclass
+class NumaNode:
+    id: int
+    cpus: str = ""                   # Linux cpulist, e.g. "0-55,112-167"
+    memory_total_bytes: int = 0
+
+
+@dataclass
+class HostInfo:
+    memory_total_bytes: int
+    memory_available_bytes: int
+    cpu_cores: int                   # logical CPUs this process may run on
+    cpu_cores_physical: int | None = None
+    numa_nodes: list[NumaNode] = field(default_factory=list)
+    disk_path: str = ""
+    disk_free_bytes: int | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "memory_total_bytes": self.memory_total_bytes,
+            "memory_available_bytes": self.memory_available_bytes,
+            "cpu_cores": self.cpu_cores,
+            "cpu_cores_physical": self.cpu_cores_physical,
+            "numa_nodes": [{"id": n.id, "cpus": n.cpus, "memory_total_bytes": n.memory_total_bytes}
+                           for n in self.numa_nodes],
+            "disk_path": self.disk_path,
+            "disk_free_bytes": self.disk_free_bytes,
+        }
+
+
+def numa_nodes(root: Path = NODE_DIR) -> list[NumaNode]:
+    out: list[NumaNode] = []
+    try:
+        entries = sorted(root.glob("node[0-9]*"), key=lambda p: int(p.name[4:]))
+    except OSError:
+        return out
+    for d in entries:
+        node = NumaNode(id=int(d.name[4:]))
+        try:
+            node.cpus = (d / "cpulist").read_text().strip()
+        except OSError:
+            pass
+        try:
+            m = re.search(r"MemTotal:\s+(\d+)\s*kB", (d / "meminfo").read_text())
+            if m:
+                node.memory_total_bytes = int(m.group(1)) * 1024
+        except OSError:
+            pass
+        out.append(node)
+    return out
+
+
+def disk_free_bytes(path: str | os.PathLike) -> int | None:
+    """Free bytes an unprivileged user can write at `path` or its nearest existing parent; None if unknown."""
+    p = Path(path).expanduser().absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def host_info(path: str | os.PathLike | None = None) -> HostInfo:
+    import psutil
+
+    vm = psutil.virtual_memory()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = psutil.cpu_count(logical=True) or 1
+    disk = Path(path) if path is not None else Path.cwd()
+    return HostInfo(
+        memory_total_bytes=int(vm.total),
+        memory_available_bytes=int(vm.available),
+        cpu_cores=cores,
+        cpu_cores_physical=psutil.cpu_count(logical=False),
+        numa_nodes=numa_nodes(),
+        disk_path=str(disk),
+        disk_free_bytes=disk_free_bytes(disk),
+    )
