@@ -180,7 +180,15 @@ def _as_type(t: Any) -> T:
 
 
 def resolve_types(model: ResolvedModel, types: Any = None) -> list[T]:
-    """Per-tensor types aligned with model.tensors (see the module docstring for what `types` may be)."""
+    """Per-tensor types aligned with model.tensors (see the module docstring for what `types` may be);
+    a type whose blocks do not divide a tensor's rows is an error."""
+    out = _resolve_types(model, types)
+    for spec, t in zip(model.tensors, out):
+        _check_rows(spec, t)
+    return out
+
+
+def _resolve_types(model: ResolvedModel, types: Any) -> list[T]:
     specs = model.tensors
     if types is None:
         return [t.src_type for t in specs]

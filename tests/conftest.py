@@ -1,0 +1,43 @@
+"""Shared test fixtures.
+
+Tiny GGUF models (planner.gguf.writer): `tiny_gguf(kind, src=T.BF16)` returns the path of a
+random-weight GGUF of one of planner.gguf.writer.TINY_KINDS ("deepseek2-mla", "deepseek2-legacy",
+"qwen2", "qwen2-tied", "llama"), written once per test session; treat it as read-only (copy it to
+modify it). `tiny_model(kind)` (from planner.gguf.writer) gives the matching ResolvedModel.
+
+    def test_something(tiny_gguf, llama_cpp):
+        src = tiny_gguf("deepseek2-mla")
+        quantize = llama_cpp.binary("llama-quantize")
+
+`llama_cpp`: the llama.cpp binaries as dq-planner finds them (planner.engines.llamacpp.locate).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from gguf import GGMLQuantizationType as T
+
+from planner.gguf.writer import tiny_model, write_gguf
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-gguf")
+    made: dict[tuple[str, T], Path] = {}
+
+    def make(kind: str, src: T = T.BF16) -> Path:
+        key = (kind, src)
+        if key not in made:
+            made[key] = write_gguf(folder / f"{kind}-{src.name.lower()}.gguf", tiny_model(kind, src))[0]
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def llama_cpp():
+    from planner.engines.llamacpp.locate import locate
+
+    return locate()
