@@ -10,7 +10,8 @@ import pytest
 
 from planner.core import accuracy as acc
 from planner.core.plan import (DeviceMemory, HardwareSummary, MemoryPlan, ModelSummary, Plan, SchemePlan)
-from planner.core.recommend import TIE_POINTS, explain_no_fit, recommend, recommend_across_models
+from planner.core.recommend import (TIE_POINTS, explain_no_fit, pareto_points, recommend,
+                                     recommend_across_models)
 from planner.errors import PlannerError
 
 GB = 10**9
@@ -178,8 +179,8 @@ def test_vllm_formats_one_suite_compares_absolute_card_scores():
     # code: the cards have no code benchmark, only the paper's BF16 does
     rc = recommend(p, "code")
     assert rc.scheme == "BF16"
-    assert any(a.startswith("W4A16: fits, but RedHatAI/DeepSeek-R1-Distill-Qwen-32B-* model cards has no code")
-               for a in rc.alternatives)
+    assert ("W4A16: fits, but its only measurement (RedHatAI/DeepSeek-R1-Distill-Qwen-32B-* model cards) has no "
+            "code benchmark") in rc.alternatives
 
 
 def test_mixed_suites_compare_shares_of_each_baseline():
@@ -217,6 +218,15 @@ def test_nothing_fits_is_none_with_an_explanation():
     p.schemes = [SchemePlan(id="Q4_K_M", kind="ftype", size_bytes=1, params=1, type_bytes={}, tensors=[])]
     assert recommend(p) is None
     assert explain_no_fit(p) == ["no memory was planned (no hardware), so no scheme can be recommended"]
+
+
+def test_pareto_points_mark_the_front():
+    p = r1_plan("910b", "Huawei Ascend 910B", NPU_910B, "910B ")
+    pts = pareto_points(p)
+    assert [(x.scheme, round(x.score, 2), x.fits, x.on_front) for x in pts] == [
+        ("UD-Q2_K_XL", 85.02, True, True), ("DQ3_K_M", 85.53, True, True), ("Q3_K_M", 84.28, True, False),
+        ("Q4_K_M", 85.24, False, False), ("BF16", 84.15, False, False)]
+    assert pts[1].device_bytes == 59 * GB + GB // 2
 
 
 # ------------------------------------------------------------------------------------------ --model auto

@@ -27,7 +27,10 @@ Across models (--model auto, the paper's second question: full, distilled or qua
 hardware), models are compared only on absolute scores within one evaluation suite: first the
 paper's (R1, V3, V3-0324, R1-Distill-Qwen-32B), then each model measured only elsewhere is placed
 against the best-ranked model it shares a suite with. A model nothing connects to the ranking is
-listed as not comparable rather than guessed at.
+listed as not comparable rather than guessed at. If no model has a measured scheme that fits, the
+largest model (parameters) with a fitting unmeasured scheme is named, saying so.
+
+pareto_points() gives the accuracy-against-memory points (and the Pareto front) for --plot.
 """
 
 from __future__ import annotations
@@ -217,7 +220,7 @@ def _recommend(plan: Plan, task: str) -> _Outcome:
         if list_unscored_fit:
             for s, m in untask_fit:
                 if s.id != winner_id:
-                    alternatives.append(f"{s.id}: fits, but {m.source} has no {task} benchmark for it")
+                    alternatives.append(f"{s.id}: fits, but its only measurement ({m.source}) has no {task} benchmark")
             um_fit = [s.id for s in sorted(unmeasured_fit, key=lambda s: -s.size_bytes) if s.id != winner_id]
             if um_fit:
                 alternatives.append(
@@ -451,3 +454,38 @@ def recommend_across_models(plans: list[Plan], task: str = "general") -> Recomme
             else:
                 alts.append(f"{e.plan.model.id}: memory not planned")
     return Recommendation(scheme=rec.scheme, reasons=reasons, alternatives=alts, model=mid)
+
+
+# ----------------------------------------------------------------------------------------- plot data
+
+@dataclass
+class ParetoPoint:
+    scheme: str
+    device_bytes: int            # memory on the fullest device
+    score: float                 # task score of the scheme's own measurement
+    suite: str
+    fits: bool
+    on_front: bool = False       # no other point needs no more memory and scores higher
+
+
+def pareto_points(plan: Plan, task: str = "general") -> list[ParetoPoint]:
+    """Measured schemes of a plan as (memory on the fullest device, task score) points, sorted by memory,
+    with the Pareto front marked. Scores of different suites are not comparable: the front is taken
+    within the suite that measured the most schemes, and points of other suites are never on it."""
+    acc.get_task(task)
+    pts: list[ParetoPoint] = []
+    for s in plan.schemes:
+        d = _tightest(s)
+        x = _scored(plan.model.id, s, task) if d is not None else None
+        if x is None or d is None:
+            continue
+        pts.append(ParetoPoint(scheme=s.id, device_bytes=d.total_bytes, score=x.score, suite=x.m.suite,
+                               fits=bool(s.fits)))
+    if not pts:
+        return pts
+    suites = [p.suite for p in pts]
+    main = max(set(suites), key=lambda su: (suites.count(su), -acc.data().suites[su].rank))
+    same = [p for p in pts if p.suite == main]
+    for p in same:
+        p.on_front = not any(q is not p and q.device_bytes <= p.device_bytes and q.score > p.score for q in same)
+    return sorted(pts, key=lambda p: p.device_bytes)
