@@ -183,7 +183,9 @@ def _attention_stage_floats(hp: Hparams, kv_mode: str | None, fa: bool, t: int) 
         l_kv = hp.n_lora_kv
         return 5 * e + h * (2 * l_kv + 3 * r + n)
     if fa:
-        return 5 * e + 2 * h * hp.n_embd_head
+        # q/k/v bias additions (qwen2) write new tensors next to the projections
+        bias = h * hp.n_embd_head + 2 * hp.n_head_kv * hp.n_embd_head if hp.qkv_bias else 0
+        return 5 * e + 2 * h * hp.n_embd_head + bias
     # the batch's K and V rows [n_head_kv * head_dim, T] live next to the scores
     return 6 * e + 2 * hp.n_head_kv * hp.n_embd_head
 
@@ -209,7 +211,10 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
                    deepseek2 MLA      5*n_embd + n_head*(2*kv_lora + 3*rope + nope)
                    deepseek2 legacy   5*n_embd + 2*n_head*(nope + rope + v_head)    (no FA)
                                       5*n_embd + n_head*(4*(nope + rope) + rope)     (FA)
-                   dense              6*n_embd + 2*n_head_kv*head_dim (no FA);  5*n_embd + 2*n_head*head_dim (FA)
+                   dense              6*n_embd + 2*n_head_kv*head_dim (no FA);  5*n_embd + 2*n_head*head_dim
+                                      (FA; + n_head*head_dim + 2*n_head_kv*head_dim with q/k/v biases)
+                 and, for MLA without flash attention, a contiguous f16 copy of the transposed latent V
+                 (n_kv x kv_lora), which does not grow with T;
       feed-forward: the mask (a graph input, alive until the last layer's attention) +
                     T x (3*n_ff_exp*n_expert_used + 3*n_expert + 2*n_embd) for MoE layers,
                     T x (5*n_ff + n_embd) for dense ones;
@@ -241,6 +246,8 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
         return t * 10 * e * F32 + mask if split else 2 * e * t * F32
     extra = 6 * e if split else 0
     kq = 0 if opts.flash_attn else n_kv * t * hp.n_head * F32
+    if not opts.flash_attn and hp.arch == "deepseek2" and opts.kv_mode != "legacy":
+        kq += n_kv * hp.n_lora_kv * 2      # contiguous f16 copy of the transposed latent V view
     attn = mask + kq + t * (_attention_stage_floats(hp, opts.kv_mode, opts.flash_attn, t) + extra) * F32
     # the mask is a graph input: alive until the last layer's attention, so through every FFN but the last
     ffn = mask + t * (_ffn_stage_floats(hp) + extra) * F32
