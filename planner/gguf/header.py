@@ -102,10 +102,7 @@ class ShardInfo:
     data_bytes: int                    # bytes the tensor data needs past data_offset
     file_size: int
     split_no: int = 0
-
-    @property
-    def header_bytes(self) -> int:
-        return self.data_offset
+    header_end: int = 0                # where the tensor infos end (data_offset is this, aligned up)
 
     @property
     def complete(self) -> bool:
@@ -114,7 +111,8 @@ class ShardInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "version": self.version, "tensor_count": self.tensor_count,
-                "kv_count": self.kv_count, "alignment": self.alignment, "data_offset": self.data_offset,
+                "kv_count": self.kv_count, "alignment": self.alignment, "header_end": self.header_end,
+                "data_offset": self.data_offset,
                 "data_bytes": self.data_bytes, "file_size": self.file_size, "complete": self.complete}
 
 
@@ -453,7 +451,7 @@ def _read_one(path: Path, shard: int = 0) -> tuple[ShardInfo, dict[str, Any], di
     split_no = metadata.get(Keys.Split.LLM_KV_SPLIT_NO, 0)
     info = ShardInfo(path=spath, version=version, tensor_count=n_tensors, kv_count=n_kv, alignment=alignment,
                      data_offset=data_offset, data_bytes=data_bytes, file_size=size,
-                     split_no=int(split_no) if isinstance(split_no, int) else 0)
+                     split_no=int(split_no) if isinstance(split_no, int) else 0, header_end=header_end)
     return info, metadata, types, tensors
 
 

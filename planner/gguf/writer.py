@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import tempfile
 import zlib
 from collections import Counter
@@ -64,7 +65,7 @@ from typing import Any
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T, GGUFWriter, LlamaFileType as F
-from gguf import ExpertGatingFuncType, Keys, RopeScalingType, TokenType
+from gguf import ExpertGatingFuncType, GGUFEndian, GGUFValueType, RopeScalingType, TokenType
 from gguf.constants import GGML_QUANT_VERSION
 from gguf.quants import quant_shape_to_byte_shape, quantize
 
@@ -368,6 +369,33 @@ def write_metadata(w: GGUFWriter, model: ResolvedModel, file_type: int, config: 
     w.add_quantization_version(GGML_QUANT_VERSION)
 
 
+class _Writer(GGUFWriter):
+    """GGUFWriter that packs long homogeneous arrays (a 129280-token vocabulary, its scores and types)
+    in one pass instead of one _pack_val call per item: the same bytes, about ten times faster."""
+
+    _NUMERIC = {GGUFValueType.FLOAT32: "f4", GGUFValueType.INT32: "i4", GGUFValueType.BOOL: "?"}
+
+    def _pack_val(self, val: Any, vtype: GGUFValueType, add_vtype: bool,
+                  sub_type: GGUFValueType | None = None) -> bytes:
+        if vtype != GGUFValueType.ARRAY or not isinstance(val, list) or len(val) < 64:
+            return super()._pack_val(val, vtype, add_vtype, sub_type)
+        e = "<" if self.endianess == GGUFEndian.LITTLE else ">"
+        kinds = {type(v) for v in val}
+        if len(kinds) != 1:
+            raise ValueError("All items in a GGUF array should be of the same type")
+        ltype = sub_type or GGUFValueType.get_type(val[0])
+        if ltype == GGUFValueType.STRING:
+            q = struct.Struct(e + "Q").pack
+            enc = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in val]
+            body = b"".join(q(len(b)) + b for b in enc)
+        elif ltype in self._NUMERIC:
+            body = np.asarray(val, dtype=np.dtype(self._NUMERIC[ltype]).newbyteorder(e)).tobytes()
+        else:
+            return super()._pack_val(val, vtype, add_vtype, sub_type)
+        head = struct.pack(e + "I", vtype) if add_vtype else b""
+        return head + struct.pack(e + "IQ", ltype, len(val)) + body
+
+
 # ---------------------------------------------------------------------------------------------------
 # Tensor data
 # ---------------------------------------------------------------------------------------------------
@@ -446,7 +474,7 @@ def write_gguf(path: str | os.PathLike[str], model: ResolvedModel, *, types: Any
     cfg = _catalog_config(model) if config is None else config
     tmp_dir = Path(tempfile.mkdtemp(prefix=".dq-gguf-", dir=path.parent))
     try:
-        w = GGUFWriter(tmp_dir / path.name, model.hparams.arch, split_max_tensors=split_max_tensors)
+        w = _Writer(tmp_dir / path.name, model.hparams.arch, split_max_tensors=split_max_tensors)
         write_metadata(w, model, ftype, cfg)
         for spec, t in zip(specs, tys):
             _add_tensor(w, spec, t, seed)
@@ -475,7 +503,7 @@ def write_sparse_gguf(path: str | os.PathLike[str], model: ResolvedModel, *, typ
     tmp_dir = Path(tempfile.mkdtemp(prefix=".dq-gguf-", dir=path.parent))
     try:
         tmp = tmp_dir / path.name
-        w = GGUFWriter(tmp, model.hparams.arch)
+        w = _Writer(tmp, model.hparams.arch)
         write_metadata(w, model, ftype, cfg)
         data = 0
         for spec, t in zip(specs, tys):
