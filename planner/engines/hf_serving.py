@@ -224,8 +224,8 @@ class NodeLaunch:
         for i, c in enumerate(self.commands):
             lines.append(shlex.join(c))
             if i == 0 and self.wait_gpus:
-                probe = ("import ray; ray.init(address='auto', logging_level='ERROR'); "
-                         "print(int(ray.cluster_resources().get('GPU', 0)))")
+                probe = ('import ray; ray.init(address="auto", logging_level="ERROR"); '
+                         'print(int(ray.cluster_resources().get("GPU", 0)))')
                 lines.append(f"until [ \"$(python3 -c {shlex.quote(probe)})\" -ge {self.wait_gpus} ]; "
                              "do echo 'waiting for the Ray workers'; sleep 5; done")
         return "\n".join(lines) + "\n"

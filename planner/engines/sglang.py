@@ -19,6 +19,7 @@ from planner.core.engine_memory import (
     Layout,
     RankMemory,
     activation_bytes_per_token,
+    check_tp,
     kv_values_per_token_layer,
     logits_bytes,
     stage_weight_bytes,
@@ -125,6 +126,7 @@ def server_command(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: i
     d = engine_defaults(ENGINE)
     _check_dp_attention(entry, opts)
     layout = layout_for(gpus, nodes, opts.dp_attention)
+    check_tp(entry.hparams, layout.tp)
     cmd = ["python3", "-m", "sglang.launch_server", "--model-path", model_path_for(fmt, entry, opts),
            "--tp-size", str(layout.tp)]
     if layout.dp_attention:

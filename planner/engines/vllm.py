@@ -23,6 +23,7 @@ from planner.core.engine_memory import (
     Layout,
     RankMemory,
     activation_bytes_per_token,
+    check_tp,
     kv_values_per_token_layer,
     logits_bytes,
     pp_layer_counts,
@@ -123,6 +124,8 @@ def launch_commands(req: PlanRequest, model_entry: ModelEntry, fmt_id: str, gpus
 def serve_command(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: int, opts: EngineOptions) -> list[str]:
     d = engine_defaults(ENGINE)
     layout = layout_for(gpus, nodes)
+    check_tp(entry.hparams, layout.tp)
+    pp_layer_counts(entry.hparams.n_layer, layout.pp)
     cmd = ["vllm", "serve", model_path_for(fmt, entry, opts),
            "--tensor-parallel-size", str(layout.tp)]
     if layout.pp > 1:
