@@ -139,7 +139,7 @@ def test_table6_scores_are_the_weighted_averages():
     for label, table in (("Avg. Score (V3)", "paper-t3"), ("Avg. Score (R1)", "paper-t2")):
         line = next(x for x in lines if x.startswith(label))
         toks = TOKEN.findall(line[len(label):])
-        # Table 6 columns: Q4_K_M Q3_K_M DQ3_K_M Q2_K_L UD-Q2_K_XL
+        assert len(toks) == 5     # Table 6 columns: Q4_K_M Q3_K_M DQ3_K_M Q2_K_L UD-Q2_K_XL
         for scheme, tok in zip(("Q4_K_M", "Q3_K_M", "DQ3_K_M", "Q2_K_L", "UD-Q2_K_XL"), toks):
             m = acc.measurement_for(acc.data().tables[table].model, scheme)
             if tok == "-":
