@@ -1,0 +1,67 @@
+"""Comparing deployments across engines: 2x8 H100 R1 FP8 on vLLM against 1x8 H100 DQ3_K_M on llama.cpp."""
+
+import pytest
+
+from planner.core.catalog import catalog
+from planner.core.plan import Accuracy, PlanRequest
+from planner.core.planner import make_plan
+from planner.engines.compare import Candidate, compare_deployments, engine_candidate, findings
+from planner.errors import PlannerError
+from planner.hardware.profiles import resolve_device
+
+
+@pytest.fixture(scope="module")
+def cands():
+    r1 = catalog()["deepseek-r1"]
+    h100 = resolve_device("h100")
+    req = PlanRequest(model="deepseek-r1", ctx=32768)
+    vllm_2x8 = engine_candidate(req, r1, h100, 8, 2, "vllm", "FP8")
+    vllm_1x8 = engine_candidate(req, r1, h100, 8, 1, "vllm", "FP8")
+    plan = make_plan(PlanRequest(model="deepseek-r1", device="h100", gpus=8, schemes=["DQ3_K_M"], ctx=32768))
+    llama = Candidate("llama.cpp", "deepseek-r1", plan.scheme("DQ3_K_M"), "h100", 8, 1, max_sequences=1)
+    return vllm_2x8, vllm_1x8, llama
+
+
+def test_fit_side_of_the_comparison(cands):
+    vllm_2x8, vllm_1x8, llama = cands
+    assert vllm_2x8.scheme.fits and llama.scheme.fits and not vllm_1x8.scheme.fits
+    assert vllm_2x8.max_sequences >= 20           # a full 32k-token KV cache for 20+ sequences
+    assert vllm_1x8.max_sequences == 0
+    # DQ3_K_M (301 GB) on 8 GPUs still holds less per GPU than FP8 (674 GB loaded) on 16
+    assert llama.weights_per_gpu < vllm_2x8.weights_per_gpu < 1.1 * llama.weights_per_gpu
+
+
+def test_throughput_prefers_concurrency_latency_prefers_one_node(cands):
+    vllm_2x8, vllm_1x8, llama = cands
+    thr = compare_deployments([llama, vllm_1x8, vllm_2x8], "throughput")
+    assert [r.candidate for r in thr] == [vllm_2x8, llama, vllm_1x8]
+    assert thr[2].fits is False and thr[2].reasons[0].startswith("does not fit")
+    _, fs = findings()
+    w8a8_claim = next(f["claim"] for f in fs if f["workload"] == "throughput")
+    assert any(w8a8_claim in r for r in thr[0].reasons)
+    assert "spans 2 nodes: cross-node traffic on every token" in thr[0].reasons
+    lat = compare_deployments([vllm_2x8, vllm_1x8, llama], "latency")
+    assert [r.candidate for r in lat] == [llama, vllm_2x8, vllm_1x8]
+    with pytest.raises(PlannerError, match="valid: latency, throughput"):
+        compare_deployments([llama], "batch")
+
+
+def test_accuracy_outranks_concurrency_by_whole_points(cands):
+    vllm_2x8, _, llama = cands
+    saved = llama.scheme.accuracy
+    vllm_2x8.scheme.accuracy = Accuracy(weighted_avg=80.1, average=80.1, drop_pct=0.0, per_benchmark={}, source="t")
+    llama.scheme.accuracy = Accuracy(weighted_avg=82.0, average=82.0, drop_pct=0.0, per_benchmark={}, source="t")
+    try:
+        assert compare_deployments([vllm_2x8, llama], "throughput")[0].candidate is llama
+        llama.scheme.accuracy.weighted_avg = 80.3           # same whole point: concurrency decides
+        assert compare_deployments([vllm_2x8, llama], "throughput")[0].candidate is vllm_2x8
+    finally:
+        vllm_2x8.scheme.accuracy, llama.scheme.accuracy = None, saved
+
+
+def test_fp8_claims_need_fp8_hardware():
+    req = PlanRequest(model="deepseek-r1-distill-qwen-32b", ctx=8192)
+    c = engine_candidate(req, catalog()[req.model], resolve_device("a100"), 1, 1, "vllm", "FP8-dynamic")
+    assert not c.has_fp8
+    reasons = compare_deployments([c], "throughput")[0].reasons
+    assert "FP8-dynamic needs FP8 units, which a100 lacks" in reasons
