@@ -9,7 +9,9 @@ modify it). `tiny_model(kind)` (from planner.gguf.writer) gives the matching Res
         src = tiny_gguf("deepseek2-mla")
         quantize = llama_cpp.binary("llama-quantize")
 
-`llama_cpp`: the llama.cpp binaries as dq-planner finds them (planner.engines.llamacpp.locate).
+`llama_cpp`: the llama.cpp binaries as dq-planner finds them (planner.engines.llamacpp.locate); the
+tests using it are skipped where the binaries are absent, and fail instead when CI is set
+(tests/llamacpp_support.require_llama_cpp).
 """
 
 from __future__ import annotations
@@ -38,6 +40,6 @@ def tiny_gguf(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def llama_cpp():
-    from planner.engines.llamacpp.locate import locate
+    from llamacpp_support import require_llama_cpp
 
-    return locate()
+    return require_llama_cpp("llama-quantize", "llama-completion", "llama-gguf-split", "llama-fit-params")
