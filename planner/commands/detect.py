@@ -60,8 +60,8 @@ def render(det: Detection) -> str:
                 extra.append(f"NUMA {a.numa_node}")
             rows.append([idx, a.label or "-", ("  MIG " if a.mig else "") + a.name,
                          _g(a.memory_free_bytes), _g(a.memory_total_bytes), a.profile or "-",
-                         "yes" if a.planned else (a.why_not_planned or "no"), ", ".join(extra)])
-        out += _table(["#", "device", "name", "free GiB", "total GiB", "profile", "planned", ""], rows, {3, 4})
+                         "yes" if a.planned else f"no: {a.why_not_planned}" if a.why_not_planned else "no", ", ".join(extra)])
+        out += _table(["#", "device", "name", "free GiB", "total GiB", "profile", "planned", "details"], rows, {3, 4})
         links = _links_line(det)
         if links:
             out.append(links)
@@ -84,8 +84,6 @@ def render(det: Detection) -> str:
         out.append(f"Plans use {hw.gpus} device{'s' if hw.gpus != 1 else ''} ({', '.join(hw.labels)}) with profile "
                    f"{p.id}" + (f" ('{p.name}', built from the measured memory)" if p.generic else f" ({p.name})")
                    + f"; capacity per device = free memory - {hw.context_bytes[0] // MiB} MiB runtime context")
-        for k, v in hw.env.items():
-            out.append(f"Run llama.cpp with {k}={v}")
     for n in det.notes + (hw.notes[1:] if hw else []):
         out.append(f"note: {n}")
     return "\n".join(out)

@@ -87,7 +87,8 @@ class Detection:
 
     @property
     def planned(self) -> list[Accelerator]:
-        return [a for a in self.accelerators if a.planned]
+        """The devices plans use, in llama.cpp's order (CUDA0, CUDA1, ...)."""
+        return sorted((a for a in self.accelerators if a.planned), key=_ordinal)
 
     @property
     def profile(self) -> str | None:
@@ -128,6 +129,10 @@ class DetectedHardware:
     @property
     def mixed(self) -> bool:
         return len({p.id if not p.generic else p.name for p in self.profiles}) > 1
+
+
+def _ordinal(a: Accelerator) -> int:
+    return int(re.sub(r"\D", "", a.label or "") or 0)
 
 
 # ---- profile mapping -------------------------------------------------------------------------------------
@@ -225,7 +230,7 @@ def _nvidia(rep: nvml.NvmlReport, env: dict[str, str]) -> tuple[list[Accelerator
                 memory_free_bytes=m.memory_free_bytes, memory_used_bytes=m.memory_used_bytes, uuid=m.uuid,
                 compute_capability=a.compute_capability, mig=True, parent_index=g.index,
                 visible=nvml.CudaDevice(g.index, m.index) in seen,
-                why_not_planned="MIG device: listed, not planned on",
+                why_not_planned="MIG device",
             ))
     planned: list[nvml.CudaDevice] = []
     for d in seen:
@@ -235,11 +240,13 @@ def _nvidia(rep: nvml.NvmlReport, env: dict[str, str]) -> tuple[list[Accelerator
         if a.error:
             a.why_not_planned = f"not readable: {a.error}"
         elif a.mig_enabled:
-            a.why_not_planned = "MIG mode is on: its MIG devices are listed, the GPU is not planned on"
+            a.why_not_planned = "MIG mode on"
         else:
             planned.append(d)
     for a in accs:
-        if not a.visible and a.why_not_planned is None:
+        if a.mig_enabled and a.error is None:
+            a.why_not_planned = "MIG mode on"
+        elif not a.visible and a.why_not_planned is None:
             a.why_not_planned = "hidden by CUDA_VISIBLE_DEVICES"
     pin: dict[str, str] = {}
     if planned == seen:
@@ -249,8 +256,6 @@ def _nvidia(rep: nvml.NvmlReport, env: dict[str, str]) -> tuple[list[Accelerator
         for pos, d in enumerate(planned):
             whole[d.gpu].label = f"CUDA{pos}"
         pin = {"CUDA_VISIBLE_DEVICES": ",".join(whole[d.gpu].uuid or str(d.gpu) for d in planned)}
-        notes.append("llama.cpp must run with CUDA_VISIBLE_DEVICES=" + pin["CUDA_VISIBLE_DEVICES"]
-                     + " to use exactly the planned GPUs (the device names here assume it)")
     for d in planned:
         whole[d.gpu].planned = True
     names = {a.name for a in accs if a.planned}
@@ -289,8 +294,6 @@ def _ascend(rep: npu_smi.NpuSmiReport, env: dict[str, str]) -> tuple[list[Accele
     order = seen if planned == seen else planned
     if planned and planned != seen:
         pin = {"ASCEND_RT_VISIBLE_DEVICES": ",".join(str(i) for i in planned)}
-        notes.append("llama.cpp must run with ASCEND_RT_VISIBLE_DEVICES=" + pin["ASCEND_RT_VISIBLE_DEVICES"]
-                     + " to use exactly the planned NPUs (the device names here assume it)")
     for pos, i in enumerate(order):
         if i in planned:
             accs[i].label = f"CANN{pos}"
@@ -298,28 +301,21 @@ def _ascend(rep: npu_smi.NpuSmiReport, env: dict[str, str]) -> tuple[list[Accele
     return accs, pin, notes
 
 
-def detect(env: dict[str, str] | None = None, disk_path: str | os.PathLike | None = None) -> Detection:
-    """Detect now (no cache). `env` defaults to os.environ (CUDA_VISIBLE_DEVICES, ASCEND_RT_VISIBLE_DEVICES)."""
-    t0 = time.perf_counter()
+def assemble(rep: nvml.NvmlReport, asc: npu_smi.NpuSmiReport, host: HostInfo,
+             env: dict[str, str] | None = None) -> Detection:
+    """A Detection from what NVML and npu-smi reported: visible devices, profiles, names, what is planned on."""
     env = dict(os.environ if env is None else env)
     notes: list[str] = []
-    host = host_info(disk_path)
-    if env.get("DQ_PLANNER_DETECT", "").strip().lower() in ("0", "no", "off", "false"):
-        det = Detection(accelerators=[], host=host, notes=["accelerator detection is off (DQ_PLANNER_DETECT)"])
-        det.elapsed_s = time.perf_counter() - t0
-        return det
-    rep = nvml.query()
     nv_accs, nv_pin, nv_notes = _nvidia(rep, env) if rep.available else ([], {}, list(rep.notes))
-    asc = npu_smi.query()
     as_accs, as_pin, as_notes = _ascend(asc, env) if asc.available else ([], {}, list(asc.notes))
     if any(a.planned for a in nv_accs) and any(a.planned for a in as_accs):
         for a in as_accs:
             if a.planned:
                 a.planned, a.label = False, None
-                a.why_not_planned = "NVIDIA GPUs are planned on (one backend per plan)"
+                a.why_not_planned = "NVIDIA GPUs are planned on instead"
         as_pin = {}
         notes.append("both NVIDIA GPUs and Ascend NPUs found: planning on the NVIDIA GPUs")
-    det = Detection(
+    return Detection(
         accelerators=nv_accs + as_accs, host=host,
         links=[{"a": lk.a, "b": lk.b, "kind": lk.kind} for lk in rep.links],
         nvidia={"driver_version": rep.driver_version or None, "cuda_driver_version": rep.cuda_driver_version or None,
@@ -328,6 +324,21 @@ def detect(env: dict[str, str] | None = None, disk_path: str | os.PathLike | Non
                 "error": asc.error},
         notes=notes + nv_notes + as_notes, env={**nv_pin, **as_pin},
     )
+
+
+def detect(env: dict[str, str] | None = None, disk_path: str | os.PathLike | None = None,
+           sources: tuple[str, ...] = ("nvidia", "ascend")) -> Detection:
+    """Detect now (no cache). `env` defaults to os.environ (CUDA_VISIBLE_DEVICES, ASCEND_RT_VISIBLE_DEVICES,
+    DQ_PLANNER_DETECT); `sources` chooses which of NVML ("nvidia") and npu-smi ("ascend") to ask."""
+    t0 = time.perf_counter()
+    env = dict(os.environ if env is None else env)
+    host = host_info(disk_path)
+    if env.get("DQ_PLANNER_DETECT", "").strip().lower() in ("0", "no", "off", "false"):
+        det = Detection(accelerators=[], host=host, notes=["accelerator detection is off (DQ_PLANNER_DETECT)"])
+    else:
+        rep = nvml.query() if "nvidia" in sources else nvml.NvmlReport(error="not asked")
+        asc = npu_smi.query() if "ascend" in sources else npu_smi.NpuSmiReport(error="not asked")
+        det = assemble(rep, asc, host, env)
     det.elapsed_s = time.perf_counter() - t0
     return det
 
@@ -346,7 +357,7 @@ def hardware_for_plan(det: Detection) -> DetectedHardware | None:
     reports as free once it has started; the driver-reserved memory and other processes' memory are already
     outside the detected free figure, so no further reserve applies to these capacities.
     """
-    planned = sorted(det.planned, key=lambda a: int(re.sub(r"\D", "", a.label or "") or 0))
+    planned = det.planned
     if not planned:
         return None
     prof = _primary(planned)
@@ -360,13 +371,22 @@ def hardware_for_plan(det: Detection) -> DetectedHardware | None:
     notes = [f"planning with the detected free memory of {what} (profile {prof.id}"
              + (f" '{prof.name}'" if prof.generic else "") + f"), less {ctx[0] // MiB} MiB per device for the "
              f"{kind} runtime context"]
+    for k, v in det.env.items():
+        notes.append(f"llama.cpp must run with {k}={v} to use exactly the planned devices (the device names "
+                     "assume it)")
     if len(names) > 1:
         notes.append("mixed devices: each is planned with its own free memory")
+    busy = []
     for a, p in zip(planned, profs):
         baseline = a.memory_reserved_bytes if a.memory_reserved_bytes is not None else p.driver_reserved_bytes
-        busy = a.memory_used_bytes - baseline
-        if busy > max(GiB, 0.05 * a.memory_total_bytes):
-            notes.append(f"{a.label}: {busy / GiB:.1f} GiB already in use by other processes")
+        held = a.memory_used_bytes - baseline
+        if held > max(GiB, 0.05 * a.memory_total_bytes):
+            busy.append((a.label, held))
+    if busy:
+        lo, hi = min(b for _, b in busy) / GiB, max(b for _, b in busy) / GiB
+        amount = f"{lo:.1f} GiB" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}-{hi:.1f} GiB"
+        notes.append(f"{', '.join(lb for lb, _ in busy)}: {amount} already in use by other processes "
+                     "(the plan uses what is free now)")
     return DetectedHardware(profile=prof, capacities=caps, labels=[a.label or "" for a in planned],
                             names=[a.name for a in planned], free_bytes=[a.memory_free_bytes for a in planned],
                             context_bytes=ctx, profiles=profs, env=dict(det.env), notes=notes)
