@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from planner.core.catalog import Hparams
-from planner.core.memory import CTX_PAD, MemoryOptions, Slot, plan_memory
+from planner.core.memory import CTX_PAD, LayerWeights, MemoryOptions, Slot, plan_memory
 from planner.core.plan import MemoryPlan, TensorPlan
 
 
@@ -14,28 +14,33 @@ def fits(mp: MemoryPlan) -> bool:
     return host_ok and all(d.headroom_bytes >= 0 for d in mp.per_device)
 
 
-def max_context(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts: MemoryOptions) -> int:
+def max_context(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts: MemoryOptions,
+                weights: LayerWeights | None = None) -> int:
     """Largest context (a multiple of 256, at most the training context) that fits; 0 if none does.
 
     KV and compute grow monotonically with the context, so a binary search over 256-cell steps is exact.
     """
+    lw = weights or LayerWeights.of(hp, tensors)
     hi = max(hp.n_ctx_train, CTX_PAD) // CTX_PAD
     lo = 0
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if fits(plan_memory(hp, tensors, slots, replace(opts, ctx=mid * CTX_PAD))):
+        if fits(plan_memory(hp, tensors, slots, replace(opts, ctx=mid * CTX_PAD), lw)):
             lo = mid
         else:
             hi = mid - 1
     return lo * CTX_PAD
 
 
-def fewest_devices(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts: MemoryOptions) -> int | None:
+def fewest_devices(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts: MemoryOptions,
+                   weights: LayerWeights | None = None, full: MemoryPlan | None = None) -> int | None:
     """Fewest of the given devices (taken in order, split evenly by free memory) that hold the plan."""
     if opts.tensor_split is not None:
         opts = replace(opts, tensor_split=None)
+    lw = weights or LayerWeights.of(hp, tensors)
     # lower bound: everything that must sit on the devices has to fit their summed free memory
-    full = plan_memory(hp, tensors, slots, opts)
+    if full is None or opts.tensor_split is not None:
+        full = plan_memory(hp, tensors, slots, opts, lw)
     need = sum(d.weights_bytes + d.kv_bytes for d in full.per_device)
     start = 1
     free = 0
@@ -46,6 +51,6 @@ def fewest_devices(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], op
     else:
         return None
     for n in range(start, len(slots) + 1):
-        if fits(plan_memory(hp, tensors, slots[:n], opts)):
+        if fits(plan_memory(hp, tensors, slots[:n], opts, lw)):
             return n
     return None

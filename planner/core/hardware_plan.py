@@ -57,9 +57,10 @@ def resolve_hardware(req: PlanRequest, detection=None) -> Hardware:
         from planner.hardware.detect import hardware_for_plan
 
         detected = hardware_for_plan(detection)
-        host = getattr(detection, "host", None)
-        host_cap = int(getattr(host, "memory_total_bytes", 0) or 0)
-        if detected is None:
+        if detected is not None:
+            # the host's RAM only matters when planning for this very machine
+            host_cap = int(getattr(detection.host, "memory_total_bytes", 0) or 0)
+        else:
             notes.append(f"no accelerators detected: planning for the {DEFAULT_DEVICE} profile")
     if detected is not None:
         prof = detected.profile

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from enum import Enum, auto
 
-from gguf import GGMLQuantizationType as T
-from gguf import LlamaFileType as F
+from planner.core.gguf_constants import GGMLQuantizationType as T
+from planner.core.gguf_constants import LlamaFileType as F
 
 from planner.core.ggml_types import block_size, is_quantized
 

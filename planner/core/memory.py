@@ -23,12 +23,13 @@ bench/bench_memory.py and tests/test_memory_llamacpp.py):
 
 from __future__ import annotations
 
+import bisect
 import re
+import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import numpy as np
-from gguf import GGMLQuantizationType as T
+from planner.core.gguf_constants import GGMLQuantizationType as T
 
 from planner.core.catalog import Hparams
 from planner.core.ggml_types import is_quantized, parse_type, row_bytes
@@ -147,18 +148,28 @@ def layer_devices(n_layer: int, n_devices: int, splits: list[float], ngl: int | 
     n_gpu_layers = n_layer + 1 if ngl is None else ngl
     if n_devices == 0:
         return [-1] * (n_layer + 1)
-    cum = np.cumsum(np.asarray(splits, dtype=np.float32), dtype=np.float32)
-    cum = (cum / np.float32(cum[-1])).astype(np.float32)
+    # float32 as in llama.cpp: every sum and quotient rounded to single precision (a double result of
+    # float32 operands rounds to the same float32 as the single-precision operation)
+    cum: list[float] = []
+    acc = 0.0
+    for x in splits:
+        acc = _f32(acc + _f32(x))
+        cum.append(acc)
+    cum = [_f32(c / acc) for c in cum]
     i_gpu_start = max(n_layer + 1 - n_gpu_layers, 0)
     act = min(n_gpu_layers, n_layer + 1)
-    out = []
-    for il in range(n_layer + 1):
-        if il < i_gpu_start or il - i_gpu_start >= act:
-            out.append(-1)
-            continue
-        x = np.float32(il - i_gpu_start) / np.float32(act)
-        out.append(min(int(np.searchsorted(cum, x, side="right")), n_devices - 1))
+    out = [-1] * (n_layer + 1)
+    for il in range(i_gpu_start, min(n_layer + 1, i_gpu_start + act)):
+        out[il] = min(bisect.bisect_right(cum, _f32((il - i_gpu_start) / act)), n_devices - 1)
     return out
+
+
+_F32 = struct.Struct("f")
+
+
+def _f32(x: float) -> float:
+    """x rounded to float32."""
+    return _F32.unpack(_F32.pack(x))[0]
 
 
 _EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")
@@ -267,8 +278,38 @@ class Placement:
     notes: list[str] = field(default_factory=list)
 
 
-def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts: MemoryOptions) -> MemoryPlan:
-    """Per-device memory of one scheme's tensors on `slots` (llama.cpp -sm layer)."""
+@dataclass(frozen=True)
+class LayerWeights:
+    """A scheme's weight bytes per llama.cpp layer (0..n_layer, the last is the output layer), what stays
+    on the host whatever the placement (token_embd), and the expert bytes per layer (for --n-cpu-moe)."""
+
+    per_layer: tuple[int, ...]
+    host: int
+    experts: tuple[int, ...]
+
+    @classmethod
+    def of(cls, hp: Hparams, tensors: list[TensorPlan]) -> "LayerWeights":
+        per = [0] * (hp.n_layer + 1)
+        exps = [0] * (hp.n_layer + 1)
+        host = 0
+        for tp in tensors:
+            il = tensor_layer(tp.name, hp.n_layer)
+            if il < 0:
+                host += tp.bytes
+                continue
+            per[il] += tp.bytes
+            if il < hp.n_layer and _EXPS.search(tp.name):
+                exps[il] += tp.bytes
+        return cls(tuple(per), host, tuple(exps))
+
+
+def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts: MemoryOptions,
+                weights: LayerWeights | None = None) -> MemoryPlan:
+    """Per-device memory of one scheme's tensors on `slots` (llama.cpp -sm layer).
+
+    `weights` (LayerWeights.of(hp, tensors)) saves re-summing the tensors when the same scheme is
+    placed many times (fewest devices, largest context)."""
+    lw = weights or LayerWeights.of(hp, tensors)
     n = len(slots)
     if opts.tensor_split is not None:
         if len(opts.tensor_split) != n:
@@ -290,16 +331,13 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
         d.layers = [il for il in range(hp.n_layer + 1) if ldev[il] == d_i]
     host.layers = [il for il in range(hp.n_layer + 1) if ldev[il] == -1]
 
-    for tp in tensors:
-        il = tensor_layer(tp.name, hp.n_layer)
-        if il < 0:
-            host.weights_bytes += tp.bytes
-            continue
-        if il < opts.n_cpu_moe and il < hp.n_layer and _EXPS.search(tp.name):
-            host.weights_bytes += tp.bytes
-            continue
+    host.weights_bytes += lw.host
+    for il, b in enumerate(lw.per_layer):
+        if il < opts.n_cpu_moe and il < hp.n_layer:
+            host.weights_bytes += lw.experts[il]
+            b -= lw.experts[il]
         di = ldev[il]
-        (host if di < 0 else devs[di]).weights_bytes += tp.bytes
+        (host if di < 0 else devs[di]).weights_bytes += b
 
     k, v = kv_bytes_per_layer(hp, opts)
     for il in range(hp.n_layer):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -11,6 +12,11 @@ def profiles_dir() -> Path:
     env = os.environ.get("DQ_PLANNER_PROFILES")
     if env:
         return Path(env)
+    return _shipped_profiles()
+
+
+@lru_cache(maxsize=1)
+def _shipped_profiles() -> Path:
     here = Path(__file__).resolve().parents[2] / "profiles"
     if here.is_dir():
         return here

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from planner.core import accuracy as acc
 from planner.core import catalog as cat
+from planner.core.recommend import explain_no_fit, recommend, recommend_across_models
 from planner.core.fit import fewest_devices, max_context
 from planner.core.hardware_plan import resolve_hardware
-from planner.core.memory import MemoryOptions, plan_memory
+from planner.core.memory import LayerWeights, MemoryOptions, plan_memory
 from planner.core.plan import ModelSummary, Plan, PlanRequest
 from planner.core.schemes import Scheme, all_ids, resolve_scheme
 from planner.core.sizing import ResolvedModel, resolve_catalog_model, size_file, size_scheme
@@ -90,6 +92,53 @@ def make_plan(req: PlanRequest, *, detection=None) -> Plan:
         raise PlannerError(f"unknown engine '{req.engine}'; valid: {', '.join(ENGINES)}")
     if req.ctx < 1:
         raise PlannerError(f"--ctx must be at least 1, got {req.ctx}")
+    if req.model == "auto":
+        return make_auto_plan(req, detection=detection)[0]
+    acc.get_task(req.task)
+    if req.engine != "llama.cpp":
+        plan = _engine_plan(req, detection)
+    else:
+        plan = _llama_cpp_plan(req, detection)
+    for sp in plan.schemes:
+        sp.accuracy = acc.accuracy_for(plan.model.id, sp.id, req.task)
+    plan.recommendation = recommend(plan, req.task)
+    if plan.recommendation is None and plan.hardware is not None:
+        plan.notes += explain_no_fit(plan)
+    return plan
+
+
+def make_auto_plan(req: PlanRequest, *, detection=None) -> tuple[Plan, list[Plan]]:
+    """--model auto (the paper's second question): every catalog model with measured accuracy on the
+    same hardware and context; the returned plan is the recommended model's, with the cross-model
+    recommendation; the list holds every candidate's plan."""
+    from dataclasses import replace
+
+    plans = [make_plan(replace(req, model=m, model_file=None, schemes=None), detection=detection)
+             for m in acc.models_with_accuracy() if m in cat.catalog()]
+    rec = recommend_across_models(plans, req.task)
+    chosen = next((p for p in plans if rec and p.model.id == rec.model), plans[0])
+    chosen.recommendation = rec
+    chosen.notes.append(f"--model auto compared {len(plans)} models: {', '.join(p.model.id for p in plans)}")
+    return chosen, plans
+
+
+def _engine_plan(req: PlanRequest, detection) -> Plan:
+    """vLLM / SGLang: Hugging Face checkpoint formats, tensor and pipeline parallel."""
+    from planner.engines.hf_serving import plan_engine
+
+    if req.model_file:
+        raise PlannerError(f"--model-file is a GGUF for llama.cpp; {req.engine} serves Hugging Face checkpoints "
+                           "(use --model ID|DIR)")
+    entry = cat.resolve_model(req.model)
+    hw = resolve_hardware(req, detection)
+    schemes = plan_engine(req, entry, hw.profile, hw.summary.gpus, req.nodes)
+    summary = ModelSummary(id=entry.id, name=entry.name, architecture=entry.hparams.arch,
+                           params=schemes[0].params if schemes else 0, layout=None, source=entry.source)
+    return Plan(model=summary, engine=req.engine, hardware=hw.summary, context=req.ctx, kv_mode=None,
+                schemes=schemes, notes=list(hw.notes))
+
+
+def _llama_cpp_plan(req: PlanRequest, detection) -> Plan:
     model, kv_mode = resolve_model(req)
     schemes, notes = schemes_for(req, model)
     hw = resolve_hardware(req, detection)
@@ -99,11 +148,14 @@ def make_plan(req: PlanRequest, *, detection=None) -> Plan:
         plans.append(size_file(model))
     plans += [size_scheme(model, s, req.imatrix) for s in schemes]
     for sp in plans:
-        sp.memory = plan_memory(model.hparams, sp.tensors, hw.slots, opts)
-        sp.memory.fewest_devices = fewest_devices(model.hparams, sp.tensors, hw.slots, opts)
+        lw = LayerWeights.of(model.hparams, sp.tensors)
+        sp.memory = plan_memory(model.hparams, sp.tensors, hw.slots, opts, lw)
+        sp.memory.fewest_devices = fewest_devices(model.hparams, sp.tensors, hw.slots, opts, lw,
+                                                  full=None if opts.tensor_split else sp.memory)
         if req.max_context:
-            sp.memory.max_context = max_context(model.hparams, sp.tensors, hw.slots, opts)
+            sp.memory.max_context = max_context(model.hparams, sp.tensors, hw.slots, opts, lw)
     summary = ModelSummary(id=model.id, name=model.name, architecture=model.hparams.arch,
                            params=model.params, layout=model.layout, source=model.source)
     return Plan(model=summary, engine=req.engine, hardware=hw.summary, context=req.ctx, kv_mode=kv_mode,
                 schemes=plans, notes=notes)
+

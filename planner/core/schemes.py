@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from gguf import LlamaFileType as F
+from planner.core.gguf_constants import LlamaFileType as F
 
 from planner.core.ggml_types import parse_type, type_name
 from planner.core.llama_quant import FTYPE_ALIASES, FTYPES, Override

@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from gguf import GGMLQuantizationType as T
+from planner.core.gguf_constants import GGMLQuantizationType as T
 
 from planner.core.architectures import TensorSpec, enumerate_tensors
 from planner.core.catalog import Hparams, ModelEntry
