@@ -29,8 +29,8 @@ for the architecture:
 
 2. Full-scale sparse files: the real model's complete header (every tensor info with real shapes and
    the planned types, the metadata, an SPM vocabulary of the model's size) extended to the file's full
-   length with os.truncate, so no disk is used. llama.cpp (llama-fit-params, llama-server without
-   --no-mmap is not advised) can estimate memory for it without the weights::
+   length with os.truncate, so no disk is used. llama-fit-params estimates llama.cpp's memory for it
+   without the weights (for DeepSeek-R1 Q4_K_M at 32K context it prints `Host 82242 2196 438` MiB)::
 
        from planner.core.catalog import catalog
        from planner.core.schemes import resolve_scheme
