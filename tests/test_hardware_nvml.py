@@ -257,3 +257,16 @@ def test_text_report_of_an_h100_node(use, capsys):
     row = next(ln for ln in text.splitlines() if ln.startswith("7 "))
     assert row.split()[:2] == ["7", "CUDA7"] and "79.2" in row and "NVLink x18" in row
     assert "Plans use 8 devices (CUDA0, CUDA1, CUDA2, CUDA3, CUDA4, CUDA5, CUDA6, CUDA7) with profile h100" in text
+
+
+def test_without_any_nvidia_driver_pynvml_is_not_even_imported(monkeypatch):
+    if nvml.driver_present():
+        pytest.skip("this machine has an NVIDIA driver")
+    monkeypatch.delitem(sys.modules, "pynvml", raising=False)
+    nvml._STATE.clear()
+    try:
+        rep = nvml.query()
+        assert "pynvml" not in sys.modules
+    finally:
+        nvml._STATE.clear()
+    assert not rep.available and rep.error == "no NVIDIA driver (no /dev/nvidiactl, /proc/driver/nvidia or /dev/dxg)"

@@ -14,8 +14,11 @@ hold, but not the CUDA context the serving process will create (see DeviceProfil
 from __future__ import annotations
 
 import atexit
+import glob
 import importlib
+import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,10 +107,25 @@ def _reason(nv: Any, e: BaseException) -> str:
     return f"NVML error {value}: {text}" if value is not None else f"{type(e).__name__}: {text}"
 
 
+def driver_present() -> bool:
+    """Whether an NVIDIA driver can be there at all. On Linux the driver always creates /dev/nvidiactl (also
+    inside containers given a GPU) and /proc/driver/nvidia; WSL exposes /dev/dxg. Elsewhere: assume yes."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return (os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/dxg")
+            or bool(glob.glob("/dev/nvidia[0-9]*")))
+
+
 def _module() -> tuple[Any, str | None]:
-    """The initialised pynvml module, or (None, reason). Imports and calls nvmlInit once per process."""
+    """The initialised pynvml module, or (None, reason). Imports and calls nvmlInit once per process.
+
+    Without any trace of an NVIDIA driver the import (about 20 ms) is skipped, unless pynvml is loaded already.
+    """
     if "module" in _STATE or "error" in _STATE:
         return _STATE.get("module"), _STATE.get("error")
+    if "pynvml" not in sys.modules and not driver_present():
+        _STATE["error"] = "no NVIDIA driver (no /dev/nvidiactl, /proc/driver/nvidia or /dev/dxg)"
+        return None, _STATE["error"]
     try:
         nv = importlib.import_module("pynvml")
     except ImportError:
