@@ -61,6 +61,8 @@ class Accelerator:
     mig: bool = False                # a MIG device of the GPU `parent_index`
     mig_enabled: bool = False        # a whole GPU in MIG mode
     parent_index: int | None = None
+    gpu_instance_id: int | None = None   # MIG: GPU and compute instance ids (CUDA_VISIBLE_DEVICES=<gpu>:<gi>/<ci>)
+    compute_instance_id: int | None = None
     health: str | None = None        # Ascend: npu-smi's Health
     npu: int | None = None           # Ascend: NPU id and chip id as npu-smi prints them
     chip: int | None = None
@@ -229,6 +231,7 @@ def _nvidia(rep: nvml.NvmlReport, env: dict[str, str]) -> tuple[list[Accelerator
                 index=m.index, name=m.name, vendor="nvidia", backend="CUDA", memory_total_bytes=m.memory_total_bytes,
                 memory_free_bytes=m.memory_free_bytes, memory_used_bytes=m.memory_used_bytes, uuid=m.uuid,
                 compute_capability=a.compute_capability, mig=True, parent_index=g.index,
+                gpu_instance_id=m.gpu_instance_id, compute_instance_id=m.compute_instance_id,
                 visible=nvml.CudaDevice(g.index, m.index) in seen,
                 why_not_planned="MIG device",
             ))
@@ -393,7 +396,7 @@ def hardware_for_plan(det: Detection) -> DetectedHardware | None:
 
 
 def summary_line(det: Detection) -> str:
-    """One line: what was found (used by `detect` and the TUI)."""
+    """One line saying what was found (for status lines)."""
     planned = det.planned
     if not planned:
         return "no accelerators detected"
