@@ -126,7 +126,20 @@ def run_headless(a: argparse.Namespace) -> int:
     from planner.core.planner import make_plan
     from planner.render.table import render_plan
 
-    plan = make_plan(request_from_args(a))
+    req = request_from_args(a)
+    if req.model == "auto":
+        from planner.core.planner import make_auto_plan
+        from planner.render.table import render_candidates
+
+        plan, candidates = make_auto_plan(req)
+        if a.json:
+            doc = plan.to_dict(with_tensors=a.tensors)
+            doc["candidates"] = [c.to_dict() for c in candidates]
+            _emit_json(doc)
+        else:
+            print(render_candidates(candidates, plan))
+        return 0
+    plan = make_plan(req)
     if a.json:
         _emit_json(plan.to_dict(with_tensors=a.tensors))
     else:
@@ -134,7 +147,7 @@ def run_headless(a: argparse.Namespace) -> int:
     if a.plot:
         from planner.render.plot import plot_accuracy_memory
 
-        print(plot_accuracy_memory(plan))
+        print(plot_accuracy_memory(plan, a.task))
     return 0
 
 

@@ -76,3 +76,30 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
 def render_type_bytes(s: SchemePlan) -> str:
     rows = [[t, human(b), f"{100 * b / s.size_bytes:.1f}%"] for t, b in sorted(s.type_bytes.items(), key=lambda kv: -kv[1])]
     return _table(["type", "bytes", "share"], rows, right={1, 2})
+
+
+def render_candidates(candidates: list[Plan], chosen: Plan) -> str:
+    """--model auto: each model's best measured scheme that fits, then the recommendation."""
+    rows = []
+    for p in candidates:
+        fitting = [s for s in p.schemes if s.fits]
+        measured = [s for s in fitting if s.accuracy and s.accuracy.weighted_avg is not None]
+        best = max(measured, key=lambda s: s.accuracy.weighted_avg) if measured else None
+        rows.append([p.model.id, f"{p.model.params / 1e9:.1f}B", str(len(fitting)),
+                     best.id if best else "-",
+                     f"{best.accuracy.weighted_avg:.2f}" if best else "-",
+                     human(best.headroom_bytes) if best and best.headroom_bytes is not None else "-"])
+    hw = chosen.hardware
+    out = [f"--model auto on {hw.nodes} x {hw.gpus} x {hw.name or hw.device}, context {chosen.context}" if hw else "",
+           "", _table(["model", "params", "schemes that fit", "best measured", "weighted", "headroom"], rows,
+                      right={1, 2, 4, 5})]
+    r = chosen.recommendation
+    if r:
+        out += ["", f"Recommended: {r.model + ' ' if r.model else ''}{r.scheme}"]
+        out += [f"  - {x}" for x in r.reasons]
+        if r.alternatives:
+            out.append("Alternatives:")
+            out += [f"  - {x}" for x in r.alternatives]
+    else:
+        out += ["", "Nothing measured fits this hardware."] + [f"  - {n}" for n in chosen.notes]
+    return "\n".join(out)
