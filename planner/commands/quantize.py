@@ -48,7 +48,8 @@ def _header_bytes(src: Path) -> int:
     return int(read_header(src).data_offset)
 
 
-def _report_mismatches(where: str, mism, out=sys.stderr) -> None:
+def _report_mismatches(where: str, mism, out=None) -> None:
+    out = out or sys.stderr
     print(f"{where}: {len(mism)} difference(s) from the plan:", file=out)
     for m in mism[:MAX_LISTED]:
         print(f"  {m}", file=out)
@@ -96,7 +97,6 @@ def main(argv: list[str]) -> int:
 
     lc = locate(a.llama_cpp)
     lc.binary("llama-quantize")
-    print(f"dq-planner: {lc.describe()}", file=sys.stderr)
 
     from planner.gguf.model import model_from_gguf
 
@@ -113,6 +113,7 @@ def main(argv: list[str]) -> int:
         assert dst is not None
         check_free_space(dst.parent, needed_bytes(plan, _header_bytes(src)))
 
+    print(f"dq-planner: {lc.describe()}", file=sys.stderr)
     progress = None if a.dry_run else Progress(0, f"quantize {scheme.id}")
     res = run_quantize(lc, src, dst, scheme, plan, imatrix=imatrix, threads=a.threads, dry_run=a.dry_run,
                        progress=progress)
@@ -122,7 +123,8 @@ def main(argv: list[str]) -> int:
     if a.dry_run:
         if mism:
             _report_mismatches("llama-quantize --dry-run", mism)
-            raise RunError(f"llama-quantize --dry-run differs from the plan for {len(mism)} tensor(s) of {n}")
+            raise RunError(f"llama-quantize --dry-run differs from the plan for {len({m.name for m in mism})} "
+                           f"tensor(s) of {n}")
         quant = f"{res.log.quant_mib:.2f} MiB" if res.log.quant_mib is not None else "?"
         print(f"dry run of {scheme.id} on {src}: {n} tensors, planned {plan.size_bytes} bytes "
               f"({plan.size_bytes / MIB:.2f} MiB), llama-quantize {quant}; every tensor's type and size as planned")
@@ -135,7 +137,7 @@ def main(argv: list[str]) -> int:
     mism += verify_file(plan, table)
     if mism:
         _report_mismatches(str(dst), mism)
-        raise RunError(f"{dst} differs from the plan for {len(mism)} tensor(s) of {n}")
+        raise RunError(f"{dst} differs from the plan for {len({m.name for m in mism})} tensor(s) of {n}")
     print(f"quantized {src} -> {dst} as {scheme.id}: {n} tensors, {plan.size_bytes} tensor bytes "
           f"({plan.size_bytes / MIB:.2f} MiB, {plan.bpw:.2f} bpw), file {table.file_size} bytes; "
           "every tensor's type and bytes as planned")
