@@ -54,13 +54,13 @@ def main(argv: list[str]) -> int:
     rpc = parse_rpc_list(req.rpc)
     lc = locate(a.llama_cpp)
     lc.binary("llama-server")
-    print(f"dq-planner: {lc.describe()}", file=sys.stderr)
 
     sp = plan_serve(lc, req, rpc, host=a.host, port=a.port, threads=a.threads)
     cmd = server_argv(lc.binary("llama-server"), sp.options)
     if a.print_command:
         print(shell_line(cmd))
         return 0
+    print(f"dq-planner: {lc.describe()}", file=sys.stderr)
     for n in sp.notes:
         print(f"note: {n}", file=sys.stderr)
     print(f"starting: {shell_line(cmd)}", file=sys.stderr)
