@@ -23,28 +23,24 @@ class _Parser(argparse.ArgumentParser):
         raise PlannerError(f"{message} (see '{self.prog} --help')")
 
 
-def _positive_int(name: str):
+def _int_at_least(name: str, low: int):
     def conv(v: str) -> int:
         try:
             n = int(v)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be an integer, got '{v}'") from None
-        if n < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {n}")
+        if n < low:
+            raise argparse.ArgumentTypeError(f"{name} must be at least {low}, got {n}")
         return n
     return conv
+
+
+def _positive_int(name: str):
+    return _int_at_least(name, 1)
 
 
 def _nonneg_int(name: str):
-    def conv(v: str) -> int:
-        try:
-            n = int(v)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got '{v}'") from None
-        if n < 0:
-            raise argparse.ArgumentTypeError(f"{name} must not be negative, got {n}")
-        return n
-    return conv
+    return _int_at_least(name, 0)
 
 
 def _split(v: str) -> list[float]:

@@ -20,11 +20,11 @@ model cards' reasoning benchmarks); suites of rank 0 (Open LLM Leaderboard V1) a
 from __future__ import annotations
 
 import csv
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from planner.core.data_files import read_toml
 from planner.core.paths import profiles_dir
 from planner.core.plan import Accuracy
 from planner.errors import PlannerError, choices
@@ -182,10 +182,7 @@ def _load_benchmarks(path: Path) -> dict[str, Benchmark]:
 
 
 def _load_tasks(path: Path, benchmarks: dict[str, Benchmark]) -> dict[str, Task]:
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise PlannerError(f"{path}: {e}") from None
+    data = read_toml(path, "accuracy data")
     table8 = {b.id: b.weight for b in benchmarks.values() if b.weight is not None}
     out: dict[str, Task] = {}
     for tid, t in data.items():
@@ -202,10 +199,7 @@ def _load_tasks(path: Path, benchmarks: dict[str, Benchmark]) -> dict[str, Task]
 
 
 def _load_tables(path: Path) -> tuple[dict[str, Suite], dict[str, TableInfo]]:
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise PlannerError(f"{path}: {e}") from None
+    data = read_toml(path, "accuracy data")
     suites = {sid: Suite(id=sid, name=s["name"], protocol=s.get("protocol", ""), rank=int(s.get("rank", 0)))
               for sid, s in data.get("suites", {}).items()}
     tables: dict[str, TableInfo] = {}

@@ -7,12 +7,12 @@ Every source is reduced to one `Hparams` (llama.cpp's names for the hyper-parame
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from planner.core.data_files import read_toml
 from planner.core.paths import profiles_dir
 from planner.errors import PlannerError, choices
 
@@ -146,10 +146,7 @@ def hparams_from_config(cfg: dict[str, Any], where: str) -> Hparams:
 
 
 def _load_entry(path: Path) -> ModelEntry:
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise PlannerError(f"model profile {path}: {e}") from None
+    data = read_toml(path, "model profile")
     for key in ("id", "name", "source", "config"):
         if key not in data:
             raise PlannerError(f"model profile {path}: missing '{key}'")

@@ -6,13 +6,13 @@ Recipes are TOML files in profiles/schemes/ (shipped) and in the user's config f
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 from planner.core.gguf_constants import LlamaFileType as F
 
+from planner.core.data_files import read_toml
 from planner.core.ggml_types import parse_type, type_name
 from planner.core.llama_quant import FTYPE_ALIASES, FTYPES, Override
 from planner.core.paths import profiles_dir, user_profiles_dir
@@ -51,12 +51,7 @@ def _ftype_scheme(name: str) -> Scheme:
 def load_recipe(path: Path) -> Scheme:
     """Parse and validate one recipe file; any problem is a PlannerError naming the file."""
     where = f"recipe {path}"
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise PlannerError(f"{where}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise PlannerError(f"{where}: invalid TOML ({e})") from None
+    data = read_toml(path, "recipe")
     for key in ("id", "base", "rules"):
         if key not in data:
             raise PlannerError(f"{where}: missing '{key}'")

@@ -26,11 +26,11 @@ Schema (every figure cites its source in the file; unverified figures are listed
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from planner.core.data_files import read_toml
 from planner.core.paths import profiles_dir, user_profiles_dir
 from planner.errors import PlannerError, choices
 
@@ -82,12 +82,7 @@ class DeviceProfile:
 
 def load_profile(path: Path) -> DeviceProfile:
     where = f"hardware profile {path}"
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise PlannerError(f"{where}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise PlannerError(f"{where}: invalid TOML ({e})") from None
+    data = read_toml(path, "hardware profile")
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise PlannerError(f"{where}: missing {', '.join(missing)}")
