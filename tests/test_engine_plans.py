@@ -122,8 +122,15 @@ def test_stage_weights_add_up_to_the_loaded_model():
 def test_tp_must_divide_heads_and_fp8_blocks():
     with pytest.raises(PlannerError, match=r"40 attention heads; valid: 1, 2, 4, 8"):
         check_tp(catalog()["deepseek-r1-distill-qwen-32b"].hparams, 16)
-    with pytest.raises(PlannerError, match="scale blocks"):
-        fits("sglang", R1, "FP8", "h100", 8, nodes=4)      # TP 32: 2048/32 = 64-wide expert shards
+    # SGLang over 4 nodes: TP 32 would cut the experts' FP8 scale blocks (2048 / 32 = 64): TP 16, 4 GPUs a node
+    sp = fits("sglang", R1, "FP8", "h100", 8, nodes=4)
+    assert len(sp.memory.per_device) == 16 and sp.memory.per_device[4].device == "node1/CUDA0"
+    assert any("TP 16 uses 4 of the 8 GPUs per node" in n and "scale blocks" in n for n in sp.memory.notes)
+    # Qwen-7B's 28 heads on 8 GPUs: TP 4; Qwen-14B W4A16 on 8: TP 4, as 13824 / 8 would cut 128-wide groups
+    sp = fits("vllm", "deepseek-r1-distill-qwen-7b", "BF16", "h100", 8)
+    assert len(sp.memory.per_device) == 4 and sp.memory.fewest_devices == 1
+    sp = fits("vllm", "deepseek-r1-distill-qwen-14b", "W4A16", "h100", 8)
+    assert len(sp.memory.per_device) == 4 and any("quantization groups" in n for n in sp.memory.notes)
 
 
 def test_kv_fp8_halves_the_cache_and_raises_concurrency():
@@ -183,3 +190,16 @@ def test_plan_json_and_max_context():
     # ggml order in the plan: row length first
     assert t["model.layers.0.mlp.down_proj.weight_packed"]["shape"] == [28672 // 8, 8192]
     assert any("RedHatAI/DeepSeek-R1-Distill-Llama-70B-quantized.w4a16" in n for n in d["notes"])
+
+
+def test_a_format_that_cannot_be_sharded_stays_listed_unplaced():
+    # DeepSeek-V2-Lite experts are 1408 wide: over 2 SGLang nodes TP must be even, and 1408 / 2 = 704 cuts
+    # W4A16's 128-wide groups, so W4A16 is not placed while the other formats are
+    req = PlanRequest(model="deepseek-v2-lite", engine="sglang")
+    sps = {sp.id: sp for sp in plan_engine(req, catalog()[req.model], resolve_device("h100"), 8, 2)}
+    assert sps["W4A16"].memory is None and sps["W4A16"].fits is None
+    assert "quantization groups" in sps["W4A16"].notes[0]
+    assert sps["BF16"].fits is True
+    with pytest.raises(PlannerError, match="quantization groups"):
+        plan_engine(PlanRequest(model="deepseek-v2-lite", engine="sglang", schemes=["W4A16"]),
+                    catalog()["deepseek-v2-lite"], resolve_device("h100"), 8, 2)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from planner.core.catalog import Hparams
 from planner.core.hf_checkpoint import (
@@ -159,6 +160,11 @@ def weights_bytes(ws: list[HFWeight], hp: Hparams, fmt: Format, sel: str, group:
 
 def stage_weight_bytes(hp: Hparams, fmt: Format, model_id: str, layout: Layout) -> list[int]:
     """Weight bytes one rank of each pipeline stage holds (the MTP module is not loaded)."""
+    return list(_stage_weight_bytes(hp, fmt, model_id, layout))
+
+
+@lru_cache(maxsize=256)
+def _stage_weight_bytes(hp: Hparams, fmt: Format, model_id: str, layout: Layout) -> tuple[int, ...]:
     check_tp(hp, layout.tp)
     sel = fmt.selector(hp)
     group = fmt.group_for(model_id)
@@ -186,7 +192,26 @@ def stage_weight_bytes(hp: Hparams, fmt: Format, model_id: str, layout: Layout) 
             b += weights_bytes(lw, hp, fmt, sel, group, layout)
         out.append(b)
         start += n
-    return out
+    return tuple(out)
+
+
+def choose_tp(hp: Hparams, fmt: Format, model_id: str, max_tp: int, multiple_of: int = 1,
+              dp_attention: bool = False) -> tuple[int, str]:
+    """The largest tensor-parallel size up to max_tp that the model and format shard into, and why it
+    is smaller when it is (heads that do not divide, quantization groups or FP8 blocks a shard would
+    cut). TP sizes must be multiples of `multiple_of` (SGLang: the number of nodes)."""
+    first_problem = ""
+    for t in range(max_tp, 0, -1):
+        if t % multiple_of:
+            continue
+        try:
+            check_tp(hp, t)
+            stage_weight_bytes(hp, fmt, model_id, Layout(tp=t, dp_attention=dp_attention))
+        except PlannerError as e:
+            first_problem = first_problem or str(e)
+            continue
+        return t, ("" if t == max_tp else first_problem)
+    raise PlannerError(first_problem or f"no tensor parallel size up to {max_tp} serves {model_id}")
 
 
 def kv_values_per_token_layer(hp: Hparams, tp: int) -> int:

@@ -159,6 +159,15 @@ def scheme_plan(engine: str, entry: ModelEntry, fmt: Format, fit: EngineFit, per
     return sp
 
 
+def unplaced_plan(engine: str, entry: ModelEntry, fmt: Format, reason: str, with_tensors: bool) -> SchemePlan:
+    ck = checkpoint(entry, fmt)
+    tensors = [TensorPlan(t.name, tuple(reversed(t.shape)), t.dtype, t.bytes, "bf16") for t in ck.tensors()] \
+        if with_tensors else []
+    return SchemePlan(id=fmt.id, kind=engine, size_bytes=ck.size_bytes, params=ck.params,
+                      type_bytes=ck.type_bytes(), tensors=tensors, memory=None,
+                      notes=[f"{engine} cannot place it on these GPUs: {reason}"])
+
+
 def plan_engine(req: PlanRequest, model_entry: ModelEntry, device_profile, gpus: int, nodes: int,
                 *, engine: str | None = None, options: EngineOptions | None = None) -> list[SchemePlan]:
     """One SchemePlan per format (req.schemes, or every format the model has) on `engine`."""
@@ -169,7 +178,14 @@ def plan_engine(req: PlanRequest, model_entry: ModelEntry, device_profile, gpus:
     out = []
     seqs = ctx_sequences(opts, req)
     for fmt in resolve_formats(req, model_entry):
-        fit, devices = mod.fit(model_entry, fmt, device_profile, gpus, nodes, req.ctx, opts, sequences=seqs)
+        try:
+            fit, devices = mod.fit(model_entry, fmt, device_profile, gpus, nodes, req.ctx, opts, sequences=seqs)
+        except PlannerError as e:
+            if req.schemes:
+                raise
+            # a format the layout cannot shard stays in the list, unplaced, with the reason
+            out.append(unplaced_plan(engine, model_entry, fmt, str(e), req.with_tensors))
+            continue
         sp = scheme_plan(engine, model_entry, fmt, fit, devices, req.ctx, req.with_tensors)
         sp.memory.fewest_devices = fewest_devices(mod, model_entry, fmt, device_profile, gpus, nodes, req.ctx,
                                                   opts, seqs)
@@ -186,11 +202,11 @@ def fewest_devices(mod, entry: ModelEntry, fmt: Format, profile, gpus: int, node
     layouts = [(gpus, n) for n in range(1, nodes + 1)] if nodes > 1 else [(g, 1) for g in range(1, gpus + 1)]
     for g, n in layouts:
         try:
-            _, devs = mod.fit(entry, fmt, profile, g, n, ctx, opts, sequences=sequences)
+            fit, devs = mod.fit(entry, fmt, profile, g, n, ctx, opts, sequences=sequences)
         except PlannerError:
             continue
         if all(d.headroom_bytes >= 0 for d in devs):
-            return g * n
+            return fit.layout.world
     return None
 
 

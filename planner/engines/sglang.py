@@ -19,7 +19,7 @@ from planner.core.engine_memory import (
     Layout,
     RankMemory,
     activation_bytes_per_token,
-    check_tp,
+    choose_tp,
     kv_values_per_token_layer,
     logits_bytes,
     stage_weight_bytes,
@@ -41,8 +41,10 @@ from planner.errors import PlannerError
 ENGINE = "sglang"
 
 
-def layout_for(gpus: int, nodes: int, dp_attention: bool = False) -> Layout:
-    return Layout(tp=gpus * nodes, pp=1, dp_attention=dp_attention)
+def layout_for(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, dp_attention: bool = False) -> tuple[Layout, str]:
+    """One TP group over every node: the largest size up to all GPUs, a multiple of the node count."""
+    tp, why = choose_tp(entry.hparams, fmt, entry.id, gpus * nodes, multiple_of=nodes, dp_attention=dp_attention)
+    return Layout(tp=tp, pp=1, dp_attention=dp_attention), why
 
 
 def default_mem_fraction(tp: int) -> float:
@@ -63,8 +65,9 @@ def fit(entry: ModelEntry, fmt: Format, profile, gpus: int, nodes: int, ctx: int
     d = engine_defaults(ENGINE)
     hp = entry.hparams
     _check_dp_attention(entry, opts)
-    layout = layout_for(gpus, nodes, opts.dp_attention)
+    layout, why = layout_for(entry, fmt, gpus, nodes, opts.dp_attention)
     tp = layout.tp
+    per_node = tp // nodes
     dp = tp if layout.dp_attention else 1
     total = int(profile.memory_bytes)
     usable = total - int(profile.reserve_bytes)
@@ -90,6 +93,8 @@ def fit(entry: ModelEntry, fmt: Format, profile, gpus: int, nodes: int, ctx: int
     rank = RankMemory(0, hp.n_layer, w, kv_tok, act, graphs)
     notes = [f"SGLang {d['version']} defaults: mem_fraction_static {frac} of the memory free at start, "
              f"chunked prefill {chunk} tokens, CUDA graphs up to batch {graph_bs}"]
+    if tp < gpus * nodes:
+        notes.append(f"TP {tp} uses {per_node} of the {gpus} GPUs per node ({why})")
     if hp.arch == "deepseek2":
         notes.append("MLA latent cache: " + ("each DP-attention rank holds the cache of its own requests"
                                              if dp > 1 else "every tensor-parallel rank holds the whole cache"))
@@ -107,7 +112,7 @@ def fit(entry: ModelEntry, fmt: Format, profile, gpus: int, nodes: int, ctx: int
                             kv_bytes=kv_tok * ctx * per_rank_seqs,
                             compute_bytes=max(rest, act + graphs), overhead_bytes=int(profile.reserve_bytes),
                             capacity_bytes=total, layers=list(range(hp.n_layer)))
-               for n in range(nodes) for g in range(gpus)]
+               for n in range(nodes) for g in range(per_node)]
     return fit_, devices
 
 
@@ -125,8 +130,7 @@ def server_command(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: i
                    node_rank: int = 0) -> list[str]:
     d = engine_defaults(ENGINE)
     _check_dp_attention(entry, opts)
-    layout = layout_for(gpus, nodes, opts.dp_attention)
-    check_tp(entry.hparams, layout.tp)
+    layout, _ = layout_for(entry, fmt, gpus, nodes, opts.dp_attention)
     cmd = ["python3", "-m", "sglang.launch_server", "--model-path", model_path_for(fmt, entry, opts),
            "--tp-size", str(layout.tp)]
     if layout.dp_attention:

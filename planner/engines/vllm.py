@@ -23,7 +23,7 @@ from planner.core.engine_memory import (
     Layout,
     RankMemory,
     activation_bytes_per_token,
-    check_tp,
+    choose_tp,
     kv_values_per_token_layer,
     logits_bytes,
     pp_layer_counts,
@@ -46,8 +46,11 @@ from planner.engines import hf_serving
 ENGINE = "vllm"
 
 
-def layout_for(gpus: int, nodes: int) -> Layout:
-    return Layout(tp=gpus, pp=nodes)
+def layout_for(entry: ModelEntry, fmt: Format, gpus: int, nodes: int) -> tuple[Layout, str]:
+    """TP inside a node (the largest size up to the node's GPUs the model shards into), PP across nodes."""
+    pp_layer_counts(entry.hparams.n_layer, nodes)
+    tp, why = choose_tp(entry.hparams, fmt, entry.id, gpus)
+    return Layout(tp=tp, pp=nodes), why
 
 
 def max_num_batched_tokens(device_id: str) -> int:
@@ -59,7 +62,7 @@ def fit(entry: ModelEntry, fmt: Format, profile, gpus: int, nodes: int, ctx: int
         sequences: int = 1) -> tuple[EngineFit, list[DeviceMemory]]:
     d = engine_defaults(ENGINE)
     hp = entry.hparams
-    layout = layout_for(gpus, nodes)
+    layout, why = layout_for(entry, fmt, gpus, nodes)
     util = opts.gpu_memory_utilization or float(d["gpu_memory_utilization"])
     total = int(profile.memory_bytes)
     budget = int(util * total)
@@ -86,6 +89,9 @@ def fit(entry: ModelEntry, fmt: Format, profile, gpus: int, nodes: int, ctx: int
     max_sequences = min(max_seqs, blocks // per_seq_blocks)
     notes = [f"vLLM {d['version']} defaults: gpu_memory_utilization {util}, max_num_batched_tokens {T}, "
              f"max_num_seqs {max_seqs}, KV blocks of {block} tokens ({'fp8' if kv_b == 1 else 'model dtype'})"]
+    if layout.tp < gpus:
+        notes.append(f"TP {layout.tp} uses {layout.tp} of the {gpus} GPUs per node ({why}); the others are free "
+                     "for another replica")
     if hp.arch == "deepseek2":
         notes.append("MLA latent cache: every tensor-parallel rank holds the whole cache of its layers")
     if kv_tokens < ctx:
@@ -102,7 +108,7 @@ def fit(entry: ModelEntry, fmt: Format, profile, gpus: int, nodes: int, ctx: int
     devices = []
     for node in range(nodes):
         r = ranks[node] if layout.pp > 1 else ranks[0]
-        for g in range(gpus):
+        for g in range(layout.tp):
             kv = r.kv_bytes_per_token * per_seq_blocks * block * sequences
             devices.append(DeviceMemory(
                 device=device_label(node, g, nodes), weights_bytes=r.weights_bytes, kv_bytes=kv,
@@ -123,9 +129,7 @@ def launch_commands(req: PlanRequest, model_entry: ModelEntry, fmt_id: str, gpus
 
 def serve_command(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: int, opts: EngineOptions) -> list[str]:
     d = engine_defaults(ENGINE)
-    layout = layout_for(gpus, nodes)
-    check_tp(entry.hparams, layout.tp)
-    pp_layer_counts(entry.hparams.n_layer, layout.pp)
+    layout, _ = layout_for(entry, fmt, gpus, nodes)
     cmd = ["vllm", "serve", model_path_for(fmt, entry, opts),
            "--tensor-parallel-size", str(layout.tp)]
     if layout.pp > 1:
@@ -148,6 +152,7 @@ def serve_command(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: in
 def node_launches(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: int,
                   opts: EngineOptions) -> list[NodeLaunch]:
     serve = serve_command(entry, fmt, gpus, nodes, ctx, opts)
+    tp = layout_for(entry, fmt, gpus, nodes)[0].tp
     if nodes == 1:
         return [NodeLaunch(0, "single", [serve])]
     port = str(engine_defaults(ENGINE)["ray_port"])
@@ -156,8 +161,8 @@ def node_launches(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: in
         ["ray", "start", "--head", f"--node-ip-address={head}", f"--port={port}"],
         serve,
     ], notes=[f"order: the head's ray start, then every worker's, then vllm serve once `ray status` lists "
-              f"{gpus * nodes} GPUs (the exported script waits for them); set VLLM_HOST_IP to each node's own "
-              "address where nodes have several network interfaces"], wait_gpus=gpus * nodes)]
+              f"{tp * nodes} GPUs (the exported script waits for them); set VLLM_HOST_IP to each node's own "
+              "address where nodes have several network interfaces"], wait_gpus=tp * nodes)]
     for n in range(1, nodes):
         out.append(NodeLaunch(n, "worker", [["ray", "start", "--block", f"--address={head}:{port}"]]))
     return out
