@@ -7,6 +7,7 @@ the plan's MemoryPlan/DeviceMemory and writes the per-node scripts.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import tempfile
@@ -74,7 +75,7 @@ class EngineOptions:
 
 def options_from_request(req: PlanRequest, options: EngineOptions | None = None) -> EngineOptions:
     """The engine options implied by the plan options (--cache-type-k f16 -> auto, fp8 -> fp8)."""
-    opts = options or EngineOptions()
+    opts = dataclasses.replace(options) if options is not None else EngineOptions()
     k = (req.cache_type_k or "f16").lower()
     if options is None or opts.kv_cache_dtype == "auto":
         if k in _KV_FP8:
