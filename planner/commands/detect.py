@@ -97,7 +97,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument("--disk", metavar="PATH", help="report free disk space at PATH (default: the current folder)")
     a = p.parse_args(argv)
-    det = detect(disk_path=a.disk)
+    det = detect(disk_path=a.disk, honour_off_switch=False)
     if a.json:
         json.dump(det.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")

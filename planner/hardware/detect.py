@@ -330,13 +330,15 @@ def assemble(rep: nvml.NvmlReport, asc: npu_smi.NpuSmiReport, host: HostInfo,
 
 
 def detect(env: dict[str, str] | None = None, disk_path: str | os.PathLike | None = None,
-           sources: tuple[str, ...] = ("nvidia", "ascend")) -> Detection:
+           sources: tuple[str, ...] = ("nvidia", "ascend"), honour_off_switch: bool = True) -> Detection:
     """Detect now (no cache). `env` defaults to os.environ (CUDA_VISIBLE_DEVICES, ASCEND_RT_VISIBLE_DEVICES,
-    DQ_PLANNER_DETECT); `sources` chooses which of NVML ("nvidia") and npu-smi ("ascend") to ask."""
+    DQ_PLANNER_DETECT); `sources` chooses which of NVML ("nvidia") and npu-smi ("ascend") to ask.
+    DQ_PLANNER_DETECT=0 keeps plans off the local devices; `dq-planner detect` itself always looks
+    (honour_off_switch=False)."""
     t0 = time.perf_counter()
     env = dict(os.environ if env is None else env)
     host = host_info(disk_path)
-    if env.get("DQ_PLANNER_DETECT", "").strip().lower() in ("0", "no", "off", "false"):
+    if honour_off_switch and env.get("DQ_PLANNER_DETECT", "").strip().lower() in ("0", "no", "off", "false"):
         det = Detection(accelerators=[], host=host, notes=["accelerator detection is off (DQ_PLANNER_DETECT)"])
     else:
         rep = nvml.query() if "nvidia" in sources else nvml.NvmlReport(error="not asked")
