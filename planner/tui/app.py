@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import signal
 import sys
@@ -92,7 +91,22 @@ ACTIONS: list[tuple[str, str, str, str, bool]] = [
     ("r", "serve", "Serve", "Start a server with this plan", True),
     ("K", "stop_jobs", "Stop", "Stop the running quantization and server", True),
     ("b", "toggle_choices", "Choices", "Show or hide the choices panel", False),
+    ("escape", "leave_field", "Leave", "Leave the field being edited (back to the plan)", False),
 ]
+
+
+class NumberInput(Input):
+    """A whole-number field that passes letters on, so the app's keys (m, s, d, ...) work from it too."""
+
+    async def _on_key(self, event) -> None:
+        if event.is_printable and event.character and not event.character.isdigit():
+            event.prevent_default()    # not typed here (Input's own handler is skipped); it bubbles to the app
+
+    def __init__(self, **kw) -> None:
+        super().__init__(restrict=r"[0-9]*", **kw)
+
+    def check_consume_key(self, key: str, character: str | None) -> bool:
+        return character is not None and character.isdigit()
 
 
 class ChoiceCommands(Provider):
@@ -148,6 +162,7 @@ class PlannerApp(App[int]):
         self._full_timer = None
         self._tensors_dirty = True
         self._last_quant_output = ""
+        self._shown: dict[str, object] = {}    # choice widget -> the value the app last put there
         self.child_processes: list = []       # every child started, so that none outlives the app
 
     # ---------------------------------------------------------------- layout
@@ -202,13 +217,13 @@ class PlannerApp(App[int]):
         if dev not in [v for _, v in devs]:
             devs.append((dev, dev))
         yield row("device", Select(devs, value=dev, allow_blank=False, id="ch-device", compact=True))
-        yield row("gpus", Input(value=str(r.gpus) if r.gpus else "", placeholder="profile", type="integer",
+        yield row("gpus", NumberInput(value=str(r.gpus) if r.gpus else "", placeholder="profile",
                                 id="ch-gpus", compact=True))
-        yield row("nodes", Input(value=str(r.nodes), type="integer", id="ch-nodes", compact=True))
+        yield row("nodes", NumberInput(value=str(r.nodes), id="ch-nodes", compact=True))
         yield row("rpc", Input(value=",".join(r.rpc), placeholder="host:port[=mem],...", id="ch-rpc",
                                compact=True))
         yield Label("Context", classes="section")
-        yield row("ctx", Input(value=str(r.ctx), type="integer", id="ch-ctx", compact=True))
+        yield row("ctx", NumberInput(value=str(r.ctx), id="ch-ctx", compact=True))
         yield row("kv", Select(kv_options(), value=r.kv_mode or "mla", allow_blank=False, id="ch-kv",
                                compact=True))
         yield row("K type", Select([(t, t) for t in CACHE_TYPES], value=r.cache_type_k, allow_blank=False,
@@ -217,26 +232,27 @@ class PlannerApp(App[int]):
                                     id="ch-ctv", compact=True))
         yield row("flash", Select([(t, t) for t in FLASH_ATTN], value=r.flash_attn, allow_blank=False,
                                   id="ch-fa", compact=True))
-        yield row("slots", Input(value=str(r.parallel), type="integer", id="ch-parallel", compact=True))
+        yield row("slots", NumberInput(value=str(r.parallel), id="ch-parallel", compact=True))
         yield Label("Placement", classes="section")
-        yield row("ngl", Input(value="" if r.ngl is None else str(r.ngl), placeholder="all", type="integer",
+        yield row("ngl", NumberInput(value="" if r.ngl is None else str(r.ngl), placeholder="all",
                                id="ch-ngl", compact=True))
-        yield row("cpu moe", Input(value=str(r.n_cpu_moe), type="integer", id="ch-cpumoe", compact=True))
+        yield row("cpu moe", NumberInput(value=str(r.n_cpu_moe), id="ch-cpumoe", compact=True))
         yield row("split", Input(value=",".join(f"{x:g}" for x in r.tensor_split or []), placeholder="a,b,...",
                                  id="ch-split", compact=True))
         yield row("task", Select([(t, t) for t in TASKS], value=r.task, allow_blank=False, id="ch-task",
                                  compact=True))
 
     def on_mount(self) -> None:
+        self._shown = {sel.id: sel.value for sel in self.query(Select) if sel.id and sel.id.startswith("ch-")}
         st = self.query_one("#scheme-table", DataTable)
         for c in ("", "scheme", "GiB", "bpw", "fullest dev.", "headroom", "fits", "w. acc."):
             st.add_column(c)
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            try:
-                loop.add_signal_handler(sig, lambda: self.call_later(self.action_quit))
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
+        try:
+            loop.add_signal_handler(signal.SIGTERM, lambda: self.call_later(self.action_quit))
+            loop.add_signal_handler(signal.SIGHUP, self._hangup)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
         self.replan()
 
     # ---------------------------------------------------------------- planning
@@ -332,6 +348,34 @@ class PlannerApp(App[int]):
         self.render_full()
         self.render_selected()
 
+    async def settle(self) -> None:
+        """Plan every scheme now and wait for it (tests, benchmarks and scripted runs)."""
+        from textual.worker import WorkerCancelled
+
+        if self._full_timer is not None:
+            self._full_timer.stop()
+            self._start_full_plan()
+        while True:
+            running = [w for w in self.workers if w.group == "full-plan" and w.is_running]
+            if not running:
+                break
+            try:
+                await self.workers.wait_for_complete(running)
+            except WorkerCancelled:
+                pass
+
+    def screen_text(self) -> str:
+        """The current screen as plain text (what a terminal shows, without colours)."""
+        from io import StringIO
+
+        from rich.console import Console
+
+        width, height = self.size
+        console = Console(width=width, height=height, file=StringIO(), force_terminal=True, record=True,
+                          legacy_windows=False, safe_box=False, color_system=None)
+        console.print(self.screen._compositor.render_update(full=True, screen_stack=self._background_screens))
+        return console.export_text()
+
     # ---------------------------------------------------------------- rendering
     def show_error(self, message: str | None) -> None:
         self.error = message
@@ -381,6 +425,7 @@ class PlannerApp(App[int]):
         kv = self.query_one("#ch-kv", Select)
         kv.disabled = plan.kv_mode is None
         if plan.kv_mode and kv.value != plan.kv_mode:
+            self._shown["ch-kv"] = plan.kv_mode
             with kv.prevent(Select.Changed):
                 kv.value = plan.kv_mode
         gpus = self.query_one("#ch-gpus", Input)
@@ -388,6 +433,7 @@ class PlannerApp(App[int]):
             gpus.placeholder = f"{plan.hardware.gpus} (profile)"
         sel = self.query_one("#ch-scheme", Select)
         if sel.value != self.scheme_id and any(v == self.scheme_id for _, v in self.scheme_choices):
+            self._shown["ch-scheme"] = self.scheme_id
             with sel.prevent(Select.Changed):
                 sel.value = self.scheme_id
 
@@ -400,6 +446,7 @@ class PlannerApp(App[int]):
             sel.set_options(choices)
             if any(v == self.scheme_id for _, v in choices):
                 sel.value = self.scheme_id
+        self._shown["ch-scheme"] = sel.value
 
     def render_full(self) -> None:
         plan = self.full_plan if self.full_key is not None and same_request(self.full_key, self.request) else None
@@ -515,6 +562,9 @@ class PlannerApp(App[int]):
         if v is Select.NULL or sid is None or not sid.startswith("ch-"):
             return
         event.stop()
+        if self._shown.get(sid) == v:
+            return                      # the value the app itself put there (at start, or resolved)
+        self._shown[sid] = v
         if sid == "ch-scheme":
             self.set_scheme(str(v))
         elif sid == "ch-model":
@@ -586,6 +636,7 @@ class PlannerApp(App[int]):
         if not path:
             return
         sel = self.query_one("#ch-model", Select)
+        self._shown["ch-model"] = PATH_CHOICE
         with sel.prevent(Select.Changed):
             sel.value = PATH_CHOICE
         if path.lower().endswith(".gguf"):
@@ -646,6 +697,10 @@ class PlannerApp(App[int]):
     def action_filter_tensors(self) -> None:
         self.action_show_tab("tensors")
         self.query_one("#tensor-filter", Input).focus()
+
+    def action_leave_field(self) -> None:
+        tabs = self.query_one("#tabs", TabbedContent)
+        self.set_focus(tabs.query_one("Tabs"))
 
     def action_toggle_choices(self) -> None:
         ch = self.query_one("#choices")
@@ -745,16 +800,16 @@ class PlannerApp(App[int]):
         if threads:
             args += ["--threads", threads]
         panel: QuantizePanel = self._panel("quantize")
-        panel.begin({t.name: math.prod(t.shape) for t in sp.tensors})
+        panel.begin(out)
         self._last_quant_output = out
         self.action_show_tab("run")
-        self._run_quantize(dq_planner_argv(args), out)
+        self._run_quantize(dq_planner_argv(args))
 
     @work(group="jobs", name="quantize", exit_on_error=False)
-    async def _run_quantize(self, argv: list[str], out: str) -> None:
+    async def _run_quantize(self, argv: list[str]) -> None:
         panel: QuantizePanel = self._panel("quantize")
         rc = await panel.run_child(argv)
-        panel.finish(rc, out)
+        panel.finish(rc)
 
     def action_serve(self) -> None:
         panel: ServePanel = self._panel("serve")
@@ -773,15 +828,9 @@ class PlannerApp(App[int]):
 
     def start_serve(self, model_file: str, port: str) -> None:
         panel: ServePanel = self._panel("serve")
-        try:
-            predicted = make_plan(replace(self.request, model_file=model_file, schemes=None))
-            mem = next((s.memory for s in predicted.schemes if s.kind == "file"), None)
-        except PlannerError as e:
-            self.notify(str(e), severity="error")
-            return
         args = ["serve", "--model-file", model_file, *request_args(self.request, with_model=False),
-                "--port", port]
-        panel.begin(mem)
+                "--port", port, "--keep-running"]
+        panel.begin()
         self.action_show_tab("run")
         self._run_serve(dq_planner_argv(args))
 
@@ -807,6 +856,11 @@ class PlannerApp(App[int]):
     def kill_children(self) -> None:
         for child in self.child_processes:
             child.kill_now()
+
+    def _hangup(self) -> None:
+        """The terminal is gone: nothing can be drawn or restored any more. Stop the children and leave."""
+        self.kill_children()
+        os._exit(128 + signal.SIGHUP)
 
     def on_unmount(self) -> None:
         self.kill_children()

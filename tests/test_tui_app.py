@@ -1,0 +1,295 @@
+"""The TUI driven with Textual's Pilot: choices re-plan at once and every figure shown is make_plan's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from planner.core.plan import PlanRequest
+from planner.core.planner import make_plan
+from planner.render.units import GiB, human
+from planner.tui.app import ACTIONS, PlannerApp
+
+R1_910B_LEGACY = PlanRequest(device="910b", kv_mode="legacy")
+
+
+def run(req: PlanRequest, body, size=(120, 40), settle: bool = True):
+    """Run the app on `req`; settle: plan every scheme before `body` (else it runs in the background)."""
+    async def main():
+        app = PlannerApp(req, full_plan_delay=0 if settle else 0.25)
+        async with app.run_test(size=size) as pilot:
+            if settle:
+                await app.settle()
+            await pilot.pause()
+            await body(app, pilot)
+        return app
+
+    return asyncio.run(main())
+
+
+async def choose(app, pilot, key: str, text: str) -> None:
+    """Open a choice with its key, type to search, Enter: what a user does."""
+    await pilot.press(key)
+    await pilot.pause()
+    await pilot.press(*text, "enter")
+    await pilot.pause()
+
+
+def bar_figures(sp) -> list[str]:
+    return [f"{d.total_bytes / GiB:.1f}/{d.capacity_bytes / GiB:.1f} GiB" for d in sp.memory.per_device]
+
+
+def test_pick_device_kv_mode_and_scheme_with_keys_then_see_it_stop_fitting():
+    async def body(app, pilot):
+        await choose(app, pilot, "d", "910b")
+        await choose(app, pilot, "k", "legacy")
+        await choose(app, pilot, "s", "DQ3")
+        assert (app.request.device, app.request.kv_mode, app.sp.id) == ("910b", "legacy", "DQ3_K_M")
+        want = make_plan(PlanRequest(device="910b", kv_mode="legacy", schemes=["DQ3_K_M"])).scheme("DQ3_K_M")
+        text = app.screen_text()
+        assert f"DQ3_K_M (recipe): {human(want.size_bytes)}" in text
+        assert f"{want.bpw:.2f} bits/weight" in text
+        assert want.fits is True
+        assert f"Fits     yes: {human(want.headroom_bytes)} free" in text
+        for fig in bar_figures(want):
+            assert fig in text
+        assert "OVER" not in text
+
+        await choose(app, pilot, "s", "Q4_K_M")
+        want = make_plan(PlanRequest(device="910b", kv_mode="legacy", schemes=["Q4_K_M"])).scheme("Q4_K_M")
+        text = app.screen_text()
+        assert want.fits is False
+        assert f"Q4_K_M (ftype): {human(want.size_bytes)}" in text
+        assert f"NO: over by {human(-want.headroom_bytes)}" in text
+        for fig in bar_figures(want):
+            assert fig in text
+        assert text.count(" OVER") == sum(d.headroom_bytes < 0 for d in want.memory.per_device)
+
+    run(PlanRequest(device="h100"), body)
+
+
+def test_every_scheme_side_by_side_and_stepping_through_them():
+    async def body(app, pilot):
+        full = make_plan(R1_910B_LEGACY)
+        assert [s.id for s in app.full_plan.schemes] == [s.id for s in full.schemes]
+        await pilot.press("2")
+        await pilot.pause()
+        text = app.screen_text()
+        for s in full.schemes[:5]:
+            assert f"{s.size_bytes / GiB:.2f}" in text
+        # ] and [ step through the schemes in the plan's order
+        ids = [s.id for s in full.schemes]
+        i = ids.index(app.scheme_id)
+        await pilot.press("right_square_bracket")
+        await pilot.pause()
+        assert app.scheme_id == ids[i + 1]
+        assert app.sp.size_bytes == full.scheme(ids[i + 1]).size_bytes
+        await pilot.press("left_square_bracket", "left_square_bracket")
+        await pilot.pause()
+        assert app.scheme_id == ids[i - 1]
+        # Enter on a row of the table selects that scheme
+        table = app.query_one("#scheme-table")
+        table.focus()
+        table.move_cursor(row=ids.index("IQ2_XXS"))
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.sp.id == "IQ2_XXS"
+        assert app.sp.size_bytes == full.scheme("IQ2_XXS").size_bytes
+
+    run(R1_910B_LEGACY, body)
+
+
+def test_model_change_typed_numbers_and_bad_values():
+    async def body(app, pilot):
+        assert app.sp.id == "DQ3_K_M"
+        await choose(app, pilot, "m", "deepseek-r1-distill-qwen-32b")
+        # DQ3_K_M is a deepseek2 recipe: the app falls back to Q4_K_M instead of failing
+        assert app.plan.model.id == "deepseek-r1-distill-qwen-32b"
+        assert app.sp.id == "Q4_K_M"
+        assert app.error is None
+        assert app.query_one("#ch-kv").disabled        # no KV mode outside deepseek2
+        model = dict(model="deepseek-r1-distill-qwen-32b", device="a100")
+        want = make_plan(PlanRequest(**model, schemes=["Q4_K_M"])).scheme("Q4_K_M")
+        assert app.sp.size_bytes == want.size_bytes
+        assert f"Q4_K_M (ftype): {human(want.size_bytes)}" in app.screen_text()
+
+        await pilot.press("c")
+        assert app.focused is app.query_one("#ch-ctx")
+        await pilot.press(*["backspace"] * 5, *"8192")
+        await pilot.pause()
+        want = make_plan(PlanRequest(**model, ctx=8192, schemes=["Q4_K_M"])).scheme("Q4_K_M")
+        assert app.plan.context == 8192
+        assert app.sp.memory.kv_cache_bytes == want.memory.kv_cache_bytes
+        assert f"KV cache {human(want.memory.kv_cache_bytes)}" in app.screen_text()
+
+        await pilot.press("g")            # a letter in a number field is the app's key: to the GPU count
+        assert app.focused is app.query_one("#ch-gpus")
+        await pilot.press("0")
+        await pilot.pause()
+        assert app.error == "--gpus must be at least 1, got 0"
+        assert "! --gpus must be at least 1, got 0" in app.screen_text()
+        await pilot.press("backspace", "2")
+        await pilot.pause()
+        assert app.error is None
+        assert app.plan.hardware.gpus == 2 and len(app.sp.memory.per_device) == 2
+        want = make_plan(PlanRequest(**model, ctx=8192, gpus=2, schemes=["Q4_K_M"])).scheme("Q4_K_M")
+        assert [d.total_bytes for d in app.sp.memory.per_device] == [d.total_bytes for d in want.memory.per_device]
+        await pilot.press("escape")
+        assert app.focused is not app.query_one("#ch-gpus")
+
+    run(PlanRequest(device="a100", schemes=["DQ3_K_M"]), body, settle=False)
+
+
+def test_tensor_table_then_export_plan_json_and_launch_commands(tmp_path):
+    out = tmp_path / "plan.json"
+    script = tmp_path / "launch.sh"
+    req = PlanRequest(device="910b", kv_mode="legacy", schemes=["DQ3_K_M"])
+
+    async def body(app, pilot):
+        await pilot.press("f")
+        await pilot.press(*"ffn_down_exps q4_K")
+        await pilot.pause()
+        view = app.query_one("#tensor-view")
+        want = [t for t in app.sp.tensors if "ffn_down_exps" in t.name and t.type == "q4_K"]
+        assert len(view.shown) == len(want) == 12
+        assert f"12/{len(app.sp.tensors)} tensors, {human(sum(t.bytes for t in want))}" in app.screen_text()
+        await pilot.press("enter", "o")            # to the table, then sort by the next column (name)
+        await pilot.pause()
+        assert view.sort_column == "name"
+        assert [t.name for t in view.shown][:3] == ["blk.8.ffn_down_exps.weight", "blk.12.ffn_down_exps.weight",
+                                                    "blk.16.ffn_down_exps.weight"]
+        assert app.query_one("#type-table").row_count == len(app.sp.type_bytes)
+
+        await pilot.press("x")
+        await pilot.pause()
+        app.screen.query_one("#field-path").value = str(out)
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.press("l")
+        await pilot.pause()
+        assert "dq-planner serve --model-file \"$OUT\" --device 910b --kv-mode legacy" in app.screen_text()
+        app.screen.query_one("#field-path").value = str(script)
+        await pilot.press("enter")
+        await pilot.pause()
+        # exporting again to the same file is refused and leaves it as it was
+        before = out.read_text()
+        await pilot.press("x")
+        await pilot.pause()
+        app.screen.query_one("#field-path").value = str(out)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert out.read_text() == before
+
+    run(req, body)
+    # the export is the plan of every scheme for these choices, as `dq-planner --headless --json` gives it
+    assert json.loads(out.read_text()) == make_plan(replace(req, schemes=None)).to_dict()
+    text = script.read_text()
+    assert os.access(script, os.X_OK)
+    assert "dq-planner quantize --input \"$SRC\" --scheme DQ3_K_M --output \"$OUT\"" in text
+
+
+def test_every_action_has_a_key_and_a_palette_entry():
+    async def body(app, pilot):
+        commands = {c.title: c for c in app.get_system_commands(app.screen)}
+        keys = {b.key for b in app.BINDINGS}
+        for key, action, _, title, _ in ACTIONS:
+            assert key in keys
+            assert title in commands
+        assert "ctrl+q" in keys
+        # a palette entry runs the action: "Show the tensor table" switches the tab
+        await commands["Show the tensor table and the bytes per type"].callback()
+        await pilot.pause()
+        assert app.query_one("#tabs").active == "tensors"
+
+    run(PlanRequest(device="h100"), body, size=(80, 24))
+
+
+def test_no_color_is_respected(monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+
+    async def body(app, pilot):
+        assert app.no_color
+        svg = app.export_screenshot()
+        # monochrome: no saturated colour survives anywhere on the screen
+        import re
+
+        colours = set(re.findall(r"fill: #([0-9a-f]{6})", svg))
+        for c in colours:
+            r, g, b = int(c[:2], 16), int(c[2:4], 16), int(c[4:], 16)
+            assert max(r, g, b) - min(r, g, b) <= 8, c
+
+    run(R1_910B_LEGACY, body, size=(80, 24))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _llama_cpp_available() -> bool:
+    try:
+        from planner.engines.llamacpp.locate import locate
+
+        locate(None).binary("llama-quantize")
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not _llama_cpp_available(), reason="llama.cpp binaries (the llama extra) not installed")
+def test_quantize_and_serve_a_tiny_model_then_quit_stops_the_server(tmp_path):
+    from planner.gguf.writer import tiny_model, write_gguf
+
+    src = tmp_path / "tiny BF16.gguf"
+    write_gguf(src, tiny_model("deepseek2-mla"))
+    out = tmp_path / "tiny Q4_K_M.gguf"
+    pids = {}
+
+    async def body(app, pilot):
+        app.start_quantize(str(src), str(out))
+        for w in [w for w in app.workers if w.name == "quantize"]:
+            await w.wait()
+        await pilot.pause()
+        q = app.query_one("#quantize-panel")
+        assert q.last_status.startswith("done:"), q.last_status
+        assert q.fraction == 1.0
+        assert out.is_file()
+        port = _free_port()
+        app.start_serve(str(out), str(port))
+        s = app.query_one("#serve-panel")
+        for _ in range(600):                  # wait until the model is loaded and served
+            await pilot.pause(0.05)
+            if s.url:
+                break
+        assert s.url == f"http://127.0.0.1:{port}"
+        first = s.child
+        await pilot.press("K")                # stop: dq-planner serve prints planned vs measured at the stop
+        for w in [w for w in app.workers if w.name == "serve"]:
+            await w.wait()
+        await pilot.pause()
+        assert s.last_status.startswith("stopped"), s.last_status
+        assert first.proc.returncode is not None
+        rows = {(r.device, r.what): r for r in s.rows}
+        kv = rows[("Host", "KV cache")]
+        assert kv.diff == "exact" and kv.planned_mib == kv.measured_mib > 0, s.rows
+        assert "Host      KV cache" in app.screen_text() or "KV cache" in app.screen_text()
+        # a server still loading when the app quits is stopped with it
+        app.start_serve(str(out), str(_free_port()))
+        for _ in range(100):
+            await pilot.pause(0.02)
+            if s.child is not first and s.child.proc is not None:
+                break
+        pids["serve"] = s.child.proc.pid
+        await app.action_quit()
+
+    run(PlanRequest(device="h100", ctx=4096), body)
+    pid = pids["serve"]
+    assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"

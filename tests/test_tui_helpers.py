@@ -1,0 +1,159 @@
+"""The TUI's parsers (on captured real output), command lines, file writing and bar arithmetic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from planner.cli import main_parser, request_from_args
+from planner.core.plan import DeviceMemory, PlanRequest
+from planner.errors import PlannerError
+from planner.tui.choices import launch_script, request_args, write_new_file
+from planner.tui.jobs import ChildProcess, parse_comparison_row, parse_quantize_progress, parse_ready
+from planner.tui.widgets.memory import bar_cells
+from planner.tui.widgets.tensors import filter_tensors
+
+FIX = Path(__file__).parent / "fixtures" / "tui"
+
+
+def _lines(raw: bytes) -> list[str]:
+    return re.split(r"\r\n|\r|\n", raw.decode())
+
+
+def test_quantize_progress_from_a_terminal_run():
+    ps = [p for p in map(parse_quantize_progress, _lines((FIX / "quantize_q4_k_m_pty.txt").read_bytes())) if p]
+    # one redraw per tensor of the tiny deepseek2 model (52 tensors), ending at 100%
+    assert len(ps) == 52
+    assert ps[0].label == "output.weight" and ps[0].fraction == pytest.approx(0.029)
+    assert ps[-1].fraction == 1.0 and ps[-1].eta == "00:00"
+    assert ps[-1].label == "blk.2.ffn_up_shexp.weight"
+    assert all(b.fraction >= a.fraction for a, b in zip(ps, ps[1:]))
+
+
+def test_quantize_progress_from_a_pipe_run():
+    ps = [p for p in map(parse_quantize_progress, _lines((FIX / "quantize_q4_k_m_pipe.txt").read_bytes())) if p]
+    assert [round(p.fraction * 100) for p in ps] == [10, 20, 31, 40, 52, 61, 71, 81, 90, 100]
+    assert ps[3].label == "27 tensors"
+
+
+def test_llama_quantize_line_passed_through():
+    p = parse_quantize_progress("[  27/ 142]  blk.1.ffn_down_exps.weight - [ 256, 256, 4, 1], type = f16, "
+                                "converting to q6_K .. size = 0.50 MiB -> 0.21 MiB")
+    assert p is not None and p.fraction == pytest.approx(27 / 142)
+    assert p.label == "27/142 blk.1.ffn_down_exps.weight"
+    assert parse_quantize_progress("llama_model_quantize_impl: model size = 12.00 MiB") is None
+
+
+def test_serve_output():
+    lines = (FIX / "serve_keep_running.txt").read_text().splitlines()
+    rows = [r for r in map(parse_comparison_row, lines) if r]
+    assert len(rows) == 8                 # printed when ready and again at the stop
+    kv = rows[1]
+    assert (kv.device, kv.what, kv.planned_mib, kv.measured_mib, kv.diff) == ("Host", "KV cache", 7.5, 7.5, "exact")
+    w = rows[0]
+    assert (w.planned_mib, w.measured_mib, w.diff) == (2.11, 3.17, "-1.06 (-33.6%)")
+    assert [u for u in map(parse_ready, lines) if u] == ["http://127.0.0.1:18080"]
+    assert parse_comparison_row("device  what           planned MiB  llama.cpp MiB  planned - llama.cpp") is None
+
+
+@pytest.mark.parametrize("req", [
+    PlanRequest(),
+    PlanRequest(model="deepseek-r1-distill-qwen-32b", device="a100", gpus=1, ctx=8192, task="math"),
+    PlanRequest(device="910b", kv_mode="legacy", cache_type_k="q8_0", cache_type_v="q8_0", flash_attn="on",
+                parallel=4, ngl=40, n_cpu_moe=3, tensor_split=[3.0, 1.0], rpc=["127.0.0.1:50052=24G"], nodes=2,
+                imatrix=True, ubatch=256, batch=1024),
+    PlanRequest(model_file="/models/R1 Q4 'x'.gguf", imatrix=False, engine="vllm"),
+])
+def test_request_args_round_trip_through_the_cli_parser(req):
+    back = request_from_args(main_parser().parse_args(request_args(req)))
+    assert back == req
+
+
+def test_launch_script_quotes_and_carries_the_plan():
+    req = PlanRequest(device="910b", kv_mode="legacy", ctx=16384)
+    text = launch_script(req, "DQ3_K_M", "/data/R1 BF16/a;b.gguf", "out.gguf", 9000, "note")
+    assert "SRC=${SRC:-'/data/R1 BF16/a;b.gguf'}" in text
+    assert "dq-planner quantize --input \"$SRC\" --scheme DQ3_K_M --output \"$OUT\"" in text
+    assert ("dq-planner serve --model-file \"$OUT\" --device 910b --ctx 16384 --kv-mode legacy --port 9000"
+            in text)
+
+
+def test_write_new_file_never_overwrites(tmp_path):
+    p = write_new_file(tmp_path / "plan.json", "one\n")
+    assert p.read_text() == "one\n"
+    with pytest.raises(PlannerError, match="already exists"):
+        write_new_file(p, "two\n")
+    assert p.read_text() == "one\n"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["plan.json"]     # no temporary left behind
+    with pytest.raises(PlannerError, match="is not a folder"):
+        write_new_file(tmp_path / "missing" / "x.json", "x")
+
+
+def test_bar_cells_add_up_and_mark_capacity():
+    d = DeviceMemory("CUDA0", weights_bytes=50, kv_bytes=10, compute_bytes=5, overhead_bytes=5, capacity_bytes=80)
+    cells, cap = bar_cells(d, scale=100, width=40)
+    assert cells == [20, 4, 2, 2] and cap == 32
+    over = DeviceMemory("CUDA1", weights_bytes=90, kv_bytes=10, capacity_bytes=80)
+    cells, cap = bar_cells(over, scale=100, width=40)
+    assert sum(cells) == 40 and cap == 32
+
+
+def test_filter_by_name_part_and_type():
+    from planner.core.planner import make_plan
+
+    sp = make_plan(PlanRequest(device="h100", schemes=["DQ3_K_M"])).scheme("DQ3_K_M")
+    exps = filter_tensors(sp.tensors, "ffn_down_exps")
+    assert len(exps) == 58 and all("ffn_down_exps" in t.name for t in exps)
+    q6 = filter_tensors(sp.tensors, "ffn_down_exps Q6_K")
+    assert sorted(t.name for t in q6) == ["blk.3.ffn_down_exps.weight", "blk.4.ffn_down_exps.weight"]
+    assert filter_tensors(sp.tensors, "") == sp.tensors
+
+
+_SLEEPER = ("import subprocess, sys, time; "
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            "print(p.pid, flush=True); time.sleep(60)")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie still answers kill(0): look at its state
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("use_pty", [False, True])
+def test_child_stop_ends_the_child_and_its_descendants(use_pty):
+    async def run():
+        child = ChildProcess([sys.executable, "-c", _SLEEPER], use_pty=use_pty)
+        await child.start()
+        lines = child.lines()
+        first, _ = await lines.__anext__()
+        grandchild = int(first)
+        t0 = time.monotonic()
+        rc = await child.stop(grace=2.0)
+        took = time.monotonic() - t0
+        async for _ in lines:       # the output ends once every writer is gone
+            pass
+        return child, grandchild, rc, took
+
+    child, grandchild, rc, took = asyncio.run(run())
+    assert rc == -signal.SIGINT or rc == 1 or rc == -signal.SIGKILL   # Python exits on SIGINT with a traceback (1)
+    assert took < 5
+    deadline = time.monotonic() + 3
+    while not _gone(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(grandchild)
+    assert _gone(child.proc.pid)
