@@ -225,3 +225,41 @@ def test_verification_reports_a_difference(lc, tiny_gguf, tmp_path, monkeypatch,
     assert "2 difference(s) from the plan" in err             # llama-quantize's line and the file's header
     assert "differs from the plan for 1 tensor(s) of 40" in err
     assert out.exists()                                       # a complete GGUF: kept, the exit status says it
+
+
+def test_llama_quantize_dies_with_a_killed_dq_planner(lc, tmp_path):
+    """SIGKILL cannot be handled: the kernel stops llama-quantize (PR_SET_PDEATHSIG), and the next run for
+    the same output removes the partial file the killed run left."""
+    from planner.gguf.writer import model_from_hparams, tiny_llama_hparams, write_gguf
+
+    src = write_gguf(tmp_path / "big.gguf", model_from_hparams(tiny_llama_hparams(n_layer=12, n_ff=1024)))[0]
+    out = tmp_path / "out.gguf"
+    p = subprocess.Popen([sys.executable, "-m", "planner.cli", "quantize", "--input", str(src), "--scheme",
+                          "IQ4_XS", "--output", str(out), "--threads", "1"], cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not leftovers(tmp_path) or len(processes_using(src)) < 2:
+            assert p.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        quantizer = [q for q in processes_using(src) if q != p.pid]
+        p.kill()
+        p.wait()
+        deadline = time.monotonic() + 20
+        while processes_using(src):
+            assert time.monotonic() < deadline, f"llama-quantize {quantizer} outlived dq-planner"
+            time.sleep(0.05)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert len(leftovers(tmp_path)) == 1                     # SIGKILL: nothing could clean up
+    r = dq("quantize", "--input", tiny_gguf_path(tmp_path), "--scheme", "Q8_0", "--output", out)
+    assert r.returncode == 0, r.stderr
+    assert leftovers(tmp_path) == [] and out.exists()
+
+
+def tiny_gguf_path(folder: Path) -> Path:
+    from planner.gguf.writer import tiny_model, write_gguf
+
+    return write_gguf(folder / "small.gguf", tiny_model("llama"))[0]

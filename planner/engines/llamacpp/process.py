@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -30,6 +31,26 @@ def signal_name(returncode: int) -> str | None:
         return f"signal {-returncode}"
 
 
+def _load_prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()      # resolved here: nothing may be imported between fork and exec
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: the kernel sends it SIGTERM if dq-planner dies, even by
+    SIGKILL, which no handler can catch (Linux PR_SET_PDEATHSIG)."""
+    _PRCTL(1, 15, 0, 0, 0)      # PR_SET_PDEATHSIG, SIGTERM
+
+
 class Child:
     """One child process with its output merged into one line stream."""
 
@@ -46,7 +67,8 @@ class Child:
         try:
             self.proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                env=env, cwd=cwd, start_new_session=True, bufsize=0, restore_signals=restore_signals)
+                env=env, cwd=cwd, start_new_session=True, bufsize=0, restore_signals=restore_signals,
+                preexec_fn=_die_with_parent if _PRCTL is not None else None)
         except OSError as e:
             raise RunError(f"cannot start {self.argv[0]}: {e.strerror or e}") from None
         self._reader: threading.Thread | None = None

@@ -182,6 +182,29 @@ def temp_output_path(dst: Path) -> Path:
     return dst.parent / f".{dst.name}.partial-{os.getpid()}"
 
 
+def remove_stale_partials(dst: Path) -> list[Path]:
+    """Partial outputs for `dst` left by a dq-planner that was killed outright (SIGKILL: nothing could
+    clean up); the process id in the name is no longer running."""
+    removed = []
+    for p in dst.parent.glob(f".{dst.name}.partial-*"):
+        pid = p.name.rsplit("-", 1)[1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue                      # still running (another quantize of the same output)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
 def needed_bytes(plan: SchemePlan, header_bytes: int) -> int:
     """Bytes the output takes: the header (metadata as in the input, tensor infos) and the tensors,
     each padded to the alignment."""
@@ -210,6 +233,8 @@ def run_quantize(lc: LlamaCpp, src: Path, dst: Path | None, scheme: Scheme, plan
     llama.cpp's own error, no partial file left; KeyboardInterrupt: child stopped, partial file removed."""
     binary = lc.binary("llama-quantize")
     tmp = None if dry_run else temp_output_path(dst)  # type: ignore[arg-type]
+    if dst is not None and not dry_run:
+        remove_stale_partials(dst)
     with tempfile.TemporaryDirectory(prefix="dq-planner-") as td:
         ttf = None
         if len(scheme.rules) > TENSOR_TYPE_FILE_THRESHOLD:
