@@ -190,3 +190,13 @@ def test_server_argv_is_explicit():
     for part in ("-c 32768", "-ngl 62", "-sm layer", "-ts 31,31", "-fa on", "-ctk q8_0", "-ctv q8_0", "-np 1",
                  "--n-cpu-moe 3", r"-ot blk\.(3|4)\.ffn_.*_exps=CPU", "--rpc a:1,b:2", "--fit off"):
         assert part in s
+
+
+def test_unreachable_rpc_server_is_one_line_exit_1(lc, model):
+    port = free_port()            # nothing listens there
+    r = dq("serve", "--model-file", model, "--ctx", "4096", "--rpc", f"127.0.0.1:{port}", timeout=120)
+    assert r.returncode == 1
+    [line] = r.stderr.strip().splitlines()
+    assert line == (f"dq-planner: llama-server --list-devices was killed by SIGABRT: "
+                    f"Failed to connect to 127.0.0.1:{port}")
+    assert processes_using(model) == []

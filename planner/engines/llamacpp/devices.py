@@ -60,7 +60,9 @@ def list_devices(lc: LlamaCpp, rpc: list[RpcDevice] | None = None, timeout: floa
                        "(an RPC server that does not respond?)") from None
     text = r.stdout + r.stderr
     if r.returncode != 0 or "Available devices:" not in text:
-        last = [l for l in text.splitlines() if l.strip()]
-        raise RunError(f"llama-server --list-devices failed (exit {r.returncode}): "
-                       f"{last[-1] if last else 'no output'}")
+        from planner.engines.llamacpp.process import signal_name
+        from planner.engines.llamacpp.server import server_error
+
+        how = f"was killed by {signal_name(r.returncode)}" if r.returncode < 0 else f"exited with status {r.returncode}"
+        raise RunError(f"llama-server --list-devices {how}: {server_error(text.splitlines())}")
     return parse_list_devices(text)

@@ -68,7 +68,8 @@ def server_error(lines: list[str]) -> str:
     errs = [l for l in ls if _SERVER_ERR.search(l)]
     if errs:
         # the first error is usually the cause, later ones its consequences ("exiting due to ...")
-        return re.sub(r"^[\d.]+ [A-Z] ", "", errs[0])
+        # without the log's time/level prefix or the source location of an abort
+        return re.sub(r"^(?:[\d.]+ [A-Z] |\S+\.(?:c|cpp|h):\d+: )", "", errs[0])
     rest = [l for l in ls if l]
     return rest[-1] if rest else "no output"
 
