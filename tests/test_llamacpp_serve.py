@@ -168,7 +168,7 @@ def test_keep_running_until_interrupted(lc, model):
 
 def test_rpc_specs():
     assert parse_rpc("10.0.0.2:50052") == parse_rpc("10.0.0.2:50052 ")
-    d = parse_rpc("10.0.0.2:50052=24")
+    d = parse_rpc("10.0.0.2:50052=24G")
     assert (d.host, d.port, d.memory_bytes, d.label) == ("10.0.0.2", 50052, 24 << 30, "RPC[10.0.0.2:50052]")
     assert parse_rpc("h:1=512MiB").memory_bytes == 512 << 20 and parse_rpc("h:1=80GB").memory_bytes == 80 * 10**9
     assert parse_rpc("[::1]:50052").host == "::1"

@@ -87,11 +87,6 @@ def quantize_argv(binary: str | os.PathLike, src: str | os.PathLike, dst: str | 
 # RPC devices
 # ---------------------------------------------------------------------------------------------------
 
-_UNITS = {"": 1024 ** 3, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024 ** 2, "mb": 1000 ** 2,
-          "mib": 1024 ** 2, "g": 1024 ** 3, "gb": 1000 ** 3, "gib": 1024 ** 3, "t": 1024 ** 4,
-          "tb": 1000 ** 4, "tib": 1024 ** 4}
-
-
 @dataclass(frozen=True)
 class RpcDevice:
     host: str
@@ -109,22 +104,22 @@ class RpcDevice:
 
 
 def parse_rpc(spec: str) -> RpcDevice:
-    """HOST:PORT[=MEM]; MEM in GiB unless it carries a unit (24, 24G, 24GiB, 80GB, 512M)."""
-    s = spec.strip()
-    mem: int | None = None
-    if "=" in s:
-        s, m = s.split("=", 1)
-        mm = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", m)
-        if not mm or mm.group(2).lower() not in _UNITS:
-            raise PlannerError(f"--rpc {spec}: memory must be a number with an optional unit "
-                               f"(GiB by default; valid units: {', '.join(u for u in _UNITS if u)})")
-        mem = int(float(mm.group(1)) * _UNITS[mm.group(2).lower()])
-    if s.startswith("["):                       # [::1]:50052
-        host, _, port = s[1:].partition("]:")
+    """HOST:PORT[=MEM], as the plan reads it (planner.core.hardware_plan.parse_rpc: MEM like 24G, 24GiB,
+    80GB, 81559MiB or bytes)."""
+    from planner.core.hardware_plan import parse_rpc as plan_parse_rpc
+
+    try:
+        addr, mem = plan_parse_rpc(spec.strip())
+    except PlannerError as e:
+        if "--rpc" in str(e):
+            raise
+        raise PlannerError(f"bad --rpc device '{spec}': {e}") from None
+    if addr.startswith("["):                     # [::1]:50052
+        host, _, port = addr[1:].partition("]:")
     else:
-        host, _, port = s.rpartition(":")
-    if not host or not port.isdigit() or not (0 < int(port) < 65536):
-        raise PlannerError(f"--rpc {spec}: expected HOST:PORT[=MEM], e.g. 127.0.0.1:50052=24")
+        host, _, port = addr.rpartition(":")
+    if not host or not (0 < int(port) < 65536):
+        raise PlannerError(f"bad --rpc device '{spec}'; expected HOST:PORT[=MEM], e.g. 127.0.0.1:50052=24G")
     return RpcDevice(host, int(port), mem)
 
 
@@ -137,7 +132,7 @@ def parse_rpc_list(specs: Sequence[str] | str | None) -> list[RpcDevice]:
     seen = set()
     for d in out:
         if d.endpoint in seen:
-            raise PlannerError(f"--rpc: device {d.endpoint} is listed twice")
+            raise PlannerError(f"bad --rpc: device {d.endpoint} is listed twice")
         seen.add(d.endpoint)
     return out
 
