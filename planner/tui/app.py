@@ -34,7 +34,7 @@ from textual.worker import Worker, WorkerState
 from planner.core import catalog as cat
 from planner.core.plan import Plan, PlanRequest, SchemePlan
 from planner.core.planner import make_plan
-from planner.core.schemes import resolve_scheme
+from planner.core.schemes import all_ids, resolve_scheme
 from planner.errors import PlannerError
 from planner.render.units import GiB, human
 from planner.tui import format as fmt
@@ -148,7 +148,8 @@ class PlannerApp(App[int]):
         elif req0.model_file:
             self.scheme_id = FILE_PREFIX
         else:
-            self.scheme_id = DEFAULT_SCHEME
+            ids = self._valid_scheme_ids(self.request)
+            self.scheme_id = DEFAULT_SCHEME if ids is None or DEFAULT_SCHEME in ids else ids[0]
         self.full_plan_delay = full_plan_delay
         self.plan: Plan | None = None
         self.sp: SchemePlan | None = None
@@ -256,15 +257,44 @@ class PlannerApp(App[int]):
         self.replan()
 
     # ---------------------------------------------------------------- planning
+    def _valid_scheme_ids(self, req: PlanRequest) -> list[str] | None:
+        """The schemes the core offers for this model and engine (None: known only once planned)."""
+        try:
+            if req.engine == "llama.cpp":
+                if req.model_file:
+                    return all_ids()
+                arch = cat.resolve_model(req.model).hparams.arch
+                return [s for s in all_ids() if resolve_scheme(s).applies_to(arch)]
+            from planner.core.hf_checkpoint import formats_for
+
+            return [f.id for f in formats_for(cat.resolve_model(req.model))]
+        except PlannerError:
+            return None
+
     def _scheme_choice_list(self, plan: Plan | None) -> list[tuple[str, str]]:
         if plan is None:
-            out = scheme_options()
+            ids = self._valid_scheme_ids(self.request)
+            out = scheme_options(ids)
         else:
             out = [(s.id, s.id) for s in plan.schemes if s.kind != "file"]
         if self.request.model_file:
             file_id = next((s.id for s in (plan.schemes if plan else []) if s.kind == "file"), "as is")
             out.insert(0, (f"file ({file_id})", FILE_PREFIX))
         return out
+
+    def change_source(self, **changes) -> None:
+        """A new model, model file or engine: the scheme list follows, the scheme stays if it still applies."""
+        new = replace(self.request, **changes)
+        if same_request(new, self.request):
+            return
+        ids = self._valid_scheme_ids(new)
+        if changes.get("model_file"):
+            self.scheme_id = FILE_PREFIX
+        elif self.scheme_id == FILE_PREFIX and not new.model_file or ids is not None and self.scheme_id not in ids:
+            self.scheme_id = DEFAULT_SCHEME if ids is None or DEFAULT_SCHEME in ids else ids[0]
+        self.request = new
+        self.set_scheme_choices(self._scheme_choice_list(None))
+        self.replan()
 
     def _pick(self, plan: Plan) -> SchemePlan:
         if self.scheme_id == FILE_PREFIX:
@@ -545,17 +575,6 @@ class PlannerApp(App[int]):
         self.scheme_id = scheme_id
         self.replan()
 
-    def _fit_scheme_to_model(self, model: str | None) -> None:
-        """A recipe made for another architecture falls back to the default scheme."""
-        if self.scheme_id == FILE_PREFIX or model is None:
-            return
-        try:
-            arch = cat.resolve_model(model).hparams.arch
-            if not resolve_scheme(self.scheme_id).applies_to(arch):
-                self.scheme_id = DEFAULT_SCHEME
-        except PlannerError:
-            pass
-
     @on(Select.Changed)
     def _select_changed(self, event: Select.Changed) -> None:
         sid, v = event.select.id, event.value
@@ -571,13 +590,9 @@ class PlannerApp(App[int]):
             if v == PATH_CHOICE:
                 self.query_one("#ch-path", Input).focus()
                 return
-            if self.scheme_id == FILE_PREFIX:
-                self.scheme_id = DEFAULT_SCHEME
-            self._fit_scheme_to_model(str(v))
-            self.scheme_choices = self._scheme_choice_list(None) if self.request.model_file else self.scheme_choices
-            self.update_request(model=str(v), model_file=None)
+            self.change_source(model=str(v), model_file=None)
         elif sid == "ch-engine":
-            self.update_request(engine=str(v))
+            self.change_source(engine=str(v))
         elif sid == "ch-device":
             self.update_request(device=None if v == AUTO_DEVICE else str(v))
         elif sid == "ch-kv":
@@ -640,17 +655,9 @@ class PlannerApp(App[int]):
         with sel.prevent(Select.Changed):
             sel.value = PATH_CHOICE
         if path.lower().endswith(".gguf"):
-            self.scheme_id = FILE_PREFIX
-            self.request = replace(self.request, model_file=path)
-            self.scheme_choices = []
-            self.set_scheme_choices(self._scheme_choice_list(None))
-            self.replan()
+            self.change_source(model_file=path)
         else:
-            self._fit_scheme_to_model(path)
-            if self.scheme_id == FILE_PREFIX:
-                self.scheme_id = DEFAULT_SCHEME
-            self.update_request(model=path, model_file=None)
-            self.set_scheme_choices(self._scheme_choice_list(None))
+            self.change_source(model=path, model_file=None)
 
     @on(DataTable.RowSelected, "#scheme-table")
     def _scheme_row(self, event: DataTable.RowSelected) -> None:
@@ -742,7 +749,22 @@ class PlannerApp(App[int]):
             full = fmt.fullest_device(sp)
             if full is not None:
                 note += f", {human(full.total_bytes)} on the fullest device ({full.device})"
+        if self.request.engine != "llama.cpp":
+            return self._engine_launch_text(note)
         return launch_script(self.request, self._scheme_arg(), src, out, port, note)
+
+    def _engine_launch_text(self, note: str) -> str:
+        """vLLM / SGLang: the engine's own commands per node, as `dq-planner --engine ...` builds them."""
+        from planner.engines.hf_serving import node_launches, print_commands
+
+        hw = self.plan.hardware if self.plan is not None else None
+        try:
+            entry = cat.resolve_model(self.request.model)
+            launches = node_launches(self.request.engine, self.request, entry, self._scheme_arg(),
+                                     hw.gpus if hw else (self.request.gpus or 8), self.request.nodes)
+        except PlannerError as e:
+            return f"# {note}\n# no launch commands: {e}\n"
+        return "#!/bin/sh\n" + f"# {note}\n" + print_commands(launches)
 
     def action_launch_commands(self) -> None:
         stem = self._model_stem()

@@ -100,21 +100,28 @@ def notes(plan: Plan, sp: SchemePlan | None) -> list[str]:
     return out
 
 
+def _bullets(mark: str, items: list[str]) -> Table:
+    g = Table.grid(padding=(0, 1))
+    g.add_column(no_wrap=True)
+    g.add_column()
+    for x in items:
+        g.add_row(f" {mark}", x)
+    return g
+
+
 def recommendation(rec: Recommendation | None, pending: bool, current: str | None) -> Group | Text:
     if rec is None:
         if pending:
             return Text("Recommendation: planning every scheme...", style="italic")
-        return Text("Recommendation: none in this plan (it needs the memory model and the accuracy tables).",
+        return Text("Recommendation: none in this plan (nothing measured fits, or no accuracy for this model).",
                     style="italic")
     head = Text("Recommended: ", style="bold")
     head.append(f"{rec.model + ' ' if rec.model else ''}{rec.scheme}", style="bold reverse")
     if current is not None and current != rec.scheme:
-        head.append("   (press a to apply)")
-    parts: list[Text] = [head]
-    parts += [Text(f"  + {r}") for r in rec.reasons]
+        head.append("   (a applies it)")
+    parts: list = [head, _bullets("+", rec.reasons)]
     if rec.alternatives:
-        parts.append(Text("Alternatives:", style="bold"))
-        parts += [Text(f"  - {a}") for a in rec.alternatives]
+        parts += [Text("Alternatives:", style="bold"), _bullets("-", rec.alternatives)]
     return Group(*parts)
 
 

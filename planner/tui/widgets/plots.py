@@ -42,6 +42,13 @@ class AccuracyMemoryPlot(PlotextPlot):
                     if (full := fullest_device(s)) is not None}
             for c in caps:
                 plt.vline(c)
+            # room around the points for their labels (and the capacity line)
+            lo, hi = min(xs + list(caps)), max(xs + list(caps))
+            pad = (hi - lo) * 0.15 or 1.0
+            plt.xlim(lo - pad, hi + pad)
+            ylo, yhi = min(ys), max(ys)
+            ypad = (yhi - ylo) * 0.15 or 0.5
+            plt.ylim(ylo - ypad, yhi + ypad)
         else:
             plt.title("accuracy vs memory: " + ("planning every scheme..." if pending else
                       "no scheme in this plan has both memory and measured accuracy"))
@@ -68,6 +75,8 @@ class ComponentPlot(PlotextPlot):
         plt.stacked_bar(names, comps, labels=["weights", "KV", "compute", "reserve"])
         cap = max(gib_value(d.capacity_bytes) for d in devs)
         plt.hline(cap)
+        top = max([cap] + [gib_value(d.total_bytes) for d in devs])
+        plt.ylim(0, top * 1.4)          # headroom for the legend above the bars
         plt.title(f"{sp.id}: GiB per device by component (line: capacity {cap:.1f} GiB)")
         self.refresh()
 
