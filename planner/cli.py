@@ -81,6 +81,12 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tensor-split", type=_split, metavar="a,b,...")
     g.add_argument("--task", default="general", choices=["general", "math", "code", "chinese"])
     g.add_argument("--max-context", action="store_true", help="also find the largest context that fits")
+    e = p.add_argument_group("vLLM / SGLang options")
+    e.add_argument("--gpu-memory-utilization", type=float, metavar="F", help="vLLM's share of GPU memory [0.9]")
+    e.add_argument("--mem-fraction-static", type=float, metavar="F", help="SGLang's static memory share")
+    e.add_argument("--dp-attention", action="store_true", help="SGLang data-parallel attention")
+    e.add_argument("--head-address", metavar="IP", help="the first node's address in multi-node commands")
+    e.add_argument("--checkpoint", metavar="PATH", help="a local checkpoint instead of the published one")
     im = g.add_mutually_exclusive_group()
     im.add_argument("--imatrix", dest="imatrix", action="store_true", default=None,
                     help="plan with an importance matrix (default: only where the scheme needs one)")
@@ -97,6 +103,10 @@ def request_from_args(a: argparse.Namespace):
         flash_attn=a.flash_attn, parallel=a.parallel, ubatch=a.ubatch, batch=a.batch, ngl=a.ngl,
         n_cpu_moe=a.n_cpu_moe, tensor_split=a.tensor_split, task=a.task, imatrix=a.imatrix,
         max_context=getattr(a, "max_context", False),
+        gpu_memory_utilization=getattr(a, "gpu_memory_utilization", None),
+        mem_fraction_static=getattr(a, "mem_fraction_static", None),
+        dp_attention=getattr(a, "dp_attention", False), head_address=getattr(a, "head_address", None),
+        checkpoint=getattr(a, "checkpoint", None),
         with_tensors=getattr(a, "tensors", False),
     )
 
@@ -109,6 +119,15 @@ def main_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument("--tensors", action="store_true", help="list every tensor with its type and bytes")
     p.add_argument("--plot", action="store_true", help="draw accuracy against memory per device in the terminal")
+    p.add_argument("--print-commands", action="store_true",
+                   help="print the launch commands of the recommended (or only) scheme")
+    p.add_argument("--export-commands", metavar="DIR",
+                   help="write the launch commands as one script per node into DIR (never overwrites)")
+    p.add_argument("--force", action="store_true", help="with --export-commands: overwrite existing scripts")
+    p.add_argument("--compare", action="append", metavar="ENGINE:SCHEME@NODESxGPUS[/DEVICE]",
+                   help="compare deployments across engines, e.g. --compare vllm:FP8@2x8 --compare llama.cpp:DQ3_K_M@1x8")
+    p.add_argument("--workload", default="throughput", choices=["throughput", "latency"],
+                   help="what --compare optimises for")
     add_plan_options(p)
     return p
 
@@ -123,6 +142,20 @@ def run_headless(a: argparse.Namespace) -> int:
     from planner.render.table import render_plan
 
     req = request_from_args(a)
+    if a.compare:
+        from planner.engines.compare import candidates_from_specs, compare_deployments
+        from planner.render.table import render_comparison
+
+        ranked = compare_deployments(candidates_from_specs(req, a.compare), a.workload)
+        if a.json:
+            _emit_json({"workload": a.workload, "deployments": [
+                {"rank": r.rank, "engine": r.candidate.engine, "model": r.candidate.model,
+                 "scheme": r.candidate.scheme.to_dict(), "device": r.candidate.device, "gpus": r.candidate.gpus,
+                 "nodes": r.candidate.nodes, "max_sequences": r.candidate.max_sequences, "fits": r.fits,
+                 "reasons": r.reasons} for r in ranked]})
+        else:
+            print(render_comparison(ranked, a.workload))
+        return 0
     if req.model == "auto":
         from planner.core.planner import make_auto_plan
         from planner.render.table import render_candidates
@@ -144,7 +177,35 @@ def run_headless(a: argparse.Namespace) -> int:
         from planner.render.plot import plot_accuracy_memory
 
         print(plot_accuracy_memory(plan, a.task))
+    if a.print_commands or a.export_commands:
+        _launch(plan, req, a)
     return 0
+
+
+def _launch(plan, req, a: argparse.Namespace) -> None:
+    """Launch commands for the recommended scheme (or the only one planned)."""
+    scheme = plan.recommendation.scheme if plan.recommendation else (
+        plan.schemes[0].id if len(plan.schemes) == 1 else None)
+    if scheme is None:
+        raise PlannerError("no scheme to launch: nothing is recommended; name one with --scheme")
+    out = sys.stderr if a.json else sys.stdout
+    if plan.engine == "llama.cpp":
+        if a.export_commands:
+            raise PlannerError("--export-commands writes vLLM/SGLang node scripts; for llama.cpp use "
+                               "'dq-planner serve --print-command'")
+        from planner.engines.llamacpp.commands import launch_lines
+
+        print("\n".join(launch_lines(plan, req, scheme)), file=out)
+        return
+    from planner.core.catalog import resolve_model
+    from planner.engines.hf_serving import export_scripts, node_launches, print_commands
+
+    launches = node_launches(plan.engine, req, resolve_model(req.model), scheme, plan.hardware.gpus, req.nodes)
+    if a.print_commands:
+        print(print_commands(launches), file=out)
+    if a.export_commands:
+        for p in export_scripts(launches, a.export_commands, force=a.force):
+            print(f"wrote {p}", file=sys.stderr)
 
 
 def _dispatch(argv: list[str]) -> int:

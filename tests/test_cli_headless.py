@@ -132,3 +132,42 @@ def test_core_does_not_import_ui_libraries():
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_llama_cpp_launch_commands_place_whole_layers_as_planned():
+    out = run("--headless", "--device", "910b", "--kv-mode", "legacy", "--print-commands").stdout
+    assert "dq-planner quantize --input DeepSeek-R1-BF16.gguf --scheme DQ3_K_M" in out
+    line = next(x for x in out.splitlines() if x.startswith("llama-server "))
+    assert "-ngl 62" in line and "-ts 8,8,8,7,8,8,8,7" in line and "--fit off" in line and "-c 32768" in line
+
+
+def test_multi_node_vllm_scripts_are_exported_and_never_overwritten(tmp_path):
+    d = tmp_path / "launch"
+    args = ("--headless", "--engine", "vllm", "--device", "h100", "--nodes", "2", "--scheme", "FP8",
+            "--head-address", "10.1.2.3", "--export-commands", str(d))
+    run(*args)
+    head = (d / "node0.sh").read_text()
+    assert "ray start --head --node-ip-address=10.1.2.3" in head
+    assert "--tensor-parallel-size 8 --pipeline-parallel-size 2" in head
+    assert "--address=10.1.2.3:6379" in (d / "node1.sh").read_text()
+    (d / "node0.sh").write_text("mine")
+    r = run(*args, ok=False)
+    assert r.returncode == 2 and (d / "node0.sh").read_text() == "mine"
+
+
+def test_compare_engines_latency_prefers_one_node():
+    doc = json.loads(run("--headless", "--json", "--compare", "vllm:FP8@2x8/h100", "--compare",
+                         "llama.cpp:DQ3_K_M@1x8/h100", "--workload", "latency").stdout)
+    first, second = doc["deployments"]
+    assert (first["engine"], first["scheme"]["id"], first["nodes"]) == ("llama.cpp", "DQ3_K_M", 1)
+    assert (second["engine"], second["nodes"], second["fits"]) == ("vllm", 2, True)
+    assert second["max_sequences"] > 1
+
+
+def test_r1_fp8_on_vllm_needs_more_than_8_h100():
+    one = json.loads(run("--headless", "--json", "--engine", "vllm", "--device", "h100", "--scheme", "FP8").stdout)
+    two = json.loads(run("--headless", "--json", "--engine", "vllm", "--device", "h100", "--nodes", "2",
+                         "--scheme", "FP8").stdout)
+    h200 = json.loads(run("--headless", "--json", "--engine", "vllm", "--device", "h200", "--scheme", "FP8").stdout)
+    assert one["schemes"][0]["fits"] is False
+    assert two["schemes"][0]["fits"] is True and h200["schemes"][0]["fits"] is True

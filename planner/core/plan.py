@@ -40,6 +40,12 @@ class PlanRequest:
     task: str = "general"
     imatrix: bool | None = None          # None: assume an imatrix where the scheme needs one
     max_context: bool = False            # also search the largest context that fits
+    # vLLM / SGLang options (None: the engine's default)
+    gpu_memory_utilization: float | None = None
+    mem_fraction_static: float | None = None
+    dp_attention: bool = False
+    head_address: str | None = None      # the first node's address in multi-node launch commands
+    checkpoint: str | None = None        # a local checkpoint path instead of the published repository
     with_tensors: bool = False
 
 
@@ -97,6 +103,7 @@ class MemoryPlan:
     notes: list[str] = field(default_factory=list)
     fewest_devices: int | None = None    # fewest of the planned devices that hold it (None: not even all)
     max_context: int | None = None       # largest context that fits (with --max-context)
+    max_sequences: int | None = None     # vLLM/SGLang: concurrent sequences of the full context
 
     @property
     def total_bytes(self) -> int:
@@ -111,6 +118,7 @@ class MemoryPlan:
             "n_ctx": self.n_ctx,
             "fewest_devices": self.fewest_devices,
             "max_context": self.max_context,
+            "max_sequences": self.max_sequences,
             "per_device": [d.to_dict() for d in self.per_device],
             "host": self.host.to_dict() if self.host else None,
             "notes": self.notes,

@@ -13,6 +13,7 @@ Ranking (documented, deliberately simple):
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -132,3 +133,34 @@ def compare_deployments(cands: list[Candidate], workload: str = "throughput") ->
 
 
 __all__ = ["Candidate", "Ranked", "compare_deployments", "engine_candidate", "findings"]
+
+
+_SPEC = re.compile(r"^(?P<engine>llama\.cpp|vllm|sglang):(?P<scheme>[A-Za-z0-9_.\-]+)@(?P<nodes>\d+)x(?P<gpus>\d+)"
+                   r"(?:/(?P<device>[A-Za-z0-9_.\-]+))?$")
+
+
+def candidates_from_specs(req: PlanRequest, specs: list[str]) -> list[Candidate]:
+    """--compare ENGINE:SCHEME@NODESxGPUS[/DEVICE] ...: each deployment planned with the request's model,
+    context and options (the device defaults to the request's)."""
+    from dataclasses import replace
+
+    from planner.core.planner import make_plan
+    from planner.hardware.profiles import resolve_device
+
+    out = []
+    for spec in specs:
+        m = _SPEC.match(spec.strip())
+        if not m:
+            raise PlannerError(f"bad --compare '{spec}'; expected ENGINE:SCHEME@NODESxGPUS[/DEVICE], "
+                               "e.g. vllm:FP8@2x8/h100 or llama.cpp:DQ3_K_M@1x8")
+        nodes, gpus = int(m["nodes"]), int(m["gpus"])
+        if nodes < 1 or gpus < 1:
+            raise PlannerError(f"--compare '{spec}': nodes and GPUs must be at least 1")
+        device = m["device"] or (req.device if req.device not in (None, "auto") else "h100")
+        plan = make_plan(replace(req, engine=m["engine"], schemes=[m["scheme"]], nodes=nodes, gpus=gpus,
+                                 device=device, model_file=None))
+        sp = plan.schemes[0]
+        out.append(Candidate(m["engine"], plan.model.id, sp, device, gpus, nodes,
+                             sp.memory.max_sequences if sp.memory else None,
+                             has_fp8=resolve_device(device).has_fp8))
+    return out

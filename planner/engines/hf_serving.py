@@ -76,6 +76,13 @@ class EngineOptions:
 def options_from_request(req: PlanRequest, options: EngineOptions | None = None) -> EngineOptions:
     """The engine options implied by the plan options (--cache-type-k f16 -> auto, fp8 -> fp8)."""
     opts = dataclasses.replace(options) if options is not None else EngineOptions()
+    if options is None:
+        opts.gpu_memory_utilization = req.gpu_memory_utilization
+        opts.mem_fraction_static = req.mem_fraction_static
+        opts.dp_attention = req.dp_attention
+        if req.head_address:
+            opts.head_address = req.head_address
+        opts.model_path = req.checkpoint
     k = (req.cache_type_k or "f16").lower()
     if options is None or opts.kv_cache_dtype == "auto":
         if k in _KV_FP8:
@@ -133,6 +140,7 @@ def memory_plan(fit: EngineFit, per_device: list[DeviceMemory], ctx: int) -> Mem
         per_device=per_device,
         n_ctx=ctx,
         notes=list(fit.notes),
+        max_sequences=fit.max_sequences,
     )
 
 

@@ -103,3 +103,16 @@ def render_candidates(candidates: list[Plan], chosen: Plan) -> str:
     else:
         out += ["", "Nothing measured fits this hardware."] + [f"  - {n}" for n in chosen.notes]
     return "\n".join(out)
+
+
+def render_comparison(ranked, workload: str) -> str:
+    """--compare: deployments across engines, best first, with the reasons."""
+    rows = [[str(r.rank), r.candidate.label, "yes" if r.fits else "NO",
+             str(r.candidate.max_sequences) if r.candidate.max_sequences is not None else "-",
+             f"{r.candidate.accuracy:.2f}" if r.candidate.accuracy is not None else "unmeasured"] for r in ranked]
+    out = [f"Deployments ranked for {workload}:", "",
+           _table(["#", "deployment", "fits", "sequences", "accuracy"], rows, right={0, 3, 4}), ""]
+    for r in ranked:
+        out.append(f"{r.rank}. {r.candidate.label}")
+        out += [f"   - {x}" for x in r.reasons]
+    return "\n".join(out)

@@ -1,0 +1,40 @@
+"""The llama.cpp launch recipe of a plan, as text: quantize with the scheme, then serve as planned.
+
+Printed by `dq-planner --headless --print-commands` for the recommended scheme; no binary is needed to
+print it. The llama-server line is explicit (-ngl, -ts in whole layers per device, -c, -fa, -ctk/-ctv,
+-np, --n-cpu-moe, --rpc, --fit off), so llama.cpp places exactly what was planned.
+"""
+
+from __future__ import annotations
+
+from planner.core.plan import Plan, PlanRequest
+from planner.engines.llamacpp.argv import ServerOptions, parse_rpc_list, server_argv, shell_line
+
+
+def launch_lines(plan: Plan, req: PlanRequest, scheme_id: str) -> list[str]:
+    sp = plan.scheme(scheme_id)
+    mem = sp.memory
+    name = plan.model.name
+    gguf = f"{name}-{scheme_id}.gguf"
+    lines = [f"# {name} {scheme_id} on {plan.hardware.nodes} x {plan.hardware.gpus} x "
+             f"{plan.hardware.name or plan.hardware.device}, context {plan.context}" if plan.hardware else
+             f"# {name} {scheme_id}"]
+    lines.append(f"# 1. a {name} GGUF in bf16 (llama.cpp's convert_hf_to_gguf.py --outtype bf16), then:")
+    q = ["dq-planner", "quantize", "--input", f"{name}-BF16.gguf", "--scheme", scheme_id, "--output", gguf]
+    if sp.requires_imatrix:
+        q += ["--imatrix", "imatrix.gguf"]
+        lines.append("#    this scheme needs an importance matrix (llama-imatrix) as --imatrix")
+    lines.append(shell_line(q))
+    lines.append("# 2. serve it as planned (dq-planner serve also checks llama.cpp's memory lines against the plan):")
+    n_layer = max((max(d.layers) for d in (mem.per_device if mem else []) if d.layers), default=-1)
+    split = [float(len(d.layers)) for d in mem.per_device] if mem and len(mem.per_device) > 1 else None
+    ngl = (len([il for d in mem.per_device for il in d.layers]) if mem else 0) if req.ngl is None else req.ngl
+    opts = ServerOptions(
+        model_file=gguf, ctx=req.ctx, n_gpu_layers=ngl if n_layer >= 0 else 0, tensor_split=split,
+        flash_attn=req.flash_attn, cache_type_k=req.cache_type_k, cache_type_v=req.cache_type_v,
+        parallel=req.parallel, ubatch=req.ubatch, batch=req.batch, n_cpu_moe=req.n_cpu_moe,
+        rpc=parse_rpc_list(req.rpc) or None, host="0.0.0.0", port=8080, verbosity=None)
+    argv = server_argv("llama-server", opts)
+    argv[argv.index("-m") + 1] = gguf          # keep the name relative, as the user will place it
+    lines.append(shell_line(argv))
+    return lines
