@@ -22,11 +22,11 @@ Each weight also records how vLLM and SGLang shard it under tensor parallelism (
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from planner.core.data_files import read_toml
 from planner.core.catalog import Hparams, ModelEntry
 from planner.core.paths import profiles_dir
 from planner.errors import PlannerError, choices
@@ -222,12 +222,7 @@ class Format:
 
 def _load_format(path: Path) -> Format:
     where = f"format {path}"
-    try:
-        d = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise PlannerError(f"{where}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise PlannerError(f"{where}: invalid TOML ({e})") from None
+    d = read_toml(path, "format")
     for k in ("id", "name", "source", "method", "float_dtype", "quantize"):
         if k not in d:
             raise PlannerError(f"{where}: missing '{k}'")

@@ -14,10 +14,10 @@ Ranking (documented, deliberately simple):
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from planner.core.data_files import read_toml
 from planner.core.catalog import ModelEntry
 from planner.core.paths import profiles_dir
 from planner.core.plan import PlanRequest, SchemePlan
@@ -31,10 +31,7 @@ WORKLOADS = ("latency", "throughput")
 @lru_cache(maxsize=1)
 def findings() -> tuple[str, list[dict]]:
     path = profiles_dir() / "engines" / "findings.toml"
-    try:
-        d = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise PlannerError(f"findings {path}: {e}") from None
+    d = read_toml(path, "findings")
     return d["source"], list(d.get("finding", []))
 
 

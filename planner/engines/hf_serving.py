@@ -11,12 +11,12 @@ import dataclasses
 import os
 import shlex
 import tempfile
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from planner.core.data_files import read_toml
 from planner.core.catalog import ModelEntry
 from planner.core.engine_memory import EngineFit
 from planner.core.hf_checkpoint import Format, checkpoint, formats_for, repo_for, resolve_format
@@ -37,12 +37,7 @@ def engine_defaults(engine: str) -> dict[str, Any]:
     if engine not in ENGINES:
         raise PlannerError(f"unknown engine '{engine}'; valid: {', '.join(ENGINES)}")
     path = profiles_dir() / "engines" / f"{engine}.toml"
-    try:
-        return tomllib.loads(path.read_text())
-    except OSError as e:
-        raise PlannerError(f"engine profile {path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise PlannerError(f"engine profile {path}: invalid TOML ({e})") from None
+    return read_toml(path, "engine profile")
 
 
 @dataclass
