@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from planner.core.data_files import read_toml
 from planner.core.catalog import Hparams, ModelEntry
+from planner.core.data_files import read_toml
 from planner.core.paths import profiles_dir
 from planner.errors import PlannerError, choices
 

@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from planner.core.data_files import read_toml
 from planner.core.catalog import ModelEntry
+from planner.core.data_files import read_toml
 from planner.core.paths import profiles_dir
 from planner.core.plan import PlanRequest, SchemePlan
 from planner.engines.hf_serving import EngineOptions, engine_module, options_from_request, scheme_plan

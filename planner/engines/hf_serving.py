@@ -16,8 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from planner.core.data_files import read_toml
 from planner.core.catalog import ModelEntry
+from planner.core.data_files import read_toml
 from planner.core.engine_memory import EngineFit
 from planner.core.hf_checkpoint import Format, checkpoint, formats_for, repo_for, resolve_format
 from planner.core.paths import profiles_dir

@@ -9,6 +9,7 @@ with shares in whole layers both sides compute the same float32 quotients).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from planner.core.plan import MemoryPlan, PlanRequest
@@ -25,6 +26,34 @@ class ServePlan:
     scheme: str
     devices: list[ListedDevice] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    host_mapped_bytes: int | None = None     # what llama.cpp's CPU_Mapped buffer(s) will span
+
+
+_EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")   # llama.cpp's --n-cpu-moe pattern
+
+
+def host_mapped_bytes(model_file: str, memory: MemoryPlan, n_layer: int, n_cpu_moe: int) -> int | None:
+    """The size llama.cpp reports for its memory-mapped host buffer: per file, the byte range from the first
+    to the last end of the tensors kept on the host (src/llama-model-loader.cpp get_mapping_range).
+
+    The range can hold tensors of other devices, which are mapped but never read: llama.cpp's figure is
+    address space, the plan's host weights are what is resident."""
+    from planner.core.memory import tensor_layer
+    from planner.gguf.header import read_gguf
+
+    if memory.host is None:
+        return None
+    host_layers = set(memory.host.layers)
+    h = read_gguf(model_file)
+    spans: dict[int, tuple[int, int]] = {}
+    for t in h.tensors:
+        il = tensor_layer(t.name, n_layer)
+        on_host = il < 0 or il in host_layers or (il < min(n_cpu_moe, n_layer) and _EXPS.search(t.name))
+        if not on_host:
+            continue
+        lo, hi = spans.get(t.shard, (t.offset, t.offset + t.bytes))
+        spans[t.shard] = (min(lo, t.offset), max(hi, t.offset + t.bytes))
+    return sum(hi - lo for lo, hi in spans.values())
 
 
 def _host_memory() -> int:
@@ -80,4 +109,5 @@ def plan_serve(lc: LlamaCpp, req: PlanRequest, rpc: list[RpcDevice], *, host: st
         flash_attn=req.flash_attn, cache_type_k=req.cache_type_k, cache_type_v=req.cache_type_v,
         parallel=req.parallel, ubatch=req.ubatch, batch=req.batch, n_cpu_moe=req.n_cpu_moe,
         rpc=rpc or None, host=host, port=port, threads=threads)
-    return ServePlan(options, memory, req.model_file or "", sp.id, devices, notes + list(memory.notes))
+    mapped = host_mapped_bytes(req.model_file or "", memory, hp.n_layer, req.n_cpu_moe)
+    return ServePlan(options, memory, req.model_file or "", sp.id, devices, notes + list(memory.notes), mapped)

@@ -141,6 +141,7 @@ class MeasuredDevice:
     compute_mib: float = 0.0
     output_mib: float = 0.0
     buffers: list[str] = field(default_factory=list)
+    weight_buffers: list[str] = field(default_factory=list)
 
 
 def measured_devices(report: MemoryReport) -> dict[str, MeasuredDevice]:
@@ -155,7 +156,9 @@ def measured_devices(report: MemoryReport) -> dict[str, MeasuredDevice]:
         return out[k]
 
     for name, mib in report.model_mib.items():
-        dev(name).weights_mib += mib
+        d = dev(name)
+        d.weights_mib += mib
+        d.weight_buffers.append(name)
     for name, mib in report.kv_mib.items():
         dev(name).kv_mib += mib
     for name, mib in report.compute_mib.items():
@@ -163,6 +166,11 @@ def measured_devices(report: MemoryReport) -> dict[str, MeasuredDevice]:
     for name, mib in report.output_mib.items():
         dev(name).output_mib += mib
     return out
+
+
+def mapped_only(m: MeasuredDevice) -> bool:
+    """The host's weights are all in memory-mapped buffers (no CPU_REPACK or plain CPU weight buffer)."""
+    return bool(m.weight_buffers) and all(b.endswith("_Mapped") for b in m.weight_buffers)
 
 
 def _planned(memory: MemoryPlan | None) -> dict[str, DeviceMemory]:
@@ -174,8 +182,12 @@ def _planned(memory: MemoryPlan | None) -> dict[str, DeviceMemory]:
     return out
 
 
-def compare(memory: MemoryPlan | None, report: MemoryReport) -> list[Comparison]:
-    """One row per device and component, devices in the plan's order (then any the plan lacks)."""
+def compare(memory: MemoryPlan | None, report: MemoryReport,
+            host_mapped_bytes: int | None = None) -> list[Comparison]:
+    """One row per device and component, devices in the plan's order (then any the plan lacks).
+
+    With `host_mapped_bytes` (serve_plan.host_mapped_bytes) and a memory-mapped host buffer in the report,
+    the host's weights row compares what llama.cpp maps: the file range holding the host's tensors."""
     planned = _planned(memory)
     measured = measured_devices(report)
     keys = [k for k in planned if k != "Host"] + (["Host"] if "Host" in planned else [])
@@ -191,6 +203,9 @@ def compare(memory: MemoryPlan | None, report: MemoryReport) -> list[Comparison]
                 pb = p.overhead_bytes if p is not None else None
             else:
                 pb = getattr(p, f"{comp}_bytes") if p is not None else None
+                if (comp == "weights" and k == "Host" and host_mapped_bytes is not None and m is not None
+                        and mapped_only(m)):
+                    pb = host_mapped_bytes
             mm = getattr(m, f"{comp}_mib") if m is not None else None
             if (pb in (None, 0)) and (mm in (None, 0.0)):
                 continue
@@ -198,7 +213,8 @@ def compare(memory: MemoryPlan | None, report: MemoryReport) -> list[Comparison]
     return rows
 
 
-def render_comparison(rows: list[Comparison], report: MemoryReport | None = None) -> str:
+def render_comparison(rows: list[Comparison], report: MemoryReport | None = None,
+                      memory: MemoryPlan | None = None, host_mapped_bytes: int | None = None) -> str:
     headers = ["device", "what", "planned MiB", "llama.cpp MiB", "planned - llama.cpp"]
     body = []
     for r in rows:
@@ -219,6 +235,13 @@ def render_comparison(rows: list[Comparison], report: MemoryReport | None = None
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     out = [fmt(headers), fmt(["-" * w for w in widths])] + [fmt(b) for b in body]
+    if (memory is not None and memory.host is not None and host_mapped_bytes is not None
+            and host_mapped_bytes != memory.host.weights_bytes
+            and any(r.device == "Host" and r.component == "weights" and r.planned_bytes == host_mapped_bytes
+                    for r in rows)):
+        out.append(f"Host weights: llama.cpp memory-maps the file range holding the host's tensors "
+                   f"({host_mapped_bytes / MIB:.2f} MiB); the plan keeps {memory.host.weights_bytes / MIB:.2f} MiB "
+                   "resident there (tensors of other devices inside the range are mapped, not read)")
     if report is not None:
         if report.kv is not None:
             kv = report.kv
