@@ -120,6 +120,31 @@ def test_serve_over_two_loopback_rpc_servers(lc, model, rpc_servers):
     assert processes_using(model) == []
 
 
+@pytest.mark.parametrize("options, ts", [
+    (["--n-cpu-moe", "3"], "5,4"),                        # experts of blocks 1-2 in host RAM
+    (["--ngl", "5"], "3,2"),                              # blocks 0-3 on the host
+    (["--tensor-split", "3,1"], "7,2"),
+    (["--parallel", "3", "--ctx", "5000"], "5,4"),
+    (["--cache-type-k", "q8_0", "--cache-type-v", "q8_0", "--flash-attn", "on"], "5,4"),
+])
+def test_rpc_placements_match_llama_cpp(lc, tmp_path, rpc_servers, options, ts):
+    """Weights and KV cache on every device exactly as planned, for the placement options."""
+    from planner.gguf.writer import model_from_hparams, tiny_deepseek2_hparams, write_gguf
+
+    path = write_gguf(tmp_path / "ds8.gguf", model_from_hparams(tiny_deepseek2_hparams(n_layer=8)))[0]
+    a, b = rpc_servers
+    r = dq("serve", "--model-file", path, "--ctx", "4096", "--port", str(free_port()), "--rpc",
+           f"{a}=1G,{b}=1G", *options, timeout=300)
+    assert r.returncode == 0, r.stderr
+    cmd = next(l for l in r.stderr.splitlines() if l.startswith("starting: "))
+    assert opt(shlex.split(cmd[len("starting: "):]), "-ts") == ts
+    t = rows(r.stdout)
+    checked = [(k, v) for k, v in t.items() if k[1] in ("weights", "KV cache")]
+    assert len(checked) >= 5
+    assert all(v[2] == "exact" for k, v in checked), r.stdout
+    assert processes_using(path) == []
+
+
 def test_serve_fails_cleanly_when_the_port_is_taken(lc, model):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

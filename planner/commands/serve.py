@@ -71,7 +71,9 @@ def main(argv: list[str]) -> int:
             if a.keep_running:
                 from planner.engines.llamacpp.logs import parse_memory
 
-                print(render_comparison(compare(sp.memory, parse_memory(child.snapshot()))))
+                now = parse_memory(child.snapshot())
+                print(render_comparison(compare(sp.memory, now, sp.host_mapped_bytes), None, sp.memory,
+                                        sp.host_mapped_bytes))
                 print("serving; Ctrl-C stops llama-server", file=sys.stderr)
                 sys.stdout.flush()
                 try:
@@ -82,5 +84,6 @@ def main(argv: list[str]) -> int:
         finally:
             report = stop_and_measure(child)
     print(f"planned vs measured, {sp.model_file} ({sp.scheme}), context {sp.options.ctx}:")
-    print(render_comparison(compare(sp.memory, report), report))
+    print(render_comparison(compare(sp.memory, report, sp.host_mapped_bytes), report, sp.memory,
+                            sp.host_mapped_bytes))
     return 0
