@@ -243,12 +243,19 @@ def render_comparison(rows: list[Comparison], report: MemoryReport | None = None
                    f"({host_mapped_bytes / MIB:.2f} MiB); the plan keeps {memory.host.weights_bytes / MIB:.2f} MiB "
                    "resident there (tensors of other devices inside the range are mapped, not read)")
     if report is not None:
+        host_bufs = {b: mib for b, mib in report.model_mib.items() if device_key(b) == "Host"}
+        if "CPU_REPACK" in host_bufs and memory is not None and memory.host is not None:
+            parts = " + ".join(f"{b} {mib:.2f}" for b, mib in host_bufs.items())
+            out.append(f"Host weights: llama.cpp reports {parts} MiB: CPU_REPACK holds weights it re-laid out "
+                       "for its CPU kernels (which tensors depends on the CPU's features), the mapped buffer the "
+                       "file range of the others; the plan keeps "
+                       f"{memory.host.weights_bytes / MIB:.2f} MiB of weights on the host")
         if report.kv is not None:
             kv = report.kv
             out.append(f"llama.cpp KV cache: {kv.cells} cells, {kv.layers} layers, {kv.seqs} seq(s), "
                        f"K ({kv.k_type}) {kv.k_mib:.2f} MiB, V ({kv.v_type}) {kv.v_mib:.2f} MiB")
         if report.breakdown:
             out.append("llama.cpp memory breakdown at exit (MiB): " + "; ".join(
-                f"{device_key(b.name)} {b.self_mib} = {b.model_mib} model + {b.context_mib} context + "
+                f"{device_key(b.name) if b.name.startswith('RPC') else b.device} {b.self_mib} = {b.model_mib} model + {b.context_mib} context + "
                 f"{b.compute_mib} compute" for b in report.breakdown))
     return "\n".join(out)
