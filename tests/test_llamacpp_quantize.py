@@ -263,3 +263,14 @@ def tiny_gguf_path(folder: Path) -> Path:
     from planner.gguf.writer import tiny_model, write_gguf
 
     return write_gguf(folder / "small.gguf", tiny_model("llama"))[0]
+
+
+def test_split_input_by_its_first_shard(lc, tmp_path):
+    from planner.gguf.writer import tiny_model, write_gguf
+
+    shards = write_gguf(tmp_path / "m.gguf", tiny_model("qwen2"), split_max_tensors=20)
+    assert len(shards) == 3
+    out = tmp_path / "q.gguf"
+    r = dq("quantize", "--input", shards[0], "--scheme", "Q4_K_M", "--output", out)
+    assert r.returncode == 0, r.stderr
+    assert read_header(out).tensor_count == len(tiny_model("qwen2").tensors) and read_header(out).split_count == 1
