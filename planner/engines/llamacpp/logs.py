@@ -106,7 +106,8 @@ class QuantizeLineParser:
     """Feeds on llama-quantize's output one line at a time; yields each tensor as it completes.
 
     A tensor's line can be interrupted by other output (imatrix notices are printed between
-    "type = f16, " and "converting to"), so an unfinished tensor waits for the line with its size.
+    "type = f16, " and "converting to", the imatrix loader's stdout between "converting to" and
+    "size ="), so an unfinished tensor waits for the line with its size.
     """
 
     def __init__(self) -> None:
@@ -115,7 +116,6 @@ class QuantizeLineParser:
 
     def feed(self, raw: str) -> QuantTensor | None:
         line = clean(raw)
-        log = self.log
         m = _TENSOR_HEAD.match(line)
         if m:
             ne = tuple(int(x) for x in m.group("shape").replace(" ", "").split(",") if x)
