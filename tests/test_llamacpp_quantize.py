@@ -274,3 +274,30 @@ def test_split_input_by_its_first_shard(lc, tmp_path):
     r = dq("quantize", "--input", shards[0], "--scheme", "Q4_K_M", "--output", out)
     assert r.returncode == 0, r.stderr
     assert read_header(out).tensor_count == len(tiny_model("qwen2").tensors) and read_header(out).split_count == 1
+
+
+def test_long_recipe_goes_as_a_tensor_type_file(lc, tiny_gguf, tmp_path):
+    """A user's recipe with more rules than fit comfortably on a command line: --tensor-type-file, same
+    first-match semantics."""
+    from planner.core.schemes import load_recipe
+    from planner.core.sizing import size_scheme
+    from planner.engines.llamacpp.argv import TENSOR_TYPE_FILE_THRESHOLD
+    from planner.engines.llamacpp.quantize import compare_log, read_file_table, run_quantize, verify_file
+    from planner.gguf.writer import tiny_model
+
+    types = ["q8_0", "q6_K", "q5_K", "q4_K", "q3_K"]
+    rules = [f'  {{ pattern = \'^blk\\.{i}\\.ffn_(up|gate)\', type = "{types[i % 5]}" }},' for i in range(60)]
+    rules.append('  { pattern = \'attn_kv_a_mqa\', type = "q8_0" },')
+    recipe = tmp_path / "long.toml"
+    recipe.write_text('id = "LONG"\nbase = "Q4_K_M"\nrules = [\n' + "\n".join(rules) + "\n]\n")
+    s = load_recipe(recipe)
+    assert len(s.rules) > TENSOR_TYPE_FILE_THRESHOLD
+    model = tiny_model("deepseek2-mla")
+    plan = size_scheme(model, s, imatrix=False)
+    out = tmp_path / "long.gguf"
+    res = run_quantize(lc, tiny_gguf("deepseek2-mla"), out, s, plan, threads=2)
+    assert "--tensor-type-file" in res.argv and "--tensor-type" not in res.argv
+    assert res.log.overrides["blk.1.ffn_up_exps.weight"] == ("q4_K", "q6_K")
+    assert compare_log(plan, res.log) == [] and verify_file(plan, read_file_table(out)) == []
+    r = dq("quantize", "--input", tiny_gguf("deepseek2-mla"), "--scheme", recipe, "--dry-run")
+    assert r.returncode == 0 and "as planned" in r.stdout, r.stderr
