@@ -86,7 +86,7 @@ class QuantizePanel(JobPanel):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="job-head"):
             yield Static(Text("Quantize: idle (u starts one)"), id="quantize-status")
-            yield ProgressBar(id="quantize-progress", total=100, show_eta=False)
+            yield ProgressBar(id="quantize-progress", total=100, show_eta=False, show_percentage=False)
         yield RichLog(id="quantize-log", wrap=False, max_lines=2000)
 
     def begin(self, output: str) -> None:
