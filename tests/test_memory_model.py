@@ -126,3 +126,15 @@ def test_fewest_devices():
     assert fewer.fits is False
     p16 = make_plan(PlanRequest(device="h100", schemes=["F16"])).scheme("F16")
     assert p16.fits is False and p16.memory.fewest_devices is None
+
+
+def test_rpc_memory_sizes():
+    from planner.core.hardware_plan import parse_rpc
+
+    assert parse_rpc("10.0.0.2:50052=24") == ("10.0.0.2:50052", 24 << 30)
+    assert parse_rpc("10.0.0.2:50052=24GB") == ("10.0.0.2:50052", 24 * 10**9)
+    assert parse_rpc("h:1=81559MiB") == ("h:1", 81559 << 20)
+    assert parse_rpc("h:1") == ("h:1", None)
+    for bad in ("h:1=0", "h:1=lots", "h=1", "h:99999"):
+        with pytest.raises(PlannerError):
+            parse_rpc(bad)

@@ -10,16 +10,21 @@ from planner.core.plan import HardwareSummary, PlanRequest
 from planner.errors import PlannerError
 
 DEFAULT_DEVICE = "h100"
-_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
+_UNITS = {"b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
           "g": 1 << 30, "gb": 10**9, "gib": 1 << 30, "t": 1 << 40, "tb": 10**12, "tib": 1 << 40}
 
 
-def parse_size(text: str) -> int:
-    """'80G', '24GiB', '81559MiB', '85899345920' -> bytes (G/M/K alone are binary, GB/MB decimal)."""
+def parse_size(text: str, bare_unit: int = 1 << 30) -> int:
+    """'80G', '24GiB', '81559MiB', '24' -> bytes (G/M/K alone are binary, GB/MB decimal; a bare number is
+    in `bare_unit`, GiB by default: nobody gives a device's memory in bytes)."""
     m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
-    if not m or m.group(2).lower() not in _UNITS:
-        raise PlannerError(f"bad memory size '{text}'; use e.g. 80G, 24GiB, 81559MiB or bytes")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if not m or (m.group(2) and m.group(2).lower() not in _UNITS):
+        raise PlannerError(f"bad memory size '{text}'; use e.g. 80G, 24GiB, 81559MiB, or a number of GiB")
+    unit = _UNITS[m.group(2).lower()] if m.group(2) else bare_unit
+    n = int(float(m.group(1)) * unit)
+    if n <= 0:
+        raise PlannerError(f"bad memory size '{text}': must be more than 0")
+    return n
 
 
 def parse_rpc(spec: str) -> tuple[str, int | None]:
