@@ -57,6 +57,13 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
         headers.append("weighted acc.")
     rows = [r + [""] * (len(headers) - len(r)) for r in rows]
     out.append(_table(headers, rows, right={1, 2, 3, 4, 5, 6, 8}))
+    focus = None
+    if plan.recommendation and any(s.id == plan.recommendation.scheme for s in plan.schemes):
+        focus = plan.scheme(plan.recommendation.scheme)
+    elif len(plan.schemes) == 1:
+        focus = plan.schemes[0]
+    if focus is not None and focus.memory is not None and focus.memory.per_device:
+        out += ["", render_devices(focus)]
     if plan.recommendation:
         r = plan.recommendation
         out += ["", f"Recommended: {r.model + ' ' if r.model else ''}{r.scheme}"]
@@ -116,3 +123,25 @@ def render_comparison(ranked, workload: str) -> str:
         out.append(f"{r.rank}. {r.candidate.label}")
         out += [f"   - {x}" for x in r.reasons]
     return "\n".join(out)
+
+
+_PARTS = (("weights", "weights_bytes"), ("KV cache", "kv_bytes"), ("compute", "compute_bytes"),
+          ("reserve", "overhead_bytes"))
+
+
+def render_devices(s: SchemePlan) -> str:
+    """Per device: each component, the total against capacity, and what dominates it."""
+    m = s.memory
+    devs = list(m.per_device) + ([m.host] if m.host and m.host.total_bytes else [])
+    rows = []
+    for d in devs:
+        parts = [(label, getattr(d, attr)) for label, attr in _PARTS]
+        top, top_b = max(parts, key=lambda kv: kv[1])
+        share = f"{top} {100 * top_b / d.total_bytes:.0f}%" if d.total_bytes else "-"
+        cap = human(d.capacity_bytes) if d.capacity_bytes else "-"
+        free = human(d.headroom_bytes) if d.capacity_bytes else "-"
+        rows.append([d.device, str(len([x for x in d.layers])), *(human(b) for _, b in parts), human(d.total_bytes),
+                     cap, free, share])
+    head = f"{s.id} per device (layers include the output layer; reserve = runtime context; host = token_embd and buffers):"
+    return head + "\n" + _table(["device", "layers", "weights", "KV cache", "compute", "reserve", "total", "capacity",
+                                  "free", "dominated by"], rows, right={1, 2, 3, 4, 5, 6, 7, 8})
