@@ -293,3 +293,40 @@ def test_quantize_and_serve_a_tiny_model_then_quit_stops_the_server(tmp_path):
     run(PlanRequest(device="h100", ctx=4096), body)
     pid = pids["serve"]
     assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+def test_gguf_file_as_the_model_then_another_engine(tiny_gguf):
+    path = str(tiny_gguf("deepseek2-mla"))
+
+    async def body(app, pilot):
+        app.query_one("#ch-path").focus()
+        await pilot.press(*path, "enter")
+        await pilot.pause()
+        want = make_plan(PlanRequest(device="h100", model_file=path))
+        file_plan = next(s for s in want.schemes if s.kind == "file")
+        assert app.sp.kind == "file" and app.sp.size_bytes == file_plan.size_bytes
+        assert f"{human(file_plan.size_bytes)}" in app.screen_text()
+        await app.settle()
+        await pilot.pause()
+        # the file against every scheme of its architecture: what re-quantizing its source would give
+        ids = [v for _, v in app.scheme_choices]
+        assert ids[0] == "file:" and "Q4_K_M" in ids and "DQ3_K_M" in ids
+        await pilot.press("escape", "right_square_bracket")
+        await pilot.pause()
+        assert app.sp.id == ids[1] and app.sp.kind != "file"
+
+        await choose(app, pilot, "m", "deepseek-r1-distill-qwen-32b")
+        await choose(app, pilot, "e", "vllm")
+        # vLLM serves Hugging Face formats: the scheme list is the model's formats
+        from planner.core import catalog as cat
+        from planner.core.hf_checkpoint import formats_for
+
+        fmts = [f.id for f in formats_for(cat.resolve_model("deepseek-r1-distill-qwen-32b"))]
+        assert [v for _, v in app.scheme_choices] == fmts
+        assert app.sp.id in fmts and app.error is None
+        want = make_plan(PlanRequest(model="deepseek-r1-distill-qwen-32b", device="h100", engine="vllm",
+                                     schemes=[app.sp.id])).scheme(app.sp.id)
+        assert app.sp.size_bytes == want.size_bytes
+        assert "vllm" in app.launch_text("src", "out", 8080)
+
+    run(PlanRequest(device="h100"), body, settle=False)

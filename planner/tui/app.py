@@ -330,8 +330,9 @@ class PlannerApp(App[int]):
             self.last_replan_s = perf_counter() - t0
             return
         self.plan, self.sp = plan, sp
-        self.show_error(None)
-        self.render_selected()
+        with self.batch_update():
+            self.show_error(None)
+            self.render_selected()
         self.last_replan_s = perf_counter() - t0
         self.schedule_full_plan()
 
@@ -350,13 +351,22 @@ class PlannerApp(App[int]):
     def _start_full_plan(self) -> None:
         self._full_timer = None
         base = self.request
-        self.run_worker(partial(self._plan_all, base), thread=True, exclusive=True, group="full-plan",
-                        name="full-plan", exit_on_error=False)
+        self.run_worker(partial(self._plan_all, base, self._full_schemes()), thread=True, exclusive=True,
+                        group="full-plan", name="full-plan", exit_on_error=False)
+
+    def _full_schemes(self) -> list[str] | None:
+        """None: the core's own list. A GGUF file is planned as it is and against every scheme of its
+        architecture (what re-quantizing its source would give)."""
+        r = self.request
+        if not r.model_file or r.engine != "llama.cpp" or self.plan is None:
+            return None
+        arch = self.plan.model.architecture
+        return [s for s in all_ids() if resolve_scheme(s).applies_to(arch)]
 
     @staticmethod
-    def _plan_all(base: PlanRequest) -> tuple[PlanRequest, Plan | None, str | None]:
+    def _plan_all(base: PlanRequest, schemes: list[str] | None) -> tuple[PlanRequest, Plan | None, str | None]:
         try:
-            return base, make_plan(replace(base, schemes=None)), None
+            return base, make_plan(replace(base, schemes=schemes)), None
         except PlannerError as e:
             return base, None, str(e)
 
@@ -494,7 +504,7 @@ class PlannerApp(App[int]):
                 acc = s.accuracy.weighted_avg if s.accuracy and s.accuracy.weighted_avg is not None else None
                 fits = "-" if s.fits is None else ("yes" if s.fits else "NO")
                 table.add_row(
-                    "★" if s.id == rec else "", s.id,
+                    "★" if s.id == rec else "", f"{s.id} (this file)" if s.kind == "file" else s.id,
                     Text(f"{s.size_bytes / GiB:.2f}", justify="right"),
                     Text(f"{s.bpw:.2f}", justify="right"),
                     Text(human(full.total_bytes) if full else "-", justify="right"),
@@ -716,7 +726,7 @@ class PlannerApp(App[int]):
     def _plan_for_export(self) -> Plan:
         if self.full_plan is not None and self.full_key is not None and same_request(self.full_key, self.request):
             return self.full_plan
-        return make_plan(replace(self.request, schemes=None))
+        return make_plan(replace(self.request, schemes=self._full_schemes()))
 
     def _model_stem(self) -> str:
         return Path(self.request.model_file or self.request.model).name.removesuffix(".gguf")
@@ -800,7 +810,7 @@ class PlannerApp(App[int]):
             return
         stem = self._model_stem()
         fields = [
-            Field("input", "source", placeholder=f"{stem}-BF16.gguf (first shard)"),
+            Field("input", "source", self.request.model_file or "", placeholder=f"{stem}-BF16.gguf (first shard)"),
             Field("output", "output", default_gguf_name(stem, self.sp.id)),
             Field("imatrix", "imatrix", placeholder="optional .dat/.gguf", required=False),
             Field("threads", "threads", placeholder="all cores", required=False),

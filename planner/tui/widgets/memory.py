@@ -60,8 +60,10 @@ class MemoryBars(Widget):
         self._sp: SchemePlan | None = None
 
     def show(self, sp: SchemePlan | None) -> None:
+        before = len(self._devices())
         self._sp = sp
-        self.refresh(layout=True)
+        # a new layout only when the number of lines changes
+        self.refresh(layout=len(self._devices()) != before or not before)
 
     def _devices(self) -> list[DeviceMemory]:
         if self._sp is None or self._sp.memory is None:
