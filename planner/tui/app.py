@@ -255,6 +255,7 @@ class PlannerApp(App[int]):
         except (NotImplementedError, RuntimeError, ValueError):
             pass
         self.replan()
+        self.set_focus(self.query_one("#plan-scroll"))
 
     # ---------------------------------------------------------------- planning
     def _valid_scheme_ids(self, req: PlanRequest) -> list[str] | None:
@@ -470,12 +471,35 @@ class PlannerApp(App[int]):
                 kv.value = plan.kv_mode
         gpus = self.query_one("#ch-gpus", Input)
         if plan.hardware is not None:
-            gpus.placeholder = f"{plan.hardware.gpus} (profile)"
+            gpus.placeholder = f"{plan.hardware.gpus} ({plan.hardware.source})"
+        if self.request.device in (None, AUTO_DEVICE):
+            self._label_detected()
         sel = self.query_one("#ch-scheme", Select)
         if sel.value != self.scheme_id and any(v == self.scheme_id for _, v in self.scheme_choices):
             self._shown["ch-scheme"] = self.scheme_id
             with sel.prevent(Select.Changed):
                 sel.value = self.scheme_id
+
+    def _label_detected(self) -> None:
+        """Name what detection found on the "auto" choice (detection has run: the plan used it)."""
+        try:
+            from planner.hardware.detect import detect_hardware, summary_line
+
+            found = summary_line(detect_hardware())
+            label = "auto (none found)" if found.startswith("no ") else f"auto ({found.removeprefix('detected ')})"
+        except Exception:          # detection is optional here: the plan itself says what it used
+            return
+        sel = self.query_one("#ch-device", Select)
+        opts = [(label if v == AUTO_DEVICE else lb, v) for lb, v in device_options()]
+        if sel.value not in [v for _, v in opts]:
+            return
+        value = sel.value
+        if dict((v, lb) for lb, v in sel._options).get(AUTO_DEVICE) == label:
+            return
+        with sel.prevent(Select.Changed):
+            sel.set_options(opts)
+            sel.value = opts[-1][1] if value == opts[0][1] else opts[0][1]   # the shown label follows a change
+            sel.value = value
 
     def set_scheme_choices(self, choices: list[tuple[str, str]]) -> None:
         if choices == self.scheme_choices:
@@ -706,10 +730,17 @@ class PlannerApp(App[int]):
         if rec in [v for _, v in self.scheme_choices]:
             self.set_select("ch-scheme", rec)
 
+    _TAB_FOCUS = {"plan": "#plan-scroll", "schemes": "#scheme-table", "accuracy": "#accuracy-table",
+                  "tensors": "#tensor-table", "plots": "#plots-view", "run": "#quantize-log"}
+
     def action_show_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
         if tab == "tensors":
             self.render_tensors()
+        # the tab's content takes the keys, so the arrows and page keys scroll it at once
+        target = self.query_one(self._TAB_FOCUS[tab])
+        if target.focusable:
+            self.set_focus(target)
 
     def action_filter_tensors(self) -> None:
         self.action_show_tab("tensors")
