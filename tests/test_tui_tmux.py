@@ -99,7 +99,13 @@ def test_pick_a_scheme_see_it_stop_fitting_and_quit_with_ctrl_q():
         assert "OVER" in screen
         t.keys("C-q")
         assert _gone(pid, 15), "the app is still running after ctrl+q"
-        assert t("display-message", "-p", "-t", t.target, "#{pane_dead} #{pane_dead_status}").split() == ["1", "0"]
+        deadline = time.monotonic() + 10          # tmux notices the exit a moment later
+        while True:
+            dead = t("display-message", "-p", "-t", t.target, "#{pane_dead} #{pane_dead_status}").split()
+            if dead[:1] == ["1"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert dead == ["1", "0"], dead
     finally:
         t.close()
 
