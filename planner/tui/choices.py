@@ -28,7 +28,8 @@ AUTO_DEVICE = "auto"
 
 
 def model_options() -> list[tuple[str, str]]:
-    return [(m, m) for m in model_ids()] + [("local path...", PATH_CHOICE)]
+    # sorted by id, so that a name comes before its longer variants (deepseek-r1, then deepseek-r1-0528)
+    return [(m, m) for m in sorted(model_ids())] + [("local path...", PATH_CHOICE)]
 
 
 def scheme_options(ids: list[str] | None = None) -> list[tuple[str, str]]:

@@ -76,7 +76,7 @@ def summary(plan: Plan, sp: SchemePlan, hardware_fallback: str) -> Table:
         if fewest is not None:
             g.add_row("Devices", f"{fewest} of the {len(mem.per_device)} hold it")
         elif mem.per_device and hasattr(mem, "fewest_devices"):
-            g.add_row("Devices", f"not even all {len(mem.per_device)} hold it")
+            g.add_row("Devices", f"more than these {len(mem.per_device)} are needed")
         max_ctx = getattr(mem, "max_context", None)
         if max_ctx is not None:
             g.add_row("Max ctx", f"{max_ctx:,} tokens fit")
