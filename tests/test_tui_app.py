@@ -330,3 +330,36 @@ def test_gguf_file_as_the_model_then_another_engine(tiny_gguf):
         assert "vllm" in app.launch_text("src", "out", 8080)
 
     run(PlanRequest(device="h100"), body, settle=False)
+
+
+@pytest.mark.skipif(not _llama_cpp_available(), reason="llama.cpp binaries (the llama extra) not installed")
+def test_cancel_a_running_quantization(tmp_path):
+    from planner.gguf.writer import model_from_hparams, tiny_deepseek2_hparams, write_gguf
+
+    # IQ3_S on 8 tiny deepseek2 blocks: a few seconds of llama-quantize, long enough to cancel midway
+    src = tmp_path / "src.gguf"
+    write_gguf(src, model_from_hparams(tiny_deepseek2_hparams(n_layer=8), "mla"))
+    out = tmp_path / "out.gguf"
+
+    async def body(app, pilot):
+        app.set_select("ch-scheme", "IQ3_S")
+        await pilot.pause()
+        app.start_quantize(str(src), str(out))
+        q = app.query_one("#quantize-panel")
+        for _ in range(600):
+            await pilot.pause(0.02)
+            if 0 < q.fraction < 0.5:
+                break
+        assert 0 < q.fraction < 0.5, q.fraction
+        assert "K" in app.screen.active_bindings            # the footer offers the stop key while it runs
+        await pilot.press("K")
+        for w in [w for w in app.workers if w.name == "quantize"]:
+            await w.wait()
+        await pilot.pause()
+        assert q.last_status.startswith("cancelled"), q.last_status
+        assert not q.child.running
+        assert "K" not in app.screen.active_bindings
+
+    run(PlanRequest(device="h100", schemes=["Q4_K_M"]), body, settle=False)
+    # dq-planner quantize removed its partial output: the folder holds the source alone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.gguf"]
