@@ -172,7 +172,7 @@ def test_tensor_table_then_export_plan_json_and_launch_commands(tmp_path):
         await pilot.pause()
         await pilot.press("l")
         await pilot.pause()
-        assert "dq-planner serve --model-file \"$OUT\" --device 910b --kv-mode legacy" in app.screen_text()
+        assert "dq-planner quantize --input DeepSeek-R1-BF16.gguf --scheme DQ3_K_M" in app.screen_text()
         app.screen.query_one("#field-path").value = str(script)
         await pilot.press("enter")
         await pilot.pause()
@@ -188,9 +188,13 @@ def test_tensor_table_then_export_plan_json_and_launch_commands(tmp_path):
     run(req, body)
     # the export is the plan of every scheme for these choices, as `dq-planner --headless --json` gives it
     assert json.loads(out.read_text()) == make_plan(replace(req, schemes=None)).to_dict()
+    # the launch commands are the engine's own for this plan (what --print-commands prints)
+    from planner.engines.llamacpp.commands import launch_lines
+
     text = script.read_text()
     assert os.access(script, os.X_OK)
-    assert "dq-planner quantize --input \"$SRC\" --scheme DQ3_K_M --output \"$OUT\"" in text
+    assert text == "#!/bin/sh\nset -eu\n" + "\n".join(launch_lines(make_plan(req), req, "DQ3_K_M")) + "\n"
+    assert "llama-server -m DeepSeek-R1-DQ3_K_M.gguf" in text
 
 
 def test_every_action_has_a_key_and_a_palette_entry():
@@ -327,7 +331,7 @@ def test_gguf_file_as_the_model_then_another_engine(tiny_gguf):
         want = make_plan(PlanRequest(model="deepseek-r1-distill-qwen-32b", device="h100", engine="vllm",
                                      schemes=[app.sp.id])).scheme(app.sp.id)
         assert app.sp.size_bytes == want.size_bytes
-        assert "vllm" in app.launch_text("src", "out", 8080)
+        assert "vllm serve" in app.launch_text()
 
     run(PlanRequest(device="h100"), body, settle=False)
 

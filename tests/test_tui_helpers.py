@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import signal
@@ -16,7 +15,7 @@ import pytest
 from planner.cli import main_parser, request_from_args
 from planner.core.plan import DeviceMemory, PlanRequest
 from planner.errors import PlannerError
-from planner.tui.choices import launch_script, request_args, write_new_file
+from planner.tui.choices import request_args, write_new_file
 from planner.tui.jobs import ChildProcess, parse_comparison_row, parse_quantize_progress, parse_ready
 from planner.tui.widgets.memory import bar_cells
 from planner.tui.widgets.tensors import filter_tensors
@@ -75,15 +74,6 @@ def test_serve_output():
 def test_request_args_round_trip_through_the_cli_parser(req):
     back = request_from_args(main_parser().parse_args(request_args(req)))
     assert back == req
-
-
-def test_launch_script_quotes_and_carries_the_plan():
-    req = PlanRequest(device="910b", kv_mode="legacy", ctx=16384)
-    text = launch_script(req, "DQ3_K_M", "/data/R1 BF16/a;b.gguf", "out.gguf", 9000, "note")
-    assert "SRC=${SRC:-'/data/R1 BF16/a;b.gguf'}" in text
-    assert "dq-planner quantize --input \"$SRC\" --scheme DQ3_K_M --output \"$OUT\"" in text
-    assert ("dq-planner serve --model-file \"$OUT\" --device 910b --ctx 16384 --kv-mode legacy --port 9000"
-            in text)
 
 
 def test_write_new_file_never_overwrites(tmp_path):

@@ -40,7 +40,7 @@ from planner.render.units import GiB, human
 from planner.tui import format as fmt
 from planner.tui.choices import (AUTO_DEVICE, CACHE_TYPES, FLASH_ATTN, PATH_CHOICE, TASKS, base_request,
                                  default_gguf_name, device_options, engine_options, kv_options,
-                                 launch_script, model_options, parse_rpc, parse_split, request_args,
+                                 model_options, parse_rpc, parse_split, request_args,
                                  same_request, scheme_options, write_new_file)
 from planner.tui.jobs import dq_planner_argv
 from planner.tui.screens.dialogs import Field, FormDialog
@@ -782,7 +782,9 @@ class PlannerApp(App[int]):
         self.push_screen(FormDialog("Export the plan (JSON, all schemes)", [Field("path", "file", default)],
                                     "Save"), done)
 
-    def launch_text(self, src: str, out: str, port: int) -> str:
+    def launch_text(self) -> str:
+        """The launch commands of the selected scheme, as the engines build them from the plan:
+        llama.cpp's quantize + explicit llama-server lines, or the vLLM/SGLang commands per node."""
         sp = self.sp
         note = f"{self._model_stem()} {self._scheme_arg()}"
         if sp is not None:
@@ -792,7 +794,15 @@ class PlannerApp(App[int]):
                 note += f", {human(full.total_bytes)} on the fullest device ({full.device})"
         if self.request.engine != "llama.cpp":
             return self._engine_launch_text(note)
-        return launch_script(self.request, self._scheme_arg(), src, out, port, note)
+        from planner.engines.llamacpp.commands import launch_lines
+
+        if self.plan is None or sp is None:
+            return f"# {note}\n# no plan\n"
+        try:
+            lines = launch_lines(self.plan, self.request, sp.id)
+        except PlannerError as e:
+            return f"# {note}\n# no launch commands: {e}\n"
+        return "#!/bin/sh\nset -eu\n" + "\n".join(lines) + "\n"
 
     def _engine_launch_text(self, note: str) -> str:
         """vLLM / SGLang: the engine's own commands per node, as `dq-planner --engine ...` builds them."""
@@ -809,9 +819,7 @@ class PlannerApp(App[int]):
 
     def action_launch_commands(self) -> None:
         stem = self._model_stem()
-        src = f"{stem}-BF16.gguf"
-        out = self._last_quant_output or default_gguf_name(stem, self._scheme_arg())
-        text = self.launch_text(src, out, 8080)
+        text = self.launch_text()
         default = f"dq-launch-{stem}-{self._scheme_arg()}.sh"
 
         def done(vals: dict[str, str] | None) -> None:

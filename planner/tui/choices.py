@@ -7,7 +7,6 @@ sizes anything.
 from __future__ import annotations
 
 import os
-import shlex
 import tempfile
 from dataclasses import fields, replace
 from pathlib import Path
@@ -121,28 +120,6 @@ def parse_split(text: str) -> list[float] | None:
 
 def default_gguf_name(model: str, scheme: str) -> str:
     return f"{Path(model).name}-{scheme}.gguf"
-
-
-def launch_script(req: PlanRequest, scheme: str, src: str, out: str, port: int, note: str) -> str:
-    """A POSIX shell script: quantize the source GGUF with the scheme, then serve it with this plan."""
-    q = ["dq-planner", "quantize", "--input", '"$SRC"', "--scheme", shlex.quote(scheme), "--output", '"$OUT"']
-    if req.imatrix:
-        q += ["--imatrix", '"$IMATRIX"']
-    s = ["dq-planner", "serve", "--model-file", '"$OUT"'] + [shlex.quote(x) for x in request_args(req, with_model=False)]
-    s += ["--port", str(port)]
-    lines = [
-        "#!/bin/sh",
-        f"# {note}",
-        "# dq-planner launch commands: quantize the source GGUF, then serve the result as planned.",
-        "# Print the engine's own command line instead of starting it: add --print-command to the serve line.",
-        "set -eu",
-        f"SRC=${{SRC:-{shlex.quote(src)}}}",
-        f"OUT=${{OUT:-{shlex.quote(out)}}}",
-    ]
-    if req.imatrix:
-        lines.append('IMATRIX=${IMATRIX:?set IMATRIX to the importance matrix file}')
-    lines += ["", " ".join(q), " ".join(s), ""]
-    return "\n".join(lines)
 
 
 def write_new_file(path: str | Path, text: str) -> Path:

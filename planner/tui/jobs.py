@@ -17,7 +17,7 @@ import re
 import shlex
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 # What `dq-planner quantize` prints (planner/engines/llamacpp/progress.py), on a terminal, redrawn with \r:
