@@ -2,14 +2,15 @@
 
 What the app does on a change (planner/tui/app.py): it plans the selected scheme alone
 (make_plan with request.schemes = [that scheme]) and redraws the summary, the memory bars, the
-recommendation and the component plot; the plan of every scheme runs afterwards in a thread worker, and
+recommendation and the component plot; the plan of every scheme runs afterwards in a separate planning
+process (planner/tui/background.py), and
 once it is there a change of scheme only reads from it. Measured here, on the app itself (Textual's
 headless Pilot, 120x40):
 
 1. make_plan for one scheme, alone (no UI): the core's share.
 2. In the app, per change: make_plan + redraw (app.last_replan_s), for changes that invalidate the
-   all-schemes plan (context, KV mode, device, GPU count) and for scheme changes with and without the
-   all-schemes plan in hand.
+   all-schemes plan (context, KV mode, device, GPU count), for scheme changes with and without the
+   all-schemes plan in hand, and while the all-schemes plan is being made (in its own process).
 3. In the app, per change, from setting the choice to the screen having processed every message
    (Pilot's pause): what the user waits for, Textual's own work included.
 4. The all-schemes plan (the background worker).
@@ -64,7 +65,8 @@ async def in_app(rounds: int) -> dict[str, list[float]]:
 
     res: dict[str, list[float]] = {"replan_invalidating": [], "replan_scheme_uncached": [],
                                    "replan_scheme_cached": [], "screen_invalidating": [],
-                                   "screen_scheme_cached": [], "full_plan": []}
+                                   "screen_scheme_cached": [], "replan_scheme_during_full_plan": [],
+                                   "screen_scheme_during_full_plan": [], "full_plan": []}
     # a delay longer than the benchmark: the all-schemes plan runs only when asked (settle)
     app = PlannerApp(replace(BASE, schemes=["DQ3_K_M"]), full_plan_delay=3600)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -101,6 +103,13 @@ async def in_app(rounds: int) -> dict[str, list[float]]:
             res["full_plan"].append(time.perf_counter() - t)
             for s in SCHEMES:
                 await change("scheme_cached", lambda s=s: app.set_select("ch-scheme", s))
+            # a change while the all-schemes plan is being made (in its own process)
+            app.set_select("ch-kv", "mla" if r % 2 == 0 else "legacy")
+            await pilot.pause()
+            app.schedule_full_plan(now=True)
+            await asyncio.sleep(0.05)
+            await change("scheme_during_full_plan", lambda: app.set_select("ch-scheme", SCHEMES[r % len(SCHEMES)]))
+            await app.settle()
     return res
 
 
@@ -124,7 +133,9 @@ def main() -> int:
         "replan_scheme_cached": "app: redraw, scheme change (read from the all-schemes plan)",
         "screen_invalidating": "app: change to screen settled, context/KV/GPUs/device",
         "screen_scheme_cached": "app: change to screen settled, scheme (all-schemes plan there)",
-        "full_plan": "all-schemes plan (background worker), to settled",
+        "replan_scheme_during_full_plan": "app: make_plan + redraw, scheme change while every scheme is planned",
+        "screen_scheme_during_full_plan": "app: change to screen settled, while every scheme is planned",
+        "full_plan": "all-schemes plan (planning process), to settled",
     }
     try:
         load = os.getloadavg()

@@ -147,3 +147,61 @@ def test_child_stop_ends_the_child_and_its_descendants(use_pty):
         time.sleep(0.05)
     assert _gone(grandchild)
     assert _gone(child.proc.pid)
+
+
+def test_planning_process_answers_as_make_plan_and_can_be_stopped():
+    import threading
+
+    from planner.core.planner import make_plan
+    from planner.tui.background import PlanWorker, Superseded
+
+    w = PlanWorker()
+    try:
+        req = PlanRequest(device="910b", kv_mode="legacy")
+        base, plan, err = w.plan(req, None)
+        assert err is None and base == req
+        want = make_plan(req)
+        assert plan.to_dict() == want.to_dict()            # tensors are left out of the answer
+        assert all(not s.tensors for s in plan.schemes)
+        assert w.plan(PlanRequest(device="nope"), None)[2].startswith("unknown device 'nope'")
+
+        # a plan nobody wants any more is stopped: --model auto takes seconds, so it is still running
+        token = object()
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault("r", _catch(lambda: w.plan(
+            PlanRequest(model="auto", device="a100", gpus=1), None, token))))
+        t.start()
+        time.sleep(0.5)
+        pid = w._proc.pid
+        w.cancel(object())                 # someone else's token: nothing happens
+        assert w._proc is not None and w._proc.pid == pid
+        w.cancel(token)
+        t.join(10)
+        assert isinstance(out["r"], Superseded)
+        assert _gone(pid)
+        assert w.plan(req, ["DQ3_K_M"])[1].scheme("DQ3_K_M").size_bytes == want.scheme("DQ3_K_M").size_bytes
+    finally:
+        w.shutdown()
+
+
+def _catch(fn):
+    try:
+        return fn()
+    except Exception as e:          # the test looks at which one
+        return e
+
+
+def test_planning_process_dies_with_the_app():
+    import subprocess
+
+    code = ("import sys, time; from planner.tui.background import WORKER; p = WORKER.start(); "
+            "print(p.pid, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    assert not _gone(worker)
+    parent.kill()                    # no cleanup runs in a killed process: the kernel's death signal acts
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while not _gone(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(worker)

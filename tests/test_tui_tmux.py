@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from planner.core.plan import PlanRequest
@@ -97,8 +98,11 @@ def test_pick_a_scheme_see_it_stop_fitting_and_quit_with_ctrl_q():
         screen = t.wait_for("Q4_K_M (ftype)")
         assert f"NO: over by {human(-q4.headroom_bytes)}" in screen
         assert "OVER" in screen
+        children = [c.pid for c in psutil.Process(pid).children(recursive=True)]
+        assert children, "the planning process should be running"
         t.keys("C-q")
         assert _gone(pid, 15), "the app is still running after ctrl+q"
+        assert all(_gone(c, 5) for c in children), "a child of the app outlived it"
         deadline = time.monotonic() + 10          # tmux notices the exit a moment later
         while True:
             dead = t("display-message", "-p", "-t", t.target, "#{pane_dead} #{pane_dead_status}").split()
@@ -114,8 +118,10 @@ def test_closing_the_terminal_ends_the_app():
     t = Tmux("hangup")
     try:
         pid = t.start(APP)
-        t.wait_for("Memory per device")
+        t.wait_for("Recommended:")
+        children = [c.pid for c in psutil.Process(pid).children(recursive=True)]
         t("kill-session", "-t", t.target)          # the terminal goes away: SIGHUP
         assert _gone(pid, 15), "the app survived its terminal"
+        assert all(_gone(c, 5) for c in children), "a child of the app outlived its terminal"
     finally:
         t.close()

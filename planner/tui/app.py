@@ -3,8 +3,8 @@
 The app renders the core's Plan and computes nothing of its own. On every change it plans the selected
 scheme alone (make_plan with request.schemes = [that scheme], well under 50 ms for the 671B model; see
 bench/bench_tui.py); the plan of every scheme (for the comparison, the accuracy table, the plots and the
-recommendation) runs once per set of choices in a thread worker, and when it is there the selected scheme
-is read from it.
+recommendation) runs once per set of choices in a separate planning process (planner/tui/background.py),
+and when it is there the selected scheme is read from it.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from planner.core.planner import make_plan
 from planner.core.schemes import all_ids, resolve_scheme
 from planner.errors import PlannerError
 from planner.render.units import GiB, human
+from planner.tui import background
 from planner.tui import format as fmt
-from planner.tui.choices import (AUTO_DEVICE, CACHE_TYPES, FLASH_ATTN, PATH_CHOICE, TASKS, base_request,
+from planner.tui.choices import (AUTO_DEVICE, AUTO_MODEL, CACHE_TYPES, FLASH_ATTN, PATH_CHOICE, TASKS, base_request,
                                  default_gguf_name, device_options, engine_options, kv_options,
                                  model_options, parse_rpc, parse_split, request_args,
                                  same_request, scheme_options, write_new_file)
@@ -162,6 +163,7 @@ class PlannerApp(App[int]):
         self.scheme_choices: list[tuple[str, str]] = self._scheme_choice_list(None)
         self._full_timer = None
         self._tensors_dirty = True
+        self._tensor_cache: tuple | None = None
         self._last_quant_output = ""
         self._shown: dict[str, object] = {}    # choice widget -> the value the app last put there
         self.child_processes: list = []       # every child started, so that none outlives the app
@@ -202,7 +204,8 @@ class PlannerApp(App[int]):
         def row(label: str, widget) -> Horizontal:
             return Horizontal(Label(label, classes="choice-label"), widget, classes="choice")
 
-        model_value = PATH_CHOICE if (r.model_file or r.model not in cat.catalog()) else r.model
+        known = set(cat.catalog()) | {AUTO_MODEL}
+        model_value = PATH_CHOICE if (r.model_file or r.model not in known) else r.model
         path_value = r.model_file or (r.model if model_value == PATH_CHOICE else "")
         yield Label("Model", classes="section")
         yield row("model", Select(model_options(), value=model_value, allow_blank=False, id="ch-model",
@@ -244,6 +247,7 @@ class PlannerApp(App[int]):
                                  compact=True))
 
     def on_mount(self) -> None:
+        background.WORKER.start()               # the planning process starts while the screen is built
         self._shown = {sel.id: sel.value for sel in self.query(Select) if sel.id and sel.id.startswith("ch-")}
         st = self.query_one("#scheme-table", DataTable)
         for c in ("", "scheme", "GiB", "bpw", "fullest dev.", "headroom", "fits", "w. acc."):
@@ -322,8 +326,19 @@ class PlannerApp(App[int]):
             plan = make_plan(replace(base, schemes=[self.scheme_id]))
         return plan, self._pick(plan)
 
+    def _full_is_current(self) -> bool:
+        return self.full_plan is not None and self.full_key is not None and same_request(self.full_key, self.request)
+
     def replan(self) -> None:
         t0 = perf_counter()
+        if self.request.model == AUTO_MODEL and not self._full_is_current():
+            # --model auto plans every catalog model: seconds, so only ever in the worker
+            self.show_error(None)
+            self.query_one("#summary", Static).update(
+                Text("Comparing every model with measured accuracy on this hardware...", style="italic"))
+            self.schedule_full_plan(now=True)
+            self.last_replan_s = perf_counter() - t0
+            return
         try:
             plan, sp = self.plan_selected()
         except PlannerError as e:
@@ -337,23 +352,32 @@ class PlannerApp(App[int]):
         self.last_replan_s = perf_counter() - t0
         self.schedule_full_plan()
 
-    def schedule_full_plan(self) -> None:
+    def schedule_full_plan(self, now: bool = False) -> None:
         base = self.request
         if self.full_key is not None and same_request(self.full_key, base) and (self.full_plan or self.full_error):
             return
         self.full_pending = True
         if self._full_timer is not None:
             self._full_timer.stop()
-        if self.full_plan_delay <= 0:
+        if self.full_plan_delay <= 0 or now:
             self._start_full_plan()
         else:
             self._full_timer = self.set_timer(self.full_plan_delay, self._start_full_plan)
 
     def _start_full_plan(self) -> None:
         self._full_timer = None
-        base = self.request
-        self.run_worker(partial(self._plan_all, base, self._full_schemes()), thread=True, exclusive=True,
+        self.run_worker(self._plan_all(self.request, self._full_schemes()), exclusive=True,
                         group="full-plan", name="full-plan", exit_on_error=False)
+
+    @staticmethod
+    async def _plan_all(base: PlanRequest, schemes: list[str] | None):
+        """In the planning process (planner/tui/background.py): the screen never waits on it."""
+        token = object()
+        try:
+            return await asyncio.to_thread(background.WORKER.plan, base, schemes, token)
+        except asyncio.CancelledError:
+            background.WORKER.cancel(token)      # superseded by newer choices: stop planning them
+            raise
 
     def _full_schemes(self) -> list[str] | None:
         """None: the core's own list. A GGUF file is planned as it is and against every scheme of its
@@ -364,28 +388,36 @@ class PlannerApp(App[int]):
         arch = self.plan.model.architecture
         return [s for s in all_ids() if resolve_scheme(s).applies_to(arch)]
 
-    @staticmethod
-    def _plan_all(base: PlanRequest, schemes: list[str] | None) -> tuple[PlanRequest, Plan | None, str | None]:
-        try:
-            return base, make_plan(replace(base, schemes=schemes)), None
-        except PlannerError as e:
-            return base, None, str(e)
-
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         w = event.worker
-        if w.name != "full-plan" or event.state != WorkerState.SUCCESS:
+        if w.name != "full-plan":
+            return
+        if event.state == WorkerState.ERROR:
+            # not a bad choice (those come back as err): the planning process itself failed
+            self.full_key, self.full_plan, self.full_error = self.request, None, f"{type(w.error).__name__}: {w.error}"
+            self.full_pending = False
+            self.render_full()
+            return
+        if event.state != WorkerState.SUCCESS:
             return
         base, plan, err = w.result
         if not same_request(base, self.request):
             return
         self.full_key, self.full_plan, self.full_error = base, plan, err
         self.full_pending = False
+        if err is not None and self.request.model == AUTO_MODEL:
+            self.show_error(err)
         if plan is not None:
             self.set_scheme_choices(self._scheme_choice_list(plan))
             try:
                 self.plan, self.sp = plan, self._pick(plan)
             except (KeyError, PlannerError):
-                pass
+                if self.request.model == AUTO_MODEL and plan.schemes:
+                    # the compared model may not have the scheme: take the recommended one
+                    rec = plan.recommendation.scheme if plan.recommendation else plan.schemes[0].id
+                    self.scheme_id = rec
+                    self.plan, self.sp = plan, self._pick(plan)
+                    self._sync_choices(plan)
         self.render_full()
         self.render_selected()
 
@@ -458,8 +490,26 @@ class PlannerApp(App[int]):
 
     def render_tensors(self) -> None:
         if self._tensors_dirty:
-            self.query_one("#tensor-view", TensorView).show(self.sp)
+            self.query_one("#tensor-view", TensorView).show(self.with_tensors(self.sp))
             self._tensors_dirty = False
+
+    def with_tensors(self, sp: SchemePlan | None) -> SchemePlan | None:
+        """The scheme with its tensor list (the all-schemes plan comes without them: planned here, once)."""
+        if sp is None or sp.tensors:
+            return sp
+        key = (repr(self.request), sp.kind, sp.id)
+        if self._tensor_cache and self._tensor_cache[0] == key:
+            return self._tensor_cache[1]
+        try:
+            if sp.kind == "file":
+                plan = make_plan(replace(self.request, schemes=None))
+            else:
+                plan = make_plan(replace(self.request, schemes=[sp.id]))
+        except PlannerError:
+            return sp
+        full = next((s for s in plan.schemes if s.kind == sp.kind and s.id == sp.id), sp)
+        self._tensor_cache = (key, full)
+        return full
 
     def _sync_choices(self, plan: Plan) -> None:
         """Show what the plan resolved (KV mode, GPU count) without changing the request."""
@@ -931,6 +981,7 @@ class PlannerApp(App[int]):
     def _hangup(self) -> None:
         """The terminal is gone: nothing can be drawn or restored any more. Stop the children and leave."""
         self.kill_children()
+        background.WORKER.shutdown()
         os._exit(128 + signal.SIGHUP)
 
     def on_unmount(self) -> None:
@@ -958,4 +1009,5 @@ def run_tui(request: PlanRequest) -> int:
         rc = app.run()
     finally:
         app.kill_children()
+        background.WORKER.shutdown()
     return rc or 0

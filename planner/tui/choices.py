@@ -24,11 +24,13 @@ FLASH_ATTN = ("auto", "on", "off")
 TASKS = ("general", "math", "code", "chinese")
 PATH_CHOICE = "__path__"
 AUTO_DEVICE = "auto"
+AUTO_MODEL = "auto"                 # --model auto: the core compares every catalog model with accuracy
 
 
 def model_options() -> list[tuple[str, str]]:
     # sorted by id, so that a name comes before its longer variants (deepseek-r1, then deepseek-r1-0528)
-    return [(m, m) for m in sorted(model_ids())] + [("local path...", PATH_CHOICE)]
+    return ([(m, m) for m in sorted(model_ids())] + [("auto: every measured model", AUTO_MODEL),
+                                                       ("local path...", PATH_CHOICE)])
 
 
 def scheme_options(ids: list[str] | None = None) -> list[tuple[str, str]]:
