@@ -370,3 +370,19 @@ def test_cancel_a_running_quantization(tmp_path):
     run(PlanRequest(device="h100", schemes=["Q4_K_M"]), body, settle=False)
     # dq-planner quantize removed its partial output: the folder holds the source alone
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.gguf"]
+
+
+def test_every_model_compared_without_blocking_the_screen():
+    req = PlanRequest(model="auto", device="a100", gpus=1)
+
+    async def body(app, pilot):
+        # the comparison of every model runs only in the planning process
+        assert app.plan is None and "Comparing every model" in app.screen_text()
+        await app.settle()
+        await pilot.pause()
+        want = make_plan(req)
+        assert app.plan.model.id == want.model.id == "deepseek-r1-distill-qwen-32b"
+        assert app.sp.id == want.recommendation.scheme
+        assert f"Recommended: {want.recommendation.model} {want.recommendation.scheme}" in app.screen_text()
+
+    run(req, body, settle=False)
