@@ -26,6 +26,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import (DataTable, Footer, Header, Input, Label, Select, Static, TabbedContent,
                              TabPane)
@@ -389,9 +390,15 @@ class PlannerApp(App[int]):
         return [s for s in all_ids() if resolve_scheme(s).applies_to(arch)]
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        w = event.worker
-        if w.name != "full-plan":
+        if event.worker.name != "full-plan" or self._exiting():
             return
+        try:
+            self._full_plan_done(event)
+        except NoMatches:
+            pass            # the app closed while the answer was on its way: no screen to show it on
+
+    def _full_plan_done(self, event: Worker.StateChanged) -> None:
+        w = event.worker
         if event.state == WorkerState.ERROR:
             # not a bad choice (those come back as err): the planning process itself failed
             self.full_key, self.full_plan, self.full_error = self.request, None, f"{type(w.error).__name__}: {w.error}"
@@ -420,6 +427,10 @@ class PlannerApp(App[int]):
                     self._sync_choices(plan)
         self.render_full()
         self.render_selected()
+
+    def _exiting(self) -> bool:
+        """The app is closing: an answer that arrives now has no screen to go to."""
+        return self._closing or self._closed or self.screen._closing
 
     async def settle(self) -> None:
         """Plan every scheme now and wait for it (tests, benchmarks and scripted runs)."""
