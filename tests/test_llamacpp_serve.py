@@ -225,3 +225,17 @@ def test_unreachable_rpc_server_is_one_line_exit_1(lc, model):
     assert line == (f"dq-planner: llama-server --list-devices was killed by SIGABRT: "
                     f"Failed to connect to 127.0.0.1:{port}")
     assert processes_using(model) == []
+
+
+def test_serve_refuses_a_port_in_use(tiny_gguf, llama_cpp):
+    import socket
+
+    from llamacpp_support import dq
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        r = dq("serve", "--model-file", tiny_gguf("qwen2"), "--ctx", "512", "--port", str(port))
+    assert r.returncode == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in r.stderr and "Traceback" not in r.stderr

@@ -60,6 +60,7 @@ def main(argv: list[str]) -> int:
     if a.print_command:
         print(shell_line(cmd))
         return 0
+    _check_port_free(a.host, a.port)
     print(f"dq-planner: {lc.describe()}", file=sys.stderr)
     for n in sp.notes:
         print(f"note: {n}", file=sys.stderr)
@@ -87,3 +88,20 @@ def main(argv: list[str]) -> int:
     print(render_comparison(compare(sp.memory, report, sp.host_mapped_bytes), report, sp.memory,
                             sp.host_mapped_bytes))
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port another process listens on: /health would answer for that server, not ours."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise PlannerError(f"--host {host}: {e}") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError:
+            raise PlannerError(f"port {port} on {host} is already in use; choose another with --port") from None
