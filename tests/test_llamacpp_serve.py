@@ -151,9 +151,10 @@ def test_serve_fails_cleanly_when_the_port_is_taken(lc, model):
         s.listen(1)
         port = s.getsockname()[1]
         r = dq("serve", "--model-file", model, "--ctx", "4096", "--port", str(port), timeout=300)
-    assert r.returncode == 1
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("dq-planner: llama-server exited with status") and "bind" in last, r.stderr
+    # refused before anything starts: a server already on that port would answer /health for us
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [f"dq-planner: port {port} on 127.0.0.1 is already in use; "
+                                             "choose another with --port"], r.stderr
     assert processes_using(model) == []
 
 
@@ -226,16 +227,3 @@ def test_unreachable_rpc_server_is_one_line_exit_1(lc, model):
                     f"Failed to connect to 127.0.0.1:{port}")
     assert processes_using(model) == []
 
-
-def test_serve_refuses_a_port_in_use(tiny_gguf, llama_cpp):
-    import socket
-
-    from llamacpp_support import dq
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(1)
-        port = s.getsockname()[1]
-        r = dq("serve", "--model-file", tiny_gguf("qwen2"), "--ctx", "512", "--port", str(port))
-    assert r.returncode == 2
-    assert f"port {port} on 127.0.0.1 is already in use" in r.stderr and "Traceback" not in r.stderr
