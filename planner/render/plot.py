@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 from planner.core.plan import Plan
 from planner.core.recommend import pareto_points
 from planner.render.units import GiB
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+from planner.terminal import strip_ansi
 
 
 def plot_accuracy_memory(plan: Plan, task: str = "general", width: int = 100, height: int = 24) -> str:
@@ -41,4 +37,4 @@ def plot_accuracy_memory(plan: Plan, task: str = "general", width: int = 100, he
               + (f" ({hw.gpus} x {hw.name or hw.device}, ctx {plan.context})" if hw else ""))
     plt.xlabel("GiB on the fullest device (vertical line: capacity)")
     plt.ylabel("score")
-    return _ANSI.sub("", plt.build())
+    return strip_ansi(plt.build())

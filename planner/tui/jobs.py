@@ -20,6 +20,8 @@ import sys
 from dataclasses import dataclass
 from typing import AsyncIterator
 
+from planner.terminal import strip_ansi
+
 # What `dq-planner quantize` prints (planner/engines/llamacpp/progress.py), on a terminal, redrawn with \r:
 #   quantize Q4_K_M [###-------------------]  12.1% 00:03 ETA 00:21 blk.0.attn_output.weight
 # and on a pipe, every 10%:
@@ -37,11 +39,10 @@ _COMPARISON = re.compile(
     r"^(?P<device>\S+)\s+(?P<what>weights|KV cache|compute|output buffer)\s+(?P<planned>-|\d+\.\d+)\s+"
     r"(?P<measured>-|\d+\.\d+)(?:\s+(?P<diff>\S.*?))?\s*$")
 _READY = re.compile(r"is ready on (?P<url>\S+)")
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def clean(line: str) -> str:
-    return _ANSI.sub("", line).rstrip()
+    return strip_ansi(line).rstrip()
 
 
 @dataclass

@@ -18,12 +18,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from planner.terminal import strip_ansi
+
 MIB = 1024 * 1024
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def clean(line: str) -> str:
-    return _ANSI.sub("", line).rstrip("\r\n")
+    return strip_ansi(line).rstrip("\r\n")
 
 
 def mib_to_bytes_range(mib: float, decimals: int) -> tuple[int, int]:
