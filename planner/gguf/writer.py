@@ -458,6 +458,18 @@ def _finish(tmp_dir: Path, written: list[Path], targets: list[Path], overwrite: 
     return targets
 
 
+def _prepare(path: str | os.PathLike[str], model: ResolvedModel, types: Any, file_type: Any,
+             config: Mapping[str, Any] | None) -> tuple[Path, list[TensorSpec], list[T], int, Mapping[str, Any], Path]:
+    """What both writers start from: the path, the tensors and their types, general.file_type, the
+    config for the metadata, and a temporary folder beside the target (renamed into place at the end)."""
+    path = Path(path)
+    specs = model.tensors
+    tys = resolve_types(model, types)
+    ftype = _file_type(file_type, types, specs, tys)
+    cfg = _catalog_config(model) if config is None else config
+    return path, specs, tys, ftype, cfg, Path(tempfile.mkdtemp(prefix=".dq-gguf-", dir=path.parent))
+
+
 def write_gguf(path: str | os.PathLike[str], model: ResolvedModel, *, types: Any = None,
                file_type: Any = None, seed: int = 0, split_max_tensors: int = 0,
                config: Mapping[str, Any] | None = None, overwrite: bool = False) -> list[Path]:
@@ -467,12 +479,7 @@ def write_gguf(path: str | os.PathLike[str], model: ResolvedModel, *, types: Any
     them (PATH-00001-of-0000N.gguf, metadata in the first, split.* keys in each). The file is written
     under a temporary name and renamed when complete; an existing file is an error unless overwrite.
     """
-    path = Path(path)
-    specs = model.tensors
-    tys = resolve_types(model, types)
-    ftype = _file_type(file_type, types, specs, tys)
-    cfg = _catalog_config(model) if config is None else config
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".dq-gguf-", dir=path.parent))
+    path, specs, tys, ftype, cfg, tmp_dir = _prepare(path, model, types, file_type, config)
     try:
         w = _Writer(tmp_dir / path.name, model.hparams.arch, split_max_tensors=split_max_tensors)
         write_metadata(w, model, ftype, cfg)
@@ -495,12 +502,7 @@ def write_sparse_gguf(path: str | os.PathLike[str], model: ResolvedModel, *, typ
     """Write the model's full header (tensor infos with real shapes and `types`, metadata, vocabulary)
     and extend the file with os.truncate to the length the tensor data would take: a sparse file of
     the real size that uses only the header's disk blocks. Returns the path."""
-    path = Path(path)
-    specs = model.tensors
-    tys = resolve_types(model, types)
-    ftype = _file_type(file_type, types, specs, tys)
-    cfg = _catalog_config(model) if config is None else config
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".dq-gguf-", dir=path.parent))
+    path, specs, tys, ftype, cfg, tmp_dir = _prepare(path, model, types, file_type, config)
     try:
         tmp = tmp_dir / path.name
         w = _Writer(tmp, model.hparams.arch)
