@@ -9,11 +9,6 @@ from planner.core.memory import CTX_PAD, LayerWeights, MemoryOptions, Slot, plan
 from planner.core.plan import MemoryPlan, TensorPlan
 
 
-def fits(mp: MemoryPlan) -> bool:
-    host_ok = mp.host is None or mp.host.capacity_bytes <= 0 or mp.host.headroom_bytes >= 0
-    return host_ok and all(d.headroom_bytes >= 0 for d in mp.per_device)
-
-
 def max_context(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts: MemoryOptions,
                 weights: LayerWeights | None = None) -> int:
     """Largest context (a multiple of 256, at most the training context) that fits; 0 if none does.
@@ -25,7 +20,7 @@ def max_context(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
     lo = 0
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if fits(plan_memory(hp, tensors, slots, replace(opts, ctx=mid * CTX_PAD), lw)):
+        if plan_memory(hp, tensors, slots, replace(opts, ctx=mid * CTX_PAD), lw).fits:
             lo = mid
         else:
             hi = mid - 1
@@ -51,6 +46,6 @@ def fewest_devices(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], op
     else:
         return None
     for n in range(start, len(slots) + 1):
-        if fits(plan_memory(hp, tensors, slots[:n], opts, lw)):
+        if plan_memory(hp, tensors, slots[:n], opts, lw).fits:
             return n
     return None

@@ -109,6 +109,13 @@ class MemoryPlan:
     def total_bytes(self) -> int:
         return sum(d.total_bytes for d in self.per_device) + self.host_bytes
 
+    @property
+    def fits(self) -> bool:
+        """Every device within its capacity, and the host too when its RAM is known."""
+        host = self.host
+        host_ok = host is None or host.capacity_bytes <= 0 or host.headroom_bytes >= 0
+        return host_ok and all(d.headroom_bytes >= 0 for d in self.per_device)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "kv_cache_bytes": self.kv_cache_bytes,
@@ -168,9 +175,7 @@ class SchemePlan:
     def fits(self) -> bool | None:
         if self.memory is None:
             return None
-        host = self.memory.host
-        host_ok = host is None or host.capacity_bytes <= 0 or host.headroom_bytes >= 0
-        return all(d.headroom_bytes >= 0 for d in self.memory.per_device) and host_ok
+        return self.memory.fits
 
     @property
     def headroom_bytes(self) -> int | None:

@@ -9,7 +9,7 @@ from planner.core.fit import fewest_devices, max_context
 from planner.core.hardware_plan import resolve_hardware
 from planner.core.memory import LayerWeights, MemoryOptions, plan_memory
 from planner.core.plan import ModelSummary, Plan, PlanRequest
-from planner.core.schemes import Scheme, all_ids, resolve_scheme
+from planner.core.schemes import Scheme, ids_for, resolve_scheme
 from planner.core.sizing import ResolvedModel, resolve_catalog_model, size_file, size_scheme
 from planner.errors import PlannerError
 
@@ -17,15 +17,14 @@ KV_MODES = ("mla", "mla-kv", "legacy")
 ENGINES = ("llama.cpp", "vllm", "sglang")
 
 
-def resolve_layout(req: PlanRequest, arch: str) -> tuple[str | None, str | None, list[str]]:
-    """(layout, kv_mode, notes) for the request; only deepseek2 has layouts and KV modes."""
-    notes: list[str] = []
+def resolve_layout(req: PlanRequest, arch: str) -> tuple[str | None, str | None]:
+    """(layout, kv_mode) for the request; only deepseek2 has layouts and KV modes."""
     if req.kv_mode is not None and req.kv_mode not in KV_MODES:
         raise PlannerError(f"unknown --kv-mode '{req.kv_mode}'; valid: {', '.join(KV_MODES)}")
     if req.layout is not None and req.layout not in ("mla", "legacy"):
         raise PlannerError(f"unknown --layout '{req.layout}'; valid: mla, legacy")
     if arch != "deepseek2":
-        return None, None, notes
+        return None, None
     kv_mode = req.kv_mode
     layout = req.layout
     if kv_mode is None:
@@ -36,7 +35,7 @@ def resolve_layout(req: PlanRequest, arch: str) -> tuple[str | None, str | None,
         raise PlannerError("--kv-mode legacy needs the legacy layout (one attn_kv_b); drop --layout mla")
     if layout == "legacy" and kv_mode != "legacy":
         raise PlannerError("a legacy-layout GGUF (attn_kv_b) runs on llama.cpp's non-MLA path: use --kv-mode legacy")
-    return layout, kv_mode, notes
+    return layout, kv_mode
 
 
 def resolve_model(req: PlanRequest) -> tuple[ResolvedModel, str | None]:
@@ -45,16 +44,17 @@ def resolve_model(req: PlanRequest) -> tuple[ResolvedModel, str | None]:
         from planner.gguf.model import model_from_gguf
 
         model = model_from_gguf(req.model_file)
-        _, kv_mode, _ = resolve_layout(
+        _, kv_mode = resolve_layout(
             PlanRequest(kv_mode=req.kv_mode, layout=model.layout), model.hparams.arch)
         return model, kv_mode
     entry = cat.resolve_model(req.model)
-    layout, kv_mode, _ = resolve_layout(req, entry.hparams.arch)
+    layout, kv_mode = resolve_layout(req, entry.hparams.arch)
     return resolve_catalog_model(entry, layout), kv_mode
 
 
-def schemes_for(req: PlanRequest, model: ResolvedModel) -> tuple[list[Scheme], list[str]]:
-    notes: list[str] = []
+def schemes_for(req: PlanRequest, model: ResolvedModel) -> list[Scheme]:
+    """The requested schemes (each checked against the architecture), else every one that applies;
+    none for a GGUF file planned as it is."""
     if req.schemes:
         out = []
         for s in req.schemes:
@@ -63,15 +63,10 @@ def schemes_for(req: PlanRequest, model: ResolvedModel) -> tuple[list[Scheme], l
                 raise PlannerError(
                     f"scheme {sch.id} is a recipe for {', '.join(sch.architectures)}, not {model.hparams.arch}")
             out.append(sch)
-        return out, notes
+        return out
     if model.file_scheme:
-        return [], notes
-    out = []
-    for sid in all_ids():
-        sch = resolve_scheme(sid)
-        if sch.applies_to(model.hparams.arch):
-            out.append(sch)
-    return out, notes
+        return []
+    return [resolve_scheme(s) for s in ids_for(model.hparams.arch)]
 
 
 def memory_options(req: PlanRequest, kv_mode: str | None, host_capacity: int = 0) -> MemoryOptions:
@@ -135,12 +130,12 @@ def _engine_plan(req: PlanRequest, detection) -> Plan:
     summary = ModelSummary(id=entry.id, name=entry.name, architecture=entry.hparams.arch,
                            params=schemes[0].params if schemes else 0, layout=None, source=entry.source)
     return Plan(model=summary, engine=req.engine, hardware=hw.summary, context=req.ctx, kv_mode=None,
-                schemes=schemes, notes=list(hw.notes))
+                schemes=schemes)
 
 
 def _llama_cpp_plan(req: PlanRequest, detection) -> Plan:
     model, kv_mode = resolve_model(req)
-    schemes, notes = schemes_for(req, model)
+    schemes = schemes_for(req, model)
     hw = resolve_hardware(req, detection)
     opts = memory_options(req, kv_mode, hw.host_capacity_bytes)
     plans = []
@@ -157,5 +152,5 @@ def _llama_cpp_plan(req: PlanRequest, detection) -> Plan:
     summary = ModelSummary(id=model.id, name=model.name, architecture=model.hparams.arch,
                            params=model.params, layout=model.layout, source=model.source)
     return Plan(model=summary, engine=req.engine, hardware=hw.summary, context=req.ctx, kv_mode=kv_mode,
-                schemes=plans, notes=notes)
+                schemes=plans)
 

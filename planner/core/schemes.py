@@ -104,6 +104,11 @@ def all_ids() -> list[str]:
     return standard_ids() + [r for r in recipes() if r not in FTYPES]
 
 
+def ids_for(arch: str) -> list[str]:
+    """Every standard scheme and every recipe that applies to the architecture, in all_ids() order."""
+    return [s for s in all_ids() if resolve_scheme(s).applies_to(arch)]
+
+
 def resolve_scheme(spec: str) -> Scheme:
     """A scheme id (ftype name or alias, recipe id) or a path to a recipe file."""
     rec = recipes()

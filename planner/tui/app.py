@@ -35,7 +35,7 @@ from textual.worker import Worker, WorkerState
 from planner.core import catalog as cat
 from planner.core.plan import Plan, PlanRequest, SchemePlan
 from planner.core.planner import make_plan
-from planner.core.schemes import all_ids, resolve_scheme
+from planner.core.schemes import all_ids, ids_for
 from planner.errors import PlannerError
 from planner.render.units import GiB, human
 from planner.tui import background
@@ -270,7 +270,7 @@ class PlannerApp(App[int]):
                 if req.model_file:
                     return all_ids()
                 arch = cat.resolve_model(req.model).hparams.arch
-                return [s for s in all_ids() if resolve_scheme(s).applies_to(arch)]
+                return ids_for(arch)
             from planner.core.hf_checkpoint import formats_for
 
             return [f.id for f in formats_for(cat.resolve_model(req.model))]
@@ -387,7 +387,7 @@ class PlannerApp(App[int]):
         if not r.model_file or r.engine != "llama.cpp" or self.plan is None:
             return None
         arch = self.plan.model.architecture
-        return [s for s in all_ids() if resolve_scheme(s).applies_to(arch)]
+        return ids_for(arch)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.name != "full-plan" or self._exiting():

@@ -105,7 +105,7 @@ class RpcDevice:
 
 def parse_rpc(spec: str) -> RpcDevice:
     """HOST:PORT[=MEM], as the plan reads it (planner.core.hardware_plan.parse_rpc: MEM like 24G, 24GiB,
-    80GB, 81559MiB or bytes)."""
+    80GB, 81559MiB, or a bare number of GiB)."""
     from planner.core.hardware_plan import parse_rpc as plan_parse_rpc
 
     try:

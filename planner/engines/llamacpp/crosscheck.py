@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from planner.core.plan import SchemePlan
-from planner.core.schemes import recipes, resolve_scheme, standard_ids
+from planner.core.schemes import ids_for, resolve_scheme
 from planner.core.sizing import ResolvedModel, size_scheme
 from planner.engines.llamacpp.argv import child_env, quantize_argv
 from planner.engines.llamacpp.locate import LlamaCpp
@@ -49,8 +49,7 @@ class SchemeCheck:
 
 def schemes_for(arch: str) -> list[str]:
     """Every standard scheme and every recipe that applies to the architecture."""
-    std = standard_ids()
-    return std + [r for r, s in recipes().items() if s.applies_to(arch) and r not in std]
+    return ids_for(arch)
 
 
 def dry_run_compare(lc: LlamaCpp, model: ResolvedModel, path: str | os.PathLike, scheme_ids: list[str],
