@@ -7,7 +7,7 @@ from planner.core.plan import Accuracy, PlanRequest
 from planner.core.planner import make_plan
 from planner.engines.compare import Candidate, compare_deployments, engine_candidate, findings
 from planner.errors import PlannerError
-from planner.hardware.profiles import resolve_device
+from planner.core.devices import resolve_device
 
 
 @pytest.fixture(scope="module")

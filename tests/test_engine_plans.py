@@ -18,7 +18,7 @@ from planner.core.plan import PlanRequest
 from planner.engines import sglang, vllm
 from planner.engines.hf_serving import EngineOptions, plan_engine
 from planner.errors import PlannerError
-from planner.hardware.profiles import resolve_device
+from planner.core.devices import resolve_device
 
 R1 = "deepseek-r1"
 GiB = 1 << 30

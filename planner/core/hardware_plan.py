@@ -49,7 +49,7 @@ class Hardware:
 
 def resolve_hardware(req: PlanRequest, detection=None) -> Hardware:
     """The devices to plan on: --device/--gpus/--nodes/--rpc, or what detection found."""
-    from planner.hardware.profiles import resolve_device
+    from planner.core.devices import resolve_device
 
     notes: list[str] = []
     detected = None

@@ -142,7 +142,7 @@ def candidates_from_specs(req: PlanRequest, specs: list[str]) -> list[Candidate]
     from dataclasses import replace
 
     from planner.core.planner import make_plan
-    from planner.hardware.profiles import resolve_device
+    from planner.core.devices import resolve_device
 
     out = []
     for spec in specs:

@@ -31,7 +31,7 @@ from typing import Any
 
 from planner.hardware import npu_smi, nvml
 from planner.hardware.host import HostInfo, host_info
-from planner.hardware.profiles import DeviceProfile, profiles
+from planner.core.devices import DeviceProfile, profiles
 
 MiB = 1 << 20
 GiB = 1 << 30

@@ -16,7 +16,7 @@ from planner.core.plan import PlanRequest
 from planner.core.planner import ENGINES, KV_MODES
 from planner.core.schemes import all_ids
 from planner.errors import PlannerError
-from planner.hardware.profiles import profiles
+from planner.core.devices import profiles
 
 # llama.cpp's accepted --cache-type-k/-v values (common/arg.cpp: kv_cache_types)
 CACHE_TYPES = ("f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1", "f32")

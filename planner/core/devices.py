@@ -1,4 +1,4 @@
-"""Device profiles: one TOML per accelerator in profiles/hardware/, or a user's own file.
+"""Device profiles (data, read by the core): one TOML per accelerator in profiles/hardware/, or a user's own file.
 
 Schema (every figure cites its source in the file; unverified figures are listed in `unverified`):
 
