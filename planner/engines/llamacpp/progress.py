@@ -1,10 +1,22 @@
-"""Progress with an ETA on stderr: a redrawn bar on a terminal, a plain line every 10% otherwise."""
+"""Progress with an ETA on stderr: a redrawn bar on a terminal, a plain line every 10% otherwise; and the
+same progress as events (`QuantizeEvents`, for `--events jsonl`: see planner/events.py)."""
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from planner.core.plan import SchemePlan
+    from planner.events import EventSink
+
+
+def eta_seconds(done: float, total: float, elapsed: float) -> float | None:
+    """Seconds left if the rest goes at the pace so far; None before anything is done."""
+    if done <= 0:
+        return None
+    return max(0.0, elapsed * (total - done) / done)
 
 
 def _fmt_time(s: float) -> str:
@@ -33,10 +45,7 @@ class Progress:
         self.count = 0
 
     def eta(self) -> float | None:
-        if self.done <= 0:
-            return None
-        elapsed = self.clock() - self.t0
-        return elapsed * (self.total - self.done) / self.done
+        return eta_seconds(self.done, self.total, self.clock() - self.t0)
 
     def line(self, label: str = "") -> str:
         frac = min(1.0, self.done / self.total)
@@ -71,3 +80,50 @@ class Progress:
             self.stream.write("\n")
             self.stream.flush()
             self._last_len = 0
+
+
+class QuantizeEvents:
+    """Turns llama-quantize's output, fed line by line (`run_quantize(on_line=...)`), into `tensor` and
+    `progress` events: one of each per tensor llama-quantize reports, progress in source bytes read as
+    `Progress` measures it."""
+
+    def __init__(self, sink: "EventSink", plan: "SchemePlan", clock=time.monotonic) -> None:
+        from planner.core.ggml_types import parse_type, tensor_bytes
+        from planner.engines.llamacpp.logs import QuantizeLineParser
+        from planner.errors import PlannerError
+
+        def src_bytes(t) -> int:
+            try:
+                return tensor_bytes(tuple(t.shape), parse_type(t.src_type))
+            except (PlannerError, ValueError):
+                return 0
+
+        self.sink = sink
+        self.parser = QuantizeLineParser()
+        self.src_bytes = {t.name: src_bytes(t) for t in plan.tensors}
+        self.total = sum(self.src_bytes.values())
+        self.done = 0
+        self.clock = clock
+        self.t0 = clock()
+
+    def feed(self, line: str) -> None:
+        from planner.core.ggml_types import parse_type, tensor_bytes
+        from planner.errors import PlannerError
+
+        t = self.parser.feed(line)
+        if t is None:
+            return
+        shape = list(t.ne)
+        while len(shape) > 1 and shape[-1] == 1:
+            shape.pop()
+        try:
+            nbytes: int | None = tensor_bytes(tuple(shape), parse_type(t.type))
+        except (PlannerError, ValueError):
+            nbytes = None
+        self.sink.emit("tensor", name=t.name, type=t.type, shape=shape, bytes=nbytes)
+        self.done += self.src_bytes.get(t.name, 0)
+        elapsed = self.clock() - self.t0
+        eta = eta_seconds(self.done, self.total, elapsed)
+        self.sink.emit("progress", tensor=t.index, tensors=t.total, name=t.name, bytes_done=self.done,
+                       bytes_total=self.total, elapsed_s=round(elapsed, 3),
+                       eta_s=None if eta is None else round(eta, 3))

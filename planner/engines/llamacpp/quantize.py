@@ -228,7 +228,8 @@ def _src_bytes(t) -> int:
 def run_quantize(lc: LlamaCpp, src: Path, dst: Path | None, scheme: Scheme, plan: SchemePlan, *,
                  imatrix: Path | None = None, threads: int | None = None, dry_run: bool = False,
                  progress: Progress | None = None, on_line: Callable[[str], None] | None = None,
-                 env: dict[str, str] | None = None) -> QuantizeResult:
+                 env: dict[str, str] | None = None,
+                 on_start: Callable[[Child], None] | None = None) -> QuantizeResult:
     """Run llama-quantize; on success (not dry-run) the output is at `dst`. Any failure: RunError with
     llama.cpp's own error, no partial file left; KeyboardInterrupt: child stopped, partial file removed."""
     binary = lc.binary("llama-quantize")
@@ -254,6 +255,8 @@ def run_quantize(lc: LlamaCpp, src: Path, dst: Path | None, scheme: Scheme, plan
                 # them: a file size limit (ulimit -f) then fails the write like a full disk does, and
                 # llama-quantize reports it itself instead of being killed silently
                 child = Child(argv, env=child_env(env), on_line=on_line, restore_signals=False)
+                if on_start is not None:
+                    on_start(child)
                 for line in child.iter_lines():
                     t = parser.feed(line)
                     if t is not None and progress is not None:
