@@ -1,10 +1,9 @@
-"""The TUI's parsers (on captured real output), command lines, file writing and bar arithmetic."""
+"""The TUI's command lines, file writing and bar arithmetic."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import sys
 import time
@@ -16,52 +15,9 @@ from planner.cli import main_parser, request_from_args
 from planner.core.plan import DeviceMemory, PlanRequest
 from planner.errors import PlannerError
 from planner.tui.choices import request_args, write_new_file
-from planner.tui.jobs import ChildProcess, parse_comparison_row, parse_quantize_progress, parse_ready
+from planner.tui.jobs import ChildProcess
 from planner.tui.widgets.memory import bar_cells
 from planner.tui.widgets.tensors import filter_tensors
-
-FIX = Path(__file__).parent / "fixtures" / "tui"
-
-
-def _lines(raw: bytes) -> list[str]:
-    return re.split(r"\r\n|\r|\n", raw.decode())
-
-
-def test_quantize_progress_from_a_terminal_run():
-    ps = [p for p in map(parse_quantize_progress, _lines((FIX / "quantize_q4_k_m_pty.txt").read_bytes())) if p]
-    # one redraw per tensor of the tiny deepseek2 model (52 tensors), ending at 100%
-    assert len(ps) == 52
-    assert ps[0].label == "output.weight" and ps[0].fraction == pytest.approx(0.029)
-    assert ps[-1].fraction == 1.0 and ps[-1].eta == "00:00"
-    assert ps[-1].label == "blk.2.ffn_up_shexp.weight"
-    assert all(b.fraction >= a.fraction for a, b in zip(ps, ps[1:]))
-
-
-def test_quantize_progress_from_a_pipe_run():
-    ps = [p for p in map(parse_quantize_progress, _lines((FIX / "quantize_q4_k_m_pipe.txt").read_bytes())) if p]
-    assert [round(p.fraction * 100) for p in ps] == [10, 20, 31, 40, 52, 61, 71, 81, 90, 100]
-    assert ps[3].label == "27 tensors"
-
-
-def test_llama_quantize_line_passed_through():
-    p = parse_quantize_progress("[  27/ 142]  blk.1.ffn_down_exps.weight - [ 256, 256, 4, 1], type = f16, "
-                                "converting to q6_K .. size = 0.50 MiB -> 0.21 MiB")
-    assert p is not None and p.fraction == pytest.approx(27 / 142)
-    assert p.label == "27/142 blk.1.ffn_down_exps.weight"
-    assert parse_quantize_progress("llama_model_quantize_impl: model size = 12.00 MiB") is None
-
-
-def test_serve_output():
-    lines = (FIX / "serve_keep_running.txt").read_text().splitlines()
-    rows = [r for r in map(parse_comparison_row, lines) if r]
-    assert len(rows) == 8                 # printed when ready and again at the stop
-    kv = rows[1]
-    assert (kv.device, kv.what, kv.planned_mib, kv.measured_mib, kv.diff) == ("Host", "KV cache", 7.5, 7.5, "exact")
-    w = rows[0]
-    assert (w.planned_mib, w.measured_mib, w.diff) == (2.11, 3.17, "-1.06 (-33.6%)")
-    assert [u for u in map(parse_ready, lines) if u] == ["http://127.0.0.1:18080"]
-    assert parse_comparison_row("device  what           planned MiB  llama.cpp MiB  planned - llama.cpp") is None
-
 
 @pytest.mark.parametrize("req", [
     PlanRequest(),

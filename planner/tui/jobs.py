@@ -1,4 +1,8 @@
-"""Child processes of the TUI (`dq-planner quantize`, `dq-planner serve`) and the parsers of their output.
+"""Child processes of the TUI (`dq-planner quantize`, `dq-planner serve`) and what their events say.
+
+The TUI runs both with `--events jsonl` and reads the JSON-lines events they write (planner/events.py)
+into a `QuantizeState` / `ServeState`; every other line of their output is the log. Nothing is read
+from their human text.
 
 Children run without a shell, in their own process group, with stdin closed and stdout+stderr merged.
 They never outlive the TUI: stop() interrupts (SIGINT, so `dq-planner quantize` removes its partial
@@ -17,83 +21,142 @@ import re
 import shlex
 import signal
 import sys
-from dataclasses import dataclass
-from typing import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
 
+from planner.events import parse_event
 from planner.terminal import strip_ansi
-
-# What `dq-planner quantize` prints (planner/engines/llamacpp/progress.py), on a terminal, redrawn with \r:
-#   quantize Q4_K_M [###-------------------]  12.1% 00:03 ETA 00:21 blk.0.attn_output.weight
-# and on a pipe, every 10%:
-#   quantize Q4_K_M  40% (27 tensors, 00:00 elapsed, ETA 00:00)
-_PROGRESS_TTY = re.compile(
-    r"\[[#-]+\]\s+(?P<pct>\d+(?:\.\d+)?)%\s+(?P<elapsed>[\d:]+)\s+ETA\s+(?P<eta>[\d:]+|--:--)\s*(?P<label>\S*)")
-_PROGRESS_PIPE = re.compile(
-    r"(?P<pct>\d+(?:\.\d+)?)%\s+\((?P<count>\d+) tensors, (?P<elapsed>[\d:]+) elapsed, ETA (?P<eta>[\d:]+|--:--)\)")
-# llama-quantize's own per-tensor line, should a wrapper pass it through (src/llama-quant.cpp):
-#   [  27/ 142] blk.1.ffn_down_exps.weight - [ 256, 256, 4, 1], type = f16, converting to q6_K .. size = ...
-_QUANT_TENSOR = re.compile(r"\[\s*(?P<i>\d+)\s*/\s*(?P<n>\d+)\]\s+(?P<name>\S+)\s+-\s+\[")
-# `dq-planner serve` (planner/engines/llamacpp/server.py render_comparison), one row per device and part:
-#   Host    KV cache              7.50           7.50  exact
-_COMPARISON = re.compile(
-    r"^(?P<device>\S+)\s+(?P<what>weights|KV cache|compute|output buffer)\s+(?P<planned>-|\d+\.\d+)\s+"
-    r"(?P<measured>-|\d+\.\d+)(?:\s+(?P<diff>\S.*?))?\s*$")
-_READY = re.compile(r"is ready on (?P<url>\S+)")
-
 
 def clean(line: str) -> str:
     return strip_ansi(line).rstrip()
 
 
+def events_argv(args: list[str]) -> list[str]:
+    """A dq-planner subcommand's arguments with `--events jsonl` (planner/events.py) after the
+    subcommand: the TUI reads those events, the rest of the output is the log."""
+    if "--events" in args or any(a.startswith("--events=") for a in args):
+        return list(args)
+    return [*args[:1], "--events", "jsonl", *args[1:]]
+
+
 @dataclass
-class QuantizeProgress:
-    fraction: float            # 0..1
-    eta: str | None            # as printed ("00:21"), None when not known
-    label: str                 # the tensor being written, or "27/142 tensors"
+class JobState:
+    """What the events of one `dq-planner quantize|serve --events jsonl` run say so far."""
+
+    program: str | None = None          # the llama.cpp program started, its pid
+    pid: int | None = None
+    error: str | None = None
+    exit_code: int | None = None        # from the done event
+    output: str | None = None
+
+    def feed(self, ev: dict[str, Any]) -> bool:
+        """Apply one event; False for an event this state ignores."""
+        kind = ev.get("event")
+        if kind == "started":
+            self.program, self.pid = ev.get("program"), ev.get("pid")
+        elif kind == "error":
+            self.error = ev.get("message")
+        elif kind == "done":
+            self.exit_code, self.output = ev.get("exit_code"), ev.get("output")
+        else:
+            return False
+        return True
+
+    def feed_line(self, line: str) -> bool:
+        """One line of the child's output: True if it was an event (applied), False for a log line."""
+        ev = parse_event(line)
+        if ev is None:
+            return False
+        self.feed(ev)
+        return True
 
 
-def parse_quantize_progress(line: str) -> QuantizeProgress | None:
-    line = clean(line)
-    m = _PROGRESS_TTY.search(line)
-    if m:
-        eta = m.group("eta")
-        return QuantizeProgress(float(m.group("pct")) / 100, None if eta == "--:--" else eta, m.group("label"))
-    m = _PROGRESS_PIPE.search(line)
-    if m:
-        eta = m.group("eta")
-        return QuantizeProgress(float(m.group("pct")) / 100, None if eta == "--:--" else eta,
-                                f"{m.group('count')} tensors")
-    m = _QUANT_TENSOR.search(line)
-    if m:
-        i, n = int(m.group("i")), int(m.group("n"))
-        return QuantizeProgress(i / n if n else 0.0, None, f"{i}/{n} {m.group('name')}")
-    return None
+@dataclass
+class QuantizeState(JobState):
+    tensor: int = 0                     # tensors done, of `tensors`
+    tensors: int = 0
+    name: str = ""                      # the last tensor written
+    bytes_done: int = 0
+    bytes_total: int = 0
+    eta_s: float | None = None
+    written: dict[str, tuple[str, int | None]] = field(default_factory=dict)   # name -> (type, bytes)
+    verified: bool | None = None        # None: not checked (yet)
+    differences: int = 0
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def fraction(self) -> float:
+        """Work done, 0..1: source bytes read (what the ETA follows), else tensors."""
+        if self.bytes_total > 0:
+            return min(1.0, self.bytes_done / self.bytes_total)
+        return self.tensor / self.tensors if self.tensors else 0.0
+
+    def feed(self, ev: dict[str, Any]) -> bool:
+        kind = ev.get("event")
+        if kind == "progress":
+            self.tensor, self.tensors = int(ev["tensor"]), int(ev["tensors"])
+            self.name = ev.get("name") or ""
+            self.bytes_done, self.bytes_total = int(ev["bytes_done"]), int(ev["bytes_total"])
+            self.eta_s = ev.get("eta_s")
+        elif kind == "tensor":
+            self.written[ev["name"]] = (ev["type"], ev.get("bytes"))
+        elif kind == "verified":
+            self.verified = bool(ev["ok"])
+            self.differences = int(ev["differences"])
+            self.mismatches = list(ev.get("mismatches") or [])
+        else:
+            return super().feed(ev)
+        return True
+
+    def progress_text(self) -> str:
+        eta = f", ETA {fmt_seconds(self.eta_s)}" if self.eta_s is not None and self.fraction < 1 else ""
+        return f"{100 * self.fraction:.0f}%{eta} {self.tensor}/{self.tensors} {self.name}".rstrip()
+
+
+def fmt_seconds(s: float) -> str:
+    s = max(0, int(round(s)))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
 
 
 @dataclass
 class ComparisonRow:
     device: str
     what: str                  # weights | KV cache | compute | output buffer
-    planned_mib: float | None
+    planned_mib: float | None  # as shown (2 decimals)
     measured_mib: float | None
-    diff: str                  # as printed: "exact", "-1.06 (-33.6%)", ""
+    diff: str                  # as `dq-planner serve` prints it: "exact", "-1.06 (-33.6%)", ""
+    planned_bytes: int | None = None
 
 
-def parse_comparison_row(line: str) -> ComparisonRow | None:
-    m = _COMPARISON.match(clean(line))
-    if not m:
-        return None
+@dataclass
+class ServeState(JobState):
+    url: str | None = None
+    phase: str | None = None            # of the last measured event: "ready" or "stopped"
+    rows: list[ComparisonRow] = field(default_factory=list)
 
-    def num(v: str) -> float | None:
-        return None if v == "-" else float(v)
+    def feed(self, ev: dict[str, Any]) -> bool:
+        kind = ev.get("event")
+        if kind == "ready":
+            self.url = ev.get("url")
+        elif kind == "measured":
+            self.phase = ev.get("phase")
+            self.rows = [comparison_row(r) for r in ev.get("rows") or []]
+        else:
+            return super().feed(ev)
+        return True
 
-    return ComparisonRow(m.group("device"), m.group("what"), num(m.group("planned")), num(m.group("measured")),
-                         m.group("diff") or "")
 
+def comparison_row(r: dict[str, Any]) -> ComparisonRow:
+    """A row of a measured event as the table shows it (the same figures and wording as serve prints)."""
+    from planner.engines.llamacpp.logs import MIB
+    from planner.engines.llamacpp.server import LABELS, Comparison
 
-def parse_ready(line: str) -> str | None:
-    m = _READY.search(line)
-    return m.group("url") if m else None
+    c = Comparison(r["device"], r["component"], r.get("planned_bytes"), r.get("measured_mib"))
+    planned = None if c.planned_bytes is None else round(c.planned_bytes / MIB, 2)
+    return ComparisonRow(c.device, LABELS.get(c.component, c.component), planned, c.measured_mib, c.diff_text,
+                         c.planned_bytes)
 
 
 def dq_planner_argv(args: list[str]) -> list[str]:

@@ -140,6 +140,17 @@ class Comparison:
         return (self.planned_bytes is not None and self.measured_mib is not None
                 and f"{self.planned_bytes / MIB:.2f}" == f"{self.measured_mib:.2f}")
 
+    @property
+    def diff_text(self) -> str:
+        """planned - llama.cpp as the table prints it: "exact", "-1.06 (-33.6%)", or "" (a side missing)."""
+        d = self.diff_mib
+        if d is None:
+            return ""
+        if self.exact:
+            return "exact"
+        rel = f" ({100 * d / self.measured_mib:+.1f}%)" if self.measured_mib else ""
+        return f"{d:+.2f}{rel}"
+
 
 @dataclass
 class MeasuredDevice:
@@ -234,14 +245,7 @@ def render_comparison(rows: list[Comparison], report: MemoryReport | None = None
     for r in rows:
         planned = "-" if r.planned_bytes is None else f"{r.planned_bytes / MIB:.2f}"
         meas = "-" if r.measured_mib is None else f"{r.measured_mib:.2f}"
-        if r.diff_mib is None:
-            diff = ""
-        elif r.exact:
-            diff = "exact"
-        else:
-            rel = f" ({100 * r.diff_mib / r.measured_mib:+.1f}%)" if r.measured_mib else ""
-            diff = f"{r.diff_mib:+.2f}{rel}"
-        body.append([r.device, LABELS[r.component], planned, meas, diff])
+        body.append([r.device, LABELS[r.component], planned, meas, r.diff_text])
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
     right = {2, 3}
 

@@ -1,18 +1,22 @@
 """The Run tab: quantization (progress, ETA, log, cancel) and a server (log, planned vs measured).
 
-Both run `dq-planner quantize` / `dq-planner serve` as child processes read by async workers, so the
-screen never waits on them; the figures shown are the ones those commands print.
+Both run `dq-planner quantize` / `dq-planner serve --events jsonl` as child processes read by async
+workers, so the screen never waits on them; the figures shown are those of the commands' events
+(planner/events.py), applied to a QuantizeState / ServeState (planner/tui/jobs.py); their other lines are
+the log.
 """
 
 from __future__ import annotations
+
+import sys
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, ProgressBar, RichLog, Static
 
-from planner.tui.jobs import (ChildProcess, ComparisonRow, clean, command_text, parse_comparison_row,
-                              parse_quantize_progress, parse_ready)
+from planner.tui.jobs import (ChildProcess, ComparisonRow, JobState, QuantizeState, ServeState, clean,
+                              command_text, events_argv)
 
 
 class JobPanel(Vertical):
@@ -26,6 +30,10 @@ class JobPanel(Vertical):
         self.title = title
         self.child: ChildProcess | None = None
         self.last_status = "idle"
+        self.state: JobState = self.new_state()
+
+    def new_state(self) -> JobState:
+        return JobState()
 
     @property
     def running(self) -> bool:
@@ -51,7 +59,11 @@ class JobPanel(Vertical):
             self.child.kill_now()
 
     async def run_child(self, argv: list[str]) -> int | None:
-        """Run argv to its end, feeding every line to on_line(); returns its exit code."""
+        """Run argv (a dq-planner subcommand: `--events jsonl` is added) to its end: events update the
+        state (show_state), other lines go to the log (on_line); returns its exit code."""
+        if argv[:3] == [sys.executable, "-m", "planner.cli"]:
+            argv = [*argv[:3], *events_argv(argv[3:])]
+        self.state = self.new_state()
         self.child = child = ChildProcess(argv, use_pty=self.use_pty)
         getattr(self.app, "child_processes", []).append(child)
         self.log_widget.write(Text("$ " + command_text(argv), style="bold"))
@@ -63,7 +75,11 @@ class JobPanel(Vertical):
         self.app.refresh_bindings()
         try:
             async for line, final in child.lines():
-                self.on_line(clean(line), final)
+                line = clean(line)
+                if self.state.feed_line(line):
+                    self.show_state()
+                else:
+                    self.on_line(line, final)
         finally:
             if child.running:
                 await child.stop()
@@ -74,14 +90,23 @@ class JobPanel(Vertical):
         if final and line.strip():
             self.log_widget.write(Text(line))
 
+    def show_state(self) -> None:
+        """The state has changed: show it."""
+
 
 class QuantizePanel(JobPanel):
-    use_pty = True          # dq-planner quantize redraws its progress after every tensor on a terminal
+    state: QuantizeState
 
     def __init__(self, **kw) -> None:
         super().__init__("quantize", "Quantize", **kw)
-        self.fraction = 0.0
         self.output = ""
+
+    def new_state(self) -> QuantizeState:
+        return QuantizeState()
+
+    @property
+    def fraction(self) -> float:
+        return self.state.fraction
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="job-head"):
@@ -90,37 +115,49 @@ class QuantizePanel(JobPanel):
         yield RichLog(id="quantize-log", wrap=False, max_lines=2000)
 
     def begin(self, output: str) -> None:
-        self.fraction = 0.0
+        self.state = self.new_state()
         self.output = output
         self.query_one("#quantize-progress", ProgressBar).update(total=100, progress=0)
         self.log_widget.clear()
         self.set_status("starting...")
 
-    def on_line(self, line: str, final: bool) -> None:
-        p = parse_quantize_progress(line)
-        if p is None:
-            super().on_line(line, final)
-            return
-        self.fraction = p.fraction
-        self.query_one("#quantize-progress", ProgressBar).update(progress=100 * p.fraction)
-        eta = f", ETA {p.eta}" if p.eta and p.fraction < 1 else ""
-        self.set_status(f"{100 * p.fraction:.0f}%{eta} {p.label} (K cancels)")
+    def show_state(self) -> None:
+        st = self.state
+        self.query_one("#quantize-progress", ProgressBar).update(progress=100 * st.fraction)
+        if st.verified is False:
+            self.set_status(f"{st.differences} difference(s) from the plan; see the log", "bold red")
+        elif st.verified is None and st.exit_code is None and st.tensors:
+            self.set_status(f"{st.progress_text()} (K cancels)")
 
     def finish(self, rc: int | None) -> None:
+        st = self.state
         if self.child is not None and self.child.cancelled:
             self.set_status(f"cancelled (exit {rc}); no partial output is kept", "bold yellow")
-        elif rc == 0:
+        elif rc == 0 and st.verified:
             self.query_one("#quantize-progress", ProgressBar).update(progress=100)
-            self.set_status(f"done: {self.output}, verified against the plan", "bold green")
+            self.set_status(f"done: {st.output or self.output}, {st.tensors} tensors verified against the plan",
+                            "bold green")
         else:
-            self.set_status(f"failed (exit {rc}); see the log", "bold red")
+            why = st.error or "see the log"
+            self.set_status(f"failed (exit {rc}): {why}", "bold red")
 
 
 class ServePanel(JobPanel):
+    state: ServeState
+
     def __init__(self, **kw) -> None:
         super().__init__("serve", "Server", **kw)
-        self.rows: list[ComparisonRow] = []
-        self.url: str | None = None
+
+    def new_state(self) -> ServeState:
+        return ServeState()
+
+    @property
+    def rows(self) -> list[ComparisonRow]:
+        return self.state.rows
+
+    @property
+    def url(self) -> str | None:
+        return self.state.url
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Server: idle (r starts one)"), id="serve-status")
@@ -132,26 +169,18 @@ class ServePanel(JobPanel):
         t.add_columns("device", "what", "planned MiB", "measured MiB", "planned - measured")
 
     def begin(self) -> None:
-        self.rows = []
-        self.url = None
+        self.state = self.new_state()
         self.log_widget.clear()
         self.set_status("starting...")
         self.update_table()
 
-    def on_line(self, line: str, final: bool) -> None:
-        super().on_line(line, final)
-        if line.startswith("device") and "planned MiB" in line:
-            self.rows = []                  # a new comparison table follows
-            return
-        row = parse_comparison_row(line)
-        if row is not None:
-            self.rows.append(row)
-            self.update_table()
-            return
-        url = parse_ready(line)
-        if url:
-            self.url = url
-            self.set_status(f"ready on {url} (K stops it)", "bold green")
+    def show_state(self) -> None:
+        st = self.state
+        self.update_table()
+        if st.exit_code is None and st.url and st.phase != "stopped":
+            self.set_status(f"ready on {st.url} (K stops it)", "bold green")
+        elif st.exit_code is None and st.pid is not None and not st.url:
+            self.set_status(f"loading the model (llama-server pid {st.pid})...")
 
     def update_table(self) -> None:
         t = self.query_one("#serve-compare", DataTable)
@@ -169,7 +198,8 @@ class ServePanel(JobPanel):
         elif rc == 0:
             self.set_status("stopped (exit 0)")
         else:
-            self.set_status(f"failed (exit {rc}); see the log", "bold red")
+            why = self.state.error or "see the log"
+            self.set_status(f"failed (exit {rc}): {why}", "bold red")
 
 
 class RunView(Vertical):
