@@ -99,7 +99,7 @@ def full_scale(lc, tmp: Path, rows: list[list[str]], errs: dict[str, list[float]
 
 def tiny_runs(lc, tmp: Path, rows: list[list[str]], errs: dict[str, list[float]]) -> None:
     from planner.core.plan import PlanRequest
-    from planner.core.planner import make_plan
+    from planner.planning import make_plan
 
     exe = str(lc.binary("llama-completion"))
     for kind in ("deepseek2-mla", "qwen2", "llama"):

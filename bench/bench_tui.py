@@ -36,7 +36,7 @@ from pathlib import Path
 os.environ.setdefault("DQ_PLANNER_DETECT", "0")
 
 from planner.core.plan import PlanRequest  # noqa: E402
-from planner.core.planner import make_plan  # noqa: E402
+from planner.planning import make_plan  # noqa: E402
 
 TARGET_S = 0.050
 OUT = Path(__file__).resolve().parent / "out"

@@ -62,7 +62,8 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
                    help="scheme id or recipe file (repeatable); default: every standard scheme and recipe")
     g.add_argument("--engine", default="llama.cpp", choices=["llama.cpp", "vllm", "sglang"])
     g.add_argument("--device", metavar="ID|auto|FILE", help="hardware profile; default: detected, else h100")
-    g.add_argument("--gpus", type=_positive_int("--gpus"), metavar="N", help="devices per node")
+    g.add_argument("--gpus", type=_nonneg_int("--gpus"), metavar="N",
+                   help="devices per node (0: only the --rpc devices and the host)")
     g.add_argument("--nodes", type=_positive_int("--nodes"), default=1, metavar="N")
     g.add_argument("--rpc", metavar="HOST:PORT[=MEM],...", help="llama.cpp RPC devices")
     g.add_argument("--ctx", type=_positive_int("--ctx"), default=32768, metavar="N", help="context tokens")
@@ -133,17 +134,18 @@ def main_parser() -> argparse.ArgumentParser:
 
 
 def _emit_json(doc: Any) -> None:
-    json.dump(doc, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    # one write: json.dump would issue a write per token, which a large plan (thousands of devices) pays for
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
 
 
 def run_headless(a: argparse.Namespace) -> int:
-    from planner.core.planner import make_plan
+    from planner.planning import make_plan
     from planner.render.table import render_plan
 
     req = request_from_args(a)
     if a.compare:
-        from planner.engines.compare import candidates_from_specs, compare_deployments
+        from planner.engines.compare import compare_deployments
+        from planner.planning import candidates_from_specs
         from planner.render.table import render_comparison
 
         ranked = compare_deployments(candidates_from_specs(req, a.compare), a.workload)
@@ -157,7 +159,7 @@ def run_headless(a: argparse.Namespace) -> int:
             print(render_comparison(ranked, a.workload))
         return 0
     if req.model == "auto":
-        from planner.core.planner import make_auto_plan
+        from planner.planning import make_auto_plan
         from planner.render.table import render_candidates
 
         plan, candidates = make_auto_plan(req)
@@ -188,23 +190,15 @@ def _launch(plan, req, a: argparse.Namespace) -> None:
         plan.schemes[0].id if len(plan.schemes) == 1 else None)
     if scheme is None:
         raise PlannerError("no scheme to launch: nothing is recommended; name one with --scheme")
-    out = sys.stderr if a.json else sys.stdout
-    if plan.engine == "llama.cpp":
-        if a.export_commands:
-            raise PlannerError("--export-commands writes vLLM/SGLang node scripts; for llama.cpp use "
-                               "'dq-planner serve --print-command'")
-        from planner.engines.llamacpp.commands import launch_lines
+    from planner.engines.registry import engine
 
-        print("\n".join(launch_lines(plan, req, scheme)), file=out)
-        return
-    from planner.core.catalog import resolve_model
-    from planner.engines.hf_serving import export_scripts, node_launches, print_commands
-
-    launches = node_launches(plan.engine, req, resolve_model(req.model), scheme, plan.hardware.gpus, req.nodes)
+    launch = engine(plan.engine).launch(plan, req, scheme)
     if a.print_commands:
-        print(print_commands(launches), file=out)
+        print("\n".join(launch.lines), file=sys.stderr if a.json else sys.stdout)
     if a.export_commands:
-        for p in export_scripts(launches, a.export_commands, force=a.force):
+        from planner.engines.hf_serving import write_scripts
+
+        for p in write_scripts(launch.scripts, a.export_commands, force=a.force):
             print(f"wrote {p}", file=sys.stderr)
 
 

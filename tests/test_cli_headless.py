@@ -53,7 +53,7 @@ def test_tensors_flag_lists_every_tensor_with_bytes():
     (["--model", "nope"], "unknown model 'nope'"),
     (["--scheme", "Q9_K"], "unknown scheme 'Q9_K'"),
     (["--device", "tpu9"], "unknown device 'tpu9'"),
-    (["--gpus", "0"], "--gpus must be at least 1"),
+    (["--gpus", "0"], "--gpus 0 plans llama.cpp RPC devices and the host only"),
     (["--ctx", "-1"], "--ctx must be at least 1"),
     (["--tensor-split", "1,1,1"], "--tensor-split has 3 values for 8 devices"),
     (["--cache-type-k", "q3_k", "--cache-type-v", "q3_k"], "unknown --cache-type-k 'q3_k'"),
@@ -126,7 +126,7 @@ def test_910b_current_llama_cpp_fits_q4_k_m_but_legacy_does_not():
 
 
 def test_core_does_not_import_ui_libraries():
-    code = ("import sys, planner.core.planner as p; from planner.core.plan import PlanRequest; "
+    code = ("import sys, planner.planning as p; from planner.core.plan import PlanRequest; "
             "p.make_plan(PlanRequest(device='h100')); "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'plotext', 'textual_plotext')]; "
             "print(bad); sys.exit(1 if bad else 0)")

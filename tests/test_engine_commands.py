@@ -7,8 +7,9 @@ import pytest
 
 from planner.core.catalog import catalog
 from planner.core.plan import PlanRequest
-from planner.engines import sglang, vllm
-from planner.engines.hf_serving import EngineOptions, export_scripts, node_launches, print_commands
+from planner.core.serving_plan import EngineOptions
+from planner.engines.hf_serving import export_scripts, print_commands
+from planner.engines.registry import engine
 from planner.errors import PlannerError
 
 FIX = Path(__file__).parent / "fixtures" / "engine_flags"
@@ -54,14 +55,14 @@ OPTIONS = [EngineOptions(), EngineOptions(kv_cache_dtype="fp8", gpu_memory_utili
 @pytest.mark.parametrize("opts", OPTIONS)
 def test_every_generated_flag_is_defined_by_the_engine(model, fmt, gpus, nodes, opts):
     req = PlanRequest(model=model)
-    for n in node_launches("vllm", req, catalog()[model], fmt, gpus, nodes, opts):
+    for n in engine("vllm").node_launches_for(req, catalog()[model], fmt, gpus, nodes, opts):
         for c in n.commands:
             if c[:2] == ["vllm", "serve"]:
                 assert set(flags(c)) <= VLLM, set(flags(c)) - VLLM
             else:
                 assert c[:2] == ["ray", "start"] and set(flags(c)) <= RAY
     dp = EngineOptions(**{**opts.__dict__, "dp_attention": model == "deepseek-r1"})
-    for n in node_launches("sglang", req, catalog()[model], fmt, gpus, nodes, dp):
+    for n in engine("sglang").node_launches_for(req, catalog()[model], fmt, gpus, nodes, dp):
         for c in n.commands:
             assert c[:3] == ["python3", "-m", "sglang.launch_server"]
             assert set(flags(c[3:])) <= SGLANG, set(flags(c[3:])) - SGLANG
@@ -69,7 +70,7 @@ def test_every_generated_flag_is_defined_by_the_engine(model, fmt, gpus, nodes, 
 
 def test_vllm_two_nodes_r1_fp8_exact():
     req = PlanRequest(model="deepseek-r1", ctx=32768)
-    nodes = vllm.launch_commands(req, catalog()["deepseek-r1"], "FP8", 8, 2,
+    nodes = engine("vllm").launch_commands(req, catalog()["deepseek-r1"], "FP8", 8, 2,
                                  EngineOptions(head_address="10.0.0.1"))
     assert nodes == [
         [["ray", "start", "--head", "--node-ip-address=10.0.0.1", "--port=6379"],
@@ -82,14 +83,14 @@ def test_vllm_two_nodes_r1_fp8_exact():
 
 def test_vllm_single_node_has_no_ray():
     req = PlanRequest(model="deepseek-r1-distill-qwen-32b", ctx=16384)
-    assert vllm.launch_commands(req, catalog()[req.model], "FP8-dynamic", 1, 1) == [[[
+    assert engine("vllm").launch_commands(req, catalog()[req.model], "FP8-dynamic", 1, 1) == [[[
         "vllm", "serve", "RedHatAI/DeepSeek-R1-Distill-Qwen-32B-FP8-dynamic", "--tensor-parallel-size", "1",
         "--max-model-len", "16384", "--host", "0.0.0.0", "--port", "8000"]]]
 
 
 def test_sglang_two_nodes_r1_fp8_exact():
     req = PlanRequest(model="deepseek-r1", ctx=32768)
-    nodes = sglang.launch_commands(req, catalog()["deepseek-r1"], "FP8", 8, 2,
+    nodes = engine("sglang").launch_commands(req, catalog()["deepseek-r1"], "FP8", 8, 2,
                                    EngineOptions(head_address="10.0.0.1", dp_attention=True))
     base = ["python3", "-m", "sglang.launch_server", "--model-path", "deepseek-ai/DeepSeek-R1", "--tp-size", "16",
             "--dp-size", "16", "--enable-dp-attention", "--dist-init-addr", "10.0.0.1:5000", "--nnodes", "2",
@@ -100,7 +101,7 @@ def test_sglang_two_nodes_r1_fp8_exact():
 
 def test_printing_and_exporting(tmp_path):
     req = PlanRequest(model="deepseek-r1")
-    launches = node_launches("vllm", req, catalog()["deepseek-r1"], "FP8", 8, 2,
+    launches = engine("vllm").node_launches_for(req, catalog()["deepseek-r1"], "FP8", 8, 2,
                              EngineOptions(head_address="10.0.0.1"))
     text = print_commands(launches)
     assert "# node 0 (head)" in text and "# node 1 (worker)" in text
@@ -126,16 +127,16 @@ def test_printing_and_exporting(tmp_path):
 def test_missing_checkpoint_and_bad_options():
     req = PlanRequest(model="deepseek-r1")
     with pytest.raises(PlannerError, match="no published FP8-dynamic checkpoint of deepseek-r1"):
-        vllm.launch_commands(req, catalog()["deepseek-r1"], "FP8-dynamic", 8, 1)
-    own = vllm.launch_commands(req, catalog()["deepseek-r1"], "FP8-dynamic", 8, 1,
+        engine("vllm").launch_commands(req, catalog()["deepseek-r1"], "FP8-dynamic", 8, 1)
+    own = engine("vllm").launch_commands(req, catalog()["deepseek-r1"], "FP8-dynamic", 8, 1,
                                EngineOptions(model_path="/models/r1-fp8-dynamic"))
     assert own[0][0][2] == "/models/r1-fp8-dynamic"
     with pytest.raises(PlannerError, match="between 0 and 1"):
-        vllm.launch_commands(req, catalog()["deepseek-r1"], "FP8", 8, 1, EngineOptions(gpu_memory_utilization=1.5))
+        engine("vllm").launch_commands(req, catalog()["deepseek-r1"], "FP8", 8, 1, EngineOptions(gpu_memory_utilization=1.5))
     with pytest.raises(PlannerError, match="--nodes must be at least 1"):
-        sglang.launch_commands(req, catalog()["deepseek-r1"], "FP8", 8, 0)
+        engine("sglang").launch_commands(req, catalog()["deepseek-r1"], "FP8", 8, 0)
     # SGLang runs one TP group over all nodes: 3 x 8 = 24 does not divide R1's 128 heads
     with pytest.raises(PlannerError, match="valid: 1, 2, 4, 8, 16, 32"):
-        sglang.launch_commands(req, catalog()["deepseek-r1"], "FP8", 8, 3)
+        engine("sglang").launch_commands(req, catalog()["deepseek-r1"], "FP8", 8, 3)
     with pytest.raises(PlannerError, match="unknown engine"):
-        node_launches("tgi", req, catalog()["deepseek-r1"], "FP8", 8, 1)
+        engine("tgi")

@@ -1,22 +1,22 @@
 """Comparing deployments across engines: 2x8 H100 R1 FP8 on vLLM against 1x8 H100 DQ3_K_M on llama.cpp."""
 
+from dataclasses import replace
+
 import pytest
 
-from planner.core.catalog import catalog
 from planner.core.plan import Accuracy, PlanRequest
-from planner.core.planner import make_plan
-from planner.engines.compare import Candidate, compare_deployments, engine_candidate, findings
+from planner.planning import make_plan
+from planner.engines.compare import Candidate, candidate, compare_deployments, findings
 from planner.errors import PlannerError
 from planner.core.devices import resolve_device
 
 
 @pytest.fixture(scope="module")
 def cands():
-    r1 = catalog()["deepseek-r1"]
     h100 = resolve_device("h100")
-    req = PlanRequest(model="deepseek-r1", ctx=32768)
-    vllm_2x8 = engine_candidate(req, r1, h100, 8, 2, "vllm", "FP8")
-    vllm_1x8 = engine_candidate(req, r1, h100, 8, 1, "vllm", "FP8")
+    req = PlanRequest(model="deepseek-r1", ctx=32768, engine="vllm", schemes=["FP8"], device="h100", gpus=8)
+    vllm_2x8 = candidate(make_plan(replace(req, nodes=2)), h100)
+    vllm_1x8 = candidate(make_plan(req), h100)
     plan = make_plan(PlanRequest(model="deepseek-r1", device="h100", gpus=8, schemes=["DQ3_K_M"], ctx=32768))
     llama = Candidate("llama.cpp", "deepseek-r1", plan.scheme("DQ3_K_M"), "h100", 8, 1, max_sequences=1)
     return vllm_2x8, vllm_1x8, llama
@@ -60,8 +60,9 @@ def test_accuracy_outranks_concurrency_by_whole_points(cands):
 
 
 def test_fp8_claims_need_fp8_hardware():
-    req = PlanRequest(model="deepseek-r1-distill-qwen-32b", ctx=8192)
-    c = engine_candidate(req, catalog()[req.model], resolve_device("a100"), 1, 1, "vllm", "FP8-dynamic")
+    req = PlanRequest(model="deepseek-r1-distill-qwen-32b", ctx=8192, engine="vllm", schemes=["FP8-dynamic"],
+                      device="a100", gpus=1)
+    c = candidate(make_plan(req), resolve_device("a100"))
     assert not c.has_fp8
     reasons = compare_deployments([c], "throughput")[0].reasons
     assert "FP8-dynamic needs FP8 units, which a100 lacks" in reasons

@@ -15,8 +15,10 @@ from planner.core.engine_memory import (
 )
 from planner.core.hf_checkpoint import layer_weights, model_weights, resolve_format
 from planner.core.plan import PlanRequest
-from planner.engines import sglang, vllm
-from planner.engines.hf_serving import EngineOptions, plan_engine
+from planner.core import sglang_memory as sglang
+from planner.core import vllm_memory as vllm
+from planner.core.serving_plan import EngineOptions
+from planner.engines.registry import engine
 from planner.errors import PlannerError
 from planner.core.devices import resolve_device
 
@@ -24,10 +26,10 @@ R1 = "deepseek-r1"
 GiB = 1 << 30
 
 
-def fits(engine, model, fmt, device, gpus, nodes=1, ctx=32768, **opts):
-    req = PlanRequest(model=model, engine=engine, schemes=[fmt], ctx=ctx)
-    sp = plan_engine(req, catalog()[model], resolve_device(device), gpus, nodes,
-                     options=EngineOptions(**opts) if opts else None)[0]
+def fits(engine_id, model, fmt, device, gpus, nodes=1, ctx=32768, **opts):
+    req = PlanRequest(model=model, engine=engine_id, schemes=[fmt], ctx=ctx)
+    sp = engine(engine_id).plan_schemes(req, catalog()[model], resolve_device(device), gpus, nodes,
+                                        options=EngineOptions(**opts) if opts else None)[0]
     return sp
 
 
@@ -138,10 +140,10 @@ def test_kv_fp8_halves_the_cache_and_raises_concurrency():
     fp8 = fits("vllm", R1, "FP8", "h200", 8, kv_cache_dtype="fp8")
     assert fp8.memory.kv_cache_bytes * 2 == base.memory.kv_cache_bytes
     req = PlanRequest(model=R1, engine="vllm", schemes=["FP8"], cache_type_k="fp8")
-    assert plan_engine(req, catalog()[R1], resolve_device("h200"), 8, 1)[0].memory.kv_cache_bytes \
+    assert engine(req.engine).plan_schemes(req, catalog()[R1], resolve_device("h200"), 8, 1)[0].memory.kv_cache_bytes \
         == fp8.memory.kv_cache_bytes
     with pytest.raises(PlannerError, match="valid: f16, bf16, fp8"):
-        plan_engine(PlanRequest(model=R1, engine="vllm", cache_type_k="q4_0"), catalog()[R1],
+        engine("vllm").plan_schemes(PlanRequest(model=R1, engine="vllm", cache_type_k="q4_0"), catalog()[R1],
                     resolve_device("h200"), 8, 1)
 
 
@@ -180,7 +182,7 @@ def test_sglang_memory_fraction_defaults_by_tp():
 def test_plan_json_and_max_context():
     req = PlanRequest(model="deepseek-r1-distill-llama-70b", engine="vllm", schemes=["W4A16"], ctx=8192,
                       max_context=True, with_tensors=True)
-    sp = plan_engine(req, catalog()[req.model], resolve_device("a100"), 1, 1)[0]
+    sp = engine(req.engine).plan_schemes(req, catalog()[req.model], resolve_device("a100"), 1, 1)[0]
     d = json.loads(json.dumps(sp.to_dict(with_tensors=True)))
     assert d["kind"] == "vllm" and d["fits"] is True
     # one A100 holds W4A16 weights plus ~110k tokens of KV (the model's 131072 would not fit)
@@ -196,10 +198,10 @@ def test_a_format_that_cannot_be_sharded_stays_listed_unplaced():
     # DeepSeek-V2-Lite experts are 1408 wide: over 2 SGLang nodes TP must be even, and 1408 / 2 = 704 cuts
     # W4A16's 128-wide groups, so W4A16 is not placed while the other formats are
     req = PlanRequest(model="deepseek-v2-lite", engine="sglang")
-    sps = {sp.id: sp for sp in plan_engine(req, catalog()[req.model], resolve_device("h100"), 8, 2)}
+    sps = {sp.id: sp for sp in engine(req.engine).plan_schemes(req, catalog()[req.model], resolve_device("h100"), 8, 2)}
     assert sps["W4A16"].memory is None and sps["W4A16"].fits is None
     assert "quantization groups" in sps["W4A16"].notes[0]
     assert sps["BF16"].fits is True
     with pytest.raises(PlannerError, match="quantization groups"):
-        plan_engine(PlanRequest(model="deepseek-v2-lite", engine="sglang", schemes=["W4A16"]),
+        engine("sglang").plan_schemes(PlanRequest(model="deepseek-v2-lite", engine="sglang", schemes=["W4A16"]),
                     catalog()["deepseek-v2-lite"], resolve_device("h100"), 8, 2)

@@ -12,7 +12,7 @@ from gguf import GGMLQuantizationType as T
 
 from planner.core.catalog import catalog
 from planner.core.plan import PlanRequest
-from planner.core.planner import make_plan
+from planner.planning import make_plan
 from planner.core.schemes import resolve_scheme
 from planner.core.sizing import resolve_catalog_model, size_file, size_scheme
 from planner.errors import PlannerError

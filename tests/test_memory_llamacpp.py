@@ -19,7 +19,7 @@ from llamacpp_support import free_port, require_llama_cpp
 
 from planner.core.catalog import catalog
 from planner.core.plan import PlanRequest
-from planner.core.planner import make_plan
+from planner.planning import make_plan
 from planner.core.schemes import resolve_scheme
 from planner.core.sizing import resolve_catalog_model, size_scheme
 from planner.engines.llamacpp.logs import parse_fit_params, parse_memory, shows_as_mib

@@ -5,7 +5,7 @@ import pytest
 from planner.core.catalog import catalog
 from planner.core.memory import MemoryOptions, layer_devices, padded_ctx
 from planner.core.plan import PlanRequest
-from planner.core.planner import make_plan
+from planner.planning import make_plan
 from planner.errors import PlannerError
 
 

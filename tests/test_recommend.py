@@ -293,7 +293,7 @@ def test_auto_nothing_fits_anywhere_is_none():
 
 def _real(model: str, device: str, **kw) -> Plan:
     from planner.core.plan import PlanRequest
-    from planner.core.planner import make_plan
+    from planner.planning import make_plan
 
     return make_plan(PlanRequest(model=model, device=device, **kw))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from planner.core.plan import PlanRequest
-from planner.core.planner import make_plan
+from planner.planning import make_plan
 from planner.render.units import GiB, human
 from planner.tui.app import ACTIONS, PlannerApp
 

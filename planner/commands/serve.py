@@ -55,8 +55,10 @@ def _main(argv: list[str], events) -> int:
         raise PlannerError("serve needs --model-file F.gguf (the GGUF to serve; its first shard for split files)")
     if a.port > 65535:
         raise PlannerError(f"--port {a.port}: must be at most 65535")
-    if a.engine != "llama.cpp":
-        raise PlannerError(f"serve runs llama.cpp's llama-server; --engine {a.engine} is not supported here")
+    from planner.engines.registry import engine
+
+    if not engine(a.engine).accepts_model_file:
+        raise PlannerError(f"serve runs llama.cpp's llama-server on a GGUF; --engine {a.engine} is not supported here")
 
     from planner.cli import request_from_args
     from planner.engines.llamacpp.argv import parse_rpc_list, server_argv, shell_line

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from planner.core.devices import DeviceProfile, resolve_device
 from planner.core.memory import Slot
 from planner.core.plan import HardwareSummary, PlanRequest
+from planner.core.request import check_request_bounds
 from planner.errors import PlannerError
 
 DEFAULT_DEVICE = "h100"
@@ -39,60 +41,69 @@ def parse_rpc(spec: str) -> tuple[str, int | None]:
 
 
 @dataclass
+class LocalDevices:
+    """The accelerators found on this machine, as the caller's detection resolved them (the core never
+    detects): the profile of most of them, each device's plannable capacity and llama.cpp name."""
+    profile: DeviceProfile
+    capacities: list[int]            # bytes per device: free memory less the runtime context
+    labels: list[str]                # llama.cpp's device names, in its order
+    notes: list[str] = field(default_factory=list)
+    host_memory_bytes: int = 0       # this host's RAM (only meaningful when planning for this machine)
+
+
+@dataclass
 class Hardware:
     summary: HardwareSummary
     slots: list[Slot]
     host_capacity_bytes: int = 0
-    profile: object = None
+    profile: DeviceProfile | None = None
     notes: list[str] = field(default_factory=list)
 
 
-def resolve_hardware(req: PlanRequest, detection=None) -> Hardware:
-    """The devices to plan on: --device/--gpus/--nodes/--rpc, or what detection found."""
-    from planner.core.devices import resolve_device
+def wants_local_devices(req: PlanRequest) -> bool:
+    """The request plans on this machine's detected devices (--device auto, or no --device)."""
+    return req.device in (None, "auto") and not req.device_file
 
+
+def resolve_hardware(req: PlanRequest, local: LocalDevices | None = None) -> Hardware:
+    """The devices to plan on: the caller's detected `local` devices (when the request asks for them:
+    --device auto or none), else the profile of --device (or DEFAULT_DEVICE) x --gpus x --nodes; then the
+    --rpc devices, which come first in llama.cpp's device order. `--gpus 0` plans the RPC devices and
+    the host only (a head node without GPUs driving llama.cpp RPC servers)."""
+    check_request_bounds(req)
     notes: list[str] = []
-    detected = None
     host_cap = 0
-    if req.device in (None, "auto"):
-        if detection is None:
-            from planner.hardware.detect import detect_hardware
-
-            detection = detect_hardware()
-        from planner.hardware.detect import hardware_for_plan
-
-        detected = hardware_for_plan(detection)
-        if detected is not None:
-            # the host's RAM only matters when planning for this very machine
-            host_cap = int(getattr(detection.host, "memory_total_bytes", 0) or 0)
-        else:
-            notes.append(f"no accelerators detected: planning for the {DEFAULT_DEVICE} profile")
-    if detected is not None:
-        prof = detected.profile
-        caps = list(detected.capacities)
-        labels = list(detected.labels)
+    wants_local = wants_local_devices(req)
+    if not wants_local:
+        local = None
+    if local is not None:
+        prof = local.profile
+        caps = list(local.capacities)
+        labels = list(local.labels)
+        # the host's RAM only matters when planning for this very machine
+        host_cap = local.host_memory_bytes
         if req.gpus is not None:
             if req.gpus > len(caps):
                 raise PlannerError(f"--gpus {req.gpus}: only {len(caps)} devices were detected")
             caps, labels = caps[: req.gpus], labels[: req.gpus]
         # detected capacities are free memory: the runtime context is already taken out of them
         slots = [Slot(lb, c, 0) for lb, c in zip(labels, caps)]
-        notes += list(detected.notes)
+        notes += list(local.notes)
         source = "detected"
         gpus = len(slots)
     else:
-        prof = resolve_device(req.device_file or (req.device if req.device not in (None, "auto") else DEFAULT_DEVICE))
+        if wants_local:
+            notes.append(f"no accelerators detected: planning for the {DEFAULT_DEVICE} profile")
+        prof = resolve_device(req.device_file or (req.device if not wants_local else DEFAULT_DEVICE))
         gpus = req.gpus if req.gpus is not None else prof.devices_per_node
-        if gpus < 1:
-            raise PlannerError(f"--gpus must be at least 1, got {gpus}")
         slots = []
         for node in range(req.nodes):
             for i in range(gpus):
                 label = f"{prof.backend}{i}" if node == 0 else f"node{node}.{prof.backend}{i}"
                 slots.append(Slot(label, prof.memory_bytes, prof.reserve_bytes))
         source = "profile"
-    if req.nodes < 1:
-        raise PlannerError(f"--nodes must be at least 1, got {req.nodes}")
+    if gpus == 0 and not req.rpc:
+        raise PlannerError("--gpus 0 plans llama.cpp RPC devices and the host only: give them with --rpc")
     rpc_slots = []
     for spec in req.rpc:
         addr, mem = parse_rpc(spec)
@@ -100,10 +111,10 @@ def resolve_hardware(req: PlanRequest, detection=None) -> Hardware:
         rpc_slots.append(Slot(f"RPC[{addr}]", cap, 0 if mem is not None else prof.reserve_bytes))
     if rpc_slots:
         notes.append(f"{len(rpc_slots)} RPC device(s) come first in llama.cpp's device order")
+    all_slots = rpc_slots + slots
     summary = HardwareSummary(
         device=prof.id, name=prof.name, gpus=gpus, nodes=req.nodes,
-        memory_per_gpu_bytes=(min(s.capacity_bytes for s in slots) if slots else prof.memory_bytes),
+        memory_per_gpu_bytes=min(s.capacity_bytes for s in (slots or rpc_slots)) if all_slots else prof.memory_bytes,
         source=source, reserve_bytes=prof.reserve_bytes if source == "profile" else 0, notes=notes,
     )
-    return Hardware(summary=summary, slots=rpc_slots + slots, host_capacity_bytes=host_cap, profile=prof,
-                    notes=notes)
+    return Hardware(summary=summary, slots=all_slots, host_capacity_bytes=host_cap, profile=prof, notes=notes)

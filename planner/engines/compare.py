@@ -13,16 +13,13 @@ Ranking (documented, deliberately simple):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from planner.core.catalog import ModelEntry
 from planner.core.data_files import read_toml
+from planner.core.devices import DeviceProfile
 from planner.core.paths import profiles_dir
-from planner.core.plan import PlanRequest, SchemePlan
-from planner.engines.hf_serving import EngineOptions, engine_module, options_from_request, scheme_plan
-from planner.core.hf_checkpoint import resolve_format
+from planner.core.plan import Plan, SchemePlan
 from planner.errors import PlannerError
 
 WORKLOADS = ("latency", "throughput")
@@ -39,7 +36,7 @@ def findings() -> tuple[str, list[dict]]:
 class Candidate:
     """One deployment: an engine running one scheme/format of a model on gpus x nodes."""
 
-    engine: str                       # llama.cpp | vllm | sglang
+    engine: str                       # an --engine id of planner.engines.registry
     model: str
     scheme: SchemePlan                # with memory filled
     device: str                       # hardware profile id
@@ -73,16 +70,12 @@ class Ranked:
     reasons: list[str] = field(default_factory=list)
 
 
-def engine_candidate(req: PlanRequest, entry: ModelEntry, profile, gpus: int, nodes: int, engine: str, fmt_id: str,
-                     options: EngineOptions | None = None) -> Candidate:
-    """A vLLM/SGLang deployment as a Candidate, with its concurrency."""
-    mod = engine_module(engine)
-    opts = options_from_request(req, options)
-    fmt = resolve_format(fmt_id)
-    fit, devices = mod.fit(entry, fmt, profile, gpus, nodes, req.ctx, opts, sequences=max(1, req.parallel or 1))
-    sp = scheme_plan(engine, entry, fmt, fit, devices, req.ctx, False)
-    return Candidate(engine, entry.id, sp, profile.id, gpus, nodes, fit.max_sequences,
-                     has_fp8=bool(getattr(profile, "has_fp8", True)))
+def candidate(plan: Plan, device: DeviceProfile) -> Candidate:
+    """The one scheme of a plan (made for one deployment) as a Candidate, with its concurrency."""
+    sp = plan.schemes[0]
+    hw = plan.hardware
+    return Candidate(plan.engine, plan.model.id, sp, device.id, hw.gpus if hw else 0, hw.nodes if hw else 1,
+                     sp.memory.max_sequences if sp.memory else None, has_fp8=device.has_fp8)
 
 
 def _reasons(c: Candidate, workload: str) -> list[str]:
@@ -129,35 +122,4 @@ def compare_deployments(cands: list[Candidate], workload: str = "throughput") ->
     return [Ranked(c, i + 1, bool(c.scheme.fits), _reasons(c, workload)) for i, c in enumerate(ordered)]
 
 
-__all__ = ["Candidate", "Ranked", "compare_deployments", "engine_candidate", "findings"]
-
-
-_SPEC = re.compile(r"^(?P<engine>llama\.cpp|vllm|sglang):(?P<scheme>[A-Za-z0-9_.\-]+)@(?P<nodes>\d+)x(?P<gpus>\d+)"
-                   r"(?:/(?P<device>[A-Za-z0-9_.\-]+))?$")
-
-
-def candidates_from_specs(req: PlanRequest, specs: list[str]) -> list[Candidate]:
-    """--compare ENGINE:SCHEME@NODESxGPUS[/DEVICE] ...: each deployment planned with the request's model,
-    context and options (the device defaults to the request's)."""
-    from dataclasses import replace
-
-    from planner.core.planner import make_plan
-    from planner.core.devices import resolve_device
-
-    out = []
-    for spec in specs:
-        m = _SPEC.match(spec.strip())
-        if not m:
-            raise PlannerError(f"bad --compare '{spec}'; expected ENGINE:SCHEME@NODESxGPUS[/DEVICE], "
-                               "e.g. vllm:FP8@2x8/h100 or llama.cpp:DQ3_K_M@1x8")
-        nodes, gpus = int(m["nodes"]), int(m["gpus"])
-        if nodes < 1 or gpus < 1:
-            raise PlannerError(f"--compare '{spec}': nodes and GPUs must be at least 1")
-        device = m["device"] or (req.device if req.device not in (None, "auto") else "h100")
-        plan = make_plan(replace(req, engine=m["engine"], schemes=[m["scheme"]], nodes=nodes, gpus=gpus,
-                                 device=device, model_file=None))
-        sp = plan.schemes[0]
-        out.append(Candidate(m["engine"], plan.model.id, sp, device, gpus, nodes,
-                             sp.memory.max_sequences if sp.memory else None,
-                             has_fp8=resolve_device(device).has_fp8))
-    return out
+__all__ = ["Candidate", "Ranked", "compare_deployments", "candidate", "findings"]

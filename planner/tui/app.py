@@ -34,7 +34,7 @@ from textual.worker import Worker, WorkerState
 
 from planner.core import catalog as cat
 from planner.core.plan import Plan, PlanRequest, SchemePlan
-from planner.core.planner import make_plan
+from planner.planning import make_plan
 from planner.core.schemes import all_ids, ids_for
 from planner.errors import PlannerError
 from planner.render.units import GiB, human
@@ -853,30 +853,15 @@ class PlannerApp(App[int]):
             full = fmt.fullest_device(sp)
             if full is not None:
                 note += f", {human(full.total_bytes)} on the fullest device ({full.device})"
-        if self.request.engine != "llama.cpp":
-            return self._engine_launch_text(note)
-        from planner.engines.llamacpp.commands import launch_lines
+        from planner.engines.registry import engine
 
         if self.plan is None or sp is None:
             return f"# {note}\n# no plan\n"
         try:
-            lines = launch_lines(self.plan, self.request, sp.id)
+            launch = engine(self.request.engine).launch(self.plan, self.request, sp.id)
         except PlannerError as e:
             return f"# {note}\n# no launch commands: {e}\n"
-        return "#!/bin/sh\nset -eu\n" + "\n".join(lines) + "\n"
-
-    def _engine_launch_text(self, note: str) -> str:
-        """vLLM / SGLang: the engine's own commands per node, as `dq-planner --engine ...` builds them."""
-        from planner.engines.hf_serving import node_launches, print_commands
-
-        hw = self.plan.hardware if self.plan is not None else None
-        try:
-            entry = cat.resolve_model(self.request.model)
-            launches = node_launches(self.request.engine, self.request, entry, self._scheme_arg(),
-                                     hw.gpus if hw else (self.request.gpus or 8), self.request.nodes)
-        except PlannerError as e:
-            return f"# {note}\n# no launch commands: {e}\n"
-        return "#!/bin/sh\n" + f"# {note}\n" + print_commands(launches)
+        return "#!/bin/sh\nset -eu\n" + "\n".join(launch.lines) + "\n"
 
     def action_launch_commands(self) -> None:
         stem = self._model_stem()

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from planner.core.catalog import model_ids
 from planner.core.plan import PlanRequest
-from planner.core.planner import ENGINES, KV_MODES
+from planner.core.gguf_plan import KV_MODES
+from planner.engines.registry import engine_names
 from planner.core.schemes import all_ids
 from planner.errors import PlannerError
 from planner.core.devices import profiles
@@ -42,7 +43,7 @@ def device_options() -> list[tuple[str, str]]:
 
 
 def engine_options() -> list[tuple[str, str]]:
-    return [(e, e) for e in ENGINES]
+    return [(e, e) for e in engine_names()]
 
 
 def kv_options() -> list[tuple[str, str]]:

@@ -68,11 +68,13 @@ def _host_memory() -> int:
 def plan_serve(lc: LlamaCpp, req: PlanRequest, rpc: list[RpcDevice], *, host: str = "127.0.0.1",
                port: int = 8080, threads: int | None = None,
                devices: list[ListedDevice] | None = None) -> ServePlan:
+    from planner.core.engine import ModelInput
+    from planner.core.gguf_plan import memory_options, resolve_model
     from planner.core.memory import Slot, plan_memory
-    from planner.core.planner import memory_options, resolve_model
     from planner.core.sizing import size_file
+    from planner.gguf.model import model_from_gguf
 
-    model, kv_mode = resolve_model(req)
+    model, kv_mode = resolve_model(req, ModelInput(file_model=model_from_gguf(req.model_file)))
     hp = model.hparams
     sp = size_file(model)
     notes: list[str] = []

@@ -1,0 +1,60 @@
+"""The one engine interface: what every serving engine (llama.cpp, vLLM, SGLang, ...) provides.
+
+An engine plans memory for a request (its own memory model, from the core's arithmetic), lists the
+schemes or formats it accepts, and writes the launch commands of a plan. Implementations live in
+planner/engines/ (one module each) and are found through planner.engines.registry; the core receives
+the engine object from its caller and never names one, so adding an engine is one module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from planner.core.catalog import ModelEntry
+    from planner.core.hardware_plan import Hardware
+    from planner.core.plan import Plan, PlanRequest
+    from planner.core.sizing import ResolvedModel
+
+
+@dataclass
+class Script:
+    """One launch script: a file name and its text."""
+    name: str
+    text: str
+
+
+@dataclass
+class Launch:
+    """The launch commands of one scheme of a plan."""
+    lines: list[str]                                    # printable: comments and shell lines, in order
+    scripts: list[Script] = field(default_factory=list)  # one per node (what --export-commands writes)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ModelInput:
+    """The model a request names, as the caller resolved it: a catalog/Hugging Face entry, or the model a
+    GGUF header describes (--model-file)."""
+    entry: ModelEntry | None = None
+    file_model: ResolvedModel | None = None
+
+
+class Engine(Protocol):
+    name: str                    # the --engine id
+    label: str                   # for people: "llama.cpp", "vLLM", "SGLang"
+    accepts_model_file: bool     # plans a GGUF file (--model-file) as it is
+    quantizes: bool              # can make the scheme's file itself (llama-quantize) and serve it here
+
+    def scheme_ids(self, arch: str) -> list[str]:
+        """The schemes (llama.cpp ftypes and recipes) or checkpoint formats it plans for an architecture."""
+        ...
+
+    def plan(self, req: PlanRequest, model: ModelInput, hardware: Hardware) -> Plan:
+        """The plan's model, schemes and memory per device (no accuracy or recommendation yet)."""
+        ...
+
+    def launch(self, plan: Plan, req: PlanRequest, scheme_id: str) -> Launch:
+        """The commands that deploy `scheme_id` of `plan` as planned."""
+        ...

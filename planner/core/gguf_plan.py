@@ -1,0 +1,105 @@
+"""llama.cpp's plan of a request: GGUF tensors per scheme, KV mode and layout, memory per device."""
+
+from __future__ import annotations
+
+from planner.core.engine import ModelInput
+from planner.core.fit import fewest_devices, max_context
+from planner.core.hardware_plan import Hardware
+from planner.core.memory import LayerWeights, MemoryOptions, plan_memory
+from planner.core.plan import ModelSummary, Plan, PlanRequest
+from planner.core.schemes import Scheme, ids_for, resolve_scheme
+from planner.core.sizing import ResolvedModel, resolve_catalog_model, size_file, size_scheme
+from planner.errors import PlannerError
+
+KV_MODES = ("mla", "mla-kv", "legacy")
+LAYOUTS = ("mla", "legacy")
+FILE_PREFIX = "file:"       # the id of a GGUF file planned as it is, when a scheme of the same name is planned too
+
+
+def resolve_layout(req: PlanRequest, arch: str) -> tuple[str | None, str | None]:
+    """(layout, kv_mode) for the request; only deepseek2 has layouts and KV modes."""
+    if req.kv_mode is not None and req.kv_mode not in KV_MODES:
+        raise PlannerError(f"unknown --kv-mode '{req.kv_mode}'; valid: {', '.join(KV_MODES)}")
+    if req.layout is not None and req.layout not in ("mla", "legacy"):
+        raise PlannerError(f"unknown --layout '{req.layout}'; valid: mla, legacy")
+    if arch != "deepseek2":
+        return None, None
+    kv_mode = req.kv_mode
+    layout = req.layout
+    if kv_mode is None:
+        kv_mode = "legacy" if layout == "legacy" else "mla"
+    if layout is None:
+        layout = "legacy" if kv_mode == "legacy" else "mla"
+    if kv_mode == "legacy" and layout != "legacy":
+        raise PlannerError("--kv-mode legacy needs the legacy layout (one attn_kv_b); drop --layout mla")
+    if layout == "legacy" and kv_mode != "legacy":
+        raise PlannerError("a legacy-layout GGUF (attn_kv_b) runs on llama.cpp's non-MLA path: use --kv-mode legacy")
+    return layout, kv_mode
+
+
+def resolve_model(req: PlanRequest, model: ModelInput) -> tuple[ResolvedModel, str | None]:
+    """The model with its tensors (catalog/HF entry, or the GGUF header's model) and the resolved KV mode."""
+    if model.file_model is not None:
+        fm = model.file_model
+        _, kv_mode = resolve_layout(PlanRequest(kv_mode=req.kv_mode, layout=fm.layout), fm.hparams.arch)
+        return fm, kv_mode
+    if model.entry is None:
+        raise PlannerError("no model to plan: name one with --model or --model-file")
+    layout, kv_mode = resolve_layout(req, model.entry.hparams.arch)
+    return resolve_catalog_model(model.entry, layout), kv_mode
+
+
+def schemes_for(req: PlanRequest, model: ResolvedModel) -> list[Scheme]:
+    """The requested schemes (each checked against the architecture), else every one that applies;
+    none for a GGUF file planned as it is."""
+    if req.schemes:
+        out = []
+        for s in req.schemes:
+            sch = resolve_scheme(s)
+            if not sch.applies_to(model.hparams.arch):
+                raise PlannerError(
+                    f"scheme {sch.id} is a recipe for {', '.join(sch.architectures)}, not {model.hparams.arch}")
+            out.append(sch)
+        return out
+    if model.file_scheme:
+        return []
+    return [resolve_scheme(s) for s in ids_for(model.hparams.arch)]
+
+
+def memory_options(req: PlanRequest, kv_mode: str | None, host_capacity: int = 0) -> MemoryOptions:
+    # --flash-attn auto: current llama.cpp turns flash attention on wherever the backend has kernels for
+    # the model's head sizes; CUDA, ROCm, Metal, Vulkan and CPU have them for deepseek2 (576/512 MLA,
+    # 192/128 legacy) and for 128-wide heads, so auto is planned as on.
+    return MemoryOptions(
+        ctx=req.ctx, kv_mode=kv_mode, cache_type_k=req.cache_type_k, cache_type_v=req.cache_type_v,
+        flash_attn=req.flash_attn != "off", parallel=req.parallel, ubatch=req.ubatch, batch=req.batch,
+        ngl=req.ngl, n_cpu_moe=req.n_cpu_moe,
+        tensor_split=tuple(req.tensor_split) if req.tensor_split else None, host_capacity_bytes=host_capacity,
+    )
+
+
+def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware) -> Plan:
+    """llama.cpp's plan: each scheme's tensors under llama-quantize's rules (or the GGUF file as it is),
+    placed on the devices as llama.cpp places them, with KV cache and compute buffers per device."""
+    model, kv_mode = resolve_model(req, model_input)
+    schemes = schemes_for(req, model)
+    opts = memory_options(req, kv_mode, hw.host_capacity_bytes)
+    plans = [size_scheme(model, s, req.imatrix) for s in schemes]
+    if model.file_scheme:
+        file_plan = size_file(model)
+        if any(sp.id == file_plan.id for sp in plans):
+            # scheme ids are unique within a plan: the file as it is, beside the scheme of the same name
+            file_plan.id = FILE_PREFIX + file_plan.id
+        plans.insert(0, file_plan)
+    for sp in plans:
+        lw = LayerWeights.of(model.hparams, sp.tensors)
+        sp.memory = plan_memory(model.hparams, sp.tensors, hw.slots, opts, lw)
+        sp.memory.fewest_devices = fewest_devices(model.hparams, sp.tensors, hw.slots, opts, lw,
+                                                  full=None if opts.tensor_split else sp.memory)
+        if req.max_context:
+            sp.memory.max_context = max_context(model.hparams, sp.tensors, hw.slots, opts, lw)
+    summary = ModelSummary(id=model.id, name=model.name, architecture=model.hparams.arch,
+                           params=model.params, layout=model.layout, source=model.source)
+    return Plan(model=summary, engine=req.engine, hardware=hw.summary, context=req.ctx, kv_mode=kv_mode,
+                schemes=plans)
+

@@ -1,0 +1,32 @@
+"""llama.cpp as an engine (planner.core.engine.Engine): GGUF schemes planned by the core's llama.cpp
+memory model (planner.core.gguf_plan), launched as llama-quantize + an explicit llama-server line."""
+
+from __future__ import annotations
+
+from planner.core.catalog import ModelEntry
+from planner.core.engine import Launch, ModelInput, Script
+from planner.core.gguf_plan import plan_gguf
+from planner.core.hardware_plan import Hardware
+from planner.core.plan import Plan, PlanRequest
+from planner.core.schemes import ids_for
+from planner.engines.llamacpp.commands import launch_lines
+
+
+class LlamaCppEngine:
+    name = "llama.cpp"
+    label = "llama.cpp"
+    accepts_model_file = True
+    quantizes = True
+
+    def scheme_ids(self, entry: ModelEntry) -> list[str]:
+        return ids_for(entry.hparams.arch)
+
+    def plan(self, req: PlanRequest, model: ModelInput, hardware: Hardware) -> Plan:
+        return plan_gguf(req, model, hardware)
+
+    def launch(self, plan: Plan, req: PlanRequest, scheme_id: str) -> Launch:
+        lines = launch_lines(plan, req, scheme_id)
+        return Launch(lines=lines, scripts=[Script("launch.sh", "#!/bin/sh\nset -eu\n" + "\n".join(lines) + "\n")])
+
+
+ENGINE_IMPL = LlamaCppEngine()

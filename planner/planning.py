@@ -1,0 +1,106 @@
+"""From a request to a plan, for every caller (CLI, TUI, commands, benchmarks): resolve the inputs the
+core needs, then let the core compute.
+
+Inputs resolved here, above the core: the engine (planner.engines.registry), the model (a catalog id or
+a Hugging Face folder's config.json; a GGUF header read with planner.gguf for --model-file) and the
+devices (detection through planner.hardware when the request asks for the local devices). The core
+(planner.core.planner.build_plan) receives them as values.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from planner.core import catalog as cat
+from planner.core.engine import Engine, ModelInput
+from planner.core.devices import resolve_device
+from planner.core.hardware_plan import DEFAULT_DEVICE, LocalDevices, wants_local_devices
+from planner.core.plan import Plan, PlanRequest
+from planner.core.planner import auto_models, build_plan, combine_auto
+from planner.core.request import check_request_bounds
+from planner.engines.compare import Candidate, candidate
+from planner.engines.registry import engine
+from planner.errors import PlannerError
+
+
+@dataclass
+class PlanInputs:
+    engine: Engine
+    model: ModelInput
+    local: LocalDevices | None
+
+
+def local_devices(req: PlanRequest, detection=None) -> LocalDevices | None:
+    """The detected devices when the request asks for them (detection: a planner.hardware.detect.Detection;
+    None: detect now, once per process); None when it names a profile or nothing was found (the core then
+    plans its default profile and says so)."""
+    if not wants_local_devices(req):
+        return None
+    from planner.hardware.detect import detect_hardware, hardware_for_plan
+
+    det = detection if detection is not None else detect_hardware()
+    found = hardware_for_plan(det)
+    if found is None:
+        return None
+    return found.local_devices(int(getattr(det.host, "memory_total_bytes", 0) or 0))
+
+
+def model_input(req: PlanRequest) -> ModelInput:
+    if req.model_file:
+        from planner.gguf.model import model_from_gguf
+
+        return ModelInput(file_model=model_from_gguf(req.model_file))
+    return ModelInput(entry=cat.resolve_model(req.model))
+
+
+def resolve_inputs(req: PlanRequest, *, detection=None) -> PlanInputs:
+    check_request_bounds(req)
+    eng = engine(req.engine)
+    model = model_input(req)
+    return PlanInputs(engine=eng, model=model, local=local_devices(req, detection))
+
+
+def make_plan(req: PlanRequest, *, detection=None) -> Plan:
+    """The whole plan of a request (--model auto: the recommended model's, see make_auto_plan)."""
+    if req.model == "auto" and not req.model_file:
+        return make_auto_plan(req, detection=detection)[0]
+    i = resolve_inputs(req, detection=detection)
+    return build_plan(req, i.engine, i.model, i.local)
+
+
+def make_auto_plan(req: PlanRequest, *, detection=None) -> tuple[Plan, list[Plan]]:
+    """--model auto: every catalog model with measured accuracy on the same hardware and context; the
+    returned plan is the recommended model's, the list holds every candidate's plan."""
+    check_request_bounds(req)
+    eng = engine(req.engine)
+    local = local_devices(req, detection)
+    plans = []
+    for m in auto_models():
+        r = replace(req, model=m, model_file=None, schemes=None)
+        plans.append(build_plan(r, eng, ModelInput(entry=cat.resolve_model(m)), local))
+    return combine_auto(plans, req.task)
+
+
+_SPEC = re.compile(r"^(?P<engine>[A-Za-z0-9_.\-]+):(?P<scheme>[A-Za-z0-9_.\-]+)@(?P<nodes>\d+)x(?P<gpus>\d+)"
+                   r"(?:/(?P<device>[A-Za-z0-9_.\-]+))?$")
+
+
+def candidates_from_specs(req: PlanRequest, specs: list[str]) -> list[Candidate]:
+    """--compare ENGINE:SCHEME@NODESxGPUS[/DEVICE] ...: each deployment planned with the request's model,
+    context and options (the device defaults to the request's, else the default profile)."""
+    out = []
+    for spec in specs:
+        m = _SPEC.match(spec.strip())
+        if not m:
+            raise PlannerError(f"bad --compare '{spec}'; expected ENGINE:SCHEME@NODESxGPUS[/DEVICE], "
+                               "e.g. vllm:FP8@2x8/h100 or llama.cpp:DQ3_K_M@1x8")
+        engine(m["engine"])
+        nodes, gpus = int(m["nodes"]), int(m["gpus"])
+        if nodes < 1 or gpus < 1:
+            raise PlannerError(f"--compare '{spec}': nodes and GPUs must be at least 1")
+        device = m["device"] or (req.device if req.device not in (None, "auto") else DEFAULT_DEVICE)
+        plan = make_plan(replace(req, engine=m["engine"], schemes=[m["scheme"]], nodes=nodes, gpus=gpus,
+                                 device=device, device_file=None, model_file=None))
+        out.append(candidate(plan, resolve_device(device)))
+    return out

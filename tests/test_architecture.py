@@ -1,0 +1,119 @@
+"""The structure the project relies on: the core is the bottom layer, engines are found through the
+registry, and nothing branches on an engine's name."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE = ROOT / "planner" / "core"
+# what the core may never import, not even inside a function
+FORBIDDEN = ("planner.hardware", "planner.engines", "planner.tui", "planner.render", "planner.commands",
+             "planner.cli", "planner.gguf", "planner.planning", "planner.options", "planner.workbench",
+             "textual", "textual_plotext", "plotext", "pynvml", "psutil")
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.append((node.lineno, node.module))
+            out += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+            out.append((node.lineno, str(node.args[0].value)))
+    return out
+
+
+def _forbidden(name: str) -> bool:
+    return any(name == f or name.startswith(f + ".") for f in FORBIDDEN)
+
+
+def test_core_imports_nothing_above_it():
+    bad = [f"{p.relative_to(ROOT)}:{line} imports {name}"
+           for p in sorted(CORE.glob("*.py")) for line, name in _imports(p) if _forbidden(name)]
+    assert bad == []
+
+
+def test_the_ast_check_sees_imports_inside_functions(tmp_path):
+    p = tmp_path / "m.py"
+    p.write_text("def f():\n    from planner.hardware.detect import detect\n    import textual.app\n")
+    assert [n for _, n in _imports(p) if _forbidden(n)] == ["planner.hardware.detect", "planner.hardware.detect.detect",
+                                                            "textual.app"]
+
+
+def test_importing_and_running_the_core_loads_nothing_above_it():
+    """Every core module imported and a whole plan built with the core alone (an engine object is handed in
+    as the caller would): no module above the core ends up in sys.modules."""
+    code = f"""
+import importlib, pkgutil, sys
+import planner.core as core
+for m in pkgutil.iter_modules(core.__path__):
+    importlib.import_module('planner.core.' + m.name)
+from planner.core.catalog import resolve_model
+from planner.core.engine import ModelInput
+from planner.core.gguf_plan import plan_gguf
+from planner.core.plan import PlanRequest
+from planner.core.planner import build_plan
+
+class GgufEngine:
+    name = label = 'gguf'
+    accepts_model_file = True
+    quantizes = True
+    def plan(self, req, model, hw):
+        return plan_gguf(req, model, hw)
+
+plan = build_plan(PlanRequest(device='h100', schemes=['DQ3_K_M']), GgufEngine(),
+                  ModelInput(entry=resolve_model('deepseek-r1')))
+assert plan.recommendation.scheme == 'DQ3_K_M', plan.recommendation
+bad = sorted(m for m in sys.modules if any(m == f or m.startswith(f + '.') for f in {FORBIDDEN!r}))
+print(bad)
+sys.exit(1 if bad else 0)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+ENGINE_LITERAL = r"""["'](?:llama\.cpp|vllm|sglang)["']"""
+# a comparison or membership test with an engine id literal on either side
+BRANCH = re.compile(rf"""(?:(?:==|!=|\bin\b|\bis\b)\s*(?:\(|\[|\{{)?\s*{ENGINE_LITERAL}|{ENGINE_LITERAL}\s*(?:==|!=|\bin\b))""")
+
+
+def test_nothing_branches_on_an_engine_name():
+    hits = []
+    for p in sorted((ROOT / "planner").rglob("*.py")):
+        for i, line in enumerate(p.read_text().splitlines(), 1):
+            if BRANCH.search(line.split("#")[0]):
+                hits.append(f"{p.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert hits == []
+
+
+@pytest.mark.parametrize("line", ['if req.engine == "llama.cpp":', "if e != 'vllm'", 'x = e in ("vllm", "sglang")',
+                                  'if "sglang" == name:'])
+def test_the_engine_name_check_catches_branches(line):
+    assert BRANCH.search(line)
+
+
+def test_every_registered_engine_implements_the_interface():
+    from planner.core.catalog import resolve_model
+    from planner.engines.registry import engine, engine_names
+
+    entry = resolve_model("deepseek-r1")
+    for name in engine_names():
+        e = engine(name)
+        assert e.name == name and e.label
+        ids = e.scheme_ids(entry)
+        assert ids and len(ids) == len(set(ids))
+        for attr in ("plan", "launch"):
+            assert callable(getattr(e, attr))
+    assert engine("llama.cpp").accepts_model_file and not engine("vllm").accepts_model_file
+    assert "DQ3_K_M" in engine("llama.cpp").scheme_ids(entry) and "FP8" in engine("vllm").scheme_ids(entry)
