@@ -327,9 +327,8 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
     devs = [DeviceMemory(device=s.label, capacity_bytes=s.capacity_bytes, overhead_bytes=s.reserve_bytes)
             for s in slots]
     host = DeviceMemory(device="Host", capacity_bytes=opts.host_capacity_bytes)
-    for d_i, d in enumerate(devs):
-        d.layers = [il for il in range(hp.n_layer + 1) if ldev[il] == d_i]
-    host.layers = [il for il in range(hp.n_layer + 1) if ldev[il] == -1]
+    for il, di in enumerate(ldev):        # one pass: O(devices + layers) for thousands of devices
+        (host if di < 0 else devs[di]).layers.append(il)
 
     host.weights_bytes += lw.host
     for il, b in enumerate(lw.per_layer):
@@ -348,9 +347,12 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
     host_layers = sum(1 for il in host.layers if il < hp.n_layer)
     used = sum(1 for d in devs if d.layers) + (1 if host_layers or out_dev == -1 else 0)
     n_split = max(1, used + (1 if any(d.layers for d in devs) else 0))  # the host's input split counts
+    compute: dict[tuple[int, bool], int] = {}      # devices with the same load share one figure
     for d_i, d in enumerate(devs):
-        layers_here = sum(1 for il in d.layers if il < hp.n_layer)
-        d.compute_bytes = compute_buffer_bytes(hp, opts, hp.n_vocab, layers_here, out_dev == d_i, False, n_split)
+        key = (sum(1 for il in d.layers if il < hp.n_layer), out_dev == d_i)
+        if key not in compute:
+            compute[key] = compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], False, n_split)
+        d.compute_bytes = compute[key]
     host.compute_bytes = compute_buffer_bytes(hp, opts, hp.n_vocab, host_layers, out_dev == -1, True, n_split)
     # output buffer: logits (n_vocab floats) for n_seq_max outputs, kept in host memory
     host.overhead_bytes = hp.n_vocab * max(1, opts.parallel) * F32
