@@ -26,7 +26,10 @@ from planner.core.schemes import resolve_scheme
 from planner.core.sizing import resolve_catalog_model, size_scheme
 from planner.engines.llamacpp.locate import locate
 from planner.engines.llamacpp.logs import parse_fit_params, parse_memory
-from planner.gguf.writer import tiny_model, write_gguf, write_sparse_gguf
+from planner.gguf.writer import write_gguf, write_sparse_gguf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))   # the tiny test models
+from tiny_models import tiny_model  # noqa: E402
 
 MiB = 1 << 20
 FULL = ["deepseek-r1:mla", "deepseek-r1:legacy", "deepseek-v2:mla", "deepseek-v2:legacy", "deepseek-v2-lite:mla",

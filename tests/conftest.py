@@ -1,9 +1,9 @@
 """Shared test fixtures.
 
-Tiny GGUF models (planner.gguf.writer): `tiny_gguf(kind, src=T.BF16)` returns the path of a
-random-weight GGUF of one of planner.gguf.writer.TINY_KINDS ("deepseek2-mla", "deepseek2-legacy",
+Tiny GGUF models (tests/tiny_models.py, written by planner.gguf.writer): `tiny_gguf(kind, src=T.BF16)` returns the path of a
+random-weight GGUF of one of tiny_models.TINY_KINDS ("deepseek2-mla", "deepseek2-legacy",
 "qwen2", "qwen2-tied", "llama"), written once per test session; treat it as read-only (copy it to
-modify it). `tiny_model(kind)` (from planner.gguf.writer) gives the matching ResolvedModel.
+modify it). `tiny_model(kind)` (from tiny_models) gives the matching ResolvedModel.
 
     def test_something(tiny_gguf, llama_cpp):
         src = tiny_gguf("deepseek2-mla")
@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from gguf import GGMLQuantizationType as T
 
-from planner.gguf.writer import tiny_model, write_gguf
+from planner.gguf.writer import write_gguf
+from tiny_models import tiny_model
 
 # Plans made without --device must not depend on the GPUs of the machine running the tests.
 os.environ.setdefault("DQ_PLANNER_DETECT", "0")

@@ -117,3 +117,11 @@ def test_every_registered_engine_implements_the_interface():
             assert callable(getattr(e, attr))
     assert engine("llama.cpp").accepts_model_file and not engine("vllm").accepts_model_file
     assert "DQ3_K_M" in engine("llama.cpp").scheme_ids(entry) and "FP8" in engine("vllm").scheme_ids(entry)
+
+
+def test_test_models_are_not_shipped():
+    """The tiny random-weight models are test data (tests/tiny_models.py), not part of the package."""
+    shipped = [f"{p.relative_to(ROOT)}:{i}" for p in sorted((ROOT / "planner").rglob("*.py"))
+               for i, line in enumerate(p.read_text().splitlines(), 1)
+               if re.match(r"\s*(def|class)\s+tiny_|\s*TINY_KINDS\s*=", line)]
+    assert shipped == []

@@ -13,7 +13,8 @@ from gguf import GGMLQuantizationType as T
 
 from planner.errors import PlannerError
 from planner.gguf.header import ftype_name, read_gguf, read_header, shard_paths
-from planner.gguf.writer import tiny_model, write_gguf
+from planner.gguf.writer import write_gguf
+from tiny_models import tiny_model
 
 
 def _reader_view(path):

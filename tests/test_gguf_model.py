@@ -18,7 +18,8 @@ from planner.core.sizing import resolve_catalog_model, size_file, size_scheme
 from planner.errors import PlannerError
 from planner.gguf.header import read_gguf
 from planner.gguf.model import layer_of, model_from_gguf
-from planner.gguf.writer import TINY_KINDS, tiny_model, write_gguf, write_sparse_gguf
+from planner.gguf.writer import write_gguf, write_sparse_gguf
+from tiny_models import TINY_KINDS, tiny_model
 
 
 @pytest.mark.parametrize("kind", TINY_KINDS)

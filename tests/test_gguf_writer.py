@@ -18,8 +18,8 @@ from planner.core.schemes import resolve_scheme
 from planner.core.sizing import resolve_catalog_model, size_scheme
 from planner.errors import PlannerError
 from planner.gguf.header import read_gguf
-from planner.gguf.writer import (TINY_KINDS, model_from_hparams, spm_vocab, tiny_deepseek2_hparams, tiny_hparams,
-                                 tiny_model, write_gguf, write_sparse_gguf)
+from planner.gguf.writer import model_from_hparams, spm_vocab, write_gguf, write_sparse_gguf
+from tiny_models import TINY_KINDS, tiny_deepseek2_hparams, tiny_hparams, tiny_model
 
 
 def _field(reader: gguf.GGUFReader, key: str):

@@ -14,7 +14,8 @@ from planner.core.ggml_types import type_name
 from planner.core.schemes import resolve_scheme
 from planner.core.sizing import size_scheme
 from planner.gguf.header import read_gguf
-from planner.gguf.writer import tiny_model, write_gguf
+from planner.gguf.writer import write_gguf
+from tiny_models import tiny_model
 
 
 def _json(capsys, *args) -> dict:

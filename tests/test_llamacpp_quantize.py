@@ -177,7 +177,8 @@ def test_disk_too_small_is_refused_before_running(lc, tiny_gguf, tmp_path, monke
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 130)])
 def test_interrupt_kills_llama_quantize_and_removes_the_partial_file(lc, tmp_path, sig, code):
-    from planner.gguf.writer import model_from_hparams, tiny_llama_hparams, write_gguf
+    from planner.gguf.writer import model_from_hparams, write_gguf
+    from tiny_models import tiny_llama_hparams
 
     src = write_gguf(tmp_path / "big.gguf", model_from_hparams(tiny_llama_hparams(n_layer=12, n_ff=1024)))[0]
     out = tmp_path / "out.gguf"
@@ -230,7 +231,8 @@ def test_verification_reports_a_difference(lc, tiny_gguf, tmp_path, monkeypatch,
 def test_llama_quantize_dies_with_a_killed_dq_planner(lc, tmp_path):
     """SIGKILL cannot be handled: the kernel stops llama-quantize (PR_SET_PDEATHSIG), and the next run for
     the same output removes the partial file the killed run left."""
-    from planner.gguf.writer import model_from_hparams, tiny_llama_hparams, write_gguf
+    from planner.gguf.writer import model_from_hparams, write_gguf
+    from tiny_models import tiny_llama_hparams
 
     src = write_gguf(tmp_path / "big.gguf", model_from_hparams(tiny_llama_hparams(n_layer=12, n_ff=1024)))[0]
     out = tmp_path / "out.gguf"
@@ -260,13 +262,15 @@ def test_llama_quantize_dies_with_a_killed_dq_planner(lc, tmp_path):
 
 
 def tiny_gguf_path(folder: Path) -> Path:
-    from planner.gguf.writer import tiny_model, write_gguf
+    from planner.gguf.writer import write_gguf
+    from tiny_models import tiny_model
 
     return write_gguf(folder / "small.gguf", tiny_model("llama"))[0]
 
 
 def test_split_input_by_its_first_shard(lc, tmp_path):
-    from planner.gguf.writer import tiny_model, write_gguf
+    from planner.gguf.writer import write_gguf
+    from tiny_models import tiny_model
 
     shards = write_gguf(tmp_path / "m.gguf", tiny_model("qwen2"), split_max_tensors=20)
     assert len(shards) == 3
@@ -283,7 +287,7 @@ def test_long_recipe_goes_as_a_tensor_type_file(lc, tiny_gguf, tmp_path):
     from planner.core.sizing import size_scheme
     from planner.engines.llamacpp.argv import TENSOR_TYPE_FILE_THRESHOLD
     from planner.engines.llamacpp.quantize import compare_log, read_file_table, run_quantize, verify_file
-    from planner.gguf.writer import tiny_model
+    from tiny_models import tiny_model
 
     types = ["q8_0", "q6_K", "q5_K", "q4_K", "q3_K"]
     rules = [f'  {{ pattern = \'^blk\\.{i}\\.ffn_(up|gate)\', type = "{types[i % 5]}" }},' for i in range(60)]

@@ -129,7 +129,8 @@ def test_serve_over_two_loopback_rpc_servers(lc, model, rpc_servers):
 ])
 def test_rpc_placements_match_llama_cpp(lc, tmp_path, rpc_servers, options, ts):
     """Weights and KV cache on every device exactly as planned, for the placement options."""
-    from planner.gguf.writer import model_from_hparams, tiny_deepseek2_hparams, write_gguf
+    from planner.gguf.writer import model_from_hparams, write_gguf
+    from tiny_models import tiny_deepseek2_hparams
 
     path = write_gguf(tmp_path / "ds8.gguf", model_from_hparams(tiny_deepseek2_hparams(n_layer=8)))[0]
     a, b = rpc_servers

@@ -19,8 +19,8 @@ from planner.core.schemes import resolve_scheme, standard_ids
 from planner.core.sizing import size_scheme
 from planner.engines.llamacpp.crosscheck import dry_run_compare, schemes_for
 from planner.engines.llamacpp.quantize import compare_log, read_file_table, run_quantize, verify_file
-from planner.gguf.writer import (TINY_KINDS, model_from_hparams, tiny_deepseek2_hparams, tiny_llama_hparams,
-                                 tiny_model, tiny_qwen2_hparams, write_sparse_gguf)
+from planner.gguf.writer import model_from_hparams, write_sparse_gguf
+from tiny_models import TINY_KINDS, tiny_deepseek2_hparams, tiny_llama_hparams, tiny_model, tiny_qwen2_hparams
 
 RECIPES = ("DQ3_K_M", "Q2_K_L", "UD-Q2_K_XL")
 

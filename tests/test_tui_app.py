@@ -253,7 +253,8 @@ def _llama_cpp_available() -> bool:
 
 @pytest.mark.skipif(not _llama_cpp_available(), reason="llama.cpp binaries (the llama extra) not installed")
 def test_quantize_and_serve_a_tiny_model_then_quit_stops_the_server(tmp_path):
-    from planner.gguf.writer import tiny_model, write_gguf
+    from planner.gguf.writer import write_gguf
+    from tiny_models import tiny_model
 
     src = tmp_path / "tiny BF16.gguf"
     write_gguf(src, tiny_model("deepseek2-mla"))
@@ -341,7 +342,8 @@ def test_gguf_file_as_the_model_then_another_engine(tiny_gguf):
 
 @pytest.mark.skipif(not _llama_cpp_available(), reason="llama.cpp binaries (the llama extra) not installed")
 def test_cancel_a_running_quantization(tmp_path):
-    from planner.gguf.writer import model_from_hparams, tiny_deepseek2_hparams, write_gguf
+    from planner.gguf.writer import model_from_hparams, write_gguf
+    from tiny_models import tiny_deepseek2_hparams
 
     # IQ3_S on 8 tiny deepseek2 blocks: a few seconds of llama-quantize, long enough to cancel midway
     src = tmp_path / "src.gguf"

@@ -6,7 +6,8 @@ for the architecture:
 
 1. Tiny random-weight models, for tests against the real llama-quantize / llama-cli / llama-server::
 
-       from planner.gguf.writer import TINY_KINDS, tiny_model, write_gguf
+       from tiny_models import TINY_KINDS, tiny_model    # tests/tiny_models.py: test data, not shipped
+       from planner.gguf.writer import write_gguf
        model = tiny_model("deepseek2-mla")        # a ResolvedModel; kinds: TINY_KINDS
        write_gguf(tmp_path / "m.gguf", model)     # bf16 weights, f32 norms/routers, as the converter writes
        write_gguf(p, model, types={"blk.0.ffn_up.weight": "q8_0"})   # per-tensor types (name -> type)
@@ -20,7 +21,8 @@ for the architecture:
    attn_q_b) and 432 (qwen2-tied ffn_down) are not whole 32-blocks either (f16); rows of 256 and 512
    take K-quants as they are (the deepseek2 experts among them). About 2-3.4M parameters each: on 2
    cores llama-quantize takes 0.02-0.16 s for K-quants and 0.2-0.8 s for IQ3_S. `tiny_hparams(kind)`
-   gives the Hparams and layout alone, tiny_*_hparams(**overrides) variants (n_layer=5 ...), and
+   (tests/tiny_models.py) gives the Hparams and layout alone, tiny_*_hparams(**overrides) variants
+   (n_layer=5 ...), and
    `model_from_hparams(hp, layout)` turns any Hparams into a ResolvedModel (the converter's tensors).
 
    Weights are random (normal, std 1/sqrt(row length); norms 1; routing bias 0; rope factors 1). Types
@@ -59,7 +61,6 @@ import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -77,67 +78,8 @@ from planner.core.sizing import ResolvedModel
 from planner.errors import PlannerError, choices
 
 # ---------------------------------------------------------------------------------------------------
-# Tiny models
+# Models from Hparams
 # ---------------------------------------------------------------------------------------------------
-
-TINY_KINDS = ("deepseek2-mla", "deepseek2-legacy", "qwen2", "qwen2-tied", "llama")
-
-
-def tiny_deepseek2_hparams(**overrides: Any) -> Hparams:
-    """A DeepSeek-V3-shaped deepseek2 (MLA + MoE, q LoRA, shared expert, routing bias), tiny: block 0
-    dense, blocks 1-2 MoE with 4 experts (2 used). Any field can be overridden (n_layer=5 ...).
-
-    Row lengths (ne0): n_embd, kv_lora, n_head*v_head and n_ff_exp are 256, so attn_kv_a_mqa,
-    attn_v_b/attn_kv_b, attn_output and the expert tensors take K-quants as they are; qk_nope 128
-    (attn_k_b, as in the real model) and n_ff 320 (the dense ffn_down) fall back to 32-element blocks;
-    q_lora 80 (attn_q_b) is not a multiple of 32 either and falls back to f16.
-    """
-    hp = Hparams(
-        arch="deepseek2", n_embd=256, n_vocab=384, n_layer=3, n_head=2, n_head_kv=2, n_ff=320,
-        n_ctx_train=4096, n_lora_q=80, n_lora_kv=256, n_rot=64, n_embd_head_qk_nope=128,
-        n_embd_head_v=128, n_expert=4, n_expert_used=2, n_expert_shared=1, n_ff_exp=256,
-        n_layer_dense_lead=1, exp_probs_b=True,
-    )
-    return replace(hp, **overrides)
-
-
-def tiny_qwen2_hparams(tied: bool = False, **overrides: Any) -> Hparams:
-    """A qwen2 (R1-Distill-Qwen shape: q/k/v biases, GQA), tiny.
-
-    Untied: n_embd 256 (K-quants fit), n_ff 384 (ffn_down falls back to 32-blocks), 4 layers.
-    Tied: n_embd 320 (every n_embd row falls back), n_ff 432 (ffn_down: not a multiple of 32 -> f16),
-    no output.weight (llama.cpp reuses token_embd), 3 layers.
-    """
-    if tied:
-        hp = Hparams(arch="qwen2", n_embd=320, n_vocab=320, n_layer=3, n_head=5, n_head_kv=1, n_ff=432,
-                     n_ctx_train=4096, tied_embeddings=True, n_embd_head=64, qkv_bias=True)
-    else:
-        hp = Hparams(arch="qwen2", n_embd=256, n_vocab=384, n_layer=4, n_head=4, n_head_kv=2, n_ff=384,
-                     n_ctx_train=4096, n_embd_head=64, qkv_bias=True)
-    return replace(hp, **overrides)
-
-
-def tiny_llama_hparams(**overrides: Any) -> Hparams:
-    """A llama (R1-Distill-Llama shape: GQA 4, Llama-3 rope_freqs tensor), tiny; every row fits K-quants."""
-    hp = Hparams(arch="llama", n_embd=256, n_vocab=384, n_layer=4, n_head=4, n_head_kv=1, n_ff=512,
-                 n_ctx_train=4096, n_embd_head=64, rope_freqs=True)
-    return replace(hp, **overrides)
-
-
-def tiny_hparams(kind: str) -> tuple[Hparams, str | None]:
-    """(Hparams, layout) of a tiny model kind (see TINY_KINDS)."""
-    if kind == "deepseek2-mla":
-        return tiny_deepseek2_hparams(), "mla"
-    if kind == "deepseek2-legacy":
-        return tiny_deepseek2_hparams(), "legacy"
-    if kind == "qwen2":
-        return tiny_qwen2_hparams(), None
-    if kind == "qwen2-tied":
-        return tiny_qwen2_hparams(tied=True), None
-    if kind == "llama":
-        return tiny_llama_hparams(), None
-    raise PlannerError(f"unknown tiny model kind '{kind}'; valid: {choices(TINY_KINDS)}")
-
 
 def model_from_hparams(hp: Hparams, layout: str | None = None, src: T = T.BF16, id: str | None = None,
                        name: str | None = None) -> ResolvedModel:
@@ -146,12 +88,6 @@ def model_from_hparams(hp: Hparams, layout: str | None = None, src: T = T.BF16, 
     mid = id or f"tiny-{hp.arch}" + (f"-{lay}" if lay else "")
     return ResolvedModel(id=mid, name=name or mid, hparams=hp, layout=lay,
                          tensors=enumerate_tensors(hp, lay, src), source="generated")
-
-
-def tiny_model(kind: str, src: T = T.BF16) -> ResolvedModel:
-    """A tiny ResolvedModel of one of TINY_KINDS, weights in `src` (bf16, f16 or f32)."""
-    hp, layout = tiny_hparams(kind)
-    return model_from_hparams(hp, layout, src, id=f"tiny-{kind}")
 
 
 # ---------------------------------------------------------------------------------------------------
