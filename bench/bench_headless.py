@@ -3,7 +3,11 @@
 Target: under 0.5 s median on a 2-core machine. Each run is a fresh interpreter (what a user or a
 script pays). Writes bench/out/headless.md and prints the same lines.
 
-    python bench/bench_headless.py [--runs 15]
+With --bounds it also times the largest requests planner/core/request.py accepts (the most devices per
+node, the most nodes, --max-context and --model auto on them, JSON and tables): every accepted plan must
+answer in under 2 s (BOUNDS_TARGET_S), with its peak memory (ru_maxrss of the child).
+
+    python bench/bench_headless.py [--runs 15] [--bounds]
 """
 
 from __future__ import annotations
@@ -18,15 +22,39 @@ import time
 from pathlib import Path
 
 TARGET_S = 0.5
+BOUNDS_TARGET_S = 2.0
+
+
+def bounds_cases() -> list[list[str]]:
+    from planner.core.request import MAX_DEVICES, MAX_GPUS_PER_NODE, MAX_NODES
+
+    shapes = [["--gpus", str(MAX_GPUS_PER_NODE)],
+              ["--gpus", str(MAX_GPUS_PER_NODE), "--nodes", str(MAX_DEVICES // MAX_GPUS_PER_NODE)],
+              ["--gpus", str(MAX_DEVICES // MAX_NODES), "--nodes", str(MAX_NODES)]]
+    out = []
+    for shape in shapes:
+        for extra in ([], ["--json"], ["--max-context", "--json"], ["--model", "auto", "--json"],
+                      ["--engine", "vllm", "--json"], ["--engine", "sglang", "--json"]):
+            out.append(shape + extra)
+    return out
+
+
+def time_child(cmd: list[str], env: dict) -> tuple[float, int, int]:
+    """(seconds, exit code, peak RSS in KiB) of one run."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    _, status, usage = os.wait4(p.pid, 0)
+    return time.perf_counter() - t, os.waitstatus_to_exitcode(status), usage.ru_maxrss
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--bounds", action="store_true", help="also time the largest accepted requests")
     a = ap.parse_args()
     exe = shutil.which("dq-planner") or ""
-    cmd = [exe] if exe else [sys.executable, "-m", "planner.cli"]
-    cmd += ["--headless", "--device", "h100", "--json"]
+    prog = [exe] if exe else [sys.executable, "-m", "planner.cli"]
+    cmd = prog + ["--headless", "--device", "h100", "--json"]
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="0")
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)  # warm the bytecode cache
     times = []
@@ -42,6 +70,18 @@ def main() -> int:
         f"median {med:.3f} s, min {min(times):.3f} s, max {max(times):.3f} s (target < {TARGET_S} s): "
         + ("PASS" if med < TARGET_S else "OVER TARGET"),
     ]
+    if a.bounds:
+        base = prog + ["--headless", "--device", "h100"]
+        env_b = dict(env, DQ_PLANNER_DETECT="0")
+        worst = 0.0
+        lines += ["", f"## the largest accepted requests (target < {BOUNDS_TARGET_S} s each)", "",
+                  "| request | exit | seconds | peak RSS |", "|---|---|---|---|"]
+        for case in bounds_cases():
+            dt, rc, rss = time_child(base + case, env_b)
+            worst = max(worst, dt)
+            lines.append(f"| {' '.join(case)} | {rc} | {dt:.2f} | {rss / 1024:.0f} MiB |")
+        lines.append("")
+        lines.append(f"slowest {worst:.2f} s: " + ("PASS" if worst < BOUNDS_TARGET_S else "OVER TARGET"))
     out = Path(__file__).resolve().parent / "out"
     out.mkdir(exist_ok=True)
     (out / "headless.md").write_text("\n".join(lines) + "\n")
