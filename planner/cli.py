@@ -54,62 +54,16 @@ def _split(v: str) -> list[float]:
 
 
 def add_plan_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("plan options")
-    g.add_argument("--model", default="deepseek-r1", metavar="ID|DIR",
-                   help="catalog id or a local Hugging Face model folder (config.json); 'auto' compares every model")
-    g.add_argument("--model-file", metavar="F.gguf", help="architecture and actual tensor types from a GGUF header")
-    g.add_argument("--scheme", action="append", dest="schemes", metavar="ID",
-                   help="scheme id or recipe file (repeatable); default: every standard scheme and recipe")
-    g.add_argument("--engine", default="llama.cpp", choices=["llama.cpp", "vllm", "sglang"])
-    g.add_argument("--device", metavar="ID|auto|FILE", help="hardware profile; default: detected, else h100")
-    g.add_argument("--gpus", type=_nonneg_int("--gpus"), metavar="N",
-                   help="devices per node (0: only the --rpc devices and the host)")
-    g.add_argument("--nodes", type=_positive_int("--nodes"), default=1, metavar="N")
-    g.add_argument("--rpc", metavar="HOST:PORT[=MEM],...", help="llama.cpp RPC devices")
-    g.add_argument("--ctx", type=_positive_int("--ctx"), default=32768, metavar="N", help="context tokens")
-    g.add_argument("--kv-mode", choices=["mla", "mla-kv", "legacy"],
-                   help="deepseek2 KV cache: current llama.cpp (mla), Apr 2025-Jan 2026 (mla-kv), legacy GGUFs")
-    g.add_argument("--layout", choices=["mla", "legacy"], help="deepseek2 tensor layout (follows --kv-mode)")
-    g.add_argument("--cache-type-k", default="f16", metavar="T")
-    g.add_argument("--cache-type-v", default="f16", metavar="T")
-    g.add_argument("--flash-attn", default="auto", choices=["on", "off", "auto"])
-    g.add_argument("--parallel", type=_positive_int("--parallel"), default=1, metavar="N")
-    g.add_argument("--ubatch", type=_positive_int("--ubatch"), default=512, metavar="N")
-    g.add_argument("--batch", type=_positive_int("--batch"), default=2048, metavar="N")
-    g.add_argument("--ngl", type=_nonneg_int("--ngl"), metavar="N", help="layers on the GPUs (default: all)")
-    g.add_argument("--n-cpu-moe", type=_nonneg_int("--n-cpu-moe"), default=0, metavar="N",
-                   help="keep the expert tensors of the first N layers in host RAM")
-    g.add_argument("--tensor-split", type=_split, metavar="a,b,...")
-    g.add_argument("--task", default="general", choices=["general", "math", "code", "chinese"])
-    g.add_argument("--max-context", action="store_true", help="also find the largest context that fits")
-    e = p.add_argument_group("vLLM / SGLang options")
-    e.add_argument("--gpu-memory-utilization", type=float, metavar="F", help="vLLM's share of GPU memory [0.9]")
-    e.add_argument("--mem-fraction-static", type=float, metavar="F", help="SGLang's static memory share")
-    e.add_argument("--dp-attention", action="store_true", help="SGLang data-parallel attention")
-    e.add_argument("--head-address", metavar="IP", help="the first node's address in multi-node commands")
-    e.add_argument("--checkpoint", metavar="PATH", help="a local checkpoint instead of the published one")
-    im = g.add_mutually_exclusive_group()
-    im.add_argument("--imatrix", dest="imatrix", action="store_true", default=None,
-                    help="plan with an importance matrix (default: only where the scheme needs one)")
-    im.add_argument("--no-imatrix", dest="imatrix", action="store_false")
+    """The plan options, generated from their one declaration (planner/options.py)."""
+    from planner.options import add_plan_options as add
+
+    add(p)
 
 
 def request_from_args(a: argparse.Namespace):
-    from planner.core.plan import PlanRequest
+    from planner.options import request_from_namespace
 
-    return PlanRequest(
-        model=a.model, model_file=a.model_file, schemes=a.schemes, engine=a.engine, device=a.device,
-        gpus=a.gpus, nodes=a.nodes, rpc=[x for x in (a.rpc or "").split(",") if x], ctx=a.ctx,
-        kv_mode=a.kv_mode, layout=a.layout, cache_type_k=a.cache_type_k, cache_type_v=a.cache_type_v,
-        flash_attn=a.flash_attn, parallel=a.parallel, ubatch=a.ubatch, batch=a.batch, ngl=a.ngl,
-        n_cpu_moe=a.n_cpu_moe, tensor_split=a.tensor_split, task=a.task, imatrix=a.imatrix,
-        max_context=getattr(a, "max_context", False),
-        gpu_memory_utilization=getattr(a, "gpu_memory_utilization", None),
-        mem_fraction_static=getattr(a, "mem_fraction_static", None),
-        dp_attention=getattr(a, "dp_attention", False), head_address=getattr(a, "head_address", None),
-        checkpoint=getattr(a, "checkpoint", None),
-        with_tensors=getattr(a, "tensors", False),
-    )
+    return request_from_namespace(a, with_tensors=getattr(a, "tensors", False))
 
 
 def main_parser() -> argparse.ArgumentParser:
@@ -180,15 +134,17 @@ def run_headless(a: argparse.Namespace) -> int:
 
         plan, candidates = make_auto_plan(req)
         if a.json:
-            doc = plan.to_dict(with_tensors=a.tensors)
-            doc["candidates"] = [c.to_dict() for c in candidates]
-            _emit_json(doc)
+            from planner.render.json_doc import auto_document
+
+            _emit_json(auto_document(plan, candidates, with_tensors=a.tensors))
         else:
             print(render_candidates(candidates, plan))
         return 0
     plan = make_plan(req)
     if a.json:
-        _emit_json(plan.to_dict(with_tensors=a.tensors))
+        from planner.render.json_doc import plan_document
+
+        _emit_json(plan_document(plan, with_tensors=a.tensors))
     else:
         print(render_plan(plan, with_tensors=a.tensors))
     if a.plot:

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from planner.core.plan import PlanRequest
+from planner.errors import PlannerError
 from planner.planning import make_plan
 from planner.render.units import GiB, human
 from planner.tui.app import ACTIONS, PlannerApp
+from llamacpp_support import dq, require_llama_cpp
 
 R1_910B_LEGACY = PlanRequest(device="910b", kv_mode="legacy")
 
@@ -112,7 +114,7 @@ def test_model_change_typed_numbers_and_bad_values():
         assert app.plan.model.id == "deepseek-r1-distill-qwen-32b"
         assert app.sp.id == "Q4_K_M"
         assert app.error is None
-        assert app.query_one("#ch-kv").disabled        # no KV mode outside deepseek2
+        assert app.query_one("#ch-kv_mode").disabled        # no KV mode outside deepseek2
         model = dict(model="deepseek-r1-distill-qwen-32b", device="a100")
         want = make_plan(PlanRequest(**model, schemes=["Q4_K_M"])).scheme("Q4_K_M")
         assert app.sp.size_bytes == want.size_bytes
@@ -131,8 +133,11 @@ def test_model_change_typed_numbers_and_bad_values():
         assert app.focused is app.query_one("#ch-gpus")
         await pilot.press("0")
         await pilot.pause()
-        assert app.error == "--gpus must be at least 1, got 0"
-        assert "! --gpus must be at least 1, got 0" in app.screen_text()
+        # 0 GPUs without --rpc devices: the core refuses it, the screen says why
+        with pytest.raises(PlannerError) as refused:
+            make_plan(PlanRequest(**model, ctx=8192, gpus=0, schemes=["Q4_K_M"]))
+        assert app.error == str(refused.value)
+        assert f"! {refused.value}"[:60] in app.screen_text()
         await pilot.press("backspace", "2")
         await pilot.pause()
         assert app.error is None
@@ -190,7 +195,9 @@ def test_tensor_table_then_export_plan_json_and_launch_commands(tmp_path):
 
     run(req, body)
     # the export is the plan of every scheme for these choices, as `dq-planner --headless --json` gives it
-    assert json.loads(out.read_text()) == make_plan(replace(req, schemes=None)).to_dict()
+    from planner.render.json_doc import plan_document
+
+    assert json.loads(out.read_text()) == plan_document(make_plan(replace(req, schemes=None)))
     # the launch commands are the engine's own for this plan (what --print-commands prints)
     from planner.engines.llamacpp.commands import launch_lines
 
@@ -198,6 +205,52 @@ def test_tensor_table_then_export_plan_json_and_launch_commands(tmp_path):
     assert os.access(script, os.X_OK)
     assert text == "#!/bin/sh\nset -eu\n" + "\n".join(launch_lines(make_plan(req), req, "DQ3_K_M")) + "\n"
     assert "llama-server -m DeepSeek-R1-DQ3_K_M.gguf" in text
+
+
+def _export(req: PlanRequest, tmp_path: Path, keys: tuple[str, ...] = ()) -> tuple[dict, list[str]]:
+    """Open the app on `req`, press `keys`, export the plan with x: (the JSON, the request's CLI options)."""
+    out = tmp_path / "tui.json"
+    got: list[str] = []
+
+    async def body(app, pilot):
+        if keys:
+            await pilot.press(*keys)
+            await app.settle()
+            await pilot.pause()
+        await pilot.press("x")
+        await pilot.pause()
+        app.screen.query_one("#field-path").value = str(out)
+        await pilot.press("enter")
+        await pilot.pause()
+        got.extend(app.wb.cli_args())
+
+    run(req, body)
+    return json.loads(out.read_text()), got
+
+
+@pytest.mark.parametrize("keys", [(), ("right_square_bracket",)], ids=["file", "file-and-next-scheme"])
+def test_exported_json_of_a_gguf_file_is_the_cli_json_of_the_same_request(tiny_gguf, tmp_path, monkeypatch, keys):
+    monkeypatch.setenv("DQ_PLANNER_DETECT", "0")
+    path = str(tiny_gguf("deepseek2-mla"))
+    doc, args = _export(PlanRequest(model_file=path, device="h100"), tmp_path, keys)
+    r = dq("--headless", "--json", *args, env={**os.environ, "DQ_PLANNER_DETECT": "0"})
+    assert r.returncode == 0, r.stderr
+    assert doc == json.loads(r.stdout)
+    kinds = [s["id"] for s in doc["schemes"]]
+    # the file as it is, then (after ]) the scheme selected: the CLI's --model-file F [--scheme S]
+    assert len(kinds) == 1 + len(keys)
+    if keys:
+        assert args[args.index("--scheme") + 1] == kinds[1]
+
+
+def test_exported_json_of_a_catalog_model_is_the_cli_json_of_the_same_request(tmp_path):
+    req = PlanRequest(model="deepseek-r1-distill-qwen-32b", device="a100", gpus=2, ctx=8192, schemes=["Q4_K_M"])
+    doc, args = _export(req, tmp_path)
+    r = dq("--headless", "--json", *args, env={**os.environ, "DQ_PLANNER_DETECT": "0"})
+    assert r.returncode == 0, r.stderr
+    assert doc == json.loads(r.stdout)
+    # the TUI compares every scheme of the model: the request without --scheme
+    assert "--scheme" not in args and len(doc["schemes"]) > 1
 
 
 def test_every_action_has_a_key_and_a_palette_entry():
@@ -241,18 +294,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _llama_cpp_available() -> bool:
-    try:
-        from planner.engines.llamacpp.locate import locate
-
-        locate(None).binary("llama-quantize")
-        return True
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(not _llama_cpp_available(), reason="llama.cpp binaries (the llama extra) not installed")
 def test_quantize_and_serve_a_tiny_model_then_quit_stops_the_server(tmp_path):
+    require_llama_cpp("llama-quantize", "llama-server")       # fails under CI when they are missing
     from planner.gguf.writer import write_gguf
     from tiny_models import tiny_model
 
@@ -340,8 +383,8 @@ def test_gguf_file_as_the_model_then_another_engine(tiny_gguf):
     run(PlanRequest(device="h100"), body, settle=False)
 
 
-@pytest.mark.skipif(not _llama_cpp_available(), reason="llama.cpp binaries (the llama extra) not installed")
 def test_cancel_a_running_quantization(tmp_path):
+    require_llama_cpp("llama-quantize")
     from planner.gguf.writer import model_from_hparams, write_gguf
     from tiny_models import tiny_deepseek2_hparams
 

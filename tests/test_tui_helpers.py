@@ -14,7 +14,8 @@ import pytest
 from planner.cli import main_parser, request_from_args
 from planner.core.plan import DeviceMemory, PlanRequest
 from planner.errors import PlannerError
-from planner.tui.choices import request_args, write_new_file
+from planner.options import request_args
+from planner.tui.choices import write_new_file
 from planner.tui.jobs import ChildProcess
 from planner.tui.widgets.memory import bar_cells
 from planner.tui.widgets.tensors import filter_tensors

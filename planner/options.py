@@ -1,0 +1,314 @@
+"""The plan options, each declared once: flag(s), request field, converter, default, help, choices.
+
+Three things are generated from OPTIONS: the argparse group of every command that plans
+(planner.cli.add_plan_options), the PlanRequest built from parsed arguments (request_from_namespace)
+with its inverse (request_args: the options that reproduce a request), and the TUI's choice controls
+(planner/tui/widgets/choices.py reads each option's `control`). The choice lists come from data: tasks
+from the accuracy profiles, cache types from the core's memory model, engines from the engine list,
+KV modes from the llama.cpp memory model.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Iterator, Sequence
+
+from planner.errors import PlannerError
+
+
+# ---------------------------------------------------------------- converters (argparse `type=`)
+def int_at_least(flag: str, low: int) -> Callable[[str], int]:
+    def conv(v: str) -> int:
+        try:
+            n = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer, got '{v}'") from None
+        if n < low:
+            raise argparse.ArgumentTypeError(f"{flag} must be at least {low}, got {n}")
+        return n
+    return conv
+
+
+def split_list(v: str) -> list[float]:
+    try:
+        parts = [float(x) for x in v.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tensor-split must be numbers separated by commas, got '{v}'") from None
+    if any(p < 0 for p in parts) or not any(p > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"--tensor-split needs non-negative proportions, not all zero: '{v}'")
+    return parts
+
+
+def comma_list(v: str | None) -> list[str]:
+    return [x.strip() for x in (v or "").split(",") if x.strip()]
+
+
+# ---------------------------------------------------------------- choice sources (read when first needed)
+def engine_names() -> tuple[str, ...]:
+    from planner.engines.registry import engine_names as names
+
+    return names()
+
+
+def kv_modes() -> tuple[str, ...]:
+    from planner.core.gguf_plan import KV_MODES
+
+    return tuple(KV_MODES)
+
+
+def cache_types() -> tuple[str, ...]:
+    from planner.core.memory import CACHE_TYPES
+
+    return tuple(CACHE_TYPES)
+
+
+def task_ids() -> tuple[str, ...]:
+    from planner.core.accuracy import task_ids as ids
+
+    return tuple(ids())
+
+
+FLASH_ATTN = ("auto", "on", "off")
+LAYOUTS = ("mla", "legacy")
+
+
+class Choices(Sequence[str]):
+    """A choice list read from its source on first use (argparse asks only when a value is checked or
+    help is printed); `fold`: membership ignores case (the core itself does)."""
+
+    def __init__(self, source: Callable[[], Sequence[str]], fold: bool = False) -> None:
+        self._source = source
+        self._values: tuple[str, ...] | None = None
+        self.fold = fold
+
+    def values(self) -> tuple[str, ...]:
+        if self._values is None:
+            self._values = tuple(self._source())
+        return self._values
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.values()[i]
+
+    def __len__(self) -> int:
+        return len(self.values())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.values())
+
+    def __contains__(self, v: object) -> bool:
+        if self.fold and isinstance(v, str):
+            return v.lower() in (x.lower() for x in self.values())
+        return v in self.values()
+
+
+# ---------------------------------------------------------------- the schema
+@dataclass(frozen=True)
+class Control:
+    """How the TUI offers an option. kind: "select" (a list), "int" (a whole number), "text".
+    options: (label, value) pairs for a select (default: the option's choices); empty: what an emptied
+    field means ("default": the option's default, "keep": no change while it is retyped); also: request
+    fields reset with a change (a new KV mode lets the layout follow it)."""
+
+    label: str
+    kind: str
+    section: str
+    placeholder: str = ""
+    empty: str = "default"
+    options: Callable[[], list[tuple[str, str]]] | None = None
+    also: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Option:
+    dest: str                                 # the PlanRequest field
+    flags: tuple[str, ...]
+    help: str | None = None
+    default: Any = None
+    type: Callable[[str], Any] | None = None
+    choices: Choices | None = None
+    metavar: str | None = None
+    action: str = "store"                     # store | append | store_true | store_false
+    group: str = "plan"                       # plan | engine | imatrix (mutually exclusive, in plan)
+    to_request: Callable[[Any], Any] | None = None      # parsed value -> request value
+    to_text: Callable[[Any], str] | None = None         # request value -> the flag's argument
+    control: Control | None = None
+
+    @property
+    def flag(self) -> str:
+        return self.flags[0]
+
+    def parse(self, text: str) -> Any:
+        """One typed value as the command line would read it (PlannerError for a bad one)."""
+        try:
+            v = self.type(text) if self.type else text
+        except argparse.ArgumentTypeError as e:
+            raise PlannerError(str(e)) from None
+        if self.choices is not None and v not in self.choices:
+            raise PlannerError(f"unknown {self.flag} '{v}'; valid: {', '.join(self.choices)}")
+        return self.to_request(v) if self.to_request else v
+
+    def text(self, value: Any) -> str:
+        """The request value as the flag's argument ("" for nothing)."""
+        if value is None:
+            return ""
+        return self.to_text(value) if self.to_text else str(value)
+
+    def add_to(self, g) -> None:
+        kw: dict[str, Any] = {"dest": self.dest, "help": self.help}
+        if self.action in ("store_true", "store_false"):
+            kw["action"] = self.action
+            if self.default is not None or self.group == "imatrix":
+                kw["default"] = self.default
+        else:
+            if self.action == "append":
+                kw["action"] = "append"
+            kw["default"] = self.default
+            if self.type is not None:
+                kw["type"] = self.type
+            if self.choices is not None:
+                kw["choices"] = self.choices
+            if self.metavar is not None:
+                kw["metavar"] = self.metavar
+        g.add_argument(*self.flags, **kw)
+
+
+def _floats(v: list[float]) -> str:
+    return ",".join(f"{x:g}" for x in v)
+
+
+def _device_options() -> list[tuple[str, str]]:
+    from planner.core.devices import profiles
+
+    return [("auto (detected)", "auto")] + [(p, p) for p in profiles()]
+
+
+AUTO = "auto"
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", ("--model",), default="deepseek-r1", metavar="ID|DIR",
+           help="catalog id or a local Hugging Face model folder (config.json); 'auto' compares every model"),
+    Option("model_file", ("--model-file",), metavar="F.gguf",
+           help="architecture and actual tensor types from a GGUF header"),
+    Option("schemes", ("--scheme",), action="append", metavar="ID",
+           help="scheme id or recipe file (repeatable); default: every standard scheme and recipe"),
+    Option("engine", ("--engine",), default="llama.cpp", choices=Choices(engine_names),
+           control=Control("engine", "select", "Model")),
+    Option("device", ("--device",), metavar="ID|auto|FILE", help="hardware profile; default: detected, else h100",
+           control=Control("device", "select", "Hardware", options=_device_options)),
+    Option("gpus", ("--gpus",), type=int_at_least("--gpus", 0), metavar="N",
+           help="devices per node (0: only the --rpc devices and the host)",
+           control=Control("gpus", "int", "Hardware", placeholder="profile")),
+    Option("nodes", ("--nodes",), type=int_at_least("--nodes", 1), default=1, metavar="N",
+           control=Control("nodes", "int", "Hardware")),
+    Option("rpc", ("--rpc",), metavar="HOST:PORT[=MEM],...", help="llama.cpp RPC devices",
+           to_request=comma_list, to_text=",".join,
+           control=Control("rpc", "text", "Hardware", placeholder="host:port[=mem],...")),
+    Option("ctx", ("--ctx",), type=int_at_least("--ctx", 1), default=32768, metavar="N", help="context tokens",
+           control=Control("ctx", "int", "Context", empty="keep")),
+    Option("kv_mode", ("--kv-mode",), choices=Choices(kv_modes),
+           help="deepseek2 KV cache: current llama.cpp (mla), Apr 2025-Jan 2026 (mla-kv), legacy GGUFs",
+           control=Control("kv", "select", "Context", also=(("layout", None),))),
+    Option("layout", ("--layout",), choices=Choices(lambda: LAYOUTS),
+           help="deepseek2 tensor layout (follows --kv-mode)"),
+    Option("cache_type_k", ("--cache-type-k",), default="f16", metavar="T", choices=Choices(cache_types, fold=True),
+           control=Control("K type", "select", "Context")),
+    Option("cache_type_v", ("--cache-type-v",), default="f16", metavar="T", choices=Choices(cache_types, fold=True),
+           control=Control("V type", "select", "Context")),
+    Option("flash_attn", ("--flash-attn",), default="auto", choices=Choices(lambda: FLASH_ATTN),
+           control=Control("flash", "select", "Context")),
+    Option("parallel", ("--parallel",), type=int_at_least("--parallel", 1), default=1, metavar="N",
+           control=Control("slots", "int", "Context")),
+    Option("ubatch", ("--ubatch",), type=int_at_least("--ubatch", 1), default=512, metavar="N"),
+    Option("batch", ("--batch",), type=int_at_least("--batch", 1), default=2048, metavar="N"),
+    Option("ngl", ("--ngl",), type=int_at_least("--ngl", 0), metavar="N", help="layers on the GPUs (default: all)",
+           control=Control("ngl", "int", "Placement", placeholder="all")),
+    Option("n_cpu_moe", ("--n-cpu-moe",), type=int_at_least("--n-cpu-moe", 0), default=0, metavar="N",
+           help="keep the expert tensors of the first N layers in host RAM",
+           control=Control("cpu moe", "int", "Placement")),
+    Option("tensor_split", ("--tensor-split",), type=split_list, metavar="a,b,...", to_text=_floats,
+           control=Control("split", "text", "Placement", placeholder="a,b,...")),
+    Option("task", ("--task",), default="general", choices=Choices(task_ids),
+           control=Control("task", "select", "Placement")),
+    Option("max_context", ("--max-context",), action="store_true", default=False,
+           help="also find the largest context that fits"),
+    Option("gpu_memory_utilization", ("--gpu-memory-utilization",), type=float, metavar="F", group="engine",
+           help="vLLM's share of GPU memory [0.9]"),
+    Option("mem_fraction_static", ("--mem-fraction-static",), type=float, metavar="F", group="engine",
+           help="SGLang's static memory share"),
+    Option("dp_attention", ("--dp-attention",), action="store_true", default=False, group="engine",
+           help="SGLang data-parallel attention"),
+    Option("head_address", ("--head-address",), metavar="IP", group="engine",
+           help="the first node's address in multi-node commands"),
+    Option("checkpoint", ("--checkpoint",), metavar="PATH", group="engine",
+           help="a local checkpoint instead of the published one"),
+    Option("imatrix", ("--imatrix",), action="store_true", group="imatrix",
+           help="plan with an importance matrix (default: only where the scheme needs one)"),
+    Option("imatrix", ("--no-imatrix",), action="store_false", group="imatrix"),
+)
+
+BY_DEST: dict[str, Option] = {}
+for _o in OPTIONS:
+    BY_DEST.setdefault(_o.dest, _o)
+CONTROLS: tuple[Option, ...] = tuple(o for o in OPTIONS if o.control is not None)
+SECTIONS = ("Model", "Hardware", "Context", "Placement")
+
+
+def add_plan_options(p: argparse.ArgumentParser) -> None:
+    """The plan options on a parser (the main command, serve, ...)."""
+    g = p.add_argument_group("plan options")
+    e = p.add_argument_group("vLLM / SGLang options")
+    im = g.add_mutually_exclusive_group()
+    for o in OPTIONS:
+        o.add_to({"plan": g, "engine": e, "imatrix": im}[o.group])
+
+
+def request_from_namespace(a: argparse.Namespace, **extra):
+    """The PlanRequest of parsed plan options (an option a parser lacks keeps the request's default)."""
+    from planner.core.plan import PlanRequest
+
+    known = {f.name for f in fields(PlanRequest)}
+    kw: dict[str, Any] = {}
+    for o in OPTIONS:
+        if o.dest in kw or o.dest not in known or not hasattr(a, o.dest):
+            continue
+        v = getattr(a, o.dest)
+        kw[o.dest] = o.to_request(v) if o.to_request else v
+    kw.update(extra)
+    return PlanRequest(**kw)
+
+
+def request_args(req, *, with_model: bool = True) -> list[str]:
+    """The plan options that reproduce `req` on the command line (defaults left out)."""
+    from planner.core.plan import PlanRequest
+
+    d = PlanRequest()
+    out: list[str] = []
+    for o in OPTIONS:
+        v = getattr(req, o.dest)
+        if o.dest in ("model", "model_file"):
+            if not with_model or (o.dest == "model" and (req.model_file or v == d.model)):
+                continue
+        if o.dest == "device" and req.device_file:
+            out += ["--device", req.device_file]
+        if o.action == "append":
+            for x in v or []:
+                out += [o.flag, str(x)]
+        elif o.action == "store_true":
+            if v is True:
+                out.append(o.flag)
+        elif o.action == "store_false":
+            if v is False:
+                out.append(o.flag)
+        elif v is not None and v != getattr(d, o.dest) and v != []:
+            out += [o.flag, o.text(v)]
+    return out
+
+
+def control_options(o: Option) -> list[tuple[str, str]]:
+    """(label, value) pairs of a select control."""
+    c = o.control
+    assert c is not None and c.kind == "select"
+    if c.options is not None:
+        return c.options()
+    return [(x, x) for x in (o.choices or ())]

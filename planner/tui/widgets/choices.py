@@ -1,0 +1,219 @@
+"""The choices panel, generated from the option schema (planner/options.py): one row per option that
+has a control, in its section, parsed by the option's own converter (the messages are the command
+line's). The model, its path and the scheme are the workbench's and come first.
+
+The panel turns edits into messages (Changed: request fields and values; Invalid: one line); the app
+passes them to the workbench. show() puts the workbench's state back without sending anything.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.widgets import Input, Label, Select, Static
+from textual.widgets._select import SelectCurrent, SelectOverlay
+
+from planner.core.plan import Plan, PlanRequest
+from planner.errors import PlannerError
+from planner.options import CONTROLS, SECTIONS, Option, control_options
+from planner.tui.choices import AUTO_DEVICE, AUTO_MODEL, PATH_CHOICE, model_options
+
+MODEL, PATH, SCHEME = "ch-model", "ch-path", "ch-scheme"
+
+
+def control_id(o: Option) -> str:
+    return f"ch-{o.dest}"
+
+
+class NumberInput(Input):
+    """A whole-number field that passes letters on, so the app's keys (m, s, d, ...) work from it too."""
+
+    async def _on_key(self, event) -> None:
+        if event.is_printable and event.character and not event.character.isdigit():
+            event.prevent_default()    # not typed here (Input's own handler is skipped); it bubbles to the app
+
+    def __init__(self, **kw) -> None:
+        super().__init__(restrict=r"[0-9]*", **kw)
+
+    def check_consume_key(self, key: str, character: str | None) -> bool:
+        return character is not None and character.isdigit()
+
+
+class _Current(SelectCurrent):
+    """The shown value of a choice: one line of fixed width, so a new value repaints it without a new
+    layout of the screen (Textual's own lays the screen out again on every change)."""
+
+    def update(self, label) -> None:
+        self.label = label
+        self.has_value = label is not Select.NULL
+        self.query_one("#label", Static).update(self.placeholder if label is Select.NULL else label, layout=False)
+
+
+class Choice(Select):
+    def compose(self) -> ComposeResult:
+        yield _Current(self.prompt)
+        yield SelectOverlay(type_to_search=self._type_to_search).data_bind(compact=Select.compact)
+
+
+def _row(label: str, widget) -> Horizontal:
+    return Horizontal(Label(label, classes="choice-label"), widget, classes="choice")
+
+
+class ChoicesPanel(VerticalScroll):
+    class Changed(Message):
+        def __init__(self, changes: dict) -> None:
+            super().__init__()
+            self.changes = changes
+
+    class SchemeChosen(Message):
+        def __init__(self, scheme_id: str) -> None:
+            super().__init__()
+            self.scheme_id = scheme_id
+
+    class Invalid(Message):
+        def __init__(self, message: str) -> None:
+            super().__init__()
+            self.message = message
+
+    def __init__(self, request: PlanRequest, scheme_choices: list[tuple[str, str]], scheme_id: str, **kw) -> None:
+        super().__init__(**kw)
+        self.request = request
+        self.scheme_choices = scheme_choices
+        self.scheme_id = scheme_id
+        self._by_id = {control_id(o): o for o in CONTROLS}
+
+    # ---------------------------------------------------------------- layout
+    def compose(self) -> ComposeResult:
+        r = self.request
+        ids = [v for _, v in model_options()]
+        model_value = PATH_CHOICE if (r.model_file or r.model not in ids) else r.model
+        path_value = r.model_file or (r.model if model_value == PATH_CHOICE else "")
+        for section in SECTIONS:
+            yield Label(section, classes="section")
+            if section == "Model":
+                yield _row("model", Choice(model_options(), value=model_value, allow_blank=False, id=MODEL,
+                                           compact=True))
+                yield _row("path", Input(value=path_value, placeholder="HF folder or .gguf", id=PATH, compact=True))
+                yield _row("scheme", Choice(self.scheme_choices, value=self.scheme_id, allow_blank=False, id=SCHEME,
+                                            compact=True))
+            for o in CONTROLS:
+                if o.control.section == section:
+                    yield _row(o.control.label, self._widget(o, getattr(r, o.dest)))
+
+    def _widget(self, o: Option, value):
+        c = o.control
+        wid = control_id(o)
+        if c.kind == "select":
+            opts = control_options(o)
+            shown = value if value is not None else opts[0][1]
+            if shown not in [v for _, v in opts]:
+                opts.append((str(shown), shown))
+            return Choice(opts, value=shown, allow_blank=False, id=wid, compact=True)
+        cls = NumberInput if c.kind == "int" else Input
+        return cls(value=o.text(value), placeholder=c.placeholder, id=wid, compact=True)
+
+    # ---------------------------------------------------------------- edits -> messages
+    def on_mount(self) -> None:
+        # the values the panel itself put there: a Select announces its first value once it is mounted
+        self._shown = {sel.id: sel.value for sel in self.query(Select)}
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        sid, v = event.select.id, event.value
+        event.stop()
+        if v is Select.NULL or sid is None or self._shown.get(sid) == v:
+            return
+        self._shown[sid] = v
+        if sid == SCHEME:
+            self.post_message(self.SchemeChosen(str(v)))
+        elif sid == MODEL:
+            if v == PATH_CHOICE:
+                self.query_one(f"#{PATH}", Input).focus()
+                return
+            self.post_message(self.Changed({"model": str(v), "model_file": None}))
+        elif sid in self._by_id:
+            o = self._by_id[sid]
+            value = None if (o.dest == "device" and v == AUTO_DEVICE) else str(v)
+            self.post_message(self.Changed({o.dest: value, **dict(o.control.also)}))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        iid = event.input.id
+        if iid not in self._by_id:
+            return
+        event.stop()
+        o = self._by_id[iid]
+        text = event.value.strip()
+        if not text:
+            if o.control.empty == "keep":
+                return               # keep the last value while the field is being retyped
+            value = o.to_request(None) if o.to_request else o.default
+            self.post_message(self.Changed({o.dest: value}))
+            return
+        try:
+            self.post_message(self.Changed({o.dest: o.parse(text)}))
+        except PlannerError as e:
+            self.post_message(self.Invalid(str(e)))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != PATH:
+            return
+        event.stop()
+        path = event.value.strip()
+        if not path:
+            return
+        self.set_value(MODEL, PATH_CHOICE)
+        if path.lower().endswith(".gguf"):
+            self.post_message(self.Changed({"model_file": path}))
+        else:
+            self.post_message(self.Changed({"model": path, "model_file": None}))
+
+    # ---------------------------------------------------------------- state -> widgets (no messages)
+    def set_value(self, wid: str, value) -> None:
+        w = self.query_one(f"#{wid}")
+        if isinstance(w, Select):
+            self._shown[wid] = value
+        if w.value == value:
+            return
+        with w.prevent(Select.Changed, Input.Changed):
+            w.value = value
+
+    def set_schemes(self, choices: list[tuple[str, str]], scheme_id: str) -> None:
+        sel = self.query_one(f"#{SCHEME}", Select)
+        if choices != self.scheme_choices:
+            self.scheme_choices = choices
+            with sel.prevent(Select.Changed):
+                sel.set_options(choices)
+        if any(v == scheme_id for _, v in choices):
+            self.set_value(SCHEME, scheme_id)
+
+    def show(self, request: PlanRequest, plan: Plan | None) -> None:
+        """What the plan resolved (KV mode, GPU count), without changing the request."""
+        self.request = request
+        kv = self.query_one("#ch-kv_mode", Select)
+        if plan is None:
+            return
+        if kv.disabled != (plan.kv_mode is None):
+            kv.disabled = plan.kv_mode is None
+        if plan.kv_mode:
+            self.set_value("ch-kv_mode", plan.kv_mode)
+        gpus = self.query_one("#ch-gpus", Input)
+        if plan.hardware is not None:
+            ph = f"{plan.hardware.gpus} ({plan.hardware.source})"
+            if gpus.placeholder != ph:
+                gpus.placeholder = ph
+
+    def label_auto_device(self, label: str) -> None:
+        """Name what detection found on the "auto" choice."""
+        sel = self.query_one("#ch-device", Select)
+        opts = [(label if v == AUTO_DEVICE else lb, v) for lb, v in sel._options]
+        if opts == list(sel._options):
+            return
+        value = sel.value
+        with sel.prevent(Select.Changed):
+            sel.set_options(opts)
+            sel.value = opts[-1][1] if value == opts[0][1] else opts[0][1]   # the shown label follows a change
+            sel.value = value
+        self._shown[sel.id] = value
+
+
+__all__ = ["ChoicesPanel", "NumberInput", "MODEL", "PATH", "SCHEME", "AUTO_MODEL", "control_id"]
