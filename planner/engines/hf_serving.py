@@ -12,13 +12,14 @@ import shlex
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from planner.core.catalog import ModelEntry, resolve_model
 from planner.core.engine import Launch, ModelInput, Script
 from planner.core.hardware_plan import Hardware
 from planner.core.hf_checkpoint import Format, formats_for, repo_for, resolve_format
 from planner.core.plan import ModelSummary, Plan, PlanRequest, SchemePlan
-from planner.core.serving_plan import EngineOptions, check_counts, options_from_request, plan_formats
+from planner.core.serving_plan import EngineOptions, FitFn, check_counts, options_from_request, plan_formats
 from planner.errors import PlannerError
 
 
@@ -109,20 +110,18 @@ def export_scripts(launches: list[NodeLaunch], folder: str | os.PathLike, force:
 
 class HFServingEngine:
     """An engine that serves Hugging Face checkpoints (vLLM, SGLang): the formats of profiles/formats, its
-    memory model `fit` (a core module), and its per-node commands (`node_launches`)."""
+    memory model `fit(entry, fmt, profile, gpus, nodes, ctx, opts, sequences=)` (a core module), and its
+    per-node commands `node_launches(entry, fmt, gpus, nodes, ctx, opts)`."""
 
-    name = ""
-    label = ""
     accepts_model_file = False
     quantizes = False
 
-    def fit(self, entry: ModelEntry, fmt: Format, profile, gpus: int, nodes: int, ctx: int, opts: EngineOptions,
-            sequences: int = 1):
-        raise NotImplementedError
-
-    def node_launches(self, entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: int,
-                      opts: EngineOptions) -> list[NodeLaunch]:
-        raise NotImplementedError
+    def __init__(self, name: str, label: str, fit: FitFn,
+                 node_launches: Callable[[ModelEntry, Format, int, int, int, EngineOptions], list[NodeLaunch]]):
+        self.name = name
+        self.label = label
+        self.fit = fit
+        self.node_launches = node_launches
 
     def scheme_ids(self, entry: ModelEntry) -> list[str]:
         return [f.id for f in formats_for(entry)]

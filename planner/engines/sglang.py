@@ -11,20 +11,6 @@ from planner.core.sglang_memory import ENGINE, check_dp_attention, layout_for
 from planner.engines.hf_serving import HFServingEngine, NodeLaunch, model_path_for
 
 
-class SglangEngine(HFServingEngine):
-    name = ENGINE
-    label = "SGLang"
-
-    def fit(self, entry, fmt, profile, gpus, nodes, ctx, opts, sequences=1):
-        return sglang_memory.fit(entry, fmt, profile, gpus, nodes, ctx, opts, sequences=sequences)
-
-    def node_launches(self, entry, fmt, gpus, nodes, ctx, opts):
-        return node_launches(entry, fmt, gpus, nodes, ctx, opts)
-
-
-ENGINE_IMPL = SglangEngine()
-
-
 def server_command(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: int, opts: EngineOptions,
                    node_rank: int = 0) -> list[str]:
     d = engine_defaults(ENGINE)
@@ -60,3 +46,6 @@ def node_launches(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: in
         out.append(NodeLaunch(n, "head" if n == 0 else "worker",
                               [server_command(entry, fmt, gpus, nodes, ctx, opts, node_rank=n)], notes))
     return out
+
+
+ENGINE_IMPL = HFServingEngine(ENGINE, "SGLang", sglang_memory.fit, node_launches)

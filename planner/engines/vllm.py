@@ -11,20 +11,6 @@ from planner.core.vllm_memory import ENGINE, layout_for
 from planner.engines.hf_serving import HFServingEngine, NodeLaunch, model_path_for
 
 
-class VllmEngine(HFServingEngine):
-    name = ENGINE
-    label = "vLLM"
-
-    def fit(self, entry, fmt, profile, gpus, nodes, ctx, opts, sequences=1):
-        return vllm_memory.fit(entry, fmt, profile, gpus, nodes, ctx, opts, sequences=sequences)
-
-    def node_launches(self, entry, fmt, gpus, nodes, ctx, opts):
-        return node_launches(entry, fmt, gpus, nodes, ctx, opts)
-
-
-ENGINE_IMPL = VllmEngine()
-
-
 def serve_command(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: int, opts: EngineOptions) -> list[str]:
     d = engine_defaults(ENGINE)
     layout, _ = layout_for(entry, fmt, gpus, nodes)
@@ -64,3 +50,6 @@ def node_launches(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: in
     for n in range(1, nodes):
         out.append(NodeLaunch(n, "worker", [["ray", "start", "--block", f"--address={head}:{port}"]]))
     return out
+
+
+ENGINE_IMPL = HFServingEngine(ENGINE, "vLLM", vllm_memory.fit, node_launches)
