@@ -25,7 +25,8 @@ def run(*args):
 @pytest.mark.parametrize("args,subject", [
     (["--gpus", "1000000"], "--gpus must be from 0 to 384"),
     (["--nodes", "1000000"], "--nodes must be from 1 to 64"),
-    (["--gpus", "384", "--nodes", "3"], "1152 devices; at most 1024"),
+    (["--gpus", "384", "--nodes", "2"], "768 devices; at most 384"),
+    (["--gpus", "8", "--nodes", "49"], "392 devices; at most 384"),
     (["--tensor-split", "nan,1"], "--tensor-split values must be finite"),
     (["--tensor-split", "inf,1"], "--tensor-split values must be finite"),
     (["--tensor-split", "1,-inf"], "--tensor-split"),
@@ -49,6 +50,9 @@ def test_the_bounds_themselves_are_accepted():
     check_request_bounds(PlanRequest(gpus=MAX_DEVICES // MAX_NODES, nodes=MAX_NODES, ctx=INT32_MAX))
     with pytest.raises(PlannerError):
         check_request_bounds(PlanRequest(gpus=MAX_DEVICES // MAX_NODES + 1, nodes=MAX_NODES))
+    # the profile's own count (--gpus not given) is bounded too, once resolved
+    with pytest.raises(PlannerError, match="at most 384"):
+        make_plan(PlanRequest(device="h100", nodes=MAX_NODES, schemes=["Q4_K_M"]))
 
 
 def test_the_largest_single_domain_is_planned_whole():

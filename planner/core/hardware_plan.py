@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from planner.core.devices import DeviceProfile, resolve_device
 from planner.core.memory import Slot
 from planner.core.plan import HardwareSummary, PlanRequest
-from planner.core.request import check_request_bounds
+from planner.core.request import check_device_count, check_request_bounds
 from planner.errors import PlannerError
 
 DEFAULT_DEVICE = "h100"
@@ -96,6 +96,7 @@ def resolve_hardware(req: PlanRequest, local: LocalDevices | None = None) -> Har
             notes.append(f"no accelerators detected: planning for the {DEFAULT_DEVICE} profile")
         prof = resolve_device(req.device_file or (req.device if not wants_local else DEFAULT_DEVICE))
         gpus = req.gpus if req.gpus is not None else prof.devices_per_node
+        check_device_count(gpus, req.nodes)
         slots = []
         for node in range(req.nodes):
             for i in range(gpus):

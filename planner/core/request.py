@@ -6,8 +6,9 @@ Every count and size a request carries is bounded here, once, for every caller (
   largest single accelerator domains built are 72 GPUs (NVIDIA GB200 NVL72, one NVLink domain) and 384
   NPUs (Huawei CloudMatrix 384, one HCCS/UB domain), so 384 per "node" covers a whole supernode planned
   as one; DeepSeek's own serving deployment runs decode on 18 nodes x 8 GPUs = 144 GPUs (DeepSeek-V3/R1
-  inference system overview, 2025), so 64 nodes and 1024 devices leave room for any real deployment of
-  one model. With these bounds every accepted plan answers in under 2 s on a 2-core machine
+  inference system overview, 2025). So a plan spans at most 384 devices in all (one supernode, or e.g.
+  48 nodes x 8), over at most 64 nodes. With these bounds every accepted plan answers in about 2 s or
+  less on a 2-core machine, --model auto (every model, every scheme) on 384 devices being the slowest
   (bench/bench_headless.py --bounds measures the extremes).
 - Context: llama.cpp's `-c/--ctx-size` is parsed into a signed 32-bit int (common/arg.cpp: std::stoi into
   common_params.n_ctx, an int32_t), so no context above 2^31 - 1 can be launched; it is refused here.
@@ -27,8 +28,8 @@ from planner.errors import PlannerError
 
 MAX_GPUS_PER_NODE = 384
 MAX_NODES = 64
-MAX_DEVICES = 1024
-MAX_RPC_DEVICES = 64           # llama.cpp's GGML_RPC_MAX_SERVERS-era bound; far beyond any real setup
+MAX_DEVICES = 384
+MAX_RPC_DEVICES = 64           # each one a server process and a network hop: far beyond any real setup
 INT32_MAX = 2**31 - 1
 
 
@@ -52,6 +53,12 @@ def check_tensor_split(split: list[float] | tuple[float, ...] | None) -> None:
         raise PlannerError("--tensor-split proportions must add up to more than 0 (as 32-bit floats)")
 
 
+def check_device_count(gpus: int, nodes: int) -> None:
+    """gpus per node x nodes within MAX_DEVICES (also for a profile's own per-node count)."""
+    if gpus * nodes > MAX_DEVICES:
+        raise PlannerError(f"--gpus x --nodes is {gpus * nodes} devices; at most {MAX_DEVICES} are planned")
+
+
 def check_request_bounds(req: PlanRequest) -> None:
     """Raise PlannerError (exit 2) for any count or size outside what llama.cpp and real hardware take."""
     if req.gpus is not None and not 0 <= req.gpus <= MAX_GPUS_PER_NODE:
@@ -59,8 +66,8 @@ def check_request_bounds(req: PlanRequest) -> None:
                            f"domain, a CloudMatrix 384), got {req.gpus}")
     if not 1 <= req.nodes <= MAX_NODES:
         raise PlannerError(f"--nodes must be from 1 to {MAX_NODES}, got {req.nodes}")
-    if req.gpus is not None and req.gpus * req.nodes > MAX_DEVICES:
-        raise PlannerError(f"--gpus x --nodes is {req.gpus * req.nodes} devices; at most {MAX_DEVICES} are planned")
+    if req.gpus is not None:
+        check_device_count(req.gpus, req.nodes)
     if len(req.rpc) > MAX_RPC_DEVICES:
         raise PlannerError(f"at most {MAX_RPC_DEVICES} --rpc devices, got {len(req.rpc)}")
     if not 1 <= req.ctx <= INT32_MAX:
