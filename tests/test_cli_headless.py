@@ -98,7 +98,7 @@ def test_hf_folder_plans_like_the_catalog(tmp_path):
 def test_plot_draws_measured_schemes_without_colour_codes():
     out = run("--headless", "--device", "910b", "--kv-mode", "legacy", "--plot", "--scheme", "Q4_K_M",
               "--scheme", "DQ3_K_M").stdout
-    assert "DQ3_K_M" in out and "\x1b[" not in out and "GiB on the fullest device" in out
+    assert "DQ3_K_M" in out and "\x1b[" not in out and "GiB on the tightest device" in out
 
 
 def test_model_auto_on_one_a100_picks_the_distill():
@@ -156,7 +156,9 @@ def test_multi_node_vllm_scripts_are_exported_and_never_overwritten(tmp_path):
 
 
 def test_compare_engines_latency_prefers_one_node():
-    doc = json.loads(run("--headless", "--json", "--compare", "vllm:FP8@2x8/h100", "--compare",
+    # R1 W8A8 has no published accuracy, so accuracy does not rank these two (FP8, 85.82, would lead
+    # DQ3_K_M's 85.53 by more than the tie: tests/test_engine_compare.py)
+    doc = json.loads(run("--headless", "--json", "--compare", "vllm:W8A8@2x8/h100", "--compare",
                          "llama.cpp:DQ3_K_M@1x8/h100", "--workload", "latency").stdout)
     first, second = doc["deployments"]
     assert (first["engine"], first["scheme"]["id"], first["nodes"]) == ("llama.cpp", "DQ3_K_M", 1)

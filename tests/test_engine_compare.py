@@ -6,6 +6,7 @@ import pytest
 
 from planner.core.plan import Accuracy, PlanRequest
 from planner.planning import make_plan
+from planner.core.recommend import tie_points, tied
 from planner.engines.compare import Candidate, candidate, compare_deployments, findings
 from planner.errors import PlannerError
 from planner.core.devices import resolve_device
@@ -40,23 +41,43 @@ def test_throughput_prefers_concurrency_latency_prefers_one_node(cands):
     w8a8_claim = next(f["claim"] for f in fs if f["workload"] == "throughput")
     assert any(w8a8_claim in r for r in thr[0].reasons)
     assert "spans 2 nodes: cross-node traffic on every token" in thr[0].reasons
+    # FP8 85.82 against DQ3_K_M 85.53: beyond the tie (the paper's noise), so the more accurate one leads
+    # even for latency; with their scores in one tie group, one node (llama.cpp) leads
+    assert not tied(vllm_2x8.accuracy, llama.accuracy)
     lat = compare_deployments([vllm_2x8, vllm_1x8, llama], "latency")
-    assert [r.candidate for r in lat] == [llama, vllm_2x8, vllm_1x8]
+    assert [r.candidate for r in lat] == [vllm_2x8, llama, vllm_1x8]
+    saved = vllm_2x8.scheme.accuracy
+    vllm_2x8.scheme.accuracy = replace(saved, weighted_avg=llama.accuracy + tie_points(), task_score=None)
+    try:
+        lat = compare_deployments([vllm_2x8, vllm_1x8, llama], "latency")
+        assert [r.candidate for r in lat] == [llama, vllm_2x8, vllm_1x8]
+    finally:
+        vllm_2x8.scheme.accuracy = saved
     with pytest.raises(PlannerError, match="valid: latency, throughput"):
         compare_deployments([llama], "batch")
 
 
-def test_accuracy_outranks_concurrency_by_whole_points(cands):
+def test_tightest_gpu_is_named_with_its_headroom(cands):
+    vllm_2x8, vllm_1x8, _ = cands
+    for c in (vllm_2x8, vllm_1x8):
+        d = c.scheme.tightest_device
+        first = compare_deployments([c], "throughput")[0].reasons[0]
+        assert f"({d.device})" in first and f"{abs(d.headroom_bytes) / 2**30:.1f} GiB" in first
+
+
+def test_accuracy_outranks_concurrency_beyond_the_tie(cands):
     vllm_2x8, _, llama = cands
-    saved = llama.scheme.accuracy
+    saved = vllm_2x8.scheme.accuracy, llama.scheme.accuracy
     vllm_2x8.scheme.accuracy = Accuracy(weighted_avg=80.1, average=80.1, drop_pct=0.0, per_benchmark={}, source="t")
     llama.scheme.accuracy = Accuracy(weighted_avg=82.0, average=82.0, drop_pct=0.0, per_benchmark={}, source="t")
     try:
         assert compare_deployments([vllm_2x8, llama], "throughput")[0].candidate is llama
-        llama.scheme.accuracy.weighted_avg = 80.3           # same whole point: concurrency decides
+        llama.scheme.accuracy.weighted_avg = 80.1 + tie_points()     # one tie group: concurrency decides
         assert compare_deployments([vllm_2x8, llama], "throughput")[0].candidate is vllm_2x8
+        llama.scheme.accuracy.weighted_avg = 80.1 + tie_points() + 0.02
+        assert compare_deployments([vllm_2x8, llama], "throughput")[0].candidate is llama
     finally:
-        vllm_2x8.scheme.accuracy, llama.scheme.accuracy = None, saved
+        vllm_2x8.scheme.accuracy, llama.scheme.accuracy = saved
 
 
 def test_fp8_claims_need_fp8_hardware():

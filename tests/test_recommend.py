@@ -1,7 +1,8 @@
-"""recommend() and recommend_across_models() on hand-built plans.
+"""recommend() and recommend_across_models() on hand-built plans: ranks, figures, tie groups and why-not
+codes (the sentences are planner.render.recommendation's, tested in test_render_recommendation.py).
 
 Memory per device is set directly (the paper's Table 1 figures at 32K for DeepSeek-R1, rough figures
-elsewhere): these tests pin the ranking rules and the reasons, not the memory model.
+elsewhere): these tests pin the ranking rules, not the memory model.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import pytest
 
 from planner.core import accuracy as acc
-from planner.core.plan import (DeviceMemory, HardwareSummary, MemoryPlan, ModelSummary, Plan, SchemePlan)
-from planner.core.recommend import (TIE_POINTS, explain_no_fit, pareto_points, recommend,
-                                     recommend_across_models)
+from planner.core.plan import (DeviceMemory, HardwareSummary, MemoryPlan, ModelSummary, Plan, Recommendation,
+                               SchemePlan)
+from planner.core.recommend import (derive_tie_points, explain_no_fit, no_fit_entries, pareto_points, recommend,
+                                    recommend_across_models, tie_groups, tie_points, tie_rule, tied)
 from planner.errors import PlannerError
 
 GB = 10**9
@@ -31,13 +33,18 @@ R1_TABLE1 = {"Q4_K_M": (377, 71), "Q3_K_M": (298, 61), "DQ3_K_M": (281, 59), "Q2
 def sp(sid: str, size_gb: float, per_gpu_gb: float, n: int, cap: int, params: int, dev: str = "CUDA",
        acc_model: str | None = None) -> SchemePlan:
     devs = [DeviceMemory(device=f"{dev}{i}", weights_bytes=int(per_gpu_gb * GB), capacity_bytes=cap) for i in range(n)]
-    # the last device carries the output layer: make it the fullest
+    # the last device carries the output layer: make it the tightest
     devs[-1].weights_bytes += GB // 2
     s = SchemePlan(id=sid, kind="ftype", size_bytes=int(size_gb * GB), params=params, type_bytes={}, tensors=[],
                    memory=MemoryPlan(kv_cache_bytes=0, compute_bytes=0, host_bytes=0, per_device=devs))
     if acc_model:
         s.accuracy = acc.accuracy_for(acc_model, sid)
     return s
+
+
+def on_last(per_gpu_gb: float) -> int:
+    """Bytes on the tightest (last) device of sp()."""
+    return int(per_gpu_gb * GB) + GB // 2
 
 
 def plan(model: str, schemes: list[SchemePlan], device: str, name: str, n: int, cap: int) -> Plan:
@@ -57,45 +64,77 @@ def r1_plan(device: str, name: str, cap: int, dev: str, model: str = "deepseek-r
     return plan(model, schemes, device, name, 8, cap)
 
 
+def ranking(r: Recommendation) -> list[tuple]:
+    """(scheme, rank, tie group, score to 2 places, why_not) of the ranked schemes, in order."""
+    return [(e.scheme, e.rank, e.tie_group, None if e.score is None else round(e.score, 2), e.why_not)
+            for e in r.ranked]
+
+
+def excluded(r: Recommendation) -> dict[str, list[str]]:
+    return {e.scheme: e.why_not for e in r.excluded}
+
+
+# ------------------------------------------------------------------------------------------ the tie rule
+
+def test_tie_figure_is_the_papers_sampling_noise():
+    """ties.toml's figure is one standard error of the difference of two weighted averages, recomputed
+    here from the paper's printed ± std and its samples per question."""
+    assert tie_points() == round(derive_tie_points(), 2)
+    assert 0.1 < tie_points() < 0.5
+    assert "2505.02390" in tie_rule()["source"]
+
+
+def test_tie_groups_start_at_the_best_score_left():
+    t = tie_points()
+    assert tie_groups([85.53, 85.24, 85.02, 84.28]) == [1, 2, 3, 4]
+    assert tie_groups([75.73, 75.79, 68.73]) == [1, 1, 2]
+    # a chain is not one group: each group is measured from its own best
+    assert tie_groups([80.0, 80.0 - t, 80.0 - 2 * t]) == [1, 1, 2]
+    assert tied(80.0, 80.0 - t) and not tied(80.0, 80.0 - t - 0.01)
+    assert tie_groups([]) == []
+
+
 # ------------------------------------------------------------------------------------------ the paper's setup
 
 def test_paper_setup_910b_picks_dq3_k_m_citing_table_2():
     p = r1_plan("910b", "Huawei Ascend 910B", NPU_910B, "910B ")
     r = recommend(p, "general")
-    assert r.scheme == "DQ3_K_M"
-    assert r.reasons[0] == ("DQ3_K_M: weighted 85.53 vs 85.82 FP8 (Official API) (-0.34%), "
-                            "arXiv 2505.02390 Table 2 (README Table 2)")
-    assert r.reasons[1] == ("DQ3_K_M fits: 55.4 GiB on the tightest device (910B 7) of 64.0 GiB, 8.6 GiB free "
-                            "on 8x Huawei Ascend 910B")
-    assert r.reasons[2].startswith("ranked by weighted score in one evaluation (arXiv 2505.02390")
-    assert r.reasons[2].endswith("3 measured scheme(s) that fit: DQ3_K_M 85.53, UD-Q2_K_XL 85.02, Q3_K_M 84.28")
-    # Q4_K_M lost on memory: 71 GB (+0.5 on the last device) = 66.6 GiB > 64 GiB
-    assert ("Q4_K_M needs 66.6 GiB on the fullest device (910B 7) > 64.0 GiB capacity on 8x Huawei Ascend 910B "
-            "(Q4_K_M: weighted 85.24 vs 85.82 FP8 (Official API) (-0.68%), arXiv 2505.02390 Table 2 (README Table 2))"
-            ) in r.alternatives
-    assert any(a.startswith("UD-Q2_K_XL: fits (17.0 GiB free) but 85.02 < 85.53") for a in r.alternatives)
-    assert any(a.startswith("Q3_K_M: fits (6.7 GiB free) but 84.28 < 85.53") for a in r.alternatives)
-    # Q2_K_L was measured on V3, not R1: for R1 it is unmeasured, like Q2_K
-    assert "unmeasured (no published accuracy for deepseek-r1), fit: Q2_K, Q2_K_L" in r.alternatives
-    assert "unmeasured, do not fit 8x Huawei Ascend 910B: Q8_0, Q6_K" in r.alternatives
-    # BF16 has a figure (the R1 W4A16 card's baseline, AIME/MATH/GPQA only) but does not fit
-    assert ("BF16 needs 158.8 GiB on the fullest device (910B 7) > 64.0 GiB capacity on 8x Huawei Ascend 910B "
-            "(BF16: Table 8-weighted AIME 2024/MATH 500/GPQA 84.15 (the table's baseline), "
-            "RedHatAI/DeepSeek-R1-quantized.w4a16 model card)") in r.alternatives
+    assert (r.scheme, r.basis, r.suite, r.task) == ("DQ3_K_M", "suite", "paper", "general")
+    assert r.tie_points == tie_points()
+    assert ranking(r) == [("DQ3_K_M", 1, 1, 85.53, []), ("UD-Q2_K_XL", 2, 2, 85.02, ["lower_score"]),
+                          ("Q3_K_M", 3, 3, 84.28, ["lower_score"])]
+    win = r.pick
+    assert (win.baseline, win.baseline_score, win.role) == ("FP8 (Official API)", 85.82, "quantized")
+    assert win.source == "arXiv 2505.02390 Table 2 (README Table 2)" and win.full_task
+    assert (win.device, win.device_total_bytes, win.device_capacity_bytes) == ("910B 7", on_last(59), NPU_910B)
+    assert win.headroom_bytes == NPU_910B - on_last(59)
+    assert r.entry("UD-Q2_K_XL").headroom_bytes == NPU_910B - on_last(50)
+    assert (r.hardware, r.devices) == ("Huawei Ascend 910B", 8)
+    # Q4_K_M lost on memory: 71 GB (+0.5 on the last device) = 66.6 GiB > 64 GiB; Q2_K_L was measured on
+    # V3, not R1: for R1 it is unmeasured, like Q2_K; BF16 has a figure (the R1 W4A16 card's baseline,
+    # AIME/MATH/GPQA only) but does not fit
+    assert excluded(r) == {"BF16": ["does_not_fit"], "Q4_K_M": ["does_not_fit"], "Q2_K": ["unmeasured"],
+                           "Q2_K_L": ["unmeasured"], "Q8_0": ["unmeasured", "does_not_fit"],
+                           "Q6_K": ["unmeasured", "does_not_fit"]}
+    q4 = r.entry("Q4_K_M")
+    assert (q4.score, q4.device, q4.device_total_bytes, q4.headroom_bytes) == (85.24, "910B 7", on_last(71),
+                                                                               NPU_910B - on_last(71))
+    bf16 = r.entry("BF16")
+    assert (round(bf16.score, 2), bf16.role, bf16.benchmarks, bf16.full_task, bf16.suite) == (
+        84.15, "baseline", ["aime2024", "math500", "gpqa"], False, "redhat-reasoning")
 
 
 def test_paper_setup_h100_picks_dq3_k_m_over_q4_k_m():
     p = r1_plan("h100", "NVIDIA H100 SXM 80GB", H100, "CUDA")
     r = recommend(p)
-    assert r.scheme in ("Q4_K_M", "DQ3_K_M")
-    assert r.scheme == "DQ3_K_M"                 # 85.53 vs 85.24: more than TIE_POINTS apart
-    assert r.reasons[0].startswith("DQ3_K_M: weighted 85.53 vs 85.82 FP8 (Official API) (-0.34%), arXiv 2505.02390 Table 2")
-    assert r.reasons[2].endswith("4 measured scheme(s) that fit: DQ3_K_M 85.53, Q4_K_M 85.24, UD-Q2_K_XL 85.02, "
-                                 "Q3_K_M 84.28")
-    q4 = next(a for a in r.alternatives if a.startswith("Q4_K_M"))
-    assert q4.startswith("Q4_K_M: fits (13.1 GiB free) but 85.24 < 85.53 (Q4_K_M: weighted 85.24 vs 85.82")
+    # 85.53 vs 85.24: more than tie_points apart, so DQ3_K_M wins on its score
+    assert not tied(85.53, 85.24)
+    assert ranking(r) == [("DQ3_K_M", 1, 1, 85.53, []), ("Q4_K_M", 2, 2, 85.24, ["lower_score"]),
+                          ("UD-Q2_K_XL", 3, 3, 85.02, ["lower_score"]), ("Q3_K_M", 4, 4, 84.28, ["lower_score"])]
+    assert r.entry("Q4_K_M").headroom_bytes == H100 - on_last(71)            # 13.1 GiB
     # Q6_K fits on H100 but has no published figure: listed, never ranked
-    assert "unmeasured (no published accuracy for deepseek-r1), fit: Q6_K, Q2_K, Q2_K_L" in r.alternatives
+    assert excluded(r) == {"BF16": ["does_not_fit"], "Q6_K": ["unmeasured"], "Q2_K": ["unmeasured"],
+                           "Q2_K_L": ["unmeasured"], "Q8_0": ["unmeasured", "does_not_fit"]}
 
 
 def test_r1_q4_k_m_attached_accuracy_is_the_papers_85_24():
@@ -105,39 +144,35 @@ def test_r1_q4_k_m_attached_accuracy_is_the_papers_85_24():
     assert p.scheme("Q6_K").accuracy is None
 
 
-def test_tie_within_tenth_of_a_point_goes_to_headroom():
-    """V3: Q4_K_M 75.79 vs DQ3_K_M 75.73 (0.06 apart) -> a tie, decided by headroom."""
+def test_tie_goes_to_headroom():
+    """V3: Q4_K_M 75.79 vs DQ3_K_M 75.73 (0.06 apart) -> one tie group, decided by headroom."""
     p = r1_plan("h100", "NVIDIA H100 SXM 80GB", H100, "CUDA", model="deepseek-v3")
     r = recommend(p)
-    assert TIE_POINTS == 0.1
-    assert r.scheme == "DQ3_K_M"
-    assert r.reasons[0].startswith("DQ3_K_M: weighted 75.73 vs 75.45 FP8 (Tencent API) (+0.37%), arXiv 2505.02390 Table 3")
-    assert ("Q4_K_M (75.79) is within 0.1 of DQ3_K_M (75.73): treated as a tie, decided by headroom "
-            "(24.2 GiB vs 13.1 GiB) and size") in r.reasons
-    assert any(a.startswith("Q4_K_M: within 0.1 of DQ3_K_M but less headroom (13.1 GiB vs 24.2 GiB)")
-               for a in r.alternatives)
+    assert ranking(r)[:2] == [("DQ3_K_M", 1, 1, 75.73, []), ("Q4_K_M", 2, 1, 75.79, ["tied_less_headroom"])]
+    assert (r.pick.baseline, r.pick.baseline_score) == ("FP8 (Tencent API)", 75.45)
+    assert (r.pick.headroom_bytes, r.entry("Q4_K_M").headroom_bytes) == (H100 - on_last(59), H100 - on_last(71))
     # Q2_K_L is measured for V3 (68.73) and fits, but ranks last
-    assert any(a.startswith("Q2_K_L: fits") and "68.73 < 75.73" in a for a in r.alternatives)
+    assert ranking(r)[-1] == ("Q2_K_L", 4, 3, 68.73, ["lower_score"])
+    assert ranking(r)[2] == ("Q3_K_M", 3, 2, 75.06, ["lower_score"])
 
 
 def test_task_reweighting_changes_the_score_used():
     p = r1_plan("h100", "NVIDIA H100 SXM 80GB", H100, "CUDA")
     dq3 = acc.measurement_for("deepseek-r1", "DQ3_K_M")
     q4 = acc.measurement_for("deepseek-r1", "Q4_K_M")
-    # math: AIME 2024, MATH 500, GPQA at 4x Table 8 -> Q4_K_M 83.80 and DQ3_K_M 83.79 (0.02 apart: a tie,
-    # decided by headroom), where the general weights put them 0.29 apart
+    # math: AIME 2024, MATH 500, GPQA at 4x Table 8 -> Q4_K_M 83.80 and DQ3_K_M 83.79 (a tie, decided by
+    # headroom), where the general weights put them 0.29 apart
     assert acc.task_score(q4, "math") == pytest.approx(779.359 / 9.3)
     assert acc.task_score(dq3, "math") == pytest.approx(779.203 / 9.3)
     r = recommend(p, "math")
-    assert r.scheme == "DQ3_K_M"
-    assert r.reasons[0] == ("DQ3_K_M: math score 83.79 vs 84.21 FP8 (Official API) (-0.51%), "
-                            "arXiv 2505.02390 Table 2 (README Table 2)")
-    assert r.reasons[2].startswith("ranked by math score in one evaluation")
-    assert r.reasons[2].endswith("Q4_K_M 83.80, DQ3_K_M 83.79, UD-Q2_K_XL 83.48, Q3_K_M 82.13")
-    assert "Q4_K_M (83.80) is within 0.1 of DQ3_K_M (83.79): treated as a tie" in r.reasons[3]
-    # code: MBPP, MBPP+, LiveCodeBench at 4x -> UD-Q2_K_XL climbs above Q4_K_M
+    assert (r.task, r.basis) == ("math", "suite")
+    assert ranking(r) == [("DQ3_K_M", 1, 1, 83.79, []), ("Q4_K_M", 2, 1, 83.80, ["tied_less_headroom"]),
+                          ("UD-Q2_K_XL", 3, 2, 83.48, ["lower_score"]), ("Q3_K_M", 4, 3, 82.13, ["lower_score"])]
+    assert round(r.pick.baseline_score, 2) == 84.21 and r.pick.full_task
+    # code: MBPP, MBPP+, LiveCodeBench at 4x -> UD-Q2_K_XL (81.73) ties Q4_K_M (81.56) and has more headroom
     rc = recommend(p, "code")
-    assert rc.reasons[2].endswith("DQ3_K_M 82.29, UD-Q2_K_XL 81.73, Q4_K_M 81.56, Q3_K_M 80.79")
+    assert ranking(rc) == [("DQ3_K_M", 1, 1, 82.29, []), ("UD-Q2_K_XL", 2, 2, 81.73, ["lower_score"]),
+                           ("Q4_K_M", 3, 2, 81.56, ["lower_score"]), ("Q3_K_M", 4, 3, 80.79, ["lower_score"])]
     with pytest.raises(PlannerError, match="unknown --task"):
         recommend(p, "vision")
 
@@ -154,11 +189,11 @@ def distill32_llama_plan(cap: int = A100, n: int = 1) -> Plan:
 
 def test_distill_one_a100_q4_k_m_ties_bf16_and_wins_on_headroom():
     r = recommend(distill32_llama_plan())
-    assert r.scheme == "Q4_K_M"
-    assert r.reasons[0] == ("Q4_K_M: weighted 79.97 vs 79.94 BF16 (Local Evaluation) (+0.04%), "
-                            "arXiv 2505.02390 Table 5 (README Table 4)")
-    assert any(a.startswith("BF16: within 0.1 of Q4_K_M but less headroom") for a in r.alternatives)
-    assert any(a.startswith("Q8_0: fits") and "79.71 < 79.97" in a for a in r.alternatives)
+    assert ranking(r) == [("Q4_K_M", 1, 1, 79.97, []), ("BF16", 2, 1, 79.94, ["tied_less_headroom"]),
+                          ("Q8_0", 3, 2, 79.71, ["lower_score"]), ("Q3_K_M", 4, 3, 79.40, ["lower_score"])]
+    assert (r.pick.baseline, r.pick.baseline_score) == ("BF16 (Local Evaluation)", 79.94)
+    assert r.pick.source == "arXiv 2505.02390 Table 5 (README Table 4)"
+    assert excluded(r) == {"Q6_K": ["unmeasured"]}
 
 
 def test_vllm_formats_one_suite_compares_absolute_card_scores():
@@ -169,18 +204,20 @@ def test_vllm_formats_one_suite_compares_absolute_card_scores():
              "h100", "NVIDIA H100 SXM 80GB", 1, H100)
     r = recommend(p)
     # every fitting scheme is on the RedHatAI cards (BF16 also in the paper): the cards' suite is common.
-    # AIME/MATH/GPQA with Table 8 weights: BF16 77.93, W8A8 77.92 (a tie), W4A16 77.64, FP8-dynamic 77.31
-    assert r.scheme == "W8A8"
-    assert "in one evaluation (RedHatAI (Neural Magic) model cards, reasoning)" in r.reasons[2]
-    assert r.reasons[2].endswith("W8A8 77.92, BF16 77.93, W4A16 77.64, FP8-dynamic 77.31") or \
-        r.reasons[2].endswith("BF16 77.93, W8A8 77.92, W4A16 77.64, FP8-dynamic 77.31")
-    assert r.reasons[0].startswith("W8A8: Table 8-weighted AIME 2024/MATH 500/GPQA 77.92 vs 77.93 BF16 (-0.02%)")
-    assert "unmeasured (no published accuracy for deepseek-r1-distill-qwen-32b), fit: AWQ" in r.alternatives
+    # AIME/MATH/GPQA with Table 8 weights: BF16 77.93, W8A8 77.92 (a tie, W8A8 has more headroom),
+    # W4A16 77.64, FP8-dynamic 77.31
+    assert (r.basis, r.suite) == ("suite", "redhat-reasoning")
+    assert ranking(r) == [("W8A8", 1, 1, 77.92, []), ("BF16", 2, 1, 77.93, ["tied_less_headroom"]),
+                          ("W4A16", 3, 2, 77.64, ["lower_score"]), ("FP8-dynamic", 4, 3, 77.31, ["lower_score"])]
+    assert r.pick.benchmarks == ["aime2024", "math500", "gpqa"] and not r.pick.full_task
+    assert round(r.pick.baseline_score, 2) == 77.93
+    assert excluded(r) == {"AWQ": ["unmeasured"]}
     # code: the cards have no code benchmark, only the paper's BF16 does
     rc = recommend(p, "code")
-    assert rc.scheme == "BF16"
-    assert ("W4A16: fits, but its only measurement (RedHatAI/DeepSeek-R1-Distill-Qwen-32B-* model cards) has no "
-            "code benchmark") in rc.alternatives
+    assert [(e.scheme, e.suite) for e in rc.ranked] == [("BF16", "paper")]
+    assert excluded(rc) == {"FP8-dynamic": ["no_task_benchmark"], "W8A8": ["no_task_benchmark"],
+                            "W4A16": ["no_task_benchmark"], "AWQ": ["unmeasured"]}
+    assert rc.entry("W4A16").source == "RedHatAI/DeepSeek-R1-Distill-Qwen-32B-* model cards"
 
 
 def test_mixed_suites_compare_shares_of_each_baseline():
@@ -188,10 +225,10 @@ def test_mixed_suites_compare_shares_of_each_baseline():
     p = plan("deepseek-r1", [sp("FP8", 690, 95, 16, 141 * GB, P), sp("W4A16", 370, 55, 16, 141 * GB, P)],
              "h200", "NVIDIA H200", 16, 141 * GB)
     r = recommend(p)
-    assert r.scheme == "FP8"
-    assert "share of each table's own baseline" in r.reasons[2]
-    assert r.reasons[2].endswith("FP8 100.00% of baseline, W4A16 98.93% of baseline")
-    assert r.reasons[0] == "FP8: weighted 85.82 (the table's baseline), arXiv 2505.02390 Table 2 (README Table 2)"
+    assert (r.scheme, r.basis, r.suite) == ("FP8", "share", None)
+    assert [(e.scheme, round(e.share_pct, 2), e.suite, e.tie_group) for e in r.ranked] == [
+        ("FP8", 100.0, "paper", 1), ("W4A16", 98.93, "redhat-reasoning", 2)]
+    assert (r.pick.role, r.pick.score) == ("baseline", 85.82)
 
 
 def test_unmeasured_only_when_no_measured_scheme_fits():
@@ -199,25 +236,27 @@ def test_unmeasured_only_when_no_measured_scheme_fits():
     cap = 49 * GB
     p = plan("deepseek-r1", [sp("UD-Q2_K_XL", 212, 50, 8, cap, P), sp("Q2_K", 200, 47, 8, cap, P),
                              sp("IQ1_S", 140, 30, 8, cap, P)], "l40s", "NVIDIA L40S", 8, cap)
-    p.schemes[1].size_bytes, p.schemes[2].size_bytes = 200 * GB, 140 * GB
     r = recommend(p)
-    assert r.scheme == "Q2_K"
-    assert r.reasons[0] == ("no scheme with a published general score for deepseek-r1 fits 8x NVIDIA L40S: the "
-                            "smallest, UD-Q2_K_XL needs 47.0 GiB on the fullest device (CUDA7) > 45.6 GiB capacity")
-    assert r.reasons[1].startswith("Q2_K is UNMEASURED: recommended only as the fitting scheme with the most bits "
-                                   "per weight (2.38 bpw)")
-    assert r.alternatives[0] == "also fit, no published general score, fewer bits per weight: IQ1_S (1.67 bpw)"
+    assert (r.scheme, r.basis) == ("Q2_K", "unmeasured")
+    assert [(e.scheme, e.rank, round(e.bpw, 2), e.why_not) for e in r.ranked] == [
+        ("Q2_K", 1, 2.38, []), ("IQ1_S", 2, 1.67, ["fewer_bits", "unmeasured"])]
+    sm = r.smallest_measured
+    assert (sm.scheme, sm.device, sm.device_total_bytes, sm.device_capacity_bytes) == ("UD-Q2_K_XL", "CUDA7",
+                                                                                       on_last(50), cap)
+    assert round(sm.score, 2) == 85.02
+    assert excluded(r) == {"UD-Q2_K_XL": ["does_not_fit"]}
 
 
 def test_nothing_fits_is_none_with_an_explanation():
     p = r1_plan("rtx4090", "NVIDIA RTX 4090", 24 * GiB, "CUDA")
     assert recommend(p) is None
+    first = no_fit_entries(p)[0]
+    assert (first.scheme, first.device, first.device_total_bytes) == ("UD-Q2_K_XL", "CUDA7", on_last(50))
     why = explain_no_fit(p)
-    assert why[0].startswith("no scheme fits 8x NVIDIA RTX 4090: UD-Q2_K_XL needs 47.0 GiB on the fullest device "
-                             "(CUDA7) > 24.0 GiB capacity")
+    assert len(why) == 1 and "UD-Q2_K_XL" in why[0] and "(CUDA7)" in why[0] and "47.0 GiB" in why[0]
     p.schemes = [SchemePlan(id="Q4_K_M", kind="ftype", size_bytes=1, params=1, type_bytes={}, tensors=[])]
     assert recommend(p) is None
-    assert explain_no_fit(p) == ["no memory was planned (no hardware), so no scheme can be recommended"]
+    assert no_fit_entries(p) == [] and len(explain_no_fit(p)) == 1
 
 
 def test_pareto_points_mark_the_front():
@@ -226,13 +265,27 @@ def test_pareto_points_mark_the_front():
     assert [(x.scheme, round(x.score, 2), x.fits, x.on_front) for x in pts] == [
         ("UD-Q2_K_XL", 85.02, True, True), ("DQ3_K_M", 85.53, True, True), ("Q3_K_M", 84.28, True, False),
         ("Q4_K_M", 85.24, False, False), ("BF16", 84.15, False, False)]
-    assert pts[1].device_bytes == 59 * GB + GB // 2
+    assert pts[1].device_bytes == on_last(59)
+
+
+def test_recommendation_to_dict_is_the_data():
+    r = recommend(distill32_llama_plan())
+    d = r.to_dict()
+    assert (d["scheme"], d["basis"], d["suite"], d["tie_points"]) == ("Q4_K_M", "suite", "paper", tie_points())
+    assert [(e["scheme"], e["rank"], e["tie_group"], e["why_not"]) for e in d["ranked"]] == [
+        (e.scheme, e.rank, e.tie_group, e.why_not) for e in r.ranked]
+    assert d["excluded"][0]["why_not"] == ["unmeasured"] and "reasons" not in d
 
 
 # ------------------------------------------------------------------------------------------ --model auto
 
 def small_plan(model: str, size_gb: float, per_gb: float, cap: int, name: str, n: int = 1) -> Plan:
     return plan(model, [sp("BF16", size_gb, per_gb, n, cap, PARAMS[model])], "a100", name, n, cap)
+
+
+def models(r: Recommendation) -> list[tuple]:
+    return [(m.model, m.rank, m.scheme, m.suite, None if m.best is None else round(m.best.score, 2), m.anchor,
+             m.above_anchor, m.why_not) for m in r.models]
 
 
 def test_auto_one_a100_picks_the_32b_distill_q4_k_m():
@@ -245,21 +298,20 @@ def test_auto_one_a100_picks_the_32b_distill_q4_k_m():
         small_plan("deepseek-r1-distill-qwen-7b", 15.2, 17, A100, a100),
     ]
     r = recommend_across_models(plans)
-    assert (r.model, r.scheme) == ("deepseek-r1-distill-qwen-32b", "Q4_K_M")
-    assert r.reasons[0] == ("deepseek-r1-distill-qwen-32b Q4_K_M: the highest weighted score among the models with a "
-                            "measured scheme that fits 1x NVIDIA A100 SXM 80GB (arXiv 2505.02390 (Zhao et al., "
-                            "China Unicom)): deepseek-r1-distill-qwen-32b Q4_K_M 79.97")
-    assert r.reasons[1].startswith("Q4_K_M: weighted 79.97 vs 79.94 BF16 (Local Evaluation)")
-    # the smaller distills are only on the cards: placed against the 32B's BF16 there
-    assert r.alternatives[:2] == [
-        "deepseek-r1-distill-qwen-14b BF16: on RedHatAI (Neural Magic) model cards, reasoning, "
-        "deepseek-r1-distill-qwen-14b BF16 Table 8-weighted AIME 2024/MATH 500/GPQA 75.28 ranks below "
-        "deepseek-r1-distill-qwen-32b BF16 Table 8-weighted AIME 2024/MATH 500/GPQA 77.93",
-        "deepseek-r1-distill-qwen-7b BF16: on RedHatAI (Neural Magic) model cards, reasoning, "
-        "deepseek-r1-distill-qwen-7b BF16 Table 8-weighted AIME 2024/MATH 500/GPQA 68.94 ranks below "
-        "deepseek-r1-distill-qwen-32b BF16 Table 8-weighted AIME 2024/MATH 500/GPQA 77.93"]
-    assert r.alternatives[2] == ("deepseek-r1: nothing fits; the smallest, UD-Q2_K_XL needs 373.0 GiB on the "
-                                 "fullest device (CUDA0) > 80.0 GiB capacity")
+    assert (r.model, r.scheme, r.model_basis) == ("deepseek-r1-distill-qwen-32b", "Q4_K_M", "suite")
+    # the chosen model's own ranking comes with it
+    assert ranking(r)[0] == ("Q4_K_M", 1, 1, 79.97, [])
+    # the smaller distills are only on the cards: placed against the 32B's BF16 there (77.93)
+    assert models(r) == [
+        ("deepseek-r1-distill-qwen-32b", 1, "Q4_K_M", "paper", 79.97, None, None, []),
+        ("deepseek-r1-distill-qwen-14b", 2, "BF16", "redhat-reasoning", 75.28, "deepseek-r1-distill-qwen-32b",
+         False, ["lower_score"]),
+        ("deepseek-r1-distill-qwen-7b", 3, "BF16", "redhat-reasoning", 68.94, "deepseek-r1-distill-qwen-32b",
+         False, ["lower_score"]),
+        ("deepseek-r1", None, None, None, None, None, None, ["nothing_fits"])]
+    assert round(r.models[1].anchor_best.score, 2) == 77.93 and r.models[1].anchor_best.scheme == "BF16"
+    smallest = r.models[3].smallest
+    assert (smallest.scheme, smallest.device, smallest.device_total_bytes) == ("UD-Q2_K_XL", "CUDA0", on_last(400))
     assert r.to_dict()["model"] == "deepseek-r1-distill-qwen-32b"
 
 
@@ -269,24 +321,32 @@ def test_auto_eight_910b_picks_r1_dq3_k_m():
     plans.append(distill32_llama_plan(NPU_910B, 8))
     plans[-1].hardware = plans[0].hardware
     r = recommend_across_models(plans)
-    assert (r.model, r.scheme) == ("deepseek-r1", "DQ3_K_M")
-    assert r.reasons[0] == ("deepseek-r1 DQ3_K_M: the highest weighted score among the models with a measured "
-                            "scheme that fits 8x Huawei Ascend 910B (arXiv 2505.02390 (Zhao et al., China Unicom)): "
-                            "deepseek-r1 DQ3_K_M 85.53 vs deepseek-v3-0324 DQ3_K_M 80.50, "
-                            "deepseek-r1-distill-qwen-32b Q4_K_M 79.97, deepseek-v3 DQ3_K_M 75.73")
-    assert r.reasons[1].startswith("DQ3_K_M: weighted 85.53 vs 85.82 FP8 (Official API) (-0.34%), arXiv 2505.02390 Table 2")
-    assert r.alternatives == [
-        "deepseek-v3-0324 DQ3_K_M: deepseek-v3-0324 DQ3_K_M weighted 80.50 ranks below deepseek-r1 "
-        "(arXiv 2505.02390 (Zhao et al., China Unicom))",
-        "deepseek-r1-distill-qwen-32b Q4_K_M: deepseek-r1-distill-qwen-32b Q4_K_M weighted 79.97 ranks below "
-        "deepseek-r1 (arXiv 2505.02390 (Zhao et al., China Unicom))",
-        "deepseek-v3 DQ3_K_M: deepseek-v3 DQ3_K_M weighted 75.73 ranks below deepseek-r1 "
-        "(arXiv 2505.02390 (Zhao et al., China Unicom))"]
+    assert (r.model, r.scheme, r.model_basis) == ("deepseek-r1", "DQ3_K_M", "suite")
+    assert models(r) == [
+        ("deepseek-r1", 1, "DQ3_K_M", "paper", 85.53, None, None, []),
+        ("deepseek-v3-0324", 2, "DQ3_K_M", "paper", 80.50, None, None, ["lower_score"]),
+        ("deepseek-r1-distill-qwen-32b", 3, "Q4_K_M", "paper", 79.97, None, None, ["lower_score"]),
+        ("deepseek-v3", 4, "DQ3_K_M", "paper", 75.73, None, None, ["lower_score"])]
+    assert r.pick.score == 85.53 and r.pick.baseline_score == 85.82
 
 
 def test_auto_nothing_fits_anywhere_is_none():
     p = r1_plan("rtx4090", "NVIDIA RTX 4090", 24 * GiB, "CUDA")
     assert recommend_across_models([p]) is None
+
+
+def test_auto_without_a_measured_fit_names_the_largest_model():
+    cap = 49 * GB
+    P = PARAMS["deepseek-r1"]
+    r1 = plan("deepseek-r1", [sp("UD-Q2_K_XL", 212, 50, 8, cap, P), sp("IQ1_S", 140, 30, 8, cap, P)],
+              "l40s", "NVIDIA L40S", 8, cap)
+    q7 = plan("deepseek-r1-distill-qwen-7b", [sp("Q6_K", 6, 8, 8, cap, PARAMS["deepseek-r1-distill-qwen-7b"])],
+              "l40s", "NVIDIA L40S", 8, cap)
+    r = recommend_across_models([q7, r1])
+    assert (r.model, r.scheme, r.model_basis, r.basis) == ("deepseek-r1", "IQ1_S", "largest_unmeasured", "unmeasured")
+    assert [(m.model, m.rank, m.scheme, m.why_not) for m in r.models] == [
+        ("deepseek-r1", 1, "IQ1_S", []),
+        ("deepseek-r1-distill-qwen-7b", None, "Q6_K", ["smaller_model", "only_unmeasured"])]
 
 
 # ------------------------------------------------------------------------------------------ on real plans
@@ -304,14 +364,15 @@ PAPER_SCHEMES = ["Q4_K_M", "Q3_K_M", "DQ3_K_M", "Q2_K_L", "UD-Q2_K_XL"]
 def test_real_plans_paper_setup_910b_and_h100():
     """make_plan's memory model in the paper's setup (legacy KV cache, 32K): 910B -> DQ3_K_M, H100 -> DQ3_K_M."""
     p = _real("deepseek-r1", "910b", kv_mode="legacy", schemes=PAPER_SCHEMES)
-    r = recommend(p)
-    assert r.scheme == "DQ3_K_M"
-    assert r.reasons[0].startswith("DQ3_K_M: weighted 85.53 vs 85.82 FP8 (Official API) (-0.34%), arXiv 2505.02390 Table 2")
-    assert any(a.startswith("Q4_K_M needs ") and "> 64.0 GiB capacity" in a and "weighted 85.24" in a
-               for a in r.alternatives)
-    h = recommend(_real("deepseek-r1", "h100", kv_mode="legacy", schemes=PAPER_SCHEMES))
-    assert h.scheme in ("Q4_K_M", "DQ3_K_M")
-    assert "Q4_K_M 85.24" in h.reasons[2]             # Q4_K_M fits on H100 and was ranked
+    r = p.recommendation
+    assert r.scheme == "DQ3_K_M" and r.pick.score == 85.53
+    q4 = r.entry("Q4_K_M")
+    assert q4.why_not == ["does_not_fit"] and q4.score == 85.24 and q4.device_capacity_bytes == 64 * GiB
+    assert q4.headroom_bytes == p.scheme("Q4_K_M").headroom_bytes < 0
+    assert q4.device == p.scheme("Q4_K_M").tightest_device.device
+    h = _real("deepseek-r1", "h100", kv_mode="legacy", schemes=PAPER_SCHEMES).recommendation
+    assert h.scheme == "DQ3_K_M"
+    assert ("Q4_K_M", 85.24) in [(e.scheme, e.score) for e in h.ranked]     # Q4_K_M fits on H100 and was ranked
 
 
 def test_real_plans_auto_one_a100():

@@ -110,6 +110,15 @@ class MemoryPlan:
         return sum(d.total_bytes for d in self.per_device) + self.host_bytes
 
     @property
+    def tightest(self) -> DeviceMemory | None:
+        """The device with the least headroom (the first of them on a tie): the one that decides whether
+        the plan fits and whose free memory every table, sentence and plot reports. The host is not a
+        device here (its RAM is checked separately by `fits`)."""
+        if not self.per_device:
+            return None
+        return min(self.per_device, key=lambda d: d.headroom_bytes)
+
+    @property
     def fits(self) -> bool:
         """Every device within its capacity, and the host too when its RAM is known."""
         host = self.host
@@ -178,11 +187,15 @@ class SchemePlan:
         return self.memory.fits
 
     @property
+    def tightest_device(self) -> DeviceMemory | None:
+        """MemoryPlan.tightest: the device with the least headroom (None: memory not planned)."""
+        return self.memory.tightest if self.memory is not None else None
+
+    @property
     def headroom_bytes(self) -> int | None:
-        """Free bytes left on the fullest device (negative: over by that much)."""
-        if self.memory is None or not self.memory.per_device:
-            return None
-        return min(d.headroom_bytes for d in self.memory.per_device)
+        """Free bytes left on the tightest device (negative: over by that much)."""
+        d = self.tightest_device
+        return d.headroom_bytes if d is not None else None
 
     def to_dict(self, with_tensors: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -227,17 +240,139 @@ class HardwareSummary:
         }
 
 
+# Why a scheme is not the recommendation (RankedScheme.why_not; renderers turn these into sentences):
+WHY_NOT_SCHEME = {
+    "tied_less_headroom": "its score ties the pick's (within tie_points) but it leaves less headroom",
+    "tied_larger": "its score ties the pick's with equal headroom, but its file is larger",
+    "lower_score": "it fits and is measured, but scores below the pick (beyond tie_points)",
+    "does_not_fit": "it does not fit the devices (or the host's RAM)",
+    "no_task_benchmark": "it is measured, but not on any benchmark of the requested task",
+    "unmeasured": "no published accuracy exists for it",
+    "fewer_bits": "no measured scheme fits, and it has fewer bits per weight than the pick",
+    "not_planned": "its memory was not planned",
+}
+# Why a model is not the recommendation (RankedModel.why_not, --model auto):
+WHY_NOT_MODEL = {
+    "lower_score": "its best fitting measured scheme scores below the pick's (one evaluation suite)",
+    "tied_less_headroom": "its score ties the pick's; the pick has more headroom or a smaller file",
+    "not_comparable": "it shares no evaluation suite with the ranked models",
+    "only_unmeasured": "only schemes without a published score for the task fit",
+    "nothing_fits": "none of its schemes fits",
+    "not_planned": "its memory was not planned",
+    "smaller_model": "no model has a measured scheme that fits, and it has fewer parameters than the pick",
+}
+
+
 @dataclass
-class Recommendation:
+class RankedScheme:
+    """One scheme as the recommendation saw it: its figures, its place and why it is not the pick.
+
+    Memory figures are those of the tightest device (SchemePlan.tightest_device). The score is the
+    task score in `suite` (None: no score for the task); `share_pct` is 100 x score / baseline_score.
+    """
+
     scheme: str
-    reasons: list[str]
-    alternatives: list[str]
-    model: str | None = None
+    rank: int | None = None              # 1: the recommendation, then in order; None: not ranked
+    why_not: list[str] = field(default_factory=list)    # codes of WHY_NOT_SCHEME
+    tie_group: int | None = None         # ranked only: 1 = within tie_points of the best, 2 = the next...
+    fits: bool | None = None
+    size_bytes: int = 0
+    bpw: float = 0.0
+    device: str | None = None            # the tightest device
+    device_total_bytes: int | None = None
+    device_capacity_bytes: int | None = None
+    headroom_bytes: int | None = None    # on that device (negative: over by that much)
+    host_total_bytes: int | None = None  # only when the host's RAM is over its capacity
+    host_capacity_bytes: int | None = None
+    score: float | None = None
+    share_pct: float | None = None
+    benchmarks: list[str] = field(default_factory=list)  # the benchmarks that made the score
+    full_task: bool = False              # every benchmark of the task is among them
+    suite: str | None = None             # evaluation suite of the measurement
+    source: str | None = None            # its table ("arXiv 2505.02390 Table 2 (README Table 2)")
+    role: str | None = None              # baseline | quantized
+    baseline: str | None = None          # the baseline column ("FP8 (Official API)")
+    baseline_score: float | None = None  # the baseline's task score in the same table
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"scheme": self.scheme, "reasons": self.reasons, "alternatives": self.alternatives}
+        return dict(self.__dict__, why_not=list(self.why_not), benchmarks=list(self.benchmarks))
+
+
+@dataclass
+class RankedModel:
+    """--model auto: one candidate model, where it was placed and against what."""
+
+    model: str
+    params: int = 0
+    rank: int | None = None              # 1: the recommended model; None: not ranked
+    why_not: list[str] = field(default_factory=list)    # codes of WHY_NOT_MODEL
+    scheme: str | None = None            # the model's own recommendation (None: nothing fits)
+    suite: str | None = None             # the suite it was ranked or placed in
+    best: RankedScheme | None = None     # its best fitting measured scheme there (the compared figure)
+    anchor: str | None = None            # placed against this ranked model (a later suite)
+    anchor_best: RankedScheme | None = None
+    above_anchor: bool | None = None
+    smallest: RankedScheme | None = None  # nothing fits: its smallest planned scheme
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__, why_not=list(self.why_not))
+        for k in ("best", "anchor_best", "smallest"):
+            d[k] = d[k].to_dict() if d[k] is not None else None
+        return d
+
+
+@dataclass
+class Recommendation:
+    """What planner.core.recommend decided, as data; planner.render.recommendation writes the sentences.
+
+    basis: "suite" (absolute task scores in one evaluation suite), "share" (each score as a share of
+    its own table's baseline) or "unmeasured" (no measured scheme fits: the fitting scheme with the
+    most bits per weight). `ranked` holds the ranked schemes in order (the pick first), `excluded` the
+    others of the plan with their why_not codes. For --model auto, `model` names the model, `models`
+    ranks the candidates and the other fields are the chosen model's own recommendation.
+    """
+
+    scheme: str
+    model: str | None = None
+    task: str = "general"
+    basis: str = "suite"
+    suite: str | None = None
+    tie_points: float = 0.0
+    ranked: list[RankedScheme] = field(default_factory=list)
+    excluded: list[RankedScheme] = field(default_factory=list)
+    model_name: str = ""
+    hardware: str | None = None          # device name (None: no hardware planned)
+    devices: int = 0                     # GPUs x nodes
+    rpc_devices: int = 0                 # llama.cpp RPC devices planned besides them
+    smallest_measured: RankedScheme | None = None   # basis "unmeasured": the smallest measured scheme
+    models: list[RankedModel] = field(default_factory=list)
+    model_basis: str | None = None       # --model auto: "suite" | "anchored" | "largest_unmeasured"
+
+    @property
+    def pick(self) -> RankedScheme | None:
+        return self.ranked[0] if self.ranked else None
+
+    def entry(self, scheme_id: str) -> RankedScheme | None:
+        return next((e for e in self.ranked + self.excluded if e.scheme == scheme_id), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The data only; planner.render.json_doc adds the interface's "reasons" and "alternatives"."""
+        d: dict[str, Any] = {"scheme": self.scheme}
         if self.model:
             d["model"] = self.model
+        d.update({
+            "task": self.task,
+            "basis": self.basis,
+            "suite": self.suite,
+            "tie_points": self.tie_points,
+            "ranked": [e.to_dict() for e in self.ranked],
+            "excluded": [e.to_dict() for e in self.excluded],
+        })
+        if self.smallest_measured is not None:
+            d["smallest_measured"] = self.smallest_measured.to_dict()
+        if self.models:
+            d["model_basis"] = self.model_basis
+            d["models"] = [m.to_dict() for m in self.models]
         return d
 
 

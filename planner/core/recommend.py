@@ -1,6 +1,6 @@
 """Recommend the scheme (and, for --model auto, the model) that keeps the most measured accuracy within
-the hardware's memory, with reasons a deployment engineer can check against the memory table and the
-accuracy tables (profiles/accuracy/).
+the hardware's memory. The answer is data (planner.core.plan.Recommendation: ranked entries with their
+figures, tie groups and why-not codes); planner.render.recommendation writes the sentences.
 
 Rules, in order:
 
@@ -9,18 +9,19 @@ Rules, in order:
 2. Candidates with a published score for the task are ranked by it (planner.core.accuracy: Table 8
    weights for `general`, the documented reweightings of tasks.toml otherwise).
    - If one evaluation suite measured every such candidate, their absolute scores in that suite are
-     compared (the paper's nine-benchmark evaluation first).
+     compared (the paper's nine-benchmark evaluation first): basis "suite".
    - Otherwise (e.g. FP8 measured by the paper, W4A16 only on a model card) each score is taken as a
-     share of its own table's baseline (100 x score / baseline score) and those shares are compared.
-3. Ties: scores within TIE_POINTS (0.1 points, or 0.1 percentage points of the baseline) of the best
-   are treated as equal; among them the most headroom on the tightest device wins, then the smaller
-   file (fewer bytes to read per token: faster decoding). 0.1 is ten times the tables' printed
-   precision and larger than anything their rounding explains (at most 0.01), yet far inside the
-   spread of the sampled benchmarks (± 0.2 to ± 7.9 per benchmark), so the paper's own ordering
-   stands wherever the paper's figures differ by more than 0.1.
+     share of its own table's baseline (100 x score / baseline score) and those shares are compared:
+     basis "share".
+3. Ties: one rule, tie_points() (profiles/accuracy/ties.toml: 0.21, one standard error of the
+   difference of two of the paper's weighted averages, derived from the printed ± std and the
+   number of samples per question; derive_tie_points() recomputes it). Scores (or shares, in
+   percentage points) no more than tie_points below the best form its tie group; within a group the
+   most headroom on the tightest device wins, then the smaller file (fewer bytes to read per token).
+   The next group starts at the best score left, and so on (tie_groups()).
 4. A scheme without a published figure is never ranked against measured ones. Only when no measured
-   scheme fits is an unmeasured one recommended: the fitting scheme with the most bits per weight
-   (then the most headroom), and the reasons say that its accuracy is unmeasured.
+   scheme fits is an unmeasured one recommended (basis "unmeasured"): the fitting scheme with the
+   most bits per weight (then the most headroom).
 5. Nothing fits, or no memory was planned: no recommendation (None); explain_no_fit() says why.
 
 Across models (--model auto, the paper's second question: full, distilled or quantized for given
@@ -28,80 +29,90 @@ hardware), models are compared only on absolute scores within one evaluation sui
 paper's (R1, V3, V3-0324, R1-Distill-Qwen-32B), then each model measured only elsewhere is placed
 against the best-ranked model it shares a suite with. A model nothing connects to the ranking is
 listed as not comparable rather than guessed at. If no model has a measured scheme that fits, the
-largest model (parameters) with a fitting unmeasured scheme is named, saying so.
+largest model (parameters) with a fitting unmeasured scheme is named.
 
 pareto_points() gives the accuracy-against-memory points (and the Pareto front) for --plot.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from planner.core import accuracy as acc
-from planner.core.plan import DeviceMemory, Plan, Recommendation, SchemePlan
+from planner.core.data_files import read_toml
+from planner.core.paths import profiles_dir
+from planner.core.plan import Plan, RankedModel, RankedScheme, Recommendation, SchemePlan
+from planner.errors import PlannerError
 
-TIE_POINTS = 0.1
-GiB = 1 << 30
-
-
-def _gib(n: int) -> str:
-    return f"{n / GiB:.1f} GiB"
+EPS = 1e-9
 
 
-# ----------------------------------------------------------------------------------------- memory text
+# ----------------------------------------------------------------------------------------- the tie rule
 
-def _tightest(sp: SchemePlan) -> DeviceMemory | None:
-    if sp.memory is None or not sp.memory.per_device:
-        return None
-    return min(sp.memory.per_device, key=lambda d: d.headroom_bytes)
-
-
-def _host_over(sp: SchemePlan) -> DeviceMemory | None:
-    h = sp.memory.host if sp.memory else None
-    return h if h is not None and h.headroom_bytes < 0 else None
-
-
-def _hw(plan: Plan) -> str:
-    h = plan.hardware
-    if h is None:
-        return "the devices"
-    n = h.gpus * max(h.nodes, 1)
-    return f"{n}x {h.name or h.device}"
+@lru_cache(maxsize=1)
+def tie_rule() -> dict:
+    """profiles/accuracy/ties.toml [tie]: points, basis, source."""
+    path = profiles_dir() / "accuracy" / "ties.toml"
+    d = read_toml(path, "tie rule").get("tie")
+    if not isinstance(d, dict) or not isinstance(d.get("points"), (int, float)) or d["points"] < 0:
+        raise PlannerError(f"tie rule {path}: needs [tie] points = a number >= 0")
+    return dict(d)
 
 
-def fit_text(sp: SchemePlan, plan: Plan | None = None) -> str:
-    """'DQ3_K_M fits: 58.9 GiB on the tightest device (CUDA3) of 79.6 GiB, 20.7 GiB free'."""
-    d = _tightest(sp)
-    if d is None:
-        return f"{sp.id}: memory not planned"
-    return (f"{sp.id} fits: {_gib(d.total_bytes)} on the tightest device ({d.device}) of "
-            f"{_gib(d.capacity_bytes)}, {_gib(d.headroom_bytes)} free")
+def tie_points() -> float:
+    """Two scores no more than this apart are a tie (score points, or percentage points of a share)."""
+    return float(tie_rule()["points"])
 
 
-def need_text(sp: SchemePlan) -> str:
-    """'Q4_K_M needs 73.9 GiB on the fullest device (910B 3) > 64.0 GiB capacity'."""
-    d = _tightest(sp)
-    if d is None:
-        return f"{sp.id}: memory not planned"
-    if d.headroom_bytes < 0:
-        return (f"{sp.id} needs {_gib(d.total_bytes)} on the fullest device ({d.device}) > "
-                f"{_gib(d.capacity_bytes)} capacity")
-    h = _host_over(sp)
-    if h is not None:
-        return f"{sp.id} needs {_gib(h.total_bytes)} of host memory > {_gib(h.capacity_bytes)}"
-    return f"{sp.id} fits"
+def __getattr__(name: str):
+    if name == "TIE_POINTS":                      # the old constant, now read from ties.toml
+        return tie_points()
+    raise AttributeError(name)
 
 
-def explain_no_fit(plan: Plan) -> list[str]:
-    """Why nothing fits: the smallest schemes' needs (for plan notes when recommend() returns None)."""
-    planned = [s for s in plan.schemes if s.memory is not None]
-    if not planned:
-        return ["no memory was planned (no hardware), so no scheme can be recommended"]
-    smallest = sorted(planned, key=lambda s: s.size_bytes)[:3]
-    return [f"no scheme fits {_hw(plan)}: " + "; ".join(need_text(s) for s in smallest)]
+def tied(a: float, b: float, points: float | None = None) -> bool:
+    return abs(a - b) <= (tie_points() if points is None else points) + EPS
 
 
-# ----------------------------------------------------------------------------------------- scores
+def tie_groups(values: list[float], points: float | None = None) -> list[int]:
+    """Group number (1 = the best) of each value: a group is every value left no more than `points`
+    below the best value left."""
+    groups = [0] * len(values)
+    left = sorted(range(len(values)), key=lambda i: -values[i])
+    g = 0
+    while left:
+        g += 1
+        top = values[left[0]]
+        here = [i for i in left if tied(values[i], top, points)]
+        for i in here:
+            groups[i] = g
+        left = [i for i in left if i not in here]
+    return groups
+
+
+def derive_tie_points() -> float:
+    """The tie figure from the paper's own spread: for every ranked paper column the standard error of
+    its weighted average, sqrt(sum (w_b / sum w)^2 s_b^2 / n_b) with n_b samples per question (8 for
+    AIME 2024, 4 for the other sampled benchmarks, section 4.2; single-pass benchmarks print no std);
+    then the standard error of the difference of two columns, root mean square: sqrt(2 mean SE^2)."""
+    weights = acc.task_weights("general")
+    total = sum(weights.values())
+    se2: list[float] = []
+    for m in acc.data().measurements:
+        if m.suite != "paper" or m.role == "reported":
+            continue
+        v = 0.0
+        for b, s in m.stds.items():
+            if b in weights:
+                n = 8 if b == "aime2024" else 4
+                v += (weights[b] / total) ** 2 * s * s / n
+        se2.append(v)
+    return math.sqrt(2 * sum(se2) / len(se2))
+
+
+# ----------------------------------------------------------------------------------------- entries
 
 @dataclass
 class _Scored:
@@ -114,18 +125,6 @@ class _Scored:
     @property
     def share(self) -> float | None:
         return 100.0 * self.score / self.base_score if self.base_score else None
-
-
-def _score_label(task: str, m: acc.Measurement) -> str:
-    t = acc.get_task(task)
-    used = acc.task_benchmarks_used(m, task)
-    full = set(used) == set(t.weights)
-    if task == "general":
-        if full:
-            return "weighted"
-        names = "/".join(acc.data().benchmarks[b].name for b in used)
-        return f"Table 8-weighted {names}"
-    return f"{task} score" if full else f"{task} score over {'/'.join(acc.data().benchmarks[b].name for b in used)}"
 
 
 def _scored(model_id: str, sp: SchemePlan, task: str, suite: str | None = None) -> _Scored | None:
@@ -144,21 +143,32 @@ def _suites_of(model_id: str, sp: SchemePlan, task: str) -> list[str]:
     return [m.suite for m in acc.measurements(model_id, sp.id, rankable=True) if acc.task_score(m, task) is not None]
 
 
-def _pct(a: float, b: float | None) -> str:
-    if not b:
-        return ""
-    return f" ({(a - b) / b * 100:+.2f}%)".replace("+-", "-")
+def _entry(sp: SchemePlan, task: str, x: _Scored | None = None, m: acc.Measurement | None = None,
+           why_not: list[str] | None = None) -> RankedScheme:
+    """A scheme's figures: memory on its tightest device, and its score when x is given (or only the
+    measurement's source when m is given)."""
+    e = RankedScheme(scheme=sp.id, why_not=list(why_not or []), fits=sp.fits, size_bytes=sp.size_bytes,
+                     bpw=sp.bpw)
+    d = sp.tightest_device
+    if d is not None:
+        e.device, e.device_total_bytes = d.device, d.total_bytes
+        e.device_capacity_bytes, e.headroom_bytes = d.capacity_bytes, d.headroom_bytes
+    h = sp.memory.host if sp.memory is not None else None
+    if h is not None and h.capacity_bytes > 0 and h.headroom_bytes < 0:
+        e.host_total_bytes, e.host_capacity_bytes = h.total_bytes, h.capacity_bytes
+    m = x.m if x is not None else m
+    if m is not None:
+        e.suite, e.source, e.role = m.suite, m.source, m.role
+    if x is not None:
+        used = acc.task_benchmarks_used(x.m, task)
+        e.score, e.share_pct = x.score, x.share
+        e.benchmarks, e.full_task = used, set(used) == set(acc.get_task(task).weights)
+        e.baseline, e.baseline_score = acc.baseline_label(x.base), x.base_score
+    return e
 
 
-def accuracy_text(x: _Scored, task: str) -> str:
-    """'DQ3_K_M: weighted 85.53 vs 85.82 FP8 (Official API) (-0.34%), arXiv 2505.02390 Table 2'."""
-    label = _score_label(task, x.m)
-    vs = ""
-    if x.m.role != "baseline" and x.base_score is not None:
-        vs = f" vs {x.base_score:.2f} {acc.baseline_label(x.base)}{_pct(x.score, x.base_score)}"
-    elif x.m.role == "baseline":
-        vs = " (the table's baseline)"
-    return f"{x.sp.id}: {label} {x.score:.2f}{vs}, {x.m.source}"
+def _headroom(sp: SchemePlan) -> int:
+    return sp.headroom_bytes or 0
 
 
 def _rank_key(x: _Scored, by_share: bool) -> float:
@@ -166,16 +176,11 @@ def _rank_key(x: _Scored, by_share: bool) -> float:
     return v if v is not None else float("-inf")
 
 
-def _pick(cands: list[_Scored], by_share: bool) -> tuple[_Scored, list[_Scored]]:
-    """The winner and the tie group it came from (rule 3)."""
-    best = max(_rank_key(c, by_share) for c in cands)
-    tied = [c for c in cands if _rank_key(c, by_share) >= best - TIE_POINTS - 1e-9]
-    tied.sort(key=lambda c: (-(c.sp.headroom_bytes or 0), c.sp.size_bytes))
-    return tied[0], tied
-
-
-def _fmt_val(x: _Scored, by_share: bool) -> str:
-    return f"{x.share:.2f}% of baseline" if by_share else f"{x.score:.2f}"
+def _order(cands: list[_Scored], by_share: bool) -> list[tuple[_Scored, int]]:
+    """Rule 3: the candidates in recommendation order, each with its tie group."""
+    groups = tie_groups([_rank_key(c, by_share) for c in cands])
+    idx = sorted(range(len(cands)), key=lambda i: (groups[i], -_headroom(cands[i].sp), cands[i].sp.size_bytes))
+    return [(cands[i], groups[i]) for i in idx]
 
 
 # ----------------------------------------------------------------------------------------- one model
@@ -184,8 +189,19 @@ def _fmt_val(x: _Scored, by_share: bool) -> str:
 class _Outcome:
     rec: Recommendation | None
     measured: bool                               # the pick has a published score
-    winner: _Scored | None = None
-    fitting: list[_Scored] | None = None
+
+
+def _hardware(plan: Plan) -> tuple[str | None, int]:
+    h = plan.hardware
+    if h is None:
+        return None, 0
+    return h.name or h.device, h.gpus * max(h.nodes, 1)
+
+
+def _extra_devices(plan: Plan, n: int) -> int:
+    """Devices planned besides the GPUs x nodes of the hardware (llama.cpp RPC devices)."""
+    planned = max((len(s.memory.per_device) for s in plan.schemes if s.memory is not None), default=0)
+    return max(planned - n, 0)
 
 
 def _recommend(plan: Plan, task: str) -> _Outcome:
@@ -195,7 +211,7 @@ def _recommend(plan: Plan, task: str) -> _Outcome:
     if not planned:
         return _Outcome(None, False)
     fits = [s for s in planned if s.fits]
-    not_fit = [s for s in planned if not s.fits]
+    not_fit = sorted((s for s in planned if not s.fits), key=lambda s: -s.size_bytes)
     unplanned = [s for s in plan.schemes if s.memory is None]
 
     scored_fit: list[_Scored] = []
@@ -209,98 +225,108 @@ def _recommend(plan: Plan, task: str) -> _Outcome:
         ms = acc.measurements(model, s.id, rankable=True)
         (untask_fit.append((s, ms[0])) if ms else unmeasured_fit.append(s))
 
-    alternatives: list[str] = []
-    reasons: list[str] = []
+    def no_score_code(s: SchemePlan) -> str:
+        return "no_task_benchmark" if acc.measurements(model, s.id, rankable=True) else "unmeasured"
 
-    def tail_alternatives(winner_id: str, *, list_unscored_fit: bool) -> None:
-        for s in sorted(not_fit, key=lambda s: -s.size_bytes):
+    def tail(*, unscored_fit: bool) -> list[RankedScheme]:
+        out = []
+        for s in not_fit:
             x = _scored(model, s, task)
             if x is not None:
-                alternatives.append(f"{need_text(s)} on {_hw(plan)} ({accuracy_text(x, task)})")
-        if list_unscored_fit:
-            for s, m in untask_fit:
-                if s.id != winner_id:
-                    alternatives.append(f"{s.id}: fits, but its only measurement ({m.source}) has no {task} benchmark")
-            um_fit = [s.id for s in sorted(unmeasured_fit, key=lambda s: -s.size_bytes) if s.id != winner_id]
-            if um_fit:
-                alternatives.append(
-                    f"unmeasured (no published accuracy for {plan.model.name}), fit: {', '.join(um_fit)}")
-        um_nofit = [s.id for s in sorted(not_fit, key=lambda s: -s.size_bytes) if _scored(model, s, task) is None]
-        if um_nofit:
-            alternatives.append(f"unmeasured, do not fit {_hw(plan)}: {', '.join(um_nofit)}")
-        if unplanned:
-            alternatives.append(f"memory not planned: {', '.join(s.id for s in unplanned)}")
+                out.append(_entry(s, task, x, why_not=["does_not_fit"]))
+        if unscored_fit:
+            out += [_entry(s, task, m=m, why_not=["no_task_benchmark"]) for s, m in untask_fit]
+            out += [_entry(s, task, why_not=["unmeasured"])
+                    for s in sorted(unmeasured_fit, key=lambda s: -s.size_bytes)]
+        out += [_entry(s, task, why_not=[no_score_code(s), "does_not_fit"])
+                for s in not_fit if _scored(model, s, task) is None]
+        out += [_entry(s, task, why_not=["not_planned"]) for s in unplanned]
+        return out
 
+    name, n = _hardware(plan)
+    base = dict(task=task, tie_points=tie_points(), model_name=plan.model.name, hardware=name, devices=n,
+                rpc_devices=_extra_devices(plan, n))
     if scored_fit:
         common = set(_suites_of(model, scored_fit[0].sp, task))
         for x in scored_fit[1:]:
             common &= set(_suites_of(model, x.sp, task))
         ranked_suites = sorted(common, key=lambda s: acc.data().suites[s].rank)
         by_share = not ranked_suites
+        suite = None
         if ranked_suites:
             suite = ranked_suites[0]
             scored_fit = [_scored(model, x.sp, task, suite) for x in scored_fit]  # type: ignore[misc]
-            label = _score_label(task, scored_fit[0].m)
-            label = label if label.endswith("score") else f"{label} score"
-            basis = f"{label} in one evaluation ({acc.data().suites[suite].name})"
-        else:
-            basis = ("share of each table's own baseline, because no single evaluation measured every "
-                     "fitting scheme")
-        win, tied = _pick(scored_fit, by_share)
-        order = sorted(scored_fit, key=lambda c: -_rank_key(c, by_share))
-        reasons.append(accuracy_text(win, task))
-        reasons.append(fit_text(win.sp) + f" on {_hw(plan)}")
-        reasons.append(f"ranked by {basis} among {len(order)} measured scheme(s) that fit: "
-                       + ", ".join(f"{c.sp.id} {_fmt_val(c, by_share)}" for c in order))
-        top = order[0]
-        if top is not win:
-            reasons.append(
-                f"{top.sp.id} ({_fmt_val(top, by_share)}) is within {TIE_POINTS} of {win.sp.id} "
-                f"({_fmt_val(win, by_share)}): treated as a tie, decided by headroom "
-                f"({_gib(win.sp.headroom_bytes or 0)} vs {_gib(top.sp.headroom_bytes or 0)}) and size")
-        for c in order:
-            if c is win:
-                continue
-            if c in tied:
-                why = (f"within {TIE_POINTS} of {win.sp.id} but less headroom "
-                       f"({_gib(c.sp.headroom_bytes or 0)} vs {_gib(win.sp.headroom_bytes or 0)})"
-                       if (c.sp.headroom_bytes or 0) < (win.sp.headroom_bytes or 0) else
-                       f"within {TIE_POINTS} of {win.sp.id} with equal headroom but larger")
-                alternatives.append(f"{c.sp.id}: {why} ({accuracy_text(c, task)})")
-            else:
-                alternatives.append(
-                    f"{c.sp.id}: fits ({_gib(c.sp.headroom_bytes or 0)} free) but {_fmt_val(c, by_share)} < "
-                    f"{_fmt_val(win, by_share)} ({accuracy_text(c, task)})")
-        tail_alternatives(win.sp.id, list_unscored_fit=True)
-        return _Outcome(Recommendation(scheme=win.sp.id, reasons=reasons, alternatives=alternatives),
-                        True, win, scored_fit)
+        ordered = _order(scored_fit, by_share)
+        win = ordered[0][0]
+        ranked = []
+        for i, (c, g) in enumerate(ordered):
+            why: list[str] = []
+            if i:
+                if g > 1:
+                    why = ["lower_score"]
+                elif _headroom(c.sp) < _headroom(win.sp):
+                    why = ["tied_less_headroom"]
+                else:
+                    why = ["tied_larger"]
+            e = _entry(c.sp, task, c, why_not=why)
+            e.rank, e.tie_group = i + 1, g
+            ranked.append(e)
+        rec = Recommendation(scheme=win.sp.id, basis="share" if by_share else "suite", suite=suite,
+                             ranked=ranked, excluded=tail(unscored_fit=True), **base)
+        return _Outcome(rec, True)
 
     fallback = [s for s, _ in untask_fit] + unmeasured_fit
     if not fallback:
         return _Outcome(None, False)
-    pick = sorted(fallback, key=lambda s: (-s.bpw, -(s.headroom_bytes or 0), s.size_bytes))[0]
+    order = sorted(fallback, key=lambda s: (-s.bpw, -_headroom(s), s.size_bytes))
+    ranked = []
+    for i, s in enumerate(order):
+        m = next(iter(acc.measurements(model, s.id, rankable=True)), None)
+        e = _entry(s, task, m=m, why_not=[] if i == 0 else ["fewer_bits", no_score_code(s)])
+        e.rank = i + 1
+        ranked.append(e)
     measured_nofit = [s for s in not_fit if _scored(model, s, task) is not None]
+    smallest = None
     if measured_nofit:
-        smallest = min(measured_nofit, key=lambda s: s.size_bytes)
-        reasons.append(f"no scheme with a published {task} score for {plan.model.name} fits {_hw(plan)}: "
-                       f"the smallest, {need_text(smallest)}")
-    else:
-        reasons.append(f"no published {task} score exists for {plan.model.name} in any scheme that fits")
-    reasons.append(f"{pick.id} is UNMEASURED: recommended only as the fitting scheme with the most bits per "
-                   f"weight ({pick.bpw:.2f} bpw); no {task} accuracy figure exists for it")
-    reasons.append(fit_text(pick) + f" on {_hw(plan)}")
-    others = sorted((s for s in fallback if s is not pick), key=lambda s: -s.bpw)
-    if others:
-        alternatives.append(f"also fit, no published {task} score, fewer bits per weight: "
-                            + ", ".join(f"{s.id} ({s.bpw:.2f} bpw)" for s in others))
-    tail_alternatives(pick.id, list_unscored_fit=False)
-    return _Outcome(Recommendation(scheme=pick.id, reasons=reasons, alternatives=alternatives), False)
+        s = min(measured_nofit, key=lambda s: s.size_bytes)
+        smallest = _entry(s, task, _scored(model, s, task), why_not=["does_not_fit"])
+    rec = Recommendation(scheme=order[0].id, basis="unmeasured", ranked=ranked,
+                         excluded=tail(unscored_fit=False), smallest_measured=smallest, **base)
+    return _Outcome(rec, False)
 
 
 def recommend(plan: Plan, task: str = "general") -> Recommendation | None:
     """The scheme of `plan` to deploy for `task` (general|math|code|chinese), or None when no scheme
     fits or no memory was planned. Raises PlannerError for an unknown task."""
     return _recommend(plan, task).rec
+
+
+def no_fit_entries(plan: Plan, n: int = 3) -> list[RankedScheme]:
+    """The smallest planned schemes (at most n), with the figures that show why they do not fit."""
+    planned = sorted((s for s in plan.schemes if s.memory is not None), key=lambda s: s.size_bytes)[:n]
+    return [_entry(s, "general", why_not=["does_not_fit"]) for s in planned]
+
+
+def explain_no_fit(plan: Plan) -> list[str]:
+    """Plan notes when recommend() returns None (notes are text by the interface; the recommendation's
+    own sentences are written by planner.render.recommendation)."""
+    entries = no_fit_entries(plan)
+    if not entries:
+        return ["no memory was planned (no hardware), so no scheme can be recommended"]
+    name, n = _hardware(plan)
+    hw = f"{n}x {name}" if name else "the devices"
+    if name and _extra_devices(plan, n):
+        hw += f" + {_extra_devices(plan, n)} RPC device(s)"
+    gib = 1 << 30
+
+    def need(e: RankedScheme) -> str:
+        if e.headroom_bytes is not None and e.headroom_bytes < 0:
+            return (f"{e.scheme} needs {e.device_total_bytes / gib:.1f} GiB on the tightest device ({e.device}) > "
+                    f"{e.device_capacity_bytes / gib:.1f} GiB capacity")
+        if e.host_total_bytes is not None:
+            return f"{e.scheme} needs {e.host_total_bytes / gib:.1f} GiB of host memory > {e.host_capacity_bytes / gib:.1f} GiB"
+        return f"{e.scheme} fits"
+    return [f"no scheme fits {hw}: " + "; ".join(need(e) for e in entries)]
 
 
 # ----------------------------------------------------------------------------------------- across models
@@ -320,21 +346,15 @@ def _best_in_suite(plan: Plan, task: str) -> dict[str, _Scored]:
             continue
         xs = [x for s in fits if (x := _scored(plan.model.id, s, task, suite.id)) is not None]
         if xs:
-            out[suite.id] = _pick(xs, False)[0]
+            out[suite.id] = _order(xs, False)[0][0]
     return out
 
 
 def _beats(a: _Scored, b: _Scored) -> bool:
-    """a ranks above b (same suite): higher by more than TIE_POINTS, or tied with more headroom/smaller."""
-    if a.score > b.score + TIE_POINTS:
-        return True
-    if a.score < b.score - TIE_POINTS:
-        return False
-    return (-(a.sp.headroom_bytes or 0), a.sp.size_bytes) < (-(b.sp.headroom_bytes or 0), b.sp.size_bytes)
-
-
-def _cmp_text(x: _Scored, model: str, task: str) -> str:
-    return f"{model} {x.sp.id} {_score_label(task, x.m)} {x.score:.2f}"
+    """a ranks above b (same suite): higher beyond the tie, or tied with more headroom / a smaller file."""
+    if not tied(a.score, b.score):
+        return a.score > b.score
+    return (-_headroom(a.sp), a.sp.size_bytes) < (-_headroom(b.sp), b.sp.size_bytes)
 
 
 @dataclass
@@ -347,7 +367,8 @@ class _Placement:
 
 def recommend_across_models(plans: list[Plan], task: str = "general") -> Recommendation | None:
     """Which model and scheme to deploy on the plans' hardware (one plan per candidate model, same
-    hardware and context), or None when no scheme of any model fits. Recommendation.model names it."""
+    hardware and context), or None when no scheme of any model fits. Recommendation.model names it,
+    Recommendation.models ranks the candidates."""
     acc.get_task(task)
     entries = [_ModelEntry(p, _recommend(p, task), _best_in_suite(p, task)) for p in plans]
     suites = sorted((s for s in acc.data().suites.values() if s.rank > 0), key=lambda s: s.rank)
@@ -385,75 +406,62 @@ def recommend_across_models(plans: list[Plan], task: str = "general") -> Recomme
             placed[id(e)] = _Placement(suite, x, anchor, above)
     incomparable = [e for e in measured if e not in ranked]
 
+    def smallest(e: _ModelEntry) -> RankedScheme | None:
+        planned = [s for s in e.plan.schemes if s.memory is not None]
+        if not planned:
+            return None
+        return _entry(min(planned, key=lambda s: s.size_bytes), task, why_not=["does_not_fit"])
+
+    def unranked(e: _ModelEntry, why: list[str]) -> RankedModel:
+        m = RankedModel(model=e.plan.model.id, params=e.plan.model.params, why_not=why,
+                        scheme=e.outcome.rec.scheme if e.outcome.rec else None)
+        if e.outcome.rec is None:
+            m.smallest = smallest(e)
+        return m
+
     if not ranked:
         fallback = [e for e in entries if e.outcome.rec is not None]
         if not fallback:
             return None
         pick = max(fallback, key=lambda e: e.plan.model.params)
-        rec = pick.outcome.rec
-        assert rec is not None
-        reasons = [f"no model with a published {task} score has a measured scheme that fits {_hw(pick.plan)}; "
-                   f"{pick.plan.model.id} is the largest model with a fitting (unmeasured) scheme"] + list(rec.reasons)
-        alts = [f"{e.plan.model.id}: {('only unmeasured ' + e.outcome.rec.scheme + ' fits') if e.outcome.rec else 'nothing fits'}"
-                for e in entries if e is not pick]
-        return Recommendation(scheme=rec.scheme, reasons=reasons, alternatives=alts, model=pick.plan.model.id)
+        models = [RankedModel(model=pick.plan.model.id, params=pick.plan.model.params, rank=1,
+                              scheme=pick.outcome.rec.scheme)]  # type: ignore[union-attr]
+        for e in entries:
+            if e is not pick:
+                models.append(unranked(e, ["smaller_model", "only_unmeasured"] if e.outcome.rec else
+                                       ["nothing_fits"] if smallest(e) else ["not_planned"]))
+        assert pick.outcome.rec is not None
+        return replace(pick.outcome.rec, model=pick.plan.model.id, models=models, model_basis="largest_unmeasured")
 
     win = ranked[0]
-    rec = win.outcome.rec
-    assert rec is not None
-    mid = win.plan.model.id
-    wp = placed[id(win)]
-    hw = _hw(win.plan)
-    if wp.anchor is None:
-        rivals = [e for e in ranked[1:] if placed[id(e)].anchor is None]
-        lead = (f"{mid} {rec.scheme}: the highest {_score_label(task, wp.x.m)} score among the models with a "
-                f"measured scheme that fits {hw} ({wp.suite.name}): {mid} {wp.x.sp.id} {wp.x.score:.2f}")
-        if rivals:
-            lead += " vs " + ", ".join(f"{e.plan.model.id} {placed[id(e)].x.sp.id} {placed[id(e)].x.score:.2f}"
-                                       for e in rivals)
-    else:
-        a = wp.anchor.best_in[wp.suite.id]
-        lead = (f"{mid} {rec.scheme}: fits {hw} and scores above the best of the other models there: on "
-                f"{wp.suite.name}, {_cmp_text(wp.x, mid, task)} > {_cmp_text(a, wp.anchor.plan.model.id, task)}")
-    reasons = [lead] + list(rec.reasons)
-
-    alts: list[str] = []
-    for e in ranked[1:]:
+    assert win.outcome.rec is not None
+    models: list[RankedModel] = []
+    for i, e in enumerate(ranked):
         pl = placed[id(e)]
-        me = e.plan.model.id
-        scheme = e.outcome.rec.scheme if e.outcome.rec else pl.x.sp.id
-        if pl.anchor is None:
-            w = win.best_in.get(pl.suite.id)
-            if w is not None and abs(w.score - pl.x.score) <= TIE_POINTS + 1e-9:
-                alts.append(f"{me} {scheme}: {_cmp_text(pl.x, me, task)} is within {TIE_POINTS} of {mid}; "
-                            f"{mid} has more headroom or a smaller file")
-            else:
-                alts.append(f"{me} {scheme}: {_cmp_text(pl.x, me, task)} ranks below {mid} ({pl.suite.name})")
-        else:
+        m = RankedModel(model=e.plan.model.id, params=e.plan.model.params, rank=i + 1,
+                        scheme=e.outcome.rec.scheme if e.outcome.rec else pl.x.sp.id, suite=pl.suite.id,
+                        best=_entry(pl.x.sp, task, pl.x))
+        if pl.anchor is not None:
+            m.anchor, m.above_anchor = pl.anchor.plan.model.id, pl.above
             a = pl.anchor.best_in[pl.suite.id]
-            rel = "above" if pl.above else "below"
-            tail = "" if pl.anchor is win else f", which ranks below {mid}"
-            alts.append(f"{me} {scheme}: on {pl.suite.name}, {_cmp_text(pl.x, me, task)} ranks {rel} "
-                        f"{_cmp_text(a, pl.anchor.plan.model.id, task)}{tail}")
+            m.anchor_best = _entry(a.sp, task, a)
+        if i:
+            w = win.best_in.get(pl.suite.id)
+            m.why_not = (["tied_less_headroom"] if pl.anchor is None and w is not None and tied(w.score, pl.x.score)
+                         else ["lower_score"])
+        models.append(m)
     for e in incomparable:
         x = next(iter(e.best_in.values()))
-        alts.append(f"{e.plan.model.id} {e.outcome.rec.scheme if e.outcome.rec else x.sp.id}: not compared with "
-                    f"{mid}: {_cmp_text(x, e.plan.model.id, task)} ({acc.data().suites[x.m.suite].name}) shares no "
-                    f"evaluation with the ranked models")
+        m = unranked(e, ["not_comparable"])
+        m.scheme = m.scheme or x.sp.id
+        m.suite, m.best = x.m.suite, _entry(x.sp, task, x)
+        models.append(m)
     for e in entries:
-        if e.outcome.measured:
-            continue
-        if e.outcome.rec is not None:
-            alts.append(f"{e.plan.model.id}: only schemes without a published {task} score fit "
-                        f"({e.outcome.rec.scheme} would be its pick)")
-        else:
-            planned = [s for s in e.plan.schemes if s.memory is not None]
-            if planned:
-                smallest = min(planned, key=lambda s: s.size_bytes)
-                alts.append(f"{e.plan.model.id}: nothing fits; the smallest, {need_text(smallest)}")
-            else:
-                alts.append(f"{e.plan.model.id}: memory not planned")
-    return Recommendation(scheme=rec.scheme, reasons=reasons, alternatives=alts, model=mid)
+        if not e.outcome.measured:
+            models.append(unranked(e, ["only_unmeasured"] if e.outcome.rec else
+                                   ["nothing_fits"] if smallest(e) else ["not_planned"]))
+    return replace(win.outcome.rec, model=win.plan.model.id, models=models,
+                   model_basis="anchored" if placed[id(win)].anchor is not None else "suite")
 
 
 # ----------------------------------------------------------------------------------------- plot data
@@ -461,7 +469,7 @@ def recommend_across_models(plans: list[Plan], task: str = "general") -> Recomme
 @dataclass
 class ParetoPoint:
     scheme: str
-    device_bytes: int            # memory on the fullest device
+    device_bytes: int            # memory on the tightest device (SchemePlan.tightest_device)
     score: float                 # task score of the scheme's own measurement
     suite: str
     fits: bool
@@ -469,13 +477,13 @@ class ParetoPoint:
 
 
 def pareto_points(plan: Plan, task: str = "general") -> list[ParetoPoint]:
-    """Measured schemes of a plan as (memory on the fullest device, task score) points, sorted by memory,
+    """Measured schemes of a plan as (memory on the tightest device, task score) points, sorted by memory,
     with the Pareto front marked. Scores of different suites are not comparable: the front is taken
     within the suite that measured the most schemes, and points of other suites are never on it."""
     acc.get_task(task)
     pts: list[ParetoPoint] = []
     for s in plan.schemes:
-        d = _tightest(s)
+        d = s.tightest_device
         x = _scored(plan.model.id, s, task) if d is not None else None
         if x is None or d is None:
             continue

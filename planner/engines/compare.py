@@ -4,8 +4,9 @@ llama.cpp. This is the memory/fit side plus the blog's single-stream vs throughp
 
 Ranking (documented, deliberately simple):
 - deployments that fit come first;
-- then the better accuracy, compared in whole points so small differences do not decide alone (only
-  when every candidate's accuracy is known: a missing score neither wins nor loses);
+- then the better accuracy, in tie groups (planner.core.recommend.tie_groups: scores no more than
+  tie_points apart, the paper's measurement noise, do not decide alone; only when every candidate's
+  accuracy is known: a missing score neither wins nor loses);
 - latency (single stream): fewer nodes (pipeline stages and cross-node links add per-token latency),
   then fewer weight bytes per GPU (decoding reads them for every token);
 - throughput: more concurrent full-context sequences, then fewer nodes.
@@ -20,6 +21,7 @@ from planner.core.data_files import read_toml
 from planner.core.devices import DeviceProfile
 from planner.core.paths import profiles_dir
 from planner.core.plan import Plan, SchemePlan
+from planner.core.recommend import tie_groups
 from planner.errors import PlannerError
 
 WORKLOADS = ("latency", "throughput")
@@ -81,11 +83,13 @@ def candidate(plan: Plan, device: DeviceProfile) -> Candidate:
 def _reasons(c: Candidate, workload: str) -> list[str]:
     out = []
     sp = c.scheme
+    d = sp.tightest_device
+    where = f"the tightest GPU ({d.device})" if d is not None else "the tightest GPU"
     if sp.fits:
-        out.append(f"fits: {sp.headroom_bytes / 2**30:.1f} GiB free on the fullest GPU, "
+        out.append(f"fits: {sp.headroom_bytes / 2**30:.1f} GiB free on {where}, "
                    f"{c.weights_per_gpu / 2**30:.1f} GiB of weights per GPU")
     else:
-        out.append(f"does not fit: {-(sp.headroom_bytes or 0) / 2**30:.1f} GiB short on the fullest GPU")
+        out.append(f"does not fit: {-(sp.headroom_bytes or 0) / 2**30:.1f} GiB short on {where}")
     if c.max_sequences is not None:
         out.append(f"{c.max_sequences} concurrent full-context sequence(s)")
     if c.nodes > 1:
@@ -110,9 +114,14 @@ def compare_deployments(cands: list[Candidate], workload: str = "throughput") ->
         raise PlannerError(f"unknown workload '{workload}'; valid: {', '.join(WORKLOADS)}")
 
     all_known = all(c.accuracy is not None for c in cands)
+    group: dict[int, int] = {}
+    for fit in (True, False):
+        same = [c for c in cands if bool(c.scheme.fits) == fit]
+        groups = tie_groups([c.accuracy for c in same]) if all_known else [0] * len(same)  # type: ignore[misc]
+        group.update({id(c): g for c, g in zip(same, groups)})
 
     def key(c: Candidate):
-        acc = -round(c.accuracy) if all_known else 0
+        acc = group[id(c)]
         fits = not bool(c.scheme.fits)
         if workload == "latency":
             return (fits, acc, c.nodes, c.weights_per_gpu)

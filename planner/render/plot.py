@@ -1,4 +1,4 @@
-"""Terminal plots of a Plan with plotext: accuracy against memory on the fullest device (--plot)."""
+"""Terminal plots of a Plan with plotext: accuracy against memory on the tightest device (--plot)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from planner.terminal import strip_ansi
 
 
 def plot_accuracy_memory(plan: Plan, task: str = "general", width: int = 100, height: int = 24) -> str:
-    """Measured schemes as points (GiB on the fullest device, task score), the Pareto front as a line and
-    the device capacity as a vertical line. Returns the plot as text (no colour codes)."""
+    """Measured schemes as points (GiB on the tightest device, the one with the least headroom; task
+    score), the Pareto front as a line and the device capacity as a vertical line. Returns the plot as text (no colour codes)."""
     import plotext as plt
 
     pts = pareto_points(plan, task)
@@ -33,8 +33,8 @@ def plot_accuracy_memory(plan: Plan, task: str = "general", width: int = 100, he
     hw = plan.hardware
     if hw and hw.memory_per_gpu_bytes:
         plt.vline(hw.memory_per_gpu_bytes / GiB)
-    plt.title(f"{plan.model.name}: {task} score vs memory on the fullest device"
+    plt.title(f"{plan.model.name}: {task} score vs memory on the tightest device"
               + (f" ({hw.gpus} x {hw.name or hw.device}, ctx {plan.context})" if hw else ""))
-    plt.xlabel("GiB on the fullest device (vertical line: capacity)")
+    plt.xlabel("GiB on the tightest device (vertical line: capacity)")
     plt.ylabel("score")
     return strip_ansi(plt.build())

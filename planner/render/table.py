@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from planner.core.plan import Plan, SchemePlan
+from planner.core.plan import Plan, Recommendation, SchemePlan
+from planner.render import recommendation as rtext
 from planner.render.units import GiB, gb, human
 
 
@@ -38,7 +39,7 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
     for s in plan.schemes:
         row = [s.id, f"{s.size_bytes / GiB:.2f}", gb(s.size_bytes), f"{s.bpw:.2f}"]
         if s.memory is not None:
-            top = max(s.memory.per_device, key=lambda d: d.total_bytes) if s.memory.per_device else None
+            top = s.tightest_device
             row += [
                 human(s.memory.kv_cache_bytes),
                 human(top.total_bytes) if top else "-",
@@ -52,7 +53,7 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
         rows.append(row)
     headers = ["scheme", "GiB", "GB", "bpw"]
     if any(s.memory is not None for s in plan.schemes):
-        headers += ["KV cache", "fullest device", "headroom", "fits"]
+        headers += ["KV cache", "tightest device", "headroom", "fits"]
     if any(s.accuracy for s in plan.schemes):
         headers.append("weighted acc.")
     rows = [r + [""] * (len(headers) - len(r)) for r in rows]
@@ -65,12 +66,7 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
     if focus is not None and focus.memory is not None and focus.memory.per_device:
         out += ["", render_devices(focus)]
     if plan.recommendation:
-        r = plan.recommendation
-        out += ["", f"Recommended: {r.model + ' ' if r.model else ''}{r.scheme}"]
-        out += [f"  - {x}" for x in r.reasons]
-        if r.alternatives:
-            out.append("Alternatives:")
-            out += [f"  - {x}" for x in r.alternatives]
+        out += ["", *render_recommendation(plan.recommendation)]
     if with_tensors:
         for s in plan.schemes:
             out += ["", f"{s.id}: {len(s.tensors)} tensors"]
@@ -80,33 +76,42 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
     return "\n".join(out)
 
 
+def render_recommendation(r: Recommendation) -> list[str]:
+    """'Recommended: ...', its reasons and the alternatives (sentences from planner.render.recommendation)."""
+    out = [f"Recommended: {r.model + ' ' if r.model else ''}{r.scheme}"]
+    out += [f"  - {x}" for x in rtext.reasons(r)]
+    alts = rtext.alternatives(r)
+    if alts:
+        out.append("Alternatives:")
+        out += [f"  - {x}" for x in alts]
+    return out
+
+
 def render_type_bytes(s: SchemePlan) -> str:
     rows = [[t, human(b), f"{100 * b / s.size_bytes:.1f}%"] for t, b in sorted(s.type_bytes.items(), key=lambda kv: -kv[1])]
     return _table(["type", "bytes", "share"], rows, right={1, 2})
 
 
 def render_candidates(candidates: list[Plan], chosen: Plan) -> str:
-    """--model auto: each model's best measured scheme that fits, then the recommendation."""
+    """--model auto: each model's own recommended measured scheme (the one the cross-model ranking
+    compares), then the recommendation."""
     rows = []
     for p in candidates:
         fitting = [s for s in p.schemes if s.fits]
-        measured = [s for s in fitting if s.accuracy and s.accuracy.weighted_avg is not None]
-        best = max(measured, key=lambda s: s.accuracy.weighted_avg) if measured else None
+        r = p.recommendation
+        best = r.pick if r is not None and r.basis != "unmeasured" else None
         rows.append([p.model.id, f"{p.model.params / 1e9:.1f}B", str(len(fitting)),
-                     best.id if best else "-",
-                     f"{best.accuracy.weighted_avg:.2f}" if best else "-",
+                     best.scheme if best else "-",
+                     f"{best.score:.2f}" if best and best.score is not None else "-",
+                     best.suite or "-" if best else "-",
                      human(best.headroom_bytes) if best and best.headroom_bytes is not None else "-"])
     hw = chosen.hardware
     out = [f"--model auto on {hw.nodes} x {hw.gpus} x {hw.name or hw.device}, context {chosen.context}" if hw else "",
-           "", _table(["model", "params", "schemes that fit", "best measured", "weighted", "headroom"], rows,
-                      right={1, 2, 4, 5})]
+           "", _table(["model", "params", "schemes that fit", "best measured", "score", "suite", "headroom"], rows,
+                      right={1, 2, 4, 6})]
     r = chosen.recommendation
     if r:
-        out += ["", f"Recommended: {r.model + ' ' if r.model else ''}{r.scheme}"]
-        out += [f"  - {x}" for x in r.reasons]
-        if r.alternatives:
-            out.append("Alternatives:")
-            out += [f"  - {x}" for x in r.alternatives]
+        out += ["", *render_recommendation(r)]
     else:
         out += ["", "Nothing measured fits this hardware."] + [f"  - {n}" for n in chosen.notes]
     return "\n".join(out)

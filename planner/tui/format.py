@@ -7,16 +7,16 @@ from rich.table import Table
 from rich.text import Text
 
 from planner.core.plan import DeviceMemory, Plan, Recommendation, SchemePlan
+from planner.render import recommendation as rtext
 from planner.render.units import GiB, gb, human
 
 MEMORY_PENDING = "not in this plan yet (the memory model has not produced it)"
 
 
 def fullest_device(sp: SchemePlan | None) -> DeviceMemory | None:
-    """The device the plan fills the most (the one that decides whether it fits)."""
-    if sp is None or sp.memory is None or not sp.memory.per_device:
-        return None
-    return max(sp.memory.per_device, key=lambda d: d.total_bytes)
+    """The tightest device (least headroom: SchemePlan.tightest_device), the one that decides whether
+    it fits and whose free memory is shown. The old name is kept for the widgets."""
+    return sp.tightest_device if sp is not None else None
 
 
 def gib_value(n: int | float) -> float:
@@ -31,7 +31,7 @@ def fits_text(sp: SchemePlan) -> Text:
     if sp.fits:
         t = Text("yes", style="bold green")
         if head is not None and full is not None:
-            t.append(f": {human(head)} free on the fullest device ({full.device}: "
+            t.append(f": {human(head)} free on the tightest device ({full.device}: "
                      f"{human(full.total_bytes)} of {human(full.capacity_bytes)})")
         return t
     t = Text("NO", style="bold red")
@@ -74,7 +74,7 @@ def summary(plan: Plan, sp: SchemePlan, hardware_fallback: str) -> Table:
     if mem is not None:
         fewest = getattr(mem, "fewest_devices", None)
         if fewest is not None:
-            g.add_row("Devices", f"{fewest} of the {len(mem.per_device)} hold it")
+            g.add_row("Devices", f"the fewest that would fit: {fewest} of these {len(mem.per_device)}")
         elif mem.per_device and hasattr(mem, "fewest_devices"):
             g.add_row("Devices", f"more than these {len(mem.per_device)} are needed")
         max_ctx = getattr(mem, "max_context", None)
@@ -84,7 +84,8 @@ def summary(plan: Plan, sp: SchemePlan, hardware_fallback: str) -> Table:
         a = sp.accuracy
         acc = f"{a.weighted_avg:.2f} weighted" if a.weighted_avg is not None else "unmeasured"
         if a.drop_pct is not None:
-            acc += f", {a.drop_pct:+.2f}% vs {a.baseline or 'baseline'}"
+            # drop_pct is the table's accuracy drop (positive: below the baseline), not a signed change
+            acc += f", drop {a.drop_pct:.2f}% vs {a.baseline or 'baseline'}"
         g.add_row("Accuracy", acc)
     return g
 
@@ -119,9 +120,10 @@ def recommendation(rec: Recommendation | None, pending: bool, current: str | Non
     head.append(f"{rec.model + ' ' if rec.model else ''}{rec.scheme}", style="bold reverse")
     if current is not None and current != rec.scheme:
         head.append("   (a applies it)")
-    parts: list = [head, _bullets("+", rec.reasons)]
-    if rec.alternatives:
-        parts += [Text("Alternatives:", style="bold"), _bullets("-", rec.alternatives)]
+    parts: list = [head, _bullets("+", rtext.reasons(rec))]
+    alts = rtext.alternatives(rec)
+    if alts:
+        parts += [Text("Alternatives:", style="bold"), _bullets("-", alts)]
     return Group(*parts)
 
 

@@ -1,0 +1,23 @@
+"""The JSON documents of `--json` and the TUI's export: Plan.to_dict() with the recommendation's
+sentences written by planner.render.recommendation (the core's Recommendation is data only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from planner.core.plan import Plan
+from planner.render.recommendation import as_dict
+
+
+def plan_document(plan: Plan, with_tensors: bool = False) -> dict[str, Any]:
+    """The interface's plan document ("recommendation": {"scheme", "reasons", "alternatives", ...})."""
+    doc = plan.to_dict(with_tensors=with_tensors)
+    doc["recommendation"] = as_dict(plan.recommendation)
+    return doc
+
+
+def auto_document(plan: Plan, candidates: list[Plan], with_tensors: bool = False) -> dict[str, Any]:
+    """--model auto: the chosen model's document plus every candidate's ("candidates")."""
+    doc = plan_document(plan, with_tensors)
+    doc["candidates"] = [plan_document(c) for c in candidates]
+    return doc
