@@ -27,7 +27,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Select, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Input, Select, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from planner.core.plan import PlanRequest
@@ -40,6 +40,7 @@ from planner.tui.keys import ACTIONS, SHOWN_KEYS
 from planner.tui.screens.dialogs import Field, FormDialog
 from planner.tui.screens.palette import ChoiceCommands
 from planner.tui.widgets.choices import MODEL, SCHEME, ChoicesPanel
+from planner.tui.widgets.footer import KeyFooter
 from planner.tui.widgets.jobs import QuantizePanel, RunView, ServePanel
 from planner.tui.widgets.plan_view import PlanView
 from planner.tui.widgets.plots import AccuracyMemoryPlot, ComponentPlot, PlotsView
@@ -95,7 +96,8 @@ class PlannerApp(App[int]):
     def compose(self) -> ComposeResult:
         yield Static("≡ dq-planner", id="title")
         with Horizontal(id="body"):
-            yield ChoicesPanel(self.wb.request, self.wb.choices(), self.wb.scheme_id, id="choices")
+            yield ChoicesPanel(self.wb.request, self.wb.choices(), self.wb.scheme_id, handler=self.on_choice,
+                               id="choices")
             with Vertical(id="main"):
                 yield Static("", id="error")
                 with TabbedContent(id="tabs", initial="plan"):
@@ -111,7 +113,7 @@ class PlannerApp(App[int]):
                         yield PlotsView(id="plots-view")
                     with TabPane("Run", id="run"):
                         yield RunView(id="run-view")
-        yield Footer(compact=True)
+        yield KeyFooter(compact=True)
 
     def on_mount(self) -> None:
         background.WORKER.start()               # the planning process starts while the screen is built
@@ -288,18 +290,15 @@ class PlannerApp(App[int]):
         """Set a choice as the user would (the palette uses it)."""
         self.query_one(f"#{select_id}", Select).value = value
 
-    @on(ChoicesPanel.Changed)
-    def _choice_changed(self, event: ChoicesPanel.Changed) -> None:
-        self.changed(self.wb.update, **event.changes)
-
-    @on(ChoicesPanel.SchemeChosen)
-    def _scheme_chosen(self, event: ChoicesPanel.SchemeChosen) -> None:
-        self.changed(self.wb.select, event.scheme_id)
-
-    @on(ChoicesPanel.Invalid)
-    def _choice_invalid(self, event: ChoicesPanel.Invalid) -> None:
-        self.wb.error = event.message
-        self.show_error(event.message)
+    def on_choice(self, event) -> None:
+        """An edit in the choices panel, handed over at once (the frame that shows it shows the plan)."""
+        if isinstance(event, ChoicesPanel.Changed):
+            self.changed(self.wb.update, **event.changes)
+        elif isinstance(event, ChoicesPanel.SchemeChosen):
+            self.changed(self.wb.select, event.scheme_id)
+        elif isinstance(event, ChoicesPanel.Invalid):
+            self.wb.error = event.message
+            self.show_error(event.message)
 
     @on(DataTable.RowSelected, "#scheme-table")
     def _scheme_row(self, event: DataTable.RowSelected) -> None:

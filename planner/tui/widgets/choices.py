@@ -51,6 +51,15 @@ class _Current(SelectCurrent):
 
 
 class Choice(Select):
+    """A Select whose new value reaches its panel at once (in the same frame as the list closing), not
+    one message later."""
+
+    def _watch_value(self, value) -> None:
+        super()._watch_value(value)
+        panel = next((a for a in self.ancestors if isinstance(a, ChoicesPanel)), None)
+        if panel is not None and self.is_mounted:
+            panel.chosen(self.id, value)
+
     def compose(self) -> ComposeResult:
         yield _Current(self.prompt)
         yield SelectOverlay(type_to_search=self._type_to_search).data_bind(compact=Select.compact)
@@ -76,8 +85,11 @@ class ChoicesPanel(VerticalScroll):
             super().__init__()
             self.message = message
 
-    def __init__(self, request: PlanRequest, scheme_choices: list[tuple[str, str]], scheme_id: str, **kw) -> None:
+    def __init__(self, request: PlanRequest, scheme_choices: list[tuple[str, str]], scheme_id: str,
+                 handler=None, **kw) -> None:
         super().__init__(**kw)
+        self.handler = handler
+        self._quiet = False          # the panel is showing the workbench's state: not an edit
         self.request = request
         self.scheme_choices = scheme_choices
         self.scheme_id = scheme_id
@@ -119,22 +131,33 @@ class ChoicesPanel(VerticalScroll):
         self._shown = {sel.id: sel.value for sel in self.query(Select)}
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        sid, v = event.select.id, event.value
         event.stop()
-        if v is Select.NULL or sid is None or self._shown.get(sid) == v:
+        self.chosen(event.select.id, event.value)
+
+    def chosen(self, sid: str | None, v) -> None:
+        """A choice has a new value (called by the Choice itself, and again by its Changed message)."""
+        if (v is Select.NULL or sid is None or self._quiet or not hasattr(self, "_shown")
+                or self._shown.get(sid) == v):
             return
         self._shown[sid] = v
         if sid == SCHEME:
-            self.post_message(self.SchemeChosen(str(v)))
+            self._send(self.SchemeChosen(str(v)))
         elif sid == MODEL:
             if v == PATH_CHOICE:
                 self.query_one(f"#{PATH}", Input).focus()
                 return
-            self.post_message(self.Changed({"model": str(v), "model_file": None}))
+            self._send(self.Changed({"model": str(v), "model_file": None}))
         elif sid in self._by_id:
             o = self._by_id[sid]
             value = None if (o.dest == "device" and v == AUTO_DEVICE) else str(v)
-            self.post_message(self.Changed({o.dest: value, **dict(o.control.also)}))
+            self._send(self.Changed({o.dest: value, **dict(o.control.also)}))
+
+    def _send(self, message: Message) -> None:
+        """To the handler the app gave (at once), else as a message."""
+        if self.handler is not None:
+            self.handler(message)
+        else:
+            self.post_message(message)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         iid = event.input.id
@@ -147,12 +170,12 @@ class ChoicesPanel(VerticalScroll):
             if o.control.empty == "keep":
                 return               # keep the last value while the field is being retyped
             value = o.to_request(None) if o.to_request else o.default
-            self.post_message(self.Changed({o.dest: value}))
+            self._send(self.Changed({o.dest: value}))
             return
         try:
-            self.post_message(self.Changed({o.dest: o.parse(text)}))
+            self._send(self.Changed({o.dest: o.parse(text)}))
         except PlannerError as e:
-            self.post_message(self.Invalid(str(e)))
+            self._send(self.Invalid(str(e)))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id != PATH:
@@ -163,9 +186,9 @@ class ChoicesPanel(VerticalScroll):
             return
         self.set_value(MODEL, PATH_CHOICE)
         if path.lower().endswith(".gguf"):
-            self.post_message(self.Changed({"model_file": path}))
+            self._send(self.Changed({"model_file": path}))
         else:
-            self.post_message(self.Changed({"model": path, "model_file": None}))
+            self._send(self.Changed({"model": path, "model_file": None}))
 
     # ---------------------------------------------------------------- state -> widgets (no messages)
     def set_value(self, wid: str, value) -> None:
@@ -174,15 +197,24 @@ class ChoicesPanel(VerticalScroll):
             self._shown[wid] = value
         if w.value == value:
             return
-        with w.prevent(Select.Changed, Input.Changed):
-            w.value = value
+        self._quiet = True
+        try:
+            with w.prevent(Select.Changed, Input.Changed):
+                w.value = value
+        finally:
+            self._quiet = False
 
     def set_schemes(self, choices: list[tuple[str, str]], scheme_id: str) -> None:
         sel = self.query_one(f"#{SCHEME}", Select)
         if choices != self.scheme_choices:
             self.scheme_choices = choices
-            with sel.prevent(Select.Changed):
-                sel.set_options(choices)
+            self._quiet = True
+            try:
+                with sel.prevent(Select.Changed):
+                    sel.set_options(choices)
+            finally:
+                self._quiet = False
+            self._shown[SCHEME] = sel.value
         if any(v == scheme_id for _, v in choices):
             self.set_value(SCHEME, scheme_id)
 
@@ -209,10 +241,14 @@ class ChoicesPanel(VerticalScroll):
         if opts == list(sel._options):
             return
         value = sel.value
-        with sel.prevent(Select.Changed):
-            sel.set_options(opts)
-            sel.value = opts[-1][1] if value == opts[0][1] else opts[0][1]   # the shown label follows a change
-            sel.value = value
+        self._quiet = True
+        try:
+            with sel.prevent(Select.Changed):
+                sel.set_options(opts)
+                sel.value = opts[-1][1] if value == opts[0][1] else opts[0][1]   # the shown label follows
+                sel.value = value
+        finally:
+            self._quiet = False
         self._shown[sel.id] = value
 
 
