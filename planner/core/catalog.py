@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from planner.core.data_files import read_toml
+from planner.core.data_files import read_json_object, read_toml
 from planner.core.paths import profiles_dir
 from planner.errors import PlannerError, choices
 
@@ -86,22 +86,104 @@ class ModelEntry:
     config: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
-def _req(cfg: dict[str, Any], key: str, where: str) -> Any:
-    if key not in cfg or cfg[key] is None:
-        raise PlannerError(f"{where}: config is missing '{key}'")
-    v = cfg[key]
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise PlannerError(f"{where}: '{key}' must be a positive integer, got {v!r}")
+# llama.cpp's own limits (src/llama-hparams.h): a model with more layers or experts does not load
+MAX_LAYERS = 512                       # LLAMA_MAX_LAYERS
+MAX_EXPERTS = 1024                     # LLAMA_MAX_EXPERTS
+MAX_COUNT = (1 << 32) - 1              # llama_hparams keeps the other counts as uint32_t
+_LIMITS = {"num_hidden_layers": (MAX_LAYERS, "LLAMA_MAX_LAYERS"),
+           "n_routed_experts": (MAX_EXPERTS, "LLAMA_MAX_EXPERTS")}
+
+
+def _int_value(v: Any, key: str, where: str, low: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        what = "a positive integer" if low > 0 else "a non-negative integer"
+        raise PlannerError(f"{where}: '{key}' must be {what}, got {json.dumps(v)}")
+    top, name = _LIMITS.get(key.rsplit(".", 1)[-1], (MAX_COUNT, "2^32-1, llama.cpp's uint32 counts"))
+    if v > top:
+        raise PlannerError(f"{where}: '{key}' is {v}, more than llama.cpp accepts ({top}, {name})")
     return v
 
 
+def _req(cfg: dict[str, Any], key: str, where: str) -> Any:
+    if key not in cfg or cfg[key] is None:
+        raise PlannerError(f"{where}: config is missing '{key}'")
+    return _int_value(cfg[key], key, where, 1)
+
+
+def _opt_int(cfg: dict[str, Any], key: str, where: str, default: int, low: int = 0) -> int:
+    """An optional integer key: absent or null gives `default`."""
+    v = cfg.get(key)
+    return default if v is None else _int_value(v, key, where, low)
+
+
+def _opt_bool(cfg: dict[str, Any], key: str, where: str, default: bool = False) -> bool:
+    v = cfg.get(key)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise PlannerError(f"{where}: '{key}' must be true or false, got {json.dumps(v)}")
+    return v
+
+
+def _opt_obj(cfg: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    """An optional JSON object (rope_scaling, quantization_config): absent or null gives {}."""
+    v = cfg.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise PlannerError(f"{where}: '{key}' must be an object or null, got {_json_kind(v)}")
+    return v
+
+
+def _opt_str(cfg: dict[str, Any], key: str, where: str) -> str | None:
+    v = cfg.get(key)
+    if v is not None and not isinstance(v, str):
+        raise PlannerError(f"{where}: '{key}' must be a string or null, got {_json_kind(v)}")
+    return v
+
+
+def _json_kind(v: Any) -> str:
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, dict):
+        return "an object"
+    return json.dumps(v) if isinstance(v, (bool, int, float, str)) else type(v).__name__
+
+
+def _architectures(cfg: dict[str, Any], where: str) -> list[str]:
+    archs = cfg.get("architectures")
+    if archs is None:
+        return []
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise PlannerError(f"{where}: 'architectures' must be a list of class names, got {json.dumps(archs)}")
+    return archs
+
+
+def check_config(cfg: dict[str, Any], where: str) -> None:
+    """The keys other readers of a config take later (hf_checkpoint, the GGUF writer), typed now, so
+    that a malformed one is named here: nested objects may be null or objects, never anything else."""
+    for key in ("rope_scaling", "quantization_config"):
+        obj = _opt_obj(cfg, key, where)
+        for sub in ("rope_type", "type", "quant_method"):
+            v = obj.get(sub)
+            if v is not None and not isinstance(v, str):
+                raise PlannerError(f"{where}: '{key}.{sub}' must be a string or null, got {_json_kind(v)}")
+    _opt_int(cfg, "num_nextn_predict_layers", where, 0)
+    _opt_str(cfg, "topk_method", where)
+
+
 def hparams_from_config(cfg: dict[str, Any], where: str) -> Hparams:
-    """Hparams from a Hugging Face config.json dictionary, as llama.cpp's converter reads it."""
-    archs = cfg.get("architectures") or []
+    """Hparams from a Hugging Face config.json dictionary, as llama.cpp's converter reads it; any key
+    of the wrong type (a list for an object, a string for a number, NaN) is a PlannerError naming the
+    file and the key."""
+    if not isinstance(cfg, dict):
+        raise PlannerError(f"{where}: the config must be an object, got {_json_kind(cfg)}")
+    archs = _architectures(cfg, where)
     arch = next((_HF_ARCH[a] for a in archs if a in _HF_ARCH), None)
     if arch is None:
         raise PlannerError(
             f"{where}: unsupported architectures {archs!r}; supported: {choices(_HF_ARCH)}")
+    check_config(cfg, where)
     n_embd = _req(cfg, "hidden_size", where)
     n_head = _req(cfg, "num_attention_heads", where)
     common = dict(
@@ -111,35 +193,34 @@ def hparams_from_config(cfg: dict[str, Any], where: str) -> Hparams:
         n_layer=_req(cfg, "num_hidden_layers", where),
         n_head=n_head,
         n_ff=_req(cfg, "intermediate_size", where),
-        n_ctx_train=int(cfg.get("max_position_embeddings") or 4096),
-        tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        n_ctx_train=_opt_int(cfg, "max_position_embeddings", where, 0) or 4096,
+        tied_embeddings=_opt_bool(cfg, "tie_word_embeddings", where),
     )
     if arch == "deepseek2":
-        n_routed = cfg.get("n_routed_experts")
-        q_lora = cfg.get("q_lora_rank") or 0
+        n_routed = _opt_int(cfg, "n_routed_experts", where, 0)
         return Hparams(
             **common,
             n_head_kv=n_head,  # the legacy layout's MHA view; the MLA layout writes head_count_kv = 1
-            n_lora_q=q_lora,
+            n_lora_q=_opt_int(cfg, "q_lora_rank", where, 0),
             n_lora_kv=_req(cfg, "kv_lora_rank", where),
             n_rot=_req(cfg, "qk_rope_head_dim", where),
             n_embd_head_qk_nope=_req(cfg, "qk_nope_head_dim", where),
             n_embd_head_v=_req(cfg, "v_head_dim", where),
-            n_expert=int(n_routed or 0),
-            n_expert_used=int(cfg.get("num_experts_per_tok") or 0),
-            n_expert_shared=int(cfg.get("n_shared_experts") or 0),
+            n_expert=n_routed,
+            n_expert_used=_opt_int(cfg, "num_experts_per_tok", where, 0),
+            n_expert_shared=_opt_int(cfg, "n_shared_experts", where, 0),
             n_ff_exp=_req(cfg, "moe_intermediate_size", where) if n_routed else common["n_ff"],
-            n_layer_dense_lead=int(cfg.get("first_k_dense_replace") or 0) if n_routed else common["n_layer"],
+            n_layer_dense_lead=_opt_int(cfg, "first_k_dense_replace", where, 0) if n_routed else common["n_layer"],
             exp_probs_b=cfg.get("topk_method") == "noaux_tc",
         )
-    n_head_kv = int(cfg.get("num_key_value_heads") or n_head)
+    n_head_kv = _opt_int(cfg, "num_key_value_heads", where, 0) or n_head
     if n_embd % n_head:
         raise PlannerError(f"{where}: hidden_size {n_embd} is not a multiple of num_attention_heads {n_head}")
-    rope = cfg.get("rope_scaling") or {}
+    rope = _opt_obj(cfg, "rope_scaling", where)
     return Hparams(
         **common,
         n_head_kv=n_head_kv,
-        n_embd_head=int(cfg.get("head_dim") or n_embd // n_head),
+        n_embd_head=_opt_int(cfg, "head_dim", where, 0) or n_embd // n_head,
         qkv_bias=arch == "qwen2",
         rope_freqs=arch == "llama" and (rope.get("rope_type") or rope.get("type")) == "llama3",
     )
@@ -184,14 +265,9 @@ def resolve_model(spec: str) -> ModelEntry:
     p = Path(spec)
     if p.is_dir() or p.name == "config.json":
         cfg_path = p / "config.json" if p.is_dir() else p
-        if not cfg_path.is_file():
+        if not cfg_path.exists() and not cfg_path.is_symlink():
             raise PlannerError(f"{spec}: no config.json in this folder")
-        try:
-            cfg = json.loads(cfg_path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise PlannerError(f"{cfg_path}: not valid JSON ({e})") from None
-        if not isinstance(cfg, dict):
-            raise PlannerError(f"{cfg_path}: expected a JSON object")
+        cfg = read_json_object(cfg_path, "config")
         name = p.resolve().name if p.is_dir() else p.resolve().parent.name
         return ModelEntry(id=name, name=name, hparams=hparams_from_config(cfg, str(cfg_path)),
                           source=str(cfg_path), config=cfg)

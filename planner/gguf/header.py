@@ -32,6 +32,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGMLQuantizationType, GGUFValueType, Keys
 from gguf import LlamaFileType
 
+from planner.core.data_files import open_regular
 from planner.core.ggml_types import tensor_bytes, type_name
 from planner.core.llama_quant import FTYPES
 from planner.errors import PlannerError
@@ -53,6 +54,9 @@ _NUMPY = {
     GGUFValueType.UINT64: "u8", GGUFValueType.INT64: "i8", GGUFValueType.FLOAT64: "f8", GGUFValueType.BOOL: "?",
 }
 _CHUNK = 1 << 20
+MAX_ARRAY_NESTING = 8             # llama.cpp reads no nested arrays at all; gguf-py writes them
+INT64_MAX = (1 << 63) - 1         # ggml's element counts are int64_t
+SIZE_MAX = (1 << 64) - 1          # and its byte sizes and offsets size_t / uint64_t
 
 # llama-quantize's names of general.file_type values (planner.core.llama_quant.FTYPES) plus the
 # converter-only ones
@@ -298,7 +302,7 @@ class _Reader:
                                f"byte {self.pos} in the {self.what} runs past the end of the file ({self.size})")
         return self.take(n).decode("utf-8", errors="replace")
 
-    def value(self, vtype: int, key: str) -> Any:
+    def value(self, vtype: int, key: str, depth: int = 0) -> Any:
         try:
             vt = GGUFValueType(vtype)
         except ValueError:
@@ -325,7 +329,10 @@ class _Reader:
                                    f"items runs past the end of the file ({self.size})")
             if it == GGUFValueType.STRING:
                 return self._strings(count, key)
-            return [self.value(item, key) for _ in range(count)]
+            if depth >= MAX_ARRAY_NESTING:
+                raise PlannerError(f"{self.path}: corrupt GGUF header: array '{key}' nests arrays more than "
+                                   f"{MAX_ARRAY_NESTING} deep")
+            return [self.value(item, key, depth + 1) for _ in range(count)]
         return self.scalar(_SCALAR[vt])
 
     def _strings(self, count: int, key: str) -> list[str]:
@@ -357,14 +364,7 @@ class _Reader:
 
 def _read_one(path: Path, shard: int = 0) -> tuple[ShardInfo, dict[str, Any], dict[str, GGUFValueType], list[TensorInfo]]:
     spath = str(path)
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise PlannerError(f"{spath}: no such file") from None
-    except IsADirectoryError:
-        raise PlannerError(f"{spath}: is a directory, not a GGUF file") from None
-    except OSError as e:
-        raise PlannerError(f"{spath}: cannot read ({e.strerror})") from None
+    f = open_regular(path)
     with f:
         size = os.fstat(f.fileno()).st_size
         r = _Reader(f, spath, size)
@@ -388,7 +388,7 @@ def _read_one(path: Path, shard: int = 0) -> tuple[ShardInfo, dict[str, Any], di
         r.what = "tensor and key/value counts"
         n_tensors = r.u64()
         n_kv = r.u64()
-        if n_tensors > size or n_kv > size:
+        if n_tensors > size or n_kv > size:    # each takes bytes: the loops below end at the file's end
             raise PlannerError(f"{spath}: corrupt GGUF header: {n_tensors} tensors and {n_kv} key/value pairs "
                                f"cannot fit in {size} bytes")
 
@@ -424,7 +424,7 @@ def _read_one(path: Path, shard: int = 0) -> tuple[ShardInfo, dict[str, Any], di
     data_offset = -(-header_end // alignment) * alignment
     tensors: list[TensorInfo] = []
     seen: set[str] = set()
-    data_bytes = 0
+    data_bytes = 0                     # the data section so far: each tensor padded to the alignment
     for name, shape, ttype, offset in raw:
         if name in seen:
             raise PlannerError(f"{spath}: corrupt GGUF header: duplicate tensor '{name}'")
@@ -435,8 +435,14 @@ def _read_one(path: Path, shard: int = 0) -> tuple[ShardInfo, dict[str, Any], di
             raise PlannerError(f"{spath}: tensor '{name}' has unknown ggml type id {ttype}") from None
         if t not in GGML_QUANT_SIZES:
             raise PlannerError(f"{spath}: tensor '{name}' has unsupported ggml type {t.name}")
-        if any(d >= 1 << 63 for d in shape):
+        if any(d > INT64_MAX for d in shape):
             raise PlannerError(f"{spath}: corrupt GGUF header: tensor '{name}' has shape {list(shape)}")
+        n_elements = 1
+        for d in shape:
+            n_elements *= d
+        if n_elements > INT64_MAX:      # ggml_nelements is an int64_t (gguf.cpp refuses the same)
+            raise PlannerError(f"{spath}: corrupt GGUF header: tensor '{name}' of shape {list(shape)} has "
+                               f"{n_elements} elements, more than 2^63-1")
         try:
             nbytes = tensor_bytes(shape, t)
         except ValueError:
@@ -445,8 +451,16 @@ def _read_one(path: Path, shard: int = 0) -> tuple[ShardInfo, dict[str, Any], di
         if offset % alignment:
             raise PlannerError(f"{spath}: tensor '{name}' data offset {offset} is not a multiple of the "
                                f"alignment {alignment}")
+        if offset != data_bytes:         # llama.cpp's gguf.cpp: the tensors' data lie back to back
+            raise PlannerError(f"{spath}: corrupt GGUF header: tensor '{name}' data offset {offset}, expected "
+                               f"{data_bytes} (tensor data lies back to back in header order)")
+        data_bytes = offset + -(-nbytes // alignment) * alignment
+        if data_offset + data_bytes > SIZE_MAX:
+            raise PlannerError(f"{spath}: corrupt GGUF header: the data of tensor '{name}' would end at byte "
+                               f"{data_offset + data_bytes}, past 2^64")
         tensors.append(TensorInfo(name, shape, t, data_offset + offset, nbytes, shard))
-        data_bytes = max(data_bytes, offset + nbytes)
+    if tensors:                          # the last tensor needs its bytes, not its padding
+        data_bytes = tensors[-1].offset - data_offset + tensors[-1].bytes
 
     split_no = metadata.get(Keys.Split.LLM_KV_SPLIT_NO, 0)
     info = ShardInfo(path=spath, version=version, tensor_count=n_tensors, kv_count=n_kv, alignment=alignment,
