@@ -8,7 +8,8 @@ what that scheme's plan gives them (predicted against actual).
 
 JSON (--json): the interface's keys {"path", "architecture", "file_type", "tensor_count", "tensor_bytes",
 "tensors": [{"name", "shape", "type", "bytes", "offset"}], "metadata"} plus "file_type_id", "version",
-"alignment", "data_offset", "file_size", "data_complete", "split_count", "shards", "missing_shards",
+"alignment", "data_offset", "file_size", "data_complete", "split_count", "shards", "missing_shards" (and,
+of those, "empty_shards": present but 0 bytes, counted as missing),
 "model" (id, name, architecture, layout, params, source; null for unsupported architectures), "plan"
 (the file's SchemePlan: size_bytes, bpw, type_bytes ...) and, with --scheme, "scheme": {"id",
 "size_bytes", "bpw", "differences": [{"name", "shape", "predicted", "actual", "predicted_bytes",
@@ -131,7 +132,8 @@ def render(doc: dict[str, Any]) -> str:
         present = len(doc["shards"])
         line = f"split model: {present} of {doc['split_count']} shards read"
         if doc["missing_shards"]:
-            line += "; missing: " + ", ".join(doc["missing_shards"])
+            empty = set(doc.get("empty_shards", []))
+            line += "; missing: " + ", ".join(m + (" (0 bytes)" if m in empty else "") for m in doc["missing_shards"])
         out.append(line)
     m = doc.get("model")
     if m:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,7 @@ class GGUFHeader:
     split_count: int = 1
     missing_shards: list[str] = field(default_factory=list)
     expected_tensor_count: int | None = None   # split.tensors.count of a split model
+    empty_shards: list[str] = field(default_factory=list)   # of missing_shards: present but 0 bytes
 
     # -- the first (or only) file --------------------------------------------------------------
     @property
@@ -214,6 +216,7 @@ class GGUFHeader:
             "split_count": self.split_count,
             "shards": [s.to_dict() for s in self.shards],
             "missing_shards": self.missing_shards,
+            "empty_shards": self.empty_shards,
             "tensor_count": self.tensor_count,
             "tensor_bytes": self.tensor_bytes,
             "tensors": tensors,
@@ -491,6 +494,14 @@ def shard_paths(path: str | os.PathLike[str]) -> list[Path] | None:
     return [p.with_name(SHARD_FORMAT.format(prefix=m["prefix"], no=i, count=count)) for i in range(1, count + 1)]
 
 
+def _empty(path: Path) -> bool:
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return st.st_size == 0 and stat.S_ISREG(st.st_mode)
+
+
 def read_gguf(path: str | os.PathLike[str]) -> GGUFHeader:
     """The header of a GGUF model: one file, or every shard present of a split model (any shard's name).
 
@@ -514,6 +525,7 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFHeader:
     metadata: dict[str, Any] = {}
     mtypes: dict[str, GGUFValueType] = {}
     missing: list[str] = []
+    empty: list[str] = []
     seen: set[str] = set()
     for i, sp in enumerate(names):
         if sp is None:
@@ -523,6 +535,10 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFHeader:
             info, md, types, ts = first_info, first_md, first_types, first_tensors
         elif not sp.exists():
             missing.append(str(sp))
+            continue
+        elif _empty(sp):                 # a download not started yet: as good as missing
+            missing.append(str(sp))
+            empty.append(str(sp))
             continue
         else:
             info, md, types, ts = _read_one(sp)
@@ -542,5 +558,5 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFHeader:
                 mtypes[k] = types[k]
     expected = metadata.get(Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT)
     return GGUFHeader(path=str(path), metadata=metadata, metadata_types=mtypes, tensors=tensors, shards=shards,
-                      split_count=count, missing_shards=missing,
+                      split_count=count, missing_shards=missing, empty_shards=empty,
                       expected_tensor_count=int(expected) if isinstance(expected, int) else None)

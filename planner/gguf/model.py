@@ -31,7 +31,7 @@ from gguf import GGMLQuantizationType as T
 from gguf import Keys
 
 from planner.core.architectures import TensorSpec, enumerate_tensors
-from planner.core.catalog import ARCHITECTURES, Hparams
+from planner.core.catalog import ARCHITECTURES, MAX_COUNT, MAX_EXPERTS, MAX_LAYERS, Hparams
 from planner.core.sizing import ResolvedModel
 from planner.errors import PlannerError, choices
 from planner.gguf.header import SPLIT_RE, GGUFHeader, read_gguf
@@ -57,7 +57,61 @@ def _int(h: GGUFHeader, key: str, default: Any = _MISSING) -> int:
         v = max(v)
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise PlannerError(f"{h.path}: GGUF metadata '{full}' must be a non-negative integer, got {v!r}")
+    if v > MAX_COUNT:
+        raise PlannerError(f"{h.path}: GGUF metadata '{full}' is {v}, more than llama.cpp's 32-bit counts hold")
     return v
+
+
+def check_counts(h: GGUFHeader, hp: Hparams) -> None:
+    """The counts the planning loops over, against llama.cpp's limits and the tensors present, before
+    anything is allocated per layer or expert: a corrupt block_count of 2^31 must not be planned."""
+    where = h.path
+    if hp.n_layer > MAX_LAYERS:
+        raise PlannerError(f"{where}: GGUF metadata '{h.arch_key(Keys.LLM.BLOCK_COUNT)}' is {hp.n_layer}, more "
+                           f"than llama.cpp loads ({MAX_LAYERS} layers, LLAMA_MAX_LAYERS)")
+    if hp.n_expert > MAX_EXPERTS:
+        raise PlannerError(f"{where}: GGUF metadata '{h.arch_key(Keys.LLM.EXPERT_COUNT)}' is {hp.n_expert}, more "
+                           f"than llama.cpp loads ({MAX_EXPERTS} experts, LLAMA_MAX_EXPERTS)")
+    if hp.n_expert and hp.n_expert_used > hp.n_expert:
+        raise PlannerError(f"{where}: GGUF metadata says {hp.n_expert_used} experts used per token of "
+                           f"{hp.n_expert}")
+    layers = [i for i in (layer_of(t.name) for t in h.tensors) if i is not None]
+    if layers and max(layers) >= hp.n_layer:
+        raise PlannerError(f"{where}: tensor blk.{max(layers)} but GGUF metadata "
+                           f"'{h.arch_key(Keys.LLM.BLOCK_COUNT)}' says {hp.n_layer} layers")
+    if h.data_complete and h.split_count == 1:
+        nextn = _int(h, Keys.LLM.NEXTN_PREDICT_LAYERS, 0)
+        held = max(layers) + 1 if layers else 0
+        if hp.n_layer > held + nextn:
+            raise PlannerError(f"{where}: GGUF metadata '{h.arch_key(Keys.LLM.BLOCK_COUNT)}' says {hp.n_layer} "
+                               f"layers but the file's tensors hold {held}")
+    te = h.tensor("token_embd.weight")
+    if te is not None and te.shape[0] != hp.n_embd:
+        raise PlannerError(f"{where}: GGUF metadata '{h.arch_key(Keys.LLM.EMBEDDING_LENGTH)}' is {hp.n_embd} but "
+                           f"token_embd.weight has rows of {te.shape[0]}")
+    for t in h.tensors:
+        if t.name.endswith("_exps.weight") and len(t.shape) == 3 and t.shape[2] != hp.n_expert:
+            raise PlannerError(f"{where}: GGUF metadata '{h.arch_key(Keys.LLM.EXPERT_COUNT)}' is {hp.n_expert} "
+                               f"but {t.name} holds {t.shape[2]} experts")
+
+
+def check_shapes(h: GGUFHeader, hp: Hparams, layout: str | None) -> None:
+    """Every tensor present against the shape the metadata gives it (llama.cpp's loader refuses a
+    tensor of another shape: "tensor has wrong shape"), so that no count the plan multiplies by
+    (heads, head sizes, feed-forward and LoRA widths, the vocabulary) is left unchecked."""
+    expected = {s.name: _trim(s.shape) for s in enumerate_tensors(hp, layout, T.BF16)}
+    for t in h.tensors:
+        want = expected.get(t.name)
+        if want is not None and _trim(t.shape) != want:
+            raise PlannerError(f"{h.path}: tensor {t.name} has shape {list(t.shape)} but the GGUF metadata "
+                               f"gives it {list(want)} (llama.cpp refuses such a file)")
+
+
+def _trim(shape: tuple[int, ...]) -> tuple[int, ...]:
+    s = tuple(shape)
+    while len(s) > 1 and s[-1] == 1:
+        s = s[:-1]
+    return s
 
 
 def _n_vocab(h: GGUFHeader) -> int:
@@ -199,11 +253,15 @@ def _model_id(path: Path) -> str:
 
 def model_from_header(h: GGUFHeader) -> ResolvedModel:
     hp, layout = hparams_from_header(h)
+    check_counts(h, hp)
+    check_shapes(h, hp, layout)
     tensors = [TensorSpec(t.name, t.shape, t.type, layer_of(t.name)) for t in h.tensors]
     source = f"GGUF header {h.path}"
     if h.missing_shards:
         hp, tensors, n_pred = _complete_missing(h, hp, layout, tensors)
         read = f"{len(h.shards)} of {h.split_count} shards read"
+        if h.empty_shards:
+            read += "; empty (0 bytes), counted as missing: " + ", ".join(Path(p).name for p in h.empty_shards)
         if n_pred:
             source += f" ({read}; {n_pred} tensors of the missing shards typed by {h.file_type_name}'s rules)"
         else:
