@@ -1,4 +1,5 @@
-"""Command line: argparse, headless output, exit codes (0 ok, 1 a run failed, 2 bad input, 130 interrupted).
+"""Command line: argparse, headless output, exit codes (0 ok, 1 a run failed, 2 bad input, 128 + signal when
+interrupted: 130 SIGINT, 143 SIGTERM, 129 SIGHUP).
 
 No sizing logic lives here: arguments become a PlanRequest, the core computes the Plan, renderers print it.
 """
@@ -198,9 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:      # Ctrl-C, or SIGTERM/SIGHUP during a run: 128 + the signal
+        code = getattr(e, "exit_code", 130)
+        print(f"{PROG}: interrupted" + ("" if code == 130 else f" by {e}"), file=sys.stderr)
+        return code
     except BrokenPipeError:
         return 0
 

@@ -175,7 +175,7 @@ def test_disk_too_small_is_refused_before_running(lc, tiny_gguf, tmp_path, monke
     assert not out.exists() and leftovers(folder) == []
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 130)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_interrupt_kills_llama_quantize_and_removes_the_partial_file(lc, tmp_path, sig, code):
     from planner.gguf.writer import model_from_hparams, write_gguf
     from tiny_models import tiny_llama_hparams
@@ -199,7 +199,7 @@ def test_interrupt_kills_llama_quantize_and_removes_the_partial_file(lc, tmp_pat
             p.kill()
             p.wait()
     assert p.returncode == code, err
-    assert err.strip().splitlines()[-1] == "dq-planner: interrupted"
+    assert err.strip().splitlines()[-1] == "dq-planner: interrupted" + ("" if sig == signal.SIGINT else f" by {sig.name}")
     assert processes_using(src) == [] and all(not Path(f"/proc/{q}").exists() for q in quantizers)
     assert not out.exists() and leftovers(tmp_path) == []
 

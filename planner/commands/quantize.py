@@ -80,12 +80,12 @@ def _main(argv: list[str], events) -> int:
     from planner.engines.llamacpp.locate import locate
     from planner.engines.llamacpp.logs import MIB
     from planner.engines.llamacpp.progress import Progress, emit_verified, quantize_hooks
-    from planner.engines.llamacpp.quantize import (check_free_space, compare_log, needed_bytes, read_file_table,
-                                                   run_quantize, verify_file)
+    from planner.core.data_files import check_regular_file, not_a_file_reason
+    from planner.engines.llamacpp.quantize import (check_free_space, check_output_name, compare_log, needed_bytes,
+                                                   prepare_output, read_file_table, run_quantize, verify_file)
 
     src = Path(a.input)
-    if not src.is_file():
-        raise PlannerError(f"--input {a.input}: no such file")
+    check_regular_file(src, "--input")      # a FIFO would hang llama-quantize; a folder, a dangling link
     scheme = resolve_scheme(a.scheme)
     dst: Path | None = None
     if a.output is None:
@@ -100,15 +100,17 @@ def _main(argv: list[str], events) -> int:
         if not a.dry_run:
             if _same_file(src, dst):
                 raise PlannerError("--output is the input file; choose another name")
-            if dst.exists() and not a.force:
+            if os.path.lexists(dst) and not a.force:
                 raise PlannerError(f"--output {a.output} exists; pass --force to overwrite it")
+            if os.path.lexists(dst) and not_a_file_reason(dst) is not None:
+                raise PlannerError(f"--output {a.output} {not_a_file_reason(dst)}; not replacing it")
             if not os.access(dst.parent, os.W_OK):
                 raise PlannerError(f"--output {a.output}: folder {dst.parent} is not writable")
+            check_output_name(dst)          # too long a name: the file system's reason, exit 2
     imatrix = None
     if a.imatrix is not None:
         imatrix = Path(a.imatrix)
-        if not imatrix.is_file():
-            raise PlannerError(f"--imatrix {a.imatrix}: no such file")
+        check_regular_file(imatrix, "--imatrix")
 
     lc = locate(a.llama_cpp)
     lc.binary("llama-quantize")
@@ -126,12 +128,13 @@ def _main(argv: list[str], events) -> int:
 
     if not a.dry_run:
         assert dst is not None
+        prepare_output(dst)                 # stale partials of killed runs go before the free-space check
         check_free_space(dst.parent, needed_bytes(plan, _header_bytes(src)))
 
     print(f"dq-planner: {lc.describe()}", file=sys.stderr)
     progress = None if a.dry_run or events.enabled else Progress(0, f"quantize {scheme.id}")
     res = run_quantize(lc, src, dst, scheme, plan, imatrix=imatrix, threads=a.threads, dry_run=a.dry_run,
-                       progress=progress, **quantize_hooks(events, plan))
+                       progress=progress, **quantize_hooks(events, plan), overwrite=a.force)
 
     mism = compare_log(plan, res.log)
     n = len(plan.tensors)

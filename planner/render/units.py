@@ -18,3 +18,12 @@ def human(n: int | float) -> str:
     if abs(n) >= MiB:
         return f"{n / MiB:.1f} MiB"
     return f"{int(n)} B"
+
+
+def size_text(n: int | float) -> str:
+    """A size for a message: '1.25 GiB (1342177280 bytes)', or the bytes alone below 0.01 GiB, where
+    two decimals of GiB would print 0.00 ('524288 bytes')."""
+    n = int(n)
+    if abs(n) < GiB // 100:
+        return f"{n} byte{'' if n == 1 else 's'}"
+    return f"{n / GiB:.2f} GiB ({n} bytes)"

@@ -202,19 +202,40 @@ def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.05)
         time.sleep(interval)
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM/SIGHUP while a child runs: handled like Ctrl-C (stop the child, clean up, exit 130)."""
+INTERRUPTING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP while a child runs: handled like Ctrl-C (stop the child, clean up);
+    the command exits with 128 + the signal's number (130, 143, 129), as a shell reports it."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = int(signum)
+        self.signame = signal.Signals(signum).name
+        self.exit_code = 128 + self.signum
+        super().__init__(self.signame)
+
+
+_Terminated = Interrupted          # the earlier name
 
 
 @contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """While the block runs, SIGTERM and SIGHUP raise KeyboardInterrupt so that cleanup code runs."""
+    """While the block runs, the first SIGINT, SIGTERM or SIGHUP raises Interrupted (a
+    KeyboardInterrupt) so that cleanup code runs; every later one is ignored, so a second Ctrl-C
+    (even a millisecond after the first) cannot cut the cleanup short and leave a partial file.
+    Once a signal has come they stay ignored after the block too: the command is ending."""
+    state: dict[str, int | None] = {"signum": None}
+
     def handler(signum, frame):
-        raise _Terminated(signal.Signals(signum).name)
+        if state["signum"] is not None:
+            return                       # already cleaning up
+        state["signum"] = signum
+        raise Interrupted(signum)
 
     old = {}
     try:
-        for s in (signal.SIGTERM, signal.SIGHUP):
+        for s in INTERRUPTING:
             try:
                 old[s] = signal.signal(s, handler)
             except ValueError:          # not the main thread
@@ -222,4 +243,4 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         for s, h in old.items():
-            signal.signal(s, h)
+            signal.signal(s, signal.SIG_IGN if state["signum"] is not None else h)

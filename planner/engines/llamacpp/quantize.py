@@ -10,8 +10,11 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,7 @@ from planner.engines.llamacpp.logs import MIB, QuantizeLineParser, QuantizeLog, 
 from planner.engines.llamacpp.process import Child, signal_name, terminate_as_interrupt
 from planner.engines.llamacpp.progress import Progress
 from planner.errors import PlannerError, RunError
+from planner.render.units import size_text
 
 GGUF_ALIGNMENT = 32          # general.alignment default (gguf.GGUF_DEFAULT_ALIGNMENT)
 
@@ -178,16 +182,44 @@ class QuantizeResult:
     lines: list[str] = field(default_factory=list)
 
 
+_PID_DIGITS = 10                 # the longest process id a partial's name may carry
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def partial_prefix(dst: Path) -> str:
+    """The name of `dst`'s partial outputs up to the process id: '.OUT.partial-', or, when OUT is so
+    long that the partial's name would pass the file system's limit, a shortened OUT with a hash."""
+    prefix = f".{dst.name}.partial-"
+    limit = _name_max(dst.parent)
+    if len(os.fsencode(prefix)) + _PID_DIGITS <= limit:
+        return prefix
+    digest = hashlib.sha1(os.fsencode(dst.name)).hexdigest()[:12]
+    keep = os.fsencode(dst.name)[:max(limit - _PID_DIGITS - len(".~.partial-") - len(digest), 1)]
+    return f".{keep.decode('utf-8', 'ignore')}~{digest}.partial-"
+
+
 def temp_output_path(dst: Path) -> Path:
-    return dst.parent / f".{dst.name}.partial-{os.getpid()}"
+    return dst.parent / f"{partial_prefix(dst)}{os.getpid()}"
 
 
 def remove_stale_partials(dst: Path) -> list[Path]:
     """Partial outputs for `dst` left by a dq-planner that was killed outright (SIGKILL: nothing could
     clean up); the process id in the name is no longer running."""
     removed = []
-    for p in dst.parent.glob(f".{dst.name}.partial-*"):
-        pid = p.name.rsplit("-", 1)[1]
+    prefix = partial_prefix(dst)
+    try:
+        names = [n for n in os.listdir(dst.parent) if n.startswith(prefix)]
+    except OSError:
+        return removed
+    for name in names:
+        p = dst.parent / name
+        pid = name[len(prefix):]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
@@ -195,7 +227,7 @@ def remove_stale_partials(dst: Path) -> list[Path]:
             continue                      # still running (another quantize of the same output)
         except ProcessLookupError:
             pass
-        except PermissionError:
+        except (PermissionError, OverflowError):
             continue
         try:
             p.unlink()
@@ -203,6 +235,100 @@ def remove_stale_partials(dst: Path) -> list[Path]:
         except OSError:
             pass
     return removed
+
+
+def check_output_name(dst: Path) -> None:
+    """PlannerError (exit 2) when `dst`, or the partial file written beside it, cannot be created in
+    its folder: a name longer than the file system allows, a read-only file system, no permission.
+    Creates and removes the partial file to find out (its name is this process's own)."""
+    name_max = _name_max(dst.parent)
+    n = len(os.fsencode(dst.name))
+    if n > name_max:
+        raise PlannerError(f"--output {dst}: {os.strerror(errno.ENAMETOOLONG)} (the name has {n} bytes; the "
+                           f"file system of {dst.parent} allows {name_max})")
+    tmp = temp_output_path(dst)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return                            # ours from an earlier call
+    except OSError as e:
+        raise PlannerError(f"--output {dst}: cannot create a file in {dst.parent} "
+                           f"({e.strerror or e})") from None
+    os.close(fd)
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def prepare_output(dst: Path) -> list[Path]:
+    """Before anything is planned or measured for a real run: the output's name can be created, and
+    stale partials of killed runs are gone (so that their bytes do not count against the free-space
+    check). Returns the partials removed."""
+    check_output_name(dst)
+    return remove_stale_partials(dst)
+
+
+class OutputAppeared(RunError):
+    """The output appeared while quantizing (another run?) and was not replaced."""
+
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+def _load_renameat2():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        f = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    f.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    f.restype = ctypes.c_int
+    return f
+
+
+_RENAMEAT2 = _load_renameat2()
+
+
+def _rename_noreplace(src: Path, dst: Path) -> bool:
+    """rename(2) that fails with EEXIST instead of replacing (Linux renameat2 RENAME_NOREPLACE).
+    True when done; False when the system or the file system does not offer it."""
+    if _RENAMEAT2 is None:
+        return False
+    import ctypes
+
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(dst))
+
+
+def publish(tmp: Path, dst: Path, *, overwrite: bool = False) -> None:
+    """Move the finished `tmp` to `dst`. Without `overwrite` an existing `dst` is never replaced, even
+    one that appears at the last moment: FileExistsError then, and `tmp` is left where it is.
+    Atomic no-replace rename where the system has one, else a hard link then unlink of `tmp`, else
+    an exclusively created placeholder that the rename replaces."""
+    if overwrite:
+        os.replace(tmp, dst)
+        return
+    if _rename_noreplace(tmp, dst):
+        return
+    try:
+        os.link(tmp, dst)                 # FileExistsError when dst exists
+    except FileExistsError:
+        raise
+    except OSError:                       # no hard links on this file system
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+        os.replace(tmp, dst)
+        return
+    os.unlink(tmp)
 
 
 def needed_bytes(plan: SchemePlan, header_bytes: int) -> int:
@@ -214,8 +340,8 @@ def needed_bytes(plan: SchemePlan, header_bytes: int) -> int:
 def check_free_space(folder: Path, need: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < need:
-        raise RunError(f"not enough free disk space in {folder}: the output needs {need / 2**30:.2f} GiB "
-                       f"({need} bytes), {free / 2**30:.2f} GiB are free")
+        raise RunError(f"not enough free disk space in {folder}: the output needs {size_text(need)}, "
+                       f"{size_text(free)} {'is' if free == 1 else 'are'} free")
 
 
 def _src_bytes(t) -> int:
@@ -229,9 +355,11 @@ def run_quantize(lc: LlamaCpp, src: Path, dst: Path | None, scheme: Scheme, plan
                  imatrix: Path | None = None, threads: int | None = None, dry_run: bool = False,
                  progress: Progress | None = None, on_line: Callable[[str], None] | None = None,
                  env: dict[str, str] | None = None,
-                 on_start: Callable[[Child], None] | None = None) -> QuantizeResult:
+                 on_start: Callable[[Child], None] | None = None, overwrite: bool = False) -> QuantizeResult:
     """Run llama-quantize; on success (not dry-run) the output is at `dst`. Any failure: RunError with
-    llama.cpp's own error, no partial file left; KeyboardInterrupt: child stopped, partial file removed."""
+    llama.cpp's own error, no partial file left; KeyboardInterrupt: child stopped, partial file removed.
+    An output that appeared while quantizing is replaced only with `overwrite`; else OutputAppeared
+    (exit 1) and this run's result is removed."""
     binary = lc.binary("llama-quantize")
     tmp = None if dry_run else temp_output_path(dst)  # type: ignore[arg-type]
     if dst is not None and not dry_run:
@@ -282,7 +410,11 @@ def run_quantize(lc: LlamaCpp, src: Path, dst: Path | None, scheme: Scheme, plan
             if not parser.log.tensors:
                 raise RunError(f"llama-quantize printed no tensors: {quantize_error(child.all_lines)}")
             if tmp is not None:
-                os.replace(tmp, dst)  # type: ignore[arg-type]
+                try:
+                    publish(tmp, dst, overwrite=overwrite)  # type: ignore[arg-type]
+                except FileExistsError:
+                    raise OutputAppeared(f"{dst} appeared while quantizing (another run?); not replacing it "
+                                         "(--force would): this run's result was removed") from None
             ok = True
         finally:
             if progress is not None:
