@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from planner.hardware.detect import Detection, detect, hardware_for_plan
@@ -97,6 +98,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument("--disk", metavar="PATH", help="report free disk space at PATH (default: the current folder)")
     a = p.parse_args(argv)
+    if a.disk is not None and not os.path.exists(a.disk):
+        from planner.errors import PlannerError
+
+        raise PlannerError(f"--disk {a.disk}: no such file or folder"
+                           + (" (a dangling symbolic link)" if os.path.islink(a.disk) else ""))
     det = detect(disk_path=a.disk, honour_off_switch=False)
     if a.json:
         json.dump(det.to_dict(), sys.stdout, indent=2)

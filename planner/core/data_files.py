@@ -125,3 +125,32 @@ def read_json_object(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise PlannerError(f"{what} {path}: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+_warned: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """One line on stderr ('dq-planner: warning: ...'), once per message and process."""
+    import sys
+
+    if message not in _warned:
+        _warned.add(message)
+        print(f"dq-planner: warning: {message}", file=sys.stderr)
+
+
+def load_folder(folder: Path, load, *, user: bool) -> tuple[list[Any], dict[str, PlannerError]]:
+    """Every *.toml of `folder` through `load`. A broken file of the user's own folder is skipped with
+    a warning naming it (one bad file must not break every plan) and returned by stem, so that asking
+    for it by name still fails with its own error; a broken shipped file is an error."""
+    good: list[Any] = []
+    broken: dict[str, PlannerError] = {}
+    for p in sorted(folder.glob("*.toml")):
+        try:
+            good.append(load(p))
+        except PlannerError as e:
+            if not user:
+                raise
+            broken[p.stem] = e
+            warn(f"skipped {e}")
+    return good, broken

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from planner.core.data_files import read_toml
+from planner.core.data_files import load_folder, read_toml
 from planner.core.paths import profiles_dir, user_profiles_dir
 from planner.errors import PlannerError, choices
 
@@ -118,13 +118,22 @@ def load_profile(path: Path) -> DeviceProfile:
 
 
 @lru_cache(maxsize=1)
-def profiles() -> dict[str, DeviceProfile]:
+def _profiles() -> tuple[dict[str, DeviceProfile], dict[str, PlannerError]]:
     out: dict[str, DeviceProfile] = {}
-    for folder in (profiles_dir() / "hardware", user_profiles_dir() / "hardware"):
-        for p in sorted(folder.glob("*.toml")):
-            prof = load_profile(p)
+    broken: dict[str, PlannerError] = {}
+    for folder, user in ((profiles_dir() / "hardware", False), (user_profiles_dir() / "hardware", True)):
+        good, bad = load_folder(folder, load_profile, user=user)   # a broken user file: skipped, warned
+        for prof in good:
             out[prof.id] = prof
-    return out
+        broken.update(bad)
+    return out, broken
+
+
+def profiles() -> dict[str, DeviceProfile]:
+    return _profiles()[0]
+
+
+profiles.cache_clear = _profiles.cache_clear  # type: ignore[attr-defined]
 
 
 def resolve_device(spec: str) -> DeviceProfile:
@@ -135,6 +144,9 @@ def resolve_device(spec: str) -> DeviceProfile:
     if spec.lower() in profs:
         return profs[spec.lower()]
     p = Path(spec)
-    if p.suffix == ".toml" and p.is_file():
+    if p.suffix == ".toml" and (p.exists() or p.is_symlink()):
         return load_profile(p)
+    broken = _profiles()[1]
+    if spec in broken or spec.lower() in broken:    # the user's broken profile, asked for by name
+        raise broken.get(spec) or broken[spec.lower()]
     raise PlannerError(f"unknown device '{spec}'; valid: {choices(profs)}, auto, or a profile .toml file")

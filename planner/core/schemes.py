@@ -12,13 +12,14 @@ from pathlib import Path
 
 from planner.core.gguf_constants import LlamaFileType as F
 
-from planner.core.data_files import read_toml
+from planner.core.data_files import load_folder, read_toml
 from planner.core.ggml_types import parse_type, type_name
 from planner.core.llama_quant import FTYPE_ALIASES, FTYPES, Override
 from planner.core.paths import profiles_dir, user_profiles_dir
 from planner.errors import PlannerError, choices
 
 import re
+import warnings
 
 
 @dataclass(frozen=True)
@@ -62,18 +63,21 @@ def load_recipe(path: Path) -> Scheme:
     if not isinstance(rules, list) or not rules:
         raise PlannerError(f"{where}: 'rules' must be a non-empty list of {{pattern, type}}")
     parsed: list[Override] = []
+    lines = _rule_lines(path, len(rules))
     for i, r in enumerate(rules):
+        at = f"{where}, line {lines[i]}" if lines[i] else where
         if not isinstance(r, dict) or "pattern" not in r or "type" not in r:
-            raise PlannerError(f"{where}: rule {i + 1} needs 'pattern' and 'type'")
+            raise PlannerError(f"{at}: rule {i + 1} needs 'pattern' and 'type'")
+        if not isinstance(r["pattern"], str) or not isinstance(r["type"], str):
+            raise PlannerError(f"{at}: rule {i + 1}: 'pattern' and 'type' must be strings")
+        why = pattern_problem(r["pattern"])
+        if why is not None:
+            raise PlannerError(f"{at}: rule {i + 1}: pattern {r['pattern']!r} {why}")
         try:
-            re.compile(str(r["pattern"]).lower())
-        except re.error as e:
-            raise PlannerError(f"{where}: rule {i + 1}: bad pattern {r['pattern']!r} ({e})") from None
-        try:
-            t = parse_type(str(r["type"]))
+            t = parse_type(r["type"])
         except PlannerError as e:
-            raise PlannerError(f"{where}: rule {i + 1}: {e}") from None
-        parsed.append(Override(str(r["pattern"]), t))
+            raise PlannerError(f"{at}: rule {i + 1}: {e}") from None
+        parsed.append(Override(r["pattern"], t))
     archs = data.get("architectures", [])
     if not isinstance(archs, list):
         raise PlannerError(f"{where}: 'architectures' must be a list")
@@ -85,14 +89,109 @@ def load_recipe(path: Path) -> Scheme:
     )
 
 
+# --- recipe patterns, as llama-quantize takes them ------------------------------------------------
+# tools/quantize/quantize.cpp parse_tensor_type(): the argument PATTERN=TYPE is split at its first
+# '=', the pattern must not be empty and is lower-cased (ASCII tolower); parse_tensor_type_file()
+# reads whitespace-separated tokens. src/llama-quant.cpp compiles each pattern as a std::regex
+# (ECMAScript grammar) and takes the first that regex_search()es the tensor name. The planner matches
+# with Python's re, so a pattern is accepted only within the part of the syntax where both agree.
+
+_ECMA_ESCAPES = set("bBdDsSwWfnrtv")      # class and control escapes both grammars read alike
+_LOOK = ("(?:", "(?=", "(?!")             # the only (? groups ECMAScript has (no lookbehind, names, flags)
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why llama-quantize (or the planner's same reading of it) cannot take `pattern` as a
+    --tensor-type pattern, or None when it can."""
+    if pattern == "":
+        return "is empty (llama-quantize: missing tensor name)"
+    if "=" in pattern:
+        return "contains '=', where llama-quantize ends the tensor name"
+    if not pattern.isascii() or not pattern.isprintable():
+        return "must be printable ASCII (llama.cpp lower-cases and matches bytes)"
+    if any(c.isspace() for c in pattern):
+        return "contains whitespace, which llama-quantize's --tensor-type-file splits on"
+    p = pattern.lower()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)    # "possible nested set": refused below
+            re.compile(p)
+    except re.error as e:
+        return f"is not a valid regular expression ({e})"
+    i, in_class = 0, False
+    while i < len(p):
+        c = p[i]
+        if c == "\\":
+            if i + 1 >= len(p):
+                return "ends with a lone backslash"
+            n = p[i + 1]
+            if n.isalpha() and n not in _ECMA_ESCAPES and n not in "xu":
+                return (f"uses the escape \\{n}, which llama.cpp's std::regex (ECMAScript) does not read as "
+                        "Python does")
+            if n == "0" or (n.isdigit() and in_class):
+                return f"uses the escape \\{n}, which the two regular expression grammars read differently"
+            i += 2
+            continue
+        if in_class:
+            if c == "[" and i + 1 < len(p) and p[i + 1] in ":=.":
+                return "uses a POSIX class ([:name:]), which only llama.cpp's std::regex knows"
+            if c == "]":
+                in_class = False
+        elif c == "[":
+            in_class = True
+            j = i + 1 + (p[i + 1:i + 2] == "^")
+            if p[j:j + 1] == "]":
+                return "starts a class with ']', an empty class for llama.cpp's std::regex"
+            i = j
+            continue
+        elif c == "(" and p[i + 1:i + 2] == "?" and not p.startswith(_LOOK, i):
+            return (f"uses the group {p[i:i + 3]!r}, which llama.cpp's std::regex (ECMAScript) has not "
+                    "(only (?: (?= (?!)")
+        elif c in "{}":
+            m = re.match(r"\{\d+(,\d*)?\}", p[i:])
+            if c == "}" or m is None or i == 0:
+                return "uses a brace that is not a {n}, {n,} or {n,m} repeat"
+            i += m.end()
+            if p[i:i + 1] == "+":
+                return "uses a possessive repeat, which llama.cpp's std::regex has not"
+            continue
+        elif c in "*+?" and p[i + 1:i + 2] == "+":
+            return "uses a possessive repeat, which llama.cpp's std::regex has not"
+        i += 1
+    return None
+
+
+def _rule_lines(path: Path, n: int) -> list[int]:
+    """The line of each rule's `pattern` key in the file, in order (0 where it cannot be told)."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return [0] * n
+    out = []
+    for no, line in enumerate(text.splitlines(), 1):
+        code = line.split("#", 1)[0] if "'" not in line and '"' not in line else line
+        out += [no] * len(re.findall(r"(?:^|[{,\s])pattern\s*=", code))
+    return out[:n] if len(out) >= n else [0] * n
+
+
 @lru_cache(maxsize=1)
-def recipes() -> dict[str, Scheme]:
+def _recipes() -> tuple[dict[str, Scheme], dict[str, PlannerError]]:
     out: dict[str, Scheme] = {}
-    for folder in (profiles_dir() / "schemes", user_profiles_dir() / "schemes"):
-        for p in sorted(folder.glob("*.toml")):
-            s = load_recipe(p)
+    broken: dict[str, PlannerError] = {}
+    for folder, user in ((profiles_dir() / "schemes", False), (user_profiles_dir() / "schemes", True)):
+        good, bad = load_folder(folder, load_recipe, user=user)
+        for s in good:
             out[s.id] = s
-    return out
+        broken.update(bad)
+    return out, broken
+
+
+def recipes() -> dict[str, Scheme]:
+    """Every recipe by id: the shipped ones and the user's (a broken user file is skipped, with a warning)."""
+    return _recipes()[0]
+
+
+recipes.cache_clear = _recipes.cache_clear  # type: ignore[attr-defined]
 
 
 def standard_ids() -> list[str]:
@@ -121,6 +220,9 @@ def resolve_scheme(spec: str) -> Scheme:
         if rid.upper() == spec.upper():
             return r
     p = Path(spec)
-    if p.suffix == ".toml" and p.is_file():
+    if p.suffix == ".toml" and (p.exists() or p.is_symlink()):
         return load_recipe(p)
+    broken = _recipes()[1]
+    if spec in broken:                   # the user's broken recipe file, asked for by its name
+        raise broken[spec]
     raise PlannerError(f"unknown scheme '{spec}'; valid: {', '.join(all_ids())} or a recipe .toml file")
