@@ -81,8 +81,9 @@ def _main(argv: list[str], events) -> int:
     from planner.engines.llamacpp.logs import MIB
     from planner.engines.llamacpp.progress import Progress, emit_verified, quantize_hooks
     from planner.core.data_files import check_regular_file, not_a_file_reason
-    from planner.engines.llamacpp.quantize import (check_free_space, check_output_name, compare_log, needed_bytes,
-                                                   prepare_output, read_file_table, run_quantize, verify_file)
+    from planner.engines.llamacpp.quantize import (check_free_space, check_output_name, check_output_name_length,
+                                                   compare_log, needed_bytes, prepare_output, read_file_table,
+                                                   run_quantize, verify_file)
 
     src = Path(a.input)
     check_regular_file(src, "--input")      # a FIFO would hang llama-quantize; a folder, a dangling link
@@ -93,6 +94,7 @@ def _main(argv: list[str], events) -> int:
             raise PlannerError("--output is required (unless --dry-run)")
     else:
         dst = Path(a.output)
+        check_output_name_length(dst)       # before anything stats it (ENAMETOOLONG)
         if dst.is_dir():
             raise PlannerError(f"--output {a.output}: is a folder; give a file name")
         if not dst.parent.is_dir():

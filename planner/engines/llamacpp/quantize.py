@@ -237,15 +237,20 @@ def remove_stale_partials(dst: Path) -> list[Path]:
     return removed
 
 
-def check_output_name(dst: Path) -> None:
-    """PlannerError (exit 2) when `dst`, or the partial file written beside it, cannot be created in
-    its folder: a name longer than the file system allows, a read-only file system, no permission.
-    Creates and removes the partial file to find out (its name is this process's own)."""
+def check_output_name_length(dst: Path) -> None:
+    """PlannerError (exit 2) for a file name longer than its folder's file system allows."""
     name_max = _name_max(dst.parent)
     n = len(os.fsencode(dst.name))
     if n > name_max:
         raise PlannerError(f"--output {dst}: {os.strerror(errno.ENAMETOOLONG)} (the name has {n} bytes; the "
                            f"file system of {dst.parent} allows {name_max})")
+
+
+def check_output_name(dst: Path) -> None:
+    """PlannerError (exit 2) when `dst`, or the partial file written beside it, cannot be created in
+    its folder: a name longer than the file system allows, a read-only file system, no permission.
+    Creates and removes the partial file to find out (its name is this process's own)."""
+    check_output_name_length(dst)
     tmp = temp_output_path(dst)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
