@@ -42,6 +42,7 @@ from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("DQ_PLANNER_DETECT", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))          # the checkout's planner
 
 from planner.core.plan import PlanRequest  # noqa: E402
 from planner.planning import make_plan  # noqa: E402
