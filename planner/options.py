@@ -133,6 +133,7 @@ class Option:
     to_request: Callable[[Any], Any] | None = None      # parsed value -> request value
     to_text: Callable[[Any], str] | None = None         # request value -> the flag's argument
     control: Control | None = None
+    argparse_choices: bool = True             # False: the core checks the value (and says what is valid)
 
     @property
     def flag(self) -> str:
@@ -166,7 +167,7 @@ class Option:
             kw["default"] = self.default
             if self.type is not None:
                 kw["type"] = self.type
-            if self.choices is not None:
+            if self.choices is not None and self.argparse_choices:
                 kw["choices"] = self.choices
             if self.metavar is not None:
                 kw["metavar"] = self.metavar
@@ -212,9 +213,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("layout", ("--layout",), choices=Choices(lambda: LAYOUTS),
            help="deepseek2 tensor layout (follows --kv-mode)"),
     Option("cache_type_k", ("--cache-type-k",), default="f16", metavar="T", choices=Choices(cache_types, fold=True),
-           control=Control("K type", "select", "Context")),
+           argparse_choices=False, control=Control("K type", "select", "Context")),
     Option("cache_type_v", ("--cache-type-v",), default="f16", metavar="T", choices=Choices(cache_types, fold=True),
-           control=Control("V type", "select", "Context")),
+           argparse_choices=False, control=Control("V type", "select", "Context")),
     Option("flash_attn", ("--flash-attn",), default="auto", choices=Choices(lambda: FLASH_ATTN),
            control=Control("flash", "select", "Context")),
     Option("parallel", ("--parallel",), type=int_at_least("--parallel", 1), default=1, metavar="N",
