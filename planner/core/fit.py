@@ -49,3 +49,33 @@ def fewest_devices(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], op
         if plan_memory(hp, tensors, slots[:n], opts, lw).fits:
             return n
     return None
+
+
+def fewest_cpu_moe(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts: MemoryOptions,
+                   weights: LayerWeights | None = None) -> int | None:
+    """--n-cpu-moe auto: the fewest leading layers whose expert tensors stay in host RAM for the plan to
+    fit the devices (0: it fits as it is), then checked against the host's RAM when known; None when no
+    count fits (not even every layer's experts on the host, or the host's RAM is too small for them).
+
+    Each layer moved takes its experts off a device and adds them to the host, so the devices' fit is
+    monotonic in N: a binary search over 0..n_layer finds the smallest N exactly; the host's use only
+    grows with N, so if that N overflows the host's RAM every larger one does too.
+    """
+    lw = weights or LayerWeights.of(hp, tensors)
+
+    def devices_fit(n: int) -> bool:
+        m = plan_memory(hp, tensors, slots, replace(opts, n_cpu_moe=n), lw)
+        return all(d.headroom_bytes >= 0 for d in m.per_device)
+
+    if not hp.is_moe:
+        return 0 if plan_memory(hp, tensors, slots, replace(opts, n_cpu_moe=0), lw).fits else None
+    lo, hi = 0, hp.n_layer
+    if not devices_fit(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if devices_fit(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo if plan_memory(hp, tensors, slots, replace(opts, n_cpu_moe=lo), lw).fits else None

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from planner.core.engine import ModelInput
-from planner.core.fit import fewest_devices, max_context
+from dataclasses import replace
+
+from planner.core.fit import fewest_cpu_moe, fewest_devices, max_context
 from planner.core.hardware_plan import Hardware
 from planner.core.memory import LayerWeights, MemoryOptions, plan_memory
 from planner.core.plan import ModelSummary, Plan, PlanRequest
 from planner.core.schemes import Scheme, ids_for, resolve_scheme
+from planner.core.speed import predict_llamacpp
 from planner.core.sizing import ResolvedModel, resolve_catalog_model, size_file, size_scheme
 from planner.errors import PlannerError
 
@@ -73,7 +76,7 @@ def memory_options(req: PlanRequest, kv_mode: str | None, host_capacity: int = 0
     return MemoryOptions(
         ctx=req.ctx, kv_mode=kv_mode, cache_type_k=req.cache_type_k, cache_type_v=req.cache_type_v,
         flash_attn=req.flash_attn != "off", parallel=req.parallel, ubatch=req.ubatch, batch=req.batch,
-        ngl=req.ngl, n_cpu_moe=req.n_cpu_moe,
+        ngl=req.ngl, n_cpu_moe=0 if req.n_cpu_moe == "auto" else req.n_cpu_moe,
         tensor_split=tuple(req.tensor_split) if req.tensor_split else None, host_capacity_bytes=host_capacity,
     )
 
@@ -91,13 +94,22 @@ def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware) -> Plan:
             # scheme ids are unique within a plan: the file as it is, beside the scheme of the same name
             file_plan.id = FILE_PREFIX + file_plan.id
         plans.insert(0, file_plan)
+    base_opts = opts
     for sp in plans:
         lw = LayerWeights.of(model.hparams, sp.tensors)
+        opts = base_opts
+        if req.n_cpu_moe == "auto":
+            n = fewest_cpu_moe(model.hparams, sp.tensors, hw.slots, opts, lw)
+            sp.n_cpu_moe = n if n is not None else model.hparams.n_layer
+            opts = replace(opts, n_cpu_moe=sp.n_cpu_moe)
+            if n is None:
+                sp.notes.append("--n-cpu-moe auto: no count of expert layers in host RAM makes it fit")
         sp.memory = plan_memory(model.hparams, sp.tensors, hw.slots, opts, lw)
         sp.memory.fewest_devices = fewest_devices(model.hparams, sp.tensors, hw.slots, opts, lw,
                                                   full=None if opts.tensor_split else sp.memory)
         if req.max_context:
             sp.memory.max_context = max_context(model.hparams, sp.tensors, hw.slots, opts, lw)
+        sp.speed = predict_llamacpp(model.hparams, sp, opts, hw, req)
     summary = ModelSummary(id=model.id, name=model.name, architecture=model.hparams.arch,
                            params=model.params, layout=model.layout, source=model.source)
     return Plan(model=summary, engine=req.engine, hardware=hw.summary, context=req.ctx, kv_mode=kv_mode,

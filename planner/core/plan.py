@@ -35,7 +35,7 @@ class PlanRequest:
     ubatch: int = 512
     batch: int = 2048
     ngl: int | None = None               # None: all layers on the GPUs
-    n_cpu_moe: int = 0
+    n_cpu_moe: int | str = 0             # or "auto": the fewest expert layers in host RAM that make it fit
     tensor_split: list[float] | None = None
     task: str = "general"
     imatrix: bool | None = None          # None: assume an imatrix where the scheme needs one
@@ -47,6 +47,13 @@ class PlanRequest:
     head_address: str | None = None      # the first node's address in multi-node launch commands
     checkpoint: str | None = None        # a local checkpoint path instead of the published repository
     with_tensors: bool = False
+    # speed (planner/core/speed.py): the workload and the host as a device
+    prompt: int = 512                    # prefill tokens
+    depth: int = 0                       # cached tokens before the decoded one
+    min_tps: float | None = None         # drop plans predicted to decode slower
+    host_ram: float | None = None        # GiB of host RAM (None: detected when planning for this machine)
+    host_bandwidth: float | None = None  # GB/s peak of the host's memory (None: probe or profile)
+    host_probe: tuple[float, float] | None = None   # (GB/s, TFLOPS) measured here, filled by planning
 
 
 @dataclass
@@ -175,6 +182,8 @@ class SchemePlan:
     memory: MemoryPlan | None = None
     accuracy: Accuracy | None = None
     notes: list[str] = field(default_factory=list)
+    speed: Any = None                    # planner.core.speed.Speed (None: not predicted)
+    n_cpu_moe: int | None = None         # --n-cpu-moe auto: the layers this plan keeps in host RAM
 
     @property
     def bpw(self) -> float:
@@ -213,6 +222,10 @@ class SchemePlan:
         d["headroom_bytes"] = self.headroom_bytes
         d["accuracy"] = self.accuracy.to_dict() if self.accuracy else None
         d["notes"] = self.notes
+        if self.speed is not None:
+            d["speed"] = self.speed.to_dict()
+        if self.n_cpu_moe is not None:
+            d["n_cpu_moe"] = self.n_cpu_moe
         return d
 
 

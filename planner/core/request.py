@@ -75,6 +75,6 @@ def check_request_bounds(req: PlanRequest) -> None:
                            f"got {req.ctx}")
     for name, v, low in (("--parallel", req.parallel, 1), ("--ubatch", req.ubatch, 1), ("--batch", req.batch, 1),
                          ("--ngl", req.ngl, 0), ("--n-cpu-moe", req.n_cpu_moe, 0)):
-        if v is not None and not low <= v <= INT32_MAX:
+        if v is not None and v != "auto" and not low <= v <= INT32_MAX:
             raise PlannerError(f"{name} must be from {low} to {INT32_MAX}, got {v}")
     check_tensor_split(req.tensor_split)

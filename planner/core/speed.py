@@ -1,0 +1,361 @@
+"""How fast a plan runs: prefill tokens/s for a prompt and decode tokens/s at a context depth.
+
+The structure (every figure comes in as a value; the efficiency factors are data in profiles/speed/):
+
+Decode (one token, batch 1) is memory-bound: every weight the token uses is read once, from the memory
+of the device that holds it. For each place (a device, or the host) the bytes read per token are
+  - every non-expert weight of its layers (attention, norms, shared experts, dense FFNs, the output),
+  - of the routed expert tensors (ffn_{gate,up,down}_exps) only the active share n_expert_used/n_expert:
+    a token is routed to 8 of DeepSeek-V3/R1's 256 experts, so 1/32 of their bytes are read, not all,
+  - one row of token_embd (the host's get_rows),
+  - its layers' KV cache up to the depth: K (+ V) row bytes per cached token (MLA: the latent row of
+    kv_lora_rank + rope dims; GQA: n_head_kv x head_dim for K and V),
+and its time is  sum over type families of bytes / (peak bandwidth x efficiency(backend, family))
+plus a fixed per-layer cost (kernel launches and synchronisation per layer and token, per backend).
+The places of a layer split (-sm layer) run ONE AFTER ANOTHER for a token: their times add (a split
+adds capacity, not speed). Between consecutive places the hidden state (n_embd floats) crosses a link:
+latency + bytes / bandwidth (PCIe between local devices and the host, the network for RPC devices).
+With --n-cpu-moe the experts of a layer run on the host while the rest of the layer runs on the GPU:
+two crossings per such layer.
+
+Prefill (a prompt of P tokens in ubatches of U): per ubatch each place reads its weights once (all
+experts: a ubatch of hundreds of tokens touches nearly every expert) and computes 2 x (active weight
+elements) x U FLOPs plus attention 2 x n_head x (K dims + V dims) x (depth + U/2) x U per layer; its time
+is max(FLOPs / (dense TFLOPS x efficiency), bytes / (bandwidth x efficiency)). Expert weights held in
+host RAM are copied over PCIe to the GPU for each ubatch (llama.cpp's op offload for batches of 32 or
+more) when the plan has GPUs; on a CPU-only plan the host computes them. Places again add up.
+
+Tensor parallel (vLLM/SGLang, `tp_decode`): each of the tp GPUs of a stage reads 1/tp of the stage's
+bytes; each layer then does two all-reduces of n_embd x 2 bytes (ring: 2 (tp-1)/tp of it over the link)
+at the link's latency; pipeline stages add up as a layer split does.
+
+`bound` names the place or link with the largest share of the decode time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from planner.core.catalog import Hparams
+from planner.core.data_files import read_toml
+from planner.core.ggml_types import parse_type, row_bytes
+from planner.core.memory import MemoryOptions, kv_dims, tensor_layer
+from planner.core.paths import profiles_dir
+from planner.core.plan import MemoryPlan, TensorPlan
+from planner.errors import PlannerError
+
+HOST = "Host"
+# ggml-cuda offloads an op on host-resident weights to the GPU when the batch has at least 32 tokens
+# (ggml_backend_cuda_device_offload_op: min_batch_size = 32)
+OP_OFFLOAD_MIN_BATCH = 32
+_EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_exps")
+_FAMILY = {"f32": "float", "f16": "float", "bf16": "float", "f64": "float"}
+
+
+def type_family(type_name: str) -> str:
+    """float (f32/f16/bf16), legacy (q4_0, q8_0, ...), k (q2_K..q8_K), iq (i-quants and ternary)."""
+    n = type_name.lower()
+    if n in _FAMILY:
+        return _FAMILY[n]
+    if n.startswith(("iq", "tq")):
+        return "iq"
+    if n.endswith("_k"):
+        return "k"
+    return "legacy"
+
+
+@dataclass(frozen=True)
+class Processor:
+    """One place that runs layers, as values: a GPU (its profile's figures) or the host."""
+
+    label: str                       # "CUDA0", "Host", "RPC[10.0.0.2:50052]"
+    backend: str                     # factor table key: CUDA, ROCm, CANN, CPU, CPU-measured
+    bandwidth_gbs: float             # peak memory bandwidth (CPU-measured: a measured read bandwidth)
+    tflops: float                    # dense 16-bit TFLOPS (CPU: the host's measured or given figure)
+
+
+@dataclass(frozen=True)
+class Link:
+    label: str
+    bandwidth_gbs: float
+    latency_us: float
+
+    def seconds(self, nbytes: float) -> float:
+        return self.latency_us * 1e-6 + nbytes / (self.bandwidth_gbs * 1e9)
+
+
+@dataclass(frozen=True)
+class Factors:
+    """Achieved fractions of peak, per backend and type family (profiles/speed/<engine>.toml)."""
+
+    decode: dict[str, dict[str, float]]
+    prefill: dict[str, dict[str, float]]
+    layer_us: dict[str, float]
+    links: dict[str, Link]
+    source: str = ""
+
+    def eff(self, table: dict[str, dict[str, float]], backend: str, family: str) -> float:
+        row = table.get(backend) or table.get("default")
+        if not row:
+            raise PlannerError(f"speed factors: no entry for backend {backend}")
+        v = row.get(family, row.get("default"))
+        if v is None or v <= 0:
+            raise PlannerError(f"speed factors: no {family} factor for backend {backend}")
+        return v
+
+
+def load_factors(path) -> Factors:
+    data = read_toml(path, "speed factors")
+    try:
+        links = {k: Link(k, float(v["bandwidth_gbs"]), float(v["latency_us"])) for k, v in data["links"].items()}
+        return Factors(decode={k: {f: float(x) for f, x in v.items() if f != "source"} for k, v in data["decode"].items()},
+                       prefill={k: {f: float(x) for f, x in v.items() if f != "source"}
+                                for k, v in data["prefill"].items()},
+                       layer_us={k: float(v) for k, v in data["layer_us"].items() if k != "source"},
+                       links=links, source=str(data.get("source", "")))
+    except (KeyError, TypeError, ValueError) as e:
+        raise PlannerError(f"speed factors {path}: bad or missing entry ({e})") from None
+
+
+@lru_cache(maxsize=4)
+def factors(engine_file: str = "llamacpp") -> Factors:
+    return load_factors(profiles_dir() / "speed" / f"{engine_file}.toml")
+
+
+@dataclass
+class Speed:
+    prefill_tps: float
+    decode_tps: float
+    prompt_tokens: int
+    depth_tokens: int
+    bound: str                               # the place or link with the largest share of decode time
+    decode_seconds: dict[str, float] = field(default_factory=dict)   # per place/link, one token
+    decode_bytes: dict[str, int] = field(default_factory=dict)       # per place, one token
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prefill_tps": round(self.prefill_tps, 3), "decode_tps": round(self.decode_tps, 3),
+                "prompt_tokens": self.prompt_tokens, "depth_tokens": self.depth_tokens, "bound": self.bound}
+
+
+@dataclass
+class _Place:
+    label: str
+    proc: Processor
+    decode: dict[str, float] = field(default_factory=dict)    # family -> bytes per token
+    weights: dict[str, float] = field(default_factory=dict)   # family -> bytes read per ubatch
+    flops_per_token: float = 0.0
+    kv_row_bytes: int = 0                                      # KV bytes per cached token, its layers
+    attn_flops_per_ctx: float = 0.0                            # attention FLOPs per token per cached token
+    layers: int = 0
+    pcie_bytes: float = 0.0                                    # host experts copied to a GPU per ubatch
+    offload_flops_per_token: float = 0.0                       # their FLOPs, computed on that GPU
+
+
+def _kv_row(hp: Hparams, opts: MemoryOptions) -> int:
+    kd, vd = kv_dims(hp, opts.kv_mode)
+    k = row_bytes(parse_type(opts.cache_type_k), kd)
+    v = row_bytes(parse_type(opts.cache_type_v), vd) if vd else 0
+    return k + v
+
+
+def _attn_dims(hp: Hparams, kv_mode: str | None) -> int:
+    """K + V dims per head that attention multiplies per cached token."""
+    if hp.arch == "deepseek2":
+        if kv_mode == "legacy":
+            return hp.n_embd_head_qk_nope + hp.n_rot + hp.n_embd_head_v
+        return hp.n_lora_kv + hp.n_rot + hp.n_lora_kv      # absorbed MLA: latent K (576) and V (512)
+    return 2 * hp.n_embd_head
+
+
+def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, opts: MemoryOptions,
+                   procs: dict[str, Processor], host: Processor, fac: Factors, prompt: int, depth: int,
+                   rpc_link: Link | None = None) -> Speed:
+    """Prefill and decode speed of one llama.cpp plan (see the module's docstring).
+
+    procs: the Processor of each device label of memory.per_device; host: the host's."""
+    if prompt < 1 or depth < 0:
+        raise PlannerError("--prompt must be at least 1 and --depth at least 0")
+    ldev: dict[int, str] = {}
+    for d in memory.per_device:
+        for il in d.layers:
+            ldev[il] = d.device
+    places: dict[str, _Place] = {}
+
+    def place(label: str) -> _Place:
+        if label not in places:
+            places[label] = _Place(label, host if label == HOST else procs[label])
+        return places[label]
+
+    has_gpu = any(d.layers for d in memory.per_device)
+    active = hp.n_expert_used / hp.n_expert if hp.is_moe else 1.0
+    hybrid_layers = 0
+    for tp in tensors:
+        il = tensor_layer(tp.name, hp.n_layer)
+        fam = type_family(tp.type)
+        n_el = 1
+        for x in tp.shape:
+            n_el *= x
+        if il < 0:                                           # token_embd: one row per token, on the host
+            p = place(HOST)
+            rows = tp.shape[1] if len(tp.shape) > 1 else 1
+            p.decode[fam] = p.decode.get(fam, 0.0) + tp.bytes / rows
+            continue
+        exps = il < hp.n_layer and _EXPS.search(tp.name) is not None
+        where = ldev.get(il, HOST)
+        if exps and il < opts.n_cpu_moe:
+            where = HOST
+        p = place(where)
+        share = active if exps else 1.0
+        p.decode[fam] = p.decode.get(fam, 0.0) + tp.bytes * share
+        if where == HOST and exps and has_gpu:
+            p.pcie_bytes += tp.bytes                         # copied to the GPU per ubatch (op offload)
+            p.offload_flops_per_token += 2.0 * n_el * share
+        else:
+            p.flops_per_token += 2.0 * n_el * share
+            p.weights[fam] = p.weights.get(fam, 0.0) + tp.bytes
+    kv_row = _kv_row(hp, opts)
+    attn = 2.0 * hp.n_head * _attn_dims(hp, opts.kv_mode)
+    order: list[str] = [HOST]                                # a token's path: token_embd, then the layers
+    for il in range(hp.n_layer + 1):
+        where = ldev.get(il, HOST)
+        p = place(where)
+        if il < hp.n_layer:
+            p.kv_row_bytes += kv_row
+            p.attn_flops_per_ctx += attn
+            p.layers += 1
+            if hp.is_moe and il < opts.n_cpu_moe and where != HOST and il >= hp.n_layer_dense_lead:
+                hybrid_layers += 1
+        if not order or order[-1] != where:
+            order.append(where)
+    pcie = fac.links["pcie"]
+    net = rpc_link or fac.links["network"]
+    hidden = hp.n_embd * 4.0
+
+    def link_for(a: str, b: str) -> Link:
+        return net if a.startswith("RPC[") or b.startswith("RPC[") else pcie
+
+    # ---- decode: one token at `depth`
+    sec: dict[str, float] = {}
+    byts: dict[str, int] = {}
+    for lbl, p in places.items():
+        t = 0.0
+        for fam, b in p.decode.items():
+            t += b / (p.proc.bandwidth_gbs * 1e9 * fac.eff(fac.decode, p.proc.backend, fam))
+        kvb = p.kv_row_bytes * depth
+        t += kvb / (p.proc.bandwidth_gbs * 1e9 * fac.eff(fac.decode, p.proc.backend, "kv"))
+        t += p.layers * fac.layer_us.get(p.proc.backend, fac.layer_us.get("default", 0.0)) * 1e-6
+        sec[lbl] = t
+        byts[lbl] = int(sum(p.decode.values()) + kvb)
+    hops = [(a, b) for a, b in zip(order, order[1:])]
+    for a, b in hops:
+        lk = link_for(a, b)
+        key = f"link {a}->{b}"
+        sec[key] = sec.get(key, 0.0) + lk.seconds(hidden)
+    if hybrid_layers:
+        sec["link PCIe (experts in host RAM)"] = 2 * hybrid_layers * pcie.seconds(hidden)
+    decode_time = sum(sec.values())
+    bound = max(sec, key=lambda k: sec[k])
+
+    # ---- prefill: P tokens in ubatches of U after `depth` cached tokens
+    u_size = max(1, min(opts.ubatch, opts.batch))
+    total = 0.0
+    done = 0
+    while done < prompt:
+        u = min(u_size, prompt - done)
+        ctx_mid = depth + done + u / 2.0
+        for lbl, p in places.items():
+            fl = p.flops_per_token * u + p.attn_flops_per_ctx * ctx_mid * u
+            wb = sum(p.weights.values())
+            fam = max(p.weights, key=lambda f: p.weights[f]) if p.weights else "float"
+            # the weight mix's dominant family sets the compute kernels' efficiency
+            compute = fl / (p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, fam)) if fl else 0.0
+            memt = sum(b / (p.proc.bandwidth_gbs * 1e9 * fac.eff(fac.decode, p.proc.backend, f))
+                       for f, b in p.weights.items())
+            total += max(compute, memt) + p.layers * fac.layer_us.get(p.proc.backend, 0.0) * 1e-6
+            if p.pcie_bytes:
+                # host-resident experts run on the first GPU: copied over PCIe, computed there
+                gpu = next(procs[d.device] for d in memory.per_device if d.layers)
+                fam_g = max(p.decode, key=lambda f: p.decode[f])
+                if u >= OP_OFFLOAD_MIN_BATCH:
+                    off = p.offload_flops_per_token * u / (gpu.tflops * 1e12 * fac.eff(fac.prefill, gpu.backend, fam_g))
+                    total += max(off, p.pcie_bytes / (pcie.bandwidth_gbs * 1e9))
+                else:
+                    off = p.offload_flops_per_token * u / (host.tflops * 1e12 * fac.eff(fac.prefill, host.backend, fam_g))
+                    total += max(off, p.pcie_bytes / (host.bandwidth_gbs * 1e9 * fac.eff(fac.decode, host.backend, fam_g)))
+        for a, b in hops:
+            total += link_for(a, b).seconds(hidden * u)
+        total += 2 * hybrid_layers * pcie.seconds(hidden * u)
+        done += u
+    return Speed(prefill_tps=prompt / total if total else 0.0, decode_tps=1.0 / decode_time if decode_time else 0.0,
+                 prompt_tokens=prompt, depth_tokens=depth, bound=bound, decode_seconds=sec, decode_bytes=byts)
+
+
+def tp_decode(stage_bytes: list[float], stage_layers: list[int], tp: int, gpu: Processor, fac: Factors,
+              link: Link, n_embd: int, family: str = "float", stage_link: Link | None = None) -> tuple[float, str]:
+    """Decode tokens/s of a tensor- (x pipeline-) parallel plan (vLLM/SGLang): per stage the bytes one
+    token reads (active experts only, its KV at the depth) split over tp GPUs, plus two all-reduces
+    per layer (ring: 2 (tp-1)/tp of n_embd x 2 bytes over `link`, each at its latency); stages in
+    sequence, one hop between consecutive stages. Returns (tokens/s, bound)."""
+    if tp < 1:
+        raise PlannerError("tensor parallel size must be at least 1")
+    eff = fac.eff(fac.decode, gpu.backend, family)
+    sec: dict[str, float] = {}
+    for i, (b, n) in enumerate(zip(stage_bytes, stage_layers)):
+        sec[f"stage {i} {gpu.label}"] = b / tp / (gpu.bandwidth_gbs * 1e9 * eff) + \
+            n * fac.layer_us.get(gpu.backend, 0.0) * 1e-6
+        if tp > 1:
+            ar = 2 * (tp - 1) / tp * n_embd * 2.0
+            sec[f"stage {i} all-reduce"] = 2 * n * link.seconds(ar)
+    hop = stage_link or link
+    if len(stage_bytes) > 1:
+        sec["pipeline hops"] = (len(stage_bytes) - 1) * hop.seconds(n_embd * 2.0)
+    t = sum(sec.values())
+    return (1.0 / t if t else 0.0), max(sec, key=lambda k: sec[k])
+
+
+def host_processor(req, host_profile) -> Processor:
+    """The host as a device: --host-bandwidth (peak GB/s), else the figures measured on this machine
+    (planner.hardware's probe, handed in as req.host_probe), else the host profile's (profiles/hardware/
+    host.toml). The FLOPS figure: the probe's, else the profile's."""
+    probe = req.host_probe
+    tflops = probe[1] if probe else host_profile.bf16_tflops
+    if req.host_bandwidth is not None:
+        if req.host_bandwidth <= 0:
+            raise PlannerError(f"--host-bandwidth must be more than 0 GB/s, got {req.host_bandwidth}")
+        return Processor(HOST, "CPU", float(req.host_bandwidth), tflops)
+    if probe:
+        return Processor(HOST, "CPU-measured", probe[0], probe[1])
+    return Processor(HOST, "CPU", host_profile.bandwidth_gbs, tflops)
+
+
+def slot_processors(labels: list[str], profile, host: Processor) -> dict[str, Processor]:
+    """Each device of a plan as a Processor: its profile's peak figures (a CPU profile is the host)."""
+    out = {}
+    for lb in labels:
+        if profile.vendor == "cpu" and not lb.startswith("RPC["):
+            out[lb] = Processor(lb, host.backend, host.bandwidth_gbs, host.tflops)
+        else:
+            if profile.bandwidth_gbs <= 0:
+                raise PlannerError(f"{profile.name}: the profile has no bandwidth figure; no speed can be predicted")
+            out[lb] = Processor(lb, profile.backend, profile.bandwidth_gbs, profile.bf16_tflops)
+    return out
+
+
+def predict_llamacpp(hp: Hparams, sp, opts: MemoryOptions, hw, req) -> Speed | None:
+    """The Speed of one llama.cpp scheme plan (sp.memory planned with `opts` on `hw`); None when a device
+    of the plan has no bandwidth figure (its profile says so)."""
+    from planner.core.devices import resolve_device
+
+    if sp.memory is None or hw.profile is None:
+        return None
+    depth = req.depth
+    host = host_processor(req, resolve_device("host"))
+    try:
+        procs = slot_processors([d.device for d in sp.memory.per_device], hw.profile, host)
+    except PlannerError:
+        return None
+    fac = factors()
+    return llamacpp_speed(hp, sp.tensors, sp.memory, opts, procs, host, fac, req.prompt, depth)

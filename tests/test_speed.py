@@ -1,0 +1,134 @@
+"""The throughput model (planner/core/speed.py) with figures: only the active experts are read per token,
+the devices of a layer split run one after another, host-resident experts at the host's bandwidth, and
+--n-cpu-moe auto is the smallest count that fits (checked exhaustively)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import pytest
+
+from planner.core.fit import fewest_cpu_moe
+from planner.core.gguf_plan import memory_options
+from planner.core.hardware_plan import resolve_hardware
+from planner.core.memory import LayerWeights, Slot, plan_memory
+from planner.core.plan import PlanRequest
+from planner.core.speed import HOST, Processor, factors, llamacpp_speed, type_family
+from planner.planning import make_plan, model_input
+from planner.core.gguf_plan import resolve_model
+
+GB = 1e9
+EXPS = re.compile(r"\.ffn_(up|down|gate)_exps")
+
+
+def _r1(scheme="Q4_K_M"):
+    req = PlanRequest(device="h200", gpus=1, schemes=[scheme])
+    model, kv = resolve_model(req, model_input(req))
+    sp = make_plan(req).scheme(scheme)
+    return model.hparams, sp, kv
+
+
+def _speed(hp, tensors, slots, procs, host, kv_mode="mla", depth=0, n_cpu_moe=0):
+    opts = replace(memory_options(PlanRequest(), kv_mode), n_cpu_moe=n_cpu_moe)
+    mem = plan_memory(hp, tensors, slots, opts)
+    return llamacpp_speed(hp, tensors, mem, opts, procs, host, factors(), 512, depth), mem
+
+
+BIG = Slot("GPU0", 10**13, 0)
+GPU = Processor("GPU0", "CUDA", 1000.0, 500.0)
+CPU = Processor(HOST, "CPU", 100.0, 5.0)
+
+
+def test_decode_reads_only_the_active_experts():
+    hp, sp, kv = _r1()
+    assert (hp.n_expert, hp.n_expert_used) == (256, 8)
+    s, _ = _speed(hp, sp.tensors, [BIG], {"GPU0": GPU}, CPU, kv)
+    exps = sum(t.bytes for t in sp.tensors if EXPS.search(t.name))
+    embd = next(t for t in sp.tensors if t.name == "token_embd.weight")
+    rest = sum(t.bytes for t in sp.tensors if not EXPS.search(t.name)) - embd.bytes
+    # the GPU reads every non-expert weight and 8/256 of the routed experts' bytes
+    assert s.decode_bytes["GPU0"] == pytest.approx(rest + exps * 8 / 256, rel=1e-9)
+    # R1 Q4_K_M: 377 GiB of weights, ~22 GB read per token (not 405 GB as if every expert were read)
+    assert sp.size_bytes / GB == pytest.approx(404.5, abs=0.5)
+    assert 20 * GB < s.decode_bytes["GPU0"] < 24 * GB
+    # the host reads one row of token_embd per token
+    assert s.decode_bytes[HOST] == embd.bytes // hp.n_vocab
+    # time = bytes / (bandwidth x the k-family factor): decode tok/s follows
+    t = sum(s.decode_seconds.values())
+    assert s.decode_tps == pytest.approx(1 / t)
+    assert 1 / t == pytest.approx(1000 * GB * 0.72 / s.decode_bytes["GPU0"], rel=0.05)
+
+
+def test_kv_cache_read_at_depth():
+    hp, sp, kv = _r1()
+    s0, _ = _speed(hp, sp.tensors, [BIG], {"GPU0": GPU}, CPU, kv, depth=0)
+    s1, _ = _speed(hp, sp.tensors, [BIG], {"GPU0": GPU}, CPU, kv, depth=32768)
+    # MLA: one latent row of 512 + 64 f16 values per layer and token = 1152 B x 61 layers x 32768
+    assert s1.decode_bytes["GPU0"] - s0.decode_bytes["GPU0"] == 1152 * 61 * 32768
+    assert s1.decode_tps < s0.decode_tps
+
+
+def test_layer_split_runs_sequentially():
+    hp, sp, kv = _r1()
+    one, _ = _speed(hp, sp.tensors, [BIG], {"GPU0": GPU}, CPU, kv)
+    slots = [Slot(f"GPU{i}", 10**13, 0) for i in range(4)]
+    procs = {f"GPU{i}": replace(GPU, label=f"GPU{i}") for i in range(4)}
+    four, mem = _speed(hp, sp.tensors, slots, procs, CPU, kv)
+    assert all(d.layers for d in mem.per_device)
+    # the per-device times add up to the single device's time (each reads its quarter, in turn)
+    dev = sum(v for k, v in four.decode_seconds.items() if k.startswith("GPU"))
+    assert dev == pytest.approx(one.decode_seconds["GPU0"], rel=1e-9)
+    # plus three PCIe hops of the hidden state: slower than one device, nowhere near 4x faster
+    hops = [k for k in four.decode_seconds if k.startswith("link")]
+    assert len(hops) == 4          # host (token_embd) -> GPU0 -> GPU1 -> GPU2 -> GPU3
+    assert four.decode_tps < one.decode_tps
+    assert four.decode_tps > 0.95 * one.decode_tps
+
+
+def test_experts_in_host_ram_run_at_the_host_bandwidth():
+    hp, sp, kv = _r1()
+    s, mem = _speed(hp, sp.tensors, [BIG], {"GPU0": GPU}, CPU, kv, n_cpu_moe=hp.n_layer)
+    exps = sum(t.bytes for t in sp.tensors if EXPS.search(t.name))
+    embd = next(t for t in sp.tensors if t.name == "token_embd.weight")
+    assert s.decode_bytes[HOST] == pytest.approx(exps * 8 / 256 + embd.bytes // hp.n_vocab, rel=1e-9)
+    assert s.bound == HOST
+    # the host's 100 GB/s at the CPU factor (0.53) against 1000 GB/s on the GPU
+    assert s.decode_seconds[HOST] == pytest.approx(s.decode_bytes[HOST] / (100 * GB * 0.53), rel=1e-6)
+    assert s.decode_seconds[HOST] > 5 * s.decode_seconds["GPU0"]
+
+
+def test_type_families():
+    assert [type_family(t) for t in ("bf16", "q8_0", "q4_K", "iq2_xxs", "q4_0")] == \
+        ["float", "legacy", "k", "iq", "legacy"]
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 4])
+def test_n_cpu_moe_auto_is_the_smallest_count_that_fits(gpus):
+    req = PlanRequest(device="a100", gpus=gpus, schemes=["Q4_K_M"], host_ram=768)
+    model, kv = resolve_model(req, model_input(req))
+    hp = model.hparams
+    hw = resolve_hardware(req)
+    opts = memory_options(req, kv, hw.host_capacity_bytes)
+    sp = make_plan(replace(req, n_cpu_moe="auto")).scheme("Q4_K_M")
+    lw = LayerWeights.of(hp, sp.tensors)
+    exhaustive = next(n for n in range(hp.n_layer + 1)
+                      if plan_memory(hp, sp.tensors, hw.slots, replace(opts, n_cpu_moe=n), lw).fits)
+    assert sp.n_cpu_moe == exhaustive == fewest_cpu_moe(hp, sp.tensors, hw.slots, opts, lw)
+    assert 0 < exhaustive < hp.n_layer and sp.fits
+    assert not plan_memory(hp, sp.tensors, hw.slots, replace(opts, n_cpu_moe=exhaustive - 1), lw).fits
+
+
+def test_n_cpu_moe_auto_checks_the_host_ram():
+    # 1 x A100 with 64 GiB of RAM: the experts R1 would have to keep in RAM do not fit there
+    sp = make_plan(PlanRequest(device="a100", gpus=1, schemes=["Q4_K_M"], host_ram=64,
+                               n_cpu_moe="auto")).scheme("Q4_K_M")
+    assert not sp.fits
+
+
+def test_json_speed():
+    d = make_plan(PlanRequest(device="h100", schemes=["Q4_K_M"], prompt=1024, depth=4096)).to_dict()
+    s = d["schemes"][0]["speed"]
+    assert set(s) == {"prefill_tps", "decode_tps", "prompt_tokens", "depth_tokens", "bound"}
+    assert (s["prompt_tokens"], s["depth_tokens"]) == (1024, 4096)
+    assert s["decode_tps"] > 0 and s["prefill_tps"] > 0 and s["bound"].startswith("CUDA")
