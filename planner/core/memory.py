@@ -64,6 +64,12 @@ class MemoryOptions:
     n_cpu_moe: int = 0
     tensor_split: tuple[float, ...] | None = None
     host_capacity_bytes: int = 0
+    # llama.cpp -ot PATTERN=BUFFER in order (first match wins, as llama_model::load_tensors applies them);
+    # BUFFER is "CPU" (host) or a device's buffer name (the slot label: CUDA0, RPC[host:port], ...)
+    tensor_overrides: tuple[tuple[str, str], ...] = ()
+    main_gpu: int = 0                 # -mg: the device of every layer under -sm none
+    split_mode: str = "layer"         # -sm layer | none (row is not modelled)
+    backend: str = "CPU"              # whose compute buffers: CPU (also RPC devices) | CUDA | ROCm (ggml-cuda)
 
 
 def cache_type(name: str, which: str) -> T:
@@ -268,6 +274,77 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
     return peak
 
 
+GPU_BACKENDS = ("CUDA", "ROCm")        # ggml-cuda (ROCm builds the same code with HIP)
+SCHED_MAX_COPIES = 4                    # GGML_SCHED_MAX_COPIES: pipeline parallelism's input copies
+OP_OFFLOAD_MIN_BATCH = 32               # ggml-cuda: ops of at least 32 rows run on the GPU
+
+
+def _inputs_bytes(hp: Hparams, opts: MemoryOptions) -> int:
+    """The graph inputs llama.cpp keeps in the host (CPU, CUDA_Host) buffer while the layers run on GPUs:
+    the KQ mask (an f32 tensor [n_kv, T] even with flash attention: llama-graph casts it to f16 in the
+    graph), the token embeddings gathered on the host (token_embd stays there and GET_ROWS is never
+    offloaded: [n_embd, T] f32), the token ids and positions (T int32 each) and the output ids."""
+    n_ctx, n_seq = padded_ctx(opts.ctx, opts.parallel)
+    t = min(n_ctx, opts.ubatch)
+    n_out = min(t, opts.batch)
+    return t * (n_seq + hp.n_embd) * F32 + 2 * t * 4 + n_out * 4
+
+
+def pipeline_parallel(n_used: int, all_layers_on_devices: bool, opts: MemoryOptions) -> bool:
+    """llama_context's condition for pipeline parallelism (n_copies = 4 in ggml_backend_sched): more than
+    one device, every layer (the output included) offloaded, -sm layer, the KV cache offloaded, and no
+    tensor overrides (-ot, --n-cpu-moe and --cpu-moe are overrides)."""
+    return (n_used > 1 and all_layers_on_devices and opts.split_mode == "layer"
+            and not opts.tensor_overrides and not opts.n_cpu_moe)
+
+
+def gpu_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_here: int, has_output: bool,
+                             n_devices: int, *, n_copies: int = 1, host_weight_copy: int = 0) -> int:
+    """One CUDA (or ROCm) device's compute buffer, from llama.cpp's graph reservation on that backend.
+
+    ggml-alloc and the graph are the ones of the CPU backend (compute_buffer_bytes), so the attention
+    and feed-forward stages are the same; what the CUDA backend allocates differently:
+
+    - the output stage is T x (n_vocab + n_embd) floats: the graph inputs (token embeddings, mask,
+      positions) sit in the CUDA_Host buffer, not beside the logits (checked exactly, 307.00 MiB, on the
+      published R1-Distill-Qwen-32B run of tests/fixtures/cuda_logs);
+    - weights left in host memory (-ngl below all layers, -ot ...=CPU, --n-cpu-moe) are computed on the
+      first CUDA device when the op has at least 32 rows (ggml_backend_cuda_device_offload_op, prompt
+      processing with -ub >= 32): ggml_backend_sched copies each such weight into that device's compute
+      buffer as a split input and starts a new split per weight, so the largest one (an expert tensor of
+      one layer, or output.weight) is alive with the feed-forward stage's activations;
+    - with pipeline parallelism (several devices, every layer offloaded, no overrides) the scheduler
+      keeps 4 copies of each split input (the hidden state [n_embd, T] f32 and the mask) on each device,
+      never reused by ggml-alloc.
+    """
+    base = compute_buffer_bytes(hp, opts, n_vocab, layers_here, False, False, n_devices)
+    n_ctx, n_seq = padded_ctx(opts.ctx, opts.parallel)
+    t = min(n_ctx, opts.ubatch)
+    n_out = min(t, opts.batch)
+    e = hp.n_embd
+    peak = base
+    if has_output:
+        peak = max(peak, n_out * (n_vocab + e) * F32)
+    if host_weight_copy and opts.ubatch >= OP_OFFLOAD_MIN_BATCH:
+        ffn = t * (_ffn_stage_floats(hp) + (6 * e if n_devices > 1 else 0)) * F32
+        peak = max(peak, host_weight_copy + ffn)
+    if n_copies > 1 and peak:
+        mask_cell = 2 if opts.flash_attn else F32
+        peak += n_copies * (t * e * F32 + n_seq * t * mask_cell)
+    return peak
+
+
+def host_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, host_layers: int, has_output: bool,
+                              n_devices: int, *, n_copies: int = 1) -> int:
+    """The CUDA_Host compute buffer: the graph inputs (_inputs_bytes; the published pattern
+    n_ubatch x (n_ctx + n_embd) x 4 bytes is their two large terms), times the pipeline copies, and,
+    for layers left on the host, the CPU backend's activations of those layers."""
+    inputs = _inputs_bytes(hp, opts) * n_copies
+    if host_layers == 0 and not has_output:
+        return inputs
+    return max(inputs, compute_buffer_bytes(hp, opts, n_vocab, host_layers, has_output, True, n_devices))
+
+
 # ---------------------------------------------------------------------------------------------------
 # the whole device plan
 
@@ -281,16 +358,22 @@ class Placement:
 @dataclass(frozen=True)
 class LayerWeights:
     """A scheme's weight bytes per llama.cpp layer (0..n_layer, the last is the output layer), what stays
-    on the host whatever the placement (token_embd), and the expert bytes per layer (for --n-cpu-moe)."""
+    on the host whatever the placement (token_embd), and the expert bytes per layer (for --n-cpu-moe);
+    the largest matrix and the largest expert tensor of each layer (what a CUDA device copies in when it
+    computes with host weights)."""
 
     per_layer: tuple[int, ...]
     host: int
     experts: tuple[int, ...]
+    largest: tuple[int, ...] = ()
+    largest_expert: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, hp: Hparams, tensors: list[TensorPlan]) -> "LayerWeights":
         per = [0] * (hp.n_layer + 1)
         exps = [0] * (hp.n_layer + 1)
+        big = [0] * (hp.n_layer + 1)
+        big_exp = [0] * (hp.n_layer + 1)
         host = 0
         for tp in tensors:
             il = tensor_layer(tp.name, hp.n_layer)
@@ -298,20 +381,49 @@ class LayerWeights:
                 host += tp.bytes
                 continue
             per[il] += tp.bytes
+            if len(tp.shape) >= 2 and tp.bytes > big[il]:
+                big[il] = tp.bytes
             if il < hp.n_layer and _EXPS.search(tp.name):
                 exps[il] += tp.bytes
-        return cls(tuple(per), host, tuple(exps))
+                big_exp[il] = max(big_exp[il], tp.bytes)
+        return cls(tuple(per), host, tuple(exps), tuple(big), tuple(big_exp))
+
+
+def _overrides(opts: MemoryOptions, slots: list[Slot]) -> list[tuple[re.Pattern[str], int]]:
+    """-ot rules as (compiled pattern, device index; -1 = host), checked as llama.cpp's parser checks them."""
+    by_label = {s.label: i for i, s in enumerate(slots)}
+    out = []
+    for pat, buft in opts.tensor_overrides:
+        if buft == "CPU":
+            di = -1
+        elif buft in by_label:
+            di = by_label[buft]
+        else:
+            raise PlannerError(f"unknown buffer type '{buft}' in -ot {pat}={buft}; available: "
+                               + ", ".join(["CPU"] + list(by_label)))
+        try:
+            out.append((re.compile(pat), di))
+        except re.error as e:
+            raise PlannerError(f"-ot pattern '{pat}' is not a regular expression: {e}") from None
+    return out
 
 
 def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts: MemoryOptions,
                 weights: LayerWeights | None = None) -> MemoryPlan:
-    """Per-device memory of one scheme's tensors on `slots` (llama.cpp -sm layer).
+    """Per-device memory of one scheme's tensors on `slots` (llama.cpp -sm layer, or -sm none).
 
     `weights` (LayerWeights.of(hp, tensors)) saves re-summing the tensors when the same scheme is
-    placed many times (fewest devices, largest context)."""
+    placed many times (fewest devices, largest context). Tensor overrides (-ot) are applied per tensor,
+    the first matching pattern winning (llama_model::load_tensors); the KV cache follows the layer."""
     lw = weights or LayerWeights.of(hp, tensors)
     n = len(slots)
-    if opts.tensor_split is not None:
+    if opts.split_mode not in ("layer", "none"):
+        raise PlannerError(f"-sm {opts.split_mode} is not modelled; valid: layer, none")
+    if opts.split_mode == "none" and n:
+        if not 0 <= opts.main_gpu < n:
+            raise PlannerError(f"--main-gpu {opts.main_gpu} is out of range for {n} devices")
+        splits = [1.0 if i == opts.main_gpu else 0.0 for i in range(n)]
+    elif opts.tensor_split is not None:
         if len(opts.tensor_split) != n:
             raise PlannerError(f"--tensor-split has {len(opts.tensor_split)} values for {n} devices")
         splits = list(opts.tensor_split)
@@ -330,13 +442,33 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
     for il, di in enumerate(ldev):        # one pass: O(devices + layers) for thousands of devices
         (host if di < 0 else devs[di]).layers.append(il)
 
-    host.weights_bytes += lw.host
-    for il, b in enumerate(lw.per_layer):
-        if il < opts.n_cpu_moe and il < hp.n_layer:
-            host.weights_bytes += lw.experts[il]
-            b -= lw.experts[il]
-        di = ldev[il]
-        (host if di < 0 else devs[di]).weights_bytes += b
+    gpu = opts.backend in GPU_BACKENDS
+    host_copy = 0                          # the largest host weight a CUDA device computes with
+    rules = _overrides(opts, slots) if opts.tensor_overrides else []
+    if rules:
+        for tp in tensors:
+            il = tensor_layer(tp.name, hp.n_layer)
+            di = next((d for rx, d in rules if rx.search(tp.name)), None)
+            if di is None:
+                if il < 0 or (il < opts.n_cpu_moe and il < hp.n_layer and _EXPS.search(tp.name)):
+                    di = -1
+                else:
+                    di = ldev[il]
+            (host if di < 0 else devs[di]).weights_bytes += tp.bytes
+            if di < 0 and len(tp.shape) >= 2 and not tp.name.startswith("token_embd"):
+                host_copy = max(host_copy, tp.bytes)
+    else:
+        host.weights_bytes += lw.host
+        for il, b in enumerate(lw.per_layer):
+            di = ldev[il]
+            if il < opts.n_cpu_moe and il < hp.n_layer:
+                host.weights_bytes += lw.experts[il]
+                b -= lw.experts[il]
+                if lw.largest_expert:
+                    host_copy = max(host_copy, lw.largest_expert[il])
+            if di < 0 and lw.largest:
+                host_copy = max(host_copy, lw.largest[il])
+            (host if di < 0 else devs[di]).weights_bytes += b
 
     k, v = kv_bytes_per_layer(hp, opts)
     for il in range(hp.n_layer):
@@ -348,12 +480,31 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
     used = sum(1 for d in devs if d.layers) + (1 if host_layers or out_dev == -1 else 0)
     n_split = max(1, used + (1 if any(d.layers for d in devs) else 0))  # the host's input split counts
     compute: dict[tuple[int, bool], int] = {}      # devices with the same load share one figure
-    for d_i, d in enumerate(devs):
-        key = (sum(1 for il in d.layers if il < hp.n_layer), out_dev == d_i)
-        if key not in compute:
-            compute[key] = compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], False, n_split)
-        d.compute_bytes = compute[key]
-    host.compute_bytes = compute_buffer_bytes(hp, opts, hp.n_vocab, host_layers, out_dev == -1, True, n_split)
+    if gpu:
+        n_used = sum(1 for d in devs if d.layers)
+        n_copies = SCHED_MAX_COPIES if pipeline_parallel(n_used, not host.layers, opts) else 1
+        # ops on host weights run on the first GPU (RPC devices do not offload)
+        first = next((i for i, s in enumerate(slots) if not s.label.startswith("RPC")), None)
+        for d_i, d in enumerate(devs):
+            key = (sum(1 for il in d.layers if il < hp.n_layer), out_dev == d_i)
+            copy = host_copy if d_i == first else 0
+            if slots[d_i].label.startswith("RPC"):
+                if key not in compute:
+                    compute[key] = compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], False, n_split)
+                d.compute_bytes = compute[key]
+                continue
+            # the host's input split is not a stage of its own here: its inputs sit in CUDA_Host
+            d.compute_bytes = gpu_compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], max(1, used),
+                                                       n_copies=n_copies, host_weight_copy=copy)
+        host.compute_bytes = host_compute_buffer_bytes(hp, opts, hp.n_vocab, host_layers, out_dev == -1,
+                                                       max(1, used), n_copies=n_copies)
+    else:
+        for d_i, d in enumerate(devs):
+            key = (sum(1 for il in d.layers if il < hp.n_layer), out_dev == d_i)
+            if key not in compute:
+                compute[key] = compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], False, n_split)
+            d.compute_bytes = compute[key]
+        host.compute_bytes = compute_buffer_bytes(hp, opts, hp.n_vocab, host_layers, out_dev == -1, True, n_split)
     # output buffer: logits (n_vocab floats) for n_seq_max outputs, kept in host memory
     host.overhead_bytes = hp.n_vocab * max(1, opts.parallel) * F32
 
@@ -363,6 +514,8 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
         notes.append(f"llama.cpp pads the context to {n_ctx} cells")
     if opts.n_cpu_moe:
         notes.append(f"expert tensors of blocks 0..{opts.n_cpu_moe - 1} stay in host RAM (--n-cpu-moe {opts.n_cpu_moe})")
+    if rules:
+        notes.append(f"{len(rules)} tensor override(s) (-ot) applied, the first matching pattern winning")
     return MemoryPlan(
         kv_cache_bytes=sum(d.kv_bytes for d in devs) + host.kv_bytes,
         compute_bytes=sum(d.compute_bytes for d in devs) + host.compute_bytes,
