@@ -30,6 +30,26 @@ def int_at_least(flag: str, low: int) -> Callable[[str], int]:
     return conv
 
 
+def int_or_auto(flag: str, low: int) -> Callable[[str], int | str]:
+    conv = int_at_least(flag, low)
+
+    def f(v: str) -> int | str:
+        return "auto" if v.strip().lower() == "auto" else conv(v)
+    return f
+
+
+def positive_float(flag: str) -> Callable[[str], float]:
+    def conv(v: str) -> float:
+        try:
+            x = float(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number, got '{v}'") from None
+        if not x > 0 or x != x or x == float("inf"):
+            raise argparse.ArgumentTypeError(f"{flag} must be a number above 0, got '{v}'")
+        return x
+    return conv
+
+
 def split_list(v: str) -> list[float]:
     try:
         parts = [float(x) for x in v.split(",")]
@@ -224,13 +244,23 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch", ("--batch",), type=int_at_least("--batch", 1), default=2048, metavar="N"),
     Option("ngl", ("--ngl",), type=int_at_least("--ngl", 0), metavar="N", help="layers on the GPUs (default: all)",
            control=Control("ngl", "int", "Placement", placeholder="all")),
-    Option("n_cpu_moe", ("--n-cpu-moe",), type=int_at_least("--n-cpu-moe", 0), default=0, metavar="N",
-           help="keep the expert tensors of the first N layers in host RAM",
+    Option("n_cpu_moe", ("--n-cpu-moe",), type=int_or_auto("--n-cpu-moe", 0), default=0, metavar="N|auto",
+           help="keep the expert tensors of the first N layers in host RAM (auto: the fewest that fit)",
            control=Control("cpu moe", "int", "Placement")),
     Option("tensor_split", ("--tensor-split",), type=split_list, metavar="a,b,...", to_text=_floats,
            control=Control("split", "text", "Placement", placeholder="a,b,...")),
     Option("task", ("--task",), default="general", choices=Choices(task_ids),
            control=Control("task", "select", "Placement")),
+    Option("prompt", ("--prompt",), type=int_at_least("--prompt", 1), default=512, metavar="N",
+           help="prompt tokens of the predicted prefill speed"),
+    Option("depth", ("--depth",), type=int_at_least("--depth", 0), default=0, metavar="N",
+           help="context depth (cached tokens) of the predicted decode speed"),
+    Option("min_tps", ("--min-tps",), type=positive_float("--min-tps"), metavar="N",
+           help="drop plans predicted to decode slower than N tokens/s"),
+    Option("host_ram", ("--host-ram",), type=positive_float("--host-ram"), metavar="GIB",
+           help="host RAM for experts and CPU layers (default: detected when planning for this machine)"),
+    Option("host_bandwidth", ("--host-bandwidth",), type=positive_float("--host-bandwidth"), metavar="GBPS",
+           help="the host memory's peak bandwidth (default: measured here, else the host profile's)"),
     Option("max_context", ("--max-context",), action="store_true", default=False,
            help="also find the largest context that fits"),
     Option("gpu_memory_utilization", ("--gpu-memory-utilization",), type=float, metavar="F", group="engine",

@@ -61,12 +61,30 @@ def resolve_inputs(req: PlanRequest, *, detection=None) -> PlanInputs:
     return PlanInputs(engine=eng, model=model, local=local_devices(req, detection))
 
 
+def with_host(req: PlanRequest, local: LocalDevices | None) -> PlanRequest:
+    """The host as a device when the plan is for this machine (its detected devices, or --device host
+    with detection on): its bandwidth and FLOPS measured by planner.hardware.host's cached probe, and
+    for --device host its RAM (unless --host-ram gives it)."""
+    import os
+
+    off = os.environ.get("DQ_PLANNER_DETECT", "").strip().lower() in ("0", "no", "off", "false")
+    here = local is not None or (req.device == "host" and not off)
+    if not here or req.host_probe is not None:
+        return req
+    from planner.hardware.host import host_info, probe_host_speed
+
+    ram = req.host_ram
+    if req.device == "host" and ram is None:
+        ram = host_info().memory_total_bytes / (1 << 30)
+    return replace(req, host_probe=probe_host_speed(), host_ram=ram)
+
+
 def make_plan(req: PlanRequest, *, detection=None) -> Plan:
     """The whole plan of a request (--model auto: the recommended model's, see make_auto_plan)."""
     if req.model == "auto" and not req.model_file:
         return make_auto_plan(req, detection=detection)[0]
     i = resolve_inputs(req, detection=detection)
-    return build_plan(req, i.engine, i.model, i.local)
+    return build_plan(with_host(req, i.local), i.engine, i.model, i.local)
 
 
 def make_auto_plan(req: PlanRequest, *, detection=None) -> tuple[Plan, list[Plan]]:
@@ -75,6 +93,7 @@ def make_auto_plan(req: PlanRequest, *, detection=None) -> tuple[Plan, list[Plan
     check_request_bounds(req)
     eng = engine(req.engine)
     local = local_devices(req, detection)
+    req = with_host(req, local)
     plans = []
     for m in auto_models():
         r = replace(req, model=m, model_file=None, schemes=None)

@@ -132,3 +132,35 @@ def test_json_speed():
     assert set(s) == {"prefill_tps", "decode_tps", "prompt_tokens", "depth_tokens", "bound"}
     assert (s["prompt_tokens"], s["depth_tokens"]) == (1024, 4096)
     assert s["decode_tps"] > 0 and s["prefill_tps"] > 0 and s["bound"].startswith("CUDA")
+
+
+def test_min_tps_drops_slower_plans():
+    req = PlanRequest(device="a100", gpus=1, host_ram=512, n_cpu_moe="auto", schemes=["Q4_K_M", "UD-Q2_K_XL"])
+    full = make_plan(req)
+    q4, q2 = (full.scheme(s).speed.decode_tps for s in ("Q4_K_M", "UD-Q2_K_XL"))
+    assert q4 < q2          # more experts in host RAM and more bytes per token: slower
+    cut = (q4 + q2) / 2
+    kept = make_plan(replace(req, min_tps=cut))
+    assert [s.id for s in kept.schemes] == ["UD-Q2_K_XL"] and kept.recommendation.scheme == "UD-Q2_K_XL"
+
+
+def test_model_auto_offers_r1_with_experts_in_host_ram():
+    from planner.planning import make_auto_plan
+
+    req = PlanRequest(model="auto", device="a100", gpus=1, host_ram=512, n_cpu_moe="auto")
+    chosen, plans = make_auto_plan(req)
+    assert chosen.model.id in ("deepseek-r1", "deepseek-v3", "deepseek-v3-0324")
+    sp = chosen.scheme(chosen.recommendation.scheme)
+    assert sp.fits and sp.n_cpu_moe > 0 and sp.speed.bound == HOST
+    # without host RAM for the experts nothing of the 671B models fits one A100
+    gpu_only = make_plan(replace(req, model="deepseek-r1", n_cpu_moe=0, host_ram=None))
+    assert not any(s.fits for s in gpu_only.schemes)
+
+
+def test_device_host_plans_a_cpu_only_run():
+    sp = make_plan(PlanRequest(device="host", host_ram=768, host_bandwidth=460.8,
+                               schemes=["Q4_K_M"])).scheme("Q4_K_M")
+    assert sp.fits and [d.device for d in sp.memory.per_device] == ["CPU0"]
+    # all of it read from host memory: 460.8 GB/s x 0.53 over the active bytes (+ one embedding row)
+    total = sum(sp.speed.decode_bytes.values())
+    assert sp.speed.decode_tps == pytest.approx(460.8e9 * 0.53 / total, rel=0.01)

@@ -68,7 +68,7 @@ def fewest_cpu_moe(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], op
         return all(d.headroom_bytes >= 0 for d in m.per_device)
 
     if not hp.is_moe:
-        return 0 if plan_memory(hp, tensors, slots, replace(opts, n_cpu_moe=0), lw).fits else None
+        return 0                          # no expert tensors: nothing to keep in host RAM
     lo, hi = 0, hp.n_layer
     if not devices_fit(hi):
         return None

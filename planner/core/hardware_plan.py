@@ -112,14 +112,14 @@ def resolve_hardware(req: PlanRequest, local: LocalDevices | None = None) -> Har
         rpc_slots.append(Slot(f"RPC[{addr}]", cap, 0 if mem is not None else prof.reserve_bytes))
     if rpc_slots:
         notes.append(f"{len(rpc_slots)} RPC device(s) come first in llama.cpp's device order")
-    all_slots = rpc_slots + slots
     if req.host_ram is not None:
         if req.host_ram <= 0:
             raise PlannerError(f"--host-ram must be more than 0 GiB, got {req.host_ram}")
         host_cap = int(req.host_ram * (1 << 30))
         if prof.vendor == "cpu":          # --device host: the host's RAM is the one device
-            all_slots = [Slot(s.label, host_cap, prof.reserve_bytes) for s in all_slots]
+            slots = [Slot(s.label, host_cap, prof.reserve_bytes) for s in slots]
             host_cap = 0
+    all_slots = rpc_slots + slots
     summary = HardwareSummary(
         device=prof.id, name=prof.name, gpus=gpus, nodes=req.nodes,
         memory_per_gpu_bytes=min(s.capacity_bytes for s in (slots or rpc_slots)) if all_slots else prof.memory_bytes,

@@ -27,6 +27,12 @@ def build_plan(req: PlanRequest, engine: Engine, model: ModelInput, local: Local
                            "(use --model ID|DIR)")
     hw = resolve_hardware(req, local)
     plan = engine.plan(req, model, hw)
+    if req.min_tps is not None:
+        slow = [s for s in plan.schemes if s.speed is not None and s.speed.decode_tps < req.min_tps]
+        if slow:
+            plan.schemes = [s for s in plan.schemes if s not in slow]
+            plan.notes.append(f"--min-tps {req.min_tps:g}: dropped " + ", ".join(
+                f"{s.id} ({s.speed.decode_tps:.1f} tok/s predicted)" for s in slow))
     for sp in plan.schemes:
         sp.accuracy = acc.accuracy_for(plan.model.id, sp.id, req.task)
     trained = (model.file_model or model.entry).hparams.n_ctx_train if (model.file_model or model.entry) else 0

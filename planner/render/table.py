@@ -57,7 +57,19 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
     if any(s.accuracy for s in plan.schemes):
         headers.append("weighted acc.")
     rows = [r + [""] * (len(headers) - len(r)) for r in rows]
-    out.append(_table(headers, rows, right={1, 2, 3, 4, 5, 6, 8}))
+    speed = [s.speed for s in plan.schemes]
+    if any(sp is not None for sp in speed):
+        # predicted speed (planner/core/speed.py): prefill of --prompt tokens, decode at --depth
+        sp0 = next(sp for sp in speed if sp is not None)
+        headers += [f"prefill t/s ({sp0.prompt_tokens})", f"decode t/s (@{sp0.depth_tokens})"]
+        for r, sp in zip(rows, speed):
+            r += [f"{sp.prefill_tps:.1f}", f"{sp.decode_tps:.1f}"] if sp is not None else ["-", "-"]
+    if any(s.n_cpu_moe is not None for s in plan.schemes):
+        headers.append("cpu-moe")
+        for r, s in zip(rows, plan.schemes):
+            r.append(str(s.n_cpu_moe) if s.n_cpu_moe is not None else "-")
+    right = {1, 2, 3, 4, 5, 6, 8} | set(range(9, len(headers)))
+    out.append(_table(headers, rows, right=right))
     focus = None
     if plan.recommendation and any(s.id == plan.recommendation.scheme for s in plan.schemes):
         focus = plan.scheme(plan.recommendation.scheme)
