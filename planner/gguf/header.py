@@ -67,6 +67,14 @@ for _f in LlamaFileType:
     _FTYPE_NAMES.setdefault(int(_f), _f.name.removeprefix("MOSTLY_"))
 
 
+def shown(text: str, limit: int = 80) -> str:
+    """A name from a file, quoted for a one-line message: control characters escaped, long ones cut."""
+    if len(text) <= limit and text.isprintable() and "'" not in text:
+        return f"'{text}'"
+    r = repr(text[:limit])
+    return r + ("..." if len(text) > limit else "")
+
+
 def ftype_name(ftype: int | None) -> str | None:
     """llama-quantize's name of a general.file_type value ("Q4_K_M"), or None when absent."""
     if ftype is None:
@@ -309,7 +317,7 @@ class _Reader:
         try:
             vt = GGUFValueType(vtype)
         except ValueError:
-            raise PlannerError(f"{self.path}: corrupt GGUF header: unknown value type {vtype} for key '{key}'") from None
+            raise PlannerError(f"{self.path}: corrupt GGUF header: unknown value type {vtype} for key {shown(key)}") from None
         if vt == GGUFValueType.STRING:
             return self.string()
         if vt == GGUFValueType.ARRAY:
@@ -319,21 +327,21 @@ class _Reader:
                 it = GGUFValueType(item)
             except ValueError:
                 raise PlannerError(f"{self.path}: corrupt GGUF header: unknown array item type {item} "
-                                   f"for key '{key}'") from None
+                                   f"for key {shown(key)}") from None
             if it in _NUMPY:
                 size = np.dtype(_NUMPY[it]).itemsize
                 if count * size > self.size - self.pos:
-                    raise PlannerError(f"{self.path}: truncated or corrupt GGUF header: array '{key}' of {count} "
+                    raise PlannerError(f"{self.path}: truncated or corrupt GGUF header: array {shown(key)} of {count} "
                                        f"items runs past the end of the file ({self.size})")
                 arr = np.frombuffer(self.take(count * size), dtype=np.dtype(_NUMPY[it]).newbyteorder(self.endian))
                 return arr.tolist()
             if count * 8 > self.size - self.pos:   # a string or an array takes at least 8 bytes
-                raise PlannerError(f"{self.path}: truncated or corrupt GGUF header: array '{key}' of {count} "
+                raise PlannerError(f"{self.path}: truncated or corrupt GGUF header: array {shown(key)} of {count} "
                                    f"items runs past the end of the file ({self.size})")
             if it == GGUFValueType.STRING:
                 return self._strings(count, key)
             if depth >= MAX_ARRAY_NESTING:
-                raise PlannerError(f"{self.path}: corrupt GGUF header: array '{key}' nests arrays more than "
+                raise PlannerError(f"{self.path}: corrupt GGUF header: array {shown(key)} nests arrays more than "
                                    f"{MAX_ARRAY_NESTING} deep")
             return [self.value(item, key, depth + 1) for _ in range(count)]
         return self.scalar(_SCALAR[vt])
@@ -355,7 +363,7 @@ class _Reader:
             if pos + n > len(buf):
                 if n > self.size - pos:
                     raise PlannerError(f"{self.path}: truncated or corrupt GGUF header: a string of {n} bytes "
-                                       f"in array '{key}' runs past the end of the file ({self.size})")
+                                       f"in array {shown(key)} runs past the end of the file ({self.size})")
                 self.pos = pos
                 self.need(n)
                 buf = self.buf
@@ -402,7 +410,7 @@ def _read_one(path: Path, shard: int = 0) -> tuple[ShardInfo, dict[str, Any], di
             key = r.string()
             vtype = r.u32()
             if key in metadata:
-                raise PlannerError(f"{spath}: corrupt GGUF header: duplicate key '{key}'")
+                raise PlannerError(f"{spath}: corrupt GGUF header: duplicate key {shown(key)}")
             metadata[key] = r.value(vtype, key)
             types[key] = GGUFValueType(vtype)
 
@@ -416,7 +424,7 @@ def _read_one(path: Path, shard: int = 0) -> tuple[ShardInfo, dict[str, Any], di
             name = r.string()
             n_dims = r.u32()
             if n_dims < 1 or n_dims > GGML_MAX_DIMS:
-                raise PlannerError(f"{spath}: corrupt GGUF header: tensor '{name}' has {n_dims} dimensions "
+                raise PlannerError(f"{spath}: corrupt GGUF header: tensor {shown(name)} has {n_dims} dimensions "
                                    f"(1 to {GGML_MAX_DIMS})")
             shape = tuple(r.u64() for _ in range(n_dims))
             ttype = r.u32()
@@ -430,36 +438,36 @@ def _read_one(path: Path, shard: int = 0) -> tuple[ShardInfo, dict[str, Any], di
     data_bytes = 0                     # the data section so far: each tensor padded to the alignment
     for name, shape, ttype, offset in raw:
         if name in seen:
-            raise PlannerError(f"{spath}: corrupt GGUF header: duplicate tensor '{name}'")
+            raise PlannerError(f"{spath}: corrupt GGUF header: duplicate tensor {shown(name)}")
         seen.add(name)
         try:
             t = GGMLQuantizationType(ttype)
         except ValueError:
-            raise PlannerError(f"{spath}: tensor '{name}' has unknown ggml type id {ttype}") from None
+            raise PlannerError(f"{spath}: tensor {shown(name)} has unknown ggml type id {ttype}") from None
         if t not in GGML_QUANT_SIZES:
-            raise PlannerError(f"{spath}: tensor '{name}' has unsupported ggml type {t.name}")
+            raise PlannerError(f"{spath}: tensor {shown(name)} has unsupported ggml type {t.name}")
         if any(d > INT64_MAX for d in shape):
-            raise PlannerError(f"{spath}: corrupt GGUF header: tensor '{name}' has shape {list(shape)}")
+            raise PlannerError(f"{spath}: corrupt GGUF header: tensor {shown(name)} has shape {list(shape)}")
         n_elements = 1
         for d in shape:
             n_elements *= d
         if n_elements > INT64_MAX:      # ggml_nelements is an int64_t (gguf.cpp refuses the same)
-            raise PlannerError(f"{spath}: corrupt GGUF header: tensor '{name}' of shape {list(shape)} has "
+            raise PlannerError(f"{spath}: corrupt GGUF header: tensor {shown(name)} of shape {list(shape)} has "
                                f"{n_elements} elements, more than 2^63-1")
         try:
             nbytes = tensor_bytes(shape, t)
         except ValueError:
-            raise PlannerError(f"{spath}: tensor '{name}': rows of {shape[0]} elements are not whole "
+            raise PlannerError(f"{spath}: tensor {shown(name)}: rows of {shape[0]} elements are not whole "
                                f"{type_name(t)} blocks of {GGML_QUANT_SIZES[t][0]}") from None
         if offset % alignment:
-            raise PlannerError(f"{spath}: tensor '{name}' data offset {offset} is not a multiple of the "
+            raise PlannerError(f"{spath}: tensor {shown(name)} data offset {offset} is not a multiple of the "
                                f"alignment {alignment}")
         if offset != data_bytes:         # llama.cpp's gguf.cpp: the tensors' data lie back to back
-            raise PlannerError(f"{spath}: corrupt GGUF header: tensor '{name}' data offset {offset}, expected "
+            raise PlannerError(f"{spath}: corrupt GGUF header: tensor {shown(name)} data offset {offset}, expected "
                                f"{data_bytes} (tensor data lies back to back in header order)")
         data_bytes = offset + -(-nbytes // alignment) * alignment
         if data_offset + data_bytes > SIZE_MAX:
-            raise PlannerError(f"{spath}: corrupt GGUF header: the data of tensor '{name}' would end at byte "
+            raise PlannerError(f"{spath}: corrupt GGUF header: the data of tensor {shown(name)} would end at byte "
                                f"{data_offset + data_bytes}, past 2^64")
         tensors.append(TensorInfo(name, shape, t, data_offset + offset, nbytes, shard))
     if tensors:                          # the last tensor needs its bytes, not its padding
@@ -549,7 +557,7 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFHeader:
         shards.append(info)
         for t in ts:
             if t.name in seen:
-                raise PlannerError(f"{sp}: tensor '{t.name}' is also in an earlier shard")
+                raise PlannerError(f"{sp}: tensor {shown(t.name)} is also in an earlier shard")
             seen.add(t.name)
             tensors.append(TensorInfo(t.name, t.shape, t.type, t.offset, t.bytes, idx))
         for k, v in md.items():          # the first shard's keys first; later shards add split.* only

@@ -34,7 +34,7 @@ from planner.core.architectures import TensorSpec, enumerate_tensors
 from planner.core.catalog import ARCHITECTURES, MAX_COUNT, MAX_EXPERTS, MAX_LAYERS, Hparams
 from planner.core.sizing import ResolvedModel
 from planner.errors import PlannerError, choices
-from planner.gguf.header import SPLIT_RE, GGUFHeader, read_gguf
+from planner.gguf.header import SPLIT_RE, GGUFHeader, read_gguf, shown
 
 _BLK = re.compile(r"^blk\.(\d+)\.")
 _MISSING = object()
@@ -92,7 +92,7 @@ def check_counts(h: GGUFHeader, hp: Hparams) -> None:
     for t in h.tensors:
         if t.name.endswith("_exps.weight") and len(t.shape) == 3 and t.shape[2] != hp.n_expert:
             raise PlannerError(f"{where}: GGUF metadata '{h.arch_key(Keys.LLM.EXPERT_COUNT)}' is {hp.n_expert} "
-                               f"but {t.name} holds {t.shape[2]} experts")
+                               f"but {shown(t.name)} holds {t.shape[2]} experts")
 
 
 def check_shapes(h: GGUFHeader, hp: Hparams, layout: str | None) -> None:
@@ -143,7 +143,7 @@ def hparams_from_header(h: GGUFHeader) -> tuple[Hparams, str | None]:
         raise PlannerError(f"{h.path}: GGUF metadata has no general.architecture"
                            + (" (the first shard, which holds the metadata, is missing)" if h.missing_shards else ""))
     if arch not in ARCHITECTURES:
-        raise PlannerError(f"{h.path}: architecture '{arch}' is not supported; supported: {choices(ARCHITECTURES)}")
+        raise PlannerError(f"{h.path}: architecture {shown(arch)} is not supported; supported: {choices(ARCHITECTURES)}")
     names = {t.name for t in h.tensors}
     n_embd = _int(h, Keys.LLM.EMBEDDING_LENGTH)
     n_head = _int(h, Keys.Attention.HEAD_COUNT)
