@@ -69,7 +69,8 @@ def schemes_for(req: PlanRequest, model: ResolvedModel) -> list[Scheme]:
     return [resolve_scheme(s) for s in ids_for(model.hparams.arch)]
 
 
-def memory_options(req: PlanRequest, kv_mode: str | None, host_capacity: int = 0) -> MemoryOptions:
+def memory_options(req: PlanRequest, kv_mode: str | None, host_capacity: int = 0,
+                   backend: str = "CPU") -> MemoryOptions:
     # --flash-attn auto: current llama.cpp turns flash attention on wherever the backend has kernels for
     # the model's head sizes; CUDA, ROCm, Metal, Vulkan and CPU have them for deepseek2 (576/512 MLA,
     # 192/128 legacy) and for 128-wide heads, so auto is planned as on.
@@ -78,7 +79,17 @@ def memory_options(req: PlanRequest, kv_mode: str | None, host_capacity: int = 0
         flash_attn=req.flash_attn != "off", parallel=req.parallel, ubatch=req.ubatch, batch=req.batch,
         ngl=req.ngl, n_cpu_moe=0 if req.n_cpu_moe == "auto" else req.n_cpu_moe,
         tensor_split=tuple(req.tensor_split) if req.tensor_split else None, host_capacity_bytes=host_capacity,
+        tensor_overrides=tuple(override_rule(r) for r in req.tensor_overrides), main_gpu=req.main_gpu,
+        split_mode=req.split_mode, backend=backend,
     )
+
+
+def override_rule(text: str) -> tuple[str, str]:
+    """One -ot value PATTERN=BUFFER (llama.cpp splits at the first '=')."""
+    pat, sep, buft = text.partition("=")
+    if not sep or not pat or not buft:
+        raise PlannerError(f"-ot needs PATTERN=BUFFER (e.g. 'exps=CPU'), got '{text}'")
+    return pat, buft
 
 
 def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware) -> Plan:
@@ -86,8 +97,14 @@ def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware) -> Plan:
     placed on the devices as llama.cpp places them, with KV cache and compute buffers per device."""
     model, kv_mode = resolve_model(req, model_input)
     schemes = schemes_for(req, model)
-    opts = memory_options(req, kv_mode, hw.host_capacity_bytes)
-    plans = [size_scheme(model, s, req.imatrix) for s in schemes]
+    opts = memory_options(req, kv_mode, hw.host_capacity_bytes, hw.profile.backend if hw.profile else "CPU")
+    plans = []
+    for s in schemes:
+        try:
+            plans.append(size_scheme(model, s, req.imatrix))
+        except QuantizeRefused:
+            if req.schemes:         # named: say why; every scheme: only those llama-quantize can make
+                raise
     if model.file_scheme:
         file_plan = size_file(model)
         if any(sp.id == file_plan.id for sp in plans):

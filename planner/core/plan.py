@@ -37,6 +37,9 @@ class PlanRequest:
     ngl: int | None = None               # None: all layers on the GPUs
     n_cpu_moe: int | str = 0             # or "auto": the fewest expert layers in host RAM that make it fit
     tensor_split: list[float] | None = None
+    tensor_overrides: list[str] = field(default_factory=list)   # llama.cpp -ot PATTERN=BUFFER, first match wins
+    main_gpu: int = 0                    # llama.cpp -mg
+    split_mode: str = "layer"            # llama.cpp -sm: layer | none
     task: str = "general"
     imatrix: bool | None = None          # None: assume an imatrix where the scheme needs one
     max_context: bool = False            # also search the largest context that fits
