@@ -11,6 +11,7 @@ KV modes from the llama.cpp memory model.
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterator, Sequence
 
@@ -52,7 +53,7 @@ def positive_float(flag: str) -> Callable[[str], float]:
 
 def split_list(v: str) -> list[float]:
     try:
-        parts = [float(x) for x in v.split(",")]
+        parts = [float(x) for x in re.split(r"[,/]+", v)]    # llama.cpp's -ts takes 3,1 and 3/1
     except ValueError:
         raise argparse.ArgumentTypeError(f"--tensor-split must be numbers separated by commas, got '{v}'") from None
     if any(p < 0 for p in parts) or not any(p > 0 for p in parts):
@@ -90,6 +91,7 @@ def task_ids() -> tuple[str, ...]:
 
 
 FLASH_ATTN = ("auto", "on", "off")
+SPLIT_MODES = ("layer", "none")
 LAYOUTS = ("mla", "legacy")
 
 
@@ -225,30 +227,37 @@ OPTIONS: tuple[Option, ...] = (
     Option("rpc", ("--rpc",), metavar="HOST:PORT[=MEM],...", help="llama.cpp RPC devices",
            to_request=comma_list, to_text=",".join,
            control=Control("rpc", "text", "Hardware", placeholder="host:port[=mem],...")),
-    Option("ctx", ("--ctx",), type=int_at_least("--ctx", 1), default=32768, metavar="N", help="context tokens",
+    Option("ctx", ("--ctx", "-c", "--ctx-size"), type=int_at_least("--ctx", 1), default=32768, metavar="N", help="context tokens",
            control=Control("ctx", "int", "Context", empty="keep")),
     Option("kv_mode", ("--kv-mode",), choices=Choices(kv_modes),
            help="deepseek2 KV cache: current llama.cpp (mla), Apr 2025-Jan 2026 (mla-kv), legacy GGUFs",
            control=Control("kv", "select", "Context", also=(("layout", None),))),
     Option("layout", ("--layout",), choices=Choices(lambda: LAYOUTS),
            help="deepseek2 tensor layout (follows --kv-mode)"),
-    Option("cache_type_k", ("--cache-type-k",), default="f16", metavar="T", choices=Choices(cache_types, fold=True),
+    Option("cache_type_k", ("--cache-type-k", "-ctk"), default="f16", metavar="T", choices=Choices(cache_types, fold=True),
            argparse_choices=False, control=Control("K type", "select", "Context")),
-    Option("cache_type_v", ("--cache-type-v",), default="f16", metavar="T", choices=Choices(cache_types, fold=True),
+    Option("cache_type_v", ("--cache-type-v", "-ctv"), default="f16", metavar="T", choices=Choices(cache_types, fold=True),
            argparse_choices=False, control=Control("V type", "select", "Context")),
-    Option("flash_attn", ("--flash-attn",), default="auto", choices=Choices(lambda: FLASH_ATTN),
+    Option("flash_attn", ("--flash-attn", "-fa"), default="auto", choices=Choices(lambda: FLASH_ATTN),
            control=Control("flash", "select", "Context")),
-    Option("parallel", ("--parallel",), type=int_at_least("--parallel", 1), default=1, metavar="N",
+    Option("parallel", ("--parallel", "-np"), type=int_at_least("--parallel", 1), default=1, metavar="N",
            control=Control("slots", "int", "Context")),
-    Option("ubatch", ("--ubatch",), type=int_at_least("--ubatch", 1), default=512, metavar="N"),
-    Option("batch", ("--batch",), type=int_at_least("--batch", 1), default=2048, metavar="N"),
-    Option("ngl", ("--ngl",), type=int_at_least("--ngl", 0), metavar="N", help="layers on the GPUs (default: all)",
+    Option("ubatch", ("--ubatch", "-ub", "--ubatch-size"), type=int_at_least("--ubatch", 1), default=512, metavar="N"),
+    Option("batch", ("--batch", "-b", "--batch-size"), type=int_at_least("--batch", 1), default=2048, metavar="N"),
+    Option("ngl", ("--ngl", "-ngl", "--n-gpu-layers", "--gpu-layers"), type=int_at_least("--ngl", 0), metavar="N", help="layers on the GPUs (default: all)",
            control=Control("ngl", "int", "Placement", placeholder="all")),
-    Option("n_cpu_moe", ("--n-cpu-moe",), type=int_or_auto("--n-cpu-moe", 0), default=0, metavar="N|auto",
+    Option("n_cpu_moe", ("--n-cpu-moe", "-ncmoe"), type=int_or_auto("--n-cpu-moe", 0), default=0, metavar="N|auto",
            help="keep the expert tensors of the first N layers in host RAM (auto: the fewest that fit)",
            control=Control("cpu moe", "int", "Placement")),
-    Option("tensor_split", ("--tensor-split",), type=split_list, metavar="a,b,...", to_text=_floats,
+    Option("tensor_split", ("--tensor-split", "-ts"), type=split_list, metavar="a,b,...", to_text=_floats,
            control=Control("split", "text", "Placement", placeholder="a,b,...")),
+    Option("tensor_overrides", ("--override-tensor", "-ot"), action="append", metavar="PATTERN=BUFFER,...",
+           help="llama.cpp tensor override, repeatable, the first matching pattern wins (BUFFER: CPU, CUDA0, ...)",
+           to_request=lambda v: [x for s in (v or []) for x in s.split(",") if x]),
+    Option("main_gpu", ("--main-gpu", "-mg"), type=int_at_least("--main-gpu", 0), default=0, metavar="N",
+           help="the device of every layer with --split-mode none"),
+    Option("split_mode", ("--split-mode", "-sm"), default="layer", choices=Choices(lambda: SPLIT_MODES),
+           help="llama.cpp split mode: layer, or none (every layer on --main-gpu)"),
     Option("task", ("--task",), default="general", choices=Choices(task_ids),
            control=Control("task", "select", "Placement")),
     Option("prompt", ("--prompt",), type=int_at_least("--prompt", 1), default=512, metavar="N",
