@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from planner.errors import PlannerError, RunError
 
 PROG = "dq-planner"
-SUBCOMMANDS = ("inspect", "quantize", "serve", "detect")
+SUBCOMMANDS = ("inspect", "quantize", "serve", "detect", "bench")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,6 +84,8 @@ def main_parser() -> argparse.ArgumentParser:
                    help="compare deployments across engines, e.g. --compare vllm:FP8@2x8 --compare llama.cpp:DQ3_K_M@1x8")
     p.add_argument("--workload", default="throughput", choices=["throughput", "latency"],
                    help="what --compare optimises for")
+    p.add_argument("--from-command", metavar="'llama-server -m F.gguf ...'",
+                   help="plan the run of a pasted llama.cpp command line (its -m, -c, -ngl, -ts, -ot, -fa, ...)")
     add_plan_options(p)
     return p
 
@@ -114,6 +116,13 @@ def run_headless(a: argparse.Namespace) -> int:
     from planner.render.table import render_plan
 
     req = request_from_args(a)
+    if getattr(a, "from_command", None):
+        from planner.engines.llamacpp.command_line import parse_command
+
+        parsed = parse_command(a.from_command, base=req)
+        req = parsed.request
+        for note in parsed.notes:
+            print(f"{PROG}: note: {note}", file=sys.stderr)
     if a.compare:
         from planner.engines.compare import compare_deployments
         from planner.planning import candidates_from_specs
@@ -182,7 +191,7 @@ def _dispatch(argv: list[str]) -> int:
         mod = importlib.import_module(f"planner.commands.{argv[0]}")
         return mod.main(argv[1:])
     a = main_parser().parse_args(argv)
-    if a.headless or a.json or a.tensors or a.plot:
+    if a.headless or a.json or a.tensors or a.plot or a.from_command:
         return run_headless(a)
     from planner.tui.app import run_tui
 

@@ -167,6 +167,8 @@ class ServerOptions:
     batch: int = 2048
     n_cpu_moe: int = 0
     override_tensors: list[str] | None = None     # -ot PATTERN=BUFFER values
+    main_gpu: int = 0
+    split_mode: str = "layer"
     rpc: list[RpcDevice] | None = None
     host: str = "127.0.0.1"
     port: int = 8080
@@ -181,15 +183,17 @@ def _num(x: float) -> str:
 
 def server_argv(binary: str | os.PathLike, o: ServerOptions) -> list[str]:
     argv = [os.fspath(binary), "-m", _abs(o.model_file), "--host", o.host, "--port", str(o.port),
-            "-c", str(o.ctx), "-ngl", str(o.n_gpu_layers), "-sm", "layer"]
+            "-c", str(o.ctx), "-ngl", str(o.n_gpu_layers), "-sm", o.split_mode]
+    if o.main_gpu:
+        argv += ["-mg", str(o.main_gpu)]
     if o.tensor_split:
         argv += ["-ts", ",".join(_num(x) for x in o.tensor_split)]
     argv += ["-fa", o.flash_attn, "-ctk", o.cache_type_k, "-ctv", o.cache_type_v,
              "-np", str(o.parallel), "--no-kv-unified", "-ub", str(o.ubatch), "-b", str(o.batch)]
     if o.n_cpu_moe:
         argv += ["--n-cpu-moe", str(o.n_cpu_moe)]
-    if o.override_tensors:
-        argv += ["-ot", ",".join(o.override_tensors)]
+    for rule in o.override_tensors or []:        # one -ot each: llama.cpp appends them in order
+        argv += ["-ot", rule]
     if o.rpc:
         argv += ["--rpc", ",".join(d.endpoint for d in o.rpc)]
     argv += ["--fit", "off"]

@@ -34,7 +34,8 @@ def launch_lines(plan: Plan, req: PlanRequest, scheme_id: str) -> list[str]:
         flash_attn=req.flash_attn, cache_type_k=req.cache_type_k, cache_type_v=req.cache_type_v,
         parallel=req.parallel, ubatch=req.ubatch, batch=req.batch,
         n_cpu_moe=sp.n_cpu_moe if sp.n_cpu_moe is not None else req.n_cpu_moe,
-        rpc=parse_rpc_list(req.rpc) or None, host="0.0.0.0", port=8080, verbosity=None)
+        override_tensors=list(req.tensor_overrides) or None, main_gpu=req.main_gpu,
+        split_mode=req.split_mode, rpc=parse_rpc_list(req.rpc) or None, host="0.0.0.0", port=8080, verbosity=None)
     argv = server_argv("llama-server", opts)
     argv[argv.index("-m") + 1] = gguf          # keep the name relative, as the user will place it
     lines.append(shell_line(argv))

@@ -93,7 +93,8 @@ def plan_serve(lc: LlamaCpp, req: PlanRequest, rpc: list[RpcDevice], *, host: st
         notes.append("--gpus is ignored by serve: it plans on the devices llama.cpp lists")
     if req.device not in (None, "auto"):
         notes.append(f"--device {req.device} is ignored by serve: it plans on the devices llama.cpp lists")
-    opts = memory_options(req, kv_mode, _host_memory())
+    backend = next((b for b in ("CUDA", "ROCm") if any(s.label.startswith(b) for s in slots)), "CPU")
+    opts = memory_options(req, kv_mode, _host_memory(), backend)
     memory = plan_memory(hp, sp.tensors, slots, opts)
     if not slots:
         ngl = 0
@@ -110,6 +111,7 @@ def plan_serve(lc: LlamaCpp, req: PlanRequest, rpc: list[RpcDevice], *, host: st
         model_file=req.model_file or "", ctx=req.ctx, n_gpu_layers=ngl, tensor_split=split,
         flash_attn=req.flash_attn, cache_type_k=req.cache_type_k, cache_type_v=req.cache_type_v,
         parallel=req.parallel, ubatch=req.ubatch, batch=req.batch, n_cpu_moe=req.n_cpu_moe,
-        rpc=rpc or None, host=host, port=port, threads=threads)
+        override_tensors=list(req.tensor_overrides) or None, main_gpu=req.main_gpu,
+        split_mode=req.split_mode, rpc=rpc or None, host=host, port=port, threads=threads)
     mapped = host_mapped_bytes(req.model_file or "", memory, hp.n_layer, req.n_cpu_moe)
     return ServePlan(options, memory, req.model_file or "", sp.id, devices, notes + list(memory.notes), mapped)

@@ -1,0 +1,230 @@
+"""A pasted llama.cpp command line (llama-server, llama-cli, llama-bench ...) as a plan request.
+
+`dq-planner --headless --from-command 'llama-server -m F.gguf -ngl 99 -ot exps=CPU -c 32768'` plans the
+run the user pasted. The flags follow llama.cpp's common/arg.cpp: short and long spellings, values in
+the next word or after '=', -ot repeatable (and comma-separated inside one value, as
+parse_tensor_buffer_overrides splits it), -fa with or without a value (older builds took none).
+
+Flags that change memory and are planned: -m, -c, -ngl, -ts, -ot, --cpu-moe, --n-cpu-moe, -fa, -ub, -b,
+-ctk, -ctv, -np, -mg, -sm (layer, none), --rpc. Flags that change memory and are not modelled are refused
+in one line (exit 2). Flags known not to change memory are accepted and listed in a note.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field, replace
+
+from planner.core.plan import PlanRequest
+from planner.errors import PlannerError
+
+# llama.cpp's LLM_FFN_EXPS_REGEX: what --cpu-moe keeps on the CPU
+FFN_EXPS_REGEX = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+
+# planned flags: spelling -> request field
+_PLANNED: dict[str, str] = {}
+for _names, _dest in (
+    (("-m", "--model"), "model_file"),
+    (("-c", "--ctx-size"), "ctx"),
+    (("-ngl", "--gpu-layers", "--n-gpu-layers"), "ngl"),
+    (("-ts", "--tensor-split"), "tensor_split"),
+    (("-ot", "--override-tensor"), "tensor_overrides"),
+    (("-ncmoe", "--n-cpu-moe"), "n_cpu_moe"),
+    (("-ub", "--ubatch-size"), "ubatch"),
+    (("-b", "--batch-size"), "batch"),
+    (("-ctk", "--cache-type-k"), "cache_type_k"),
+    (("-ctv", "--cache-type-v"), "cache_type_v"),
+    (("-np", "--parallel"), "parallel"),
+    (("-mg", "--main-gpu"), "main_gpu"),
+    (("-sm", "--split-mode"), "split_mode"),
+    (("--rpc",), "rpc"),
+):
+    for _n in _names:
+        _PLANNED[_n] = _dest
+
+_FLAGS_PLANNED = {"-fa", "--flash-attn", "-cmoe", "--cpu-moe", "-kvu", "--kv-unified", "-no-kvu", "--no-kv-unified",
+                  "--fit"}
+
+# memory-changing flags the planner does not model: refused
+_UNMODELLED = {
+    "-nkvo": "the KV cache on the host", "--no-kv-offload": "the KV cache on the host",
+    "-dev": "a device subset", "--device": "a device subset",
+    "-md": "a draft model", "--model-draft": "a draft model", "-ngld": "a draft model", "--gpu-layers-draft": "a draft model",
+    "--mmproj": "a multimodal projector", "-mm": "a multimodal projector", "--mmproj-url": "a multimodal projector",
+    "--lora": "LoRA adapters", "--lora-scaled": "LoRA adapters",
+    "--swa-full": "a full-size SWA cache", "--no-op-offload": "no op offload",
+    "-ncffn": "dense FFN weights on the CPU", "--n-cpu-ffn": "dense FFN weights on the CPU",
+    "--override-kv": "metadata overrides", "-dt": "KV defragmentation", "--defrag-thold": "KV defragmentation",
+    "-cram": "a host prompt cache", "--cache-ram": "a host prompt cache",
+    "-fitt": "llama.cpp's own fitting target", "--fit-target": "llama.cpp's own fitting target",
+    "-fitc": "llama.cpp's own fitting context", "--fit-ctx": "llama.cpp's own fitting context",
+    "--spec-type": "speculative decoding", "-hf": "a model from Hugging Face", "-hfr": "a model from Hugging Face",
+    "--hf-repo": "a model from Hugging Face", "-mu": "a model URL", "--model-url": "a model URL",
+}
+
+# flags known not to change the memory llama.cpp allocates, with the number of values they take
+_NEUTRAL: dict[str, int] = {}
+for _names, _arity in (
+    (("--host", "--port", "-t", "--threads", "-tb", "--threads-batch", "--threads-http", "-a", "--alias",
+      "--temp", "--top-p", "--top-k", "--min-p", "--repeat-penalty", "--repeat-last-n", "--presence-penalty",
+      "--frequency-penalty", "-s", "--seed", "-n", "--n-predict", "--predict", "--api-key", "--api-key-file",
+      "--chat-template", "--chat-template-file", "--reasoning-format", "--reasoning-budget", "--prio",
+      "--prio-batch", "--numa", "-lv", "--verbosity", "--log-verbosity", "--log-file", "--timeout", "-to",
+      "--slot-save-path", "--path", "--api-prefix", "-C", "--cpu-mask", "-Cb", "--cpu-mask-batch", "--cpu-range",
+      "--poll", "--keep", "--samplers", "--dry-multiplier", "--mirostat", "--typical", "--xtc-probability",
+      "--xtc-threshold", "--top-nsigma", "--ctx-checkpoints", "-p", "--prompt", "-f", "--file", "-sys",
+      "--system-prompt", "--rope-scaling", "--rope-scale", "--rope-freq-base", "--rope-freq-scale",
+      "--yarn-orig-ctx", "-r", "--reverse-prompt", "--grammar", "--grammar-file", "-j", "--json-schema",
+      "--media-path", "--sleep-idle-seconds", "-ps", "--slot-prompt-similarity", "--ssl-key-file",
+      "--ssl-cert-file", "--chat-template-kwargs", "--tools"), 1),
+    (("--jinja", "--no-jinja", "--mlock", "--no-mmap", "--mmap", "-v", "--verbose", "--no-warmup", "--warmup",
+      "--metrics", "--slots", "--no-slots", "--props", "--cont-batching", "-cb", "--no-cont-batching", "-nocb",
+      "--no-webui", "--webui", "-cnv", "--conversation", "-no-cnv", "--no-conversation", "-i", "--interactive",
+      "--log-disable", "--log-colors", "--log-prefix", "--log-timestamps", "--no-perf", "--perf", "-sp",
+      "--special", "--embedding", "--embeddings", "--reranking", "--no-context-shift", "--context-shift",
+      "--check-tensors", "--escape", "--no-escape", "-st", "--single-turn", "--direct-io", "--no-direct-io",
+      "--offline", "--simple-io", "--no-display-prompt", "-e"), 0),
+):
+    for _n in _names:
+        _NEUTRAL[_n] = _arity
+
+_FA = {"on": "on", "off": "off", "auto": "auto", "1": "on", "0": "off", "true": "on", "false": "off",
+       "enabled": "on", "disabled": "off"}
+_KNOWN_BINARIES = ("llama-server", "llama-cli", "llama-bench", "llama-completion", "llama-fit-params",
+                   "llama-perplexity", "llama-batched-bench", "server", "main")
+
+
+@dataclass
+class CommandRequest:
+    request: PlanRequest
+    program: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _int(flag: str, v: str, low: int = 0) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise PlannerError(f"{flag} must be an integer, got '{v}'") from None
+    if n < low:
+        raise PlannerError(f"{flag} must be at least {low}, got {n}")
+    return n
+
+
+def parse_command(text: str, base: PlanRequest | None = None) -> CommandRequest:
+    """The PlanRequest of a pasted llama.cpp command line (over `base`, the other plan options)."""
+    try:
+        words = shlex.split(text, comments=False)
+    except ValueError as e:
+        raise PlannerError(f"--from-command: cannot split the command line: {e}") from None
+    if not words:
+        raise PlannerError("--from-command: the command line is empty")
+    prog = words[0]
+    name = prog.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".exe")
+    if name not in _KNOWN_BINARIES:
+        raise PlannerError(f"--from-command: '{prog}' is not a llama.cpp program ({', '.join(_KNOWN_BINARIES[:4])}, ...)")
+    req = base or PlanRequest()
+    kw: dict = {}
+    overrides: list[str] = []
+    neutral: list[str] = []
+    notes: list[str] = []
+    i = 1
+    while i < len(words):
+        w = words[i]
+        i += 1
+        flag, eq, inline = w.partition("=") if w.startswith("--") else (w, "", "")
+        if not flag.startswith("-") or flag == "-":
+            raise PlannerError(f"--from-command: unexpected word '{w}' (llama.cpp takes no positional arguments)")
+
+        def value() -> str:
+            nonlocal i
+            if eq:
+                return inline
+            if i >= len(words):
+                raise PlannerError(f"--from-command: {flag} needs a value")
+            i += 1
+            return words[i - 1]
+
+        if flag in ("-fa", "--flash-attn"):
+            nxt = inline if eq else (words[i] if i < len(words) else "")
+            if nxt.lower() in _FA:
+                kw["flash_attn"] = _FA[nxt.lower()]
+                if not eq:
+                    i += 1
+            elif eq:
+                raise PlannerError(f"--from-command: {flag} takes on, off or auto, got '{inline}'")
+            else:
+                kw["flash_attn"] = "on"          # older builds: -fa alone turns it on
+            continue
+        if flag in ("-cmoe", "--cpu-moe"):
+            overrides.append(f"{FFN_EXPS_REGEX}=CPU")
+            continue
+        if flag in ("-kvu", "--kv-unified"):
+            raise PlannerError("--from-command: --kv-unified (one KV buffer shared by all sequences) is not "
+                               "modelled; the plan assumes one cache per sequence (--no-kv-unified)")
+        if flag in ("-no-kvu", "--no-kv-unified"):
+            continue
+        if flag == "--fit":
+            v = value()
+            if v.lower() not in ("off", "0", "false"):
+                notes.append(f"--fit {v}: llama.cpp may change -ngl/-ot/-c to fit free memory; "
+                             "the plan is of the flags as written")
+            continue
+        if flag in _PLANNED:
+            dest = _PLANNED[flag]
+            v = value()
+            if dest == "tensor_overrides":
+                overrides += [x for x in v.split(",") if x]
+            elif dest in ("ctx", "ubatch", "batch", "parallel"):
+                n = _int(flag, v, 0 if dest == "ctx" else 1)
+                if dest == "ctx" and n == 0:
+                    raise PlannerError("--from-command: -c 0 takes the model's training context; give it "
+                                       "explicitly (the planner does not read it from the command)")
+                kw[dest] = n
+            elif dest == "ngl":
+                if v.lower() in ("auto", "all"):
+                    kw["ngl"] = None
+                else:
+                    n = int(v) if v.lstrip("-").isdigit() else _int(flag, v)
+                    kw["ngl"] = None if n < 0 else n
+            elif dest in ("n_cpu_moe", "main_gpu"):
+                kw[dest] = _int(flag, v)
+            elif dest == "tensor_split":
+                from planner.options import split_list
+                import argparse
+
+                try:
+                    kw[dest] = split_list(v)
+                except argparse.ArgumentTypeError as e:
+                    raise PlannerError(str(e)) from None
+            elif dest == "split_mode":
+                if v == "row":
+                    raise PlannerError("--from-command: -sm row (matrices split by rows across GPUs) is not "
+                                       "modelled; use -sm layer or none")
+                if v not in ("layer", "none"):
+                    raise PlannerError(f"--from-command: unknown -sm '{v}'; valid: none, layer, row")
+                kw[dest] = v
+            elif dest == "rpc":
+                kw[dest] = [x for x in v.split(",") if x]
+            elif dest == "model_file":
+                kw[dest] = v
+            else:
+                kw[dest] = v
+            continue
+        if flag in _UNMODELLED:
+            raise PlannerError(f"--from-command: {flag} ({_UNMODELLED[flag]}) changes memory and is not modelled")
+        if flag in _NEUTRAL:
+            for _ in range(_NEUTRAL[flag]):
+                if not eq:
+                    value()
+            neutral.append(flag)
+            continue
+        raise PlannerError(f"--from-command: {flag} is not a llama.cpp flag the planner knows; "
+                           "remove it if it does not change memory")
+    if "model_file" not in kw:
+        raise PlannerError("--from-command: the command has no -m MODEL.gguf")
+    if overrides:
+        kw["tensor_overrides"] = overrides
+    if neutral:
+        notes.append("accepted, memory unchanged: " + " ".join(dict.fromkeys(neutral)))
+    return CommandRequest(replace(req, **kw), name, notes)
