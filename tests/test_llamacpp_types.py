@@ -43,6 +43,12 @@ def dry_run_check(lc, model, path: Path, ids: list[str], imatrix: Path | None = 
     problems = []
     counts = {}
     for c in dry_run_compare(lc, model, path, ids, imatrix=imatrix):
+        if c.refused:       # the planner refuses the scheme (no fallback for a row length): so must llama.cpp
+            if not c.ok:
+                problems.append(f"{c.scheme}: planned as refused ({c.refused}); llama-quantize exit "
+                                f"{c.returncode}: {c.error}")
+            counts[c.scheme] = 0
+            continue
         if c.returncode != 0:
             problems.append(f"{c.scheme}: llama-quantize exit {c.returncode}: {c.error}")
             continue

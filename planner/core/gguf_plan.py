@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from planner.core.fit import fewest_cpu_moe, fewest_devices, max_context
 from planner.core.hardware_plan import Hardware
+from planner.core.llama_quant import QuantizeRefused
 from planner.core.memory import LayerWeights, MemoryOptions, plan_memory
 from planner.core.plan import ModelSummary, Plan, PlanRequest
 from planner.core.schemes import Scheme, ids_for, resolve_scheme

@@ -24,7 +24,8 @@ from enum import Enum, auto
 from planner.core.gguf_constants import GGMLQuantizationType as T
 from planner.core.gguf_constants import LlamaFileType as F
 
-from planner.core.ggml_types import block_size, is_quantized
+from planner.core.ggml_types import block_size, is_quantized, type_name
+from planner.errors import PlannerError
 
 # llama_ftype_get_default_type
 DEFAULT_TYPE: dict[F, T] = {
@@ -37,6 +38,8 @@ DEFAULT_TYPE: dict[F, T] = {
     F.MOSTLY_IQ2_S: T.IQ2_XS, F.MOSTLY_IQ2_M: T.IQ2_S, F.MOSTLY_IQ3_XXS: T.IQ3_XXS,
     F.MOSTLY_IQ1_S: T.IQ1_S, F.MOSTLY_IQ1_M: T.IQ1_M, F.MOSTLY_IQ4_NL: T.IQ4_NL,
     F.MOSTLY_IQ4_XS: T.IQ4_XS, F.MOSTLY_IQ3_S: T.IQ3_S, F.MOSTLY_IQ3_M: T.IQ3_S,
+    F.MOSTLY_Q1_0: T.Q1_0, F.MOSTLY_Q2_0: T.Q2_0, F.MOSTLY_MXFP4_MOE: T.MXFP4,
+    F.MOSTLY_TQ1_0: T.TQ1_0, F.MOSTLY_TQ2_0: T.TQ2_0,
 }
 
 # llama-quantize's names (tools/quantize/quantize.cpp QUANT_OPTIONS) of the ftypes planned here
@@ -50,6 +53,8 @@ FTYPES: dict[str, F] = {
     "IQ2_M": F.MOSTLY_IQ2_M, "IQ2_S": F.MOSTLY_IQ2_S, "IQ2_XS": F.MOSTLY_IQ2_XS,
     "IQ2_XXS": F.MOSTLY_IQ2_XXS, "IQ1_M": F.MOSTLY_IQ1_M, "IQ1_S": F.MOSTLY_IQ1_S,
     "Q4_0": F.MOSTLY_Q4_0, "Q4_1": F.MOSTLY_Q4_1, "Q5_0": F.MOSTLY_Q5_0, "Q5_1": F.MOSTLY_Q5_1,
+    "MXFP4_MOE": F.MOSTLY_MXFP4_MOE, "Q1_0": F.MOSTLY_Q1_0, "Q2_0": F.MOSTLY_Q2_0,
+    "TQ1_0": F.MOSTLY_TQ1_0, "TQ2_0": F.MOSTLY_TQ2_0,
 }
 FTYPE_ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}
 
@@ -121,12 +126,22 @@ def _n_dims(shape: tuple[int, ...]) -> int:
 _NEVER_QUANTIZED_RE = re.compile("|".join(re.escape(s) for s in _NEVER_QUANTIZED))
 
 
+# glm5-next only (tensor_allows_quantization's LLM_ARCH_GLM5_NEXT block)
+_NEVER_QUANTIZED_GLM5_NEXT_RE = re.compile("|".join(re.escape(s) for s in (
+    "hc_", "indexer.attn_q_b", "indexer.attn_k", "indexer.proj", "indexer_compressor_gate",
+    "indexer_compressor_ape", "ssm_f_a.weight", "ssm_f_b.weight", "ssm_g_a.weight", "ssm_g_b.weight",
+    "ssm_beta.weight", "attn_kv_a_mqa.weight", "attn_k_b.weight", "attn_v_b.weight",
+)))
+
+
 @lru_cache(maxsize=None)
-def allows_quantization(name: str, shape: tuple[int, ...]) -> bool:
+def allows_quantization(name: str, shape: tuple[int, ...], arch: str = "") -> bool:
     """tensor_allows_quantization (default params: output tensor quantized, not only_copy)."""
     if _n_dims(shape) < 2 or not name.endswith("weight"):
         return False
     if name in ("position_embd.weight", "token_types.weight"):
+        return False
+    if arch == "glm5-next" and _NEVER_QUANTIZED_GLM5_NEXT_RE.search(name) is not None:
         return False
     return _NEVER_QUANTIZED_RE.search(name) is None
 
@@ -143,12 +158,24 @@ def requires_imatrix(name: str, t: T, ftype: F) -> bool:
 _FALLBACK = {
     T.IQ1_S: T.IQ4_NL, T.IQ1_M: T.IQ4_NL, T.IQ2_XXS: T.IQ4_NL, T.IQ2_XS: T.IQ4_NL, T.IQ2_S: T.IQ4_NL,
     T.IQ3_XXS: T.IQ4_NL, T.IQ3_S: T.IQ4_NL, T.IQ4_XS: T.IQ4_NL,
-    T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.TQ1_0: T.Q4_0, T.TQ2_0: T.Q4_0,
+    T.Q2_0: T.Q4_0, T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.TQ1_0: T.Q4_0, T.TQ2_0: T.Q4_0,
     T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0,
 }
 
 
-def fallback(ncols: int, t: T) -> T:
+class QuantizeRefused(PlannerError):
+    """llama-quantize stops on this model with this ftype: a tensor's rows are not whole blocks of a type that
+    has no fallback (Q1_0's 128-element blocks, NVFP4's 64). `llama_error` is llama.cpp's own message."""
+
+    def __init__(self, tensor: str, ncols: int, t: T):
+        self.tensor, self.ncols, self.type = tensor, ncols, t
+        self.llama_error = f"no tensor type fallback is defined for type {type_name(t)}"
+        super().__init__(f"llama-quantize cannot make this scheme for this model: {tensor} has rows of {ncols} "
+                         f"elements, not whole {type_name(t)} blocks of {block_size(t)}, and llama.cpp has no "
+                         f"fallback for {type_name(t)} ({self.llama_error})")
+
+
+def fallback(ncols: int, t: T, name: str = "") -> T:
     """tensor_type_fallback: a row length that is not a whole number of blocks."""
     if ncols % block_size(t) == 0:
         return t
@@ -157,7 +184,7 @@ def fallback(ncols: int, t: T) -> T:
     elif block_size(t) <= 32:
         r = t
     else:
-        raise ValueError(f"no tensor type fallback is defined for type {t.name}")
+        raise QuantizeRefused(name, ncols, t)
     if ncols % block_size(r) != 0:
         r = T.F16
     return r
@@ -226,18 +253,34 @@ def _impl(qs: _State, new_type: T, name: str, shape: tuple[int, ...], ftype: F, 
             i_layer = lay
         return i_layer, n_layer
 
+    # by default, for glm5-next, don't let these tensors be quantized below Q8_0
+    if arch == "glm5-next" and ("attn_q_a" in name or "attn_q_b" in name or "nextn.eh_proj" in name):
+        if new_type not in (T.F32, T.BF16, T.F16):
+            return T.Q8_0
+
     IQ2ish = (F.MOSTLY_IQ2_XXS, F.MOSTLY_IQ2_XS, F.MOSTLY_IQ1_S, F.MOSTLY_IQ2_S, F.MOSTLY_IQ2_M, F.MOSTLY_IQ1_M)
 
     if cat == Cat.OUTPUT or (qs.has_tied_embeddings and cat == Cat.TOKEN_EMBD):
         nx = shape[0]
         qk_k = block_size(new_type)
-        if falcon or nx % qk_k != 0:
+        if ftype == F.MOSTLY_MXFP4_MOE:
+            new_type = T.Q8_0
+        elif falcon or nx % qk_k != 0:
             new_type = T.Q8_0
         elif ftype in (F.MOSTLY_IQ2_XXS, F.MOSTLY_IQ2_XS, F.MOSTLY_IQ3_XXS, F.MOSTLY_IQ1_S,
                        F.MOSTLY_IQ2_S, F.MOSTLY_IQ2_M, F.MOSTLY_IQ1_M):
             new_type = T.Q5_K
         elif new_type != T.Q8_0:
             new_type = T.Q6_K
+    elif ftype == F.MOSTLY_MXFP4_MOE:
+        # MoE tensors -> MXFP4, other tensors -> Q8_0 (MLA's 3-D attn_k_b/attn_v_b count as MoE here:
+        # only bailingmoe3 matches expert roles explicitly)
+        is_bailingmoe3_expert = arch == "bailingmoe3" and cat in (Cat.FFN_UP, Cat.FFN_GATE, Cat.FFN_DOWN)
+        ne2 = shape[2] if len(shape) > 2 else 1
+        if ne2 > 1 and (arch != "bailingmoe3" or is_bailingmoe3_expert):
+            new_type = T.MXFP4
+        else:
+            new_type = T.Q8_0
     elif cat == Cat.TOKEN_EMBD:
         if ftype in (F.MOSTLY_IQ2_XXS, F.MOSTLY_IQ2_XS, F.MOSTLY_IQ1_S, F.MOSTLY_IQ1_M):
             new_type = T.Q2_K
@@ -245,7 +288,7 @@ def _impl(qs: _State, new_type: T, name: str, shape: tuple[int, ...], ftype: F, 
             new_type = T.IQ3_S
         elif ftype == F.MOSTLY_IQ3_XXS:
             new_type = T.IQ3_S
-        elif ftype in (F.MOSTLY_TQ1_0, F.MOSTLY_TQ2_0):
+        elif ftype in (F.MOSTLY_TQ1_0, F.MOSTLY_TQ2_0, F.MOSTLY_Q2_0):
             new_type = T.Q4_K
     elif ftype in IQ2ish:
         if _is_attn_v(cat):
@@ -410,7 +453,7 @@ class TensorTable:
     tied: bool
 
     @classmethod
-    def build(cls, tensors: list[tuple[str, tuple[int, ...], T]]) -> "TensorTable":
+    def build(cls, tensors: list[tuple[str, tuple[int, ...], T]], arch: str = "") -> "TensorTable":
         names = tuple(t[0] for t in tensors)
         cats = tuple(category(n) for n in names)
         return cls(
@@ -418,7 +461,7 @@ class TensorTable:
             shapes=tuple(t[1] for t in tensors),
             types=tuple(t[2] for t in tensors),
             cats=cats,
-            allows=tuple(allows_quantization(t[0], t[1]) for t in tensors),
+            allows=tuple(allows_quantization(t[0], t[1], arch) for t in tensors),
             order=tuple(weights_map_order(list(names))),
             n_attention_wv=sum(1 for c in cats if c in _ATTN_V),
             tied=Cat.OUTPUT not in cats,
@@ -436,7 +479,7 @@ def select_types(
     pure: bool = False,
 ) -> list[T]:
     """The type llama-quantize gives each tensor, in the order of `tensors` (name, shape, current type)."""
-    tab = tensors if isinstance(tensors, TensorTable) else TensorTable.build(tensors)
+    tab = tensors if isinstance(tensors, TensorTable) else TensorTable.build(tensors, model.arch)
     default_type = DEFAULT_TYPE[ftype]
     quantized_default = is_quantized(default_type)
     qs = _State(model, has_imatrix, tab.n_attention_wv, tab.tied)
@@ -463,6 +506,6 @@ def select_types(
                     break
             if not manual and not pure:
                 new_type = _impl(qs, new_type, name, shapes[i], ftype, cat)
-            new_type = fallback(shapes[i][0], new_type)
+            new_type = fallback(shapes[i][0], new_type, name)
         out[i] = new_type
     return out

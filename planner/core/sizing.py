@@ -36,7 +36,7 @@ class ResolvedModel:
 
     @cached_property
     def table(self) -> TensorTable:
-        return TensorTable.build([(t.name, t.shape, t.src_type) for t in self.tensors])
+        return TensorTable.build([(t.name, t.shape, t.src_type) for t in self.tensors], self.hparams.arch)
 
     def quant_model(self) -> QuantModel:
         hp = self.hparams

@@ -61,17 +61,19 @@ import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T, GGUFWriter, LlamaFileType as F
+from gguf import GGUFWriter
 from gguf import ExpertGatingFuncType, GGUFEndian, GGUFValueType, RopeScalingType, TokenType
 from gguf.constants import GGML_QUANT_VERSION
 from gguf.quants import quant_shape_to_byte_shape, quantize
 
 from planner.core.architectures import TensorSpec, enumerate_tensors
 from planner.core.catalog import Hparams
+from planner.core.gguf_constants import GGML_QUANT_SIZES, GGMLQuantizationType as T, LlamaFileType as F
 from planner.core.ggml_types import parse_type, tensor_bytes, type_name
 from planner.core.llama_quant import FTYPES
 from planner.core.sizing import ResolvedModel
@@ -111,6 +113,8 @@ _FTYPE_OF_TYPE = {
 def _as_type(t: Any) -> T:
     if isinstance(t, T):
         return t
+    if isinstance(t, IntEnum) and type(t).__name__ == "GGMLQuantizationType":
+        return T(int(t))               # the gguf package's own enum (planner.core.gguf_constants extends it)
     if isinstance(t, str):
         return parse_type(t)
     raise PlannerError(f"not a tensor type: {t!r}")

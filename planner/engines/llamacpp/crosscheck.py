@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from planner.core.llama_quant import QuantizeRefused
 from planner.core.plan import SchemePlan
 from planner.core.schemes import ids_for, resolve_scheme
 from planner.core.sizing import ResolvedModel, size_scheme
@@ -39,9 +40,12 @@ class SchemeCheck:
     log: QuantizeLog
     mismatches: list[Mismatch] = field(default_factory=list)
     error: str = ""
+    refused: str = ""                  # the planner's QuantizeRefused: llama-quantize must stop with it
 
     @property
     def ok(self) -> bool:
+        if self.refused:
+            return self.returncode != 0 and self.refused in self.error
         return (self.returncode == 0 and not self.mismatches and len(self.log.tensors) == self.tensors
                 and self.log.quant_mib is not None
                 and f"{self.plan.size_bytes / MIB:.2f}" == f"{self.log.quant_mib:.2f}")
@@ -61,12 +65,19 @@ def dry_run_compare(lc: LlamaCpp, model: ResolvedModel, path: str | os.PathLike,
 
     def one(sid: str) -> SchemeCheck:
         s = resolve_scheme(sid)
-        plan = size_scheme(model, s, imatrix=imatrix is not None)
+        refused = ""
+        try:
+            plan = size_scheme(model, s, imatrix=imatrix is not None)
+        except QuantizeRefused as e:
+            refused = e.llama_error
+            plan = SchemePlan(id=sid, kind=s.kind, size_bytes=0, params=0, type_bytes={}, tensors=[])
         r = subprocess.run(quantize_argv(q, path, None, s, dry_run=True, imatrix=imatrix), capture_output=True,
                            text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
         lines = (r.stdout + r.stderr).splitlines()
         log = parse_quantize(lines)
         err = quantize_error(lines) if r.returncode else ""
+        if refused:
+            return SchemeCheck(sid, 0, r.returncode, plan, log, [], err, refused)
         return SchemeCheck(sid, len(plan.tensors), r.returncode, plan, log, compare_log(plan, log), err)
 
     with ThreadPoolExecutor(max(1, jobs)) as ex:
@@ -120,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{nbad} scheme(s) differ")
                 for c in checks:
                     if not c.ok:
-                        why = c.error or "; ".join(str(m) for m in c.mismatches[:5]) or \
+                        why = (f"planned as refused ({c.refused}), llama-quantize: exit {c.returncode} {c.error}"
+                               if c.refused else None) or c.error or "; ".join(str(m) for m in c.mismatches[:5]) or \
                             f"total {c.plan.size_bytes / MIB:.2f} MiB planned, {c.log.quant_mib} MiB printed"
                         print(f"  {c.scheme}: {why}")
                 sys.stdout.flush()
