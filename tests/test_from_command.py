@@ -110,3 +110,78 @@ def test_cli_from_command_plans_the_pasted_run(gguf):
     assert mem["host"]["weights_bytes"] == exps + emb
     bad = subprocess.run(cmd[:-1] + [f"llama-server -m {gguf} -sm row"], capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ the real llama.cpp, -ot over loopback RPC
+@pytest.fixture(scope="module")
+def rpc_pair():
+    from llamacpp_support import free_port, require_llama_cpp
+    import socket
+    import time
+
+    exe = str(require_llama_cpp("rpc-server").binary("rpc-server"))
+    procs, addrs = [], []
+    try:
+        for _ in range(2):
+            port = free_port()
+            procs.append(subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL))
+            addrs.append(f"127.0.0.1:{port}")
+        deadline = time.time() + 30
+        for a in addrs:
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", int(a.split(":")[1])), timeout=1).close()
+                    break
+                except OSError:
+                    if time.time() > deadline:
+                        pytest.fail(f"rpc server {a} did not start")
+                    time.sleep(0.1)
+        yield addrs
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_real_llama_cpp_places_overridden_tensors_as_planned(rpc_pair, gguf):
+    from llamacpp_support import require_llama_cpp
+    from planner.core.plan import PlanRequest
+    from planner.engines.llamacpp.logs import parse_memory
+    from planner.planning import make_plan
+
+    exe = str(require_llama_cpp("llama-completion").binary("llama-completion"))
+    a, b = rpc_pair
+    rules = [f"blk\\.1\\.=RPC0[{a}]", "exps=CPU", f"output=RPC0[{b}]"]
+    line = (f"llama-completion -m {gguf} -c 1024 -ngl 99 -ts 1,1 --rpc {a},{b} -fa on "
+            + " ".join(f"-ot '{r}'" for r in rules) + " -n 1 -p hi -no-cnv -t 1 --no-warmup -lv 4 -lm none")
+    req = parse_command(line, base=PlanRequest(device="h100", gpus=0)).request
+    assert req.tensor_overrides == rules
+    cmd = [exe, "-m", gguf, "-c", "1024", "-ngl", "99", "-ts", "1,1", "--rpc", f"{a},{b}", "-fa", "on",
+           "-n", "1", "-p", "hi", "-no-cnv", "-t", "1", "--no-warmup", "-lv", "4", "-lm", "none"]
+    # -lm none (no mmap): a mapped host buffer spans the file range of its tensors, not their bytes
+    for r in rules:
+        cmd += ["-ot", r]
+    run = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=180, stdin=subprocess.DEVNULL)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rep = parse_memory(run.stderr.splitlines())
+    mem = make_plan(req).schemes[0].memory
+    n_tensors = len(size_file_of(gguf))
+    by_label = {d.device: d for d in mem.per_device}
+    for addr in (a, b):
+        printed = rep.model_mib[f"RPC0[{addr}]"] * (1 << 20)
+        planned = by_label[f"RPC[{addr}]"].weights_bytes
+        assert abs(printed - planned) <= 0.005 * (1 << 20) + 32 * n_tensors, (addr, printed, planned)
+    host = sum(v for k, v in rep.model_mib.items() if k.startswith("CPU")) * (1 << 20)
+    assert abs(host - mem.host.weights_bytes) <= 0.005 * (1 << 20) + 32 * n_tensors, rep.model_mib
+    assert by_label[f"RPC[{a}]"].weights_bytes != by_label[f"RPC[{b}]"].weights_bytes
+
+
+def size_file_of(path):
+    from planner.gguf.model import model_from_gguf
+
+    return size_file(model_from_gguf(path)).tensors

@@ -30,6 +30,9 @@ def max_context(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
 def fewest_devices(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts: MemoryOptions,
                    weights: LayerWeights | None = None, full: MemoryPlan | None = None) -> int | None:
     """Fewest of the given devices (taken in order, split evenly by free memory) that hold the plan."""
+    if opts.tensor_overrides:
+        # -ot names its devices: fewer of them is another run, not this plan with fewer devices
+        return len(slots) if plan_memory(hp, tensors, slots, opts, weights).fits else None
     if opts.tensor_split is not None:
         opts = replace(opts, tensor_split=None)
     lw = weights or LayerWeights.of(hp, tensors)

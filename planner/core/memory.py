@@ -398,6 +398,8 @@ def _overrides(opts: MemoryOptions, slots: list[Slot]) -> list[tuple[re.Pattern[
             di = -1
         elif buft in by_label:
             di = by_label[buft]
+        elif re.sub(r"^RPC\d+\[", "RPC[", buft) in by_label:     # ggml-rpc names buffers RPC<dev>[host:port]
+            di = by_label[re.sub(r"^RPC\d+\[", "RPC[", buft)]
         else:
             raise PlannerError(f"unknown buffer type '{buft}' in -ot {pat}={buft}; available: "
                                + ", ".join(["CPU"] + list(by_label)))

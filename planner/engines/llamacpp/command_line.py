@@ -76,7 +76,7 @@ for _names, _arity in (
       "--system-prompt", "--rope-scaling", "--rope-scale", "--rope-freq-base", "--rope-freq-scale",
       "--yarn-orig-ctx", "-r", "--reverse-prompt", "--grammar", "--grammar-file", "-j", "--json-schema",
       "--media-path", "--sleep-idle-seconds", "-ps", "--slot-prompt-similarity", "--ssl-key-file",
-      "--ssl-cert-file", "--chat-template-kwargs", "--tools"), 1),
+      "--ssl-cert-file", "--chat-template-kwargs", "--tools", "-lm", "--load-mode"), 1),
     (("--jinja", "--no-jinja", "--mlock", "--no-mmap", "--mmap", "-v", "--verbose", "--no-warmup", "--warmup",
       "--metrics", "--slots", "--no-slots", "--props", "--cont-batching", "-cb", "--no-cont-batching", "-nocb",
       "--no-webui", "--webui", "-cnv", "--conversation", "-no-cnv", "--no-conversation", "-i", "--interactive",
