@@ -1,0 +1,51 @@
+"""The CUDA memory model against published llama.cpp runs on NVIDIA GPUs (tests/fixtures/cuda_logs)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from planner.engines.llamacpp.logs import parse_memory, shows_as_mib
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import bench_cuda_logs as bench  # noqa: E402
+
+CASES = bench.load_cases()
+
+
+def test_every_case_is_a_mainline_file_listed_in_the_readme():
+    readme = (bench.CASES / "README.md").read_text()
+    for c in CASES:
+        assert (bench.CASES / c["file"]).is_file() and not c["file"].startswith("fork/")
+        assert c["file"] in readme and c["source"].split()[0] in readme
+    for f in (bench.CASES / "fork").glob("*.txt"):
+        assert f"fork/{f.name}" in readme and "FORK" in f.read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["file"] for c in CASES])
+def test_model_and_kv_buffers_to_the_mib_and_compute_within_ten_percent(case):
+    rows = bench.compare(case)
+    assert rows, "no buffer line compared"
+    for r in rows:
+        if r.kind in ("model", "KV"):
+            assert f"{r.planned_mib:.2f}" == f"{r.logged_mib:.2f}", r
+        else:
+            assert abs(r.error) < 0.10, r
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.get("flash_attn", "on") != "off"],
+                         ids=lambda c: c["file"])
+def test_host_compute_buffer_is_the_graph_inputs(case):
+    """CUDA_Host holds the graph inputs: the f32 KQ mask [n_kv, T] (f32 even with flash attention), the
+    token embeddings [n_embd, T] f32, token ids, positions and output ids: the published pattern
+    n_ubatch x (n_ctx + n_embd) x 4 bytes plus 3 x n_ubatch x 4."""
+    from planner.core.catalog import catalog
+    from planner.core.sizing import resolve_catalog_model
+
+    rep = parse_memory((bench.CASES / case["file"]).read_text().splitlines())
+    hp = resolve_catalog_model(catalog()[case["model"]], case.get("layout")).hparams
+    t = min(case["ubatch"], case["ctx"])
+    pattern = t * (case["ctx"] + hp.n_embd) * 4
+    assert shows_as_mib(pattern + 3 * t * 4, rep.compute_mib["CUDA_Host"])
+    assert shows_as_mib(bench.plan_case(case).host.compute_bytes, rep.compute_mib["CUDA_Host"])
