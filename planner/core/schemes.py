@@ -72,7 +72,7 @@ def load_recipe(path: Path) -> Scheme:
             raise PlannerError(f"{at}: rule {i + 1}: 'pattern' and 'type' must be strings")
         why = pattern_problem(r["pattern"])
         if why is not None:
-            raise PlannerError(f"{at}: rule {i + 1}: pattern {r['pattern']!r} {why}")
+            raise PlannerError(f"{at}: rule {i + 1}: bad pattern {r['pattern']!r} {why}")
         try:
             t = parse_type(r["type"])
         except PlannerError as e:
