@@ -373,11 +373,13 @@ class _Reader:
         return out
 
 
-def _read_one(path: Path, shard: int = 0) -> tuple[ShardInfo, dict[str, Any], dict[str, GGUFValueType], list[TensorInfo]]:
+def _read_one(path: Path, shard: int = 0, opened: tuple[BinaryIO, int] | None = None,
+              ) -> tuple[ShardInfo, dict[str, Any], dict[str, GGUFValueType], list[TensorInfo]]:
+    """opened: (a file object, its size) to read instead of the path (planner.gguf.remote's ranged reads)."""
     spath = str(path)
-    f = open_regular(path)
+    f = open_regular(path) if opened is None else opened[0]
     with f:
-        size = os.fstat(f.fileno()).st_size
+        size = os.fstat(f.fileno()).st_size if opened is None else opened[1]
         r = _Reader(f, spath, size)
         if size == 0:
             raise PlannerError(f"{spath}: empty file, not a GGUF file")
@@ -510,21 +512,23 @@ def _empty(path: Path) -> bool:
     return st.st_size == 0 and stat.S_ISREG(st.st_mode)
 
 
-def read_gguf(path: str | os.PathLike[str]) -> GGUFHeader:
+def read_gguf(path: str | os.PathLike[str], *, opener: Any = None) -> GGUFHeader:
     """The header of a GGUF model: one file, or every shard present of a split model (any shard's name).
 
     Only headers are read. Shards that are absent are listed in missing_shards (their tensors are
-    then unknown); the metadata is the first shard's.
+    then unknown); the metadata is the first shard's. opener: files that are not local
+    (planner.gguf.remote): opener.open(name) -> (file object, size), opener.shards(name) -> every
+    shard's name or None; names are then strings, and every shard is read.
     """
-    p = Path(path)
-    first_info, first_md, first_types, first_tensors = _read_one(p)
+    p = Path(path) if opener is None else path
+    first_info, first_md, first_types, first_tensors = _read_one(p, opened=opener.open(p) if opener else None)
     count = first_md.get(Keys.Split.LLM_KV_SPLIT_COUNT, 1)
     count = int(count) if isinstance(count, int) and count > 0 else 1
     if count == 1:
         return GGUFHeader(path=str(path), metadata=first_md, metadata_types=first_types, tensors=first_tensors,
                           shards=[first_info])
 
-    names = shard_paths(p)
+    names = shard_paths(p) if opener is None else opener.shards(p)
     if names is None or len(names) != count:
         # a split model renamed away from NAME-0000i-of-0000N: only this file can be found
         names = [p if i == first_info.split_no else None for i in range(count)]  # type: ignore[misc]
@@ -541,6 +545,8 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFHeader:
             continue
         if sp == p:
             info, md, types, ts = first_info, first_md, first_types, first_tensors
+        elif opener is not None:
+            info, md, types, ts = _read_one(sp, opened=opener.open(sp))
         elif not sp.exists():
             missing.append(str(sp))
             continue
