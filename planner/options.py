@@ -212,7 +212,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("model", ("--model",), default="deepseek-r1", metavar="ID|DIR",
            help="catalog id or a local Hugging Face model folder (config.json); 'auto' compares every model"),
     Option("model_file", ("--model-file",), metavar="F.gguf",
-           help="architecture and actual tensor types from a GGUF header"),
+           help="architecture and actual tensor types from a GGUF header (also https://..., hf://OWNER/REPO/PATH, "
+                "ms://OWNER/REPO/PATH: only header bytes are read)"),
+    Option("quant", ("--quant",), metavar="NAME",
+           help="with --model-file hf://OWNER/REPO or ms://OWNER/REPO: the GGUF set (folder or shards) of that name"),
     Option("schemes", ("--scheme",), action="append", metavar="ID",
            help="scheme id or recipe file (repeatable); default: every standard scheme and recipe"),
     Option("engine", ("--engine",), default="llama.cpp", choices=Choices(engine_names),

@@ -47,10 +47,23 @@ def local_devices(req: PlanRequest, detection=None) -> LocalDevices | None:
 
 
 def model_input(req: PlanRequest) -> ModelInput:
+    from planner.remote import is_remote      # URLs: planner/remote and planner/gguf/remote.py, loaded only for them
+
     if req.model_file:
+        if is_remote(req.model_file):
+            from planner.gguf.model import model_from_header
+            from planner.gguf.remote import read_remote_gguf
+
+            return ModelInput(file_model=model_from_header(read_remote_gguf(req.model_file, req.quant)))
+        if req.quant:
+            raise PlannerError("--quant chooses a GGUF set of a hf:// or ms:// repository given as --model-file")
         from planner.gguf.model import model_from_gguf
 
         return ModelInput(file_model=model_from_gguf(req.model_file))
+    if is_remote(req.model):
+        from planner.remote.models import remote_model_entry
+
+        return ModelInput(entry=remote_model_entry(req.model))
     return ModelInput(entry=cat.resolve_model(req.model))
 
 
@@ -84,7 +97,15 @@ def make_plan(req: PlanRequest, *, detection=None) -> Plan:
     if req.model == "auto" and not req.model_file:
         return make_auto_plan(req, detection=detection)[0]
     i = resolve_inputs(req, detection=detection)
-    return build_plan(with_host(req, i.local), i.engine, i.model, i.local)
+    plan = build_plan(with_host(req, i.local), i.engine, i.model, i.local)
+    if i.model.entry is not None and not i.engine.accepts_model_file:
+        from planner.remote import is_remote
+
+        if is_remote(req.model):             # vLLM/SGLang: the published safetensors headers' exact bytes
+            from planner.remote.models import add_checkpoint_notes
+
+            add_checkpoint_notes(plan, req.model, i.model.entry)
+    return plan
 
 
 def make_auto_plan(req: PlanRequest, *, detection=None) -> tuple[Plan, list[Plan]]:

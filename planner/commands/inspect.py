@@ -32,7 +32,11 @@ def parser():
     p = _Parser(prog="dq-planner inspect",
                 description="Read a GGUF header (no tensor data needed): architecture, file type, tensors, "
                             "metadata and the plan the file implies.")
-    p.add_argument("file", metavar="FILE.gguf", help="a GGUF file, or any shard of a split model")
+    p.add_argument("file", metavar="FILE.gguf", help="a GGUF file, or any shard of a split model; or a published "
+                   "one: https://..., hf://OWNER/REPO/PATH, hf://OWNER/REPO with --quant, ms://OWNER/REPO/PATH "
+                   "(only header bytes are read)")
+    p.add_argument("--quant", metavar="NAME", help="with hf://OWNER/REPO or ms://OWNER/REPO: the GGUF set "
+                   "(folder or shard set) of that name")
     p.add_argument("--scheme", metavar="S",
                    help="list the tensors whose type differs from this scheme's plan (ftype, recipe id or .toml)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -88,13 +92,22 @@ def scheme_differences(model, scheme, present: set[str] | None = None) -> tuple[
     return plan, diffs
 
 
-def inspect_document(path: str, scheme_id: str | None = None) -> dict[str, Any]:
+def inspect_document(path: str, scheme_id: str | None = None, quant: str | None = None) -> dict[str, Any]:
     """Everything inspect reports, as the JSON document."""
     from planner.core.sizing import size_file
     from planner.gguf.header import read_gguf
     from planner.gguf.model import model_from_header
 
-    h = read_gguf(path)
+    from planner.remote import is_remote
+
+    if is_remote(path):                  # published files: header bytes over ranged reads (planner/gguf/remote.py)
+        from planner.gguf.remote import read_remote_gguf
+
+        h = read_remote_gguf(path, quant)
+    elif quant:
+        raise PlannerError("--quant chooses a GGUF set of a hf:// or ms:// repository; a local file is read as it is")
+    else:
+        h = read_gguf(path)
     doc = h.to_dict()
     try:
         model = model_from_header(h)
@@ -186,7 +199,7 @@ def render(doc: dict[str, Any]) -> str:
 
 def main(argv: list[str]) -> int:
     a = parser().parse_args(argv)
-    doc = inspect_document(a.file, a.scheme)
+    doc = inspect_document(a.file, a.scheme, a.quant)
     if a.json:
         json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")

@@ -85,6 +85,11 @@ def _main(argv: list[str], events) -> int:
                                                    compare_log, needed_bytes, prepare_output, read_file_table,
                                                    run_quantize, verify_file)
 
+    from planner.remote import is_remote
+
+    if is_remote(a.input):
+        raise PlannerError(f"quantize needs a local --input (llama-quantize reads every weight): download "
+                           f"{a.input} first; `dq-planner inspect URL` reads its header remotely")
     src = Path(a.input)
     check_regular_file(src, "--input")      # a FIFO would hang llama-quantize; a folder, a dangling link
     scheme = resolve_scheme(a.scheme)

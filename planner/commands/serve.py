@@ -53,6 +53,11 @@ def _main(argv: list[str], events) -> int:
     human = sys.stderr if events.enabled else sys.stdout   # with events, stdout carries them alone
     if not a.model_file:
         raise PlannerError("serve needs --model-file F.gguf (the GGUF to serve; its first shard for split files)")
+    from planner.remote import is_remote
+
+    if is_remote(a.model_file):
+        raise PlannerError(f"serve needs a local GGUF (llama-server loads every weight): download {a.model_file} "
+                           "first; the headless plan reads its header remotely (--headless --model-file URL)")
     if a.port > 65535:
         raise PlannerError(f"--port {a.port}: must be at most 65535")
     from planner.engines.registry import engine

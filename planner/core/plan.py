@@ -18,6 +18,7 @@ class PlanRequest:
 
     model: str = "deepseek-r1"           # catalog id or a Hugging Face folder with config.json
     model_file: str | None = None        # a GGUF (first shard is enough): architecture and actual types
+    quant: str | None = None             # with a hf:// or ms:// repository as model_file: the GGUF set's name
     schemes: list[str] | None = None     # None: every standard scheme of the engine plus the recipes
     engine: str = "llama.cpp"
     device: str | None = None            # profile id, "auto", or None (detected, else h100)
