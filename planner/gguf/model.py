@@ -196,6 +196,7 @@ def hparams_from_header(h: GGUFHeader) -> tuple[Hparams, str | None]:
         n_embd_head=_int(h, Keys.Attention.KEY_LENGTH, n_embd // n_head),
         qkv_bias="blk.0.attn_q.bias" in names,
         rope_freqs="rope_freqs.weight" in names,
+        qk_norm=arch == "qwen3",
     )
     return hp, None
 

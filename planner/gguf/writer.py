@@ -258,9 +258,12 @@ def write_metadata(w: GGUFWriter, model: ResolvedModel, file_type: int, config: 
         w.add_expert_gating_func(ExpertGatingFuncType.SIGMOID)
     elif scoring == "softmax":
         w.add_expert_gating_func(ExpertGatingFuncType.SOFTMAX)
-    if arch != "deepseek2" and cfg.get("head_dim") is not None:
-        w.add_key_length(int(cfg["head_dim"]))
-        w.add_value_length(int(cfg["head_dim"]))
+    if arch != "deepseek2" and (cfg.get("head_dim") is not None or hp.n_embd_head != hp.n_embd // hp.n_head):
+        # the converter writes config.json's head_dim; a generated model's own head size when it is not
+        # n_embd / n_head (llama.cpp's default)
+        head = int(cfg["head_dim"]) if cfg.get("head_dim") is not None else hp.n_embd_head
+        w.add_key_length(head)
+        w.add_value_length(head)
     w.add_file_type(file_type)
 
     if arch == "deepseek2":
