@@ -50,7 +50,7 @@ def plan_case(case: dict):
 
     model = resolve_catalog_model(catalog()[case["model"]], case.get("layout"))
     sp = size_scheme(model, resolve_scheme(case["scheme"]))
-    slots = [Slot(f"CUDA{i}", 1 << 50) for i in range(case["gpus"])]
+    slots = [Slot(f"{case.get('device', 'CUDA')}{i}", 1 << 50) for i in range(case["gpus"])]
     opts = MemoryOptions(
         ctx=case["ctx"], kv_mode=case.get("kv_mode", "mla" if model.hparams.arch == "deepseek2" else None),
         cache_type_k=case.get("cache_type_k", "f16"), cache_type_v=case.get("cache_type_v", "f16"),
@@ -75,7 +75,8 @@ def compare(case: dict) -> list[Row]:
     def add(kind: str, buf: str, logged: float, planned: int) -> None:
         rows.append(Row(name, case["source"], kind, buf, logged, planned / MiB))
 
-    host_model = sum(v for k, v in rep.model_mib.items() if not k.startswith("CUDA") or k == "CUDA_Host")
+    host_buf = f"{case.get('device', 'CUDA')}_Host"
+    host_model = sum(v for k, v in rep.model_mib.items() if k not in dev)
     for buf, mib in rep.model_mib.items():
         if buf in dev:
             add("model", buf, mib, dev[buf].weights_bytes)
@@ -87,7 +88,7 @@ def compare(case: dict) -> list[Row]:
     for buf, mib in rep.compute_mib.items():
         if buf in dev:
             add("compute", buf, mib, dev[buf].compute_bytes)
-        elif buf in ("CUDA_Host", "CPU"):
+        elif buf in (host_buf, "CPU"):
             add("compute", "host", mib, mem.host.compute_bytes)
     return rows
 
