@@ -117,7 +117,8 @@ def resolve_hardware(req: PlanRequest, local: LocalDevices | None = None) -> Har
             raise PlannerError(f"--host-ram must be more than 0 GiB, got {req.host_ram}")
         host_cap = int(req.host_ram * (1 << 30))
         if prof.vendor == "cpu":          # --device host: the host's RAM is the one device
-            slots = [Slot(s.label, host_cap, prof.reserve_bytes) for s in slots]
+            # the profile's reserve for the OS, at most a quarter of a small host's RAM
+            slots = [Slot(s.label, host_cap, min(prof.reserve_bytes, host_cap // 4)) for s in slots]
             host_cap = 0
     all_slots = rpc_slots + slots
     summary = HardwareSummary(

@@ -11,7 +11,8 @@ of the device that holds it. For each place (a device, or the host) the bytes re
   - its layers' KV cache up to the depth: K (+ V) row bytes per cached token (MLA: the latent row of
     kv_lora_rank + rope dims; GQA: n_head_kv x head_dim for K and V),
 and its time is  sum over type families of bytes / (peak bandwidth x efficiency(backend, family))
-plus a fixed per-layer cost (kernel launches and synchronisation per layer and token, per backend).
+plus a fixed per-layer cost (kernel launches and synchronisation per layer and token, per backend);
+attention over the cache costs the larger of its bytes at the bandwidth and its FLOPs at the dense rate.
 The places of a layer split (-sm layer) run ONE AFTER ANOTHER for a token: their times add (a split
 adds capacity, not speed). Between consecutive places the hidden state (n_embd floats) crosses a link:
 latency + bytes / bandwidth (PCIe between local devices and the host, the network for RPC devices).
@@ -245,7 +246,11 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
         for fam, b in p.decode.items():
             t += b / (p.proc.bandwidth_gbs * 1e9 * fac.eff(fac.decode, p.proc.backend, fam))
         kvb = p.kv_row_bytes * depth
-        t += kvb / (p.proc.bandwidth_gbs * 1e9 * fac.eff(fac.decode, p.proc.backend, "kv"))
+        # attention over the cache: its bytes at the bandwidth, its FLOPs at the dense rate, the larger
+        kv_read = kvb / (p.proc.bandwidth_gbs * 1e9 * fac.eff(fac.decode, p.proc.backend, "kv"))
+        kv_math = p.attn_flops_per_ctx * depth / (p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, "attn")) \
+            if p.proc.tflops > 0 else 0.0
+        t += max(kv_read, kv_math)
         t += p.layers * fac.layer_us.get(p.proc.backend, fac.layer_us.get("default", 0.0)) * 1e-6
         sec[lbl] = t
         byts[lbl] = int(sum(p.decode.values()) + kvb)
@@ -267,11 +272,13 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
         u = min(u_size, prompt - done)
         ctx_mid = depth + done + u / 2.0
         for lbl, p in places.items():
-            fl = p.flops_per_token * u + p.attn_flops_per_ctx * ctx_mid * u
-            wb = sum(p.weights.values())
+            fl = p.flops_per_token * u
+            fl_attn = p.attn_flops_per_ctx * ctx_mid * u
             fam = max(p.weights, key=lambda f: p.weights[f]) if p.weights else "float"
-            # the weight mix's dominant family sets the compute kernels' efficiency
+            # the weight mix's dominant family sets the matmul kernels' efficiency; attention its own
             compute = fl / (p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, fam)) if fl else 0.0
+            if fl_attn:
+                compute += fl_attn / (p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, "attn"))
             memt = sum(b / (p.proc.bandwidth_gbs * 1e9 * fac.eff(fac.decode, p.proc.backend, f))
                        for f, b in p.weights.items())
             total += max(compute, memt) + p.layers * fac.layer_us.get(p.proc.backend, 0.0) * 1e-6

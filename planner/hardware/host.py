@@ -111,11 +111,11 @@ def probe_host_speed(threads: int | None = None, *, refresh: bool = False) -> tu
     """(read bandwidth GB/s, float32 TFLOPS) of this machine, measured once and cached under
     $XDG_CACHE_HOME/dq-planner (keyed by the CPU count it ran with).
 
-    Bandwidth: `threads` numpy reductions over their own part of a 512 MiB array (larger than any
-    last-level cache; numpy releases the GIL in the loop), best of five passes: the streaming read a
-    matrix-vector product does. FLOPS: a 1024 x 1024 float32 matmul (BLAS, every core), best of five."""
+    Bandwidth: a float64 matrix-vector product (BLAS gemv) over a 512 MiB matrix, larger than any
+    last-level cache, best of five: the streaming read of a decode step's mat-vec, with the BLAS
+    threads the process has (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS). FLOPS: a 1024 x 1024 float32
+    matmul (BLAS), best of five."""
     import json
-    import threading
     import time
 
     import numpy as np
@@ -130,19 +130,16 @@ def probe_host_speed(threads: int | None = None, *, refresh: bool = False) -> tu
                 return float(data["bandwidth_gbs"]), float(data["tflops"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
-    a = np.ones((512 << 20) // 8, dtype=np.float64)
-    parts = np.array_split(a, n_thr)
+    a = np.ones(((512 << 20) // 8 // 1024, 1024), dtype=np.float64)
+    v = np.ones(1024, dtype=np.float64)
+    a @ v
     best = float("inf")
     for _ in range(5):
-        ts = [threading.Thread(target=np.sum, args=(p,)) for p in parts]
         t0 = time.perf_counter()
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
+        a @ v
         best = min(best, time.perf_counter() - t0)
     bw = a.nbytes / best / 1e9
-    del a, parts
+    del a
     m = np.ones((1024, 1024), dtype=np.float32)
     np.dot(m, m)
     fbest = float("inf")
