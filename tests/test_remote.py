@@ -36,6 +36,7 @@ from planner.cli import main as cli_main
 from planner.core.catalog import catalog
 from planner.core.schemes import resolve_scheme
 from planner.core.sizing import resolve_catalog_model, size_scheme
+from planner.gguf.remote import clear_memo
 from planner.gguf.writer import _check_rows, _prepare, _Writer, write_metadata
 from planner.core.ggml_types import tensor_bytes
 from gguf import GGUFWriter
@@ -205,6 +206,7 @@ class Hub:
     def __init__(self) -> None:
         self.repos: dict[str, dict[str, Path]] = {}
         self.private: set[str] = set()
+        self.expired = False          # redirects with a link the CDN refuses (403)
         self.cdn_files: dict[str, Path] = {}
         self.cdn = Site(self._cdn).start()
         self.hub = Site(self._hub).start()
@@ -271,7 +273,7 @@ class Hub:
                 return h.send_json({"error": "Entry not found"}, 404)
             if f.stat().st_size > MIB:
                 h.send_response(302)
-                h.send_header("Location", f"{self.cdn.base}/cdn/{_etag(f)}?sig=abc")
+                h.send_header("Location", f"{self.cdn.base}/cdn/{_etag(f)}" + ("" if self.expired else "?sig=abc"))
                 h.send_header("X-Linked-Size", str(f.stat().st_size))
                 h.send_header("X-Linked-Etag", f'"{_etag(f)}"')
                 h.send_header("ETag", '"pointer"')
@@ -397,6 +399,10 @@ def tiny_file(tmp_path_factory) -> Path:
 @pytest.fixture
 def env(tmp_path, monkeypatch):
     """A fresh header cache and fast network settings; no real endpoint or token leaks in."""
+    from planner.remote import models
+
+    clear_memo()
+    models.clear_memo()
     for k in ("HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MODELSCOPE_ENDPOINT", "MODELSCOPE_API_TOKEN",
               "MODELSCOPE_DOMAIN"):
         monkeypatch.delenv(k, raising=False)
@@ -456,6 +462,7 @@ def test_r1_nine_shards_planned_remotely_as_locally_with_header_bytes_only(hub, 
     assert code == 0, err
     first = hub.sent()
     hub.reset()
+    clear_memo()                      # a second process: only the disk cache remains
     code, again, err = run(capsys, *args, "--model-file", "hf://unsloth/DeepSeek-R1-GGUF", "--quant", "Q4_K_M")
     assert code == 0, err
     second = hub.sent()
@@ -533,6 +540,14 @@ def test_quant_chooses_a_set_from_the_paged_tree(hub, r1_set, tiny_file, capsys)
     assert code == 2 and "no GGUF set matches" in err
 
 
+def test_an_error_of_the_cdn_names_the_host_redirected_to(hub, r1_set, capsys):
+    hub.add("unsloth/DeepSeek-R1-GGUF", {f"Q4_K_M/{p.name}": p for p in r1_set})
+    hub.expired = True
+    code, out, err = run(capsys, "inspect", f"hf://unsloth/DeepSeek-R1-GGUF/Q4_K_M/{r1_set[0].name}")
+    assert code == 2 and err.count("\n") == 1
+    assert "403" in err and urlsplit(hub.cdn.base).netloc in err and "redirect" in err
+
+
 def test_404_and_unknown_repository(hub, capsys):
     code, out, err = run(capsys, "inspect", "hf://nobody/nothing/x.gguf")
     assert code == 2 and "404" in err and err.count("\n") == 1
@@ -605,6 +620,7 @@ def test_slow_server_shows_progress_and_stall_is_a_network_failure(r1_set, env, 
         s.stall_after = 200_000
         env.setenv("DQ_PLANNER_HTTP_TIMEOUT", "0.5")
         env.setenv("XDG_CACHE_HOME", str(Path(os.environ["XDG_CACHE_HOME"]) / "other"))
+        clear_memo()
         t = time.monotonic()
         code, out, err = run(capsys, "inspect", f"{s.base}/{r1_set[0].name}")
         lines = err.strip().splitlines()      # progress lines, then the one error line

@@ -59,9 +59,25 @@ class _Opener:
         return sum(f.sent for f in self.files)
 
 
+_MEMO: dict[tuple, GGUFHeader] = {}
+
+
+def clear_memo() -> None:
+    """Forget the headers read in this process (the disk cache stays)."""
+    _MEMO.clear()
+
+
 def read_remote_gguf(spec: str, quant: str | None = None) -> GGUFHeader:
     """The header of a published GGUF model: a URL, hf://OWNER/REPO/PATH, ms://OWNER/REPO/PATH, or a
-    repository (hf://OWNER/REPO, ms://OWNER/REPO) with `quant` naming one of its GGUF sets."""
+    repository (hf://OWNER/REPO, ms://OWNER/REPO) with `quant` naming one of its GGUF sets. Read once
+    per process (the TUI re-plans on every change); a second process finds the bytes in the disk cache."""
+    key = (spec, quant, hubs.hf_endpoint(), hubs.ms_endpoint())
+    if key not in _MEMO:
+        _MEMO[key] = _read(spec, quant)
+    return _MEMO[key]
+
+
+def _read(spec: str, quant: str | None) -> GGUFHeader:
     loc = hubs.parse(spec)
     urls: dict[str, str] = {}
     shards: list[str] | None = None

@@ -195,7 +195,7 @@ def _target(url: str) -> str:
 
 
 def _status_error(label: str, r: Response) -> HTTPStatusError:
-    where = f" (answered by {urlsplit(r.url).hostname}, the host a redirect led to)" if r.redirected else ""
+    where = f" (answered by {urlsplit(r.url).netloc}, the host a redirect led to)" if r.redirected else ""
     s = r.status
     if s == 401:
         why = "401 Unauthorized: a private or gated repository needs a token (HF_TOKEN / MODELSCOPE_API_TOKEN)"

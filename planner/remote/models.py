@@ -55,7 +55,26 @@ def _file(loc: hubs.Location, name: str) -> tuple[str, str]:
     return loc.url(path), loc.display(path)
 
 
+_MEMO: dict[tuple, Any] = {}
+
+
+def clear_memo() -> None:
+    _MEMO.clear()
+
+
+def _memo(kind: str, spec: str, fn):
+    key = (kind, spec, hubs.hf_endpoint(), hubs.ms_endpoint())
+    if key not in _MEMO:
+        _MEMO[key] = fn(spec)
+    return _MEMO[key]
+
+
 def remote_model_entry(spec: str):
+    """The catalog entry of a published model's config.json (read once per process)."""
+    return _memo("entry", spec, _remote_model_entry)
+
+
+def _remote_model_entry(spec: str):
     from planner.core import catalog as cat
 
     loc = hubs.parse(spec)
@@ -131,6 +150,11 @@ def _shard_bytes(label: str, h: dict[str, Any], size: int) -> tuple[dict[str, in
 
 
 def published_checkpoint(spec: str) -> PublishedCheckpoint:
+    """The published checkpoint's bytes per dtype from its safetensors headers (read once per process)."""
+    return _memo("checkpoint", spec, _published_checkpoint)
+
+
+def _published_checkpoint(spec: str) -> PublishedCheckpoint:
     from concurrent.futures import ThreadPoolExecutor
 
     loc = hubs.parse(spec)
