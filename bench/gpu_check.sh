@@ -81,7 +81,7 @@ if [ $GPU -eq 1 ]; then
 fi
 
 # ---------------------------------------------------------------- runs and the report
-"$PY" - "$OUT" "$BACKEND" "$BIN" <<'EOF'
+timeout 400 "$PY" - "$OUT" "$BACKEND" "$BIN" <<'EOF'
 import json, os, subprocess, sys, time
 from pathlib import Path
 from planner.core.memory import MemoryOptions, Slot, plan_memory
@@ -178,26 +178,34 @@ if gpu:
     add("detect (NVML)", "CUDA0", f"compute capability {a.get('compute_capability')} vs {cc}", None, None)
     path = str(out / "tiny-qwen2.gguf")
     port = 18000 + os.getpid() % 1000
-    srv = subprocess.Popen([str(lc.binary("llama-server")), "-m", path, "-c", "4096", "-ngl", "99", "-fa", "on",
-                            "--host", "127.0.0.1", "--port", str(port), "-lv", "4"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    lines = []
+    log = out / "llama-server.log"
+    with open(log, "w") as fh:
+        srv = subprocess.Popen([str(lc.binary("llama-server")), "-m", path, "-c", "4096", "-ngl", "99", "-fa", "on",
+                                "--host", "127.0.0.1", "--port", str(port), "-lv", "4"],
+                               stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    import urllib.request
     try:
-        t0 = time.time()
-        for line in srv.stderr:
-            lines.append(line)
-            if "server is listening" in line or time.time() - t0 > 120:
+        deadline = time.time() + 120
+        while time.time() < deadline and srv.poll() is None:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
                 break
+            except Exception:
+                time.sleep(0.5)
         used = float(run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"])
                      .stdout.splitlines()[0])
     finally:
         srv.terminate()
-        srv.wait(20)
+        try:
+            srv.wait(20)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+    lines = log.read_text(errors="replace").splitlines()
     rep = parse_memory(lines)
     buffers = sum(v for k, v in {**rep.model_mib, **rep.kv_mib, **rep.compute_mib}.items() if k == "CUDA0")
-    from planner.core.devices import profiles, profile as get_profile
+    from planner.core.devices import resolve_device
     try:
-        prof = get_profile((det.get("profile") or {}).get("id") or "h100")
+        prof = resolve_device(det.get("profile") or "generic")
         add("llama-server runtime reserve", "CUDA0", "reserve (used - buffers - before)",
             prof.reserve_bytes / MiB, used - float(used0) - buffers)
     except Exception as e:  # a board without a profile: the measured reserve alone
