@@ -709,6 +709,14 @@ def test_model_hf_repo_reads_config_and_safetensors_headers(hub, tmp_path, capsy
               f"(index {os.path.getsize(tmp_path / 'model.safetensors.index.json'):,})")
     # header bytes only: the index, config.json and each shard's header (a few hundred KB)
     assert hub.sent() < os.path.getsize(tmp_path / "model.safetensors.index.json") + 16 * 2 * MIB
+    # the node commands of the remote model are the catalog model's (no new requests: read once)
+    hub.reset()
+    cmd = ["--headless", "--engine", "vllm", "--device", "h200", "--nodes", "2", "--scheme", "FP8", "--print-commands"]
+    code, out, err = run(capsys, *cmd, "--model", "hf://deepseek-ai/DeepSeek-V3")
+    assert code == 0, err
+    code, cat_cmds, err = run(capsys, *cmd, "--model", "deepseek-v3")
+    assert out.split("\n\n")[-1] == cat_cmds.split("\n\n")[-1] and "vllm serve" in out
+    assert hub.sent() == 0
     # llama.cpp plans the GGUF schemes of the remote config as of the catalog's
     code, out, err = run(capsys, "--headless", "--json", "--device", "h100", "--scheme", "Q4_K_M",
                          "--model", "hf://deepseek-ai/DeepSeek-V3")

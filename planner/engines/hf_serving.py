@@ -156,5 +156,13 @@ class HFServingEngine:
         return [n.commands for n in self.node_launches_for(req, entry, fmt_id, gpus, nodes, options)]
 
     def launch(self, plan: Plan, req: PlanRequest, scheme_id: str) -> Launch:
-        launches = self.node_launches_for(req, resolve_model(req.model), scheme_id, plan.hardware.gpus, req.nodes)
+        from planner.remote import is_remote
+
+        if is_remote(req.model):          # hf:// / ms://: the config.json already read for the plan
+            from planner.remote.models import remote_model_entry
+
+            entry = remote_model_entry(req.model)
+        else:
+            entry = resolve_model(req.model)
+        launches = self.node_launches_for(req, entry, scheme_id, plan.hardware.gpus, req.nodes)
         return Launch(lines=print_commands(launches).rstrip("\n").split("\n"), scripts=node_scripts(launches))
