@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from planner.errors import PlannerError, RunError
 
 PROG = "dq-planner"
-SUBCOMMANDS = ("inspect", "quantize", "serve", "detect", "bench")
+SUBCOMMANDS = ("inspect", "quantize", "serve", "detect", "bench", "header")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -394,10 +394,23 @@ def _targets(path: Path, n_shards: int) -> list[Path]:
 def _finish(tmp_dir: Path, written: list[Path], targets: list[Path], overwrite: bool) -> list[Path]:
     if not overwrite:
         for t in targets:
-            if t.exists():
+            if os.path.lexists(t):
                 raise PlannerError(f"{t} exists; not overwriting it")
     for src, dst in zip(written, targets):
-        os.replace(src, dst)
+        if overwrite:
+            os.replace(src, dst)
+            continue
+        # publish without replacing: a hard link fails if dst appeared meanwhile (EEXIST)
+        try:
+            os.link(src, dst)
+        except FileExistsError:
+            raise PlannerError(f"{dst} exists; not overwriting it") from None
+        except OSError:
+            if os.path.lexists(dst):            # a file system without hard links: check, then rename
+                raise PlannerError(f"{dst} exists; not overwriting it") from None
+            os.replace(src, dst)
+        else:
+            os.unlink(src)
     return targets
 
 
