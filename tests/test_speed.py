@@ -164,3 +164,26 @@ def test_device_host_plans_a_cpu_only_run():
     # all of it read from host memory: 460.8 GB/s x 0.53 over the active bytes (+ one embedding row)
     total = sum(sp.speed.decode_bytes.values())
     assert sp.speed.decode_tps == pytest.approx(460.8e9 * 0.53 / total, rel=0.01)
+
+
+def test_tensor_parallel_splits_bytes_and_pays_all_reduces():
+    from planner.core.speed import Link, tp_decode
+
+    fac = factors("hf")
+    gpu = Processor("CUDA0", "CUDA", 1000.0, 500.0)
+    free = Link("free", 1e9, 0.0)
+    one, _ = tp_decode([40e9], [60], 1, gpu, fac, free, 7168)
+    eight, _ = tp_decode([40e9], [60], 8, gpu, fac, free, 7168)
+    lay = 60 * fac.layer_us["CUDA"] * 1e-6
+    # 8 GPUs of a TP group each read an eighth of the bytes (a layer split would read them in turn)
+    assert 1 / one - lay == pytest.approx(40e9 / (1000e9 * 0.60), rel=1e-6)
+    assert 1 / eight - lay == pytest.approx(40e9 / 8 / (1000e9 * 0.60), rel=1e-3)
+    # each layer pays two all-reduces at the link's latency
+    slow = Link("slow", 1e9, 50.0)
+    eight_lat, bound = tp_decode([40e9], [60], 8, gpu, fac, slow, 7168)
+    assert 1 / eight_lat - 1 / eight == pytest.approx(2 * 60 * 50e-6, rel=1e-2)
+
+
+def test_vllm_plan_has_a_speed():
+    sp = make_plan(PlanRequest(engine="vllm", device="h100", nodes=2, schemes=["FP8"])).scheme("FP8")
+    assert sp.speed is not None and sp.speed.decode_tps > 0 and sp.speed.prefill_tps > 0

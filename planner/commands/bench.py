@@ -61,8 +61,16 @@ def llama_bench(binary, model_file: str, *, prompt: int, gen: int, depth: int, t
     return json.loads(r.stdout)
 
 
+def _best(rec: dict) -> float:
+    """The fastest repetition: on a machine shared with other work the slower ones measure the others
+    (the host probe is a best-of-five too); the mean and spread stay in the record."""
+    samples = rec.get("samples_ts") or []
+    return float(max(samples)) if samples else float(rec["avg_ts"])
+
+
 def predicted_vs_measured(req, records: list[dict], gen: int) -> list[Row]:
-    """Rows for llama-bench's tests, each predicted with the plan at the test's own workload."""
+    """Rows for llama-bench's tests (measured: the fastest repetition), each predicted with the plan at
+    the test's own workload."""
     from planner.planning import make_plan
 
     rows = []
@@ -71,12 +79,12 @@ def predicted_vs_measured(req, records: list[dict], gen: int) -> list[Row]:
         if p:
             sp = make_plan(replace(req, prompt=p, depth=d)).schemes[0]
             rows.append(Row(f"pp{p}" + (f" @ d{d}" if d else ""), sp.speed.prefill_tps,
-                            float(rec["avg_ts"]), float(rec["stddev_ts"])))
+                            _best(rec), float(rec["stddev_ts"])))
         elif n:
             # decode of n tokens after d: the cache grows from d to d + n, on average d + n/2
             sp = make_plan(replace(req, depth=d + n // 2)).schemes[0]
             rows.append(Row(f"tg{n}" + (f" @ d{d}" if d else ""), sp.speed.decode_tps,
-                            float(rec["avg_ts"]), float(rec["stddev_ts"])))
+                            _best(rec), float(rec["stddev_ts"])))
     return rows
 
 

@@ -19,6 +19,7 @@ from planner.core.engine_memory import EngineFit
 from planner.core.hf_checkpoint import Format, checkpoint, formats_for, repo_for, resolve_format
 from planner.core.paths import profiles_dir
 from planner.core.plan import DeviceMemory, MemoryPlan, PlanRequest, SchemePlan, TensorPlan
+from planner.core.speed import predict_tp
 from planner.errors import PlannerError
 
 KV_DTYPES = ("auto", "fp8")
@@ -189,6 +190,8 @@ def plan_formats(engine: str, fit: FitFn, req: PlanRequest, model_entry: ModelEn
             out.append(unplaced_plan(engine, model_entry, fmt, str(e), req.with_tensors))
             continue
         sp = scheme_plan(engine, model_entry, fmt, fitted, devices, req.ctx, req.with_tensors)
+        sp.speed = predict_tp(checkpoint(model_entry, fmt), fitted.layout, device_profile, req, gpus,
+                              kv_bytes_per_elem=kv_dtype_bytes(fmt, opts))
         sp.memory.fewest_devices = fewest_devices(fit, model_entry, fmt, device_profile, gpus, nodes, req.ctx,
                                                   opts, seqs)
         if req.max_context:
