@@ -95,6 +95,17 @@ def plan_serve(lc: LlamaCpp, req: PlanRequest, rpc: list[RpcDevice], *, host: st
         notes.append(f"--device {req.device} is ignored by serve: it plans on the devices llama.cpp lists")
     backend = next((b for b in ("CUDA", "ROCm") if any(s.label.startswith(b) for s in slots)), "CPU")
     opts = memory_options(req, kv_mode, _host_memory(), backend)
+    n_cpu_moe = req.n_cpu_moe
+    if n_cpu_moe == "auto":
+        # the fewest expert layers in host RAM that make it fit the listed devices
+        from dataclasses import replace as _replace
+
+        from planner.core.fit import fewest_cpu_moe
+
+        found = fewest_cpu_moe(hp, sp.tensors, slots, opts)
+        n_cpu_moe = found if found is not None else hp.n_layer
+        opts = _replace(opts, n_cpu_moe=n_cpu_moe)
+        notes.append(f"--n-cpu-moe auto: {n_cpu_moe}" + ("" if found is not None else " (nothing fits)"))
     memory = plan_memory(hp, sp.tensors, slots, opts)
     if not slots:
         ngl = 0
@@ -110,8 +121,8 @@ def plan_serve(lc: LlamaCpp, req: PlanRequest, rpc: list[RpcDevice], *, host: st
     options = ServerOptions(
         model_file=req.model_file or "", ctx=req.ctx, n_gpu_layers=ngl, tensor_split=split,
         flash_attn=req.flash_attn, cache_type_k=req.cache_type_k, cache_type_v=req.cache_type_v,
-        parallel=req.parallel, ubatch=req.ubatch, batch=req.batch, n_cpu_moe=req.n_cpu_moe,
+        parallel=req.parallel, ubatch=req.ubatch, batch=req.batch, n_cpu_moe=n_cpu_moe,
         override_tensors=list(req.tensor_overrides) or None, main_gpu=req.main_gpu,
         split_mode=req.split_mode, rpc=rpc or None, host=host, port=port, threads=threads)
-    mapped = host_mapped_bytes(req.model_file or "", memory, hp.n_layer, req.n_cpu_moe)
+    mapped = host_mapped_bytes(req.model_file or "", memory, hp.n_layer, n_cpu_moe)
     return ServePlan(options, memory, req.model_file or "", sp.id, devices, notes + list(memory.notes), mapped)
