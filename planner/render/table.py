@@ -79,6 +79,12 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
         out += ["", render_devices(focus)]
     if plan.recommendation:
         out += ["", *render_recommendation(plan.recommendation)]
+        pick = next((s for s in plan.schemes if s.id == plan.recommendation.scheme), None)
+        if pick is not None and pick.speed is not None:
+            sp = pick.speed
+            out.append(f"Predicted speed of {pick.id}: {sp.decode_tps:.1f} tok/s decode at depth {sp.depth_tokens}, "
+                       f"{sp.prefill_tps:.1f} tok/s prefill of {sp.prompt_tokens} tokens (limited by {sp.bound})"
+                       + (f"; experts of {pick.n_cpu_moe} layers in host RAM" if pick.n_cpu_moe else ""))
     if with_tensors:
         for s in plan.schemes:
             out += ["", f"{s.id}: {len(s.tensors)} tensors"]
@@ -117,10 +123,13 @@ def render_candidates(candidates: list[Plan], chosen: Plan) -> str:
                      f"{best.score:.2f}" if best and best.score is not None else "-",
                      best.suite or "-" if best else "-",
                      human(best.headroom_bytes) if best and best.headroom_bytes is not None else "-"])
+        sp = next((x for x in p.schemes if best and x.id == best.scheme), None)
+        rows[-1] += [f"{sp.speed.decode_tps:.1f}" if sp is not None and sp.speed is not None else "-",
+                     str(sp.n_cpu_moe) if sp is not None and sp.n_cpu_moe is not None else "-"]
     hw = chosen.hardware
     out = [f"--model auto on {hw.nodes} x {hw.gpus} x {hw.name or hw.device}, context {chosen.context}" if hw else "",
-           "", _table(["model", "params", "schemes that fit", "best measured", "score", "suite", "headroom"], rows,
-                      right={1, 2, 4, 6})]
+           "", _table(["model", "params", "schemes that fit", "best measured", "score", "suite", "headroom",
+                       "decode t/s", "cpu-moe"], rows, right={1, 2, 4, 6, 7, 8})]
     r = chosen.recommendation
     if r:
         out += ["", *render_recommendation(r)]
