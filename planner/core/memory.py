@@ -299,7 +299,7 @@ def pipeline_parallel(n_used: int, all_layers_on_devices: bool, opts: MemoryOpti
 
 
 def gpu_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_here: int, has_output: bool,
-                             n_devices: int, *, n_copies: int = 1, host_weight_copy: int = 0) -> int:
+                             n_devices: int, *, host_weight_copy: int = 0) -> int:
     """One CUDA (or ROCm) device's compute buffer, from llama.cpp's graph reservation on that backend.
 
     ggml-alloc and the graph are the ones of the CPU backend (compute_buffer_bytes), so the attention
@@ -314,11 +314,14 @@ def gpu_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, lay
       buffer as a split input and starts a new split per weight, so the largest one (an expert tensor of
       one layer, or output.weight) is alive with the feed-forward stage's activations;
     - with pipeline parallelism (several devices, every layer offloaded, no overrides) the scheduler
-      keeps 4 copies of each split input (the hidden state [n_embd, T] f32 and the mask) on each device,
-      never reused by ggml-alloc.
+      keeps 4 copies of each split input (the hidden state [n_embd, T] f32 and the f16 mask) on each
+      device, never reused by ggml-alloc. The multi-device terms of compute_buffer_bytes already hold
+      them: they were read off llama-fit-params over RPC devices, where llama.cpp enables pipeline
+      parallelism too (8 bytes per mask cell are 4 f16 copies); with -ot (no pipeline parallelism) they
+      are an upper bound.
     """
     base = compute_buffer_bytes(hp, opts, n_vocab, layers_here, False, False, n_devices)
-    n_ctx, n_seq = padded_ctx(opts.ctx, opts.parallel)
+    n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
     t = min(n_ctx, opts.ubatch)
     n_out = min(t, opts.batch)
     e = hp.n_embd
@@ -328,9 +331,6 @@ def gpu_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, lay
     if host_weight_copy and opts.ubatch >= OP_OFFLOAD_MIN_BATCH:
         ffn = t * (_ffn_stage_floats(hp) + (6 * e if n_devices > 1 else 0)) * F32
         peak = max(peak, host_weight_copy + ffn)
-    if n_copies > 1 and peak:
-        mask_cell = 2 if opts.flash_attn else F32
-        peak += n_copies * (t * e * F32 + n_seq * t * mask_cell)
     return peak
 
 
@@ -497,7 +497,7 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
                 continue
             # the host's input split is not a stage of its own here: its inputs sit in CUDA_Host
             d.compute_bytes = gpu_compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], max(1, used),
-                                                       n_copies=n_copies, host_weight_copy=copy)
+                                                       host_weight_copy=copy)
         host.compute_bytes = host_compute_buffer_bytes(hp, opts, hp.n_vocab, host_layers, out_dev == -1,
                                                        max(1, used), n_copies=n_copies)
     else:
