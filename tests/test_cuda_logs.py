@@ -49,3 +49,34 @@ def test_host_compute_buffer_is_the_graph_inputs(case):
     host = rep.compute_mib[f"{case.get('device', 'CUDA')}_Host"]
     assert shows_as_mib(pattern + 3 * t * 4, host)
     assert shows_as_mib(bench.plan_case(case).host.compute_bytes, host)
+
+
+def test_host_weights_are_copied_to_the_first_gpu_from_32_rows():
+    """-ot exps=CPU: ggml-cuda computes ops of at least 32 rows on the GPU, the scheduler copies each host
+    weight into the first GPU's compute buffer (one split per weight): the largest expert tensor is
+    alive with the feed-forward activations. Below 32 rows (-ub 16) the op stays on the CPU."""
+    from planner.core.catalog import catalog
+    from planner.core.memory import MemoryOptions, Slot, plan_memory
+    from planner.core.schemes import resolve_scheme
+    from planner.core.sizing import resolve_catalog_model, size_scheme
+
+    model = resolve_catalog_model(catalog()["deepseek-r1"], "mla")
+    sp = size_scheme(model, resolve_scheme("Q4_K_M"))
+    biggest = max(t.bytes for t in sp.tensors if "exps" in t.name)
+    hp = model.hparams
+
+    def gpu0(ub, rules=(("exps", "CPU"),)):
+        mem = plan_memory(hp, sp.tensors, [Slot("CUDA0", 1 << 40), Slot("CUDA1", 1 << 40)],
+                          MemoryOptions(ctx=8192, ubatch=ub, batch=max(ub, 2048), tensor_overrides=rules,
+                                        backend="CUDA"))
+        return mem.per_device[0].compute_bytes, mem.per_device[1].compute_bytes
+
+    on, other = gpu0(512)
+    t = 512
+    ffn = t * (3 * hp.n_ff_exp * hp.n_expert_used + 3 * hp.n_expert + 2 * hp.n_embd + 6 * hp.n_embd) * 4
+    assert on == biggest + ffn                  # the copy with the stage it feeds
+    assert other < biggest                      # only the first GPU computes with host weights
+    small, _ = gpu0(16)
+    assert small < biggest
+    none, _ = gpu0(512, rules=())
+    assert none < biggest                       # nothing on the host: no copy

@@ -244,8 +244,9 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
 
     The coefficients were read off llama.cpp's own estimator (llama-fit-params, llama.cpp build 11434,
     CPU backend, sparse GGUFs of DeepSeek-R1/V2/V2-Lite in both layouts and of the R1-Distill models);
-    bench/bench_memory.py measures the remaining error against it and against real runs. CUDA buffers
-    differ (cuBLAS/FA kernels choose other intermediates); treat them as an estimate there.
+    bench/bench_memory.py measures the remaining error against it and against real runs. CUDA (and ROCm)
+    devices: gpu_compute_buffer_bytes and host_compute_buffer_bytes, checked against published runs by
+    bench/bench_cuda_logs.py.
     """
     if layers_here == 0 and not has_output and not has_input:
         return 0
