@@ -733,3 +733,32 @@ def test_headless_without_a_url_imports_nothing_network_related():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "DQ_PLANNER_DETECT": "0"})
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_model_ms_repo_reads_config_json(ms, tmp_path, capsys):
+    entry = catalog()["deepseek-v3"]
+    (tmp_path / "config.json").write_text(json.dumps(entry.config))
+    ms.add("deepseek-ai/DeepSeek-V3", {"config.json": tmp_path / "config.json"})
+    args = ["--headless", "--json", "--device", "h100", "--scheme", "Q4_K_M"]
+    code, out, err = run(capsys, *args, "--model", "ms://deepseek-ai/DeepSeek-V3")
+    assert code == 0, err
+    code, cat_out, err = run(capsys, *args, "--model", "deepseek-v3")
+    assert json.loads(out)["schemes"] == json.loads(cat_out)["schemes"]
+    assert json.loads(out)["model"]["id"] == "deepseek-v3"
+
+
+def test_cache_is_keyed_by_etag_and_size(r1_set, env, capsys):
+    with site({p.name: p for p in r1_set}) as s:
+        url = f"{s.base}/{r1_set[0].name}"
+        assert run(capsys, "inspect", url, "--json")[0] == 0
+        cold = s.sent
+        clear_memo()
+        s.reset()
+        assert run(capsys, "inspect", url, "--json")[0] == 0
+        warm = s.sent
+        os.utime(r1_set[0], ns=(time.time_ns(), time.time_ns()))     # a new ETag: the entry no longer applies
+        clear_memo()
+        s.reset()
+        assert run(capsys, "inspect", url, "--json")[0] == 0
+        changed = s.sent
+    assert warm <= 9 and cold > MIB and changed > MIB
