@@ -12,6 +12,9 @@ deepseek2 has two layouts:
   {nope, kv_lora, n_head} (transposed) and attn_v_b {kv_lora, v_head, n_head}; head_count_kv = 1.
 - "legacy" (GGUFs of early 2025, the paper's): one attn_kv_b {kv_lora, n_head*(nope+v_head)}.
 Neither writes the multi-token-prediction block (the converter skips it).
+
+deepseek32 (V3.2) is the MLA layout plus the lightning indexer's tensors per block, and keeps the NextN/MTP
+block: the converter appends model.layers.61 as blk.61 (block_count 62, nextn_predict_layers 1).
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ def enumerate_tensors(hp: Hparams, layout: str | None = None, src: T = T.BF16) -
         return _deepseek2(hp, layout, src)
     if hp.arch in ("qwen2", "llama", "qwen3"):
         return _dense(hp, src)
+    if hp.arch == "deepseek32":
+        if layout not in (None, "mla"):
+            raise PlannerError("deepseek32 has the MLA layout only (llama.cpp: 'DEEPSEEK32 architecture requires MLA')")
+        return _deepseek2(hp, "mla", src)
     raise PlannerError(f"unsupported architecture '{hp.arch}'")
 
 
@@ -137,6 +144,16 @@ def _deepseek2(hp: Hparams, layout: str, src: T) -> list[TensorSpec]:
             t("attn_output.weight", (n_head * hp.n_embd_head_v, hp.n_embd)),
             t("ffn_norm.weight", (hp.n_embd,), T.F32),
         ]
+        if hp.arch == "deepseek32":
+            # the lightning indexer (src/models/deepseek32.cpp); the converter forces indexer.proj to f32
+            # (conversion/base.py: "DSA indexer weights should be F32"), 1-D tensors are f32 as always
+            out += [
+                t("indexer.k_norm.weight", (hp.indexer_head_size,), T.F32),
+                t("indexer.k_norm.bias", (hp.indexer_head_size,), T.F32),
+                t("indexer.proj.weight", (hp.n_embd, hp.indexer_n_head), T.F32),
+                t("indexer.attn_k.weight", (hp.n_embd, hp.indexer_head_size)),
+                t("indexer.attn_q_b.weight", (hp.n_lora_q, hp.indexer_n_head * hp.indexer_head_size)),
+            ]
         if i < hp.n_layer_dense_lead or not hp.is_moe:
             out += [
                 t("ffn_gate.weight", (hp.n_embd, hp.n_ff)),
@@ -159,4 +176,15 @@ def _deepseek2(hp: Hparams, layout: str, src: T) -> list[TensorSpec]:
                     t("ffn_up_shexp.weight", (hp.n_embd, sh)),
                     t("ffn_down_shexp.weight", (sh, hp.n_embd)),
                 ]
+        if i >= hp.n_layer - hp.n_layer_nextn:
+            # deepseek32 keeps the NextN/MTP block (DeepseekV32Model: skip_mtp = False): a whole layer plus
+            # these; the checkpoint stores its own copies of the embedding and the head
+            out += [
+                t("nextn.eh_proj.weight", (2 * hp.n_embd, hp.n_embd)),
+                t("nextn.enorm.weight", (hp.n_embd,), T.F32),
+                t("nextn.hnorm.weight", (hp.n_embd,), T.F32),
+                t("nextn.embed_tokens.weight", (hp.n_embd, hp.n_vocab)),
+                t("nextn.shared_head_head.weight", (hp.n_embd, hp.n_vocab)),
+                t("nextn.shared_head_norm.weight", (hp.n_embd,), T.F32),
+            ]
     return out

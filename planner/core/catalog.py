@@ -16,12 +16,13 @@ from planner.core.data_files import read_json_object, read_toml
 from planner.core.paths import profiles_dir
 from planner.errors import PlannerError, choices
 
-ARCHITECTURES = ("deepseek2", "qwen2", "llama", "qwen3")
+ARCHITECTURES = ("deepseek2", "qwen2", "llama", "qwen3", "deepseek32")
 
 # Hugging Face architecture class -> llama.cpp architecture
 _HF_ARCH = {
     "DeepseekV3ForCausalLM": "deepseek2",
     "DeepseekV2ForCausalLM": "deepseek2",
+    "DeepseekV32ForCausalLM": "deepseek32",
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
     "LlamaForCausalLM": "llama",
@@ -58,6 +59,12 @@ class Hparams:
     n_ff_exp: int = 0
     n_layer_dense_lead: int = 0
     exp_probs_b: bool = False           # DeepSeek-V3 routing bias (topk_method noaux_tc)
+    # deepseek32 (DeepSeek Sparse Attention). n_layer counts the NextN/MTP block(s) the converter appends
+    # (llama.cpp's n_layer_all, the GGUF block_count); the trunk is n_layer - n_layer_nextn.
+    n_layer_nextn: int = 0
+    indexer_n_head: int = 0
+    indexer_head_size: int = 0
+    indexer_top_k: int = 0
 
     @property
     def n_gqa(self) -> int:
@@ -198,11 +205,25 @@ def hparams_from_config(cfg: dict[str, Any], where: str) -> Hparams:
         n_ctx_train=_opt_int(cfg, "max_position_embeddings", where, 0) or 4096,
         tied_embeddings=_opt_bool(cfg, "tie_word_embeddings", where),
     )
-    if arch == "deepseek2":
+    if arch in ("deepseek2", "deepseek32"):
         n_routed = _opt_int(cfg, "n_routed_experts", where, 0)
+        dsa = {}
+        if arch == "deepseek32":
+            # DeepseekV32Model (conversion/deepseek.py): block_count = num_hidden_layers + the NextN layers,
+            # head_count_kv 1 (MLA only), the indexer's head count, head size and top-k
+            nextn = _opt_int(cfg, "num_nextn_predict_layers", where, 0)
+            common["n_layer"] += nextn
+            if common["n_layer"] > MAX_LAYERS:
+                raise PlannerError(f"{where}: {common['n_layer']} blocks with the NextN layers, more than "
+                                   f"llama.cpp loads ({MAX_LAYERS}, LLAMA_MAX_LAYERS)")
+            dsa = dict(n_layer_nextn=nextn, indexer_n_head=_req(cfg, "index_n_heads", where),
+                       indexer_head_size=_req(cfg, "index_head_dim", where),
+                       indexer_top_k=_req(cfg, "index_topk", where))
         return Hparams(
             **common,
-            n_head_kv=n_head,  # the legacy layout's MHA view; the MLA layout writes head_count_kv = 1
+            **dsa,
+            # deepseek2: the legacy layout's MHA view (the MLA layout writes head_count_kv = 1); deepseek32: 1
+            n_head_kv=1 if arch == "deepseek32" else n_head,
             n_lora_q=_opt_int(cfg, "q_lora_rank", where, 0),
             n_lora_kv=_req(cfg, "kv_lora_rank", where),
             n_rot=_req(cfg, "qk_rope_head_dim", where),

@@ -26,6 +26,11 @@ def resolve_layout(req: PlanRequest, arch: str) -> tuple[str | None, str | None]
         raise PlannerError(f"unknown --kv-mode '{req.kv_mode}'; valid: {', '.join(KV_MODES)}")
     if req.layout is not None and req.layout not in ("mla", "legacy"):
         raise PlannerError(f"unknown --layout '{req.layout}'; valid: mla, legacy")
+    if arch == "deepseek32":
+        # llama.cpp: "DEEPSEEK32 architecture requires MLA" (one layout, the latent cache)
+        if req.kv_mode not in (None, "mla") or req.layout not in (None, "mla"):
+            raise PlannerError("deepseek32 runs on the MLA path only: drop --kv-mode/--layout (or use mla)")
+        return None, None
     if arch != "deepseek2":
         return None, None
     kv_mode = req.kv_mode

@@ -92,7 +92,10 @@ def padded_ctx(ctx: int, parallel: int) -> tuple[int, int]:
 
 
 def kv_dims(hp: Hparams, kv_mode: str | None) -> tuple[int, int]:
-    """(K elements, V elements) cached per token per layer."""
+    """(K elements, V elements) cached per token per layer (deepseek32: the latent K; see kv_bytes_per_layer
+    for its indexer keys)."""
+    if hp.arch == "deepseek32":
+        return hp.n_lora_kv + hp.n_rot, 0
     if hp.arch == "deepseek2":
         latent_k = hp.n_lora_kv + hp.n_rot
         if kv_mode == "mla":
@@ -113,7 +116,7 @@ def kv_bytes_per_layer(hp: Hparams, opts: MemoryOptions) -> tuple[int, int]:
     if is_quantized(tv) and not opts.flash_attn:
         raise PlannerError("a quantized V cache needs flash attention (llama.cpp refuses -ctv "
                            f"{opts.cache_type_v} with -fa off): use --flash-attn on or auto")
-    if hp.arch == "deepseek2" and opts.kv_mode == "mla" and tk != tv:
+    if ((hp.arch == "deepseek2" and opts.kv_mode == "mla") or hp.arch == "deepseek32") and tk != tv:
         # llama_init_from_model: "model does not support different K and V cache types" (is_mla())
         raise PlannerError(f"MLA models need one cache type for K and V (llama.cpp refuses -ctk {opts.cache_type_k} "
                            f"-ctv {opts.cache_type_v}): set both --cache-type-k and --cache-type-v")
@@ -122,14 +125,31 @@ def kv_bytes_per_layer(hp: Hparams, opts: MemoryOptions) -> tuple[int, int]:
     try:
         k = row_bytes(tk, kd) * n_ctx
         v = row_bytes(tv, vd) * n_ctx if vd else 0
+        if hp.arch == "deepseek32":
+            # llama_kv_cache_dsa: the MLA cache (K only) plus the lightning indexer's key cache, a second
+            # llama_kv_cache of one head of indexer_head_size in the K type, same cells (src/llama-kv-cache-dsa.cpp)
+            k += row_bytes(tk, hp.indexer_head_size) * n_ctx
     except ValueError as e:
         raise PlannerError(f"cache type does not fit this model's rows: {e}") from None
     return k, v
 
 
+def not_loaded(name: str, il: int, hp: Hparams) -> bool:
+    """A tensor llama.cpp does not load: the NextN/MTP block's (deepseek32 creates them TENSOR_SKIP unless
+    MTP speculative decoding is on; its exp_probs_b bias is created without the MTP flags and is loaded)."""
+    return hp.n_layer_nextn > 0 and hp.n_layer - hp.n_layer_nextn <= il < hp.n_layer \
+        and not name.endswith("exp_probs_b.bias")
+
+
+def kv_layers(hp: Hparams) -> int:
+    """Layers with a KV cache: every block but the NextN/MTP ones (deepseek32's main context caches the
+    trunk only: filter_mla / filter_lid, il < n_layer(), src/llama-model.cpp)."""
+    return hp.n_layer - hp.n_layer_nextn
+
+
 def kv_cache_bytes(hp: Hparams, opts: MemoryOptions) -> int:
     k, v = kv_bytes_per_layer(hp, opts)
-    return (k + v) * hp.n_layer
+    return (k + v) * kv_layers(hp)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -190,7 +210,7 @@ F32 = 4
 def _attention_stage_floats(hp: Hparams, kv_mode: str | None, fa: bool, t: int) -> int:
     """Floats per token alive at the attention peak of one layer, besides the mask and KQ scores."""
     e, h = hp.n_embd, hp.n_head
-    if hp.arch == "deepseek2":
+    if hp.arch in ("deepseek2", "deepseek32"):
         r, n = hp.n_rot, hp.n_embd_head_qk_nope
         if kv_mode == "legacy":
             v = hp.n_embd_head_v
@@ -264,7 +284,7 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
         return t * 10 * e * F32 + mask if split else 2 * e * t * F32
     extra = 6 * e if split else 0
     kq = 0 if opts.flash_attn else n_kv * t * hp.n_head * F32
-    if not opts.flash_attn and hp.arch == "deepseek2" and opts.kv_mode != "legacy":
+    if not opts.flash_attn and hp.arch in ("deepseek2", "deepseek32") and opts.kv_mode != "legacy":
         kq += n_kv * hp.n_lora_kv * 2      # contiguous f16 copy of the transposed latent V view
     attn = mask + kq + t * (_attention_stage_floats(hp, opts.kv_mode, opts.flash_attn, t) + extra) * F32
     # the mask is a graph input: alive until the last layer's attention, so through every FFN but the last
@@ -381,6 +401,8 @@ class LayerWeights:
             if il < 0:
                 host += tp.bytes
                 continue
+            if not_loaded(tp.name, il, hp):
+                continue
             per[il] += tp.bytes
             if len(tp.shape) >= 2 and tp.bytes > big[il]:
                 big[il] = tp.bytes
@@ -451,6 +473,8 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
     if rules:
         for tp in tensors:
             il = tensor_layer(tp.name, hp.n_layer)
+            if not_loaded(tp.name, il, hp):
+                continue
             di = next((d for rx, d in rules if rx.search(tp.name)), None)
             if di is None:
                 if il < 0 or (il < opts.n_cpu_moe and il < hp.n_layer and _EXPS.search(tp.name)):
@@ -474,7 +498,7 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
             (host if di < 0 else devs[di]).weights_bytes += b
 
     k, v = kv_bytes_per_layer(hp, opts)
-    for il in range(hp.n_layer):
+    for il in range(kv_layers(hp)):
         di = ldev[il]
         (host if di < 0 else devs[di]).kv_bytes += k + v
 

@@ -164,7 +164,7 @@ def _kv_row(hp: Hparams, opts: MemoryOptions) -> int:
 
 def _attn_dims(hp: Hparams, kv_mode: str | None) -> int:
     """K + V dims per head that attention multiplies per cached token."""
-    if hp.arch == "deepseek2":
+    if hp.arch in ("deepseek2", "deepseek32"):
         if kv_mode == "legacy":
             return hp.n_embd_head_qk_nope + hp.n_rot + hp.n_embd_head_v
         return hp.n_lora_kv + hp.n_rot + hp.n_lora_kv      # absorbed MLA: latent K (576) and V (512)

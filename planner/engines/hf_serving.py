@@ -136,6 +136,9 @@ class HFServingEngine:
         if req.rpc:
             raise PlannerError(f"--rpc devices are llama.cpp's; {self.label} joins nodes itself (--nodes)")
         entry = model.entry
+        if entry.hparams.arch == "deepseek32":
+            raise PlannerError(f"{self.label} plans of deepseek32 (DeepSeek Sparse Attention) are not modelled: "
+                               "plan it with --engine llama.cpp")
         schemes = self.plan_schemes(req, entry, hardware.profile, hardware.summary.gpus, req.nodes)
         summary = ModelSummary(id=entry.id, name=entry.name, architecture=entry.hparams.arch,
                                params=schemes[0].params if schemes else 0, layout=None, source=entry.source)

@@ -159,8 +159,8 @@ def hparams_from_header(h: GGUFHeader) -> tuple[Hparams, str | None]:
         n_ctx_train=_int(h, Keys.LLM.CONTEXT_LENGTH),
         tied_embeddings="output.weight" not in names,
     )
-    if arch == "deepseek2":
-        layout = _layout(h, names)
+    if arch in ("deepseek2", "deepseek32"):
+        layout = _layout(h, names) if arch == "deepseek2" else "mla"
         n_rot = _int(h, Keys.Rope.DIMENSION_COUNT)
         if layout == "mla" and h.arch_key(Keys.Attention.KEY_LENGTH_MLA) in h.metadata:
             k_head = _int(h, Keys.Attention.KEY_LENGTH_MLA)
@@ -171,9 +171,19 @@ def hparams_from_header(h: GGUFHeader) -> tuple[Hparams, str | None]:
         if k_head <= n_rot:
             raise PlannerError(f"{h.path}: key length {k_head} must exceed rope.dimension_count {n_rot}")
         n_expert = _int(h, Keys.LLM.EXPERT_COUNT, 0)
+        dsa = {}
+        if arch == "deepseek32":
+            dsa = dict(n_layer_nextn=_int(h, Keys.LLM.NEXTN_PREDICT_LAYERS, 0),
+                       indexer_n_head=_int(h, f"{arch}.attention.indexer.head_count"),
+                       indexer_head_size=_int(h, f"{arch}.attention.indexer.key_length"),
+                       indexer_top_k=_int(h, f"{arch}.attention.indexer.top_k"))
+            if dsa["n_layer_nextn"] > common["n_layer"]:
+                raise PlannerError(f"{h.path}: {dsa['n_layer_nextn']} NextN layers of {common['n_layer']} blocks")
         hp = Hparams(
             **common,
-            n_head_kv=n_head,      # the catalog's convention: the MHA view; MLA files store head_count_kv = 1
+            **dsa,
+            # the catalog's convention: deepseek2 the MHA view (MLA files store head_count_kv = 1); deepseek32 1
+            n_head_kv=1 if arch == "deepseek32" else n_head,
             n_lora_q=_int(h, Keys.Attention.Q_LORA_RANK, 0),
             n_lora_kv=_int(h, Keys.Attention.KV_LORA_RANK),
             n_rot=n_rot,
@@ -186,7 +196,7 @@ def hparams_from_header(h: GGUFHeader) -> tuple[Hparams, str | None]:
             n_layer_dense_lead=_int(h, Keys.LLM.LEADING_DENSE_BLOCK_COUNT, 0),
             exp_probs_b=any(n.endswith("exp_probs_b.bias") for n in names),
         )
-        return hp, layout
+        return hp, (layout if arch == "deepseek2" else None)
     n_head_kv = _int(h, Keys.Attention.HEAD_COUNT_KV, n_head)
     if n_head_kv == 0:
         raise PlannerError(f"{h.path}: head_count_kv must be positive")
@@ -203,7 +213,8 @@ def hparams_from_header(h: GGUFHeader) -> tuple[Hparams, str | None]:
 
 def _variants(hp: Hparams) -> list[Hparams]:
     """Every setting of the booleans only the tensor list reveals."""
-    flags = ["tied_embeddings"] + (["exp_probs_b"] if hp.arch == "deepseek2" else ["qkv_bias", "rope_freqs"])
+    flags = ["tied_embeddings"] + (["exp_probs_b"] if hp.arch in ("deepseek2", "deepseek32")
+                                   else ["qkv_bias", "rope_freqs"])
     return [replace(hp, **dict(zip(flags, combo))) for combo in itertools.product((False, True), repeat=len(flags))]
 
 

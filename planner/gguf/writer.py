@@ -212,6 +212,8 @@ def write_metadata(w: GGUFWriter, model: ResolvedModel, file_type: int, config: 
     cfg = dict(config)
     rope = dict(cfg.get("rope_scaling") or {})
     rope_type = rope.get("rope_type") or rope.get("type")
+    ds = arch in ("deepseek2", "deepseek32")       # DeepseekV2Model.set_gguf_parameters (V32 extends it)
+    mla = model.layout == "mla" or arch == "deepseek32"
 
     w.add_type("model")
     w.add_name(model.name)
@@ -221,9 +223,9 @@ def write_metadata(w: GGUFWriter, model: ResolvedModel, file_type: int, config: 
     w.add_embedding_length(hp.n_embd)
     w.add_feed_forward_length(hp.n_ff)
     w.add_head_count(hp.n_head)
-    if arch == "deepseek2":
+    if ds:
         # MLA converts to MQA (head_count_kv = 1); the legacy layout kept the MHA view (n_head)
-        w.add_head_count_kv(1 if model.layout == "mla" else hp.n_head)
+        w.add_head_count_kv(1 if mla else hp.n_head)
     else:
         w.add_head_count_kv(hp.n_head_kv)
     if rope_type == "yarn" and "factor" in rope:
@@ -252,13 +254,13 @@ def write_metadata(w: GGUFWriter, model: ResolvedModel, file_type: int, config: 
     if cfg.get("topk_group") is not None and hp.n_expert:
         w.add_expert_group_used_count(int(cfg["topk_group"]))
     scoring = cfg.get("scoring_func")
-    if scoring is None and arch == "deepseek2" and hp.n_expert and not cfg:
+    if scoring is None and ds and hp.n_expert and not cfg:
         scoring = "sigmoid" if hp.exp_probs_b else "softmax"     # tiny models: V3-like / V2-like
     if scoring == "sigmoid":
         w.add_expert_gating_func(ExpertGatingFuncType.SIGMOID)
     elif scoring == "softmax":
         w.add_expert_gating_func(ExpertGatingFuncType.SOFTMAX)
-    if arch != "deepseek2" and (cfg.get("head_dim") is not None or hp.n_embd_head != hp.n_embd // hp.n_head):
+    if not ds and (cfg.get("head_dim") is not None or hp.n_embd_head != hp.n_embd // hp.n_head):
         # the converter writes config.json's head_dim; a generated model's own head size when it is not
         # n_embd / n_head (llama.cpp's default)
         head = int(cfg["head_dim"]) if cfg.get("head_dim") is not None else hp.n_embd_head
@@ -266,14 +268,14 @@ def write_metadata(w: GGUFWriter, model: ResolvedModel, file_type: int, config: 
         w.add_value_length(head)
     w.add_file_type(file_type)
 
-    if arch == "deepseek2":
+    if ds:
         # DeepseekV2Model.set_gguf_parameters
         w.add_leading_dense_block_count(hp.n_layer_dense_lead)
         w.add_vocab_size(hp.n_vocab)
         if hp.n_lora_q:
             w.add_q_lora_rank(hp.n_lora_q)
         w.add_kv_lora_rank(hp.n_lora_kv)
-        if model.layout == "mla":
+        if mla:
             w.add_key_length(hp.n_lora_kv + hp.n_rot)
             w.add_value_length(hp.n_lora_kv)
             w.add_key_length_mla(hp.n_embd_head_qk_nope + hp.n_rot)
@@ -295,6 +297,13 @@ def write_metadata(w: GGUFWriter, model: ResolvedModel, file_type: int, config: 
         w.add_rope_dimension_count(hp.n_rot)
         if rope.get("mscale_all_dim") is not None:
             w.add_rope_scaling_yarn_log_mul(0.1 * float(rope["mscale_all_dim"]))
+        if arch == "deepseek32":
+            # DeepseekV32Model.set_gguf_parameters: the NextN layers and the DSA indexer
+            if hp.n_layer_nextn:
+                w.add_uint32(f"{arch}.nextn_predict_layers", hp.n_layer_nextn)
+            w.add_uint32(f"{arch}.attention.indexer.head_count", hp.indexer_n_head)
+            w.add_uint32(f"{arch}.attention.indexer.key_length", hp.indexer_head_size)
+            w.add_uint32(f"{arch}.attention.indexer.top_k", hp.indexer_top_k)
     elif arch == "llama":
         w.add_vocab_size(hp.n_vocab)
         w.add_rope_dimension_count(hp.n_embd_head)
