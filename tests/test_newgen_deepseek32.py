@@ -66,6 +66,9 @@ def test_tensors_and_counts():
     # the indexer's 0.9B
     trunk = sum(t.n_elements for t in m.tensors if not t.name.startswith("blk.61."))
     assert round(m.params / 1e9) == 685 and round(trunk / 1e9) == 672
+    # V3.2 and V3.2-Speciale: "the same model structure as DeepSeek-V3.2-Exp" (their model card)
+    for mid in ("deepseek-v3.2", "deepseek-v3.2-speciale"):
+        assert catalog()[mid].hparams == hp
 
 
 def test_header_round_trip(ds32):
