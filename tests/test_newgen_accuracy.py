@@ -8,7 +8,7 @@ from planner.core.catalog import catalog
 from planner.core.plan import PlanRequest
 from planner.planning import make_plan
 
-NEW = {"deepseek-r1-0528-qwen3-8b": "BF16", "deepseek-v3.1-terminus": "FP8"}
+NEW = {"deepseek-r1-0528-qwen3-8b": "BF16", "deepseek-v3.1-terminus": "FP8", "deepseek-v3.2-exp": "FP8"}
 
 
 def test_baselines_of_catalog_models_never_rank():
