@@ -186,8 +186,12 @@ def main() -> int:
             from planner.commands.bench import Row
 
             local = json.loads(saved.read_text())
+            # the machine is shared: each llama-bench figure is its fastest repetition (the least
+            # disturbed one), so the host is taken at its least disturbed too: the best probe of the session
+            best = (max(r["probe"][0] for r in local), max(r["probe"][1] for r in local)) if local else None
             for r in local:     # the saved measurements, predicted again with the current model
-                req = PlanRequest(model_file=r["file"], device="host", host_ram=64, host_probe=tuple(r["probe"]),
+                r["probe"] = list(best)
+                req = PlanRequest(model_file=r["file"], device="host", host_ram=64, host_probe=best,
                                   ctx=4096, prompt=512, depth=r["depth"])
                 rows = predicted_vs_measured(req, r["records"], 128) if Path(r["file"]).exists() else \
                     [Row(x["test"], x["predicted"], x["measured"], x["stddev"]) for x in r["rows"]]

@@ -275,10 +275,11 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
             fl = p.flops_per_token * u
             fl_attn = p.attn_flops_per_ctx * ctx_mid * u
             fam = max(p.weights, key=lambda f: p.weights[f]) if p.weights else "float"
-            # the weight mix's dominant family sets the matmul kernels' efficiency; attention its own
+            # the weight mix's dominant family sets the matmul kernels' efficiency; attention over a
+            # ubatch is a matrix product too (each cached row serves U queries): the float rate
             compute = fl / (p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, fam)) if fl else 0.0
             if fl_attn:
-                compute += fl_attn / (p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, "attn"))
+                compute += fl_attn / (p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, "float"))
             memt = sum(b / (p.proc.bandwidth_gbs * 1e9 * fac.eff(fac.decode, p.proc.backend, f))
                        for f, b in p.weights.items())
             total += max(compute, memt) + p.layers * fac.layer_us.get(p.proc.backend, 0.0) * 1e-6
