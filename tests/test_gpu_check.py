@@ -3,6 +3,7 @@
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 from llamacpp_support import require_llama_cpp
@@ -14,7 +15,7 @@ ROW = re.compile(r"^\| (?P<run>[^|]+) \| (?P<dev>[^|]+) \| (?P<what>[^|]+) \| (?
 
 def test_dry_run_writes_predicted_vs_measured_rows(tmp_path):
     require_llama_cpp("llama-completion", "llama-fit-params")
-    env = dict(os.environ, GPU_CHECK_OUT=str(tmp_path))
+    env = dict(os.environ, GPU_CHECK_OUT=str(tmp_path), PYTHON=sys.executable)
     r = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run"], capture_output=True, text=True,
                        env=env, timeout=600, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -118,13 +118,15 @@ def test_publish_never_replaces(tmp_path):
 
 # -- 2, 4. signals: a second one cannot cut the cleanup short; 128 + the signal ---------------------
 
-@pytest.mark.parametrize("signals, code", [
-    ((signal.SIGINT, signal.SIGINT), 130),       # two Ctrl-C a millisecond apart
-    ((signal.SIGTERM,), 143),
-    ((signal.SIGTERM, signal.SIGINT), 143),
-    ((signal.SIGHUP,), 129),
+@pytest.mark.parametrize("signals, gap, code", [
+    ((signal.SIGINT, signal.SIGINT), 0.001, 130),      # two Ctrl-C a millisecond apart
+    ((signal.SIGTERM,), 0, 143),
+    # a different signal during the cleanup changes nothing; 0.1 s apart, because two different signals
+    # pending at once are handled by Python in signal-number order (SIGINT before SIGTERM), not arrival order
+    ((signal.SIGTERM, signal.SIGINT), 0.1, 143),
+    ((signal.SIGHUP,), 0, 129),
 ])
-def test_signals_leave_nothing(lc, slow_gguf, tmp_path, signals, code):
+def test_signals_leave_nothing(lc, slow_gguf, tmp_path, signals, gap, code):
     out = tmp_path / "out.gguf"
     p = start(slow_gguf, out, "IQ4_XS")
     try:
@@ -136,7 +138,7 @@ def test_signals_leave_nothing(lc, slow_gguf, tmp_path, signals, code):
         quantizers = [q for q in processes_using(slow_gguf) if q != p.pid]
         for i, s in enumerate(signals):
             if i:
-                time.sleep(0.001)
+                time.sleep(gap)
             os.kill(p.pid, s)
         _, err = p.communicate(timeout=60)
     finally:
