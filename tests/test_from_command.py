@@ -185,3 +185,22 @@ def size_file_of(path):
     from planner.gguf.model import model_from_gguf
 
     return size_file(model_from_gguf(path)).tensors
+
+
+def test_planned_server_command_carries_the_overrides_main_gpu_and_split_mode(gguf):
+    from planner.core.plan import PlanRequest
+    from planner.engines.llamacpp.argv import ServerOptions, server_argv
+    from planner.engines.registry import engine
+    from planner.planning import make_plan
+
+    argv = server_argv("llama-server", ServerOptions(model_file=gguf, ctx=4096, n_gpu_layers=99,
+                                                     override_tensors=["blk\\.1\\.=CUDA1", "exps=CPU"],
+                                                     main_gpu=1, split_mode="none"))
+    assert argv[argv.index("-sm") + 1] == "none" and argv[argv.index("-mg") + 1] == "1"
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-ot"] == ["blk\\.1\\.=CUDA1", "exps=CPU"]
+    req = parse_command(f"llama-server -m {gguf} -c 4096 -ngl 99 -ot exps=CPU",
+                        base=PlanRequest(device="h100", gpus=2)).request
+    plan = make_plan(req)
+    lines = engine(plan.engine).launch(plan, req, plan.schemes[0].id).lines
+    server = next(line for line in lines if line.startswith("llama-server"))
+    assert " -ot exps=CPU" in server and " -sm layer" in server
