@@ -42,10 +42,12 @@ def test_override_lists_keep_llama_cpp_order_and_cpu_moe_is_its_regex(gguf):
 
 
 def test_neutral_flags_are_noted_and_memory_flags_refused(gguf):
-    c = parse_command(f"llama-server -m {gguf} --host 0.0.0.0 --port 8080 -t 24 --jinja --temp 0.6 --no-mmap")
+    c = parse_command(f"llama-server -m {gguf} -np 1 --host 0.0.0.0 --port 8080 -t 24 --jinja --temp 0.6 --no-mmap")
     assert c.notes == ["accepted, memory unchanged: --host --port -t --jinja --temp --no-mmap"]
+    auto = parse_command(f"llama-server -m {gguf} --kv-unified")      # slots auto: one unified cache
+    assert auto.request.parallel == 1 and any("unified KV cache" in n for n in auto.notes)
     assert c.request.ctx == 32768 and c.request.ngl is None
-    for bad, what in (("-nkvo", "KV cache on the host"), ("-sm row", "not modelled"), ("--kv-unified", "kv-unified"),
+    for bad, what in (("-nkvo", "KV cache on the host"), ("-sm row", "not modelled"), ("-np 2 --kv-unified", "kv-unified"),
                       ("--frobnicate 3", "not a llama.cpp flag"), ("-ngl", "needs a value"), ("extra", "unexpected")):
         with pytest.raises(PlannerError, match=what):
             parse_command(f"llama-server -m {gguf} {bad}")

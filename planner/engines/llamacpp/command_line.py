@@ -6,8 +6,8 @@ the next word or after '=', -ot repeatable (and comma-separated inside one value
 parse_tensor_buffer_overrides splits it), -fa with or without a value (older builds took none).
 
 Flags that change memory and are planned: -m, -c, -ngl, -ts, -ot, --cpu-moe, --n-cpu-moe, -fa, -ub, -b,
--ctk, -ctv, -np, -mg, -sm (layer, none), --rpc. Flags that change memory and are not modelled are refused
-in one line (exit 2). Flags known not to change memory are accepted and listed in a note.
+-ctk, -ctv, -np, -mg, -sm (layer, none), --rpc, --kv-unified with one slot. Flags that change memory and
+are not modelled are refused in one line (exit 2). Flags known not to change memory are accepted and listed in a note.
 """
 
 from __future__ import annotations
@@ -41,9 +41,6 @@ for _names, _dest in (
 ):
     for _n in _names:
         _PLANNED[_n] = _dest
-
-_FLAGS_PLANNED = {"-fa", "--flash-attn", "-cmoe", "--cpu-moe", "-kvu", "--kv-unified", "-no-kvu", "--no-kv-unified",
-                  "--fit"}
 
 # memory-changing flags the planner does not model: refused
 _UNMODELLED = {
@@ -128,6 +125,7 @@ def parse_command(text: str, base: PlanRequest | None = None) -> CommandRequest:
     overrides: list[str] = []
     neutral: list[str] = []
     notes: list[str] = []
+    unified = False
     i = 1
     while i < len(words):
         w = words[i]
@@ -160,8 +158,8 @@ def parse_command(text: str, base: PlanRequest | None = None) -> CommandRequest:
             overrides.append(f"{FFN_EXPS_REGEX}=CPU")
             continue
         if flag in ("-kvu", "--kv-unified"):
-            raise PlannerError("--from-command: --kv-unified (one KV buffer shared by all sequences) is not "
-                               "modelled; the plan assumes one cache per sequence (--no-kv-unified)")
+            unified = True
+            continue
         if flag in ("-no-kvu", "--no-kv-unified"):
             continue
         if flag == "--fit":
@@ -221,6 +219,15 @@ def parse_command(text: str, base: PlanRequest | None = None) -> CommandRequest:
             continue
         raise PlannerError(f"--from-command: {flag} is not a llama.cpp flag the planner knows; "
                            "remove it if it does not change memory")
+    if unified and kw.get("parallel", 1) > 1:
+        raise PlannerError("--from-command: --kv-unified with -np above 1 (one KV buffer shared by all "
+                           "sequences) is not modelled; the plan takes one cache per sequence (--no-kv-unified)")
+    if name == "llama-server" and "parallel" not in kw:
+        # common/arg.cpp: llama-server's slots default to auto, which turns the unified KV cache on: one
+        # cache of -c cells, the same KV and compute buffers as one sequence over -c cells
+        notes.append("llama-server without -np picks its slot count and one unified KV cache of -c cells; "
+                     "planned as one sequence over -c cells (the other slots' logits, n_vocab x 4 bytes "
+                     "each, are not counted)")
     if "model_file" not in kw:
         raise PlannerError("--from-command: the command has no -m MODEL.gguf")
     if overrides:
