@@ -56,6 +56,7 @@ _EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_exps")
 _FAMILY = {"f32": "float", "f16": "float", "bf16": "float", "f64": "float"}
 
 
+@lru_cache(maxsize=None)
 def type_family(type_name: str) -> str:
     """float (f32/f16/bf16), legacy (q4_0, q8_0, ...), k (q2_K..q8_K), iq (i-quants and ternary)."""
     n = type_name.lower()
