@@ -30,8 +30,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGMLQuantizationType, GGUFValueType, Keys
-from gguf import LlamaFileType
+from gguf import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType, Keys
+
+# llama.cpp's types, including those the gguf package lacks (Q2_0): planner.core.gguf_constants
+from planner.core.gguf_constants import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
 from planner.core.data_files import open_regular
 from planner.core.ggml_types import tensor_bytes, type_name
