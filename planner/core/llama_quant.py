@@ -11,7 +11,10 @@ Everything that matters for a byte-exact prediction is reproduced:
 - counters advance only when the ftype's own rules run (not for --tensor-type overrides);
 - MoE models take the layer of ffn_down/gate/up from the tensor name, dense models from the counter;
 - overrides: lower-cased regex, searched in the name, first match wins, the ftype rules are skipped;
-- the block-size fallback (q4_K -> q5_0, q6_K -> q8_0, ..., f16 as the last resort) runs last.
+- the block-size fallback (q4_K -> q5_0, q6_K -> q8_0, ..., f16 as the last resort) runs last; a type
+  without one (q1_0's 128-element blocks) stops llama-quantize, and QuantizeRefused says so here;
+- every ftype llama-quantize lists, MXFP4_MOE (3-D tensors mxfp4, the rest q8_0), Q1_0, Q2_0, TQ1_0 and
+  TQ2_0 included (Q2_0's block: planner.core.gguf_constants, from ggml's type traits).
 """
 
 from __future__ import annotations
