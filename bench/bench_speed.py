@@ -178,6 +178,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--depth", type=int, default=1024)
     ap.add_argument("--skip-local", action="store_true")
+    ap.add_argument("--merge", metavar="JSON", action="append", default=[],
+                    help="with --skip-local: earlier sessions' saved runs (their repetitions join this one's)")
     a = ap.parse_args()
     saved = ROOT / "bench/out/speed-local.json"
     if a.skip_local:
@@ -186,6 +188,18 @@ def main() -> int:
             from planner.commands.bench import Row
 
             local = json.loads(saved.read_text())
+            for extra in a.merge:       # the same files measured in other sessions: pool the repetitions
+                by_key = {(r["model"], r["scheme"]): r for r in local}
+                for o in json.loads(Path(extra).read_text()):
+                    r = by_key.get((o["model"], o["scheme"]))
+                    if r is None:
+                        continue
+                    r["probe"] = [max(r["probe"][0], o["probe"][0]), max(r["probe"][1], o["probe"][1])]
+                    for rec in r["records"]:
+                        twin = next((x for x in o["records"] if (x["n_prompt"], x["n_gen"], x["n_depth"]) ==
+                                     (rec["n_prompt"], rec["n_gen"], rec["n_depth"])), None)
+                        if twin is not None:
+                            rec["samples_ts"] = list(rec.get("samples_ts", [])) + list(twin.get("samples_ts", []))
             # the machine is shared: each llama-bench figure is its fastest repetition (the least
             # disturbed one), so the host is taken at its least disturbed too: the best probe of the session
             best = (max(r["probe"][0] for r in local), max(r["probe"][1] for r in local)) if local else None
