@@ -51,10 +51,16 @@ def test_real_run_matches_plan(tiny_gguf, kind, ctx, ctype, np_, fa):
     path = str(tiny_gguf(kind))
     cmd = [exe, "-m", path, "-c", str(ctx), "-n", "1", "-p", "hi", "-no-cnv", "-lv", "4", "-t", "1",
            "--no-warmup", "-np", str(np_), "-ctk", ctype, "-ctv", ctype, "-fa", fa, "-ngl", "0"]
-    r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=120,
-                       stdin=subprocess.DEVNULL)
-    assert r.returncode == 0, r.stderr[-2000:]
-    rep = parse_memory(r.stderr.splitlines())
+    # On a loaded machine llama.cpp's log occasionally lacks its compute-buffer line (seen about once in a
+    # hundred runs, never reproduced alone); such a log is incomplete, not a measurement: run it again.
+    for _ in range(3):
+        r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=120,
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr[-2000:]
+        rep = parse_memory(r.stderr.splitlines())
+        if "CPU" in rep.compute_mib:
+            break
+    assert "CPU" in rep.compute_mib, r.stderr[-4000:]
 
     plan = make_plan(PlanRequest(model_file=path, device="h100", gpus=1, ngl=0, ctx=ctx, parallel=np_,
                                  cache_type_k=ctype, cache_type_v=ctype, flash_attn=fa))
