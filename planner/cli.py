@@ -24,36 +24,6 @@ class _Parser(argparse.ArgumentParser):
         raise PlannerError(f"{message} (see '{self.prog} --help')")
 
 
-def _int_at_least(name: str, low: int):
-    def conv(v: str) -> int:
-        try:
-            n = int(v)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got '{v}'") from None
-        if n < low:
-            raise argparse.ArgumentTypeError(f"{name} must be at least {low}, got {n}")
-        return n
-    return conv
-
-
-def _positive_int(name: str):
-    return _int_at_least(name, 1)
-
-
-def _nonneg_int(name: str):
-    return _int_at_least(name, 0)
-
-
-def _split(v: str) -> list[float]:
-    try:
-        parts = [float(x) for x in v.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--tensor-split must be numbers separated by commas, got '{v}'") from None
-    if any(p < 0 for p in parts) or not any(p > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"--tensor-split needs non-negative proportions, not all zero: '{v}'")
-    return parts
-
-
 def add_plan_options(p: argparse.ArgumentParser) -> None:
     """The plan options, generated from their one declaration (planner/options.py)."""
     from planner.options import add_plan_options as add
