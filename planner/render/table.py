@@ -29,9 +29,11 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
            f"{m.params / 1e9:.1f}B parameters"]
     hw = plan.hardware
     if hw:
-        out.append(f"Hardware: {hw.nodes} x {hw.gpus} x {hw.name or hw.device} "
-                   f"({human(hw.memory_per_gpu_bytes)} each, {hw.source}); context {plan.context}"
-                   f"{', KV mode ' + plan.kv_mode if plan.kv_mode else ''}")
+        devices = (f"{hw.nodes} x {hw.gpus} x {hw.name or hw.device} ({human(hw.memory_per_gpu_bytes)} each, "
+                   f"{hw.source})" if hw.gpus else
+                   f"no local GPUs: the llama.cpp RPC devices and the host (the smallest RPC device "
+                   f"{human(hw.memory_per_gpu_bytes)})")
+        out.append(f"Hardware: {devices}; context {plan.context}{', KV mode ' + plan.kv_mode if plan.kv_mode else ''}")
     for n in plan.notes + (hw.notes if hw else []):
         out.append(f"note: {n}")
     out.append("")
