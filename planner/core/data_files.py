@@ -13,7 +13,7 @@ import os
 import stat
 import tomllib
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from planner.errors import PlannerError
 
@@ -154,3 +154,19 @@ def load_folder(folder: Path, load, *, user: bool) -> tuple[list[Any], dict[str,
             broken[p.stem] = e
             warn(f"skipped {e}")
     return good, broken
+
+
+def load_shipped_and_user(sub: str, load: Callable[[Path], Any], key: Callable[[Any], str]
+                          ) -> tuple[dict[str, Any], dict[str, PlannerError]]:
+    """Every file of profiles/<sub> and then of the user's own <sub> folder (a user's file replaces a
+    shipped one of the same key), by key; and the user's broken files by stem (see load_folder)."""
+    from planner.core.paths import profiles_dir, user_profiles_dir
+
+    out: dict[str, Any] = {}
+    broken: dict[str, PlannerError] = {}
+    for folder, user in ((profiles_dir() / sub, False), (user_profiles_dir() / sub, True)):
+        good, bad = load_folder(folder, load, user=user)
+        for item in good:
+            out[key(item)] = item
+        broken.update(bad)
+    return out, broken

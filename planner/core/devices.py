@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from planner.core.data_files import load_folder, read_toml
-from planner.core.paths import profiles_dir, user_profiles_dir
+from planner.core.data_files import load_shipped_and_user, read_toml
 from planner.errors import PlannerError, choices
 
 _REQUIRED = ("id", "name", "vendor", "backend", "memory_bytes", "reserve_bytes", "devices_per_node", "source")
@@ -119,14 +118,8 @@ def load_profile(path: Path) -> DeviceProfile:
 
 @lru_cache(maxsize=1)
 def _profiles() -> tuple[dict[str, DeviceProfile], dict[str, PlannerError]]:
-    out: dict[str, DeviceProfile] = {}
-    broken: dict[str, PlannerError] = {}
-    for folder, user in ((profiles_dir() / "hardware", False), (user_profiles_dir() / "hardware", True)):
-        good, bad = load_folder(folder, load_profile, user=user)   # a broken user file: skipped, warned
-        for prof in good:
-            out[prof.id] = prof
-        broken.update(bad)
-    return out, broken
+    # a broken user file: skipped, warned
+    return load_shipped_and_user("hardware", load_profile, lambda prof: prof.id)
 
 
 def profiles() -> dict[str, DeviceProfile]:

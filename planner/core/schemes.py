@@ -12,10 +12,9 @@ from pathlib import Path
 
 from planner.core.gguf_constants import LlamaFileType as F
 
-from planner.core.data_files import load_folder, read_toml
+from planner.core.data_files import load_shipped_and_user, read_toml
 from planner.core.ggml_types import parse_type, type_name
 from planner.core.llama_quant import FTYPE_ALIASES, FTYPES, Override
-from planner.core.paths import profiles_dir, user_profiles_dir
 from planner.errors import PlannerError, choices
 
 import re
@@ -176,14 +175,7 @@ def _rule_lines(path: Path, n: int) -> list[int]:
 
 @lru_cache(maxsize=1)
 def _recipes() -> tuple[dict[str, Scheme], dict[str, PlannerError]]:
-    out: dict[str, Scheme] = {}
-    broken: dict[str, PlannerError] = {}
-    for folder, user in ((profiles_dir() / "schemes", False), (user_profiles_dir() / "schemes", True)):
-        good, bad = load_folder(folder, load_recipe, user=user)
-        for s in good:
-            out[s.id] = s
-        broken.update(bad)
-    return out, broken
+    return load_shipped_and_user("schemes", load_recipe, lambda s: s.id)
 
 
 def recipes() -> dict[str, Scheme]:
