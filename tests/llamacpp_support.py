@@ -11,6 +11,8 @@ import random
 import socket
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,6 +48,64 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def rpc_servers(lc, n: int):
+    """`n` llama.cpp rpc-server processes on loopback (each in its own process group), yielded as
+    "127.0.0.1:PORT" once each answers on its port; stopped, and checked gone, on the way out."""
+    from planner.engines.llamacpp.argv import rpc_server_argv
+    from planner.engines.llamacpp.process import Child
+
+    ports = [free_port() for _ in range(n)]
+    kids = [Child(rpc_server_argv(lc.binary("rpc-server"), p, "127.0.0.1")) for p in ports]
+    for k in kids:
+        k.read_in_background()
+    try:
+        deadline = time.monotonic() + 30
+        for p in ports:
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", p), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"rpc-server on port {p} did not start")
+                    time.sleep(0.05)
+        yield [f"127.0.0.1:{p}" for p in ports]
+    finally:
+        for k in kids:
+            k.stop(5)
+        assert all(k.poll() is not None for k in kids)
+
+
+def fit_params_by_device(model: os.PathLike | str, split: str, rpc: list[str], ctx: int = 32768) -> dict:
+    """llama-fit-params' own estimate for `model` with every layer offloaded over the `rpc` devices (and
+    the local one), -ts `split`, flash attention on, --fit off: its device rows by name ("RPC0", ...,
+    "Host")."""
+    from planner.engines.llamacpp.logs import parse_fit_params
+
+    exe = str(require_llama_cpp("llama-fit-params").binary("llama-fit-params"))
+    r = subprocess.run([exe, "-m", os.fspath(model), "-c", str(ctx), "-fa", "on", "-ngl", "99", "-ts", split,
+                        "--rpc", ",".join(rpc), "--fit", "off", "--fit-print", "on"],
+                       capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    fit = parse_fit_params(r.stdout.splitlines())
+    return {d.name.split("[")[0] if d.name.startswith("RPC") else d.name: d for d in fit.devices}
+
+
+def assert_rpc_placement_matches(mem, theirs: dict, n_rpc: int) -> list:
+    """The plan's weights and KV cache on each RPC device, and its host weights, within 1 MiB of
+    llama-fit-params' (fit_params_by_device); returns the plan's RPC devices in order."""
+    mib = 1 << 20
+    rpc = [d for d in mem.per_device if d.device.startswith("RPC")]
+    assert len(rpc) == n_rpc
+    for i, d in enumerate(rpc):
+        t = theirs[f"RPC{i}"]
+        assert abs(d.weights_bytes / mib - t.model_mib) <= 1, (i, d.weights_bytes / mib, t.model_mib)
+        assert abs(d.kv_bytes / mib - t.context_mib) <= 1, (i, d.kv_bytes / mib, t.context_mib)
+    assert abs(mem.host.weights_bytes / mib - theirs["Host"].model_mib) <= 1
+    return rpc
 
 
 def make_imatrix(lc, model: Path, out: Path) -> Path:

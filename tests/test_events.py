@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from llamacpp_support import dq, free_port, processes_using, require_llama_cpp
+from llamacpp_support import rpc_servers as start_rpc_servers
 from planner.events import SCHEMA, EventSink, NullSink, parse_event, sink_for, wanted
 from planner.gguf.header import read_header
 
@@ -245,30 +246,8 @@ def test_serve_failure_event(lc, model):
 
 @pytest.fixture()
 def rpc_servers(lc):
-    import socket
-    import time
-
-    from planner.engines.llamacpp.argv import rpc_server_argv
-    from planner.engines.llamacpp.process import Child
-
-    ports = [free_port(), free_port()]
-    kids = [Child(rpc_server_argv(lc.binary("rpc-server"), p, "127.0.0.1")) for p in ports]
-    for k in kids:
-        k.read_in_background()
-    try:
-        for p in ports:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", p), timeout=0.5).close()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, "rpc-server did not start"
-                    time.sleep(0.05)
-        yield [f"127.0.0.1:{p}" for p in ports]
-    finally:
-        for k in kids:
-            k.stop(5)
+    with start_rpc_servers(lc, 2) as addrs:
+        yield addrs
 
 
 # ---------------------------------------------------------------------------------------------------

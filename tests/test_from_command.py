@@ -117,37 +117,10 @@ def test_cli_from_command_plans_the_pasted_run(gguf):
 # ------------------------------------------------------------------ the real llama.cpp, -ot over loopback RPC
 @pytest.fixture(scope="module")
 def rpc_pair():
-    from llamacpp_support import free_port, require_llama_cpp
-    import socket
-    import time
+    from llamacpp_support import require_llama_cpp, rpc_servers
 
-    exe = str(require_llama_cpp("rpc-server").binary("rpc-server"))
-    procs, addrs = [], []
-    try:
-        for _ in range(2):
-            port = free_port()
-            procs.append(subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL))
-            addrs.append(f"127.0.0.1:{port}")
-        deadline = time.time() + 30
-        for a in addrs:
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", int(a.split(":")[1])), timeout=1).close()
-                    break
-                except OSError:
-                    if time.time() > deadline:
-                        pytest.fail(f"rpc server {a} did not start")
-                    time.sleep(0.1)
+    with rpc_servers(require_llama_cpp("rpc-server"), 2) as addrs:
         yield addrs
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def test_real_llama_cpp_places_overridden_tensors_as_planned(rpc_pair, gguf):

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from llamacpp_support import ROOT, dq, free_port, processes_using, require_llama_cpp
-from planner.engines.llamacpp.argv import (ServerOptions, parse_rpc, parse_rpc_list, rpc_server_argv,
-                                           server_argv)
-from planner.engines.llamacpp.process import Child
+from llamacpp_support import rpc_servers as start_rpc_servers
+from planner.engines.llamacpp.argv import (ServerOptions, parse_rpc, parse_rpc_list, server_argv)
 from planner.errors import PlannerError
 
 
@@ -79,26 +78,9 @@ def test_print_command_is_one_pasteable_line(lc, model):
 
 @pytest.fixture()
 def rpc_servers(lc):
-    """Two ggml-rpc-server processes on loopback, stopped (process group) after the test."""
-    ports = [free_port(), free_port()]
-    kids = [Child(rpc_server_argv(lc.binary("rpc-server"), p, "127.0.0.1")) for p in ports]
-    for k in kids:
-        k.read_in_background()
-    try:
-        for p in ports:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", p), timeout=0.5).close()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, "rpc-server did not start"
-                    time.sleep(0.05)
-        yield [f"127.0.0.1:{p}" for p in ports]
-    finally:
-        for k in kids:
-            k.stop(5)
-        assert all(k.poll() is not None for k in kids)
+    """Two rpc-server processes on loopback, stopped (process group) after the test."""
+    with start_rpc_servers(lc, 2) as addrs:
+        yield addrs
 
 
 def test_serve_over_two_loopback_rpc_servers(lc, model, rpc_servers):

@@ -10,19 +10,18 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import time
 
 import pytest
-from llamacpp_support import free_port, require_llama_cpp
+from llamacpp_support import assert_rpc_placement_matches, fit_params_by_device, require_llama_cpp
+from llamacpp_support import rpc_servers as start_rpc_servers
 
 from planner.core.catalog import catalog
 from planner.core.plan import PlanRequest
 from planner.planning import make_plan
 from planner.core.schemes import resolve_scheme
 from planner.core.sizing import resolve_catalog_model, size_scheme
-from planner.engines.llamacpp.logs import parse_fit_params, parse_memory, shows_as_mib
+from planner.engines.llamacpp.logs import parse_memory, shows_as_mib
 from planner.gguf.writer import write_sparse_gguf
 
 MiB = 1 << 20
@@ -82,34 +81,8 @@ def test_real_run_matches_plan(tiny_gguf, kind, ctx, ctype, np_, fa):
 
 @pytest.fixture(scope="module")
 def rpc_servers():
-    exe = _binary("rpc-server")
-    procs, addrs = [], []
-    try:
-        for _ in range(4):
-            port = free_port()
-            procs.append(subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL))
-            addrs.append(f"127.0.0.1:{port}")
-        deadline = time.time() + 30
-        for a in addrs:
-            host, port = a.split(":")
-            while True:
-                try:
-                    socket.create_connection((host, int(port)), timeout=1).close()
-                    break
-                except OSError:
-                    if time.time() > deadline:
-                        pytest.fail(f"rpc server {a} did not start")
-                    time.sleep(0.1)
+    with start_rpc_servers(require_llama_cpp("rpc-server"), 4) as addrs:
         yield addrs
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 @pytest.fixture(scope="module")
@@ -123,24 +96,11 @@ def r1_sparse(tmp_path_factory):
 
 @pytest.mark.parametrize("split", ["1,1,1,1", "3,1,2,1"])
 def test_full_scale_per_device_weights_and_kv_equal_llama_fit_params(rpc_servers, r1_sparse, split):
-    exe = _binary("llama-fit-params")
-    cmd = [exe, "-m", r1_sparse, "-c", "32768", "-fa", "on", "-ngl", "99", "-ts", split, "--rpc",
-           ",".join(rpc_servers), "--fit", "off", "--fit-print", "on"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert r.returncode == 0, r.stderr[-2000:]
-    fit = parse_fit_params(r.stdout.splitlines())
-    theirs = {d.name.split("[")[0] if d.name.startswith("RPC") else d.name: d for d in fit.devices}
-
+    theirs = fit_params_by_device(r1_sparse, split, rpc_servers)
     plan = make_plan(PlanRequest(device="h100", gpus=1, ngl=None, schemes=["Q4_K_M"], ctx=32768,
                                  tensor_split=[float(x) for x in split.split(",")] + [0.0],
                                  rpc=list(rpc_servers)))
     mem = plan.scheme("Q4_K_M").memory
-    rpc = [d for d in mem.per_device if d.device.startswith("RPC")]
-    assert len(rpc) == 4
-    for i, d in enumerate(rpc):
-        t = theirs[f"RPC{i}"]
-        assert abs(d.weights_bytes / MiB - t.model_mib) <= 1, (i, d.weights_bytes / MiB, t.model_mib)
-        assert abs(d.kv_bytes / MiB - t.context_mib) <= 1, (i, d.kv_bytes / MiB, t.context_mib)
-    assert abs(mem.host.weights_bytes / MiB - theirs["Host"].model_mib) <= 1
+    assert_rpc_placement_matches(mem, theirs, 4)
     # the local GPU got a zero share: nothing placed there
     assert mem.per_device[-1].weights_bytes == 0

@@ -5,16 +5,14 @@ devices exactly as the plan does."""
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
-from llamacpp_support import dq, require_llama_cpp
+from llamacpp_support import assert_rpc_placement_matches, dq, fit_params_by_device, require_llama_cpp
 from planner.core.catalog import catalog
 from planner.core.plan import PlanRequest
 from planner.core.schemes import resolve_scheme
 from planner.core.sizing import resolve_catalog_model, size_scheme
-from planner.engines.llamacpp.logs import parse_fit_params
 from planner.gguf.header import read_gguf
 from planner.planning import make_plan
 from test_memory_llamacpp import rpc_servers  # noqa: F401  (the fixture: four loopback rpc-servers)
@@ -61,26 +59,14 @@ CASES = [("deepseek-r1-0528-qwen3-8b", "Q4_K_M", None), ("deepseek-v3.1-terminus
 
 @pytest.mark.parametrize("mid,sid,layout", CASES)
 def test_llama_fit_params_loads_the_header(rpc_servers, tmp_path, mid, sid, layout):  # noqa: F811
-    exe = str(require_llama_cpp("llama-fit-params").binary("llama-fit-params"))
+    require_llama_cpp("llama-fit-params")
     out = tmp_path / f"{mid}-{sid}.gguf"
     args = ["header", "--model", mid, "--scheme", sid, "--output", out] + (["--layout", layout] if layout else [])
     r = dq(*args)
     assert r.returncode == 0, r.stderr
     split = "3,1,2,1"
-    r = subprocess.run([exe, "-m", str(out), "-c", "32768", "-fa", "on", "-ngl", "99", "-ts", split, "--rpc",
-                        ",".join(rpc_servers), "--fit", "off", "--fit-print", "on"],
-                       capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert r.returncode == 0, r.stderr[-2000:]
-    fit = parse_fit_params(r.stdout.splitlines())
-    theirs = {d.name.split("[")[0] if d.name.startswith("RPC") else d.name: d for d in fit.devices}
+    theirs = fit_params_by_device(out, split, rpc_servers)
     plan = make_plan(PlanRequest(model=mid, device="h100", gpus=1, ngl=None, schemes=[sid], ctx=32768,
                                  layout=layout, tensor_split=[float(x) for x in split.split(",")] + [0.0],
                                  rpc=list(rpc_servers)))
-    mem = plan.scheme(sid).memory
-    rpc = [d for d in mem.per_device if d.device.startswith("RPC")]
-    assert len(rpc) == 4
-    for i, d in enumerate(rpc):
-        t = theirs[f"RPC{i}"]
-        assert abs(d.weights_bytes / MiB - t.model_mib) <= 1, (i, d.weights_bytes / MiB, t.model_mib)
-        assert abs(d.kv_bytes / MiB - t.context_mib) <= 1, (i, d.kv_bytes / MiB, t.context_mib)
-    assert abs(mem.host.weights_bytes / MiB - theirs["Host"].model_mib) <= 1
+    assert_rpc_placement_matches(plan.scheme(sid).memory, theirs, 4)
