@@ -415,6 +415,57 @@ def accuracy_for(model_id: str, scheme_id: str, task: str = "general") -> Accura
     )
 
 
+@dataclass(frozen=True)
+class Proxy:
+    """A measured model's figure shown for an unmeasured one (profiles/accuracy/proxies.toml): labelled as a
+    proxy, never ranked, never an `Accuracy` of the planned model."""
+
+    model: str                    # the planned model
+    measured_model: str           # the model the figure was measured on
+    accuracy: Accuracy            # that model's measurement of the scheme
+    why: str
+
+    @property
+    def label(self) -> str:
+        a = self.accuracy
+        score = f"{a.weighted_avg:.2f} weighted" if a.weighted_avg is not None else (
+            f"{a.task_score:.2f}" if a.task_score is not None else "no general score")
+        drop = f", {a.drop_pct:.2f}% below {a.baseline}" if a.drop_pct is not None else ""
+        return (f"accuracy proxy, not a measurement of {self.model}: {self.measured_model} scores {score}"
+                f"{drop} ({a.source}); {self.why}")
+
+
+@lru_cache(maxsize=4)
+def _proxies(root: str) -> dict[str, tuple[tuple[str, ...], str]]:
+    path = Path(root) / "proxies.toml"
+    if not path.is_file():
+        return {}
+    out = {}
+    for mid, e in read_toml(path, "accuracy proxies").get("models", {}).items():
+        if not isinstance(e, dict) or not isinstance(e.get("proxy"), list) or not e["proxy"] or "why" not in e:
+            raise PlannerError(f"{path}: model {mid} needs a non-empty 'proxy' list and 'why'")
+        out[mid] = (tuple(str(x) for x in e["proxy"]), str(e["why"]))
+    return out
+
+
+def proxy_for(model_id: str, scheme_id: str, task: str = "general") -> Proxy | None:
+    """The labelled proxy shown for (model, scheme) when the model itself has no measurement of the
+    scheme: the first of its proxy models (proxies.toml) that measured the same scheme id."""
+    if measurement_for(model_id, scheme_id) is not None:
+        return None
+    entry = _proxies(str(profiles_dir() / "accuracy")).get(model_id)
+    if entry is None:
+        return None
+    for other in entry[0]:
+        m = measurement_for(other, scheme_id)
+        if m is None or m.role != "quantized":     # a baseline says nothing about quantization
+            continue
+        a = accuracy_for(other, scheme_id, task)
+        if a is not None and (a.weighted_avg is not None or a.task_score is not None):
+            return Proxy(model=model_id, measured_model=other, accuracy=a, why=entry[1])
+    return None
+
+
 # --------------------------------------------------------------------------------------------- recompute
 
 def recompute_average(m: Measurement) -> float | None:

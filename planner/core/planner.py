@@ -18,23 +18,38 @@ from planner.core.request import check_request_bounds
 from planner.errors import PlannerError
 
 
-def build_plan(req: PlanRequest, engine: Engine, model: ModelInput, local: LocalDevices | None = None) -> Plan:
-    """The whole plan of one model: the engine's schemes and memory, accuracy, the recommendation."""
+def build_plan(req: PlanRequest, engine: Engine, model: ModelInput, local: LocalDevices | None = None,
+               shared: dict | None = None) -> Plan:
+    """The whole plan of one model: the engine's schemes and memory, accuracy, the recommendation.
+
+    shared: a dict kept across the plans of one request that differ only in the model (--model auto),
+    through which the engine reuses the figures of models of the same layout (Engine.plan)."""
     check_request_bounds(req)
     acc.get_task(req.task)
     if model.file_model is not None and not engine.accepts_model_file:
         raise PlannerError(f"--model-file is a GGUF for llama.cpp; {engine.label} serves Hugging Face checkpoints "
                            "(use --model ID|DIR)")
     hw = resolve_hardware(req, local)
-    plan = engine.plan(req, model, hw)
+    plan = engine.plan(req, model, hw, shared)
     if req.min_tps is not None:
         slow = [s for s in plan.schemes if s.speed is not None and s.speed.decode_tps < req.min_tps]
         if slow:
             plan.schemes = [s for s in plan.schemes if s not in slow]
             plan.notes.append(f"--min-tps {req.min_tps:g}: dropped " + ", ".join(
                 f"{s.id} ({s.speed.decode_tps:.1f} tok/s predicted)" for s in slow))
+    proxies = []
     for sp in plan.schemes:
         sp.accuracy = acc.accuracy_for(plan.model.id, sp.id, req.task)
+        # an unmeasured model's scheme may show a measured model's figure, labelled, never ranked
+        px = acc.proxy_for(plan.model.id, sp.id, req.task) if sp.accuracy is None else None
+        if px is not None:
+            sp.notes.append(px.label)
+            proxies.append((sp.id, px))
+    if proxies:
+        plan.notes.append(f"accuracy proxies, not measurements of {plan.model.id} (never ranked): " + "; ".join(
+            f"{sid} on {px.measured_model} {px.accuracy.weighted_avg if px.accuracy.weighted_avg is not None else px.accuracy.task_score:.2f}"
+            + (f" (drop {px.accuracy.drop_pct:.2f}% vs {px.accuracy.baseline})" if px.accuracy.drop_pct is not None else "")
+            for sid, px in proxies) + f"; {proxies[0][1].why}")
     trained = (model.file_model or model.entry).hparams.n_ctx_train if (model.file_model or model.entry) else 0
     if trained and req.ctx > trained:
         plan.notes.append(f"context {req.ctx:,} is above the {trained:,} tokens {plan.model.id} was trained for: "
