@@ -116,9 +116,10 @@ def make_auto_plan(req: PlanRequest, *, detection=None) -> tuple[Plan, list[Plan
     local = local_devices(req, detection)
     req = with_host(req, local)
     plans = []
+    shared: dict = {}           # R1, V3, V3-0324 and R1-0528 have the same tensors: sized once
     for m in auto_models():
         r = replace(req, model=m, model_file=None, schemes=None)
-        plans.append(build_plan(r, eng, ModelInput(entry=cat.resolve_model(m)), local))
+        plans.append(build_plan(r, eng, ModelInput(entry=cat.resolve_model(m)), local, shared))
     return combine_auto(plans, req.task)
 
 

@@ -69,8 +69,8 @@ class GgufEngine:
     name = label = 'gguf'
     accepts_model_file = True
     quantizes = True
-    def plan(self, req, model, hw):
-        return plan_gguf(req, model, hw)
+    def plan(self, req, model, hw, shared=None):
+        return plan_gguf(req, model, hw, shared)
 
 plan = build_plan(PlanRequest(device='h100', schemes=['DQ3_K_M']), GgufEngine(),
                   ModelInput(entry=resolve_model('deepseek-r1')))

@@ -51,8 +51,13 @@ class Engine(Protocol):
         """The schemes (llama.cpp ftypes and recipes) or checkpoint formats it plans for an architecture."""
         ...
 
-    def plan(self, req: PlanRequest, model: ModelInput, hardware: Hardware) -> Plan:
-        """The plan's model, schemes and memory per device (no accuracy or recommendation yet)."""
+    def plan(self, req: PlanRequest, model: ModelInput, hardware: Hardware, shared: dict | None = None) -> Plan:
+        """The plan's model, schemes and memory per device (no accuracy or recommendation yet).
+
+        shared: one dict handed to every plan of a request that differs only in its model (--model auto);
+        an engine may keep there what it computed for one model and reuse it for another model whose
+        figures are the same by construction (llama.cpp: the same tensors and hyperparameters), or
+        ignore it."""
         ...
 
     def launch(self, plan: Plan, req: PlanRequest, scheme_id: str) -> Launch:

@@ -98,10 +98,23 @@ def override_rule(text: str) -> tuple[str, str]:
     return pat, buft
 
 
-def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware) -> Plan:
+def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware, shared: dict | None = None) -> Plan:
     """llama.cpp's plan: each scheme's tensors under llama-quantize's rules (or the GGUF file as it is),
-    placed on the devices as llama.cpp places them, with KV cache and compute buffers per device."""
+    placed on the devices as llama.cpp places them, with KV cache and compute buffers per device.
+
+    shared (Engine.plan): the scheme plans of models already planned for this request, by what they
+    depend on: the tensors (names, shapes, source types), the hyperparameters and the layout. A model
+    equal in all of those gets copies of the same figures (its own accuracy is attached later)."""
     model, kv_mode = resolve_model(req, model_input)
+    summary = ModelSummary(id=model.id, name=model.name, architecture=model.hparams.arch,
+                           params=model.params, layout=model.layout, source=model.source)
+    key = None
+    if shared is not None and model.file_path is None:
+        key = ("llama.cpp scheme plans", model.hparams, model.layout, kv_mode, tuple(model.tensors))
+        if key in shared:
+            plans = [replace(sp, notes=list(sp.notes)) for sp in shared[key]]
+            return Plan(model=summary, engine=req.engine, hardware=hw.summary, context=req.ctx, kv_mode=kv_mode,
+                        schemes=plans)
     schemes = schemes_for(req, model)
     opts = memory_options(req, kv_mode, hw.host_capacity_bytes, hw.profile.backend if hw.profile else "CPU")
     plans = []
@@ -133,8 +146,8 @@ def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware) -> Plan:
         if req.max_context:
             sp.memory.max_context = max_context(model.hparams, sp.tensors, hw.slots, opts, lw)
         sp.speed = predict_llamacpp(model.hparams, sp, opts, hw, req)
-    summary = ModelSummary(id=model.id, name=model.name, architecture=model.hparams.arch,
-                           params=model.params, layout=model.layout, source=model.source)
+    if key is not None:
+        shared[key] = [replace(sp, notes=list(sp.notes)) for sp in plans]
     return Plan(model=summary, engine=req.engine, hardware=hw.summary, context=req.ctx, kv_mode=kv_mode,
                 schemes=plans)
 

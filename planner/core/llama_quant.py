@@ -149,6 +149,10 @@ def allows_quantization(name: str, shape: tuple[int, ...], arch: str = "") -> bo
     return _NEVER_QUANTIZED_RE.search(name) is None
 
 
+# the values of the types tensor_requires_imatrix can name (Q2_K only under Q2_K_S)
+IMATRIX_TYPES = frozenset(int(t) for t in (T.IQ3_XXS, T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ1_M, T.IQ1_S, T.Q2_K))
+
+
 def requires_imatrix(name: str, t: T, ftype: F) -> bool:
     """tensor_requires_imatrix: llama-quantize refuses these types without --imatrix."""
     if name in ("token_embd.weight", "per_layer_token_embd.weight", "output.weight"):

@@ -137,8 +137,11 @@ def kv_bytes_per_layer(hp: Hparams, opts: MemoryOptions) -> tuple[int, int]:
 def not_loaded(name: str, il: int, hp: Hparams) -> bool:
     """A tensor llama.cpp does not load: the NextN/MTP block's (deepseek32 creates them TENSOR_SKIP unless
     MTP speculative decoding is on; its exp_probs_b bias is created without the MTP flags and is loaded)."""
-    return hp.n_layer_nextn > 0 and hp.n_layer - hp.n_layer_nextn <= il < hp.n_layer \
-        and not name.endswith("exp_probs_b.bias")
+    return _skipped(name, il, hp.n_layer, hp.n_layer_nextn)
+
+
+def _skipped(name: str, il: int, n_layer: int, n_layer_nextn: int) -> bool:
+    return n_layer_nextn > 0 and n_layer - n_layer_nextn <= il < n_layer and not name.endswith("exp_probs_b.bias")
 
 
 def kv_layers(hp: Hparams) -> int:
@@ -169,11 +172,28 @@ def tensor_layer(name: str, n_layer: int) -> int:
     return -1
 
 
+@lru_cache(maxsize=None)
+def tensor_site(name: str, n_layer: int, n_layer_nextn: int) -> tuple[int, bool, bool]:
+    """Where llama.cpp puts a tensor, computed once per name: (its layer as tensor_layer says, whether it is a
+    routed-expert tensor of a block (what --n-cpu-moe keeps on the host), whether llama.cpp loads it).
+    Every scheme of a model has the same names, so sizing, placement and speed share these answers."""
+    il = tensor_layer(name, n_layer)
+    if il < 0:
+        return il, False, True
+    return il, il < n_layer and _EXPS.search(name) is not None, not _skipped(name, il, n_layer, n_layer_nextn)
+
+
 def layer_devices(n_layer: int, n_devices: int, splits: list[float], ngl: int | None) -> list[int]:
     """Device index of layers 0..n_layer (the last is the output layer); -1 = host. llama.cpp's float32 math."""
+    return list(_layer_devices(n_layer, n_devices, tuple(splits), ngl))
+
+
+@lru_cache(maxsize=256)
+def _layer_devices(n_layer: int, n_devices: int, splits: tuple[float, ...], ngl: int | None) -> tuple[int, ...]:
+    """layer_devices, once per split: every scheme of a plan places its layers the same way."""
     n_gpu_layers = n_layer + 1 if ngl is None else ngl
     if n_devices == 0:
-        return [-1] * (n_layer + 1)
+        return (-1,) * (n_layer + 1)
     # float32 as in llama.cpp: every sum and quotient rounded to single precision (a double result of
     # float32 operands rounds to the same float32 as the single-precision operation)
     cum: list[float] = []
@@ -187,7 +207,7 @@ def layer_devices(n_layer: int, n_devices: int, splits: list[float], ngl: int | 
     out = [-1] * (n_layer + 1)
     for il in range(i_gpu_start, min(n_layer + 1, i_gpu_start + act)):
         out[il] = min(bisect.bisect_right(cum, _f32((il - i_gpu_start) / act)), n_devices - 1)
-    return out
+    return tuple(out)
 
 
 _F32 = struct.Struct("f")
@@ -396,19 +416,22 @@ class LayerWeights:
         big = [0] * (hp.n_layer + 1)
         big_exp = [0] * (hp.n_layer + 1)
         host = 0
+        n_layer, n_nextn = hp.n_layer, hp.n_layer_nextn
         for tp in tensors:
-            il = tensor_layer(tp.name, hp.n_layer)
+            il, expert, loaded = tensor_site(tp.name, n_layer, n_nextn)
+            b = tp.bytes
             if il < 0:
-                host += tp.bytes
+                host += b
                 continue
-            if not_loaded(tp.name, il, hp):
+            if not loaded:
                 continue
-            per[il] += tp.bytes
-            if len(tp.shape) >= 2 and tp.bytes > big[il]:
-                big[il] = tp.bytes
-            if il < hp.n_layer and _EXPS.search(tp.name):
-                exps[il] += tp.bytes
-                big_exp[il] = max(big_exp[il], tp.bytes)
+            per[il] += b
+            if b > big[il] and len(tp.shape) >= 2:
+                big[il] = b
+            if expert:
+                exps[il] += b
+                if b > big_exp[il]:
+                    big_exp[il] = b
         return cls(tuple(per), host, tuple(exps), tuple(big), tuple(big_exp))
 
 
@@ -472,12 +495,12 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
     rules = _overrides(opts, slots) if opts.tensor_overrides else []
     if rules:
         for tp in tensors:
-            il = tensor_layer(tp.name, hp.n_layer)
-            if not_loaded(tp.name, il, hp):
+            il, expert, loaded = tensor_site(tp.name, hp.n_layer, hp.n_layer_nextn)
+            if not loaded:
                 continue
             di = next((d for rx, d in rules if rx.search(tp.name)), None)
             if di is None:
-                if il < 0 or (il < opts.n_cpu_moe and il < hp.n_layer and _EXPS.search(tp.name)):
+                if il < 0 or (il < opts.n_cpu_moe and expert):
                     di = -1
                 else:
                     di = ldev[il]
@@ -507,6 +530,7 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
     used = sum(1 for d in devs if d.layers) + (1 if host_layers or out_dev == -1 else 0)
     n_split = max(1, used + (1 if any(d.layers for d in devs) else 0))  # the host's input split counts
     compute: dict[tuple[int, bool], int] = {}      # devices with the same load share one figure
+    gpu_compute: dict[tuple[int, bool, int], int] = {}
     if gpu:
         n_used = sum(1 for d in devs if d.layers)
         n_copies = SCHED_MAX_COPIES if pipeline_parallel(n_used, not host.layers, opts) else 1
@@ -514,15 +538,18 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
         first = next((i for i, s in enumerate(slots) if not s.label.startswith("RPC")), None)
         for d_i, d in enumerate(devs):
             key = (sum(1 for il in d.layers if il < hp.n_layer), out_dev == d_i)
-            copy = host_copy if d_i == first else 0
             if slots[d_i].label.startswith("RPC"):
                 if key not in compute:
                     compute[key] = compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], False, n_split)
                 d.compute_bytes = compute[key]
                 continue
-            # the host's input split is not a stage of its own here: its inputs sit in CUDA_Host
-            d.compute_bytes = gpu_compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], max(1, used),
-                                                       host_weight_copy=copy)
+            copy = host_copy if d_i == first else 0
+            gkey = (key[0], key[1], copy)
+            if gkey not in gpu_compute:
+                # the host's input split is not a stage of its own here: its inputs sit in CUDA_Host
+                gpu_compute[gkey] = gpu_compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], max(1, used),
+                                                             host_weight_copy=copy)
+            d.compute_bytes = gpu_compute[gkey]
         host.compute_bytes = host_compute_buffer_bytes(hp, opts, hp.n_vocab, host_layers, out_dev == -1,
                                                        max(1, used), n_copies=n_copies)
     else:

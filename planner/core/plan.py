@@ -7,6 +7,7 @@ Flow: inputs (flags, TUI choices, detected hardware, GGUF headers) -> PlanReques
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -60,7 +61,7 @@ class PlanRequest:
     host_probe: tuple[float, float] | None = None   # (GB/s, TFLOPS) measured here, filled by planning
 
 
-@dataclass
+@dataclass(slots=True)
 class TensorPlan:
     name: str
     shape: tuple[int, ...]               # ggml order: ne0 (row length) first
@@ -72,7 +73,7 @@ class TensorPlan:
         return {"name": self.name, "shape": list(self.shape), "type": self.type, "bytes": self.bytes}
 
 
-@dataclass
+@dataclass(slots=True)
 class DeviceMemory:
     device: str                          # "CUDA0", "910B 3", "Host", "RPC[127.0.0.1:50052]"
     weights_bytes: int = 0
@@ -120,21 +121,30 @@ class MemoryPlan:
     def total_bytes(self) -> int:
         return sum(d.total_bytes for d in self.per_device) + self.host_bytes
 
-    @property
+    # A MemoryPlan is complete when built (planner.core.memory and serving_plan fill the devices before
+    # they make it): its two verdicts are computed once, as recommendations ask for them many times.
+    @cached_property
     def tightest(self) -> DeviceMemory | None:
         """The device with the least headroom (the first of them on a tie): the one that decides whether
         the plan fits and whose free memory every table, sentence and plot reports. The host is not a
         device here (its RAM is checked separately by `fits`)."""
-        if not self.per_device:
-            return None
-        return min(self.per_device, key=lambda d: d.headroom_bytes)
+        best, least = None, 0
+        for d in self.per_device:          # one pass, no property calls: plans have up to 384 devices
+            h = d.capacity_bytes - (d.weights_bytes + d.kv_bytes + d.compute_bytes + d.overhead_bytes)
+            if best is None or h < least:
+                best, least = d, h
+        return best
 
-    @property
+    @cached_property
     def fits(self) -> bool:
         """Every device within its capacity, and the host too when its RAM is known."""
         host = self.host
-        host_ok = host is None or host.capacity_bytes <= 0 or host.headroom_bytes >= 0
-        return host_ok and all(d.headroom_bytes >= 0 for d in self.per_device)
+        if host is not None and host.capacity_bytes > 0 and host.headroom_bytes < 0:
+            return False
+        for d in self.per_device:
+            if d.weights_bytes + d.kv_bytes + d.compute_bytes + d.overhead_bytes > d.capacity_bytes:
+                return False
+        return True
 
     def to_dict(self) -> dict[str, Any]:
         return {

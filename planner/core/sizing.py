@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from planner.core.gguf_constants import GGMLQuantizationType as T
 
 from planner.core.architectures import TensorSpec, enumerate_tensors
 from planner.core.catalog import Hparams, ModelEntry
 from planner.core.ggml_types import tensor_bytes, type_name
-from planner.core.llama_quant import QuantModel, TensorTable, requires_imatrix, select_types
+from planner.core.llama_quant import IMATRIX_TYPES, QuantModel, TensorTable, requires_imatrix, select_types
 from planner.core.plan import SchemePlan, TensorPlan
 from planner.core.schemes import Scheme
 
@@ -54,19 +54,30 @@ def resolve_catalog_model(entry: ModelEntry, layout: str | None) -> ResolvedMode
                          tensors=enumerate_tensors(hp, lay, src), source=entry.source)
 
 
-_TYPE_NAME = {t: type_name(t) for t in T}
+# indexed by the type's value: a list lookup, where a dict keyed by the enum would hash it in Python
+_TYPE_NAME = [""] * (max(T) + 1)
+for _t in T:
+    _TYPE_NAME[_t] = type_name(_t)
+
+
+@lru_cache(maxsize=None)
+def _bytes(shape: tuple[int, ...], ty: int) -> int:
+    return tensor_bytes(shape, T(ty))
 
 
 def _aggregate(scheme_id: str, kind: str, tensors: list[TensorSpec], types: list[T],
                needs_imatrix: bool) -> SchemePlan:
+    """Every tensor's bytes (rows x row size, once per shape and type: a model's blocks repeat them)."""
     plans: list[TensorPlan] = []
     type_bytes: dict[str, int] = defaultdict(int)
     total = 0
     params = 0
+    names = _TYPE_NAME
     for t, ty in zip(tensors, types):
-        b = tensor_bytes(t.shape, ty)
-        n = _TYPE_NAME[ty]
-        plans.append(TensorPlan(t.name, t.shape, n, b, _TYPE_NAME[t.src_type]))
+        ti = int(ty)
+        b = _bytes(t.shape, ti)
+        n = names[ti]
+        plans.append(TensorPlan(t.name, t.shape, n, b, names[t.src_type]))
         type_bytes[n] += b
         total += b
         params += t.n_elements
@@ -85,6 +96,8 @@ def select_scheme_types(model: ResolvedModel, scheme: Scheme, imatrix: bool | No
 
     def run(has_imatrix: bool) -> tuple[list[T], bool]:
         types = select_types(qm, tab, scheme.ftype, list(scheme.rules), has_imatrix=has_imatrix)
+        if IMATRIX_TYPES.isdisjoint(map(int, types)):   # the common case, decided once per scheme
+            return types, False
         need = any(ok and requires_imatrix(n, ty, scheme.ftype)
                    for n, ok, ty in zip(tab.names, tab.allows, types))
         return types, need

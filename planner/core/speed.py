@@ -57,6 +57,21 @@ _FAMILY = {"f32": "float", "f16": "float", "bf16": "float", "f64": "float"}
 
 
 @lru_cache(maxsize=None)
+def _site(name: str, n_layer: int) -> tuple[int, bool]:
+    """A tensor's layer and whether it is a routed-expert tensor (once per name: every scheme repeats them)."""
+    il = tensor_layer(name, n_layer)
+    return il, 0 <= il < n_layer and _EXPS.search(name) is not None
+
+
+@lru_cache(maxsize=None)
+def _n_elements(shape: tuple[int, ...]) -> int:
+    n = 1
+    for x in shape:
+        n *= x
+    return n
+
+
+@lru_cache(maxsize=None)
 def type_family(type_name: str) -> str:
     """float (f32/f16/bf16), legacy (q4_0, q8_0, ...), k (q2_K..q8_K), iq (i-quants and ternary)."""
     n = type_name.lower()
@@ -195,17 +210,14 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
     active = hp.n_expert_used / hp.n_expert if hp.is_moe else 1.0
     hybrid_layers = 0
     for tp in tensors:
-        il = tensor_layer(tp.name, hp.n_layer)
+        il, exps = _site(tp.name, hp.n_layer)
         fam = type_family(tp.type)
-        n_el = 1
-        for x in tp.shape:
-            n_el *= x
+        n_el = _n_elements(tp.shape)
         if il < 0:                                           # token_embd: one row per token, on the host
             p = place(HOST)
             rows = tp.shape[1] if len(tp.shape) > 1 else 1
             p.decode[fam] = p.decode.get(fam, 0.0) + tp.bytes / rows
             continue
-        exps = il < hp.n_layer and _EXPS.search(tp.name) is not None
         where = ldev.get(il, HOST)
         if exps and il < opts.n_cpu_moe:
             where = HOST

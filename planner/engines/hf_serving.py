@@ -130,7 +130,8 @@ class HFServingEngine:
                      options: EngineOptions | None = None) -> list[SchemePlan]:
         return plan_formats(self.name, self.fit, req, entry, profile, gpus, nodes, options=options)
 
-    def plan(self, req: PlanRequest, model: ModelInput, hardware: Hardware) -> Plan:
+    def plan(self, req: PlanRequest, model: ModelInput, hardware: Hardware, shared: dict | None = None) -> Plan:
+        # shared is not used: a checkpoint format's bytes are the published files' of that model
         if model.entry is None:
             raise PlannerError(f"{self.label} serves Hugging Face checkpoints: use --model ID|DIR")
         if req.rpc:

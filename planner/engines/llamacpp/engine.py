@@ -21,8 +21,8 @@ class LlamaCppEngine:
     def scheme_ids(self, entry: ModelEntry) -> list[str]:
         return ids_for(entry.hparams.arch)
 
-    def plan(self, req: PlanRequest, model: ModelInput, hardware: Hardware) -> Plan:
-        return plan_gguf(req, model, hardware)
+    def plan(self, req: PlanRequest, model: ModelInput, hardware: Hardware, shared: dict | None = None) -> Plan:
+        return plan_gguf(req, model, hardware, shared)
 
     def launch(self, plan: Plan, req: PlanRequest, scheme_id: str) -> Launch:
         lines = launch_lines(plan, req, scheme_id)
