@@ -79,3 +79,26 @@ def tiny_model(kind: str, src: T = T.BF16) -> ResolvedModel:
     """A tiny ResolvedModel of one of TINY_KINDS, weights in `src` (bf16, f16 or f32)."""
     hp, layout = tiny_hparams(kind)
     return model_from_hparams(hp, layout, src, id=f"tiny-{kind}")
+
+
+def tiny_deepseek4_hparams(**overrides: Any) -> Hparams:
+    """A DeepSeek-V4-shaped deepseek4, tiny: 5 layers with compress ratios 0, 4, 128, 4, 0 (window-only,
+    CSA with the lightning indexer, HCA), a 32-token sliding window, hyper-connections of 4 streams, layer
+    0 hash-routed (the i32 tid2eid table), 4 experts (2 used) + 1 shared, an indexer of 4 heads of 128
+    (the real head size) and top-k 64.
+
+    Row lengths (ne0): n_embd, the experts' n_ff_exp, the head size (256) and the compressors' apes
+    are multiples of 256 (K-quants as they are); q_lora (attn_q_b, indexer.attn_q_b) and wo_b's
+    o_groups*o_lora are 128, which K-quants fall back from (32-element blocks); the hyper-connection fn
+    tensors have rows of 4*n_embd = 1024. The head size must differ from the indexer's: llama.cpp treats a
+    KV cache whose head size equals indexer_head_size as the indexer's and, for the raw cache's empty
+    non-window part, loops its Hadamard size to zero (SIGFPE) -- the real model (512 vs 128) never does.
+    """
+    hp = Hparams(
+        arch="deepseek4", n_embd=256, n_vocab=384, n_layer=5, n_head=4, n_head_kv=1, n_ff=0,
+        n_ctx_train=4096, n_embd_head=256, n_lora_q=128, n_rot=64, n_expert=4, n_expert_used=2,
+        n_expert_shared=1, n_ff_exp=256, exp_probs_b=True, indexer_n_head=4, indexer_head_size=128,
+        indexer_top_k=64, n_swa=32, compress_ratios=(0, 4, 128, 4, 0), n_out_groups=2, n_lora_o=64,
+        n_hc=4, n_hash_layers=1,
+    )
+    return replace(hp, **overrides)

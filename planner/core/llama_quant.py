@@ -516,3 +516,38 @@ def select_types(
             new_type = fallback(shapes[i][0], new_type, name)
         out[i] = new_type
     return out
+
+
+class ImatrixGap(QuantizeRefused):
+    """llama-quantize stops with an importance matrix from llama-imatrix: a tensor gets a type that needs
+    imatrix data (tensor_requires_imatrix) which llama-imatrix never records. It records only the weights
+    of MUL_MAT / MUL_MAT_ID whose name starts with "blk." (output/token_embd with --process-output:
+    tools/imatrix/imatrix.cpp collect_imatrix); deepseek4 has a non-block matrix, output_hc_fn.weight, and
+    the compressors' ape tensors, which are added, never multiplied. --dry-run does not check this."""
+
+    def __init__(self, tensor: str, t: T):  # noqa: D107 (QuantizeRefused's fields, another message)
+        self.tensor, self.ncols, self.type = tensor, 0, t
+        self.llama_error = f"Missing importance matrix for tensor {tensor} in a very low-bit quantization"
+        PlannerError.__init__(self, f"llama-quantize cannot make this scheme for this model: {tensor} would be "
+                              f"{type_name(t)}, which needs importance-matrix data that llama-imatrix never "
+                              f"records for it ({self.llama_error}); give that tensor another type with a "
+                              "--tensor-type rule")
+
+
+def _imatrix_never_records(name: str) -> bool:
+    if name in ("output.weight", "token_embd.weight"):
+        return False
+    return not name.startswith("blk.") or name.endswith("_ape.weight")
+
+
+def check_imatrix_coverage(names: "list[str] | tuple[str, ...]", types: "list[T] | list[str]", ftype: F) -> None:
+    """Raise ImatrixGap for the first tensor (in llama-quantize's order) that requires an importance matrix
+    which llama-imatrix cannot provide."""
+    from planner.core.ggml_types import parse_type
+
+    names = list(names)
+    for i in weights_map_order(names):
+        t = types[i]
+        t = parse_type(t) if isinstance(t, str) else t
+        if _imatrix_never_records(names[i]) and requires_imatrix(names[i], t, ftype):
+            raise ImatrixGap(names[i], t)

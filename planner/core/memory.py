@@ -91,11 +91,75 @@ def padded_ctx(ctx: int, parallel: int) -> tuple[int, int]:
     return n_seq * parallel, n_seq
 
 
+def _pad(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+def deepseek4_kv_parts(hp: Hparams, opts: MemoryOptions) -> list[dict[str, int]]:
+    """Per layer of a deepseek4 model, the bytes of each cache llama_kv_cache_dsv4 allocates
+    (src/llama-kv-cache-dsv4.cpp, llama-kv-cache-iswa.cpp, llama-kv-cache.cpp), keyed as llama.cpp logs them:
+
+    - "raw": the sliding-window cache, K only (dsv4_make_k_only), every layer (load_arch_hparams marks all
+      of them SWA: set_swa_pattern(0)): pad(min(n_ctx_seq, n_swa + n_ubatch), 256) cells per sequence
+      (llama_kv_cache_iswa's size_swa with unified = false: DSV4 keeps one stream per sequence even when
+      the public cache is unified), row = head_count_kv * head size in the K type; its non-window part
+      has no layers and no bytes;
+    - "csa" / "hca": the compressed caches of the 4:1 and 128:1 layers, pad(max(1, ceil(n_ctx_seq /
+      ratio)), 256) cells per sequence, the same K rows;
+    - "lid": the lightning indexer's key cache of the 4:1 layers, as many cells as csa, one head of
+      indexer_head_size;
+    - "csa_state" / "hca_state" / "lid_state": the compressors' f32 state (llama_dsv4_comp_state): a kv and
+      a score tensor of n_embd_state x state_size x n_seq (n_rs_seq = 0 without speculative decoding):
+      4:1 layers 2*head x 8 (and the indexer's 2*indexer_head_size x 8), 128:1 layers head x 128.
+    Every part lives on the device of its layer (model.dev_layer(il)).
+    """
+    tk = cache_type(opts.cache_type_k, "k")
+    _, c = padded_ctx(opts.ctx, opts.parallel)
+    n_seq = max(1, opts.parallel)
+    ubatch = min(opts.ubatch, opts.batch)
+    head = hp.n_embd_head
+    try:
+        row = row_bytes(tk, hp.n_head_kv * head)
+        row_lid = row_bytes(tk, hp.indexer_head_size)
+    except ValueError as e:
+        raise PlannerError(f"cache type does not fit this model's rows: {e}") from None
+    raw = row * _pad(min(c, hp.n_swa + ubatch), CTX_PAD) * n_seq
+    f32 = 4
+    out = []
+    for il in range(hp.n_layer):
+        r = hp.compress_ratios[il]
+        parts = {"raw": raw}
+        if r:
+            cells = _pad(max(1, -(-c // r)), CTX_PAD) * n_seq
+            if r == 4:
+                parts["csa"] = row * cells
+                parts["lid"] = row_lid * cells
+                parts["csa_state"] = 2 * f32 * (2 * head) * 8 * n_seq
+                parts["lid_state"] = 2 * f32 * (2 * hp.indexer_head_size) * 8 * n_seq
+            else:
+                parts["hca"] = row * cells
+                parts["hca_state"] = 2 * f32 * head * 128 * n_seq
+        out.append(parts)
+    return out
+
+
+def kv_bytes_by_layer(hp: Hparams, opts: MemoryOptions) -> list[int]:
+    """The KV cache bytes of each layer that has one (see kv_layers), in layer order."""
+    if hp.arch == "deepseek4":
+        kv_bytes_per_layer(hp, opts)            # the K/V type checks
+        return [sum(p.values()) for p in deepseek4_kv_parts(hp, opts)]
+    k, v = kv_bytes_per_layer(hp, opts)
+    return [k + v] * kv_layers(hp)
+
+
 def kv_dims(hp: Hparams, kv_mode: str | None) -> tuple[int, int]:
     """(K elements, V elements) cached per token per layer (deepseek32: the latent K; see kv_bytes_per_layer
     for its indexer keys)."""
     if hp.arch == "deepseek32":
         return hp.n_lora_kv + hp.n_rot, 0
+    if hp.arch == "deepseek4":
+        # the raw sliding-window row (K only); the compressed caches are in deepseek4_kv_parts
+        return hp.n_head_kv * hp.n_embd_head, 0
     if hp.arch == "deepseek2":
         latent_k = hp.n_lora_kv + hp.n_rot
         if kv_mode == "mla":
@@ -116,8 +180,8 @@ def kv_bytes_per_layer(hp: Hparams, opts: MemoryOptions) -> tuple[int, int]:
     if is_quantized(tv) and not opts.flash_attn:
         raise PlannerError("a quantized V cache needs flash attention (llama.cpp refuses -ctv "
                            f"{opts.cache_type_v} with -fa off): use --flash-attn on or auto")
-    if ((hp.arch == "deepseek2" and opts.kv_mode == "mla") or hp.arch == "deepseek32") and tk != tv:
-        # llama_init_from_model: "model does not support different K and V cache types" (is_mla())
+    if ((hp.arch == "deepseek2" and opts.kv_mode == "mla") or hp.arch in ("deepseek32", "deepseek4")) and tk != tv:
+        # llama_init_from_model: "model does not support different K and V cache types" (is_mla() or deepseek4)
         raise PlannerError(f"MLA models need one cache type for K and V (llama.cpp refuses -ctk {opts.cache_type_k} "
                            f"-ctv {opts.cache_type_v}): set both --cache-type-k and --cache-type-v")
     kd, vd = kv_dims(hp, opts.kv_mode)
@@ -151,8 +215,7 @@ def kv_layers(hp: Hparams) -> int:
 
 
 def kv_cache_bytes(hp: Hparams, opts: MemoryOptions) -> int:
-    k, v = kv_bytes_per_layer(hp, opts)
-    return (k + v) * kv_layers(hp)
+    return sum(kv_bytes_by_layer(hp, opts))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -520,10 +583,9 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
                 host_copy = max(host_copy, lw.largest[il])
             (host if di < 0 else devs[di]).weights_bytes += b
 
-    k, v = kv_bytes_per_layer(hp, opts)
-    for il in range(kv_layers(hp)):
+    for il, b in enumerate(kv_bytes_by_layer(hp, opts)):
         di = ldev[il]
-        (host if di < 0 else devs[di]).kv_bytes += k + v
+        (host if di < 0 else devs[di]).kv_bytes += b
 
     out_dev = ldev[hp.n_layer]
     host_layers = sum(1 for il in host.layers if il < hp.n_layer)

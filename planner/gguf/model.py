@@ -159,6 +159,8 @@ def hparams_from_header(h: GGUFHeader) -> tuple[Hparams, str | None]:
         n_ctx_train=_int(h, Keys.LLM.CONTEXT_LENGTH),
         tied_embeddings="output.weight" not in names,
     )
+    if arch == "deepseek4":
+        return _deepseek4_hparams(h, names, common), None
     if arch in ("deepseek2", "deepseek32"):
         layout = _layout(h, names) if arch == "deepseek2" else "mla"
         n_rot = _int(h, Keys.Rope.DIMENSION_COUNT)
@@ -209,6 +211,41 @@ def hparams_from_header(h: GGUFHeader) -> tuple[Hparams, str | None]:
         qk_norm=arch == "qwen3",
     )
     return hp, None
+
+
+def _deepseek4_hparams(h: GGUFHeader, names: set[str], common: dict) -> Hparams:
+    """What llama_model_deepseek4::load_arch_hparams reads (src/models/deepseek4.cpp), under the catalog's
+    names; compress_ratios must cover block_count and be 0, 4 or 128, as llama.cpp requires."""
+    a = h.architecture
+    n_layer = common["n_layer"]
+    ratios = h.metadata.get(f"{a}.attention.compress_ratios")
+    if not isinstance(ratios, list) or len(ratios) < n_layer:
+        raise PlannerError(f"{h.path}: {a}.attention.compress_ratios is missing or shorter than block_count "
+                           "(llama.cpp: 'DeepSeek-V4 compress_ratios is shorter than block_count')")
+    if any(r not in (0, 4, 128) for r in ratios[:n_layer]):
+        raise PlannerError(f"{h.path}: compress ratios must be 0, 4 or 128 (llama.cpp's DeepSeek-V4 loader)")
+    n_hash = _int(h, f"{a}.hash_layer_count", 0)
+    return Hparams(
+        **common,
+        n_head_kv=_int(h, Keys.Attention.HEAD_COUNT_KV, 1),
+        n_embd_head=_int(h, Keys.Attention.KEY_LENGTH),
+        n_lora_q=_int(h, Keys.Attention.Q_LORA_RANK),
+        n_rot=_int(h, Keys.Rope.DIMENSION_COUNT),
+        n_expert=_int(h, Keys.LLM.EXPERT_COUNT),
+        n_expert_used=_int(h, Keys.LLM.EXPERT_USED_COUNT),
+        n_expert_shared=_int(h, Keys.LLM.EXPERT_SHARED_COUNT, 0),
+        n_ff_exp=_int(h, Keys.LLM.EXPERT_FEED_FORWARD_LENGTH),
+        exp_probs_b=any(n.endswith("exp_probs_b.bias") for n in names),
+        indexer_n_head=_int(h, f"{a}.attention.indexer.head_count"),
+        indexer_head_size=_int(h, f"{a}.attention.indexer.key_length"),
+        indexer_top_k=_int(h, f"{a}.attention.indexer.top_k"),
+        n_swa=_int(h, f"{a}.attention.sliding_window"),
+        compress_ratios=tuple(int(r) for r in ratios),
+        n_out_groups=_int(h, f"{a}.attention.output_group_count"),
+        n_lora_o=_int(h, f"{a}.attention.output_lora_rank"),
+        n_hc=_int(h, f"{a}.hyper_connection.count"),
+        n_hash_layers=min(n_hash, n_layer),
+    )
 
 
 def _variants(hp: Hparams) -> list[Hparams]:

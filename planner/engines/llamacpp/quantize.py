@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from planner.core.ggml_types import parse_type, tensor_bytes
+from planner.core.ggml_types import is_quantized, parse_type, tensor_bytes
 from planner.core.plan import SchemePlan
 from planner.core.schemes import Scheme
 from planner.engines.llamacpp.argv import (TENSOR_TYPE_FILE_THRESHOLD, child_env, quantize_argv,
@@ -356,6 +356,12 @@ def _src_bytes(t) -> int:
         return 0
 
 
+def needs_requantize(plan: SchemePlan) -> bool:
+    """Whether a source tensor already quantized gets another type (llama-quantize then needs
+    --allow-requantize): a DeepSeek-V4 GGUF as converted holds q8_0 and mxfp4 tensors."""
+    return any(t.type != t.src_type and is_quantized(parse_type(t.src_type)) for t in plan.tensors)
+
+
 def run_quantize(lc: LlamaCpp, src: Path, dst: Path | None, scheme: Scheme, plan: SchemePlan, *,
                  imatrix: Path | None = None, threads: int | None = None, dry_run: bool = False,
                  progress: Progress | None = None, on_line: Callable[[str], None] | None = None,
@@ -375,7 +381,7 @@ def run_quantize(lc: LlamaCpp, src: Path, dst: Path | None, scheme: Scheme, plan
             ttf = Path(td) / "tensor-types.txt"
             ttf.write_text(tensor_type_file_text(scheme))
         argv = quantize_argv(binary, src, tmp, scheme, imatrix=imatrix, threads=threads, dry_run=dry_run,
-                             tensor_type_file=ttf)
+                             tensor_type_file=ttf, allow_requantize=needs_requantize(plan))
         parser = QuantizeLineParser()
         src_bytes = {t.name: _src_bytes(t) for t in plan.tensors}
         total = sum(src_bytes.values())
