@@ -6,7 +6,7 @@ the next word or after '=', -ot repeatable (and comma-separated inside one value
 parse_tensor_buffer_overrides splits it), -fa with or without a value (older builds took none).
 
 Flags that change memory and are planned: -m, -c, -ngl, -ts, -ot, --cpu-moe, --n-cpu-moe, -fa, -ub, -b,
--ctk, -ctv, -np, -mg, -sm (layer, none), --rpc, --kv-unified with one slot. Flags that change memory and
+-ctk, -ctv, -np, -mg, -sm (layer, none), --rpc, --kv-unified (one cache of -c cells). Flags that change memory and
 are not modelled are refused in one line (exit 2). Flags known not to change memory are accepted and listed in a note.
 """
 
@@ -220,8 +220,12 @@ def parse_command(text: str, base: PlanRequest | None = None) -> CommandRequest:
         raise PlannerError(f"--from-command: {flag} is not a llama.cpp flag the planner knows; "
                            "remove it if it does not change memory")
     if unified and kw.get("parallel", 1) > 1:
-        raise PlannerError("--from-command: --kv-unified with -np above 1 (one KV buffer shared by all "
-                           "sequences) is not modelled; the plan takes one cache per sequence (--no-kv-unified)")
+        # llama_context with kv_unified: one stream of -c cells shared by the slots (n_ctx_seq = n_ctx) and a
+        # worst-case graph reserved for one sequence over every cell: the KV and compute buffers of -np 1
+        notes.append(f"--kv-unified with -np {kw['parallel']}: one KV cache of -c cells shared by the slots, "
+                     "planned as one sequence over -c cells (the other slots' logits, n_vocab x 4 bytes each, "
+                     "are not counted)")
+        kw["parallel"] = 1
     if name == "llama-server" and "parallel" not in kw:
         # common/arg.cpp: llama-server's slots default to auto, which turns the unified KV cache on: one
         # cache of -c cells, the same KV and compute buffers as one sequence over -c cells
