@@ -317,6 +317,44 @@ def _ffn_stage_floats(hp: Hparams) -> int:
     return 5 * hp.n_ff + hp.n_embd
 
 
+def _dsa_attention_bytes(hp: Hparams, fa: bool, n_kv: int, t: int, masks: int, kq: int, a: int) -> int:
+    """The attention peak of a deepseek32 layer (DeepSeek Sparse Attention, src/models/deepseek32.cpp and
+    llm_graph_context::build_attn for llm_graph_input_attn_k_dsa in src/llama-graph.cpp).
+
+    The graph per layer, in ggml-alloc's order, with what each step adds next to the MLA tensors that the
+    deepseek2 model's `a` floats per token already count (q, absorbed q, Qcur, the residual, norms), the two
+    masks (`masks`: the MLA mask [n_kv, T], f16 with flash attention, f32 without, and the indexer's mask,
+    always f16 because the fused lightning indexer (cparams.fused_lid, on in this build) needs it; both are
+    graph inputs, alive through every layer) and, without flash attention, the KQ scores [n_kv, T, n_head]
+    f32 and the f16 copy of the latent V (`kq`), which this graph computes before the indexer:
+
+      1. the top-k "zeros" [1, top_k, T] f32 (a leaf, allocated with the inputs) and its ggml_fill: 2*top_k
+         floats per token, alive until the mask is rebuilt (step 3);
+         indexer_q = wq_b_indexer(qr), rope, Hadamard product: [ih*ihs, T] f32, two alive at a time;
+      2. ggml_lightning_indexer(indexer_q, cached indexer keys, weights [ih, T], indexer mask) -> the scores
+         [n_kv, T] f32 (4 bytes per cell and token), then ggml_top_k -> [top_k, T] i32 and its ggml_cont;
+         at the top-k the scores, the top-k indices and the zeros are alive (3*top_k floats per token);
+      3. the sparse mask: ggml_fill(MLA mask, -inf) [n_kv, T] in the MLA mask's type, ggml_set_rows of the
+         zeros at the top-k indices into it (a view), ggml_add with the MLA mask: a second [n_kv, T] tensor;
+         both alive at the add, then flash attention (or soft_max) runs with the new mask as the deepseek2
+         layer does.
+
+    The peak is the largest of the three steps (bytes):
+      1. masks + kq + T*(a + 2*ih*ihs + 2*top_k)*4
+      2. masks + kq + n_kv*T*4 + T*(a + 2*top_k + max(ih*ihs, top_k) + ih)*4
+      3. masks + kq + 2*n_kv*T*(2 with flash attention, else 4) + T*(a + 2*top_k)*4
+    With flash attention steps 2 and 3 both hold 8 bytes per cell and token (with the f16 masks), without
+    it step 3 holds 22 (with two heads) plus the latent V copy: the slopes llama.cpp's reservation shows on
+    tiny generated models (CPU, build 11434). top_k is min(index_topk, n_kv), as the graph takes it.
+    """
+    ih, ihs = hp.indexer_n_head, hp.indexer_head_size
+    k = min(hp.indexer_top_k, n_kv)
+    q_stage = masks + kq + t * (a + 2 * ih * ihs + 2 * k) * F32
+    score_stage = masks + kq + n_kv * t * F32 + t * (a + 2 * k + max(ih * ihs, k) + ih) * F32
+    topk_stage = masks + kq + 2 * n_kv * t * (2 if fa else F32) + t * (a + 2 * k) * F32
+    return max(q_stage, score_stage, topk_stage)
+
+
 def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_here: int,
                          has_output: bool, has_input: bool, n_devices: int = 1) -> int:
     """Bytes of one device's compute buffer in llama.cpp's worst-case graph (0 if it holds nothing).
@@ -347,7 +385,9 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
 
     The coefficients were read off llama.cpp's own estimator (llama-fit-params, llama.cpp build 11434,
     CPU backend, sparse GGUFs of DeepSeek-R1/V2/V2-Lite in both layouts and of the R1-Distill models);
-    bench/bench_memory.py measures the remaining error against it and against real runs. CUDA (and ROCm)
+    bench/bench_memory.py measures the remaining error against it and against real runs. deepseek32 adds the
+    lightning indexer's mask (a second f16 graph input) and its own attention stages (_dsa_attention_bytes).
+    CUDA (and ROCm)
     devices: gpu_compute_buffer_bytes and host_compute_buffer_bytes, checked against published runs by
     bench/bench_cuda_logs.py.
     """
@@ -361,6 +401,9 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
     split = n_devices > 1
     mask_cell = (8 if opts.flash_attn else 16) if split else (2 if opts.flash_attn else F32)
     mask = n_kv * t * mask_cell
+    if hp.arch == "deepseek32":
+        # the lightning indexer's own mask [n_kv, T]: a second graph input, f16 (the fused indexer needs it)
+        mask += n_kv * t * (8 if split else 2)
     if layers_here == 0:
         if has_output:
             return n_out * (n_vocab + (9 if split else 5) * e) * F32
@@ -370,6 +413,9 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
     if not opts.flash_attn and hp.arch in ("deepseek2", "deepseek32") and opts.kv_mode != "legacy":
         kq += n_kv * hp.n_lora_kv * 2      # contiguous f16 copy of the transposed latent V view
     attn = mask + kq + t * (_attention_stage_floats(hp, opts.kv_mode, opts.flash_attn, t) + extra) * F32
+    if hp.arch == "deepseek32":
+        attn = _dsa_attention_bytes(hp, opts.flash_attn, n_kv, t, mask, kq,
+                                    _attention_stage_floats(hp, opts.kv_mode, opts.flash_attn, t) + extra)
     # the mask is a graph input: alive until the last layer's attention, so through every FFN but the last
     ffn = mask + t * (_ffn_stage_floats(hp) + extra) * F32
     peak = max(attn, ffn)
@@ -391,7 +437,8 @@ def _inputs_bytes(hp: Hparams, opts: MemoryOptions) -> int:
     n_ctx, n_seq = padded_ctx(opts.ctx, opts.parallel)
     t = min(n_ctx, opts.ubatch)
     n_out = min(t, opts.batch)
-    return t * (n_seq + hp.n_embd) * F32 + 2 * t * 4 + n_out * 4
+    lid = n_seq * t * 2 if hp.arch == "deepseek32" else 0    # deepseek32: the indexer's f16 mask as well
+    return t * (n_seq + hp.n_embd) * F32 + lid + 2 * t * 4 + n_out * 4
 
 
 def pipeline_parallel(n_used: int, all_layers_on_devices: bool, opts: MemoryOptions) -> bool:
