@@ -38,3 +38,28 @@ def test_shared_figures_keep_each_models_own_accuracy():
     # a scheme's notes are its own list in each plan
     r1.notes.append("x")
     assert "x" not in v3.notes
+
+
+def test_largest_fitting_equals_an_exhaustive_scan():
+    import random
+
+    from planner.core.fit import largest_fitting
+
+    rng = random.Random(7)
+    for _ in range(3000):
+        lo, hi = sorted(rng.sample(range(0, 400), 2))
+        # memory against x: non-decreasing, in linear pieces with kinks and flat runs (like the context)
+        use, acc = {}, rng.randint(0, 10**6)
+        for x in range(lo, hi + 1):
+            acc += rng.choice([0, 1, 5, 1000, 1000, 1000])
+            use[x] = acc
+        capacity = rng.randint(use[lo] - 2000, use[hi] + 2000)
+        calls = []
+
+        def spare(x: int) -> int:
+            calls.append(x)
+            return capacity - use[x]
+
+        want = max((x for x in range(lo, hi + 1) if capacity - use[x] >= 0), default=None)
+        assert largest_fitting(lo, hi, spare) == want
+        assert len(calls) <= 3 * (hi - lo).bit_length() + 2

@@ -636,17 +636,17 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
 
     out_dev = ldev[hp.n_layer]
     host_layers = sum(1 for il in host.layers if il < hp.n_layer)
-    used = sum(1 for d in devs if d.layers) + (1 if host_layers or out_dev == -1 else 0)
-    n_split = max(1, used + (1 if any(d.layers for d in devs) else 0))  # the host's input split counts
+    n_used = sum(1 for d in devs if d.layers)
+    used = n_used + (1 if host_layers or out_dev == -1 else 0)
+    n_split = max(1, used + (1 if n_used else 0))  # the host's input split counts
     compute: dict[tuple[int, bool], int] = {}      # devices with the same load share one figure
     gpu_compute: dict[tuple[int, bool, int], int] = {}
     if gpu:
-        n_used = sum(1 for d in devs if d.layers)
         n_copies = SCHED_MAX_COPIES if pipeline_parallel(n_used, not host.layers, opts) else 1
         # ops on host weights run on the first GPU (RPC devices do not offload)
         first = next((i for i, s in enumerate(slots) if not s.label.startswith("RPC")), None)
         for d_i, d in enumerate(devs):
-            key = (sum(1 for il in d.layers if il < hp.n_layer), out_dev == d_i)
+            key = (len(d.layers) - (out_dev == d_i), out_dev == d_i)     # block layers, the output layer
             if slots[d_i].label.startswith("RPC"):
                 if key not in compute:
                     compute[key] = compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], False, n_split)
@@ -663,7 +663,7 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
                                                        max(1, used), n_copies=n_copies)
     else:
         for d_i, d in enumerate(devs):
-            key = (sum(1 for il in d.layers if il < hp.n_layer), out_dev == d_i)
+            key = (len(d.layers) - (out_dev == d_i), out_dev == d_i)     # block layers, the output layer
             if key not in compute:
                 compute[key] = compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], False, n_split)
             d.compute_bytes = compute[key]
