@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from planner.core.fit import fewest_cpu_moe, fewest_devices, max_context
 from planner.core.hardware_plan import Hardware
-from planner.core.llama_quant import QuantizeRefused, check_imatrix_coverage
+from planner.core.llama_quant import QuantizeRefused, check_imatrix_use
 from planner.core.memory import LayerWeights, MemoryOptions, plan_memory
 from planner.core.plan import ModelSummary, Plan, PlanRequest
 from planner.core.schemes import Scheme, ids_for, resolve_scheme
@@ -121,8 +121,8 @@ def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware, shared: d
     for s in schemes:
         try:
             sp = size_scheme(model, s, req.imatrix)
-            if sp.requires_imatrix:
-                check_imatrix_coverage([t.name for t in sp.tensors], [t.type for t in sp.tensors], s.ftype)
+            if sp.requires_imatrix or req.imatrix:
+                check_imatrix_use(sp.tensors, s.ftype, model.hparams.arch, model.hparams.n_out_groups)
             plans.append(sp)
         except QuantizeRefused:
             if req.schemes:         # named: say why; every scheme: only those llama-quantize can make

@@ -534,20 +534,41 @@ class ImatrixGap(QuantizeRefused):
                               "--tensor-type rule")
 
 
+class ImatrixShape(QuantizeRefused):
+    """llama-quantize stops on any importance matrix of this model: llama-imatrix records a tensor with the
+    shape the graph uses, and the file stores another (deepseek4's attn_output_a, viewed as {n_head*head /
+    o_groups, o_lora, o_groups} by TENSOR_ALLOW_RESHAPE, is 2-D in the file): its entry has ne0*o_groups
+    values where llama-quantize expects ne0*ne2 = ne0 ("imatrix size ... is different from tensor size")."""
+
+    def __init__(self, tensor: str, have: int, want: int):  # noqa: D107
+        self.tensor, self.ncols, self.type = tensor, want, T.F32
+        self.llama_error = f"imatrix size {have} is different from tensor size {want} for {tensor}"
+        PlannerError.__init__(self, f"llama-quantize cannot make this scheme for this model with an importance "
+                              f"matrix: {self.llama_error} (llama-imatrix records the tensor as the graph "
+                              "reshapes it); plan and quantize it without --imatrix")
+
+
 def _imatrix_never_records(name: str) -> bool:
     if name in ("output.weight", "token_embd.weight"):
         return False
     return not name.startswith("blk.") or name.endswith("_ape.weight")
 
 
-def check_imatrix_coverage(names: "list[str] | tuple[str, ...]", types: "list[T] | list[str]", ftype: F) -> None:
-    """Raise ImatrixGap for the first tensor (in llama-quantize's order) that requires an importance matrix
-    which llama-imatrix cannot provide."""
+def check_imatrix_use(tensors: list, ftype: F, arch: str, out_groups: int = 1) -> None:
+    """With an importance matrix made by llama-imatrix, the first error llama-quantize stops with, in its
+    order (weights_map order), if any: a tensor that needs imatrix data llama-imatrix never records
+    (ImatrixGap), or deepseek4's attn_output_a whose recorded entry has the wrong size (ImatrixShape).
+    `tensors`: the scheme's TensorPlan list (name, shape, type, src_type); only tensors whose type changes
+    are quantized, and only those look their entry up."""
     from planner.core.ggml_types import parse_type
 
-    names = list(names)
+    names = [t.name for t in tensors]
     for i in weights_map_order(names):
-        t = types[i]
-        t = parse_type(t) if isinstance(t, str) else t
-        if _imatrix_never_records(names[i]) and requires_imatrix(names[i], t, ftype):
-            raise ImatrixGap(names[i], t)
+        t = tensors[i]
+        if t.type == t.src_type:
+            continue
+        ty = parse_type(t.type)
+        if _imatrix_never_records(t.name) and requires_imatrix(t.name, ty, ftype):
+            raise ImatrixGap(t.name, ty)
+        if arch == "deepseek4" and t.name.endswith("attn_output_a.weight") and out_groups > 1:
+            raise ImatrixShape(t.name, t.shape[0] * out_groups, t.shape[0])
