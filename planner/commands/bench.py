@@ -35,8 +35,10 @@ class Row:
                 "stddev_tps": round(self.stddev, 3), "error_pct": round(self.error_pct, 2)}
 
 
-def measure_host(threads: int) -> tuple[float, float]:
-    """The host probe in a child process whose BLAS uses `threads` threads (as llama-bench -t does)."""
+def measure_host(threads: int, lib_dirs: list | None = None) -> tuple:
+    """The host probe in a child process whose BLAS uses `threads` threads (as llama-bench -t does):
+    (GB/s, TFLOPS, kernels) with llama.cpp's ggml CPU kernels per weight type measured too
+    (planner/hardware/kernel_probe.py) when lib_dirs (the llama.cpp binaries' folders) are given."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads))
     code = ("from planner.hardware.host import probe_host_speed as p; import json; "
@@ -44,8 +46,15 @@ def measure_host(threads: int) -> tuple[float, float]:
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
         raise PlannerError(f"host probe failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
-    bw, tf = json.loads(r.stdout.strip().splitlines()[-1])
-    return float(bw), float(tf)
+    bw, tf = json.loads(r.stdout.strip().splitlines()[-1])[:2]
+    if not lib_dirs:
+        return float(bw), float(tf)
+    from planner.hardware.host import probe_host_kernels
+
+    try:
+        return float(bw), float(tf), probe_host_kernels(threads, lib_dirs)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+        raise PlannerError(f"host kernel probe failed: {e}") from None
 
 
 def llama_bench(binary, model_file: str, *, prompt: int, gen: int, depth: int, threads: int, reps: int,
@@ -62,14 +71,16 @@ def llama_bench(binary, model_file: str, *, prompt: int, gen: int, depth: int, t
 
 
 def _best(rec: dict) -> float:
-    """The fastest repetition: on a machine shared with other work the slower ones measure the others
-    (the host probe is a best-of-five too); the mean and spread stay in the record."""
+    """The median repetition (robust to the few runs another process disturbs on a shared machine);
+    the mean and spread stay in the record."""
+    import statistics
+
     samples = rec.get("samples_ts") or []
-    return float(max(samples)) if samples else float(rec["avg_ts"])
+    return float(statistics.median(samples)) if samples else float(rec["avg_ts"])
 
 
 def predicted_vs_measured(req, records: list[dict], gen: int) -> list[Row]:
-    """Rows for llama-bench's tests (measured: the fastest repetition), each predicted with the plan at
+    """Rows for llama-bench's tests (measured: the median repetition), each predicted with the plan at
     the test's own workload."""
     from planner.planning import make_plan
 
@@ -110,6 +121,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--repetitions", type=int, default=3, help="llama-bench -r [3]")
     p.add_argument("--gen", type=int, default=128, help="decoded tokens per test [128]")
     p.add_argument("--llama-cpp", metavar="DIR", help="the llama.cpp binaries' folder")
+    p.add_argument("--no-kernel-probe", action="store_true",
+                   help="skip measuring the ggml CPU kernels per type (~30 s): the host's bandwidth and factors only")
     p.add_argument("--json", action="store_true")
     try:
         a = p.parse_args(argv)
@@ -117,9 +130,10 @@ def main(argv: list[str]) -> int:
             raise PlannerError("--threads, --repetitions and --gen must be at least 1")
         from planner.engines.llamacpp.locate import locate
 
-        binary = locate(a.llama_cpp).binary("llama-bench")
+        lc = locate(a.llama_cpp)
+        binary = lc.binary("llama-bench")
         req = plan_request(a)
-        req = replace(req, host_probe=measure_host(a.threads))
+        req = replace(req, host_probe=measure_host(a.threads, None if a.no_kernel_probe else lc.folders))
         load = os.getloadavg()
         records = llama_bench(binary, req.model_file, prompt=req.prompt, gen=a.gen, depth=req.depth,
                               threads=a.threads, reps=a.repetitions)

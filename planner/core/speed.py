@@ -92,6 +92,16 @@ class Processor:
     backend: str                     # factor table key: CUDA, ROCm, CANN, CPU, CPU-measured
     bandwidth_gbs: float             # peak memory bandwidth (CPU-measured: a measured read bandwidth)
     tflops: float                    # dense 16-bit TFLOPS (CPU: the host's measured or given figure)
+    # the host's ggml kernels as measured on it (planner/hardware/kernel_probe.py), per weight type:
+    # (type, decode bytes/s streamed from memory, prefill weight FLOP/s); () where not measured
+    kernels: tuple[tuple[str, float, float], ...] = ()
+
+    def kernel(self, type_name: str) -> tuple[float, float] | None:
+        """(decode bytes/s, prefill FLOP/s) measured for the type; f32 (norms, biases) as f16."""
+        for t, dec, pre in self.kernels:
+            if t == type_name:
+                return dec, pre
+        return self.kernel("f16") if type_name == "f32" and self.kernels else None
 
 
 @dataclass(frozen=True)
@@ -161,14 +171,41 @@ class Speed:
 class _Place:
     label: str
     proc: Processor
-    decode: dict[str, float] = field(default_factory=dict)    # family -> bytes per token
-    weights: dict[str, float] = field(default_factory=dict)   # family -> bytes read per ubatch
+    decode: dict[str, float] = field(default_factory=dict)    # weight type -> bytes per token
+    weights: dict[str, float] = field(default_factory=dict)   # weight type -> bytes read per ubatch
+    flops: dict[str, float] = field(default_factory=dict)     # weight type -> FLOPs per prompt token
     flops_per_token: float = 0.0
     kv_row_bytes: int = 0                                      # KV bytes per cached token, its layers
     attn_flops_per_ctx: float = 0.0                            # attention FLOPs per token per cached token
     layers: int = 0
     pcie_bytes: float = 0.0                                    # host experts copied to a GPU per ubatch
     offload_flops_per_token: float = 0.0                       # their FLOPs, computed on that GPU
+
+
+def _by_family(by_type: dict[str, float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for t, v in by_type.items():
+        f = type_family(t)
+        out[f] = out.get(f, 0.0) + v
+    return out
+
+
+def _decode_rate(proc: Processor, fac: Factors, type_name: str) -> float:
+    """Bytes per second a decode step reads a weight of this type at: the host's measured kernel
+    (bytes streamed from memory: the larger of the memory's time and the kernel's compute, as the
+    hardware resolves it), else the peak bandwidth x the backend's factor for the type family."""
+    k = proc.kernel(type_name) if proc.kernels else None
+    if k is not None:
+        return k[0]
+    return proc.bandwidth_gbs * 1e9 * fac.eff(fac.decode, proc.backend, type_family(type_name))
+
+
+def _prefill_rate(proc: Processor, fac: Factors, type_name: str) -> float:
+    """FLOP/s of a ubatch matrix product on a weight of this type (measured kernel, else the factor)."""
+    k = proc.kernel(type_name) if proc.kernels else None
+    if k is not None:
+        return k[1]
+    return proc.tflops * 1e12 * fac.eff(fac.prefill, proc.backend, type_family(type_name))
 
 
 def _kv_row(hp: Hparams, opts: MemoryOptions) -> int:
@@ -211,25 +248,25 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
     hybrid_layers = 0
     for tp in tensors:
         il, exps = _site(tp.name, hp.n_layer)
-        fam = type_family(tp.type)
         n_el = _n_elements(tp.shape)
         if il < 0:                                           # token_embd: one row per token, on the host
             p = place(HOST)
             rows = tp.shape[1] if len(tp.shape) > 1 else 1
-            p.decode[fam] = p.decode.get(fam, 0.0) + tp.bytes / rows
+            p.decode[tp.type] = p.decode.get(tp.type, 0.0) + tp.bytes / rows
             continue
         where = ldev.get(il, HOST)
         if exps and il < opts.n_cpu_moe:
             where = HOST
         p = place(where)
         share = active if exps else 1.0
-        p.decode[fam] = p.decode.get(fam, 0.0) + tp.bytes * share
+        p.decode[tp.type] = p.decode.get(tp.type, 0.0) + tp.bytes * share
         if where == HOST and exps and has_gpu:
             p.pcie_bytes += tp.bytes                         # copied to the GPU per ubatch (op offload)
             p.offload_flops_per_token += 2.0 * n_el * share
         else:
             p.flops_per_token += 2.0 * n_el * share
-            p.weights[fam] = p.weights.get(fam, 0.0) + tp.bytes
+            p.flops[tp.type] = p.flops.get(tp.type, 0.0) + 2.0 * n_el * share
+            p.weights[tp.type] = p.weights.get(tp.type, 0.0) + tp.bytes
     kv_row = _kv_row(hp, opts)
     attn = 2.0 * hp.n_head * _attn_dims(hp, opts.kv_mode)
     order: list[str] = [HOST]                                # a token's path: token_embd, then the layers
@@ -256,8 +293,8 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
     byts: dict[str, int] = {}
     for lbl, p in places.items():
         t = 0.0
-        for fam, b in p.decode.items():
-            t += b / (p.proc.bandwidth_gbs * 1e9 * fac.eff(fac.decode, p.proc.backend, fam))
+        for typ, b in p.decode.items():
+            t += b / _decode_rate(p.proc, fac, typ)
         kvb = p.kv_row_bytes * depth
         # attention over the cache: its bytes at the bandwidth, its FLOPs at the dense rate, the larger
         kv_read = kvb / (p.proc.bandwidth_gbs * 1e9 * fac.eff(fac.decode, p.proc.backend, "kv"))
@@ -287,19 +324,25 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
         for lbl, p in places.items():
             fl = p.flops_per_token * u
             fl_attn = p.attn_flops_per_ctx * ctx_mid * u
-            fam = max(p.weights, key=lambda f: p.weights[f]) if p.weights else "float"
-            # the weight mix's dominant family sets the matmul kernels' efficiency; attention over a
-            # ubatch is a matrix product too (each cached row serves U queries): the float rate
-            compute = fl / (p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, fam)) if fl else 0.0
+            if p.proc.kernels:
+                # measured kernels: each type's FLOPs at its own gemm's rate
+                compute = sum(f * u / _prefill_rate(p.proc, fac, typ) for typ, f in p.flops.items())
+            else:
+                fams = _by_family(p.weights)
+                fam = max(fams, key=lambda f: fams[f]) if fams else "float"
+                # the weight mix's dominant family sets the matmul kernels' efficiency
+                compute = fl / (p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, fam)) if fl else 0.0
             if fl_attn:
+                # attention over a ubatch is a matrix product too (each cached row serves U queries):
+                # the float rate
                 compute += fl_attn / (p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, "float"))
-            memt = sum(b / (p.proc.bandwidth_gbs * 1e9 * fac.eff(fac.decode, p.proc.backend, f))
-                       for f, b in p.weights.items())
+            memt = sum(b / _decode_rate(p.proc, fac, typ) for typ, b in p.weights.items())
             total += max(compute, memt) + p.layers * fac.layer_us.get(p.proc.backend, 0.0) * 1e-6
             if p.pcie_bytes:
                 # host-resident experts run on the first GPU: copied over PCIe, computed there
                 gpu = next(procs[d.device] for d in memory.per_device if d.layers)
-                fam_g = max(p.decode, key=lambda f: p.decode[f])
+                fams_g = _by_family(p.decode)
+                fam_g = max(fams_g, key=lambda f: fams_g[f])
                 if u >= OP_OFFLOAD_MIN_BATCH:
                     off = p.offload_flops_per_token * u / (gpu.tflops * 1e12 * fac.eff(fac.prefill, gpu.backend, fam_g))
                     total += max(off, p.pcie_bytes / (pcie.bandwidth_gbs * 1e9))
@@ -340,7 +383,9 @@ def tp_decode(stage_bytes: list[float], stage_layers: list[int], tp: int, gpu: P
 def host_processor(req, host_profile) -> Processor:
     """The host as a device: --host-bandwidth (peak GB/s), else the figures measured on this machine
     (planner.hardware's probe, handed in as req.host_probe), else the host profile's (profiles/hardware/
-    host.toml). The FLOPS figure: the probe's, else the profile's."""
+    host.toml). The FLOPS figure: the probe's, else the profile's. A probe's third element, where
+    present, is the host's measured ggml kernels per weight type (Processor.kernels): the decode and
+    prefill rates of those types then come from it instead of the bandwidth and the factors."""
     probe = req.host_probe
     tflops = probe[1] if probe else host_profile.bf16_tflops
     if req.host_bandwidth is not None:
@@ -348,7 +393,8 @@ def host_processor(req, host_profile) -> Processor:
             raise PlannerError(f"--host-bandwidth must be more than 0 GB/s, got {req.host_bandwidth}")
         return Processor(HOST, "CPU", float(req.host_bandwidth), tflops)
     if probe:
-        return Processor(HOST, "CPU-measured", probe[0], probe[1])
+        kernels = tuple(tuple(k) for k in probe[2]) if len(probe) > 2 and probe[2] else ()
+        return Processor(HOST, "CPU-measured", probe[0], probe[1], kernels)
     return Processor(HOST, "CPU", host_profile.bandwidth_gbs, tflops)
 
 
@@ -357,7 +403,7 @@ def slot_processors(labels: list[str], profile, host: Processor) -> dict[str, Pr
     out = {}
     for lb in labels:
         if profile.vendor == "cpu" and not lb.startswith("RPC["):
-            out[lb] = Processor(lb, host.backend, host.bandwidth_gbs, host.tflops)
+            out[lb] = Processor(lb, host.backend, host.bandwidth_gbs, host.tflops, host.kernels)
         else:
             if profile.bandwidth_gbs <= 0:
                 raise PlannerError(f"{profile.name}: the profile has no bandwidth figure; no speed can be predicted")

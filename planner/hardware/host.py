@@ -107,9 +107,10 @@ def _cache_file() -> Path:
     return Path(base) / "dq-planner" / "host-probe.json"
 
 
-def probe_host_speed(threads: int | None = None, *, refresh: bool = False) -> tuple[float, float]:
+def probe_host_speed(threads: int | None = None, *, refresh: bool = False) -> tuple:
     """(read bandwidth GB/s, float32 TFLOPS) of this machine, measured once and cached under
-    $XDG_CACHE_HOME/dq-planner (keyed by the CPU count it ran with).
+    $XDG_CACHE_HOME/dq-planner (keyed by the CPU count it ran with), and a third element, llama.cpp's
+    ggml CPU kernels per weight type, where probe_host_kernels measured them for this thread count.
 
     Bandwidth: a float64 matrix-vector product (BLAS gemv) over a 512 MiB matrix, larger than any
     last-level cache, best of five: the streaming read of a decode step's mat-vec, with the BLAS
@@ -127,7 +128,7 @@ def probe_host_speed(threads: int | None = None, *, refresh: bool = False) -> tu
         try:
             data = json.loads(cache.read_text())
             if data.get("key") == key:
-                return float(data["bandwidth_gbs"]), float(data["tflops"])
+                return _with_kernels(float(data["bandwidth_gbs"]), float(data["tflops"]), n_thr)
         except (OSError, ValueError, KeyError, TypeError):
             pass
     a = np.ones(((512 << 20) // 8 // 1024, 1024), dtype=np.float64)
@@ -153,4 +154,55 @@ def probe_host_speed(threads: int | None = None, *, refresh: bool = False) -> tu
         cache.write_text(json.dumps({"key": key, "bandwidth_gbs": bw, "tflops": tflops, "when": time.time()}))
     except OSError:
         pass
-    return bw, tflops
+    return _with_kernels(bw, tflops, n_thr)
+
+
+def _with_kernels(bw: float, tflops: float, threads: int) -> tuple:
+    k = cached_host_kernels(threads)
+    return (bw, tflops, k) if k else (bw, tflops)
+
+
+def _kernels_file() -> Path:
+    return _cache_file().with_name("host-kernels.json")
+
+
+def cached_host_kernels(threads: int | None = None) -> tuple[tuple[str, float, float], ...]:
+    """The ggml CPU kernels measured on this machine (probe_host_kernels) with this thread count, from
+    the cache; () when never measured (the plan then uses the bandwidth and the factors)."""
+    import json
+
+    n_thr = threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    try:
+        data = json.loads(_kernels_file().read_text())
+        if data.get("threads") != n_thr:
+            return ()
+        return tuple(sorted((t, float(v["decode_bytes_per_s"]), float(v["prefill_flops"]))
+                            for t, v in data["kernels"].items()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ()
+
+
+def probe_host_kernels(threads: int, lib_dirs: list, *, timeout: float = 300) -> tuple[tuple[str, float, float], ...]:
+    """Measure llama.cpp's ggml CPU kernels per weight type (planner/hardware/kernel_probe.py, ~30 s)
+    in a child process with `threads` threads, cache them, return them as cached_host_kernels does."""
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "planner.hardware.kernel_probe", str(threads)] +
+                       [str(d) for d in lib_dirs], capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        tail = r.stderr.strip().splitlines()[-1:] or [f"exit {r.returncode}"]
+        raise OSError(f"kernel probe failed: {tail[0]}")
+    data = json.loads(r.stdout.strip().splitlines()[-1])
+    data["when"] = __import__("time").time()
+    f = _kernels_file()
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(f)
+    except OSError:
+        pass
+    return tuple(sorted((t, float(v["decode_bytes_per_s"]), float(v["prefill_flops"]))
+                        for t, v in data["kernels"].items()))

@@ -1,0 +1,253 @@
+"""The CPU backend's own matrix kernels, timed per ggml type: the achieved decode and prefill rates of
+the host as a device.
+
+On a host with few cores the decode step of a K-quant or i-quant model is not bound by memory alone:
+the dot-product kernels (ggml-cpu's vec_dot_* and the repacked gemv/gemm of ggml-cpu/repack.cpp) unpack
+scales and grids at a rate per core that can be below the memory's. Per tensor the time is the larger
+of its bytes over the memory's bandwidth and its work over the kernel's rate (a roofline); rather than
+model the second term from instruction counts, this module MEASURES the result per type with the ggml
+library llama.cpp itself loads (libggml-base / libggml-cpu next to the llama.cpp binaries), through
+ctypes, placing the weight as llama.cpp's model loader does:
+
+  - a 4096 x 256 block of the type is quantized by ggml_quantize_chunk from random floats (an imatrix
+    of ones where the type needs one) and repeated to fill the weights (valid blocks, any size);
+  - the weight goes into the CPU backend's extra (repack) buffer type when the CPU device accepts the
+    matrix product there (ggml_backend_dev_supports_op, as llama.cpp's weight_buft_supported asks:
+    q4_0, q4_K, iq4_nl, q2_K on AVX2/AVX-512 x86), else into the plain CPU buffer;
+  - decode: one matrix-vector product (src1: one f32 column, converted to the type's vec_dot_type
+    inside the op, as for a token) over a 96 MiB weight, three times a 32 MiB last-level cache, so its
+    bytes stream from memory: the fastest run gives the bytes per second the type's decode kernel
+    achieves from memory on this host, the roofline's max(memory, compute) as the hardware resolves it;
+  - prefill: one product of a 4096 x 1024 weight with a 512-column src1 (a ubatch): weight FLOPs
+    (2 x elements x columns) per second of the type's gemm (tinyBLAS / repacked / vec_dot paths);
+  - the thread count is llama.cpp's (ggml_backend_cpu_set_n_threads); each figure is the fastest of the
+    runs over 0.25 s after a warm-up (an idle virtual CPU takes milliseconds to wake up).
+
+The result {type name: (decode bytes/s, prefill FLOP/s, repacked)} is cached by planner/hardware/host.py
+with the bandwidth probe. Nothing here is fitted to a model: the figures are the kernels' own speed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from pathlib import Path
+
+# the types llama-quantize writes for weights (ggml type numbers: ggml.h enum ggml_type)
+PROBE_TYPES = {
+    "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
+    "q2_K": 10, "q3_K": 11, "q4_K": 12, "q5_K": 13, "q6_K": 14,
+    "iq2_xxs": 16, "iq2_xs": 17, "iq3_xxs": 18, "iq1_s": 19, "iq4_nl": 20, "iq3_s": 21, "iq2_s": 22,
+    "iq4_xs": 23, "iq1_m": 29, "bf16": 30, "tq1_0": 34, "tq2_0": 35,
+}
+ROW = 4096                  # elements per row (a multiple of every block size)
+BLOCK_ROWS = 256            # rows quantized (the block repeated to fill the weights)
+STREAM_BYTES = 96 << 20     # the decode weight: three times a 32 MiB last-level cache
+PREFILL_ROWS = 1024         # rows of the prefill weight (4.2 M elements)
+UBATCH = 512        # columns of the prefill product
+GGML_TYPE_F32 = 0
+
+
+class _InitParams(ctypes.Structure):
+    _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", ctypes.c_void_p), ("no_alloc", ctypes.c_bool)]
+
+
+def _find_libs(folders: list[Path]) -> tuple[Path, Path]:
+    for f in folders:
+        for d in (f, f.parent / "lib", f.parent / "lib64"):
+            base, cpu = d / "libggml-base.so", d / "libggml-cpu.so"
+            if base.exists() and cpu.exists():
+                return base, cpu
+            for b in sorted(d.glob("libggml-base.so*")):
+                c = sorted(d.glob("libggml-cpu.so*"))
+                if c:
+                    return b, c[0]
+    raise OSError("libggml-base / libggml-cpu not found next to the llama.cpp binaries")
+
+
+class _Ggml:
+    def __init__(self, folders: list[Path]):
+        base_p, cpu_p = _find_libs(folders)
+        self.base = ctypes.CDLL(str(base_p), mode=ctypes.RTLD_GLOBAL)
+        self.cpu = ctypes.CDLL(str(cpu_p), mode=ctypes.RTLD_GLOBAL)
+        vp, sz, i64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64
+        sig = {
+            (self.base, "ggml_init"): ([_InitParams], vp),
+            (self.base, "ggml_free"): ([vp], None),
+            (self.base, "ggml_tensor_overhead"): ([], sz),
+            (self.base, "ggml_graph_overhead_custom"): ([sz, ctypes.c_bool], sz),
+            (self.base, "ggml_new_tensor_2d"): ([vp, ctypes.c_int, i64, i64], vp),
+            (self.base, "ggml_mul_mat"): ([vp, vp, vp], vp),
+            (self.base, "ggml_new_graph_custom"): ([vp, sz, ctypes.c_bool], vp),
+            (self.base, "ggml_build_forward_expand"): ([vp, vp], None),
+            (self.base, "ggml_nbytes"): ([vp], sz),
+            (self.base, "ggml_row_size"): ([ctypes.c_int, i64], sz),
+            (self.base, "ggml_quantize_chunk"): ([ctypes.c_int, vp, vp, i64, i64, i64, vp], sz),
+            (self.base, "ggml_quantize_requires_imatrix"): ([ctypes.c_int], ctypes.c_bool),
+            (self.base, "ggml_backend_alloc_ctx_tensors_from_buft"): ([vp, vp], vp),
+            (self.base, "ggml_backend_buffer_free"): ([vp], None),
+            (self.base, "ggml_backend_tensor_set"): ([vp, vp, sz, sz], None),
+            (self.base, "ggml_backend_graph_compute"): ([vp, vp], ctypes.c_int),
+            (self.base, "ggml_backend_dev_supports_op"): ([vp, vp], ctypes.c_bool),
+            (self.base, "ggml_backend_reg_dev_get"): ([vp, sz], vp),
+            (self.base, "ggml_backend_reg_get_proc_address"): ([vp, ctypes.c_char_p], vp),
+            (self.base, "ggml_backend_free"): ([vp], None),
+            (self.cpu, "ggml_backend_cpu_reg"): ([], vp),
+            (self.cpu, "ggml_backend_cpu_init"): ([], vp),
+            (self.cpu, "ggml_backend_cpu_set_n_threads"): ([vp, ctypes.c_int], None),
+            (self.cpu, "ggml_backend_cpu_buffer_type"): ([], vp),
+        }
+        for (lib, name), (args, res) in sig.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = args, res
+            setattr(self, name, fn)
+
+
+def _extra_bufts(g: _Ggml, reg, dev) -> list[int]:
+    addr = g.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_dev_get_extra_bufts")
+    if not addr:
+        return []
+    fn = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(addr)
+    arr = fn(dev)
+    out, i = [], 0
+    while arr and arr[i]:
+        out.append(arr[i])
+        i += 1
+    return out
+
+
+def _others_busy(t0: tuple[float, float, float], t1: tuple[float, float, float]) -> float:
+    """CPUs' worth of time other processes used between two _clock() readings."""
+    wall = t1[0] - t0[0]
+    if wall <= 0:
+        return 0.0
+    return max(0.0, ((t1[1] - t0[1]) - (t1[2] - t0[2])) / wall)
+
+
+def _clock() -> tuple[float, float, float]:
+    """(wall s, CPU-seconds every process used (/proc/stat), CPU-seconds this process used)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        busy = (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        busy = 0.0
+    t = os.times()
+    return time.perf_counter(), busy, t.user + t.system
+
+
+def _time(g: _Ggml, backend, graph, reps: int, warm_s: float = 0.05, min_s: float = 0.25,
+          tries: int = 4, quiet: float = 0.15) -> float:
+    """The fastest of at least `reps` runs spread over at least min_s seconds, after warm_s seconds of
+    runs: an idle core (or a virtual CPU the hypervisor parked) takes milliseconds to wake, so the
+    first runs after a pause measure the wake-up, not the kernel. On a machine shared with other work a
+    window in which other processes used more than `quiet` of a CPU is measured again (up to `tries`
+    windows): with every core in the product, one core taken by someone else stalls them all."""
+    best = float("inf")
+    for _ in range(tries):
+        t_end = time.perf_counter() + warm_s
+        while time.perf_counter() < t_end:
+            g.ggml_backend_graph_compute(backend, graph)
+        c0 = _clock()
+        w_best = float("inf")
+        n = 0
+        t_end = time.perf_counter() + min_s
+        while n < reps or time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            g.ggml_backend_graph_compute(backend, graph)
+            w_best = min(w_best, time.perf_counter() - t0)
+            n += 1
+        best = min(best, w_best)
+        if _others_busy(c0, _clock()) <= quiet:
+            break
+    return best
+
+
+def _probe_type(g: _Ggml, backend, dev, bufts: list[int], tnum: int, reps: int) -> tuple[float, float, bool]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    src = rng.standard_normal(ROW * BLOCK_ROWS, dtype=np.float32)
+    row_b = g.ggml_row_size(tnum, ROW)
+    block = np.empty(row_b * BLOCK_ROWS, dtype=np.uint8)
+    imat = np.ones(ROW, dtype=np.float32)
+    need_im = g.ggml_quantize_requires_imatrix(tnum)
+    g.ggml_quantize_chunk(tnum, src.ctypes.data, block.ctypes.data, 0, BLOCK_ROWS, ROW,
+                          imat.ctypes.data if need_im else None)
+    # the decode weight: STREAM_BYTES of the quantized block repeated (valid data, beyond the caches)
+    dec_rows = max(BLOCK_ROWS, STREAM_BYTES // row_b // BLOCK_ROWS * BLOCK_ROWS)
+    data = np.tile(block, dec_rows // BLOCK_ROWS)
+    mem = g.ggml_tensor_overhead() * 16 + g.ggml_graph_overhead_custom(16, False) * 2 + 4096
+    cpu_buft = g.ggml_backend_cpu_buffer_type()
+    for buft in bufts + [cpu_buft]:
+        ctx_w = g.ggml_init(_InitParams(g.ggml_tensor_overhead() * 4, None, True))
+        wd = g.ggml_new_tensor_2d(ctx_w, tnum, ROW, dec_rows)
+        wp = g.ggml_new_tensor_2d(ctx_w, tnum, ROW, PREFILL_ROWS)
+        buf_w = g.ggml_backend_alloc_ctx_tensors_from_buft(ctx_w, buft)
+        ctx = g.ggml_init(_InitParams(mem, None, True))
+        x1 = g.ggml_new_tensor_2d(ctx, GGML_TYPE_F32, ROW, 1)
+        xb = g.ggml_new_tensor_2d(ctx, GGML_TYPE_F32, ROW, UBATCH)
+        dec = g.ggml_mul_mat(ctx, wd, x1)
+        pre = g.ggml_mul_mat(ctx, wp, xb)
+        if not buf_w or (buft != cpu_buft and not (g.ggml_backend_dev_supports_op(dev, dec)
+                                                    and g.ggml_backend_dev_supports_op(dev, pre))):
+            if buf_w:
+                g.ggml_backend_buffer_free(buf_w)
+            g.ggml_free(ctx)
+            g.ggml_free(ctx_w)
+            continue
+        g.ggml_backend_tensor_set(wd, data.ctypes.data, 0, data.nbytes)
+        g.ggml_backend_tensor_set(wp, data.ctypes.data, 0, row_b * PREFILL_ROWS)
+        gd = g.ggml_new_graph_custom(ctx, 16, False)
+        g.ggml_build_forward_expand(gd, dec)
+        gp = g.ggml_new_graph_custom(ctx, 16, False)
+        g.ggml_build_forward_expand(gp, pre)
+        buf_c = g.ggml_backend_alloc_ctx_tensors_from_buft(ctx, cpu_buft)
+        xv = (rng.standard_normal(ROW * UBATCH, dtype=np.float32) * 0.1)
+        g.ggml_backend_tensor_set(x1, xv.ctypes.data, 0, ROW * 4)
+        g.ggml_backend_tensor_set(xb, xv.ctypes.data, 0, ROW * UBATCH * 4)
+        td = _time(g, backend, gd, reps)
+        tp = _time(g, backend, gp, 5, warm_s=0.02)
+        g.ggml_backend_buffer_free(buf_c)
+        g.ggml_backend_buffer_free(buf_w)
+        g.ggml_free(ctx)
+        g.ggml_free(ctx_w)
+        return data.nbytes / td, 2.0 * ROW * PREFILL_ROWS * UBATCH / tp, buft != cpu_buft
+    raise OSError("no CPU buffer accepted the probe weight")
+
+
+def probe_kernels(folders: list[Path], threads: int, reps: int = 7,
+                  types: dict[str, int] | None = None) -> dict[str, tuple[float, float, bool]]:
+    """{type: (decode bytes/s from memory, prefill weight FLOP/s, repacked)} of this host's ggml CPU
+    kernels with `threads` threads (see the module's docstring)."""
+    g = _Ggml(folders)
+    reg = g.ggml_backend_cpu_reg()
+    dev = g.ggml_backend_reg_dev_get(reg, 0)
+    bufts = _extra_bufts(g, reg, dev)
+    backend = g.ggml_backend_cpu_init()
+    g.ggml_backend_cpu_set_n_threads(backend, threads)
+    out = {}
+    try:
+        for name, tnum in (types or PROBE_TYPES).items():
+            out[name] = _probe_type(g, backend, dev, bufts, tnum, reps)
+    finally:
+        g.ggml_backend_free(backend)
+    return out
+
+
+if __name__ == "__main__":      # python -m planner.hardware.kernel_probe THREADS [LIB_DIR...] (JSON on stdout)
+    import json
+    import sys
+
+    thr = int(sys.argv[1])
+    dirs = [Path(d) for d in sys.argv[2:]]
+    if not dirs:
+        from planner.engines.llamacpp.locate import locate
+
+        dirs = locate().folders
+    t0 = time.perf_counter()
+    res = probe_kernels(dirs, thr)
+    print(json.dumps({"threads": thr, "seconds": round(time.perf_counter() - t0, 2),
+                      "kernels": {k: {"decode_bytes_per_s": d, "prefill_flops": p, "repacked": r}
+                                  for k, (d, p, r) in res.items()}}))
