@@ -254,3 +254,10 @@ def test_listed_by_headless_and_json():
     assert doc["model"]["architecture"] == "deepseek4"
     s = doc["schemes"][0]
     assert s["id"] == "Q4_K_M" and s["fits"] and s["accuracy"] is None
+
+
+@pytest.mark.parametrize("args,words", [(["--kv-mode", "legacy"], "one GGUF layout"), (["--layout", "mla"], "one GGUF layout"),
+                                        (["--engine", "vllm"], "not modelled"), (["--engine", "sglang"], "not modelled")])
+def test_what_deepseek4_has_not_is_refused(args, words):
+    r = dq("--headless", "--model", "deepseek-v4-flash", "--device", "h100", *args, env={"DQ_PLANNER_DETECT": "0"})
+    assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr

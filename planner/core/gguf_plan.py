@@ -31,6 +31,11 @@ def resolve_layout(req: PlanRequest, arch: str) -> tuple[str | None, str | None]
         if req.kv_mode not in (None, "mla") or req.layout not in (None, "mla"):
             raise PlannerError("deepseek32 runs on the MLA path only: drop --kv-mode/--layout (or use mla)")
         return None, None
+    if arch == "deepseek4":
+        # one layout and one cache (the sliding window plus the compressed caches): nothing to choose
+        if req.kv_mode is not None or req.layout is not None:
+            raise PlannerError("deepseek4 has one GGUF layout and one KV cache: drop --kv-mode/--layout")
+        return None, None
     if arch != "deepseek2":
         return None, None
     kv_mode = req.kv_mode

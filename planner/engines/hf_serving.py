@@ -137,6 +137,9 @@ class HFServingEngine:
         if req.rpc:
             raise PlannerError(f"--rpc devices are llama.cpp's; {self.label} joins nodes itself (--nodes)")
         entry = model.entry
+        if entry.hparams.arch == "deepseek4":
+            raise PlannerError(f"{self.label} plans of deepseek4 (DeepSeek-V4: compressed attention caches, "
+                               "hyper-connections) are not modelled: plan it with --engine llama.cpp")
         if entry.hparams.arch == "deepseek32":
             raise PlannerError(f"{self.label} plans of deepseek32 (DeepSeek Sparse Attention) are not modelled: "
                                "plan it with --engine llama.cpp")
