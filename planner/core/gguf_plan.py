@@ -154,6 +154,9 @@ def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware, shared: d
         if req.max_context:
             sp.memory.max_context = max_context(model.hparams, sp.tensors, hw.slots, opts, lw)
         sp.speed = predict_llamacpp(model.hparams, sp, opts, hw, req)
+        from planner.core.deployments import scheme_deployments   # GPU-only and hybrid (issue 13)
+        sp.deployments = scheme_deployments(model.hparams, sp, hw.slots, opts, lw,
+                                            lambda s, o: predict_llamacpp(model.hparams, s, o, hw, req))
     if key is not None:
         shared[key] = [replace(sp, notes=list(sp.notes)) for sp in plans]
     return Plan(model=summary, engine=req.engine, hardware=hw.summary, context=req.ctx, kv_mode=kv_mode,

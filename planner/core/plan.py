@@ -198,6 +198,7 @@ class SchemePlan:
     notes: list[str] = field(default_factory=list)
     speed: Any = None                    # planner.core.speed.Speed (None: not predicted)
     n_cpu_moe: int | None = None         # --n-cpu-moe auto: the layers this plan keeps in host RAM
+    deployments: list[Deployment] = field(default_factory=list)   # GPU-only / hybrid (planner.core.deployments)
 
     @property
     def bpw(self) -> float:
@@ -240,7 +241,29 @@ class SchemePlan:
             d["speed"] = self.speed.to_dict()
         if self.n_cpu_moe is not None:
             d["n_cpu_moe"] = self.n_cpu_moe
+        if self.deployments:
+            d["deployments"] = [x.to_dict() for x in self.deployments]
         return d
+
+
+@dataclass
+class Deployment:
+    """One way to run a scheme (planner.core.deployments): "gpu" (every layer's weights on the devices)
+    or "hybrid" (the routed experts of the first n_cpu_moe layers in host RAM, --n-cpu-moe N)."""
+
+    placement: str                       # "gpu" | "hybrid"
+    n_cpu_moe: int
+    fits: bool
+    headroom_bytes: int | None           # on the tightest device (negative: over by that much)
+    device: str | None                   # the tightest device
+    host_bytes: int = 0                  # host RAM the plan uses (experts, token_embd, host buffers)
+    speed: Any = None                    # planner.core.speed.Speed (None: not predicted)
+    memory: Any = field(default=None, repr=False, compare=False)   # its MemoryPlan (not in the JSON)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"placement": self.placement, "n_cpu_moe": self.n_cpu_moe, "fits": self.fits,
+                "headroom_bytes": self.headroom_bytes, "device": self.device, "host_bytes": self.host_bytes,
+                "speed": self.speed.to_dict() if self.speed is not None else None}
 
 
 @dataclass
@@ -374,6 +397,10 @@ class Recommendation:
     smallest_measured: RankedScheme | None = None   # basis "unmeasured": the smallest measured scheme
     models: list[RankedModel] = field(default_factory=list)
     model_basis: str | None = None       # --model auto: "suite" | "anchored" | "largest_unmeasured"
+    # every fitting (scheme, placement) with a measured score, ranked (planner.core.recommend.rank_deployments)
+    deployments: list[RankedDeployment] = field(default_factory=list)
+    # "hybrid" when no scheme fits the GPUs alone and the schemes were ranked as hybrid deployments
+    placement: str | None = None
 
     @property
     def pick(self) -> RankedScheme | None:
@@ -400,7 +427,39 @@ class Recommendation:
         if self.models:
             d["model_basis"] = self.model_basis
             d["models"] = [m.to_dict() for m in self.models]
+        if self.deployments:
+            d["deployments"] = [x.to_dict() for x in self.deployments]
+        if self.placement:
+            d["placement"] = self.placement
         return d
+
+
+@dataclass
+class RankedDeployment:
+    """A (scheme, placement) that fits, as the deployment ranking saw it: rank 1 first; by measured
+    score (tie groups as for schemes), then the GPU-only placement before the hybrid one, then speed."""
+
+    rank: int
+    scheme: str
+    placement: str                       # "gpu" | "hybrid"
+    n_cpu_moe: int
+    score: float | None
+    share_pct: float | None
+    tie_group: int | None
+    headroom_bytes: int | None
+    device: str | None
+    host_bytes: int
+    decode_tps: float | None
+    prefill_tps: float | None
+    bound: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "scheme": self.scheme, "placement": self.placement, "n_cpu_moe": self.n_cpu_moe,
+                "score": self.score, "share_pct": self.share_pct, "tie_group": self.tie_group,
+                "headroom_bytes": self.headroom_bytes, "device": self.device, "host_bytes": self.host_bytes,
+                "decode_tps": None if self.decode_tps is None else round(self.decode_tps, 3),
+                "prefill_tps": None if self.prefill_tps is None else round(self.prefill_tps, 3),
+                "bound": self.bound}
 
 
 @dataclass

@@ -37,6 +37,11 @@ def build_plan(req: PlanRequest, engine: Engine, model: ModelInput, local: Local
             plan.schemes = [s for s in plan.schemes if s not in slow]
             plan.notes.append(f"--min-tps {req.min_tps:g}: dropped " + ", ".join(
                 f"{s.id} ({s.speed.decode_tps:.1f} tok/s predicted)" for s in slow))
+        from planner.core.deployments import drop_slow
+
+        slow_d = drop_slow(plan.schemes, req.min_tps)
+        if slow_d:
+            plan.notes.append(f"--min-tps {req.min_tps:g}: dropped deployments " + ", ".join(slow_d))
     proxies = []
     for sp in plan.schemes:
         sp.accuracy = acc.accuracy_for(plan.model.id, sp.id, req.task)

@@ -43,7 +43,7 @@ from functools import lru_cache
 from planner.core import accuracy as acc
 from planner.core.data_files import read_toml
 from planner.core.paths import profiles_dir
-from planner.core.plan import Plan, RankedModel, RankedScheme, Recommendation, SchemePlan
+from planner.core.plan import Plan, RankedDeployment, RankedModel, RankedScheme, Recommendation, SchemePlan
 from planner.errors import PlannerError
 
 EPS = 1e-9
@@ -297,8 +297,69 @@ def _recommend(plan: Plan, task: str) -> _Outcome:
 
 def recommend(plan: Plan, task: str = "general") -> Recommendation | None:
     """The scheme of `plan` to deploy for `task` (general|math|code|chinese), or None when no scheme
-    fits or no memory was planned. Raises PlannerError for an unknown task."""
-    return _recommend(plan, task).rec
+    fits or no memory was planned. Raises PlannerError for an unknown task.
+
+    With deployments (planner.core.deployments: GPU-only and hybrid per scheme) the recommendation
+    carries them ranked (rank_deployments); when no scheme fits the GPUs alone but hybrid deployments
+    do, the schemes are ranked as those hybrid plans (placement "hybrid")."""
+    rec = _recommend(plan, task).rec
+    deps = rank_deployments(plan, task)
+    if rec is None and any(e.placement == "hybrid" for e in deps):
+        view = []
+        for sp in plan.schemes:
+            h = next((d for d in sp.deployments if d.placement == "hybrid" and d.fits and d.memory is not None), None)
+            view.append(replace(sp, memory=h.memory, speed=h.speed, n_cpu_moe=h.n_cpu_moe) if h else sp)
+        rec = _recommend(replace(plan, schemes=view), task).rec
+        if rec is not None:
+            rec.placement = "hybrid"
+    if rec is not None:
+        rec.deployments = deps
+    return rec
+
+
+def rank_deployments(plan: Plan, task: str = "general") -> list[RankedDeployment]:
+    """Every deployment (scheme x placement) that fits and has a measured score for the task, ranked:
+    by score (in the evaluation suite every candidate scheme shares, else as a share of each table's
+    baseline; scores within tie_points are a tie, as for schemes), then the GPU-only placement before
+    the hybrid one (no host RAM in the token's path), then the faster predicted decode, then the smaller
+    file. --min-tps has already removed the deployments predicted slower (planner.core.planner)."""
+    model = plan.model.id
+    cands = []
+    for sp in plan.schemes:
+        fitting = [d for d in sp.deployments if d.fits]
+        if not fitting:
+            continue
+        x = _scored(model, sp, task)
+        if x is not None:
+            cands.append((x, fitting))
+    if not cands:
+        return []
+    common = set(_suites_of(model, cands[0][0].sp, task))
+    for x, _ in cands[1:]:
+        common &= set(_suites_of(model, x.sp, task))
+    suites = sorted(common, key=lambda s: acc.data().suites[s].rank)
+    by_share = not suites
+    if suites:
+        cands = [(_scored(model, x.sp, task, suites[0]), f) for x, f in cands]
+    rows = [(x, d) for x, f in cands for d in f]
+    groups = tie_groups([_rank_key(x, by_share) for x, _ in rows])
+
+    def key(i: int):
+        x, d = rows[i]
+        tps = d.speed.decode_tps if d.speed is not None else 0.0
+        return groups[i], d.placement != "gpu", -tps, x.sp.size_bytes
+
+    out = []
+    for rank, i in enumerate(sorted(range(len(rows)), key=key), 1):
+        x, d = rows[i]
+        sp_ = d.speed
+        out.append(RankedDeployment(rank=rank, scheme=x.sp.id, placement=d.placement, n_cpu_moe=d.n_cpu_moe,
+                                    score=x.score, share_pct=x.share, tie_group=groups[i],
+                                    headroom_bytes=d.headroom_bytes, device=d.device, host_bytes=d.host_bytes,
+                                    decode_tps=sp_.decode_tps if sp_ else None,
+                                    prefill_tps=sp_.prefill_tps if sp_ else None,
+                                    bound=sp_.bound if sp_ else None))
+    return out
 
 
 def no_fit_entries(plan: Plan, n: int = 3) -> list[RankedScheme]:

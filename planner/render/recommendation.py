@@ -232,7 +232,29 @@ def _model_alternative(rec: Recommendation, m: RankedModel) -> str:
 
 def reasons(rec: Recommendation) -> list[str]:
     """Why the pick (and, for --model auto, why the model first)."""
-    return model_reasons(rec) + scheme_reasons(rec)
+    out = model_reasons(rec) + scheme_reasons(rec)
+    if rec.placement == "hybrid":
+        d = next((x for x in rec.deployments if x.scheme == rec.scheme and x.placement == "hybrid"), None)
+        n = f" of the first {d.n_cpu_moe} layers" if d else ""
+        out.append(f"no scheme fits the GPUs alone: ranked as hybrid deployments, the routed experts{n} in host "
+                   f"RAM (--n-cpu-moe{' ' + str(d.n_cpu_moe) if d else ''})")
+    return out
+
+
+def deployment_text(d) -> str:
+    """One ranked deployment (planner.core.plan.RankedDeployment) as a sentence."""
+    where = ("on the GPUs alone" if d.placement == "gpu" else
+             f"hybrid, the experts of {d.n_cpu_moe} layers in host RAM ({_gib(d.host_bytes)} of it)")
+    score = f"score {d.score:.2f}" if d.score is not None else "no score"
+    speed = (f", {d.decode_tps:.1f} tok/s decode, {d.prefill_tps:.1f} tok/s prefill (limited by {d.bound})"
+             if d.decode_tps is not None else "")
+    room = f", {_gib(d.headroom_bytes)} free on {d.device}" if d.headroom_bytes is not None else ""
+    return f"{d.rank}. {d.scheme} {where}: {score}{room}{speed}"
+
+
+def deployment_lines(rec: Recommendation) -> list[str]:
+    """The ranked deployments (GPU-only and hybrid, those that fit), best first."""
+    return [deployment_text(d) for d in rec.deployments]
 
 
 def alternatives(rec: Recommendation) -> list[str]:
