@@ -261,3 +261,24 @@ def test_listed_by_headless_and_json():
 def test_what_deepseek4_has_not_is_refused(args, words):
     r = dq("--headless", "--model", "deepseek-v4-flash", "--device", "h100", *args, env={"DQ_PLANNER_DETECT": "0"})
     assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("ctx", [32768, 131072])
+def test_full_scale_host_kv_and_compute_without_flash_attention(ctx, tmp_path):
+    """CPU only (-ngl 0): llama-fit-params' context figure equals the plan's KV cache; without flash
+    attention the KQ scores over the 4:1 cache dominate the compute buffer, which the plan follows within
+    20% (the rest of the V4 graph is not modelled)."""
+    from planner.engines.llamacpp.logs import parse_fit_params
+
+    exe = str(require_llama_cpp("llama-fit-params").binary("llama-fit-params"))
+    v4 = resolve_catalog_model(catalog()["deepseek-v4-flash"], None)
+    path = write_sparse_gguf(tmp_path / "v4.gguf", v4, types=size_scheme(v4, resolve_scheme("Q4_K_M")))
+    r = subprocess.run([exe, "-m", str(path), "-c", str(ctx), "-fa", "off", "-ngl", "0", "--fit", "off",
+                        "--fit-print", "on"], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    host = next(d for d in parse_fit_params(r.stdout.splitlines()).devices if d.name == "Host")
+    plan = make_plan(PlanRequest(model="deepseek-v4-flash", device="h100", gpus=1, ngl=0, ctx=ctx, flash_attn="off",
+                                 schemes=["Q4_K_M"]))
+    mem = plan.scheme("Q4_K_M").memory
+    assert abs(mem.host.kv_bytes / MiB - host.context_mib) <= 1
+    assert abs(mem.host.compute_bytes / MiB / host.compute_mib - 1) <= 0.2, (mem.host.compute_bytes / MiB, host.compute_mib)

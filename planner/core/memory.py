@@ -410,6 +410,13 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
         return t * 10 * e * F32 + mask if split else 2 * e * t * F32
     extra = 6 * e if split else 0
     kq = 0 if opts.flash_attn else n_kv * t * hp.n_head * F32
+    if hp.arch == "deepseek4" and not opts.flash_attn:
+        # DeepSeek-V4's KQ scores span its 4:1 compressed cache, not the context: read off llama-fit-params
+        # (CPU, the full-scale V4-Flash header, n_ubatch 512, -fa off) the buffer grows by 65 bytes per
+        # context cell and token, n_head * 4 bytes per 4:1 cell (pad(n_ctx_seq / 4, 256)). The rest of the
+        # deepseek4 graph (hyper-connections, compressors, indexer) is not modelled: its figures beside
+        # llama.cpp's are printed by tests/test_newgen_deepseek4.py.
+        kq = _pad(max(1, -(-n_kv // 4)), CTX_PAD) * t * hp.n_head * F32
     if not opts.flash_attn and hp.arch in ("deepseek2", "deepseek32") and opts.kv_mode != "legacy":
         kq += n_kv * hp.n_lora_kv * 2      # contiguous f16 copy of the transposed latent V view
     attn = mask + kq + t * (_attention_stage_floats(hp, opts.kv_mode, opts.flash_attn, t) + extra) * F32
