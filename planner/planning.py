@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from planner import model_files
 from planner.core import catalog as cat
 from planner.core.engine import Engine, ModelInput
 from planner.core.devices import resolve_device
@@ -64,7 +65,7 @@ def model_input(req: PlanRequest) -> ModelInput:
         from planner.remote.models import remote_model_entry
 
         return ModelInput(entry=remote_model_entry(req.model))
-    return ModelInput(entry=cat.resolve_model(req.model))
+    return ModelInput(entry=model_files.resolve_model(req.model))
 
 
 def resolve_inputs(req: PlanRequest, *, detection=None) -> PlanInputs:

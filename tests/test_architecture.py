@@ -4,6 +4,7 @@ registry, and nothing branches on an engine's name."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -16,6 +17,7 @@ CORE = ROOT / "planner" / "core"
 # what the core may never import, not even inside a function
 FORBIDDEN = ("planner.hardware", "planner.engines", "planner.tui", "planner.render", "planner.commands",
              "planner.cli", "planner.gguf", "planner.planning", "planner.options", "planner.workbench",
+             "planner.model_files", "planner.remote", "planner.events",
              "textual", "textual_plotext", "plotext", "pynvml", "psutil")
 
 
@@ -125,3 +127,20 @@ def test_test_models_are_not_shipped():
                for i, line in enumerate(p.read_text().splitlines(), 1)
                if re.match(r"\s*(def|class)\s+tiny_|\s*TINY_KINDS\s*=", line)]
     assert shipped == []
+
+
+def test_the_core_reads_no_model_the_user_names():
+    """A user's Hugging Face folder is read above the core (planner.model_files); the core gets the entry."""
+    import tempfile
+
+    from planner.core import catalog as cat
+    from planner.errors import PlannerError
+    from planner.model_files import resolve_model
+
+    users = [p for p in CORE.glob("*.py") if p.name != "data_files.py" and "read_json_object" in p.read_text()]
+    assert users == []
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "config.json").write_text(json.dumps(cat.catalog()["deepseek-r1-distill-qwen-1.5b"].config))
+        assert resolve_model(d).hparams == cat.catalog()["deepseek-r1-distill-qwen-1.5b"].hparams
+        with pytest.raises(PlannerError):
+            cat.resolve_model(d)

@@ -36,7 +36,7 @@ def parser():
 def main(argv: list[str]) -> int:
     a = parser().parse_args(argv)
 
-    from planner.core.catalog import resolve_model
+    from planner.model_files import resolve_model
     from planner.core.schemes import resolve_scheme
     from planner.core.sizing import resolve_catalog_model, size_scheme
     from planner.gguf.writer import write_sparse_gguf

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from planner.core.data_files import read_json_object, read_toml
+from planner.core.data_files import read_toml
 from planner.core.paths import profiles_dir
 from planner.errors import PlannerError, choices
 
@@ -353,17 +353,15 @@ def model_ids() -> list[str]:
 
 
 def resolve_model(spec: str) -> ModelEntry:
-    """A catalog id, or a local Hugging Face folder (or its config.json)."""
+    """A catalog id. (A user's Hugging Face folder is read above the core: planner.model_files, which
+    hands its config.json to entry_from_config.)"""
     cat = catalog()
     if spec in cat:
         return cat[spec]
-    p = Path(spec)
-    if p.is_dir() or p.name == "config.json":
-        cfg_path = p / "config.json" if p.is_dir() else p
-        if not cfg_path.exists() and not cfg_path.is_symlink():
-            raise PlannerError(f"{spec}: no config.json in this folder")
-        cfg = read_json_object(cfg_path, "config")
-        name = p.resolve().name if p.is_dir() else p.resolve().parent.name
-        return ModelEntry(id=name, name=name, hparams=hparams_from_config(cfg, str(cfg_path)),
-                          source=str(cfg_path), config=cfg)
     raise PlannerError(f"unknown model '{spec}'; valid: {choices(cat)} or a Hugging Face model folder")
+
+
+def entry_from_config(cfg: dict[str, Any], source: str, name: str) -> ModelEntry:
+    """The catalog entry of a model known by its Hugging Face config.json (already read by the caller):
+    `source` names the file in messages, `name` is the model's id."""
+    return ModelEntry(id=name, name=name, hparams=hparams_from_config(cfg, source), source=source, config=cfg)

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from planner.core.catalog import ModelEntry, resolve_model
+from planner.core.catalog import ModelEntry
 from planner.core.engine import Launch, ModelInput, Script
 from planner.core.hardware_plan import Hardware
 from planner.core.hf_checkpoint import Format, formats_for, repo_for, resolve_format
 from planner.core.plan import ModelSummary, Plan, PlanRequest, SchemePlan
 from planner.core.serving_plan import EngineOptions, FitFn, check_counts, options_from_request, plan_formats
+from planner.model_files import resolve_model
 from planner.errors import PlannerError
 
 
@@ -170,6 +171,6 @@ class HFServingEngine:
 
             entry = remote_model_entry(req.model)
         else:
-            entry = resolve_model(req.model)
+            entry = resolve_model(req.model)   # planner.model_files: a catalog id or a local folder
         launches = self.node_launches_for(req, entry, scheme_id, plan.hardware.gpus, req.nodes)
         return Launch(lines=print_commands(launches).rstrip("\n").split("\n"), scripts=node_scripts(launches))
