@@ -161,7 +161,7 @@ def test_corrupt_and_usage_errors(capsys, tmp_path, q3):
 
 def test_recipe_for_another_architecture(capsys, tiny_gguf):
     r = _cli(capsys, tiny_gguf("qwen2"), "--scheme", "DQ3_K_M")
-    assert r.returncode == 2 and r.stderr.strip() == "dq-planner: scheme DQ3_K_M is a recipe for deepseek2, deepseek32, not qwen2"
+    assert r.returncode == 2 and r.stderr.strip() == "dq-planner: scheme DQ3_K_M is a recipe for deepseek2, deepseek32, deepseek4, not qwen2"
 
 
 def test_unsupported_architecture_still_reports_the_header(capsys, tmp_path):

@@ -154,3 +154,65 @@ def test_headless_json_v32_dq3_k_m():
     assert s["size_bytes"] == size_scheme(v32, resolve_scheme("DQ3_K_M")).size_bytes
     assert s["fits"] is True and s["accuracy"] is None
     assert len(s["memory"]["per_device"]) == 8
+
+
+# --------------------------------------------------------------------------------------------- deepseek4
+
+V3_NAMES = ("attn_q_a.weight", "attn_q_b.weight", "ffn_gate_exps.weight", "ffn_up_exps.weight",
+            "ffn_gate_shexp.weight", "ffn_up_shexp.weight", "ffn_down_shexp.weight")
+
+
+@pytest.fixture(scope="module")
+def v4():
+    return resolve_catalog_model(catalog()["deepseek-v4-flash"], None)
+
+
+@pytest.mark.parametrize("rid", RECIPES)
+def test_deepseek4_rules(v4, r1, rid):
+    """V4-Flash: the tensors it shares by name with R1 get R1's types under the recipe (a middle block of
+    each), output and token_embd too; everything else gets exactly the base ftype's type."""
+    s = resolve_scheme(rid)
+    assert "deepseek4" in s.architectures and s.for_arch("deepseek4").rules != s.rules
+    mine = {t.name: t.type for t in size_scheme(v4, s).tensors}
+    base = {t.name: t.type for t in size_scheme(v4, resolve_scheme(s.base)).tensors}
+    theirs = {t.name: t.type for t in size_scheme(r1, s).tensors}
+    for n in ("output.weight", "token_embd.weight"):
+        assert mine[n] == theirs[n]
+    for suffix in V3_NAMES:
+        assert mine[f"blk.21.{suffix}"] == theirs[f"blk.33.{suffix}"], suffix
+    by_name = {"output.weight", "token_embd.weight"} | {n for n in mine if n.endswith(V3_NAMES)} | {
+        n for n in mine if n.endswith("ffn_down_exps.weight")}
+    assert all(mine[n] == base[n] for n in mine if n not in by_name)
+    down = [mine[f"blk.{i}.ffn_down_exps.weight"] for i in range(v4.hparams.n_layer)]
+    if rid == "DQ3_K_M":    # first two MoE blocks q6_K, every fourth of llama.cpp's middle range (5..36) q4_K
+        assert [i for i, t in enumerate(down) if t == "q6_K"] == [0, 1]
+        assert [i for i, t in enumerate(down) if t == "q4_K"] == list(range(8, 37, 4))
+        assert down.count("q3_K") == 33
+    elif rid == "UD-Q2_K_XL":
+        assert [i for i, t in enumerate(down) if t == "q3_K"] == [0, 1, 2] and down.count("q2_K") == 40
+    else:
+        assert set(down) == {"q3_K"}
+
+
+def test_deepseek4_full_scale_llama_quantize_dry_run(v4, tmp_path):
+    lc = require_llama_cpp("llama-quantize")
+    from planner.engines.llamacpp.crosscheck import dry_run_compare
+    from planner.gguf.writer import write_sparse_gguf
+
+    path = write_sparse_gguf(tmp_path / "v4-flash.gguf", v4)
+    checks = dry_run_compare(lc, v4, path, list(RECIPES))
+    bad = [f"{c.scheme}: exit {c.returncode} {c.error} {c.mismatches[:3]}" for c in checks if not c.ok]
+    assert not bad, "\n".join(bad)
+    sizes = {c.scheme: c.plan.size_bytes for c in checks}
+    print("deepseek-v4-flash:", {k: f"{v / 2**30:.2f} GiB" for k, v in sizes.items()})
+    assert sizes["UD-Q2_K_XL"] < sizes["Q2_K_L"] < sizes["DQ3_K_M"]
+
+
+@pytest.mark.parametrize("rid", RECIPES)
+def test_deepseek4_tiny_quantize_dry_run(tmp_path, rid):
+    require_llama_cpp("llama-quantize")
+    from tiny_models import tiny_deepseek4_hparams
+
+    path = write_gguf(tmp_path / "tiny-deepseek4.gguf", model_from_hparams(tiny_deepseek4_hparams(), id="t4"))[0]
+    r = dq("quantize", "--input", path, "--scheme", rid, "--dry-run", timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]

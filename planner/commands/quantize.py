@@ -124,6 +124,7 @@ def _main(argv: list[str], events) -> int:
     if not scheme.applies_to(model.hparams.arch):
         raise PlannerError(f"scheme {scheme.id} is a recipe for {', '.join(scheme.architectures)}, "
                            f"not {model.hparams.arch}")
+    scheme = scheme.for_arch(model.hparams.arch)     # the rules llama-quantize gets for this layout
     plan = size_scheme(model, scheme, imatrix=imatrix is not None)
     if plan.requires_imatrix and imatrix is None and not a.dry_run:
         raise PlannerError(f"scheme {scheme.id} quantizes some tensors to types that llama-quantize refuses "

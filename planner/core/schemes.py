@@ -6,7 +6,7 @@ Recipes are TOML files in profiles/schemes/ (shipped) and in the user's config f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -34,9 +34,17 @@ class Scheme:
     source: str = ""
     path: str = ""
     expect: dict = field(default_factory=dict, compare=False, hash=False)
+    # rules of their own for some architectures (a recipe's [architecture_rules]); `rules` for the rest
+    arch_rules: dict = field(default_factory=dict, compare=False, hash=False)
 
     def applies_to(self, arch: str) -> bool:
         return not self.architectures or arch in self.architectures
+
+    def for_arch(self, arch: str) -> "Scheme":
+        """The scheme as it applies to a model of `arch`: its own rule list where the recipe has one
+        (block numbers differ between layouts), else this scheme."""
+        rules = self.arch_rules.get(arch)
+        return self if rules is None else replace(self, rules=rules, arch_rules={})
 
     def tensor_type_args(self) -> list[str]:
         """The rules as llama-quantize --tensor-type values, in order."""
@@ -61,10 +69,34 @@ def load_recipe(path: Path) -> Scheme:
     rules = data["rules"]
     if not isinstance(rules, list) or not rules:
         raise PlannerError(f"{where}: 'rules' must be a non-empty list of {{pattern, type}}")
+    by_arch = data.get("architecture_rules", {})
+    if not isinstance(by_arch, dict) or not all(isinstance(v, list) and v for v in by_arch.values()):
+        raise PlannerError(f"{where}: 'architecture_rules' must map architectures to non-empty lists of "
+                           "{pattern, type}")
+    # the lines of every rule's pattern, in file order: `rules` first, then each architecture's list
+    lines = _rule_lines(path, len(rules) + sum(len(v) for v in by_arch.values()))
+    parsed = _parse_rules(where, rules, lines[:len(rules)])
+    archs = data.get("architectures", [])
+    if not isinstance(archs, list):
+        raise PlannerError(f"{where}: 'architectures' must be a list")
+    arch_rules, at = {}, len(rules)
+    for arch, rs in by_arch.items():
+        if arch not in archs:
+            raise PlannerError(f"{where}: architecture_rules for '{arch}', which is not in 'architectures'")
+        arch_rules[arch] = _parse_rules(f"{where} ({arch})", rs, lines[at:at + len(rs)])
+        at += len(rs)
+    return Scheme(
+        id=str(data["id"]), kind="recipe", ftype=FTYPES[base], base=base, rules=parsed,
+        architectures=tuple(archs), name=data.get("name", data["id"]),
+        description=data.get("description", ""), source=data.get("source", ""), path=str(path),
+        expect=data.get("expect", {}), arch_rules=arch_rules,
+    )
+
+
+def _parse_rules(where: str, rules: list, lines: list[int]) -> tuple[Override, ...]:
     parsed: list[Override] = []
-    lines = _rule_lines(path, len(rules))
     for i, r in enumerate(rules):
-        at = f"{where}, line {lines[i]}" if lines[i] else where
+        at = f"{where}, line {lines[i]}" if i < len(lines) and lines[i] else where
         if not isinstance(r, dict) or "pattern" not in r or "type" not in r:
             raise PlannerError(f"{at}: rule {i + 1} needs 'pattern' and 'type'")
         if not isinstance(r["pattern"], str) or not isinstance(r["type"], str):
@@ -77,15 +109,7 @@ def load_recipe(path: Path) -> Scheme:
         except PlannerError as e:
             raise PlannerError(f"{at}: rule {i + 1}: {e}") from None
         parsed.append(Override(r["pattern"], t))
-    archs = data.get("architectures", [])
-    if not isinstance(archs, list):
-        raise PlannerError(f"{where}: 'architectures' must be a list")
-    return Scheme(
-        id=str(data["id"]), kind="recipe", ftype=FTYPES[base], base=base, rules=tuple(parsed),
-        architectures=tuple(archs), name=data.get("name", data["id"]),
-        description=data.get("description", ""), source=data.get("source", ""), path=str(path),
-        expect=data.get("expect", {}),
-    )
+    return tuple(parsed)
 
 
 # --- recipe patterns, as llama-quantize takes them ------------------------------------------------

@@ -91,6 +91,7 @@ def select_scheme_types(model: ResolvedModel, scheme: Scheme, imatrix: bool | No
     imatrix None: plan as the user must run it, i.e. with an imatrix exactly when the scheme's types
     need one (llama-quantize refuses IQ1/IQ2/IQ3_XXS and Q2_K_S's q2_K tensors without it).
     """
+    scheme = scheme.for_arch(model.hparams.arch)       # a recipe's own rules for this layout, if any
     tab = model.table
     qm = model.quant_model()
 

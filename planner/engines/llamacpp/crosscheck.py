@@ -64,7 +64,7 @@ def dry_run_compare(lc: LlamaCpp, model: ResolvedModel, path: str | os.PathLike,
     env = child_env()
 
     def one(sid: str) -> SchemeCheck:
-        s = resolve_scheme(sid)
+        s = resolve_scheme(sid).for_arch(model.hparams.arch)
         refused = ""
         try:
             plan = size_scheme(model, s, imatrix=imatrix is not None)
