@@ -28,14 +28,19 @@ integer bytes, times float seconds, `null` where a value is not known):
                                                measured_mib, exact}], component one of weights, kv,
                                                compute, output; measured_mib as llama.cpp printed it
                                                (2 decimals), exact: the planned bytes print as that
+  speed     prompt_tokens, gen_tokens,         serve: timed /completion requests once ready (median of
+            predicted_prefill_tps,             `requests`): llama-server's own timings against the plan's
+            measured_prefill_tps,              predicted tokens/s (planner/core/speed.py; null where no
+            predicted_decode_tps,              prediction: a device without a bandwidth figure); decode
+            measured_decode_tps, requests      of gen_tokens after the prompt_tokens
   error     message, exit_code                 the command failed: the one line it prints on stderr
                                                (without the "dq-planner: " prefix) and its exit code
   done      exit_code, output                  always the last event: the exit code and the file written
                                                (quantize; null for serve, a dry run or a failure)
 
 Order: quantize gives started, then per tensor progress and tensor, then verified, then done (error
-before done on failure); serve gives started, ready, measured (phase ready), measured (phase stopped),
-done. A consumer reads lines with `parse_event()`; unknown keys or kinds added later must be ignored.
+before done on failure); serve gives started, ready, measured (phase ready), speed (unless --speed-requests 0), measured
+(phase stopped), done. A consumer reads lines with `parse_event()`; unknown keys or kinds added later must be ignored.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "verified": ("ok", "tensors", "differences", "mismatches"),
     "ready": ("url", "pid"),
     "measured": ("phase", "rows"),
+    "speed": ("prompt_tokens", "gen_tokens", "predicted_prefill_tps", "measured_prefill_tps",
+              "predicted_decode_tps", "measured_decode_tps", "requests"),
     "error": ("message", "exit_code"),
     "done": ("exit_code", "output"),
 }

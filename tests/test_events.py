@@ -201,7 +201,7 @@ def model(tiny_gguf, tmp_path):
 def test_serve_events_cpu(lc, model):
     port = free_port()
     args = ["--model-file", str(model), "--ctx", "4096", "--port", str(port)]
-    r = dq("serve", *args, "--events", "jsonl", timeout=300)
+    r = dq("serve", *args, "--events", "jsonl", "--speed-requests", "0", timeout=300)
     assert r.returncode == 0, r.stderr
     ev = events_of(r.stdout)
     assert [e["event"] for e in ev] == ["started", "ready", "measured", "measured", "done"]

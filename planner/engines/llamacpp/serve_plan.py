@@ -27,6 +27,7 @@ class ServePlan:
     devices: list[ListedDevice] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     host_mapped_bytes: int | None = None     # what llama.cpp's CPU_Mapped buffer(s) will span
+    speed_inputs: tuple | None = None        # (hparams, tensors, memory options): the speed prediction's
 
 
 _EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")   # llama.cpp's --n-cpu-moe pattern
@@ -125,4 +126,5 @@ def plan_serve(lc: LlamaCpp, req: PlanRequest, rpc: list[RpcDevice], *, host: st
         override_tensors=list(req.tensor_overrides) or None, main_gpu=req.main_gpu,
         split_mode=req.split_mode, rpc=rpc or None, host=host, port=port, threads=threads)
     mapped = host_mapped_bytes(req.model_file or "", memory, hp.n_layer, n_cpu_moe)
-    return ServePlan(options, memory, req.model_file or "", sp.id, devices, notes + list(memory.notes), mapped)
+    return ServePlan(options, memory, req.model_file or "", sp.id, devices, notes + list(memory.notes), mapped,
+                     speed_inputs=(hp, sp.tensors, opts))

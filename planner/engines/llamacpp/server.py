@@ -277,3 +277,121 @@ def render_comparison(rows: list[Comparison], report: MemoryReport | None = None
                 f"{device_key(b.name) if b.name.startswith('RPC') else b.device} {b.self_mib} = {b.model_mib} model + {b.context_mib} context + "
                 f"{b.compute_mib} compute" for b in report.breakdown))
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# speed: timed requests against the running server, predicted vs measured tokens/s
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Timing:
+    """llama-server's own timings of one /completion request (its "timings" object: prompt_n tokens
+    evaluated in prompt_ms, predicted_n tokens generated in predicted_ms; cache_n prompt tokens reused)."""
+
+    prompt_n: int
+    prompt_ms: float
+    predicted_n: int
+    predicted_ms: float
+    cache_n: int = 0
+
+    @property
+    def prefill_tps(self) -> float:
+        return 1000.0 * self.prompt_n / self.prompt_ms if self.prompt_ms > 0 else 0.0
+
+    @property
+    def decode_tps(self) -> float:
+        """Decode steps per second: the first generated token is free (it comes from the logits of the
+        prompt's last batch), so predicted_ms covers predicted_n - 1 steps, as llama-server's own
+        predicted_per_second counts them (tools/server/server-common.h n_gen_steps)."""
+        steps = self.predicted_n - 1
+        return 1000.0 * steps / self.predicted_ms if self.predicted_ms > 0 and steps > 0 else 0.0
+
+
+def parse_timings(doc: dict) -> Timing:
+    """The Timing of a /completion response (RunError when the server sent no timings)."""
+    t = doc.get("timings") if isinstance(doc, dict) else None
+    try:
+        return Timing(prompt_n=int(t["prompt_n"]), prompt_ms=float(t["prompt_ms"]),
+                      predicted_n=int(t["predicted_n"]), predicted_ms=float(t["predicted_ms"]),
+                      cache_n=int(t.get("cache_n", 0) or 0))
+    except (TypeError, KeyError, ValueError):
+        raise RunError("llama-server's /completion answer has no timings") from None
+
+
+def probe_tokens(n: int, n_vocab: int) -> list[int]:
+    """n prompt token ids spread over the vocabulary (ids, not text: the prompt is exactly n tokens
+    whatever the tokenizer; special ids at the ends of the vocabulary are avoided)."""
+    lo, span = min(100, n_vocab // 4), max(1, n_vocab - 2 * min(100, n_vocab // 4))
+    return [lo + (i * 7919) % span for i in range(n)]
+
+
+def timed_completion(host: str, port: int, tokens: list[int], n_predict: int, timeout: float = 600.0) -> dict:
+    """POST /completion: the prompt as token ids, exactly n_predict tokens generated (ignore_eos), no
+    prompt cache reuse, greedy; returns the server's JSON answer."""
+    import json
+
+    h = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    body = json.dumps({"prompt": tokens, "n_predict": n_predict, "ignore_eos": True, "cache_prompt": False,
+                       "temperature": 0.0, "top_k": 1, "stream": False}).encode()
+    rq = urllib.request.Request(f"http://{h}:{port}/completion", data=body,
+                                headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(rq, timeout=timeout) as r:
+            return json.loads(r.read().decode())
+    except urllib.error.HTTPError as e:
+        raise RunError(f"llama-server /completion answered {e.code}: {e.read()[:200]!r}") from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise RunError(f"llama-server /completion failed: {e}") from None
+
+
+def measure_speed(host: str, port: int, n_prompt: int, n_gen: int, n_vocab: int, requests: int,
+                  timeout: float = 600.0) -> list[Timing]:
+    """`requests` timed requests after one warm-up request of the same prompt (first-use costs: page
+    faults of the memory-mapped weights, the compute graphs' allocation), each a prompt of n_prompt
+    tokens then n_gen generated ones."""
+    toks = probe_tokens(n_prompt, n_vocab)
+    timed_completion(host, port, toks, min(8, n_gen), timeout)
+    return [parse_timings(timed_completion(host, port, toks, n_gen, timeout)) for _ in range(requests)]
+
+
+@dataclass
+class SpeedComparison:
+    prompt_tokens: int
+    gen_tokens: int
+    predicted_prefill_tps: float | None
+    predicted_decode_tps: float | None
+    measured_prefill_tps: float
+    measured_decode_tps: float
+    requests: int
+    bound: str | None = None
+
+    def to_event(self) -> dict:
+        r = lambda v: None if v is None else round(v, 3)   # noqa: E731
+        return {"prompt_tokens": self.prompt_tokens, "gen_tokens": self.gen_tokens,
+                "predicted_prefill_tps": r(self.predicted_prefill_tps), "measured_prefill_tps": r(self.measured_prefill_tps),
+                "predicted_decode_tps": r(self.predicted_decode_tps), "measured_decode_tps": r(self.measured_decode_tps),
+                "requests": self.requests}
+
+
+def compare_speed(timings: list[Timing], predicted_prefill, predicted_decode, bound: str | None = None) -> SpeedComparison:
+    """The median request's figures (robust to one disturbed request) against the prediction."""
+    import statistics
+
+    return SpeedComparison(prompt_tokens=timings[0].prompt_n, gen_tokens=timings[0].predicted_n,
+                           predicted_prefill_tps=predicted_prefill, predicted_decode_tps=predicted_decode,
+                           measured_prefill_tps=statistics.median(t.prefill_tps for t in timings),
+                           measured_decode_tps=statistics.median(t.decode_tps for t in timings),
+                           requests=len(timings), bound=bound)
+
+
+def render_speed(c: SpeedComparison) -> str:
+    def row(what: str, p: float | None, m: float) -> str:
+        err = f"{100 * (p - m) / m:+.1f}%" if p is not None and m else ""
+        return f"{what:<28}  {'-' if p is None else f'{p:.2f}':>13}  {m:>12.2f}  {err:>7}"
+
+    out = [f"{'speed (median of ' + str(c.requests) + ' requests)':<28}  {'predicted t/s':>13}  {'measured t/s':>12}  {'error':>7}",
+           row(f"prefill of {c.prompt_tokens} tokens", c.predicted_prefill_tps, c.measured_prefill_tps),
+           row(f"decode of {c.gen_tokens} after {c.prompt_tokens}", c.predicted_decode_tps, c.measured_decode_tps)]
+    if c.bound:
+        out.append(f"predicted limit: {c.bound}")
+    return "\n".join(out)
