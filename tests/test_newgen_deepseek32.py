@@ -7,8 +7,8 @@
   equal the plan's at several contexts, cache types and slot counts on real runs of the tiny model.
 - Full scale: the `dq-planner header` file of DeepSeek-V3.2-Exp loads in llama-fit-params over four
   loopback RPC devices with an uneven --tensor-split; per-device weights and KV equal llama.cpp's
-  estimate. Compute buffers are recorded next to the plan's (printed), not asserted: the indexer's
-  graph is not part of the compute model yet.
+  estimate. Compute buffers are printed next to the plan's here and asserted in
+  tests/test_newgen_dsa_compute.py (the indexer's graph).
 """
 
 from __future__ import annotations
