@@ -1,8 +1,11 @@
 """The CUDA memory model against published llama.cpp runs on NVIDIA GPUs; writes bench/out/cuda_logs.md.
 
 Each case of tests/fixtures/cuda_logs/cases.toml is planned as the run it is (model, file type, devices,
--c, -ub, -b, -fa, -ngl, -ts, -ot) with the CUDA backend's compute model, and every buffer line of its log
-(model, KV, compute per device, CUDA_Host) is compared with the plan. Fork logs (fork/) are not scored.
+-c, -ub, -b, -fa, -ngl, -ts, -ot, the KV layout and mask type of the llama.cpp it ran) with the CUDA
+backend's compute model, and every buffer line of its log (model, KV, compute per device, CUDA_Host) is
+compared with the plan. A row is scored unless the case says why not: model buffers where only the
+file's per-type counts are known (types_known = false), and the rows a case lists in `unscored` (with
+its reason in cases.toml). Fork logs (fork/) are not planned at all.
 
     python bench/bench_cuda_logs.py
 """
@@ -28,6 +31,7 @@ class Row:
     buffer: str        # CUDA0 ... | host (CUDA_Host, CPU, CPU_Mapped)
     logged_mib: float
     planned_mib: float
+    scored: bool = True
 
     @property
     def error(self) -> float:
@@ -59,7 +63,7 @@ def plan_case(case: dict):
         n_cpu_moe=case.get("n_cpu_moe", 0),
         tensor_split=tuple(case["tensor_split"]) if case.get("tensor_split") else None,
         tensor_overrides=tuple(tuple(r.split("=", 1)) for r in case.get("overrides", [])),  # type: ignore[misc]
-        backend="CUDA")
+        backend="CUDA", mask_f16=case.get("mask_f16", True))
     return plan_memory(model.hparams, sp.tensors, slots, opts)
 
 
@@ -71,9 +75,12 @@ def compare(case: dict) -> list[Row]:
     dev = {d.device: d for d in mem.per_device}
     rows: list[Row] = []
     name = case["file"].removesuffix(".txt")
+    unscored = set(case.get("unscored", []))
+    types_known = case.get("types_known", True)
 
     def add(kind: str, buf: str, logged: float, planned: int) -> None:
-        rows.append(Row(name, case["source"], kind, buf, logged, planned / MiB))
+        scored = f"{buf} {kind}" not in unscored and (kind != "model" or types_known)
+        rows.append(Row(name, case["source"], kind, buf, logged, planned / MiB, scored))
 
     host_buf = f"{case.get('device', 'CUDA')}_Host"
     host_model = sum(v for k, v in rep.model_mib.items() if k not in dev)
@@ -93,30 +100,52 @@ def compare(case: dict) -> list[Row]:
     return rows
 
 
-def summary(rows: list[Row], kind: str, device_kind: str) -> tuple[int, float, float] | None:
-    errs = [abs(r.error) for r in rows if r.kind == kind and r.device_kind == device_kind]
-    if not errs:
+def summary(rows: list[Row], kind: str, device_kind: str | None = None) -> tuple[int, float, float, Row] | None:
+    """(lines, median |error|, worst |error|, the worst row) of the scored rows of one kind."""
+    sel = [r for r in rows if r.scored and r.kind == kind and (device_kind is None or r.device_kind == device_kind)]
+    if not sel:
         return None
-    return len(errs), statistics.median(errs), max(errs)
+    worst = max(sel, key=lambda r: abs(r.error))
+    return len(sel), statistics.median(abs(r.error) for r in sel), abs(worst.error), worst
+
+
+def equal_to_the_mib(rows: list[Row], kind: str) -> tuple[int, int]:
+    """(scored lines whose planned figure prints as the logged one, scored lines) for model or KV."""
+    sel = [r for r in rows if r.scored and r.kind == kind]
+    return sum(f"{r.planned_mib:.2f}" == f"{r.logged_mib:.2f}" for r in sel), len(sel)
 
 
 def main() -> int:
     cases = load_cases()
     rows = [r for c in cases for r in compare(c)]
+    nvidia = [c for c in cases if c.get("device", "CUDA") == "CUDA"]
     out = ["# CUDA memory model against published llama.cpp runs", "",
-           f"{len(cases)} mainline case(s) from tests/fixtures/cuda_logs (fork logs kept apart, not scored).",
-           "Planned with the CUDA backend's compute model; model buffers from the file's llama.cpp type.", "",
-           "| what | device | lines | median error | worst error |", "| --- | --- | ---: | ---: | ---: |"]
-    for kind in ("model", "KV", "compute"):
-        for dk in ("GPU", "host"):
-            s = summary(rows, kind, dk)
-            if s:
-                out.append(f"| {kind} | {dk} | {s[0]} | {100 * s[1]:.2f}% | {100 * s[2]:.2f}% |")
-    out += ["", "| case | source | buffer | what | logged MiB | planned MiB | error |",
-            "| --- | --- | --- | --- | ---: | ---: | ---: |"]
+           f"{len(cases)} cases from tests/fixtures/cuda_logs ({len(nvidia)} on NVIDIA GPUs, the other a MUSA build "
+           "of ggml-cuda); fork logs (ik_llama.cpp) kept apart, not planned. Each case is planned as the run it "
+           "is, with the KV layout and mask type of the llama.cpp it ran (cases.toml); model buffers from the "
+           "file's llama.cpp type.", ""]
+    for kind in ("model", "KV"):
+        eq, n = equal_to_the_mib(rows, kind)
+        out.append(f"- {kind} buffers: {eq} of {n} scored lines equal to the MiB")
+    for dk in ("GPU", "host"):
+        s = summary(rows, "compute", dk)
+        if s:
+            out.append(f"- compute buffers, {dk}: {s[0]} lines, median |error| {100 * s[1]:.2f}%, worst "
+                       f"{100 * s[2]:.2f}% ({s[3].case} {s[3].buffer})")
+    s = summary(rows, "compute")
+    if s:
+        out.append(f"- compute buffers, all: {s[0]} lines, median |error| {100 * s[1]:.2f}%, worst {100 * s[2]:.2f}% "
+                   f"({s[3].case} {s[3].buffer})")
+    out.append(f"- rows not scored: {sum(not r.scored for r in rows)} (a case's types known only as counts, "
+               "or a row it lists with its reason)")
+    out += ["", "## Cases", "", "| case | runner | date | source |", "| --- | --- | --- | --- |"]
+    for c in cases:
+        out.append(f"| {c['file'].removesuffix('.txt')} | {c.get('runner', '')} | {c.get('date', '')} | {c['source']} |")
+    out += ["", "## Per buffer", "", "| case | buffer | what | logged MiB | planned MiB | error | scored |",
+            "| --- | --- | --- | ---: | ---: | ---: | --- |"]
     for r in rows:
-        out.append(f"| {r.case} | {r.source} | {r.buffer} | {r.kind} | {r.logged_mib:.2f} | {r.planned_mib:.2f} "
-                   f"| {100 * r.error:+.2f}% |")
+        out.append(f"| {r.case} | {r.buffer} | {r.kind} | {r.logged_mib:.2f} | {r.planned_mib:.2f} "
+                   f"| {100 * r.error:+.2f}% | {'yes' if r.scored else 'no'} |")
     text = "\n".join(out) + "\n"
     dst = ROOT / "bench" / "out" / "cuda_logs.md"
     dst.parent.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,23 @@
-"""The CUDA memory model against published llama.cpp runs on NVIDIA GPUs (tests/fixtures/cuda_logs)."""
+"""The CUDA memory model against published llama.cpp runs on NVIDIA GPUs (tests/fixtures/cuda_logs), and
+the split-device compute terms against llama.cpp's own estimator (llama-fit-params over loopback RPC)."""
 
+import statistics
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from planner.engines.llamacpp.logs import parse_memory, shows_as_mib
+from planner.engines.llamacpp.logs import parse_fit_params, parse_memory, shows_as_mib
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import bench_cuda_logs as bench  # noqa: E402
+from llamacpp_support import require_llama_cpp, rpc_servers  # noqa: E402
 
 CASES = bench.load_cases()
+# the bounds bench/out/cuda_logs.md states for the scored compute lines
+MEDIAN_BOUND, LINE_BOUND = 0.10, 0.13
 
 
 def test_every_case_is_a_mainline_file_listed_in_the_readme():
@@ -19,42 +25,57 @@ def test_every_case_is_a_mainline_file_listed_in_the_readme():
     for c in CASES:
         assert (bench.CASES / c["file"]).is_file() and not c["file"].startswith("fork/")
         assert c["file"] in readme and c["source"].split()[0] in readme
+        assert c.get("runner") and c.get("date")
     for f in (bench.CASES / "fork").glob("*.txt"):
         assert f"fork/{f.name}" in readme and "FORK" in f.read_text().splitlines()[0]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["file"] for c in CASES])
-def test_model_and_kv_buffers_to_the_mib_and_compute_within_ten_percent(case):
+def test_model_and_kv_buffers_to_the_mib_and_compute_within_the_bounds(case):
     rows = bench.compare(case)
-    assert rows, "no buffer line compared"
+    assert any(r.scored for r in rows), "no buffer line scored"
     for r in rows:
+        if not r.scored:
+            continue
         if r.kind in ("model", "KV"):
             assert f"{r.planned_mib:.2f}" == f"{r.logged_mib:.2f}", r
         else:
-            assert abs(r.error) < 0.10, r
+            assert abs(r.error) < LINE_BOUND, r
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c["file"])
+def test_the_compute_lines_median_error_is_within_ten_percent():
+    errs = [abs(r.error) for c in CASES for r in bench.compare(c) if r.scored and r.kind == "compute"]
+    assert len(errs) >= 10 and statistics.median(errs) < MEDIAN_BOUND
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if f"{c.get('device', 'CUDA')}_Host" in
+                                  parse_memory((bench.CASES / c["file"]).read_text().splitlines()).compute_mib],
+                         ids=lambda c: c["file"])
 def test_host_compute_buffer_is_the_graph_inputs(case):
-    """CUDA_Host holds the graph inputs (with flash attention on or off): the f32 KQ mask [n_kv, T] (f32 even with flash attention), the
-    token embeddings [n_embd, T] f32, token ids, positions and output ids: the published pattern
-    n_ubatch x (n_ctx + n_embd) x 4 bytes plus 3 x n_ubatch x 4."""
+    """CUDA_Host holds the graph inputs (with flash attention on or off): the KQ mask [n_kv, T] (f32 in
+    these builds, before llama.cpp PR 23764), the token ids, positions and output ids, each once per
+    pipeline copy (4 when the log says pipeline parallelism is on), and the token embeddings [n_embd, T]
+    f32 once: the published pattern n_ubatch x (n_ctx + n_embd) x 4 bytes (+ 12 bytes per token) with
+    one copy."""
     from planner.core.catalog import catalog
     from planner.core.sizing import resolve_catalog_model
 
-    rep = parse_memory((bench.CASES / case["file"]).read_text().splitlines())
+    text = (bench.CASES / case["file"]).read_text()
+    rep = parse_memory(text.splitlines())
     hp = resolve_catalog_model(catalog()[case["model"]], case.get("layout")).hparams
     t = min(case["ubatch"], case["ctx"])
-    pattern = t * (case["ctx"] + hp.n_embd) * 4
+    copies = 4 if "pipeline parallelism enabled (n_copies=4)" in text else 1
+    pattern = copies * t * (case["ctx"] + 3) * 4 + t * hp.n_embd * 4
     host = rep.compute_mib[f"{case.get('device', 'CUDA')}_Host"]
-    assert shows_as_mib(pattern + 3 * t * 4, host)
+    assert shows_as_mib(pattern, host)
     assert shows_as_mib(bench.plan_case(case).host.compute_bytes, host)
 
 
 def test_host_weights_are_copied_to_the_first_gpu_from_32_rows():
     """-ot exps=CPU: ggml-cuda computes ops of at least 32 rows on the GPU, the scheduler copies each host
     weight into the first GPU's compute buffer (one split per weight): the largest expert tensor is
-    alive with the feed-forward activations. Below 32 rows (-ub 16) the op stays on the CPU."""
+    alive with the operands of its MUL_MAT_ID (input [n_ff_exp, n_used, T], output [n_embd, n_used, T],
+    the residual and the norm). Below 32 rows (-ub 16) the op stays on the CPU."""
     from planner.core.catalog import catalog
     from planner.core.memory import MemoryOptions, Slot, plan_memory
     from planner.core.schemes import resolve_scheme
@@ -73,10 +94,62 @@ def test_host_weights_are_copied_to_the_first_gpu_from_32_rows():
 
     on, other = gpu0(512)
     t = 512
-    ffn = t * (3 * hp.n_ff_exp * hp.n_expert_used + 3 * hp.n_expert + 2 * hp.n_embd + 6 * hp.n_embd) * 4
-    assert on == biggest + ffn                  # the copy with the stage it feeds
+    operands = t * (hp.n_expert_used * (hp.n_ff_exp + hp.n_embd) + 2 * hp.n_embd) * 4
+    assert on == biggest + operands              # the copy with the op it feeds
     assert other < biggest                      # only the first GPU computes with host weights
     small, _ = gpu0(16)
     assert small < biggest
     none, _ = gpu0(512, rules=())
     assert none < biggest                       # nothing on the host: no copy
+
+
+# ---------------------------------------------------------------------------------------------------
+# split over devices, with and without pipeline parallelism: llama.cpp's estimator
+
+SPLITS = [
+    # (catalog id, scheme, devices, -c, -ub, -fa, -ot that moves nothing: pipeline parallelism off)
+    ("deepseek-v3-0324", "UD-Q2_K_XL", 4, 16384, 1024, True, True),
+    ("deepseek-v3-0324", "UD-Q2_K_XL", 4, 2048, 512, True, False),
+    ("deepseek-r1-distill-qwen-32b", "Q4_K_M", 3, 8192, 512, True, True),
+    ("deepseek-r1-distill-qwen-32b", "Q4_K_M", 3, 32768, 512, True, False),
+    ("deepseek-r1-distill-qwen-7b", "Q4_K_M", 2, 8192, 512, False, True),
+]
+
+
+@pytest.fixture(scope="module")
+def rpc4():
+    with rpc_servers(require_llama_cpp("rpc-server", "llama-fit-params"), 4) as addrs:
+        yield addrs
+
+
+@pytest.mark.parametrize("model_id,scheme,n,ctx,ub,fa,no_pp", SPLITS, ids=lambda v: str(v))
+def test_split_compute_buffers_equal_llama_fit_params(tmp_path_factory, rpc4, model_id, scheme, n, ctx, ub, fa, no_pp):
+    """Every device's compute buffer and the host's, planned for the CPU backend over n RPC devices, equal
+    llama-fit-params' estimate to 2 MiB without pipeline parallelism (a tensor override that matches
+    nothing turns it off: llama_context checks for overrides, not for their matches), and within 3% with
+    it (4 copies of every split input; the first device of an MLA model is 2.7% under). The CUDA devices
+    of the published runs use the same terms."""
+    from planner.core.catalog import catalog
+    from planner.core.memory import MemoryOptions, Slot, plan_memory
+    from planner.core.schemes import resolve_scheme
+    from planner.core.sizing import resolve_catalog_model, size_scheme
+    from planner.gguf.writer import write_sparse_gguf
+
+    lc = require_llama_cpp("llama-fit-params")
+    model = resolve_catalog_model(catalog()[model_id], "mla")
+    sp = size_scheme(model, resolve_scheme(scheme))
+    path = tmp_path_factory.mktemp("split") / f"{model_id}.gguf"
+    write_sparse_gguf(path, model, types=sp)
+    addrs = rpc4[:n]
+    args = [str(lc.binary("llama-fit-params")), "-m", str(path), "-ngl", "99", "-ts", ",".join(["1"] * n),
+            "--rpc", ",".join(addrs), "--fit", "off", "--fit-print", "on", "-c", str(ctx), "-ub", str(ub),
+            "-b", str(max(ub, 2048)), "-fa", "on" if fa else "off"] + (["-ot", "nomatch=CPU"] if no_pp else [])
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    theirs = [d.compute_mib for d in parse_fit_params(r.stdout.splitlines()).devices]
+    opts = MemoryOptions(ctx=ctx, flash_attn=fa, ubatch=ub, batch=max(ub, 2048), tensor_split=(1.0,) * n,
+                         tensor_overrides=(("nomatch", "CPU"),) if no_pp else ())
+    mem = plan_memory(model.hparams, sp.tensors, [Slot(f"RPC[{a}]", 1 << 50) for a in addrs], opts)
+    ours = [d.compute_bytes / 2**20 for d in mem.per_device] + [mem.host.compute_bytes / 2**20]
+    assert len(theirs) == len(ours)
+    assert all(abs(a - b) <= (2 if no_pp else max(2, 0.03 * b)) for a, b in zip(ours, theirs)), (ours, theirs)

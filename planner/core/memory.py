@@ -70,6 +70,10 @@ class MemoryOptions:
     main_gpu: int = 0                 # -mg: the device of every layer under -sm none
     split_mode: str = "layer"         # -sm layer | none (row is not modelled)
     backend: str = "CPU"              # whose compute buffers: CPU (also RPC devices) | CUDA | ROCm (ggml-cuda)
+    # llama.cpp since PR 23764 (May 2026, this build) creates the KQ mask graph input in f16 under flash
+    # attention; older builds created it f32 and cast it to f16 in the graph (the host input buffer of the
+    # published logs of tests/fixtures/cuda_logs: 4 bytes per cell and token)
+    mask_f16: bool = True
 
 
 def cache_type(name: str, which: str) -> T:
@@ -226,12 +230,15 @@ _BLK = re.compile(r"^blk\.(\d+)\.")
 
 @lru_cache(maxsize=None)
 def tensor_layer(name: str, n_layer: int) -> int:
-    """The llama.cpp layer a tensor belongs to: blk.N -> N, output/output_norm -> n_layer, else -1 (input)."""
+    """The llama.cpp layer a tensor belongs to: blk.N -> N, output/output_norm -> n_layer, rope_freqs -> 0
+    (LLM_TENSOR_LAYER_REPEATING, created with block 0: the device of layer 0), else -1 (input)."""
     m = _BLK.match(name)
     if m:
         return int(m.group(1))
     if name.startswith("output"):
         return n_layer
+    if name.startswith("rope_freqs"):
+        return 0
     return -1
 
 
@@ -356,7 +363,8 @@ def _dsa_attention_bytes(hp: Hparams, fa: bool, n_kv: int, t: int, masks: int, k
 
 
 def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_here: int,
-                         has_output: bool, has_input: bool, n_devices: int = 1) -> int:
+                         has_output: bool, has_input: bool, n_devices: int = 1, *, pipeline: bool = True,
+                         first: bool = False) -> int:
     """Bytes of one device's compute buffer in llama.cpp's worst-case graph (0 if it holds nothing).
 
     llama.cpp reserves the prompt-processing graph with n_tokens T = min(n_ctx, n_ubatch), every cache
@@ -378,10 +386,27 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
                     T x (5*n_ff + n_embd) for dense ones;
       output: T x (n_vocab + 5*n_embd) floats (logits and the final norm), on the output device.
 
-    Split over several devices, every device keeps its own copies of the graph inputs and of the
+    Split over several devices with pipeline parallelism (`pipeline`: llama_context turns it on with more
+    than one device, every layer offloaded, -sm layer and no tensor overrides; ggml_backend_sched then keeps
+    4 copies of every split input), every device keeps its own copies of the graph inputs and of the
     tensors crossing the split: the mask costs 8 bytes per cell and token with flash attention (16
-    without), each stage 6*n_embd more floats per token (4*n_embd at the output), and the host (input
-    split, token embedding rows) needs T x 10*n_embd floats plus the mask.
+    without), each stage 6*n_embd more floats per token (4*n_embd at the output; the `first` device, which
+    receives the token embeddings, 5*n_embd more), and the host (input split, token embedding rows) needs
+    T x 10*n_embd floats plus the mask.
+
+    Split without pipeline parallelism (-ot, --n-cpu-moe, layers left on the host; one copy of each split
+    input), a device holds one copy of the mask (2 bytes per cell and token with flash attention, 4
+    without) and only its own layers' tensors: the attention stage is the single-device one less
+    2*n_embd floats per token (the first device: less n_embd, it holds the embeddings copy), a dense
+    feed-forward stage is T x (3*n_ff + 2*n_embd) (gate, up and their product, the residual and the norm;
+    the first device 2*n_embd more; with pipeline parallelism 3*n_ff + 11*n_embd, first device 5*n_embd
+    more, and the mask copies are alive at the output stage too), a MoE one the single-device one less 2*n_embd, the output stage
+    T x (n_vocab + n_embd) on the last device, and the host's input split T x 4*n_embd floats (+ the
+    batch's K and V rows without flash attention, dense models) plus the mask. Read off llama-fit-params
+    (build 11434, CPU backend over 1-4 loopback RPC devices with a tensor override that moves nothing) on
+    DeepSeek-V3-0324 UD-Q2_K_XL, R1-Distill-Llama-70B and R1-Distill-Qwen-32B Q4_K_M, n_ubatch 512-2048,
+    2048-32768 cells, flash attention on and off: exact to the MiB on the middle devices (788 MiB for the
+    published 4-GPU V3-0324 run of tests/fixtures/cuda_logs, which logged 788.00).
 
     The coefficients were read off llama.cpp's own estimator (llama-fit-params, llama.cpp build 11434,
     CPU backend, sparse GGUFs of DeepSeek-R1/V2/V2-Lite in both layouts and of the R1-Distill models);
@@ -399,16 +424,23 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
     n_out = min(t, opts.batch)
     e = hp.n_embd
     split = n_devices > 1
-    mask_cell = (8 if opts.flash_attn else 16) if split else (2 if opts.flash_attn else F32)
+    pp = split and pipeline                  # 4 copies of each split input
+    mask_cell = (8 if opts.flash_attn else 16) if pp else (2 if opts.flash_attn else F32)
     mask = n_kv * t * mask_cell
     if hp.arch == "deepseek32":
         # the lightning indexer's own mask [n_kv, T]: a second graph input, f16 (the fused indexer needs it)
-        mask += n_kv * t * (8 if split else 2)
+        mask += n_kv * t * (8 if pp else 2)
+    mla = hp.arch in ("deepseek2", "deepseek32")
     if layers_here == 0:
         if has_output:
-            return n_out * (n_vocab + (9 if split else 5) * e) * F32
-        return t * 10 * e * F32 + mask if split else 2 * e * t * F32
-    extra = 6 * e if split else 0
+            return n_out * (n_vocab + (9 if pp else 1 if split else 5) * e) * F32
+        if pp:
+            return t * 10 * e * F32 + mask
+        if split:
+            rows = 0 if opts.flash_attn or mla else 2 * hp.n_head_kv * hp.n_embd_head
+            return t * (4 * e + rows) * F32 + mask
+        return 2 * e * t * F32
+    extra = 6 * e + (5 * e if first else 0) if pp else (-2 * e + (e if first else 0)) if split else 0
     kq = 0 if opts.flash_attn else n_kv * t * hp.n_head * F32
     if hp.arch == "deepseek4" and not opts.flash_attn:
         # DeepSeek-V4's KQ scores span its 4:1 compressed cache, not the context: read off llama-fit-params
@@ -425,9 +457,15 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
                                     _attention_stage_floats(hp, opts.kv_mode, opts.flash_attn, t) + extra)
     # the mask is a graph input: alive until the last layer's attention, so through every FFN but the last
     ffn = mask + t * (_ffn_stage_floats(hp) + extra) * F32
+    if split and not pp:
+        ffn_floats = (_ffn_stage_floats(hp) - 2 * e if hp.is_moe else 3 * hp.n_ff + 2 * e) + (2 * e if first else 0)
+        ffn = mask + t * ffn_floats * F32
+    elif pp and not hp.is_moe:
+        ffn = mask + t * (3 * hp.n_ff + 11 * e + (5 * e if first else 0)) * F32
     peak = max(attn, ffn)
     if has_output:
-        peak = max(peak, n_out * (n_vocab + (9 if split else 5) * e) * F32)
+        # with pipeline parallelism the mask copies are never reused: alive at the output stage too
+        peak = max(peak, n_out * (n_vocab + (9 if pp else 1 if split else 5) * e) * F32 + (mask if pp else 0))
     return peak
 
 
@@ -436,16 +474,22 @@ SCHED_MAX_COPIES = 4                    # GGML_SCHED_MAX_COPIES: pipeline parall
 OP_OFFLOAD_MIN_BATCH = 32               # ggml-cuda: ops of at least 32 rows run on the GPU
 
 
-def _inputs_bytes(hp: Hparams, opts: MemoryOptions) -> int:
+def _inputs_bytes(hp: Hparams, opts: MemoryOptions, n_copies: int = 1) -> int:
     """The graph inputs llama.cpp keeps in the host (CPU, CUDA_Host) buffer while the layers run on GPUs:
-    the KQ mask (an f32 tensor [n_kv, T] even with flash attention: llama-graph casts it to f16 in the
-    graph), the token embeddings gathered on the host (token_embd stays there and GET_ROWS is never
-    offloaded: [n_embd, T] f32), the token ids and positions (T int32 each) and the output ids."""
+    the KQ mask [n_kv, T] (f16 with flash attention since llama.cpp PR 23764, May 2026; f32 before it and
+    without flash attention: opts.mask_f16), the token ids and positions (T int32 each) and the output ids,
+    each in `n_copies` copies (ggml_backend_sched copies every tensor flagged as a graph input once per
+    pipeline copy), and the token embeddings gathered on the host once (token_embd stays there and
+    GET_ROWS is never offloaded: [n_embd, T] f32; its result is no graph input). Checked on the published
+    runs: T x (n_kv + n_embd) x 4 (+ 12 bytes per token) with one copy (R1-Distill-Qwen-32B 42.01 MiB,
+    V3-0324 92.01 MiB, R1-Distill-Llama-8B 24.01 MiB), 4 x T x n_kv x 4 + T x n_embd x 4 with pipeline
+    parallelism (R1-Distill-Llama-70B over 3 GPUs, 80.02 MiB)."""
     n_ctx, n_seq = padded_ctx(opts.ctx, opts.parallel)
     t = min(n_ctx, opts.ubatch)
     n_out = min(t, opts.batch)
+    mask = n_seq * t * (2 if opts.flash_attn and opts.mask_f16 else F32)
     lid = n_seq * t * 2 if hp.arch == "deepseek32" else 0    # deepseek32: the indexer's f16 mask as well
-    return t * (n_seq + hp.n_embd) * F32 + lid + 2 * t * 4 + n_out * 4
+    return (mask + lid + 2 * t * 4 + n_out * 4) * n_copies + t * hp.n_embd * F32
 
 
 def pipeline_parallel(n_used: int, all_layers_on_devices: bool, opts: MemoryOptions) -> bool:
@@ -457,7 +501,8 @@ def pipeline_parallel(n_used: int, all_layers_on_devices: bool, opts: MemoryOpti
 
 
 def gpu_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_here: int, has_output: bool,
-                             n_devices: int, *, host_weight_copy: int = 0) -> int:
+                             n_devices: int, *, host_weight_copy: int = 0, pipeline: bool = True,
+                             first: bool = False) -> int:
     """One CUDA (or ROCm) device's compute buffer, from llama.cpp's graph reservation on that backend.
 
     ggml-alloc and the graph are the ones of the CPU backend (compute_buffer_bytes), so the attention
@@ -470,15 +515,19 @@ def gpu_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, lay
       first CUDA device when the op has at least 32 rows (ggml_backend_cuda_device_offload_op, prompt
       processing with -ub >= 32): ggml_backend_sched copies each such weight into that device's compute
       buffer as a split input and starts a new split per weight, so the largest one (an expert tensor of
-      one layer, or output.weight) is alive with the feed-forward stage's activations;
+      one layer, or output.weight) is alive with the operands of the op that reads it: for an expert
+      tensor (MUL_MAT_ID, the largest is a down_exps) its input [n_ff_exp, n_expert_used, T] and output
+      [n_embd, n_expert_used, T] f32, the residual and the norm (2*n_embd); the mask is dead by then (the
+      device's own layers come first); a dense weight sits with the feed-forward stage's activations;
     - with pipeline parallelism (several devices, every layer offloaded, no overrides) the scheduler
       keeps 4 copies of each split input (the hidden state [n_embd, T] f32 and the f16 mask) on each
-      device, never reused by ggml-alloc. The multi-device terms of compute_buffer_bytes already hold
-      them: they were read off llama-fit-params over RPC devices, where llama.cpp enables pipeline
-      parallelism too (8 bytes per mask cell are 4 f16 copies); with -ot (no pipeline parallelism) they
-      are an upper bound.
+      device, never reused by ggml-alloc. The multi-device terms of compute_buffer_bytes hold them: they
+      were read off llama-fit-params over RPC devices, where llama.cpp enables pipeline parallelism too
+      (8 bytes per mask cell are 4 f16 copies); without it (`pipeline` False: -ot, host layers) its
+      one-copy terms apply (788 MiB on the published 4-GPU V3-0324 run, as logged).
     """
-    base = compute_buffer_bytes(hp, opts, n_vocab, layers_here, False, False, n_devices)
+    base = compute_buffer_bytes(hp, opts, n_vocab, layers_here, False, False, n_devices, pipeline=pipeline,
+                                first=first)
     n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
     t = min(n_ctx, opts.ubatch)
     n_out = min(t, opts.batch)
@@ -487,7 +536,11 @@ def gpu_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, lay
     if has_output:
         peak = max(peak, n_out * (n_vocab + e) * F32)
     if host_weight_copy and opts.ubatch >= OP_OFFLOAD_MIN_BATCH:
-        ffn = t * (_ffn_stage_floats(hp) + (6 * e if n_devices > 1 else 0)) * F32
+        # host weights mean no pipeline parallelism: one copy of everything
+        if hp.is_moe:
+            ffn = t * (hp.n_expert_used * (hp.n_ff_exp + e) + 2 * e) * F32
+        else:
+            ffn = t * _ffn_stage_floats(hp) * F32
         peak = max(peak, host_weight_copy + ffn)
     return peak
 
@@ -497,10 +550,11 @@ def host_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, ho
     """The CUDA_Host compute buffer: the graph inputs (_inputs_bytes; the published pattern
     n_ubatch x (n_ctx + n_embd) x 4 bytes is their two large terms), times the pipeline copies, and,
     for layers left on the host, the CPU backend's activations of those layers."""
-    inputs = _inputs_bytes(hp, opts) * n_copies
+    inputs = _inputs_bytes(hp, opts, n_copies)
     if host_layers == 0 and not has_output:
         return inputs
-    return max(inputs, compute_buffer_bytes(hp, opts, n_vocab, host_layers, has_output, True, n_devices))
+    return max(inputs, compute_buffer_bytes(hp, opts, n_vocab, host_layers, has_output, True, n_devices,
+                                            pipeline=n_copies > 1))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -646,35 +700,40 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
     n_used = sum(1 for d in devs if d.layers)
     used = n_used + (1 if host_layers or out_dev == -1 else 0)
     n_split = max(1, used + (1 if n_used else 0))  # the host's input split counts
-    compute: dict[tuple[int, bool], int] = {}      # devices with the same load share one figure
-    gpu_compute: dict[tuple[int, bool, int], int] = {}
+    compute: dict[tuple[int, bool, bool], int] = {}      # devices with the same load share one figure
+    gpu_compute: dict[tuple[int, bool, bool, int], int] = {}
+    pp = pipeline_parallel(n_used, not host.layers, opts)
+    first_dev = ldev[0]                            # receives the token embeddings
     if gpu:
-        n_copies = SCHED_MAX_COPIES if pipeline_parallel(n_used, not host.layers, opts) else 1
+        n_copies = SCHED_MAX_COPIES if pp else 1
         # ops on host weights run on the first GPU (RPC devices do not offload)
         first = next((i for i, s in enumerate(slots) if not s.label.startswith("RPC")), None)
         for d_i, d in enumerate(devs):
-            key = (len(d.layers) - (out_dev == d_i), out_dev == d_i)     # block layers, the output layer
+            key = (len(d.layers) - (out_dev == d_i), out_dev == d_i, d_i == first_dev)   # block layers, output, layer 0
             if slots[d_i].label.startswith("RPC"):
                 if key not in compute:
-                    compute[key] = compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], False, n_split)
+                    compute[key] = compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], False, n_split,
+                                                        pipeline=pp, first=key[2])
                 d.compute_bytes = compute[key]
                 continue
             copy = host_copy if d_i == first else 0
-            gkey = (key[0], key[1], copy)
+            gkey = (key[0], key[1], key[2], copy)
             if gkey not in gpu_compute:
                 # the host's input split is not a stage of its own here: its inputs sit in CUDA_Host
                 gpu_compute[gkey] = gpu_compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], max(1, used),
-                                                             host_weight_copy=copy)
+                                                             host_weight_copy=copy, pipeline=pp, first=key[2])
             d.compute_bytes = gpu_compute[gkey]
         host.compute_bytes = host_compute_buffer_bytes(hp, opts, hp.n_vocab, host_layers, out_dev == -1,
                                                        max(1, used), n_copies=n_copies)
     else:
         for d_i, d in enumerate(devs):
-            key = (len(d.layers) - (out_dev == d_i), out_dev == d_i)     # block layers, the output layer
+            key = (len(d.layers) - (out_dev == d_i), out_dev == d_i, d_i == first_dev)   # block layers, output, layer 0
             if key not in compute:
-                compute[key] = compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], False, n_split)
+                compute[key] = compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], False, n_split,
+                                                    pipeline=pp, first=key[2])
             d.compute_bytes = compute[key]
-        host.compute_bytes = compute_buffer_bytes(hp, opts, hp.n_vocab, host_layers, out_dev == -1, True, n_split)
+        host.compute_bytes = compute_buffer_bytes(hp, opts, hp.n_vocab, host_layers, out_dev == -1, True, n_split,
+                                                  pipeline=pp)
     # output buffer: logits (n_vocab floats) for n_seq_max outputs, kept in host memory
     host.overhead_bytes = hp.n_vocab * max(1, opts.parallel) * F32
 
