@@ -217,6 +217,8 @@ def test_kv_cache_equals_llama_cpp(ds4, ctx, ctype, np_, ub):
     rep = parse_memory(r.stderr.splitlines())
     print(f"ctx {ctx} {ctype} np {np_} ub {ub}: compute CPU llama.cpp {rep.compute_mib.get('CPU')} MiB, "
           f"plan {mem.host.compute_bytes / MiB:.2f} MiB")
+    if ub >= 128:       # n_ubatch 64 on this tiny model: the plan is a third low (fixed-size tensors dominate)
+        assert abs(mem.host.compute_bytes / MiB / rep.compute_mib["CPU"] - 1) <= 0.15
 
 
 def test_kv_cache_types_must_match():
@@ -263,21 +265,21 @@ def test_what_deepseek4_has_not_is_refused(args, words):
     assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("ctx", [32768, 131072])
-def test_full_scale_host_kv_and_compute_without_flash_attention(ctx, tmp_path):
-    """CPU only (-ngl 0): llama-fit-params' context figure equals the plan's KV cache; without flash
-    attention the KQ scores over the 4:1 cache dominate the compute buffer, which the plan follows within
-    20% (the rest of the V4 graph is not modelled)."""
+@pytest.mark.parametrize("ctx,fa", [(32768, "off"), (131072, "off"), (4096, "on"), (131072, "on"), (1048576, "on")])
+def test_full_scale_host_kv_and_compute(ctx, fa, tmp_path):
+    """CPU only (-ngl 0): llama-fit-params' context figure equals the plan's KV cache, and its compute buffer
+    is within 20% of the plan's (deepseek4_compute_bytes: the tensors over the 4:1 compressed cells, the
+    KQ scores over them without flash attention, the output stage at short context)."""
     from planner.engines.llamacpp.logs import parse_fit_params
 
     exe = str(require_llama_cpp("llama-fit-params").binary("llama-fit-params"))
     v4 = resolve_catalog_model(catalog()["deepseek-v4-flash"], None)
     path = write_sparse_gguf(tmp_path / "v4.gguf", v4, types=size_scheme(v4, resolve_scheme("Q4_K_M")))
-    r = subprocess.run([exe, "-m", str(path), "-c", str(ctx), "-fa", "off", "-ngl", "0", "--fit", "off",
+    r = subprocess.run([exe, "-m", str(path), "-c", str(ctx), "-fa", fa, "-ngl", "0", "--fit", "off",
                         "--fit-print", "on"], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr[-2000:]
     host = next(d for d in parse_fit_params(r.stdout.splitlines()).devices if d.name == "Host")
-    plan = make_plan(PlanRequest(model="deepseek-v4-flash", device="h100", gpus=1, ngl=0, ctx=ctx, flash_attn="off",
+    plan = make_plan(PlanRequest(model="deepseek-v4-flash", device="h100", gpus=1, ngl=0, ctx=ctx, flash_attn=fa,
                                  schemes=["Q4_K_M"]))
     mem = plan.scheme("Q4_K_M").memory
     assert abs(mem.host.kv_bytes / MiB - host.context_mib) <= 1
