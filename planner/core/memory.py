@@ -156,6 +156,50 @@ def kv_bytes_by_layer(hp: Hparams, opts: MemoryOptions) -> list[int]:
     return [k + v] * kv_layers(hp)
 
 
+def deepseek4_compute_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_here: int, has_output: bool,
+                            split: bool) -> int:
+    """One device's compute buffer for a deepseek4 model (src/models/deepseek4.cpp), the largest of:
+
+      attention: T x (2*n_head*head + 3*n_hc*n_embd + n_embd) floats (the query heads and their output,
+                 the hyper-connection streams) + the 4:1 layers' tensors over the compressed cells
+                 n_c = pad(ceil(n_ctx_seq / 4), 256): the indexer's and the CSA's f16 masks (graph inputs,
+                 2 + 2 bytes per cell and token), the indexer's f32 scores (4) or the rebuilt top-k mask
+                 (ggml_fill + ggml_add, 2 + 2) and the concatenated mask (2): 10 bytes per cell and token,
+                 plus the concatenated K rows [head, n_raw + n_c] in the cache type (ggml_concat of the
+                 window and the compressed cache); without flash attention the KQ scores
+                 [n_c, T, n_head] f32 as well;
+      output:    n_outputs x (n_vocab + 2*n_embd) floats on the output device (the head reads the
+                 hyper-connection mix of one stream: no 5*n_embd of norms as in the other graphs);
+      feed-forward: as the other MoE graphs (3*n_ff_exp*n_used + 3*n_expert + 2*n_embd floats per token).
+
+    Read off llama.cpp: real runs of a tiny deepseek4 (CPU, 2K-64K context, n_ubatch 128-512: within 3%)
+    and llama-fit-params on the full-scale V4-Flash header (CPU, 4K-1M context, n_ubatch 128-2048: within
+    10% from n_ubatch 512, the fit-params figure at 1M and n_ubatch 2048 6366 MiB against 6352; small
+    micro-batches at long context are overestimated up to 20%). Split over devices each one adds the
+    6*n_embd floats per token of the tensors crossing the split (as the other graphs): llama.cpp's RPC
+    devices reserve more than that (recorded by tests/test_newgen_deepseek4.py, not modelled).
+    """
+    if layers_here == 0 and not has_output:
+        return 2 * hp.n_embd * min(padded_ctx(opts.ctx, opts.parallel)[0], opts.ubatch) * F32
+    n_ctx, n_seq = padded_ctx(opts.ctx, opts.parallel)
+    t = min(n_ctx, opts.ubatch)
+    n_out = min(t, opts.batch)
+    e = hp.n_embd
+    extra = 6 * e if split else 0
+    out = n_out * (n_vocab + (6 if split else 2) * e) * F32 if has_output else 0
+    if layers_here == 0:
+        return out
+    tk = cache_type(opts.cache_type_k, "k")
+    n_c = _pad(max(1, -(-n_seq // 4)), CTX_PAD)
+    n_raw = _pad(min(n_seq, hp.n_swa + min(opts.ubatch, opts.batch)), CTX_PAD)
+    k_all = row_bytes(tk, hp.n_head_kv * hp.n_embd_head) * (n_raw + n_c)
+    kq = 0 if opts.flash_attn else n_c * t * hp.n_head * F32
+    a = 2 * hp.n_head * hp.n_embd_head + 3 * hp.n_hc * e + e + extra
+    attn = t * a * F32 + n_c * t * 10 + k_all + kq + n_raw * t * 2
+    ffn = n_c * t * 4 + t * (_ffn_stage_floats(hp) + extra) * F32
+    return max(attn, ffn, out)
+
+
 def kv_dims(hp: Hparams, kv_mode: str | None) -> tuple[int, int]:
     """(K elements, V elements) cached per token per layer (deepseek32: the latent K; see kv_bytes_per_layer
     for its indexer keys)."""
@@ -422,6 +466,8 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
     t = min(n_ctx, opts.ubatch)
     n_kv = n_seq
     n_out = min(t, opts.batch)
+    if hp.arch == "deepseek4":
+        return deepseek4_compute_bytes(hp, opts, n_vocab, layers_here, has_output, n_devices > 1)
     e = hp.n_embd
     split = n_devices > 1
     pp = split and pipeline                  # 4 copies of each split input
@@ -442,13 +488,6 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
         return 2 * e * t * F32
     extra = 6 * e + (5 * e if first else 0) if pp else (-2 * e + (e if first else 0)) if split else 0
     kq = 0 if opts.flash_attn else n_kv * t * hp.n_head * F32
-    if hp.arch == "deepseek4" and not opts.flash_attn:
-        # DeepSeek-V4's KQ scores span its 4:1 compressed cache, not the context: read off llama-fit-params
-        # (CPU, the full-scale V4-Flash header, n_ubatch 512, -fa off) the buffer grows by 65 bytes per
-        # context cell and token, n_head * 4 bytes per 4:1 cell (pad(n_ctx_seq / 4, 256)). The rest of the
-        # deepseek4 graph (hyper-connections, compressors, indexer) is not modelled: its figures beside
-        # llama.cpp's are printed by tests/test_newgen_deepseek4.py.
-        kq = _pad(max(1, -(-n_kv // 4)), CTX_PAD) * t * hp.n_head * F32
     if not opts.flash_attn and hp.arch in ("deepseek2", "deepseek32") and opts.kv_mode != "legacy":
         kq += n_kv * hp.n_lora_kv * 2      # contiguous f16 copy of the transposed latent V view
     attn = mask + kq + t * (_attention_stage_floats(hp, opts.kv_mode, opts.flash_attn, t) + extra) * F32
