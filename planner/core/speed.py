@@ -161,6 +161,17 @@ class Speed:
     bound: str                               # the place or link with the largest share of decode time
     decode_seconds: dict[str, float] = field(default_factory=dict)   # per place/link, one token
     decode_bytes: dict[str, int] = field(default_factory=dict)       # per place, one token
+    # decode time is linear in the depth (each place's attention costs max(bytes, FLOPs) per cached
+    # token, both proportional to it): seconds per token at depth 0, and added per cached token
+    decode_base_s: float = 0.0
+    decode_per_depth_s: float = 0.0
+
+    def decode_tps_at(self, depth: int) -> float:
+        """Decode tokens/s of the same plan at another context depth (see decode_base_s)."""
+        if depth < 0:
+            raise PlannerError("depth must be at least 0")
+        t = self.decode_base_s + depth * self.decode_per_depth_s
+        return 1.0 / t if t > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"prefill_tps": round(self.prefill_tps, 3), "decode_tps": round(self.decode_tps, 3),
@@ -291,16 +302,19 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
     # ---- decode: one token at `depth`
     sec: dict[str, float] = {}
     byts: dict[str, int] = {}
+    per_depth = 0.0
     for lbl, p in places.items():
         t = 0.0
         for typ, b in p.decode.items():
             t += b / _decode_rate(p.proc, fac, typ)
         kvb = p.kv_row_bytes * depth
-        # attention over the cache: its bytes at the bandwidth, its FLOPs at the dense rate, the larger
-        kv_read = kvb / (p.proc.bandwidth_gbs * 1e9 * fac.eff(fac.decode, p.proc.backend, "kv"))
-        kv_math = p.attn_flops_per_ctx * depth / (p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, "attn")) \
+        # attention over the cache, per cached token: its bytes at the bandwidth, its FLOPs at the dense
+        # rate, the larger (both grow with the depth, so the decode time is linear in it)
+        kv_read = p.kv_row_bytes / (p.proc.bandwidth_gbs * 1e9 * fac.eff(fac.decode, p.proc.backend, "kv"))
+        kv_math = p.attn_flops_per_ctx / (p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, "attn")) \
             if p.proc.tflops > 0 else 0.0
-        t += max(kv_read, kv_math)
+        t += depth * max(kv_read, kv_math)
+        per_depth += max(kv_read, kv_math)
         t += p.layers * fac.layer_us.get(p.proc.backend, fac.layer_us.get("default", 0.0)) * 1e-6
         sec[lbl] = t
         byts[lbl] = int(sum(p.decode.values()) + kvb)
@@ -354,7 +368,17 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
         total += 2 * hybrid_layers * pcie.seconds(hidden * u)
         done += u
     return Speed(prefill_tps=prompt / total if total else 0.0, decode_tps=1.0 / decode_time if decode_time else 0.0,
-                 prompt_tokens=prompt, depth_tokens=depth, bound=bound, decode_seconds=sec, decode_bytes=byts)
+                 prompt_tokens=prompt, depth_tokens=depth, bound=bound, decode_seconds=sec, decode_bytes=byts,
+                 decode_base_s=decode_time - depth * per_depth, decode_per_depth_s=per_depth)
+
+
+def decode_curve(speed: Speed, max_depth: int, points: int = 17) -> list[tuple[int, float]]:
+    """(depth, decode tokens/s) from 0 to max_depth (the context) in `points` even steps: the data of
+    the TUI's speed plot (planner/tui/widgets/speed_plot.py), from the plan's own Speed."""
+    if max_depth < 0 or points < 2:
+        raise PlannerError("decode_curve needs max_depth >= 0 and at least 2 points")
+    depths = sorted({round(max_depth * i / (points - 1)) for i in range(points)})
+    return [(d, speed.decode_tps_at(d)) for d in depths]
 
 
 def tp_decode(stage_bytes: list[float], stage_layers: list[int], tp: int, gpu: Processor, fac: Factors,
