@@ -112,7 +112,7 @@ class PlannerApp(RunActions, App[int]):
                         yield PlotsView(id="plots-view")
                     with TabPane("Run", id="run"):
                         yield RunView(id="run-view")
-        yield KeyFooter(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         background.WORKER.start()               # the planning process starts while the screen is built

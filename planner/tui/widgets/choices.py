@@ -8,16 +8,20 @@ passes them to the workbench. show() puts the workbench's state back without sen
 
 from __future__ import annotations
 
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
+from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Select, Static
 from textual.widgets._select import SelectCurrent, SelectOverlay
+from textual.widgets.option_list import Option as ListOption
 
 from planner.core.plan import Plan, PlanRequest
 from planner.errors import PlannerError
 from planner.options import CONTROLS, SECTIONS, Option, control_options
 from planner.tui.choices import AUTO_DEVICE, AUTO_MODEL, PATH_CHOICE, model_options
+from planner.tui.widgets.footer import KeyFooter
 
 MODEL, PATH, SCHEME = "ch-model", "ch-path", "ch-scheme"
 
@@ -50,9 +54,84 @@ class _Current(SelectCurrent):
         self.query_one("#label", Static).update(self.placeholder if label is Select.NULL else label, layout=False)
 
 
+class ChoiceList(ModalScreen):
+    """A Choice's list of values, on a screen of its own over the app's (transparent: the app's screen
+    stays visible around it), placed under the field like Select's own list.
+
+    Select's list is a widget of the app's screen: showing and hiding it costs a layout of that whole
+    screen. Closing this one pops a screen, which only repaints the app's screen as it was laid out, so
+    the frame that shows the chosen value (and its new plan) comes one layout sooner. The list itself is
+    Select's (SelectOverlay: the same keys, type-to-search and "Dismiss menu"); dismissed with the index
+    of the chosen option, or None."""
+
+    DEFAULT_CSS = """
+    ChoiceList {
+        background: transparent;
+        align: left top;
+    }
+    ChoiceList > SelectOverlay {
+        height: auto;
+        max-height: 12;
+        color: $foreground;
+        border: tall $border-blurred;
+        background: $surface;
+        & > .option-list--option {
+            padding: 0 1;
+        }
+    }
+    """
+
+    def __init__(self, choice: "Choice") -> None:
+        super().__init__()
+        self.choice = choice
+        self._done = False
+
+    def compose(self) -> ComposeResult:
+        yield SelectOverlay(type_to_search=True)
+        yield KeyFooter()
+
+    def on_screen_resume(self) -> None:
+        """Filled on every opening: the screen is kept (installed) between openings, as removing a closed
+        screen from the app would cost the app's screen one more layout."""
+        self._done = False
+        c = self.choice
+        overlay = self.query_one(SelectOverlay)
+        overlay.clear_options()
+        overlay._search_query = ""        # what was typed to search at the last opening
+        overlay.add_options([ListOption(prompt) for prompt, _ in c._options])
+        region = c.region
+        height = min(12, len(c._options) + 2)
+        below = self.app.size.height - 1 - (region.y + region.height)
+        y = region.y + region.height if below >= height or region.y < height else region.y - height
+        overlay.styles.width = max(region.width, 12)
+        overlay.styles.offset = (region.x, max(0, y))
+        index = next((i for i, (_, v) in enumerate(c._options) if v == c.value), 0)
+        overlay.focus(scroll_visible=False)
+        overlay.select(index)
+
+    def _finish(self, index: int | None) -> None:
+        if not self._done:
+            self._done = True
+            self.dismiss(index)
+
+    @on(SelectOverlay.UpdateSelection)
+    def _chosen(self, event: SelectOverlay.UpdateSelection) -> None:
+        event.stop()
+        self._finish(event.option_index)
+
+    @on(SelectOverlay.Dismiss)
+    def _dismissed(self, event: SelectOverlay.Dismiss) -> None:
+        event.stop()
+        self._finish(None)
+
+    def on_click(self, event) -> None:
+        if self.get_widget_at(event.screen_x, event.screen_y)[0] is self:
+            self._finish(None)            # a click beside the list closes it, as with Select's
+
+
 class Choice(Select):
-    """A Select whose new value reaches its panel at once (in the same frame as the list closing), not
-    one message later."""
+    """A Select whose list opens on a screen of its own (ChoiceList), and whose new value reaches its
+    panel at once (in the same frame as the list closing), not one message later."""
 
     def _watch_value(self, value) -> None:
         super()._watch_value(value)
@@ -62,7 +141,28 @@ class Choice(Select):
 
     def compose(self) -> ComposeResult:
         yield _Current(self.prompt)
+        # Select keeps its options and the highlighted one in this (never shown) list
         yield SelectOverlay(type_to_search=self._type_to_search).data_bind(compact=Select.compact)
+
+    def action_show_overlay(self) -> None:
+        if self.disabled or isinstance(self.app.screen, ChoiceList):
+            return
+        name = f"choice-list-{self.id}"
+        if not self.app.is_screen_installed(name):
+            self.app.install_screen(ChoiceList(self), name)
+        self.app.push_screen(name, self._from_list)
+
+    @on(SelectCurrent.Toggle)
+    def _select_current_toggle(self, event: SelectCurrent.Toggle) -> None:
+        event.stop()
+        self.action_show_overlay()
+
+    def _from_list(self, index: int | None) -> None:
+        if index is not None and 0 <= index < len(self._options):
+            value = self._options[index][1]
+            if value != self.value:
+                self.value = value
+        self.focus()
 
 
 def _row(label: str, widget) -> Horizontal:
