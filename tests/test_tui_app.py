@@ -431,3 +431,50 @@ def test_every_model_compared_without_blocking_the_screen():
         assert f"Recommended: {want.recommendation.model} {want.recommendation.scheme}" in app.screen_text()
 
     run(req, body, settle=False)
+
+
+def test_a_list_opens_over_the_screen_and_choosing_from_it_lays_nothing_out():
+    """d opens the device list on a screen of its own; Enter on another profile re-plans, closes it,
+    and the app's screen is repainted, not laid out again (its footer keys are one line: clicking one
+    presses it)."""
+    from textual.screen import Screen
+
+    from planner.tui.widgets.choices import ChoiceList
+
+    async def body(app, pilot):
+        base = app.screen
+        footer = base.query_one("KeyFooter")
+        text = str(footer.render())
+        x = text.index(" d ") + 1
+        await pilot.click(footer, offset=(x, 0))          # the footer's "d Device"
+        await pilot.pause()
+        assert isinstance(app.screen, ChoiceList) and app.screen.choice.id == "ch-device"
+        layouts = []
+        orig = Screen._refresh_layout
+
+        def counted(self, *a, **k):
+            layouts.append(self)
+            return orig(self, *a, **k)
+
+        Screen._refresh_layout = counted
+        try:
+            await pilot.press(*"h200", "enter")
+            await pilot.pause()
+            await asyncio.sleep(0.3)
+        finally:
+            Screen._refresh_layout = orig
+        assert app.screen is base and app.request.device == "h200"
+        assert base not in layouts
+        want = make_plan(replace(R1_910B_LEGACY, device="h200", schemes=["DQ3_K_M"])).scheme("DQ3_K_M")
+        assert f"{want.bpw:.2f} bits/weight" in app.screen_text()
+        assert f"{want.memory.per_device[0].capacity_bytes / GiB:.1f} GiB" in app.screen_text()
+
+    async def main():
+        # every scheme planned only when asked: the plan of the chosen scheme is what the keypress shows
+        app = PlannerApp(replace(R1_910B_LEGACY, schemes=["DQ3_K_M"]), full_plan_delay=3600)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await app.settle()
+            await pilot.pause()
+            await body(app, pilot)
+
+    asyncio.run(main())
