@@ -141,6 +141,9 @@ def main() -> int:
     out += ["", "## Cases", "", "| case | runner | date | source |", "| --- | --- | --- | --- |"]
     for c in cases:
         out.append(f"| {c['file'].removesuffix('.txt')} | {c.get('runner', '')} | {c.get('date', '')} | {c['source']} |")
+    why = [(c["file"].removesuffix(".txt"), c["why_unscored"]) for c in cases if c.get("why_unscored")]
+    if why:
+        out += ["", "Not scored:", ""] + [f"- {name}: {reason}" for name, reason in why]
     out += ["", "## Per buffer", "", "| case | buffer | what | logged MiB | planned MiB | error | scored |",
             "| --- | --- | --- | ---: | ---: | ---: | --- |"]
     for r in rows:
