@@ -368,42 +368,104 @@ def _ffn_stage_floats(hp: Hparams) -> int:
     return 5 * hp.n_ff + hp.n_embd
 
 
-def _dsa_attention_bytes(hp: Hparams, fa: bool, n_kv: int, t: int, masks: int, kq: int, a: int) -> int:
-    """The attention peak of a deepseek32 layer (DeepSeek Sparse Attention, src/models/deepseek32.cpp and
-    llm_graph_context::build_attn for llm_graph_input_attn_k_dsa in src/llama-graph.cpp).
+def _dsa_attention_bytes(hp: Hparams, fa: bool, n_kv: int, t: int, masks: int, a: int, layers: int,
+                         n_stream: int) -> int:
+    """The attention peak of a deepseek32 layer (DeepSeek Sparse Attention: src/models/deepseek32.cpp and
+    llm_graph_context::build_attn for llm_graph_input_attn_k_dsa in src/llama-graph.cpp), in bytes.
 
-    The graph per layer, in ggml-alloc's order, with what each step adds next to the MLA tensors that the
-    deepseek2 model's `a` floats per token already count (q, absorbed q, Qcur, the residual, norms), the two
-    masks (`masks`: the MLA mask [n_kv, T], f16 with flash attention, f32 without, and the indexer's mask,
-    always f16 because the fused lightning indexer (cparams.fused_lid, on in this build) needs it; both are
-    graph inputs, alive through every layer) and, without flash attention, the KQ scores [n_kv, T, n_head]
-    f32 and the f16 copy of the latent V (`kq`), which this graph computes before the indexer:
+    Read off llama.cpp's own allocation: ggml-alloc's offsets of every tensor of the reserved graph
+    (ggml_gallocr_reserve_n / _size, build 11434, CPU backend; tiny generated models and the full-scale
+    V3.2 header over loopback RPC devices). The layer runs as the deepseek2 MLA layer up to Qcur, whose
+    peak the deepseek2 model's `a` floats per token already hold: the residual and norms (5*n_embd), q
+    [H*(nope+rope)], the absorbed q [H*kv_lora], q_pe [H*rope] and Qcur [H*(kv_lora+rope)]; what it adds:
 
-      1. the top-k "zeros" [1, top_k, T] f32 (a leaf, allocated with the inputs) and its ggml_fill: 2*top_k
-         floats per token, alive until the mask is rebuilt (step 3);
-         indexer_q = wq_b_indexer(qr), rope, Hadamard product: [ih*ihs, T] f32, two alive at a time;
-      2. ggml_lightning_indexer(indexer_q, cached indexer keys, weights [ih, T], indexer mask) -> the scores
-         [n_kv, T] f32 (4 bytes per cell and token), then ggml_top_k -> [top_k, T] i32 and its ggml_cont;
-         at the top-k the scores, the top-k indices and the zeros are alive (3*top_k floats per token);
-      3. the sparse mask: ggml_fill(MLA mask, -inf) [n_kv, T] in the MLA mask's type, ggml_set_rows of the
-         zeros at the top-k indices into it (a view), ggml_add with the MLA mask: a second [n_kv, T] tensor;
-         both alive at the add, then flash attention (or soft_max) runs with the new mask as the deepseek2
-         layer does.
-
-    The peak is the largest of the three steps (bytes):
-      1. masks + kq + T*(a + 2*ih*ihs + 2*top_k)*4
-      2. masks + kq + n_kv*T*4 + T*(a + 2*top_k + max(ih*ihs, top_k) + ih)*4
-      3. masks + kq + 2*n_kv*T*(2 with flash attention, else 4) + T*(a + 2*top_k)*4
-    With flash attention steps 2 and 3 both hold 8 bytes per cell and token (with the f16 masks), without
-    it step 3 holds 22 (with two heads) plus the latent V copy: the slopes llama.cpp's reservation shows on
-    tiny generated models (CPU, build 11434). top_k is min(index_topk, n_kv), as the graph takes it.
+    - the masks (`masks`): the MLA mask [n_kv, T] (f16 with flash attention, f32 without) and the
+      indexer's own mask, f16 (the fused lightning indexer, cparams.fused_lid, on in this build, needs it):
+      graph inputs, alive through every layer;
+    - the top-k "zeros" [1, top_k, T] f32 of every layer are graph leafs: ggml-alloc allocates them all
+      before the first node and frees each after its layer's ggml_fill, so a device's first layer holds
+      those of its other (layers - 1) layers (the NextN block is not in the graph);
+    - after Qcur, q and the absorbed q + q_pe are dead: two free blocks of H*(nope+rope) and
+      H*(kv_lora+rope) floats per token below Qcur. The rest of the layer allocates, in graph order:
+      without flash attention the contiguous latent V copy [kv_lora, n_kv] f16 per stream and KQ
+      [n_kv, T, H] f32 (then Qcur is dead too); the zeros' ggml_fill [top_k, T]; indexer_q [ih*ihs, T],
+      its rope and Hadamard product (two alive at a time); the weights [ih, T]; the fused indexer's scores
+      [n_kv, T] f32; ggml_top_k [top_k, T] i32 and its ggml_cont; the sparse mask: ggml_fill of the MLA
+      mask and ggml_add with it ([n_kv, T] each, the MLA mask's type, set_rows a view in between); then
+      the flash-attention output [kv_lora, H, T] f32 (without flash attention the soft_max is in place and
+      KQV [kv_lora, H, T] follows).
+    _dsa_layer_tail replays that sequence with ggml_dyn_tallocr's rules (best fit among the free blocks
+    but the last, else the last block, which grows; freed blocks merge with their neighbours): the peak
+    is the highest end it reaches. At full scale the flash-attention output (128 MiB) no longer fits the
+    absorbed q's block, which the sparse mask took part of, and goes on top. The zeros of (layers - 1)
+    layers are an upper bound where the peak falls on a later layer (llama.cpp's layout peaks on the
+    sixth layer of a V3.2 device: up to 5 x 4 MiB fewer). tests/test_newgen_dsa_compute.py measures the
+    rest against llama.cpp: within 3% of llama-fit-params on the full-scale header (8K-128K cells, flash
+    attention on and off), a median of 1-2% on tiny generated models.
     """
-    ih, ihs = hp.indexer_n_head, hp.indexer_head_size
-    k = min(hp.indexer_top_k, n_kv)
-    q_stage = masks + kq + t * (a + 2 * ih * ihs + 2 * k) * F32
-    score_stage = masks + kq + n_kv * t * F32 + t * (a + 2 * k + max(ih * ihs, k) + ih) * F32
-    topk_stage = masks + kq + 2 * n_kv * t * (2 if fa else F32) + t * (a + 2 * k) * F32
-    return max(q_stage, score_stage, topk_stage)
+    z = max(0, layers - 1) * min(hp.indexer_top_k, n_kv) * t * F32
+    base_top = masks + t * a * F32 + z             # the Qcur peak
+    return _dsa_layer_tail(hp, fa, n_kv, t, base_top, n_stream)
+
+
+def _dsa_layer_tail(hp: Hparams, fa: bool, n_kv: int, t: int, base_top: int, n_stream: int) -> int:
+    """ggml_dyn_tallocr replayed over a deepseek32 layer's tensors after Qcur (see _dsa_attention_bytes)."""
+    ih, ihs, k = hp.indexer_n_head, hp.indexer_head_size, min(hp.indexer_top_k, n_kv)
+    h, l, r = hp.n_head, hp.n_lora_kv, hp.n_rot
+    inf = 1 << 62
+    qcur = t * h * (l + r) * F32
+    q_blk, abs_blk = t * h * (hp.n_embd_head_qk_nope + r) * F32, t * h * (l + r) * F32
+    # [q] x [absorbed q, q_pe] [Qcur] | the last block (the end, it grows)
+    blocks = [[base_top - qcur - abs_blk - q_blk - 1, q_blk], [base_top - qcur - abs_blk, abs_blk], [base_top, inf]]
+    at = {"qcur": (base_top - qcur, qcur)}
+    peak = base_top
+
+    def alloc(name: str, size: int) -> None:
+        nonlocal peak
+        fit = None
+        for b in blocks[:-1]:
+            if b[1] >= size and (fit is None or b[1] <= fit[1]):
+                fit = b
+        b = fit if fit is not None else blocks[-1]
+        at[name] = (b[0], size)
+        b[0] += size
+        b[1] -= size
+        if b is not blocks[-1] and b[1] == 0:
+            blocks.remove(b)
+        peak = max(peak, at[name][0] + size)
+
+    def free(name: str) -> None:
+        blocks.append(list(at.pop(name)))
+        blocks.sort()
+        merged = [blocks[0]]
+        for b in blocks[1:]:
+            m = merged[-1]
+            if m[0] + m[1] == b[0]:
+                m[1] = inf if b[1] >= inf // 2 else m[1] + b[1]
+            else:
+                merged.append(b)
+        blocks[:] = merged
+
+    mask_el = 2 if fa else F32
+    steps: list[tuple[str, int]] = []
+    if not fa:
+        steps += [("v_cont", n_kv * l * 2 * n_stream), ("kq", n_kv * t * h * F32), ("-qcur", 0)]
+    steps += [("fill_zeros", t * k * F32), ("indexer_q", t * ih * ihs * F32), ("indexer_q_rope", t * ih * ihs * F32),
+              ("-indexer_q", 0), ("indexer_q_hadamard", t * ih * ihs * F32), ("-indexer_q_rope", 0),
+              ("weights", t * ih * F32), ("scores", n_kv * t * F32), ("-indexer_q_hadamard", 0), ("-weights", 0),
+              ("top_k", t * k * 4), ("-scores", 0), ("top_k_cont", t * k * 4), ("-top_k", 0),
+              ("mask_fill", n_kv * t * mask_el), ("mask_add", n_kv * t * mask_el), ("-mask_fill", 0),
+              ("-fill_zeros", 0), ("-top_k_cont", 0)]
+    if fa:
+        steps += [("fa_out", t * h * l * F32), ("-mask_add", 0)]
+    else:
+        steps += [("-mask_add", 0), ("kqv", t * h * l * F32), ("-kq", 0), ("-v_cont", 0)]
+    for name, size in steps:
+        if name.startswith("-"):
+            free(name[1:])
+        else:
+            alloc(name, size)
+    return peak
 
 
 def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_here: int,
@@ -455,7 +517,7 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
     The coefficients were read off llama.cpp's own estimator (llama-fit-params, llama.cpp build 11434,
     CPU backend, sparse GGUFs of DeepSeek-R1/V2/V2-Lite in both layouts and of the R1-Distill models);
     bench/bench_memory.py measures the remaining error against it and against real runs. deepseek32 adds the
-    lightning indexer's mask (a second f16 graph input) and its own attention stages (_dsa_attention_bytes).
+    lightning indexer's mask (a second f16 graph input) and the rest of its layer (_dsa_attention_bytes).
     CUDA (and ROCm)
     devices: gpu_compute_buffer_bytes and host_compute_buffer_bytes, checked against published runs by
     bench/bench_cuda_logs.py.
@@ -492,8 +554,9 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
         kq += n_kv * hp.n_lora_kv * 2      # contiguous f16 copy of the transposed latent V view
     attn = mask + kq + t * (_attention_stage_floats(hp, opts.kv_mode, opts.flash_attn, t) + extra) * F32
     if hp.arch == "deepseek32":
-        attn = _dsa_attention_bytes(hp, opts.flash_attn, n_kv, t, mask, kq,
-                                    _attention_stage_floats(hp, opts.kv_mode, opts.flash_attn, t) + extra)
+        attn = _dsa_attention_bytes(hp, opts.flash_attn, n_kv, t, mask,
+                                    _attention_stage_floats(hp, opts.kv_mode, opts.flash_attn, t) + extra,
+                                    layers_here, max(1, opts.parallel))
     # the mask is a graph input: alive until the last layer's attention, so through every FFN but the last
     ffn = mask + t * (_ffn_stage_floats(hp) + extra) * F32
     if split and not pp:
@@ -735,7 +798,8 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
         (host if di < 0 else devs[di]).kv_bytes += b
 
     out_dev = ldev[hp.n_layer]
-    host_layers = sum(1 for il in host.layers if il < hp.n_layer)
+    n_graph = kv_layers(hp)                        # the blocks in the graph (not the NextN/MTP ones)
+    host_layers = sum(1 for il in host.layers if il < n_graph)
     n_used = sum(1 for d in devs if d.layers)
     used = n_used + (1 if host_layers or out_dev == -1 else 0)
     n_split = max(1, used + (1 if n_used else 0))  # the host's input split counts
@@ -748,7 +812,7 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
         # ops on host weights run on the first GPU (RPC devices do not offload)
         first = next((i for i, s in enumerate(slots) if not s.label.startswith("RPC")), None)
         for d_i, d in enumerate(devs):
-            key = (len(d.layers) - (out_dev == d_i), out_dev == d_i, d_i == first_dev)   # block layers, output, layer 0
+            key = (sum(1 for il in d.layers if il < n_graph), out_dev == d_i, d_i == first_dev)   # graph layers, output, layer 0
             if slots[d_i].label.startswith("RPC"):
                 if key not in compute:
                     compute[key] = compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], False, n_split,
@@ -766,7 +830,7 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
                                                        max(1, used), n_copies=n_copies)
     else:
         for d_i, d in enumerate(devs):
-            key = (len(d.layers) - (out_dev == d_i), out_dev == d_i, d_i == first_dev)   # block layers, output, layer 0
+            key = (sum(1 for il in d.layers if il < n_graph), out_dev == d_i, d_i == first_dev)   # graph layers, output, layer 0
             if key not in compute:
                 compute[key] = compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], False, n_split,
                                                     pipeline=pp, first=key[2])
