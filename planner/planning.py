@@ -118,10 +118,17 @@ def make_auto_plan(req: PlanRequest, *, detection=None) -> tuple[Plan, list[Plan
     req = with_host(req, local)
     plans = []
     shared: dict = {}           # R1, V3, V3-0324 and R1-0528 have the same tensors: sized once
+    skipped: list[str] = []
     for m in auto_models():
         r = replace(req, model=m, model_file=None, schemes=None)
-        plans.append(build_plan(r, eng, ModelInput(entry=cat.resolve_model(m)), local, shared))
-    return combine_auto(plans, req.task)
+        try:
+            plans.append(build_plan(r, eng, ModelInput(entry=cat.resolve_model(m)), local, shared))
+        except PlannerError as e:     # an option this model does not take (deepseek32 has no legacy layout)
+            skipped.append(f"{m} ({e})")
+    chosen, plans = combine_auto(plans, req.task)
+    if skipped:
+        chosen.notes.append("--model auto: not planned for this request: " + "; ".join(skipped))
+    return chosen, plans
 
 
 _SPEC = re.compile(r"^(?P<engine>[A-Za-z0-9_.\-]+):(?P<scheme>[A-Za-z0-9_.\-]+)@(?P<nodes>\d+)x(?P<gpus>\d+)"

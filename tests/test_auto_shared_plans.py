@@ -63,3 +63,27 @@ def test_largest_fitting_equals_an_exhaustive_scan():
         want = max((x for x in range(lo, hi + 1) if capacity - use[x] >= 0), default=None)
         assert largest_fitting(lo, hi, spare) == want
         assert len(calls) <= 3 * (hi - lo).bit_length() + 2
+
+
+def test_auto_offers_the_current_generation_unranked():
+    chosen, plans = make_auto_plan(REQ)
+    ids = [p.model.id for p in plans]
+    new = ["deepseek-v3.1-terminus", "deepseek-v3.2-exp", "deepseek-v3.2", "deepseek-v3.2-speciale",
+           "deepseek-v4-flash", "deepseek-r1-0528-qwen3-8b"]
+    assert set(new) <= set(ids)
+    assert "deepseek-v2" not in ids and "deepseek-v2-lite" not in ids       # auto = false in their profiles
+    models = {m.model: m for m in chosen.recommendation.models}
+    for mid in new:             # listed, never ranked: no quantized measurement speaks for them
+        assert models[mid].rank is None and models[mid].why_not in (["only_unmeasured"], ["nothing_fits"])
+    # V3.2's three checkpoints share their tensors: the same figures, each its own model
+    by_id = {p.model.id: p for p in plans}
+    a, b = by_id["deepseek-v3.2"].scheme("Q4_K_M"), by_id["deepseek-v3.2-speciale"].scheme("Q4_K_M")
+    assert a.size_bytes == b.size_bytes and a.memory.per_device[-1].total_bytes == b.memory.per_device[-1].total_bytes
+
+
+def test_auto_leaves_out_models_an_option_does_not_apply_to():
+    chosen, plans = make_auto_plan(replace(REQ, device="910b", kv_mode="legacy"))
+    ids = {p.model.id for p in plans}
+    assert "deepseek-r1" in ids and "deepseek-v3.2" not in ids and "deepseek-v4-flash" not in ids
+    note = next(n for n in chosen.notes if "not planned" in n)
+    assert "deepseek-v3.2" in note and "deepseek-v4-flash" in note

@@ -105,6 +105,7 @@ class ModelEntry:
     family: str = ""
     hf_repo: str = ""
     config: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    in_auto: bool = True                 # among --model auto's candidates (the profile's `auto`)
 
 
 # llama.cpp's own limits (src/llama-hparams.h): a model with more layers or experts does not load
@@ -335,6 +336,7 @@ def _load_entry(path: Path) -> ModelEntry:
         family=data.get("family", ""),
         hf_repo=data.get("hf_repo", ""),
         config=data["config"],
+        in_auto=bool(data.get("auto", True)),
     )
 
 

@@ -67,10 +67,15 @@ def build_plan(req: PlanRequest, engine: Engine, model: ModelInput, local: Local
 
 
 def auto_models() -> list[str]:
-    """The models --model auto compares: every catalog model with measured accuracy."""
+    """The models --model auto compares: every catalog model but the superseded ones (a profile's
+    `auto = false`), those with measured accuracy first (they are ranked; the others, e.g. V3.2 and
+    V4-Flash with only their full-precision card scores, are planned and listed with why they are not
+    ranked)."""
     from planner.core import catalog as cat
 
-    return [m for m in acc.models_with_accuracy() if m in cat.catalog()]
+    models = cat.catalog()
+    measured = [m for m in acc.models_with_accuracy() if m in models]
+    return measured + [m for m, e in models.items() if m not in measured and e.in_auto]
 
 
 def combine_auto(plans: list[Plan], task: str) -> tuple[Plan, list[Plan]]:
