@@ -87,3 +87,18 @@ def test_auto_leaves_out_models_an_option_does_not_apply_to():
     assert "deepseek-r1" in ids and "deepseek-v3.2" not in ids and "deepseek-v4-flash" not in ids
     note = next(n for n in chosen.notes if "not planned" in n)
     assert "deepseek-v3.2" in note and "deepseek-v4-flash" in note
+
+
+def test_auto_candidates_summarise_their_devices():
+    from planner.render.json_doc import auto_document
+
+    chosen, plans = make_auto_plan(REQ)
+    doc = auto_document(chosen, plans)
+    assert len(doc["schemes"][0]["memory"]["per_device"]) == 8          # the chosen model's rows
+    for c, p in zip(doc["candidates"], plans):
+        for s, sp in zip(c["schemes"], p.schemes):
+            m = s["memory"]
+            assert "per_device" not in m and m["devices"] == 8
+            t = sp.memory.tightest
+            assert m["tightest"]["device"] == t.device and m["tightest"]["total_bytes"] == t.total_bytes
+            assert s["headroom_bytes"] == t.headroom_bytes and m["total_bytes"] == sp.memory.total_bytes

@@ -812,7 +812,7 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
         # ops on host weights run on the first GPU (RPC devices do not offload)
         first = next((i for i, s in enumerate(slots) if not s.label.startswith("RPC")), None)
         for d_i, d in enumerate(devs):
-            key = (sum(1 for il in d.layers if il < n_graph), out_dev == d_i, d_i == first_dev)   # graph layers, output, layer 0
+            key = (bisect.bisect_left(d.layers, n_graph), out_dev == d_i, d_i == first_dev)   # graph layers (d.layers is sorted), output, layer 0
             if slots[d_i].label.startswith("RPC"):
                 if key not in compute:
                     compute[key] = compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], False, n_split,
@@ -830,7 +830,7 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
                                                        max(1, used), n_copies=n_copies)
     else:
         for d_i, d in enumerate(devs):
-            key = (sum(1 for il in d.layers if il < n_graph), out_dev == d_i, d_i == first_dev)   # graph layers, output, layer 0
+            key = (bisect.bisect_left(d.layers, n_graph), out_dev == d_i, d_i == first_dev)   # graph layers (d.layers is sorted), output, layer 0
             if key not in compute:
                 compute[key] = compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], False, n_split,
                                                     pipeline=pp, first=key[2])

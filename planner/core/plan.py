@@ -92,16 +92,9 @@ class DeviceMemory:
         return self.capacity_bytes - self.total_bytes
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "device": self.device,
-            "weights_bytes": self.weights_bytes,
-            "kv_bytes": self.kv_bytes,
-            "compute_bytes": self.compute_bytes,
-            "overhead_bytes": self.overhead_bytes,
-            "total_bytes": self.total_bytes,
-            "capacity_bytes": self.capacity_bytes,
-            "layers": self.layers,
-        }
+        w, k, c, o = self.weights_bytes, self.kv_bytes, self.compute_bytes, self.overhead_bytes
+        return {"device": self.device, "weights_bytes": w, "kv_bytes": k, "compute_bytes": c, "overhead_bytes": o,
+                "total_bytes": w + k + c + o, "capacity_bytes": self.capacity_bytes, "layers": self.layers}
 
 
 @dataclass
@@ -146,7 +139,23 @@ class MemoryPlan:
                 return False
         return True
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, per_device: bool = True) -> dict[str, Any]:
+        """per_device False: the summary --model auto's candidates carry (every figure but the device
+        rows, and the row of the tightest device with the number of devices)."""
+        # once per plan: models of one layout share their memory plans (--model auto), and a plan has up
+        # to 384 device rows
+        doc = self.__dict__.get("_doc")
+        if doc is None:
+            doc = self.__dict__["_doc"] = self._to_dict()
+        if per_device:
+            return doc
+        out = {k: v for k, v in doc.items() if k != "per_device"}
+        t = self.tightest
+        out["devices"] = len(self.per_device)
+        out["tightest"] = t.to_dict() if t is not None else None
+        return out
+
+    def _to_dict(self) -> dict[str, Any]:
         return {
             "kv_cache_bytes": self.kv_cache_bytes,
             "compute_bytes": self.compute_bytes,
@@ -221,7 +230,7 @@ class SchemePlan:
         d = self.tightest_device
         return d.headroom_bytes if d is not None else None
 
-    def to_dict(self, with_tensors: bool = False) -> dict[str, Any]:
+    def to_dict(self, with_tensors: bool = False, per_device: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {
             "id": self.id,
             "kind": self.kind,
@@ -232,7 +241,7 @@ class SchemePlan:
         }
         if with_tensors:
             d["tensors"] = [t.to_dict() for t in self.tensors]
-        d["memory"] = self.memory.to_dict() if self.memory else None
+        d["memory"] = self.memory.to_dict(per_device) if self.memory else None
         d["fits"] = self.fits
         d["headroom_bytes"] = self.headroom_bytes
         d["accuracy"] = self.accuracy.to_dict() if self.accuracy else None
@@ -499,7 +508,7 @@ class Plan:
                 return s
         raise KeyError(scheme_id)
 
-    def to_dict(self, with_tensors: bool = False) -> dict[str, Any]:
+    def to_dict(self, with_tensors: bool = False, per_device: bool = True) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
             "model": self.model.to_dict(),
@@ -507,7 +516,7 @@ class Plan:
             "hardware": self.hardware.to_dict() if self.hardware else None,
             "context": self.context,
             "kv_mode": self.kv_mode,
-            "schemes": [s.to_dict(with_tensors) for s in self.schemes],
+            "schemes": [s.to_dict(with_tensors, per_device) for s in self.schemes],
             "recommendation": self.recommendation.to_dict() if self.recommendation else None,
             "notes": self.notes,
         }

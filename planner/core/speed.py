@@ -235,6 +235,37 @@ def _attn_dims(hp: Hparams, kv_mode: str | None) -> int:
     return 2 * hp.n_embd_head
 
 
+_GROUPS: dict[int, tuple[list[TensorPlan], int, list]] = {}
+
+
+def _tensor_groups(tensors: list[TensorPlan], n_layer: int) -> list:
+    """A scheme's tensors summed by what the speed model tells apart: ((layer, routed expert, type),
+    (bytes, elements)); for the input layer (token_embd, read one row per token) the bytes of one row.
+    Everything below is linear in these sums, so it equals the per-tensor sum. Computed once per tensor
+    list (a scheme's GPU-only and hybrid deployments share it): 62 layers x a few types instead of the
+    1,100 tensors of R1."""
+    hit = _GROUPS.get(id(tensors))
+    if hit is not None and hit[0] is tensors and hit[1] == n_layer:
+        return hit[2]
+    acc: dict[tuple[int, bool, str], list] = {}
+    for tp in tensors:
+        il, exps = _site(tp.name, n_layer)
+        key = (il, exps, tp.type)
+        g = acc.get(key)
+        if g is None:
+            g = acc[key] = [0.0, 0]
+        if il < 0:
+            g[0] += tp.bytes / (tp.shape[1] if len(tp.shape) > 1 else 1)
+        else:
+            g[0] += tp.bytes
+        g[1] += _n_elements(tp.shape)
+    out = [(k, (v[0], v[1])) for k, v in acc.items()]
+    if len(_GROUPS) >= 64:
+        _GROUPS.clear()
+    _GROUPS[id(tensors)] = (tensors, n_layer, out)     # the list is kept: its id cannot be reused meanwhile
+    return out
+
+
 def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, opts: MemoryOptions,
                    procs: dict[str, Processor], host: Processor, fac: Factors, prompt: int, depth: int,
                    rpc_link: Link | None = None) -> Speed:
@@ -257,27 +288,24 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
     has_gpu = any(d.layers for d in memory.per_device)
     active = hp.n_expert_used / hp.n_expert if hp.is_moe else 1.0
     hybrid_layers = 0
-    for tp in tensors:
-        il, exps = _site(tp.name, hp.n_layer)
-        n_el = _n_elements(tp.shape)
+    for (il, exps, ty), (b, n_el) in _tensor_groups(tensors, hp.n_layer):
         if il < 0:                                           # token_embd: one row per token, on the host
             p = place(HOST)
-            rows = tp.shape[1] if len(tp.shape) > 1 else 1
-            p.decode[tp.type] = p.decode.get(tp.type, 0.0) + tp.bytes / rows
+            p.decode[ty] = p.decode.get(ty, 0.0) + b          # (b: the bytes of one row, see _tensor_groups)
             continue
         where = ldev.get(il, HOST)
         if exps and il < opts.n_cpu_moe:
             where = HOST
         p = place(where)
         share = active if exps else 1.0
-        p.decode[tp.type] = p.decode.get(tp.type, 0.0) + tp.bytes * share
+        p.decode[ty] = p.decode.get(ty, 0.0) + b * share
         if where == HOST and exps and has_gpu:
-            p.pcie_bytes += tp.bytes                         # copied to the GPU per ubatch (op offload)
+            p.pcie_bytes += b                                # copied to the GPU per ubatch (op offload)
             p.offload_flops_per_token += 2.0 * n_el * share
         else:
             p.flops_per_token += 2.0 * n_el * share
-            p.flops[tp.type] = p.flops.get(tp.type, 0.0) + 2.0 * n_el * share
-            p.weights[tp.type] = p.weights.get(tp.type, 0.0) + tp.bytes
+            p.flops[ty] = p.flops.get(ty, 0.0) + 2.0 * n_el * share
+            p.weights[ty] = p.weights.get(ty, 0.0) + b
     kv_row = _kv_row(hp, opts)
     attn = 2.0 * hp.n_head * _attn_dims(hp, opts.kv_mode)
     order: list[str] = [HOST]                                # a token's path: token_embd, then the layers
@@ -445,7 +473,8 @@ def predict_llamacpp(hp: Hparams, sp, opts: MemoryOptions, hw, req) -> Speed | N
     depth = req.depth
     host = host_processor(req, resolve_device("host"))
     try:
-        procs = slot_processors([d.device for d in sp.memory.per_device], hw.profile, host)
+        # the devices that compute: those holding layers (a plan has up to 384 devices)
+        procs = slot_processors([d.device for d in sp.memory.per_device if d.layers], hw.profile, host)
     except PlannerError:
         return None
     fac = factors()
