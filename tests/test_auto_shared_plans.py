@@ -102,3 +102,19 @@ def test_auto_candidates_summarise_their_devices():
             t = sp.memory.tightest
             assert m["tightest"]["device"] == t.device and m["tightest"]["total_bytes"] == t.total_bytes
             assert s["headroom_bytes"] == t.headroom_bytes and m["total_bytes"] == sp.memory.total_bytes
+
+
+def test_the_sums_sizing_keeps_equal_the_per_tensor_functions():
+    """Placement and speed read the sums sizing makes as it sizes a scheme; summed again from the
+    tensor rows by LayerWeights.of and speed.tensor_groups they must be the same."""
+    from planner.core.memory import LayerWeights
+    from planner.core.speed import tensor_groups
+
+    for mid in ("deepseek-r1", "deepseek-v3.2", "deepseek-v4-flash", "deepseek-r1-distill-qwen-7b"):
+        schemes = ["Q4_K_M", "Q2_K", "Q8_0"] + (["DQ3_K_M"] if "distill" not in mid else [])
+        plan = make_plan(replace(REQ, model=mid, schemes=schemes))
+        hp = __import__("planner.core.catalog", fromlist=["x"]).resolve_model(mid).hparams
+        for sp in plan.schemes:
+            assert sp.weights_by_layer == LayerWeights.of(hp, list(sp.tensors)), (mid, sp.id)
+            assert sorted(sp.tensor_groups) == sorted(tensor_groups(list(sp.tensors), hp.n_layer)), (mid, sp.id)
+            assert sum(t.bytes for t in sp.tensors) == sp.size_bytes

@@ -140,7 +140,7 @@ def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware, shared: d
         plans.insert(0, file_plan)
     base_opts = opts
     for sp in plans:
-        lw = LayerWeights.of(model.hparams, sp.tensors)
+        lw = sp.weights_by_layer or LayerWeights.of(model.hparams, sp.tensors)
         opts = base_opts
         if req.n_cpu_moe == "auto":
             n = fewest_cpu_moe(model.hparams, sp.tensors, hw.slots, opts, lw)

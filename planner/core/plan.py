@@ -6,6 +6,7 @@ Flow: inputs (flags, TUI choices, detected hardware, GGUF headers) -> PlanReques
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -71,6 +72,45 @@ class TensorPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "type": self.type, "bytes": self.bytes}
+
+
+class TensorPlans(Sequence):
+    """A scheme's TensorPlan rows, made when first read. Planning reads the sums that sizing keeps beside
+    them (SchemePlan.weights_by_layer, tensor_groups); the rows are for the tensor tables, `--tensors`,
+    the TUI and quantize's checks, so a plan of 35 schemes of R1 does not build 40,000 of them."""
+
+    __slots__ = ("_names", "_shapes", "_types", "_bytes", "_src", "_rows")
+
+    def __init__(self, names: Sequence[str], shapes: Sequence[tuple[int, ...]], types: list[str],
+                 sizes: list[int], src_types: list[str]) -> None:
+        self._names, self._shapes, self._types, self._bytes, self._src = names, shapes, types, sizes, src_types
+        self._rows: list[TensorPlan] | None = None
+
+    def _made(self) -> list[TensorPlan]:
+        if self._rows is None:
+            self._rows = [TensorPlan(n, s, t, b, st) for n, s, t, b, st in
+                          zip(self._names, self._shapes, self._types, self._bytes, self._src)]
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+    def __getitem__(self, i):
+        return self._made()[i]
+
+    def __iter__(self):
+        return iter(self._made())
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Sequence):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"TensorPlans({len(self)} tensors)"
+
+    def __reduce__(self):
+        return TensorPlans, (list(self._names), list(self._shapes), self._types, self._bytes, self._src)
 
 
 @dataclass(slots=True)
@@ -206,6 +246,9 @@ class SchemePlan:
     accuracy: Accuracy | None = None
     notes: list[str] = field(default_factory=list)
     speed: Any = None                    # planner.core.speed.Speed (None: not predicted)
+    # sums of the tensors made with them by sizing (None: summed from `tensors` where needed):
+    weights_by_layer: Any = None         # planner.core.memory.LayerWeights
+    tensor_groups: Any = None            # planner.core.speed: ((layer, routed expert, type), (bytes, elements))
     n_cpu_moe: int | None = None         # --n-cpu-moe auto: the layers this plan keeps in host RAM
     deployments: list[Deployment] = field(default_factory=list)   # GPU-only / hybrid (planner.core.deployments)
 

@@ -12,7 +12,9 @@ from planner.core.architectures import TensorSpec, enumerate_tensors
 from planner.core.catalog import Hparams, ModelEntry
 from planner.core.ggml_types import tensor_bytes, type_name
 from planner.core.llama_quant import IMATRIX_TYPES, QuantModel, TensorTable, requires_imatrix, select_types
-from planner.core.plan import SchemePlan, TensorPlan
+from planner.core.memory import LayerWeights, tensor_site
+from planner.core.plan import SchemePlan, TensorPlans
+from planner.core.speed import speed_site
 from planner.core.schemes import Scheme
 
 
@@ -33,6 +35,32 @@ class ResolvedModel:
     @cached_property
     def params(self) -> int:
         return sum(t.n_elements for t in self.tensors)
+
+    @cached_property
+    def sites(self) -> tuple[tuple[int, bool, bool, bool, int, bool], ...]:
+        """Per tensor, what does not change with the scheme: (llama.cpp layer, routed expert for
+        --n-cpu-moe, loaded by llama.cpp (memory.tensor_site), routed expert for the speed model
+        (speed.speed_site), rows read per token's one row (token_embd: its rows, else 1), a matrix)."""
+        hp = self.hparams
+        out = []
+        for t in self.tensors:
+            il, expert, loaded = tensor_site(t.name, hp.n_layer, hp.n_layer_nextn)
+            _, expert_speed = speed_site(t.name, hp.n_layer)
+            rows = (t.shape[1] if len(t.shape) > 1 else 1) if il < 0 else 1
+            out.append((il, expert, loaded, expert_speed, rows, len(t.shape) >= 2))
+        return tuple(out)
+
+    @cached_property
+    def names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tensors)
+
+    @cached_property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(t.shape for t in self.tensors)
+
+    @cached_property
+    def src_type_names(self) -> list[str]:
+        return [_TYPE_NAME[t.src_type] for t in self.tensors]
 
     @cached_property
     def table(self) -> TensorTable:
@@ -65,24 +93,52 @@ def _bytes(shape: tuple[int, ...], ty: int) -> int:
     return tensor_bytes(shape, T(ty))
 
 
-def _aggregate(scheme_id: str, kind: str, tensors: list[TensorSpec], types: list[T],
-               needs_imatrix: bool) -> SchemePlan:
-    """Every tensor's bytes (rows x row size, once per shape and type: a model's blocks repeat them)."""
-    plans: list[TensorPlan] = []
+def _aggregate(scheme_id: str, kind: str, model: ResolvedModel, types: list[T], needs_imatrix: bool) -> SchemePlan:
+    """Every tensor's bytes (rows x row size, once per shape and type: a model's blocks repeat them), and
+    in the same pass the sums that placement and speed read: the weights per llama.cpp layer
+    (memory.LayerWeights, as LayerWeights.of sums them) and the speed model's groups (speed.tensor_groups);
+    tests check both against the per-tensor functions."""
+    n_layer = model.hparams.n_layer
     type_bytes: dict[str, int] = defaultdict(int)
     total = 0
-    params = 0
     names = _TYPE_NAME
-    for t, ty in zip(tensors, types):
+    sizes: list[int] = []
+    tnames: list[str] = []
+    per = [0] * (n_layer + 1)
+    exps = [0] * (n_layer + 1)
+    big = [0] * (n_layer + 1)
+    big_exp = [0] * (n_layer + 1)
+    host = 0
+    groups: dict[tuple[int, bool, str], list] = {}
+    for t, ty, (il, expert, loaded, expert_speed, row_div, matrix) in zip(model.tensors, types, model.sites):
         ti = int(ty)
         b = _bytes(t.shape, ti)
         n = names[ti]
-        plans.append(TensorPlan(t.name, t.shape, n, b, names[t.src_type]))
+        sizes.append(b)
+        tnames.append(n)
         type_bytes[n] += b
         total += b
-        params += t.n_elements
-    return SchemePlan(id=scheme_id, kind=kind, size_bytes=total, params=params,
-                      type_bytes=dict(type_bytes), tensors=plans, requires_imatrix=needs_imatrix)
+        key = (il, expert_speed, n)
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = [0.0, 0]
+        g[0] += b / row_div if row_div != 1 else b
+        g[1] += t.n_elements
+        if il < 0:
+            host += b
+        elif loaded:
+            per[il] += b
+            if b > big[il] and matrix:
+                big[il] = b
+            if expert:
+                exps[il] += b
+                if b > big_exp[il]:
+                    big_exp[il] = b
+    tensors = TensorPlans(model.names, model.shapes, tnames, sizes, model.src_type_names)
+    return SchemePlan(id=scheme_id, kind=kind, size_bytes=total, params=model.params,
+                      type_bytes=dict(type_bytes), tensors=tensors, requires_imatrix=needs_imatrix,
+                      weights_by_layer=LayerWeights(tuple(per), host, tuple(exps), tuple(big), tuple(big_exp)),
+                      tensor_groups=[(k, (v[0], v[1])) for k, v in groups.items()])
 
 
 def select_scheme_types(model: ResolvedModel, scheme: Scheme, imatrix: bool | None = None) -> tuple[list[T], bool, bool]:
@@ -115,7 +171,7 @@ def select_scheme_types(model: ResolvedModel, scheme: Scheme, imatrix: bool | No
 
 def size_scheme(model: ResolvedModel, scheme: Scheme, imatrix: bool | None = None) -> SchemePlan:
     types, used, need = select_scheme_types(model, scheme, imatrix)
-    sp = _aggregate(scheme.id, scheme.kind, model.tensors, types, need)
+    sp = _aggregate(scheme.id, scheme.kind, model, types, need)
     if used:
         sp.notes.append("planned with an importance matrix (--imatrix), which this scheme requires")
     if model.layout == "mla" and any(t.name.endswith("attn_k_b.weight") for t in model.tensors):
@@ -126,5 +182,4 @@ def size_scheme(model: ResolvedModel, scheme: Scheme, imatrix: bool | None = Non
 
 def size_file(model: ResolvedModel) -> SchemePlan:
     """The GGUF file as it is: the types its header records."""
-    return _aggregate(model.file_scheme or "file", "file", model.tensors,
-                      [t.src_type for t in model.tensors], False)
+    return _aggregate(model.file_scheme or "file", "file", model, [t.src_type for t in model.tensors], False)

@@ -57,7 +57,7 @@ _FAMILY = {"f32": "float", "f16": "float", "bf16": "float", "f64": "float"}
 
 
 @lru_cache(maxsize=None)
-def _site(name: str, n_layer: int) -> tuple[int, bool]:
+def speed_site(name: str, n_layer: int) -> tuple[int, bool]:
     """A tensor's layer and whether it is a routed-expert tensor (once per name: every scheme repeats them)."""
     il = tensor_layer(name, n_layer)
     return il, 0 <= il < n_layer and _EXPS.search(name) is not None
@@ -235,21 +235,15 @@ def _attn_dims(hp: Hparams, kv_mode: str | None) -> int:
     return 2 * hp.n_embd_head
 
 
-_GROUPS: dict[int, tuple[list[TensorPlan], int, list]] = {}
-
-
-def _tensor_groups(tensors: list[TensorPlan], n_layer: int) -> list:
+def tensor_groups(tensors: list[TensorPlan], n_layer: int) -> list:
     """A scheme's tensors summed by what the speed model tells apart: ((layer, routed expert, type),
     (bytes, elements)); for the input layer (token_embd, read one row per token) the bytes of one row.
-    Everything below is linear in these sums, so it equals the per-tensor sum. Computed once per tensor
-    list (a scheme's GPU-only and hybrid deployments share it): 62 layers x a few types instead of the
-    1,100 tensors of R1."""
-    hit = _GROUPS.get(id(tensors))
-    if hit is not None and hit[0] is tensors and hit[1] == n_layer:
-        return hit[2]
+    Everything below is linear in these sums, so it equals the per-tensor sum: 62 layers x a few types
+    instead of the 1,100 tensors of R1. Sizing makes the same sums as it sizes a scheme
+    (SchemePlan.tensor_groups, planner.core.sizing); this is for tensor lists from elsewhere."""
     acc: dict[tuple[int, bool, str], list] = {}
     for tp in tensors:
-        il, exps = _site(tp.name, n_layer)
+        il, exps = speed_site(tp.name, n_layer)
         key = (il, exps, tp.type)
         g = acc.get(key)
         if g is None:
@@ -259,16 +253,12 @@ def _tensor_groups(tensors: list[TensorPlan], n_layer: int) -> list:
         else:
             g[0] += tp.bytes
         g[1] += _n_elements(tp.shape)
-    out = [(k, (v[0], v[1])) for k, v in acc.items()]
-    if len(_GROUPS) >= 64:
-        _GROUPS.clear()
-    _GROUPS[id(tensors)] = (tensors, n_layer, out)     # the list is kept: its id cannot be reused meanwhile
-    return out
+    return [(k, (v[0], v[1])) for k, v in acc.items()]
 
 
 def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, opts: MemoryOptions,
                    procs: dict[str, Processor], host: Processor, fac: Factors, prompt: int, depth: int,
-                   rpc_link: Link | None = None) -> Speed:
+                   rpc_link: Link | None = None, groups: list | None = None) -> Speed:
     """Prefill and decode speed of one llama.cpp plan (see the module's docstring).
 
     procs: the Processor of each device label of memory.per_device; host: the host's."""
@@ -288,10 +278,10 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
     has_gpu = any(d.layers for d in memory.per_device)
     active = hp.n_expert_used / hp.n_expert if hp.is_moe else 1.0
     hybrid_layers = 0
-    for (il, exps, ty), (b, n_el) in _tensor_groups(tensors, hp.n_layer):
+    for (il, exps, ty), (b, n_el) in (groups if groups is not None else tensor_groups(tensors, hp.n_layer)):
         if il < 0:                                           # token_embd: one row per token, on the host
             p = place(HOST)
-            p.decode[ty] = p.decode.get(ty, 0.0) + b          # (b: the bytes of one row, see _tensor_groups)
+            p.decode[ty] = p.decode.get(ty, 0.0) + b          # (b: the bytes of one row, see tensor_groups)
             continue
         where = ldev.get(il, HOST)
         if exps and il < opts.n_cpu_moe:
@@ -478,7 +468,8 @@ def predict_llamacpp(hp: Hparams, sp, opts: MemoryOptions, hw, req) -> Speed | N
     except PlannerError:
         return None
     fac = factors()
-    return llamacpp_speed(hp, sp.tensors, sp.memory, opts, procs, host, fac, req.prompt, depth)
+    return llamacpp_speed(hp, sp.tensors, sp.memory, opts, procs, host, fac, req.prompt, depth,
+                          groups=sp.tensor_groups)
 
 
 def hf_active_bytes(ck) -> tuple[float, float]:
