@@ -63,7 +63,8 @@ def plan_case(case: dict):
         n_cpu_moe=case.get("n_cpu_moe", 0),
         tensor_split=tuple(case["tensor_split"]) if case.get("tensor_split") else None,
         tensor_overrides=tuple(tuple(r.split("=", 1)) for r in case.get("overrides", [])),  # type: ignore[misc]
-        backend="CUDA", mask_f16=case.get("mask_f16", True))
+        backend="CUDA", mask_f16=case.get("mask_f16", True),
+        ngl_output_first=case.get("ngl_output_first", True))
     return plan_memory(model.hparams, sp.tensors, slots, opts)
 
 

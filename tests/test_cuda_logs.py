@@ -48,9 +48,14 @@ def test_the_compute_lines_median_error_is_within_ten_percent():
     assert len(errs) >= 10 and statistics.median(errs) < MEDIAN_BOUND
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if f"{c.get('device', 'CUDA')}_Host" in
-                                  parse_memory((bench.CASES / c["file"]).read_text().splitlines()).compute_mib],
-                         ids=lambda c: c["file"])
+def _host_compute_cases(host_layers: bool) -> list[dict]:
+    """Cases whose log has a CUDA_Host compute line, with (-ngl below every layer) or without layers on the host."""
+    return [c for c in CASES if f"{c.get('device', 'CUDA')}_Host" in
+            parse_memory((bench.CASES / c["file"]).read_text().splitlines()).compute_mib
+            and (c.get("ngl") is not None) == host_layers]
+
+
+@pytest.mark.parametrize("case", _host_compute_cases(False), ids=lambda c: c["file"])
 def test_host_compute_buffer_is_the_graph_inputs(case):
     """CUDA_Host holds the graph inputs (with flash attention on or off): the KQ mask [n_kv, T] (f32 in
     these builds, before llama.cpp PR 23764), the token ids, positions and output ids, each once per
@@ -66,6 +71,25 @@ def test_host_compute_buffer_is_the_graph_inputs(case):
     t = min(case["ubatch"], case["ctx"])
     copies = 4 if "pipeline parallelism enabled (n_copies=4)" in text else 1
     pattern = copies * t * (case["ctx"] + 3) * 4 + t * hp.n_embd * 4
+    host = rep.compute_mib[f"{case.get('device', 'CUDA')}_Host"]
+    assert shows_as_mib(pattern, host)
+    assert shows_as_mib(bench.plan_case(case).host.compute_bytes, host)
+
+
+@pytest.mark.parametrize("case", _host_compute_cases(True), ids=lambda c: c["file"])
+def test_host_compute_buffer_with_host_layers_is_the_mask_and_one_layers_kv_rows(case):
+    """-ngl below every layer, -ub >= 32: the host layers' ops run on the GPU (op offload); the CPU backend
+    keeps the cache store of those layers, which reads a copy of the batch's K and V rows (f32, the widths
+    the log prints as n_embd_k_gqa and n_embd_v_gqa), beside the KQ mask [n_kv, T] f32 and the ids: not the
+    token embeddings (dead once copied to the GPU), not the host layers' activations."""
+    import re
+
+    text = (bench.CASES / case["file"]).read_text()
+    rep = parse_memory(text.splitlines())
+    k = int(re.search(r"n_embd_k_gqa\s+=\s+(\d+)", text).group(1))
+    v = int(re.search(r"n_embd_v_gqa\s+=\s+(\d+)", text).group(1))
+    t = min(case["ubatch"], case["ctx"])
+    pattern = t * case["ctx"] * 4 + t * (k + v) * 4 + 3 * t * 4
     host = rep.compute_mib[f"{case.get('device', 'CUDA')}_Host"]
     assert shows_as_mib(pattern, host)
     assert shows_as_mib(bench.plan_case(case).host.compute_bytes, host)

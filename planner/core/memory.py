@@ -74,6 +74,11 @@ class MemoryOptions:
     # attention; older builds created it f32 and cast it to f16 in the graph (the host input buffer of the
     # published logs of tests/fixtures/cuda_logs: 4 bytes per cell and token)
     mask_f16: bool = True
+    # -ngl N counts the output layer first (llama.cpp since PR 24060, June 2026: i_gpu_start = n_layer + 1 - N,
+    # so -ngl 5 is the output layer and the last 4 repeating layers); builds before it started at
+    # n_layer - N (the last N repeating layers, the output layer only with N > n_layer; those logs print
+    # "offloading N repeating layers to GPU" without "offloading output layer"). Same placement with N > n_layer.
+    ngl_output_first: bool = True
 
 
 def cache_type(name: str, which: str) -> T:
@@ -297,13 +302,16 @@ def tensor_site(name: str, n_layer: int, n_layer_nextn: int) -> tuple[int, bool,
     return il, il < n_layer and _EXPS.search(name) is not None, not _skipped(name, il, n_layer, n_layer_nextn)
 
 
-def layer_devices(n_layer: int, n_devices: int, splits: list[float], ngl: int | None) -> list[int]:
-    """Device index of layers 0..n_layer (the last is the output layer); -1 = host. llama.cpp's float32 math."""
-    return list(_layer_devices(n_layer, n_devices, tuple(splits), ngl))
+def layer_devices(n_layer: int, n_devices: int, splits: list[float], ngl: int | None,
+                  output_first: bool = True) -> list[int]:
+    """Device index of layers 0..n_layer (the last is the output layer); -1 = host. llama.cpp's float32 math.
+    output_first=False: the -ngl of builds before llama.cpp PR 24060 (MemoryOptions.ngl_output_first)."""
+    return list(_layer_devices(n_layer, n_devices, tuple(splits), ngl, output_first))
 
 
 @lru_cache(maxsize=256)
-def _layer_devices(n_layer: int, n_devices: int, splits: tuple[float, ...], ngl: int | None) -> tuple[int, ...]:
+def _layer_devices(n_layer: int, n_devices: int, splits: tuple[float, ...], ngl: int | None,
+                   output_first: bool = True) -> tuple[int, ...]:
     """layer_devices, once per split: every scheme of a plan places its layers the same way."""
     n_gpu_layers = n_layer + 1 if ngl is None else ngl
     if n_devices == 0:
@@ -316,7 +324,8 @@ def _layer_devices(n_layer: int, n_devices: int, splits: tuple[float, ...], ngl:
         acc = _f32(acc + _f32(x))
         cum.append(acc)
     cum = [_f32(c / acc) for c in cum]
-    i_gpu_start = max(n_layer + 1 - n_gpu_layers, 0)
+    # before PR 24060: i_gpu_start = max(n_layer - n_gpu_layers, 0), act_gpu_layers unchanged
+    i_gpu_start = max(n_layer + (1 if output_first else 0) - n_gpu_layers, 0)
     act = min(n_gpu_layers, n_layer + 1)
     out = [-1] * (n_layer + 1)
     for il in range(i_gpu_start, min(n_layer + 1, i_gpu_start + act)):
@@ -648,13 +657,28 @@ def gpu_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, lay
 
 
 def host_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, host_layers: int, has_output: bool,
-                              n_devices: int, *, n_copies: int = 1) -> int:
+                              n_devices: int, *, n_copies: int = 1, op_offload: bool = False) -> int:
     """The CUDA_Host compute buffer: the graph inputs (_inputs_bytes; the published pattern
     n_ubatch x (n_ctx + n_embd) x 4 bytes is their two large terms), times the pipeline copies, and,
     for layers left on the host, the CPU backend's activations of those layers."""
     inputs = _inputs_bytes(hp, opts, n_copies)
     if host_layers == 0 and not has_output:
         return inputs
+    if op_offload and opts.ubatch >= OP_OFFLOAD_MIN_BATCH:
+        # (op_offload: some layers sit on a GPU; with -ngl 0 the CPU backend's figure is kept, which the
+        # CPU-only runs of tests/test_memory_llamacpp.py check)
+        # the host layers' ops run on the first GPU (ggml_backend_sched op offload: ggml-cuda takes ops of
+        # at least 32 rows whose weights sit in host memory, and the scheduler extends that GPU's splits
+        # over the ops between them); what stays on the CPU backend is the cache store of those layers
+        # (the CPY into their host K and V cache), which reads a copy of the batch's K and V rows, f32
+        # [k + v elements, T], one layer at a time, beside the mask; the token embeddings are dead by then
+        # (their one consumer is the copy to the GPU). Published run: DeepSeek-V3 Q3_K_M, -ngl 5 of 61
+        # layers, legacy cache (24576 + 16384 elements), -ub 512, 4096 cells: 8 + 80 MiB + the ids, 88.01
+        # MiB as logged (tests/fixtures/cuda_logs).
+        kd, vd = kv_dims(hp, opts.kv_mode)
+        n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
+        t = min(n_ctx, opts.ubatch)
+        return max(inputs, inputs - t * hp.n_embd * F32 + t * (kd + vd) * F32)
     return max(inputs, compute_buffer_bytes(hp, opts, n_vocab, host_layers, has_output, True, n_devices,
                                             pipeline=n_copies > 1))
 
@@ -756,7 +780,7 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
         ngl = hp.n_layer + 1
     else:
         ngl = opts.ngl
-    ldev = layer_devices(hp.n_layer, n, splits, ngl)
+    ldev = layer_devices(hp.n_layer, n, splits, ngl, opts.ngl_output_first)
     devs = [DeviceMemory(device=s.label, capacity_bytes=s.capacity_bytes, overhead_bytes=s.reserve_bytes)
             for s in slots]
     host = DeviceMemory(device="Host", capacity_bytes=opts.host_capacity_bytes)
@@ -827,7 +851,7 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
                                                              host_weight_copy=copy, pipeline=pp, first=key[2])
             d.compute_bytes = gpu_compute[gkey]
         host.compute_bytes = host_compute_buffer_bytes(hp, opts, hp.n_vocab, host_layers, out_dev == -1,
-                                                       max(1, used), n_copies=n_copies)
+                                                       max(1, used), n_copies=n_copies, op_offload=n_used > 0)
     else:
         for d_i, d in enumerate(devs):
             key = (bisect.bisect_left(d.layers, n_graph), out_dev == d_i, d_i == first_dev)   # graph layers (d.layers is sorted), output, layer 0
