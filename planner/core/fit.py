@@ -13,7 +13,8 @@ from planner.core.plan import MemoryPlan, TensorPlan
 def margin(m: MemoryPlan) -> int:
     """The bytes a plan has to spare: the least headroom of its devices and of the host when its RAM is
     known (negative: it does not fit; >= 0 exactly when MemoryPlan.fits)."""
-    least = min((d.headroom_bytes for d in m.per_device), default=0)
+    t = m.tightest
+    least = t.headroom_bytes if t is not None else 0
     if m.host is not None and m.host.capacity_bytes > 0:
         least = min(least, m.host.headroom_bytes)
     return least
@@ -122,8 +123,8 @@ def fewest_cpu_moe(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], op
     lw = weights or LayerWeights.of(hp, tensors)
 
     def devices_spare(kept_on_devices: int) -> int:
-        m = plan_memory(hp, tensors, slots, replace(opts, n_cpu_moe=hp.n_layer - kept_on_devices), lw)
-        return min((d.headroom_bytes for d in m.per_device), default=0)
+        t = plan_memory(hp, tensors, slots, replace(opts, n_cpu_moe=hp.n_layer - kept_on_devices), lw).tightest
+        return t.headroom_bytes if t is not None else 0
 
     if not hp.is_moe:
         return 0                          # no expert tensors: nothing to keep in host RAM

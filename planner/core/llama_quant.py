@@ -492,6 +492,10 @@ def select_types(
     qs = _State(model, has_imatrix, tab.n_attention_wv, tab.tied)
     out: list[T] = list(tab.types)
     names, shapes, cats, allows = tab.names, tab.shapes, tab.cats, tab.allows
+    # _impl leaves an OTHER tensor (MLA's attn_q_a/q_b/kv_a_mqa/k_b/v_b, ...) as it is and touches no
+    # counter, except under MXFP4_MOE and for glm5-next: skip the call there (a third of R1's tensors)
+    other_as_is = ftype != F.MOSTLY_MXFP4_MOE and model.arch != "glm5-next"
+    OTHER = Cat.OTHER
     for i in tab.order:
         if not allows[i]:
             continue
@@ -511,7 +515,7 @@ def select_types(
                     new_type = ov.type
                     manual = True
                     break
-            if not manual and not pure:
+            if not manual and not pure and not (other_as_is and cat is OTHER):
                 new_type = _impl(qs, new_type, name, shapes[i], ftype, cat)
             new_type = fallback(shapes[i][0], new_type, name)
         out[i] = new_type

@@ -781,8 +781,9 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
     else:
         ngl = opts.ngl
     ldev = layer_devices(hp.n_layer, n, splits, ngl, opts.ngl_output_first)
-    devs = [DeviceMemory(device=s.label, capacity_bytes=s.capacity_bytes, overhead_bytes=s.reserve_bytes)
-            for s in slots]
+    # positional (device, weights, kv, compute, overhead, capacity, layers): a third of the keyword
+    # form's time, for up to 384 devices per plan and several plans per scheme when searching
+    devs = [DeviceMemory(s.label, 0, 0, 0, s.reserve_bytes, s.capacity_bytes, []) for s in slots]
     host = DeviceMemory(device="Host", capacity_bytes=opts.host_capacity_bytes)
     for il, di in enumerate(ldev):        # one pass: O(devices + layers) for thousands of devices
         (host if di < 0 else devs[di]).layers.append(il)
