@@ -120,9 +120,12 @@ def main() -> int:
     cases = load_cases()
     rows = [r for c in cases for r in compare(c)]
     nvidia = [c for c in cases if c.get("device", "CUDA") == "CUDA"]
+    others = ", ".join(f"{sum(c.get('device') == d for c in cases)} {d}" for d in
+                       sorted({c["device"] for c in cases if c.get("device", "CUDA") != "CUDA"}))
     out = ["# CUDA memory model against published llama.cpp runs", "",
-           f"{len(cases)} cases from tests/fixtures/cuda_logs ({len(nvidia)} on NVIDIA GPUs, the other a MUSA build "
-           "of ggml-cuda); fork logs (ik_llama.cpp) kept apart, not planned. Each case is planned as the run it "
+           f"{len(cases)} cases from tests/fixtures/cuda_logs ({len(nvidia)} on NVIDIA GPUs"
+           + (f"; the others ggml-cuda built for other GPUs: {others}" if others else "") + "); fork logs "
+           "(ik_llama.cpp) kept apart, not planned. Each case is planned as the run it "
            "is, with the KV layout and mask type of the llama.cpp it ran (cases.toml); model buffers from the "
            "file's llama.cpp type.", ""]
     for kind in ("model", "KV"):

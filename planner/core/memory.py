@@ -74,7 +74,7 @@ class MemoryOptions:
     # attention; older builds created it f32 and cast it to f16 in the graph (the host input buffer of the
     # published logs of tests/fixtures/cuda_logs: 4 bytes per cell and token)
     mask_f16: bool = True
-    # -ngl N counts the output layer first (llama.cpp since PR 24060, June 2026: i_gpu_start = n_layer + 1 - N,
+    # -ngl N counts the output layer first (llama.cpp since PR 18148, December 2025: i_gpu_start = n_layer + 1 - N,
     # so -ngl 5 is the output layer and the last 4 repeating layers); builds before it started at
     # n_layer - N (the last N repeating layers, the output layer only with N > n_layer; those logs print
     # "offloading N repeating layers to GPU" without "offloading output layer"). Same placement with N > n_layer.
@@ -305,7 +305,7 @@ def tensor_site(name: str, n_layer: int, n_layer_nextn: int) -> tuple[int, bool,
 def layer_devices(n_layer: int, n_devices: int, splits: list[float], ngl: int | None,
                   output_first: bool = True) -> list[int]:
     """Device index of layers 0..n_layer (the last is the output layer); -1 = host. llama.cpp's float32 math.
-    output_first=False: the -ngl of builds before llama.cpp PR 24060 (MemoryOptions.ngl_output_first)."""
+    output_first=False: the -ngl of builds before llama.cpp PR 18148 (MemoryOptions.ngl_output_first)."""
     return list(_layer_devices(n_layer, n_devices, tuple(splits), ngl, output_first))
 
 
@@ -324,7 +324,7 @@ def _layer_devices(n_layer: int, n_devices: int, splits: tuple[float, ...], ngl:
         acc = _f32(acc + _f32(x))
         cum.append(acc)
     cum = [_f32(c / acc) for c in cum]
-    # before PR 24060: i_gpu_start = max(n_layer - n_gpu_layers, 0), act_gpu_layers unchanged
+    # before PR 18148: i_gpu_start = max(n_layer - n_gpu_layers, 0), act_gpu_layers unchanged
     i_gpu_start = max(n_layer + (1 if output_first else 0) - n_gpu_layers, 0)
     act = min(n_gpu_layers, n_layer + 1)
     out = [-1] * (n_layer + 1)
