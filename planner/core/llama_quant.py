@@ -566,13 +566,20 @@ def check_imatrix_use(tensors: list, ftype: F, arch: str, out_groups: int = 1) -
     are quantized, and only those look their entry up."""
     from planner.core.ggml_types import parse_type
 
-    names = [t.name for t in tensors]
-    for i in weights_map_order(names):
+    names = getattr(tensors, "names", None) or [t.name for t in tensors]
+    # only these names can stop it: the first of them that does, in weights_map order, is llama.cpp's error
+    suspects = [i for i, n in enumerate(names) if _imatrix_never_records(n)
+                or (arch == "deepseek4" and out_groups > 1 and n.endswith("attn_output_a.weight"))]
+    errors: list[tuple[tuple[int, str], PlannerError]] = []
+    for i in suspects:
         t = tensors[i]
         if t.type == t.src_type:
             continue
         ty = parse_type(t.type)
         if _imatrix_never_records(t.name) and requires_imatrix(t.name, ty, ftype):
-            raise ImatrixGap(t.name, ty)
-        if arch == "deepseek4" and t.name.endswith("attn_output_a.weight") and out_groups > 1:
-            raise ImatrixShape(t.name, t.shape[0] * out_groups, t.shape[0])
+            errors.append(((_layer_of_cached(t.name), t.name), ImatrixGap(t.name, ty)))
+        elif arch == "deepseek4" and t.name.endswith("attn_output_a.weight") and out_groups > 1:
+            errors.append(((_layer_of_cached(t.name), t.name), ImatrixShape(t.name, t.shape[0] * out_groups,
+                                                                           t.shape[0])))
+    if errors:
+        raise min(errors, key=lambda e: e[0])[1]

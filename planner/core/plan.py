@@ -95,7 +95,14 @@ class TensorPlans(Sequence):
     def __len__(self) -> int:
         return len(self._types)
 
+    @property
+    def names(self) -> Sequence[str]:
+        """The tensors' names, without making the rows."""
+        return self._names
+
     def __getitem__(self, i):
+        if self._rows is None and isinstance(i, int):     # one row: made alone
+            return TensorPlan(self._names[i], self._shapes[i], self._types[i], self._bytes[i], self._src[i])
         return self._made()[i]
 
     def __iter__(self):
