@@ -30,6 +30,13 @@ def test_every_case_is_a_mainline_file_listed_in_the_readme():
         assert f"fork/{f.name}" in readme and "FORK" in f.read_text().splitlines()[0]
 
 
+def test_at_least_ten_published_runs_on_nvidia_gpus():
+    """The MUSA and ROCm builds run ggml-cuda's code but are not NVIDIA boards: they are not counted."""
+    nvidia = [c for c in CASES if c.get("device", "CUDA") == "CUDA"]
+    assert len(nvidia) >= 10, [c["file"] for c in nvidia]
+    assert all(any(r.scored for r in bench.compare(c)) for c in nvidia)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c["file"] for c in CASES])
 def test_model_and_kv_buffers_to_the_mib_and_compute_within_the_bounds(case):
     rows = bench.compare(case)
