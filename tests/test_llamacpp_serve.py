@@ -144,7 +144,8 @@ def test_serve_fails_cleanly_when_the_port_is_taken(lc, model):
 def test_keep_running_until_interrupted(lc, model):
     port = free_port()
     p = subprocess.Popen([sys.executable, "-m", "planner.cli", "serve", "--model-file", str(model), "--ctx", "4096",
-                          "--port", str(port), "--keep-running"], cwd=ROOT, stdout=subprocess.PIPE,
+                          # no timed requests: the interrupt is meant for the running server
+                          "--port", str(port), "--keep-running", "--speed-requests", "0"], cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

@@ -478,3 +478,23 @@ def test_a_list_opens_over_the_screen_and_choosing_from_it_lays_nothing_out():
             await body(app, pilot)
 
     asyncio.run(main())
+
+
+def test_the_plots_tab_draws_decode_speed_against_depth_from_the_plan():
+    """The Plots tab's speed plot is the selected scheme's predicted decode curve (core.speed.decode_curve)."""
+    from planner.core.speed import decode_curve
+    from planner.tui.widgets.speed_plot import speed_points
+
+    req = PlanRequest(device="h100", schemes=["DQ3_K_M"])
+
+    async def body(app, pilot):
+        await pilot.press("5")
+        await pilot.pause()
+        want = make_plan(req).scheme("DQ3_K_M")
+        pts = speed_points(app.sp, app.plan.context)
+        assert pts == decode_curve(want.speed, app.plan.context, 17)
+        assert pts[0] == (0, want.speed.decode_tps) and pts[-1][0] == app.plan.context
+        assert pts[-1][1] < pts[0][1]                  # the cache read grows with the depth
+        assert f"{want.speed.decode_tps:.1f} at 0" in app.screen_text()
+
+    run(req, body)

@@ -43,6 +43,7 @@ from planner.tui.widgets.footer import KeyFooter
 from planner.tui.widgets.jobs import RunView
 from planner.tui.widgets.plan_view import PlanView
 from planner.tui.widgets.plots import AccuracyMemoryPlot, ComponentPlot, PlotsView
+from planner.tui.widgets.speed_plot import SpeedDepthPlot
 from planner.tui.widgets.schemes import AccuracyView, SchemesView
 from planner.tui.widgets.tensors import TensorView
 from planner.workbench import FILE, Workbench
@@ -194,6 +195,7 @@ class PlannerApp(RunActions, App[int]):
             if "plots" in self._dirty:
                 self._dirty.discard("plots")
                 self.query_one(ComponentPlot).show(self.sp)
+                self.query_one(SpeedDepthPlot).show(self.sp, self.plan.context if self.plan else 0)
             if "plot-accuracy" in self._dirty:
                 self._dirty.discard("plot-accuracy")
                 self.query_one(AccuracyMemoryPlot).show(self.wb.full_plan, self.wb.full_pending)

@@ -1,5 +1,5 @@
-"""Plots (textual-plotext): accuracy against memory per device for every scheme, and the selected
-scheme's memory per device by component. Points and bars are the plan's figures, in GiB."""
+"""Plots (textual-plotext): accuracy against memory per device for every scheme, the selected
+scheme's memory per device by component, and its predicted decode tok/s against the context depth. Points and bars are the plan's figures, in GiB."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from textual_plotext import PlotextPlot
 
 from planner.core.plan import Plan, SchemePlan
 from planner.tui.format import MEMORY_PENDING, fullest_device, gib_value
+from planner.tui.widgets.speed_plot import SpeedDepthPlot
 
 
 def accuracy_points(plan: Plan | None) -> list[tuple[str, float, float]]:
@@ -85,4 +86,5 @@ class PlotsView(Vertical):
     def compose(self) -> ComposeResult:
         yield AccuracyMemoryPlot(id="plot-accuracy")
         yield ComponentPlot(id="plot-components")
+        yield SpeedDepthPlot(id="plot-speed")
         yield Static("", id="plot-note")

@@ -38,6 +38,6 @@ class SpeedDepthPlot(PlotextPlot):
         plt.ylim(0, max(ys) * 1.1)
         plt.xlabel("tokens in the cache")
         plt.ylabel("decode tok/s")
-        plt.title(f"{sp.id}: decode tok/s vs depth ({ys[0]:.1f} at 0, {ys[-1]:.1f} at {xs[-1]:,}; "
-                  f"line: --depth {sp.speed.depth_tokens:,}; limited by {sp.speed.bound})")
+        # short enough for an 80-column plot (plotext drops a title wider than the plot)
+        plt.title(f"{sp.id} decode tok/s: {ys[0]:.1f} at 0, {ys[-1]:.1f} at {xs[-1]:,} (| --depth)")
         self.refresh()
