@@ -19,6 +19,7 @@ from planner.core.sizing import resolve_catalog_model, size_scheme
 from planner.errors import PlannerError
 from planner.gguf.header import read_gguf
 from planner.gguf.writer import model_from_hparams, spm_vocab, write_gguf, write_sparse_gguf
+from llamacpp_support import run_logged
 from tiny_models import TINY_KINDS, tiny_deepseek2_hparams, tiny_hparams, tiny_model
 
 
@@ -149,10 +150,8 @@ def test_split_writing(tmp_path):
 
 
 def _run_completion(llama_cpp, path) -> str:
-    r = subprocess.run([str(llama_cpp.binary("llama-completion")), "-m", str(path), "-p", "hi", "-n", "1", "-no-cnv",
-                        "-c", "256", "-t", "1", "--temp", "0", "-lv", "4"],
-                       capture_output=True, text=True, errors="replace", timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_logged([str(llama_cpp.binary("llama-completion")), "-m", str(path), "-p", "hi", "-n", "1", "-no-cnv",
+                    "-c", "256", "-t", "1", "--temp", "0", "-lv", "4"], needs=r"llama_kv_cache: size =")
     return r.stdout + r.stderr
 
 

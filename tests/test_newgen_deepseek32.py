@@ -14,12 +14,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import replace
 
 import pytest
 
-from llamacpp_support import assert_rpc_placement_matches, dq, fit_params_by_device, make_imatrix, require_llama_cpp
+from llamacpp_support import assert_rpc_placement_matches, dq, fit_params_by_device, make_imatrix, require_llama_cpp, run_logged
 from planner.core.catalog import Hparams, catalog
 from planner.core.ggml_types import parse_type, row_bytes
 from planner.core.memory import padded_ctx
@@ -111,11 +110,9 @@ _KV = re.compile(r"llama_kv_cache: size =\s+([\d.]+) MiB \(\s*(\d+) cells,\s+(\d
 def test_kv_cache_equals_llama_cpp(ds32, ctx, ctype, np_, fa):
     exe = str(require_llama_cpp("llama-completion").binary("llama-completion"))
     model, path = ds32
-    r = subprocess.run([exe, "-m", str(path), "-c", str(ctx), "-n", "1", "-p", "hi", "-no-cnv", "-lv", "4",
-                        "-t", "1", "--no-warmup", "-np", str(np_), "-ctk", ctype, "-ctv", ctype, "-fa", fa,
-                        "-ngl", "0"], capture_output=True, text=True, errors="replace", timeout=120,
-                       stdin=subprocess.DEVNULL)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_logged([exe, "-m", str(path), "-c", str(ctx), "-n", "1", "-p", "hi", "-no-cnv", "-lv", "4",
+                    "-t", "1", "--no-warmup", "-np", str(np_), "-ctk", ctype, "-ctv", ctype, "-fa", fa,
+                    "-ngl", "0"], needs=r"(?s)llama_kv_cache: size =.*llama_kv_cache: size =")
     reports = [m.groups() for m in _KV.finditer(r.stderr)]
     assert len(reports) == 2, reports          # the MLA cache, then the indexer key cache
     hp = model.hparams

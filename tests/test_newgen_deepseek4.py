@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from llamacpp_support import (assert_rpc_placement_matches, dq, fit_params_by_device, make_imatrix,
-                              require_llama_cpp, rpc_servers)
+                              require_llama_cpp, rpc_servers, run_logged)
 from planner.core.catalog import catalog, hparams_from_config
 from planner.core.llama_quant import ImatrixGap, ImatrixShape, check_imatrix_use
 from planner.core.memory import MemoryOptions, deepseek4_kv_parts
@@ -185,11 +185,9 @@ _STATE = re.compile(r"llama_dsv4_comp_state: (\w+) ratio = \d+, .* layers = (\d+
 def test_kv_cache_equals_llama_cpp(ds4, ctx, ctype, np_, ub):
     exe = str(require_llama_cpp("llama-completion").binary("llama-completion"))
     model, path = ds4
-    r = subprocess.run([exe, "-m", str(path), "-c", str(ctx), "-n", "1", "-p", "hi", "-no-cnv", "-lv", "4",
-                        "-t", "1", "--no-warmup", "-np", str(np_), "-ctk", ctype, "-ctv", ctype, "-fa", "on",
-                        "-ub", str(ub), "-b", str(max(ub, 512)), "-ngl", "0"],
-                       capture_output=True, text=True, errors="replace", timeout=120, stdin=subprocess.DEVNULL)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_logged([exe, "-m", str(path), "-c", str(ctx), "-n", "1", "-p", "hi", "-no-cnv", "-lv", "4",
+                    "-t", "1", "--no-warmup", "-np", str(np_), "-ctk", ctype, "-ctv", ctype, "-fa", "on",
+                    "-ub", str(ub), "-b", str(max(ub, 512)), "-ngl", "0"], needs=r"llama_dsv4_comp_state: lid")
     # in llama_kv_cache_dsv4's order: the raw cache's empty non-window part, its window part, csa, hca, lid
     caches = [m.groups() for m in _KV.finditer(r.stderr)]
     states = {m.group(1): (int(m.group(2)), m.group(3)) for m in _STATE.finditer(r.stderr)}

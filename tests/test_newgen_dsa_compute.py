@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import pytest
 
-from llamacpp_support import dq, require_llama_cpp
+from llamacpp_support import dq, require_llama_cpp, run_logged
 from planner.core.plan import PlanRequest
 from planner.engines.llamacpp.logs import parse_memory
 from planner.gguf.writer import model_from_hparams, write_gguf
@@ -51,13 +51,8 @@ def _run(path, ctx: int, ub: int, fa: str, np_: int = 1) -> tuple[float, float]:
     b = max(ub, 2048)
     cmd = [exe, "-m", str(path), "-c", str(ctx), "-n", "1", "-p", "hi", "-no-cnv", "-lv", "4", "-t", "1",
            "--no-warmup", "-np", str(np_), "-fa", fa, "-ngl", "0", "-ub", str(ub), "-b", str(b)]
-    for _ in range(3):                # a log without its compute-buffer line is incomplete: run again
-        r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=120,
-                           stdin=subprocess.DEVNULL)
-        assert r.returncode == 0, r.stderr[-2000:]
-        rep = parse_memory(r.stderr.splitlines())
-        if "CPU" in rep.compute_mib:
-            break
+    r = run_logged(cmd, needs=r"CPU compute buffer size")
+    rep = parse_memory(r.stderr.splitlines())
     assert "CPU" in rep.compute_mib, r.stderr[-3000:]
     plan = make_plan(PlanRequest(model_file=str(path), device="h100", gpus=1, ngl=0, ctx=ctx, parallel=np_,
                                  flash_attn=fa, ubatch=ub, batch=b))

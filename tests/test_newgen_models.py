@@ -8,12 +8,11 @@ and every scheme's types equal llama-quantize's, dry and real.
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import replace
 
 import pytest
 
-from llamacpp_support import require_llama_cpp
+from llamacpp_support import require_llama_cpp, run_logged
 from planner.core.catalog import Hparams, catalog
 from planner.core.plan import PlanRequest
 from planner.core.schemes import ids_for, resolve_scheme
@@ -70,11 +69,9 @@ def test_qwen3_header_round_trip(qwen3_gguf):
 def test_qwen3_loads_and_kv_equals_llama_cpp(qwen3_gguf, ctx, ctype, np_, fa):
     exe = str(require_llama_cpp("llama-completion").binary("llama-completion"))
     _, path = qwen3_gguf
-    r = subprocess.run([exe, "-m", str(path), "-c", str(ctx), "-n", "1", "-p", "hi", "-no-cnv", "-lv", "4",
-                        "-t", "1", "--no-warmup", "-np", str(np_), "-ctk", ctype, "-ctv", ctype, "-fa", fa,
-                        "-ngl", "0"], capture_output=True, text=True, errors="replace", timeout=120,
-                       stdin=subprocess.DEVNULL)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_logged([exe, "-m", str(path), "-c", str(ctx), "-n", "1", "-p", "hi", "-no-cnv", "-lv", "4",
+                    "-t", "1", "--no-warmup", "-np", str(np_), "-ctk", ctype, "-ctv", ctype, "-fa", fa,
+                    "-ngl", "0"], needs=r"llama_kv_cache: size =")
     rep = parse_memory(r.stderr.splitlines())
     plan = make_plan(PlanRequest(model_file=str(path), device="h100", gpus=1, ngl=0, ctx=ctx, parallel=np_,
                                  cache_type_k=ctype, cache_type_v=ctype, flash_attn=fa))
