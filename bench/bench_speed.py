@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from planner.commands.bench import llama_bench, measure_host, predicted_vs_measured  # noqa: E402
 from planner.core.plan import PlanRequest  # noqa: E402
+from planner.core.speed import ATTENTION_PREFIX  # noqa: E402
 from planner.engines.llamacpp.locate import locate  # noqa: E402
 from planner.gguf.writer import write_gguf  # noqa: E402
 from tiny_models import model_from_hparams, tiny_deepseek2_hparams, tiny_qwen2_hparams  # noqa: E402
@@ -95,17 +96,19 @@ def _predict(files: list[dict], probe) -> None:
         r["rows"] = [x for x in rows if "pp" not in x.test or "@" not in x.test]
 
 
-def best_probe(probes: list) -> tuple:
-    """The least disturbed figures of the session's probes: per figure (bandwidth, FLOPS, each type's
-    kernels) the fastest, as each probe figure is itself the fastest of its runs."""
-    bw = max(p[0] for p in probes)
-    tf = max(p[1] for p in probes)
-    kern: dict[str, list[float]] = {}
+def median_probe(probes: list) -> tuple:
+    """The session's probes as one: per figure (bandwidth, FLOPS, each type's kernels, each attention
+    class) the median over the rounds, as the measured figure is the median of all rounds' runs."""
+    bw = statistics.median(p[0] for p in probes)
+    tf = statistics.median(p[1] for p in probes)
+    kern: dict[str, list[list[float]]] = {}
     for p in probes:
         for t, d, f in (p[2] if len(p) > 2 else ()):
-            k = kern.setdefault(t, [0.0, 0.0])
-            k[0], k[1] = max(k[0], d), max(k[1], f)
-    return (bw, tf, tuple(sorted((t, d, f) for t, (d, f) in kern.items()))) if kern else (bw, tf)
+            k = kern.setdefault(t, [[], []])
+            k[0].append(d)
+            k[1].append(f)
+    rows = tuple(sorted((t, statistics.median(d), statistics.median(f)) for t, (d, f) in kern.items()))
+    return (bw, tf, rows) if rows else (bw, tf)
 
 
 def _cpu_snap() -> tuple[float, float, float]:
@@ -171,7 +174,7 @@ def local_runs(threads: int, reps: int, depth: int, rounds: int, attempts: int =
                     rec["samples_ts"] = list(rec["samples_ts"]) + list(twin["samples_ts"])
             print(r["model"], r["scheme"], f"load {load:.2f} busy {busy:.2f}",
                   [(x["n_prompt"], x["n_gen"], x["n_depth"], round(x["avg_ts"], 1)) for x in recs], flush=True)
-    probe = best_probe(probes)
+    probe = median_probe(probes)
     for r in files:
         r["probe"] = [probe[0], probe[1]]
     _predict(files, probe)
@@ -216,14 +219,20 @@ def report(local: list[dict], pub: list[dict], probe=None) -> str:
                 "used more than 0.15 CPUs during it (`others' CPUs`, per round); its 1-minute load average (which",
                 "counts this benchmark's own previous runs) is recorded; every file was measured in each round and the measured figure is the median",
                 "of all repetitions. The host was probed at the start of each round (planner/hardware/host.py:",
-                "bandwidth; planner/hardware/kernel_probe.py: llama.cpp's ggml CPU kernels per weight type), and",
-                "the prediction uses each figure's best over the rounds.", ""]
+                "bandwidth; planner/hardware/kernel_probe.py: llama.cpp's ggml CPU kernels per weight type and its",
+                "flash attention per attention class, each the median of its runs), and the prediction uses each",
+                "figure's median over the rounds.", ""]
         if probe is not None and len(probe) > 2:
             out += [f"Host probe: {probe[0]:.1f} GB/s (float64 gemv over 512 MiB), {probe[1] * 1e3:.0f} GFLOP/s "
                     "(float32 matmul); ggml kernels with the benchmark's threads:", "",
                     "| type | decode GB/s (96 MiB weight, from memory) | prefill GFLOP/s (ubatch 512) |",
                     "|---|---:|---:|"]
-            out += [f"| {t} | {d / 1e9:.1f} | {f / 1e9:.0f} |" for t, d, f in probe[2]]
+            out += [f"| {t} | {d / 1e9:.1f} | {f / 1e9:.0f} |" for t, d, f in probe[2]
+                    if not t.startswith(ATTENTION_PREFIX)]
+            attn = [(t[len(ATTENTION_PREFIX):], f) for t, _, f in probe[2] if t.startswith(ATTENTION_PREFIX)]
+            if attn:
+                out += ["", "Decode attention (ggml_flash_attn_ext over the cache, planner/hardware/kernel_probe.py "
+                        "ATTENTION_SHAPES): " + ", ".join(f"{c} {f / 1e9:.1f} GFLOP/s" for c, f in attn)]
             out.append("")
         out += ["| model | scheme | file MB | 1-min load (per round) | others' CPUs during the runs | test | predicted t/s | measured t/s (median) | error |",
                 "|---|---|---:|---|---|---|---:|---:|---:|"]
@@ -294,7 +303,7 @@ def main() -> int:
             local, probes = data["runs"], [tuple(p[:2]) + ((tuple(tuple(k) for k in p[2]),) if len(p) > 2 else ())
                                            for p in data["probes"]]
             if all(Path(r["file"]).exists() for r in local):
-                _predict(local, best_probe(probes))
+                _predict(local, median_probe(probes))
             else:
                 for r in local:
                     r["rows"] = [Row(x["test"], x["predicted"], x["measured"], x["stddev"]) for x in r["rows"]]
@@ -305,7 +314,7 @@ def main() -> int:
                                      "runs": [dict(r, rows=[x.__dict__ for x in r["rows"]]) for r in local]},
                                     indent=1))
     pub = published_runs() if (ROOT / "tests/fixtures/speed/published.toml").exists() else []
-    text = report(local, pub, best_probe(probes) if probes else None)
+    text = report(local, pub, median_probe(probes) if probes else None)
     (ROOT / "bench/out").mkdir(exist_ok=True)
     (ROOT / "bench/out/speed.md").write_text(text + "\n")
     print(text)

@@ -127,6 +127,47 @@ def test_measured_kernels_set_each_types_decode_rate():
     assert s2.decode_seconds["CPU0"] - s.decode_seconds["CPU0"] == pytest.approx(per_type["q6_K"] / 10e9, rel=1e-9)
 
 
+def test_measured_flash_attention_sets_the_cost_of_each_cached_token():
+    from planner.core.memory import Slot
+
+    hp, sp, kv = _r1_q4()
+    slot = Slot("CPU0", 10**13, 0)
+    kern = (("attention:gqa", 0.0, 1e9), ("attention:mla", 0.0, 20e9), ("f32", 40e9, 1e11), ("q4_K", 20e9, 2e11),
+            ("q5_0", 25e9, 1e11), ("q6_K", 10e9, 1e11))
+    # a bandwidth so high that reading the latent rows never bounds it: the math at the measured rate does
+    host = Processor(HOST, "CPU-measured", 1e6, 0.2, kern)
+    procs = {"CPU0": replace(host, label="CPU0")}
+    for kv_mode, rate in (("mla", 20e9), ("legacy", 1e9)):
+        opts = memory_options(PlanRequest(kv_mode=kv_mode), kv_mode)
+        mem = plan_memory(hp, sp.tensors, [slot], opts)
+        s = llamacpp_speed(hp, sp.tensors, mem, opts, procs, host, factors(), 512, 4096)
+        dims = 512 + 64 + 512 if kv_mode == "mla" else 128 + 64 + 128     # K + V dims per head
+        # R1: 61 layers x 128 heads x 2 FLOPs x (K + V dims) per cached token, at the class's measured rate
+        assert s.decode_per_depth_s == pytest.approx(61 * 128 * 2 * dims / rate, rel=1e-9)
+    # without a measured rate for the class: the dense rate x the "attn" factor
+    bare = replace(host, kernels=kern[2:])
+    opts = memory_options(PlanRequest(), "mla")
+    mem = plan_memory(hp, sp.tensors, [slot], opts)
+    s = llamacpp_speed(hp, sp.tensors, mem, opts, {"CPU0": replace(bare, label="CPU0")}, bare, factors(), 512, 0)
+    fac = factors()
+    assert s.decode_per_depth_s == pytest.approx(61 * 128 * 2 * 1088 / (0.2e12 * fac.prefill["CPU-measured"]["attn"]),
+                                                 rel=1e-9)
+
+
+def test_attention_probe_measures_ggml_flash_attention():
+    from llamacpp_support import require_llama_cpp
+
+    from planner.engines.llamacpp.locate import locate
+    from planner.hardware.kernel_probe import ATTENTION_SHAPES, probe_graph
+
+    require_llama_cpp("llama-bench")
+    res = probe_graph(locate().folders, 1)
+    assert set(res["attention"]) == set(ATTENTION_SHAPES) == {"mla", "gqa"}
+    # one thread of any x86/ARM core: between 0.1 and 1000 GFLOP/s of f16 dot products and multiply-adds
+    for c, flops in res["attention"].items():
+        assert 1e8 < flops < 1e12, (c, flops)
+
+
 def test_kernel_probe_measures_the_ggml_library():
     from llamacpp_support import require_llama_cpp
 

@@ -12,7 +12,9 @@ of the device that holds it. For each place (a device, or the host) the bytes re
     kv_lora_rank + rope dims; GQA: n_head_kv x head_dim for K and V),
 and its time is  sum over type families of bytes / (peak bandwidth x efficiency(backend, family))
 plus a fixed per-layer cost (kernel launches and synchronisation per layer and token, per backend);
-attention over the cache costs the larger of its bytes at the bandwidth and its FLOPs at the dense rate.
+attention over the cache costs the larger of its bytes at the bandwidth and its FLOPs at the dense rate
+(on a host whose kernels were probed: at its measured flash-attention rate for the plan's attention
+class, MLA's shared latent row or GQA's heads, planner/hardware/kernel_probe.py).
 The places of a layer split (-sm layer) run ONE AFTER ANOTHER for a token: their times add (a split
 adds capacity, not speed). Between consecutive places the hidden state (n_embd floats) crosses a link:
 latency + bytes / bandwidth (PCIe between local devices and the host, the network for RPC devices).
@@ -54,6 +56,9 @@ HOST = "Host"
 OP_OFFLOAD_MIN_BATCH = 32
 _EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_exps")
 _FAMILY = {"f32": "float", "f16": "float", "bf16": "float", "f64": "float"}
+# Processor.kernels rows named ATTENTION_PREFIX + class carry the measured decode attention FLOP/s of
+# that attention class (planner/hardware/kernel_probe.py ATTENTION_SHAPES: "mla", "gqa")
+ATTENTION_PREFIX = "attention:"
 
 
 @lru_cache(maxsize=None)
@@ -95,6 +100,13 @@ class Processor:
     # the host's ggml kernels as measured on it (planner/hardware/kernel_probe.py), per weight type:
     # (type, decode bytes/s streamed from memory, prefill weight FLOP/s); () where not measured
     kernels: tuple[tuple[str, float, float], ...] = ()
+
+    def attention_flops(self, attention_class: str) -> float | None:
+        """FLOP/s of decode attention over the cache measured on this host for the class, else None."""
+        for t, _, flops in self.kernels:
+            if t == ATTENTION_PREFIX + attention_class:
+                return flops
+        return None
 
     def kernel(self, type_name: str) -> tuple[float, float] | None:
         """(decode bytes/s, prefill FLOP/s) measured for the type; f32 (norms, biases) as f16."""
@@ -226,6 +238,11 @@ def _kv_row(hp: Hparams, opts: MemoryOptions) -> int:
     return k + v
 
 
+def attention_class(hp: Hparams, kv_mode: str | None) -> str:
+    """The probe's attention class of a plan: "mla" for DeepSeek's absorbed latent cache, else "gqa"."""
+    return "mla" if hp.arch in ("deepseek2", "deepseek32") and kv_mode != "legacy" else "gqa"
+
+
 def _attn_dims(hp: Hparams, kv_mode: str | None) -> int:
     """K + V dims per head that attention multiplies per cached token."""
     if hp.arch in ("deepseek2", "deepseek32"):
@@ -298,6 +315,7 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
             p.weights[ty] = p.weights.get(ty, 0.0) + b
     kv_row = _kv_row(hp, opts)
     attn = 2.0 * hp.n_head * _attn_dims(hp, opts.kv_mode)
+    attn_class = attention_class(hp, opts.kv_mode)
     order: list[str] = [HOST]                                # a token's path: token_embd, then the layers
     for il in range(hp.n_layer + 1):
         where = ldev.get(il, HOST)
@@ -329,8 +347,14 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
         # attention over the cache, per cached token: its bytes at the bandwidth, its FLOPs at the dense
         # rate, the larger (both grow with the depth, so the decode time is linear in it)
         kv_read = p.kv_row_bytes / (p.proc.bandwidth_gbs * 1e9 * fac.eff(fac.decode, p.proc.backend, "kv"))
-        kv_math = p.attn_flops_per_ctx / (p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, "attn")) \
-            if p.proc.tflops > 0 else 0.0
+        # the math: at the host's measured flash-attention rate for the plan's attention class where the
+        # probe measured it (planner/hardware/kernel_probe.py), else at the dense rate x the "attn" factor
+        measured = p.proc.attention_flops(attn_class) if p.proc.kernels else None
+        if measured:
+            kv_math = p.attn_flops_per_ctx / measured
+        else:
+            kv_math = p.attn_flops_per_ctx / (p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, "attn")) \
+                if p.proc.tflops > 0 else 0.0
         t += depth * max(kv_read, kv_math)
         per_depth += max(kv_read, kv_math)
         t += p.layers * fac.layer_us.get(p.proc.backend, fac.layer_us.get("default", 0.0)) * 1e-6

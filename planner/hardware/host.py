@@ -176,10 +176,20 @@ def cached_host_kernels(threads: int | None = None) -> tuple[tuple[str, float, f
         data = json.loads(_kernels_file().read_text())
         if data.get("threads") != n_thr:
             return ()
-        return tuple(sorted((t, float(v["decode_bytes_per_s"]), float(v["prefill_flops"]))
-                            for t, v in data["kernels"].items()))
+        return _kernel_rows(data)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return ()
+
+
+def _kernel_rows(data: dict) -> tuple[tuple[str, float, float], ...]:
+    """The probe's JSON as the plan's kernel rows: (type, decode bytes/s, prefill FLOP/s) per weight type,
+    and (ATTENTION_PREFIX + class, 0, decode attention FLOP/s) per attention class where measured
+    (planner.core.speed.Processor.attention_flops reads them)."""
+    from planner.core.speed import ATTENTION_PREFIX
+
+    rows = [(t, float(v["decode_bytes_per_s"]), float(v["prefill_flops"])) for t, v in data["kernels"].items()]
+    rows += [(ATTENTION_PREFIX + c, 0.0, float(f)) for c, f in (data.get("attention") or {}).items()]
+    return tuple(sorted(rows))
 
 
 def probe_host_kernels(threads: int, lib_dirs: list, *, timeout: float = 300) -> tuple[tuple[str, float, float], ...]:
@@ -204,5 +214,4 @@ def probe_host_kernels(threads: int, lib_dirs: list, *, timeout: float = 300) ->
         tmp.replace(f)
     except OSError:
         pass
-    return tuple(sorted((t, float(v["decode_bytes_per_s"]), float(v["prefill_flops"]))
-                        for t, v in data["kernels"].items()))
+    return _kernel_rows(data)

@@ -20,11 +20,14 @@ ctypes, placing the weight as llama.cpp's model loader does:
     achieves from memory on this host, the roofline's max(memory, compute) as the hardware resolves it;
   - prefill: one product of a 4096 x 1024 weight with a 512-column src1 (a ubatch): weight FLOPs
     (2 x elements x columns) per second of the type's gemm (tinyBLAS / repacked / vec_dot paths);
-  - the thread count is llama.cpp's (ggml_backend_cpu_set_n_threads); each figure is the fastest of the
+  - attention while decoding (probe_graph): ggml_flash_attn_ext of one query token over 256 and 4352
+    cached f16 rows, per attention class (MLA's shared 576/512-dim latent row, GQA's 128-dim heads):
+    the difference is the cost of 4096 cached tokens, as FLOP/s of 2 x heads x (K + V dims) per token;
+  - the thread count is llama.cpp's (ggml_backend_cpu_set_n_threads); each figure is the median of the
     runs over 0.25 s after a warm-up (an idle virtual CPU takes milliseconds to wake up).
 
-The result {type name: (decode bytes/s, prefill FLOP/s, repacked)} is cached by planner/hardware/host.py
-with the bandwidth probe. Nothing here is fitted to a model: the figures are the kernels' own speed.
+The result {type name: (decode bytes/s, prefill FLOP/s, repacked)} and {class: attention FLOP/s} is
+cached by planner/hardware/host.py with the bandwidth probe. Nothing here is fitted to a model: the figures are the kernels' own speed.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ STREAM_BYTES = 96 << 20     # the decode weight: three times a 32 MiB last-level
 PREFILL_ROWS = 1024         # rows of the prefill weight (4.2 M elements)
 UBATCH = 512        # columns of the prefill product
 GGML_TYPE_F32 = 0
+GGML_TYPE_F16 = 1
 
 
 class _InitParams(ctypes.Structure):
@@ -78,6 +82,9 @@ class _Ggml:
             (self.base, "ggml_tensor_overhead"): ([], sz),
             (self.base, "ggml_graph_overhead_custom"): ([sz, ctypes.c_bool], sz),
             (self.base, "ggml_new_tensor_2d"): ([vp, ctypes.c_int, i64, i64], vp),
+            (self.base, "ggml_new_tensor_3d"): ([vp, ctypes.c_int, i64, i64, i64], vp),
+            (self.base, "ggml_flash_attn_ext"): ([vp, vp, vp, vp, vp, ctypes.c_float, ctypes.c_float,
+                                                  ctypes.c_float], vp),
             (self.base, "ggml_mul_mat"): ([vp, vp, vp], vp),
             (self.base, "ggml_new_graph_custom"): ([vp, sz, ctypes.c_bool], vp),
             (self.base, "ggml_build_forward_expand"): ([vp, vp], None),
@@ -139,29 +146,34 @@ def _clock() -> tuple[float, float, float]:
 
 def _time(g: _Ggml, backend, graph, reps: int, warm_s: float = 0.05, min_s: float = 0.25,
           tries: int = 4, quiet: float = 0.15) -> float:
-    """The fastest of at least `reps` runs spread over at least min_s seconds, after warm_s seconds of
+    """The median of at least `reps` runs spread over at least min_s seconds, after warm_s seconds of
     runs: an idle core (or a virtual CPU the hypervisor parked) takes milliseconds to wake, so the
-    first runs after a pause measure the wake-up, not the kernel. On a machine shared with other work a
-    window in which other processes used more than `quiet` of a CPU is measured again (up to `tries`
-    windows): with every core in the product, one core taken by someone else stalls them all."""
-    best = float("inf")
+    first runs after a pause measure the wake-up, not the kernel. The median, not the fastest run: on a
+    virtual machine the fastest of many runs is a moment of an idle neighbour, while llama-bench reports
+    the mean of its repetitions; both are then the kernel's typical speed. On a machine shared with
+    other work a window in which other processes used more than `quiet` of a CPU is measured again (up
+    to `tries` windows, the least disturbed kept): with every core in the product, one core taken by
+    someone else stalls them all."""
+    import statistics
+
+    best: tuple[float, float] | None = None          # (others' CPU use, median seconds)
     for _ in range(tries):
         t_end = time.perf_counter() + warm_s
         while time.perf_counter() < t_end:
             g.ggml_backend_graph_compute(backend, graph)
         c0 = _clock()
-        w_best = float("inf")
-        n = 0
+        runs: list[float] = []
         t_end = time.perf_counter() + min_s
-        while n < reps or time.perf_counter() < t_end:
+        while len(runs) < reps or time.perf_counter() < t_end:
             t0 = time.perf_counter()
             g.ggml_backend_graph_compute(backend, graph)
-            w_best = min(w_best, time.perf_counter() - t0)
-            n += 1
-        best = min(best, w_best)
-        if _others_busy(c0, _clock()) <= quiet:
+            runs.append(time.perf_counter() - t0)
+        others = _others_busy(c0, _clock())
+        if best is None or others < best[0]:
+            best = (others, statistics.median(runs))
+        if others <= quiet:
             break
-    return best
+    return best[1]
 
 
 def _probe_type(g: _Ggml, backend, dev, bufts: list[int], tnum: int, reps: int) -> tuple[float, float, bool]:
@@ -217,6 +229,59 @@ def _probe_type(g: _Ggml, backend, dev, bufts: list[int], tnum: int, reps: int) 
     raise OSError("no CPU buffer accepted the probe weight")
 
 
+# attention over the KV cache while decoding one token, as llama.cpp's graph runs it with flash attention
+# (ggml_flash_attn_ext; llama-bench's and llama-server's default on the CPU): per class the K and V row
+# dims and the query heads per KV head of the models it stands for
+ATTENTION_SHAPES = {
+    "mla": (576, 512, 32, 1),      # DeepSeek MLA, absorbed: one latent K row (kv_lora 512 + rope 64) and
+                                   # V its first 512 dims, shared by every head
+    "gqa": (128, 128, 32, 4),      # grouped-query attention, 128-dim heads, 8 query heads per KV head
+}
+ATTN_CELLS = (256, 4352)           # the two cache lengths timed: their difference is 4096 cached tokens
+
+
+def _probe_attention(g: _Ggml, backend, dk: int, dv: int, n_head: int, n_head_kv: int) -> float:
+    """Attention FLOP/s of one decoded token over cached tokens (2 x n_head x (dk + dv) per cached token):
+    the time of ggml_flash_attn_ext at ATTN_CELLS[1] minus at ATTN_CELLS[0], over the cells between."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    cpu_buft = g.ggml_backend_cpu_buffer_type()
+    times = []
+    for n_kv in ATTN_CELLS:
+        mem = g.ggml_tensor_overhead() * 8 + g.ggml_graph_overhead_custom(8, False) + 4096
+        ctx = g.ggml_init(_InitParams(mem, None, True))
+        q = g.ggml_new_tensor_3d(ctx, GGML_TYPE_F32, dk, 1, n_head)
+        k = g.ggml_new_tensor_3d(ctx, GGML_TYPE_F16, dk, n_kv, n_head_kv)
+        v = g.ggml_new_tensor_3d(ctx, GGML_TYPE_F16, dv, n_kv, n_head_kv)
+        mask = g.ggml_new_tensor_2d(ctx, GGML_TYPE_F16, n_kv, 1)
+        out = g.ggml_flash_attn_ext(ctx, q, k, v, mask, 1.0 / dk ** 0.5, 0.0, 0.0)
+        graph = g.ggml_new_graph_custom(ctx, 8, False)
+        g.ggml_build_forward_expand(graph, out)
+        buf = g.ggml_backend_alloc_ctx_tensors_from_buft(ctx, cpu_buft)
+        for t, n, dt in ((q, dk * n_head, np.float32), (k, dk * n_kv * n_head_kv, np.float16),
+                         (v, dv * n_kv * n_head_kv, np.float16), (mask, n_kv, np.float16)):
+            a = (rng.standard_normal(n) * 0.1).astype(dt) if t != mask else np.zeros(n, dt)
+            g.ggml_backend_tensor_set(t, a.ctypes.data, 0, a.nbytes)
+        times.append(_time(g, backend, graph, 9))
+        g.ggml_backend_buffer_free(buf)
+        g.ggml_free(ctx)
+    per_cell = max(1e-12, (times[1] - times[0]) / (ATTN_CELLS[1] - ATTN_CELLS[0]))
+    return 2.0 * n_head * (dk + dv) / per_cell
+
+
+def probe_graph(folders: list[Path], threads: int) -> dict:
+    """{"attention": {class: decode attention FLOP/s}} of this host's ggml CPU backend with `threads`
+    threads (see ATTENTION_SHAPES)."""
+    g = _Ggml(folders)
+    backend = g.ggml_backend_cpu_init()
+    g.ggml_backend_cpu_set_n_threads(backend, threads)
+    try:
+        return {"attention": {c: _probe_attention(g, backend, *shape) for c, shape in ATTENTION_SHAPES.items()}}
+    finally:
+        g.ggml_backend_free(backend)
+
+
 def probe_kernels(folders: list[Path], threads: int, reps: int = 7,
                   types: dict[str, int] | None = None) -> dict[str, tuple[float, float, bool]]:
     """{type: (decode bytes/s from memory, prefill weight FLOP/s, repacked)} of this host's ggml CPU
@@ -248,6 +313,7 @@ if __name__ == "__main__":      # python -m planner.hardware.kernel_probe THREAD
         dirs = locate().folders
     t0 = time.perf_counter()
     res = probe_kernels(dirs, thr)
+    graph = probe_graph(dirs, thr)
     print(json.dumps({"threads": thr, "seconds": round(time.perf_counter() - t0, 2),
                       "kernels": {k: {"decode_bytes_per_s": d, "prefill_flops": p, "repacked": r}
-                                  for k, (d, p, r) in res.items()}}))
+                                  for k, (d, p, r) in res.items()}, **graph}))
