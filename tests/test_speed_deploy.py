@@ -245,3 +245,21 @@ def test_speed_plot_widget_renders():
 
     # the curve is drawn (braille dots) only with a prediction
     assert braille(empty) == 0 and braille(full) > 20
+
+
+def test_a_hybrid_plan_with_unknown_host_ram_is_not_ranked():
+    # R1 BF16 on 8 H100: only hybrid fits the GPUs, with over 1,100 GiB of experts in host RAM
+    req = PlanRequest(device="h100", gpus=8, schemes=["BF16", "Q4_K_M"])
+    plan = make_plan(req)
+    bf16 = plan.scheme("BF16")
+    gpu, hyb = bf16.deployments
+    assert (gpu.fits, hyb.fits, hyb.host_ram_checked, hyb.usable) == (False, True, False, False)
+    assert hyb.host_bytes > 1100 * 2**30
+    assert hyb.to_dict()["host_ram_checked"] is False
+    assert [(d.scheme, d.placement) for d in plan.recommendation.deployments] == [("Q4_K_M", "gpu")]
+    assert any("--host-ram" in n for n in bf16.notes)
+    # with the host's RAM given, the same hybrid is checked against it: 1.5 TiB holds it, 512 GiB does not
+    big = make_plan(replace(req, host_ram=1536)).scheme("BF16").deployments[1]
+    small = make_plan(replace(req, host_ram=512)).scheme("BF16").deployments[1]
+    assert (big.host_ram_checked, big.usable) == (True, True)
+    assert (small.host_ram_checked, small.fits, small.usable) == (True, False, False)

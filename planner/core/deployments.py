@@ -7,7 +7,9 @@ recommendation ranks both (planner.core.recommend.rank_deployments):
   hybrid  the routed experts of the first N layers in host RAM (--n-cpu-moe N), N the fewest that make
           the plan fit the devices (planner.core.fit.fewest_cpu_moe, which also checks the host's RAM);
           only when the GPU-only plan does not fit (with room on the GPUs, moving experts to the host
-          only slows decoding: their bytes are then read at the host's bandwidth).
+          only slows decoding: their bytes are then read at the host's bandwidth). Where the host's RAM
+          is unknown (no --host-ram, planned for another machine) its host part is unchecked
+          (host_ram_checked false) and the recommendation does not rank it (Deployment.usable).
 
 Each carries its own memory verdict and predicted speed (planner.core.speed). A dense model, or a plan
 without GPUs, has the one placement its request asks for.
@@ -29,7 +31,7 @@ def _entry(placement: str, n: int, mem: MemoryPlan, speed) -> Deployment:
     return Deployment(placement=placement, n_cpu_moe=n, fits=bool(mem.fits),
                       headroom_bytes=t.headroom_bytes if t is not None else None,
                       device=t.device if t is not None else None, host_bytes=mem.host_bytes, speed=speed,
-                      memory=mem)
+                      memory=mem, host_ram_checked=mem.host is not None and mem.host.capacity_bytes > 0)
 
 
 def scheme_deployments(hp, sp: SchemePlan, slots, opts: MemoryOptions, weights, predict) -> list[Deployment]:

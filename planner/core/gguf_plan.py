@@ -157,6 +157,12 @@ def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware, shared: d
         from planner.core.deployments import scheme_deployments   # GPU-only and hybrid (issue 13)
         sp.deployments = scheme_deployments(model.hparams, sp, hw.slots, opts, lw,
                                             lambda s, o: predict_llamacpp(model.hparams, s, o, hw, req))
+        unchecked = next((d for d in sp.deployments if d.placement == "hybrid" and d.fits and not d.host_ram_checked),
+                         None)
+        if unchecked is not None:
+            sp.notes.append(f"hybrid (--n-cpu-moe {unchecked.n_cpu_moe}) fits the devices with "
+                            f"{unchecked.host_bytes / 2**30:.1f} GiB in host RAM, not ranked: the host's RAM is "
+                            f"unknown (--host-ram GIB)")
     if key is not None:
         shared[key] = [replace(sp, notes=list(sp.notes)) for sp in plans]
     return Plan(model=summary, engine=req.engine, hardware=hw.summary, context=req.ctx, kv_mode=kv_mode,

@@ -318,9 +318,18 @@ class Deployment:
     host_bytes: int = 0                  # host RAM the plan uses (experts, token_embd, host buffers)
     speed: Any = None                    # planner.core.speed.Speed (None: not predicted)
     memory: Any = field(default=None, repr=False, compare=False)   # its MemoryPlan (not in the JSON)
+    host_ram_checked: bool = True        # False: host RAM unknown (no --host-ram, not this machine), so
+                                         # the host part of the plan was not checked
+
+    @property
+    def usable(self) -> bool:
+        """Fits, and a hybrid's host part is known to fit too: what the recommendation may rank. A hybrid
+        deployment holds most of the model in host RAM, so an unknown host RAM leaves it unverified."""
+        return self.fits and (self.placement != "hybrid" or self.host_ram_checked)
 
     def to_dict(self) -> dict[str, Any]:
         return {"placement": self.placement, "n_cpu_moe": self.n_cpu_moe, "fits": self.fits,
+                "host_ram_checked": self.host_ram_checked,
                 "headroom_bytes": self.headroom_bytes, "device": self.device, "host_bytes": self.host_bytes,
                 "speed": self.speed.to_dict() if self.speed is not None else None}
 

@@ -307,7 +307,7 @@ def recommend(plan: Plan, task: str = "general") -> Recommendation | None:
     if rec is None and any(e.placement == "hybrid" for e in deps):
         view = []
         for sp in plan.schemes:
-            h = next((d for d in sp.deployments if d.placement == "hybrid" and d.fits and d.memory is not None), None)
+            h = next((d for d in sp.deployments if d.placement == "hybrid" and d.usable and d.memory is not None), None)
             view.append(replace(sp, memory=h.memory, speed=h.speed, n_cpu_moe=h.n_cpu_moe) if h else sp)
         rec = _recommend(replace(plan, schemes=view), task).rec
         if rec is not None:
@@ -318,7 +318,8 @@ def recommend(plan: Plan, task: str = "general") -> Recommendation | None:
 
 
 def rank_deployments(plan: Plan, task: str = "general") -> list[RankedDeployment]:
-    """Every deployment (scheme x placement) that fits and has a measured score for the task, ranked:
+    """Every deployment (scheme x placement) that fits (a hybrid one: with the host's RAM known, see
+    Deployment.usable) and has a measured score for the task, ranked:
     by score (in the evaluation suite every candidate scheme shares, else as a share of each table's
     baseline; scores within tie_points are a tie, as for schemes), then the GPU-only placement before
     the hybrid one (no host RAM in the token's path), then the faster predicted decode, then the smaller
@@ -326,7 +327,7 @@ def rank_deployments(plan: Plan, task: str = "general") -> list[RankedDeployment
     model = plan.model.id
     cands = []
     for sp in plan.schemes:
-        fitting = [d for d in sp.deployments if d.fits]
+        fitting = [d for d in sp.deployments if d.usable]
         if not fitting:
             continue
         x = _scored(model, sp, task)
