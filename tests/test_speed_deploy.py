@@ -154,6 +154,51 @@ def test_measured_flash_attention_sets_the_cost_of_each_cached_token():
                                                  rel=1e-9)
 
 
+def test_measured_expert_products_set_the_routed_experts_prefill():
+    from planner.core.memory import Slot
+
+    hp, sp, kv = _r1_q4()
+    slot = Slot("CPU0", 10**13, 0)
+    opts = memory_options(PlanRequest(), kv)
+    mem = plan_memory(hp, sp.tensors, [slot], opts)
+    kern = (("f32", 40e9, 1e11), ("q4_K", 20e9, 2e11), ("q5_0", 25e9, 1e11), ("q6_K", 10e9, 1e11))
+    host = Processor(HOST, "CPU-measured", 1e6, 1e3, kern)        # memory and attention never bound it
+
+    def prefill_seconds(k) -> float:
+        h = replace(host, kernels=k)
+        s = llamacpp_speed(hp, sp.tensors, mem, opts, {"CPU0": replace(h, label="CPU0")}, h, factors(), 512, 0)
+        return 512 / s.prefill_tps
+    # the routed experts' FLOPs per prompt token, per type: 2 x elements x n_expert_used / n_expert
+    active = hp.n_expert_used / hp.n_expert
+    exp_flops: dict[str, float] = {}
+    for t in sp.tensors:
+        if "_exps" in t.name:
+            n = 1
+            for x in t.shape:
+                n *= x
+            exp_flops[t.type] = exp_flops.get(t.type, 0.0) + 2.0 * n * active
+    assert set(exp_flops) == {"q4_K", "q6_K"}
+    rates = dict((t, f) for t, _, f in kern)
+    # a measured MUL_MAT_ID rate of a quarter of q4_K's gemm: the q4_K experts take 4x their gemm time;
+    # q6_K has no expert figure and stays at its gemm rate
+    slow = kern + (("experts:q4_K", 0.0, 0.5e11),)
+    extra = exp_flops["q4_K"] * 512 * (1 / 0.5e11 - 1 / rates["q4_K"])
+    assert prefill_seconds(slow) - prefill_seconds(kern) == pytest.approx(extra, rel=1e-6)
+
+
+def test_expert_probe_measures_ggml_mul_mat_id():
+    from llamacpp_support import require_llama_cpp
+
+    from planner.engines.llamacpp.locate import locate
+    from planner.hardware.kernel_probe import PROBE_TYPES, probe_experts
+
+    require_llama_cpp("llama-bench")
+    res = probe_experts(locate().folders, 1, types={k: PROBE_TYPES[k] for k in ("q8_0", "q4_K")})
+    assert set(res) == {"q8_0", "q4_K"}
+    for t, flops in res.items():
+        assert 1e8 < flops < 1e13, (t, flops)
+
+
 def test_attention_probe_measures_ggml_flash_attention():
     from llamacpp_support import require_llama_cpp
 

@@ -24,7 +24,9 @@ two crossings per such layer.
 Prefill (a prompt of P tokens in ubatches of U): per ubatch each place reads its weights once (all
 experts: a ubatch of hundreds of tokens touches nearly every expert) and computes 2 x (active weight
 elements) x U FLOPs plus attention 2 x n_head x (K dims + V dims) x (depth + U/2) x U per layer; its time
-is max(FLOPs / (dense TFLOPS x efficiency), bytes / (bandwidth x efficiency)). Expert weights held in
+is max(FLOPs / (dense TFLOPS x efficiency), bytes / (bandwidth x efficiency)); on a probed host each type's
+FLOPs at its measured gemm rate, the routed experts' at the type's measured MUL_MAT_ID rate (each expert
+multiplies only the tokens routed to it: small products, other kernels). Expert weights held in
 host RAM are copied over PCIe to the GPU for each ubatch (llama.cpp's op offload for batches of 32 or
 more) when the plan has GPUs; on a CPU-only plan the host computes them. Places again add up.
 
@@ -59,6 +61,8 @@ _FAMILY = {"f32": "float", "f16": "float", "bf16": "float", "f64": "float"}
 # Processor.kernels rows named ATTENTION_PREFIX + class carry the measured decode attention FLOP/s of
 # that attention class (planner/hardware/kernel_probe.py ATTENTION_SHAPES: "mla", "gqa")
 ATTENTION_PREFIX = "attention:"
+# ... and rows named EXPERTS_PREFIX + type the routed-expert (MUL_MAT_ID) prefill FLOP/s of that type
+EXPERTS_PREFIX = "experts:"
 
 
 @lru_cache(maxsize=None)
@@ -105,6 +109,13 @@ class Processor:
         """FLOP/s of decode attention over the cache measured on this host for the class, else None."""
         for t, _, flops in self.kernels:
             if t == ATTENTION_PREFIX + attention_class:
+                return flops
+        return None
+
+    def expert_prefill_flops(self, type_name: str) -> float | None:
+        """FLOP/s of a ubatch's routed-expert product in the type measured on this host, else None."""
+        for t, _, flops in self.kernels:
+            if t == EXPERTS_PREFIX + type_name:
                 return flops
         return None
 
@@ -197,6 +208,7 @@ class _Place:
     decode: dict[str, float] = field(default_factory=dict)    # weight type -> bytes per token
     weights: dict[str, float] = field(default_factory=dict)   # weight type -> bytes read per ubatch
     flops: dict[str, float] = field(default_factory=dict)     # weight type -> FLOPs per prompt token
+    expert_flops: dict[str, float] = field(default_factory=dict)   # of them, in routed-expert tensors
     flops_per_token: float = 0.0
     kv_row_bytes: int = 0                                      # KV bytes per cached token, its layers
     attn_flops_per_ctx: float = 0.0                            # attention FLOPs per token per cached token
@@ -312,6 +324,8 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
         else:
             p.flops_per_token += 2.0 * n_el * share
             p.flops[ty] = p.flops.get(ty, 0.0) + 2.0 * n_el * share
+            if exps:
+                p.expert_flops[ty] = p.expert_flops.get(ty, 0.0) + 2.0 * n_el * share
             p.weights[ty] = p.weights.get(ty, 0.0) + b
     kv_row = _kv_row(hp, opts)
     attn = 2.0 * hp.n_head * _attn_dims(hp, opts.kv_mode)
@@ -381,8 +395,16 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
             fl = p.flops_per_token * u
             fl_attn = p.attn_flops_per_ctx * ctx_mid * u
             if p.proc.kernels:
-                # measured kernels: each type's FLOPs at its own gemm's rate
-                compute = sum(f * u / _prefill_rate(p.proc, fac, typ) for typ, f in p.flops.items())
+                # measured kernels: each type's FLOPs at its own gemm's rate; those of routed experts at the
+                # type's measured MUL_MAT_ID rate where probed (small per-expert products, other code paths)
+                compute = 0.0
+                for typ, f in p.flops.items():
+                    fe = p.expert_flops.get(typ, 0.0)
+                    er = p.proc.expert_prefill_flops(typ) if fe else None
+                    if er:
+                        compute += (f - fe) * u / _prefill_rate(p.proc, fac, typ) + fe * u / er
+                    else:
+                        compute += f * u / _prefill_rate(p.proc, fac, typ)
             else:
                 fams = _by_family(p.weights)
                 fam = max(fams, key=lambda f: fams[f]) if fams else "float"

@@ -183,12 +183,13 @@ def cached_host_kernels(threads: int | None = None) -> tuple[tuple[str, float, f
 
 def _kernel_rows(data: dict) -> tuple[tuple[str, float, float], ...]:
     """The probe's JSON as the plan's kernel rows: (type, decode bytes/s, prefill FLOP/s) per weight type,
-    and (ATTENTION_PREFIX + class, 0, decode attention FLOP/s) per attention class where measured
-    (planner.core.speed.Processor.attention_flops reads them)."""
-    from planner.core.speed import ATTENTION_PREFIX
+    (ATTENTION_PREFIX + class, 0, decode attention FLOP/s) per attention class and (EXPERTS_PREFIX + type, 0,
+    routed-expert prefill FLOP/s) per type where measured (planner.core.speed.Processor reads them)."""
+    from planner.core.speed import ATTENTION_PREFIX, EXPERTS_PREFIX
 
     rows = [(t, float(v["decode_bytes_per_s"]), float(v["prefill_flops"])) for t, v in data["kernels"].items()]
     rows += [(ATTENTION_PREFIX + c, 0.0, float(f)) for c, f in (data.get("attention") or {}).items()]
+    rows += [(EXPERTS_PREFIX + t, 0.0, float(f)) for t, f in (data.get("experts") or {}).items()]
     return tuple(sorted(rows))
 
 

@@ -51,6 +51,7 @@ PREFILL_ROWS = 1024         # rows of the prefill weight (4.2 M elements)
 UBATCH = 512        # columns of the prefill product
 GGML_TYPE_F32 = 0
 GGML_TYPE_F16 = 1
+GGML_TYPE_I32 = 26
 
 
 class _InitParams(ctypes.Structure):
@@ -86,6 +87,7 @@ class _Ggml:
             (self.base, "ggml_flash_attn_ext"): ([vp, vp, vp, vp, vp, ctypes.c_float, ctypes.c_float,
                                                   ctypes.c_float], vp),
             (self.base, "ggml_mul_mat"): ([vp, vp, vp], vp),
+            (self.base, "ggml_mul_mat_id"): ([vp, vp, vp, vp], vp),
             (self.base, "ggml_new_graph_custom"): ([vp, sz, ctypes.c_bool], vp),
             (self.base, "ggml_build_forward_expand"): ([vp, vp], None),
             (self.base, "ggml_nbytes"): ([vp], sz),
@@ -270,6 +272,75 @@ def _probe_attention(g: _Ggml, backend, dk: int, dv: int, n_head: int, n_head_kv
     return 2.0 * n_head * (dk + dv) / per_cell
 
 
+# a ubatch through a routed-expert layer (ggml_mul_mat_id): 64 experts of 2048 x 512, 4 used per token,
+# UBATCH tokens: each expert multiplies the ~32 tokens routed to it (DeepSeek-V3/R1 at ubatch 512: 16)
+EXPERT_SHAPE = (2048, 512, 64, 4)
+
+
+def _probe_experts(g: _Ggml, backend, dev, bufts: list[int], tnum: int) -> float:
+    """Weight FLOP/s (2 x weight elements used x tokens) of a ubatch's routed-expert product in the type,
+    in the buffer llama.cpp would put the expert tensor (CPU_REPACK where the device accepts
+    MUL_MAT_ID there). ggml-cpu's MUL_MAT_ID gathers each expert's tokens and multiplies them apart:
+    small products, without the float paths' tiled sgemm, so several times slower per FLOP than the
+    one dense product of the prefill probe for some types (bf16, q8_0, q6_K here)."""
+    import numpy as np
+
+    ne0, ne1, n_exp, n_used = EXPERT_SHAPE
+    rng = np.random.default_rng(2)
+    row_b = g.ggml_row_size(tnum, ne0)
+    src = rng.standard_normal(ne0 * BLOCK_ROWS, dtype=np.float32)
+    block = np.empty(row_b * BLOCK_ROWS, dtype=np.uint8)
+    imat = np.ones(ne0, dtype=np.float32)
+    g.ggml_quantize_chunk(tnum, src.ctypes.data, block.ctypes.data, 0, BLOCK_ROWS, ne0,
+                          imat.ctypes.data if g.ggml_quantize_requires_imatrix(tnum) else None)
+    data = np.tile(block, ne1 * n_exp // BLOCK_ROWS)
+    mem = g.ggml_tensor_overhead() * 16 + g.ggml_graph_overhead_custom(16, False) + 4096
+    cpu_buft = g.ggml_backend_cpu_buffer_type()
+    ids = np.stack([rng.permutation(n_exp)[:n_used] for _ in range(UBATCH)]).astype(np.int32)
+    xv = (rng.standard_normal(ne0 * n_used * UBATCH) * 0.1).astype(np.float32)
+    for buft in bufts + [cpu_buft]:
+        ctx_w = g.ggml_init(_InitParams(g.ggml_tensor_overhead() * 4, None, True))
+        w = g.ggml_new_tensor_3d(ctx_w, tnum, ne0, ne1, n_exp)
+        buf_w = g.ggml_backend_alloc_ctx_tensors_from_buft(ctx_w, buft)
+        ctx = g.ggml_init(_InitParams(mem, None, True))
+        x = g.ggml_new_tensor_3d(ctx, GGML_TYPE_F32, ne0, n_used, UBATCH)
+        t_ids = g.ggml_new_tensor_2d(ctx, GGML_TYPE_I32, n_used, UBATCH)
+        out = g.ggml_mul_mat_id(ctx, w, x, t_ids)
+        if not buf_w or (buft != cpu_buft and not g.ggml_backend_dev_supports_op(dev, out)):
+            if buf_w:
+                g.ggml_backend_buffer_free(buf_w)
+            g.ggml_free(ctx)
+            g.ggml_free(ctx_w)
+            continue
+        g.ggml_backend_tensor_set(w, data.ctypes.data, 0, data.nbytes)
+        graph = g.ggml_new_graph_custom(ctx, 16, False)
+        g.ggml_build_forward_expand(graph, out)
+        buf_c = g.ggml_backend_alloc_ctx_tensors_from_buft(ctx, cpu_buft)
+        g.ggml_backend_tensor_set(t_ids, ids.ctypes.data, 0, ids.nbytes)
+        g.ggml_backend_tensor_set(x, xv.ctypes.data, 0, xv.nbytes)
+        t = _time(g, backend, graph, 5, warm_s=0.02)
+        g.ggml_backend_buffer_free(buf_c)
+        g.ggml_backend_buffer_free(buf_w)
+        g.ggml_free(ctx)
+        g.ggml_free(ctx_w)
+        return 2.0 * ne0 * ne1 * n_used * UBATCH / t
+    raise OSError("no CPU buffer accepted the expert probe weight")
+
+
+def probe_experts(folders: list[Path], threads: int, types: dict[str, int] | None = None) -> dict[str, float]:
+    """{type: routed-expert prefill FLOP/s} of this host's ggml CPU kernels (see _probe_experts)."""
+    g = _Ggml(folders)
+    reg = g.ggml_backend_cpu_reg()
+    dev = g.ggml_backend_reg_dev_get(reg, 0)
+    bufts = _extra_bufts(g, reg, dev)
+    backend = g.ggml_backend_cpu_init()
+    g.ggml_backend_cpu_set_n_threads(backend, threads)
+    try:
+        return {name: _probe_experts(g, backend, dev, bufts, tnum) for name, tnum in (types or PROBE_TYPES).items()}
+    finally:
+        g.ggml_backend_free(backend)
+
+
 def probe_graph(folders: list[Path], threads: int) -> dict:
     """{"attention": {class: decode attention FLOP/s}} of this host's ggml CPU backend with `threads`
     threads (see ATTENTION_SHAPES)."""
@@ -314,6 +385,7 @@ if __name__ == "__main__":      # python -m planner.hardware.kernel_probe THREAD
     t0 = time.perf_counter()
     res = probe_kernels(dirs, thr)
     graph = probe_graph(dirs, thr)
+    experts = probe_experts(dirs, thr)
     print(json.dumps({"threads": thr, "seconds": round(time.perf_counter() - t0, 2),
                       "kernels": {k: {"decode_bytes_per_s": d, "prefill_flops": p, "repacked": r}
-                                  for k, (d, p, r) in res.items()}, **graph}))
+                                  for k, (d, p, r) in res.items()}, **graph, "experts": experts}))
