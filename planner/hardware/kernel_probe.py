@@ -16,7 +16,7 @@ ctypes, placing the weight as llama.cpp's model loader does:
     q4_0, q4_K, iq4_nl, q2_K on AVX2/AVX-512 x86), else into the plain CPU buffer;
   - decode: one matrix-vector product (src1: one f32 column, converted to the type's vec_dot_type
     inside the op, as for a token) over a 96 MiB weight, three times a 32 MiB last-level cache, so its
-    bytes stream from memory: the fastest run gives the bytes per second the type's decode kernel
+    bytes stream from memory: the median run gives the bytes per second the type's decode kernel
     achieves from memory on this host, the roofline's max(memory, compute) as the hardware resolves it;
   - prefill: one product of a 4096 x 1024 weight with a 512-column src1 (a ubatch): weight FLOPs
     (2 x elements x columns) per second of the type's gemm (tinyBLAS / repacked / vec_dot paths);
@@ -35,6 +35,7 @@ from __future__ import annotations
 import ctypes
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 # the types llama-quantize writes for weights (ggml type numbers: ggml.h enum ggml_type)
@@ -178,17 +179,49 @@ def _time(g: _Ggml, backend, graph, reps: int, warm_s: float = 0.05, min_s: floa
     return best[1]
 
 
+def _quantized_rows(g: _Ggml, tnum: int, row: int, rng):
+    """BLOCK_ROWS rows of `row` random floats quantized to the type by ggml_quantize_chunk (an imatrix of
+    ones where the type needs one): (their bytes, one row's bytes); repeated, they fill a probe weight."""
+    import numpy as np
+
+    src = rng.standard_normal(row * BLOCK_ROWS, dtype=np.float32)
+    row_b = g.ggml_row_size(tnum, row)
+    block = np.empty(row_b * BLOCK_ROWS, dtype=np.uint8)
+    imat = np.ones(row, dtype=np.float32)
+    g.ggml_quantize_chunk(tnum, src.ctypes.data, block.ctypes.data, 0, BLOCK_ROWS, row,
+                          imat.ctypes.data if g.ggml_quantize_requires_imatrix(tnum) else None)
+    return block, row_b
+
+
+def _release(g: _Ggml, buffers: list, contexts: list) -> None:
+    """Free backend buffers (None skipped) and then ggml contexts."""
+    for b in buffers:
+        if b:
+            g.ggml_backend_buffer_free(b)
+    for c in contexts:
+        g.ggml_free(c)
+
+
+@contextmanager
+def _cpu_backend(folders: list[Path], threads: int):
+    """(ggml, the CPU device, its extra buffer types, a CPU backend with `threads` threads), freed after."""
+    g = _Ggml(folders)
+    reg = g.ggml_backend_cpu_reg()
+    dev = g.ggml_backend_reg_dev_get(reg, 0)
+    bufts = _extra_bufts(g, reg, dev)
+    backend = g.ggml_backend_cpu_init()
+    g.ggml_backend_cpu_set_n_threads(backend, threads)
+    try:
+        yield g, dev, bufts, backend
+    finally:
+        g.ggml_backend_free(backend)
+
+
 def _probe_type(g: _Ggml, backend, dev, bufts: list[int], tnum: int, reps: int) -> tuple[float, float, bool]:
     import numpy as np
 
     rng = np.random.default_rng(0)
-    src = rng.standard_normal(ROW * BLOCK_ROWS, dtype=np.float32)
-    row_b = g.ggml_row_size(tnum, ROW)
-    block = np.empty(row_b * BLOCK_ROWS, dtype=np.uint8)
-    imat = np.ones(ROW, dtype=np.float32)
-    need_im = g.ggml_quantize_requires_imatrix(tnum)
-    g.ggml_quantize_chunk(tnum, src.ctypes.data, block.ctypes.data, 0, BLOCK_ROWS, ROW,
-                          imat.ctypes.data if need_im else None)
+    block, row_b = _quantized_rows(g, tnum, ROW, rng)
     # the decode weight: STREAM_BYTES of the quantized block repeated (valid data, beyond the caches)
     dec_rows = max(BLOCK_ROWS, STREAM_BYTES // row_b // BLOCK_ROWS * BLOCK_ROWS)
     data = np.tile(block, dec_rows // BLOCK_ROWS)
@@ -206,10 +239,7 @@ def _probe_type(g: _Ggml, backend, dev, bufts: list[int], tnum: int, reps: int) 
         pre = g.ggml_mul_mat(ctx, wp, xb)
         if not buf_w or (buft != cpu_buft and not (g.ggml_backend_dev_supports_op(dev, dec)
                                                     and g.ggml_backend_dev_supports_op(dev, pre))):
-            if buf_w:
-                g.ggml_backend_buffer_free(buf_w)
-            g.ggml_free(ctx)
-            g.ggml_free(ctx_w)
+            _release(g, [buf_w], [ctx, ctx_w])
             continue
         g.ggml_backend_tensor_set(wd, data.ctypes.data, 0, data.nbytes)
         g.ggml_backend_tensor_set(wp, data.ctypes.data, 0, row_b * PREFILL_ROWS)
@@ -223,10 +253,7 @@ def _probe_type(g: _Ggml, backend, dev, bufts: list[int], tnum: int, reps: int) 
         g.ggml_backend_tensor_set(xb, xv.ctypes.data, 0, ROW * UBATCH * 4)
         td = _time(g, backend, gd, reps)
         tp = _time(g, backend, gp, 5, warm_s=0.02)
-        g.ggml_backend_buffer_free(buf_c)
-        g.ggml_backend_buffer_free(buf_w)
-        g.ggml_free(ctx)
-        g.ggml_free(ctx_w)
+        _release(g, [buf_c, buf_w], [ctx, ctx_w])
         return data.nbytes / td, 2.0 * ROW * PREFILL_ROWS * UBATCH / tp, buft != cpu_buft
     raise OSError("no CPU buffer accepted the probe weight")
 
@@ -287,12 +314,7 @@ def _probe_experts(g: _Ggml, backend, dev, bufts: list[int], tnum: int) -> float
 
     ne0, ne1, n_exp, n_used = EXPERT_SHAPE
     rng = np.random.default_rng(2)
-    row_b = g.ggml_row_size(tnum, ne0)
-    src = rng.standard_normal(ne0 * BLOCK_ROWS, dtype=np.float32)
-    block = np.empty(row_b * BLOCK_ROWS, dtype=np.uint8)
-    imat = np.ones(ne0, dtype=np.float32)
-    g.ggml_quantize_chunk(tnum, src.ctypes.data, block.ctypes.data, 0, BLOCK_ROWS, ne0,
-                          imat.ctypes.data if g.ggml_quantize_requires_imatrix(tnum) else None)
+    block, _ = _quantized_rows(g, tnum, ne0, rng)
     data = np.tile(block, ne1 * n_exp // BLOCK_ROWS)
     mem = g.ggml_tensor_overhead() * 16 + g.ggml_graph_overhead_custom(16, False) + 4096
     cpu_buft = g.ggml_backend_cpu_buffer_type()
@@ -307,10 +329,7 @@ def _probe_experts(g: _Ggml, backend, dev, bufts: list[int], tnum: int) -> float
         t_ids = g.ggml_new_tensor_2d(ctx, GGML_TYPE_I32, n_used, UBATCH)
         out = g.ggml_mul_mat_id(ctx, w, x, t_ids)
         if not buf_w or (buft != cpu_buft and not g.ggml_backend_dev_supports_op(dev, out)):
-            if buf_w:
-                g.ggml_backend_buffer_free(buf_w)
-            g.ggml_free(ctx)
-            g.ggml_free(ctx_w)
+            _release(g, [buf_w], [ctx, ctx_w])
             continue
         g.ggml_backend_tensor_set(w, data.ctypes.data, 0, data.nbytes)
         graph = g.ggml_new_graph_custom(ctx, 16, False)
@@ -319,57 +338,30 @@ def _probe_experts(g: _Ggml, backend, dev, bufts: list[int], tnum: int) -> float
         g.ggml_backend_tensor_set(t_ids, ids.ctypes.data, 0, ids.nbytes)
         g.ggml_backend_tensor_set(x, xv.ctypes.data, 0, xv.nbytes)
         t = _time(g, backend, graph, 5, warm_s=0.02)
-        g.ggml_backend_buffer_free(buf_c)
-        g.ggml_backend_buffer_free(buf_w)
-        g.ggml_free(ctx)
-        g.ggml_free(ctx_w)
+        _release(g, [buf_c, buf_w], [ctx, ctx_w])
         return 2.0 * ne0 * ne1 * n_used * UBATCH / t
     raise OSError("no CPU buffer accepted the expert probe weight")
 
 
 def probe_experts(folders: list[Path], threads: int, types: dict[str, int] | None = None) -> dict[str, float]:
     """{type: routed-expert prefill FLOP/s} of this host's ggml CPU kernels (see _probe_experts)."""
-    g = _Ggml(folders)
-    reg = g.ggml_backend_cpu_reg()
-    dev = g.ggml_backend_reg_dev_get(reg, 0)
-    bufts = _extra_bufts(g, reg, dev)
-    backend = g.ggml_backend_cpu_init()
-    g.ggml_backend_cpu_set_n_threads(backend, threads)
-    try:
+    with _cpu_backend(folders, threads) as (g, dev, bufts, backend):
         return {name: _probe_experts(g, backend, dev, bufts, tnum) for name, tnum in (types or PROBE_TYPES).items()}
-    finally:
-        g.ggml_backend_free(backend)
 
 
 def probe_graph(folders: list[Path], threads: int) -> dict:
     """{"attention": {class: decode attention FLOP/s}} of this host's ggml CPU backend with `threads`
     threads (see ATTENTION_SHAPES)."""
-    g = _Ggml(folders)
-    backend = g.ggml_backend_cpu_init()
-    g.ggml_backend_cpu_set_n_threads(backend, threads)
-    try:
+    with _cpu_backend(folders, threads) as (g, _, _, backend):
         return {"attention": {c: _probe_attention(g, backend, *shape) for c, shape in ATTENTION_SHAPES.items()}}
-    finally:
-        g.ggml_backend_free(backend)
 
 
 def probe_kernels(folders: list[Path], threads: int, reps: int = 7,
                   types: dict[str, int] | None = None) -> dict[str, tuple[float, float, bool]]:
     """{type: (decode bytes/s from memory, prefill weight FLOP/s, repacked)} of this host's ggml CPU
     kernels with `threads` threads (see the module's docstring)."""
-    g = _Ggml(folders)
-    reg = g.ggml_backend_cpu_reg()
-    dev = g.ggml_backend_reg_dev_get(reg, 0)
-    bufts = _extra_bufts(g, reg, dev)
-    backend = g.ggml_backend_cpu_init()
-    g.ggml_backend_cpu_set_n_threads(backend, threads)
-    out = {}
-    try:
-        for name, tnum in (types or PROBE_TYPES).items():
-            out[name] = _probe_type(g, backend, dev, bufts, tnum, reps)
-    finally:
-        g.ggml_backend_free(backend)
-    return out
+    with _cpu_backend(folders, threads) as (g, dev, bufts, backend):
+        return {name: _probe_type(g, backend, dev, bufts, tnum, reps) for name, tnum in (types or PROBE_TYPES).items()}
 
 
 if __name__ == "__main__":      # python -m planner.hardware.kernel_probe THREADS [LIB_DIR...] (JSON on stdout)
