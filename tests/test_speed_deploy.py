@@ -127,6 +127,33 @@ def test_measured_kernels_set_each_types_decode_rate():
     assert s2.decode_seconds["CPU0"] - s.decode_seconds["CPU0"] == pytest.approx(per_type["q6_K"] / 10e9, rel=1e-9)
 
 
+def test_measured_cost_per_row_adds_the_rows_a_token_reads():
+    from planner.core.memory import Slot
+
+    hp, sp, kv = _r1_q4()
+    slot = Slot("CPU0", 10**13, 0)
+    opts = memory_options(PlanRequest(), kv)
+    mem = plan_memory(hp, sp.tensors, [slot], opts)
+    kern = (("f32", 40e9, 1e11), ("q4_K", 20e9, 2e11), ("q5_0", 25e9, 1e11), ("q6_K", 10e9, 1e11))
+    host = Processor(HOST, "CPU-measured", 50.0, 0.2, kern)
+
+    def decode_s(k) -> float:
+        h = replace(host, kernels=k)
+        return llamacpp_speed(hp, sp.tensors, mem, opts, {"CPU0": replace(h, label="CPU0")}, h, factors(), 512,
+                              0).decode_seconds["CPU0"]
+    # R1's q6_K rows a token reads: every row of its q6_K matrices but only 8 of 256 experts' rows
+    active = hp.n_expert_used / hp.n_expert
+    rows = 0.0
+    for t in sp.tensors:
+        if t.type == "q6_K" and t.name != "token_embd.weight":
+            n = 1
+            for x in t.shape:
+                n *= x
+            rows += n // t.shape[0] * (active if "_exps" in t.name else 1.0)
+    assert rows > 0
+    assert decode_s(kern + (("rows:q6_K", 1e-7, 0.0),)) - decode_s(kern) == pytest.approx(rows * 1e-7, rel=1e-9)
+
+
 def test_measured_flash_attention_sets_the_cost_of_each_cached_token():
     from planner.core.memory import Slot
 
@@ -222,7 +249,8 @@ def test_kernel_probe_measures_the_ggml_library():
     require_llama_cpp("llama-bench")
     res = probe_kernels(locate().folders, 1, types={k: PROBE_TYPES[k] for k in ("q8_0", "q4_0")})
     for t in ("q8_0", "q4_0"):
-        dec, pre, _ = res[t]
+        dec, pre, _, per_row = res[t]
+        assert 0 <= per_row < 1e-4
         assert 1e8 < dec < 1e12 and 1e8 < pre < 1e14
     # x86 with AVX2: llama.cpp repacks q4_0 (q4_0_8x8) and keeps q8_0 in the plain CPU buffer
     import platform

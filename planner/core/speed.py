@@ -11,6 +11,8 @@ of the device that holds it. For each place (a device, or the host) the bytes re
   - its layers' KV cache up to the depth: K (+ V) row bytes per cached token (MLA: the latent row of
     kv_lora_rank + rope dims; GQA: n_head_kv x head_dim for K and V),
 and its time is  sum over type families of bytes / (peak bandwidth x efficiency(backend, family))
+(on a host whose kernels were probed: each type's bytes at its measured streaming rate plus its rows
+read x its measured cost per row, planner/hardware/kernel_probe.py)
 plus a fixed per-layer cost (kernel launches and synchronisation per layer and token, per backend);
 attention over the cache costs the larger of its bytes at the bandwidth and its FLOPs at the dense rate
 (on a host whose kernels were probed: at its measured flash-attention rate for the plan's attention
@@ -63,6 +65,9 @@ _FAMILY = {"f32": "float", "f16": "float", "bf16": "float", "f64": "float"}
 ATTENTION_PREFIX = "attention:"
 # ... and rows named EXPERTS_PREFIX + type the routed-expert (MUL_MAT_ID) prefill FLOP/s of that type
 EXPERTS_PREFIX = "experts:"
+# ... and rows named ROWS_PREFIX + type a decode cost per weight row (seconds) of that type, beyond its
+# bytes at the (then streaming) decode rate of the type's own row
+ROWS_PREFIX = "rows:"
 
 
 @lru_cache(maxsize=None)
@@ -118,6 +123,13 @@ class Processor:
             if t == EXPERTS_PREFIX + type_name:
                 return flops
         return None
+
+    def row_seconds(self, type_name: str) -> float:
+        """Decode seconds per weight row of the type measured on this host (0 where not measured)."""
+        for t, sec, _ in self.kernels:
+            if t == ROWS_PREFIX + type_name:
+                return sec
+        return self.row_seconds("f16") if type_name == "f32" and self.kernels else 0.0
 
     def kernel(self, type_name: str) -> tuple[float, float] | None:
         """(decode bytes/s, prefill FLOP/s) measured for the type; f32 (norms, biases) as f16."""
@@ -206,6 +218,7 @@ class _Place:
     label: str
     proc: Processor
     decode: dict[str, float] = field(default_factory=dict)    # weight type -> bytes per token
+    decode_rows: dict[str, float] = field(default_factory=dict)   # weight type -> rows read per token
     weights: dict[str, float] = field(default_factory=dict)   # weight type -> bytes read per ubatch
     flops: dict[str, float] = field(default_factory=dict)     # weight type -> FLOPs per prompt token
     expert_flops: dict[str, float] = field(default_factory=dict)   # of them, in routed-expert tensors
@@ -266,7 +279,9 @@ def _attn_dims(hp: Hparams, kv_mode: str | None) -> int:
 
 def tensor_groups(tensors: list[TensorPlan], n_layer: int) -> list:
     """A scheme's tensors summed by what the speed model tells apart: ((layer, routed expert, type),
-    (bytes, elements)); for the input layer (token_embd, read one row per token) the bytes of one row.
+    (bytes, elements, rows)); for the input layer (token_embd, read one row per token) the bytes of one
+    row and that one row. Rows: elements / the row length (shape[0]): what a mat-vec pays its per-row
+    cost on.
     Everything below is linear in these sums, so it equals the per-tensor sum: 62 layers x a few types
     instead of the 1,100 tensors of R1. Sizing makes the same sums as it sizes a scheme
     (SchemePlan.tensor_groups, planner.core.sizing); this is for tensor lists from elsewhere."""
@@ -276,13 +291,16 @@ def tensor_groups(tensors: list[TensorPlan], n_layer: int) -> list:
         key = (il, exps, tp.type)
         g = acc.get(key)
         if g is None:
-            g = acc[key] = [0.0, 0]
+            g = acc[key] = [0.0, 0, 0]
+        n = _n_elements(tp.shape)
         if il < 0:
             g[0] += tp.bytes / (tp.shape[1] if len(tp.shape) > 1 else 1)
+            g[2] += 1
         else:
             g[0] += tp.bytes
-        g[1] += _n_elements(tp.shape)
-    return [(k, (v[0], v[1])) for k, v in acc.items()]
+            g[2] += n // tp.shape[0]
+        g[1] += n
+    return [(k, (v[0], v[1], v[2])) for k, v in acc.items()]
 
 
 def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, opts: MemoryOptions,
@@ -307,7 +325,7 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
     has_gpu = any(d.layers for d in memory.per_device)
     active = hp.n_expert_used / hp.n_expert if hp.is_moe else 1.0
     hybrid_layers = 0
-    for (il, exps, ty), (b, n_el) in (groups if groups is not None else tensor_groups(tensors, hp.n_layer)):
+    for (il, exps, ty), (b, n_el, rows) in (groups if groups is not None else tensor_groups(tensors, hp.n_layer)):
         if il < 0:                                           # token_embd: one row per token, on the host
             p = place(HOST)
             p.decode[ty] = p.decode.get(ty, 0.0) + b          # (b: the bytes of one row, see tensor_groups)
@@ -318,6 +336,7 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
         p = place(where)
         share = active if exps else 1.0
         p.decode[ty] = p.decode.get(ty, 0.0) + b * share
+        p.decode_rows[ty] = p.decode_rows.get(ty, 0.0) + rows * share
         if where == HOST and exps and has_gpu:
             p.pcie_bytes += b                                # copied to the GPU per ubatch (op offload)
             p.offload_flops_per_token += 2.0 * n_el * share
@@ -357,6 +376,9 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
         t = 0.0
         for typ, b in p.decode.items():
             t += b / _decode_rate(p.proc, fac, typ)
+        if p.proc.kernels:
+            # the measured kernels' cost per row read (planner/hardware/kernel_probe.py), beyond the bytes
+            t += sum(r * p.proc.row_seconds(typ) for typ, r in p.decode_rows.items())
         kvb = p.kv_row_bytes * depth
         # attention over the cache, per cached token: its bytes at the bandwidth, its FLOPs at the dense
         # rate, the larger (both grow with the depth, so the decode time is linear in it)

@@ -46,6 +46,7 @@ PROBE_TYPES = {
     "iq4_xs": 23, "iq1_m": 29, "bf16": 30, "tq1_0": 34, "tq2_0": 35,
 }
 ROW = 4096                  # elements per row (a multiple of every block size)
+SHORT_ROW = 1024            # the same bytes read as rows of this many elements: the cost per row
 BLOCK_ROWS = 256            # rows quantized (the block repeated to fill the weights)
 STREAM_BYTES = 96 << 20     # the decode weight: three times a 32 MiB last-level cache
 PREFILL_ROWS = 1024         # rows of the prefill weight (4.2 M elements)
@@ -217,7 +218,14 @@ def _cpu_backend(folders: list[Path], threads: int):
         g.ggml_backend_free(backend)
 
 
-def _probe_type(g: _Ggml, backend, dev, bufts: list[int], tnum: int, reps: int) -> tuple[float, float, bool]:
+def _probe_type(g: _Ggml, backend, dev, bufts: list[int], tnum: int,
+                reps: int) -> tuple[float, float, bool, float]:
+    """(streaming decode bytes/s, prefill FLOP/s, repacked, decode seconds per weight row) of one type.
+
+    A mat-vec costs bytes / rate + rows x (a cost per row: the dot product's setup and its horizontal
+    sum, more for the K-quants' scales). The same bytes are timed as rows of ROW and of SHORT_ROW
+    elements (the same blocks, read as four times as many rows): the difference is the per-row cost,
+    the rest the streaming rate. DeepSeek-R1's 7168-wide rows amortise it; 1024-wide rows do not."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -231,30 +239,44 @@ def _probe_type(g: _Ggml, backend, dev, bufts: list[int], tnum: int, reps: int) 
         ctx_w = g.ggml_init(_InitParams(g.ggml_tensor_overhead() * 4, None, True))
         wd = g.ggml_new_tensor_2d(ctx_w, tnum, ROW, dec_rows)
         wp = g.ggml_new_tensor_2d(ctx_w, tnum, ROW, PREFILL_ROWS)
+        ws = g.ggml_new_tensor_2d(ctx_w, tnum, SHORT_ROW, dec_rows * (ROW // SHORT_ROW))
         buf_w = g.ggml_backend_alloc_ctx_tensors_from_buft(ctx_w, buft)
         ctx = g.ggml_init(_InitParams(mem, None, True))
         x1 = g.ggml_new_tensor_2d(ctx, GGML_TYPE_F32, ROW, 1)
+        xs = g.ggml_new_tensor_2d(ctx, GGML_TYPE_F32, SHORT_ROW, 1)
         xb = g.ggml_new_tensor_2d(ctx, GGML_TYPE_F32, ROW, UBATCH)
         dec = g.ggml_mul_mat(ctx, wd, x1)
+        dec_s = g.ggml_mul_mat(ctx, ws, xs)
         pre = g.ggml_mul_mat(ctx, wp, xb)
         if not buf_w or (buft != cpu_buft and not (g.ggml_backend_dev_supports_op(dev, dec)
+                                                    and g.ggml_backend_dev_supports_op(dev, dec_s)
                                                     and g.ggml_backend_dev_supports_op(dev, pre))):
             _release(g, [buf_w], [ctx, ctx_w])
             continue
         g.ggml_backend_tensor_set(wd, data.ctypes.data, 0, data.nbytes)
         g.ggml_backend_tensor_set(wp, data.ctypes.data, 0, row_b * PREFILL_ROWS)
+        g.ggml_backend_tensor_set(ws, data.ctypes.data, 0, data.nbytes)
         gd = g.ggml_new_graph_custom(ctx, 16, False)
         g.ggml_build_forward_expand(gd, dec)
+        gs = g.ggml_new_graph_custom(ctx, 16, False)
+        g.ggml_build_forward_expand(gs, dec_s)
         gp = g.ggml_new_graph_custom(ctx, 16, False)
         g.ggml_build_forward_expand(gp, pre)
         buf_c = g.ggml_backend_alloc_ctx_tensors_from_buft(ctx, cpu_buft)
         xv = (rng.standard_normal(ROW * UBATCH, dtype=np.float32) * 0.1)
         g.ggml_backend_tensor_set(x1, xv.ctypes.data, 0, ROW * 4)
+        g.ggml_backend_tensor_set(xs, xv.ctypes.data, 0, SHORT_ROW * 4)
         g.ggml_backend_tensor_set(xb, xv.ctypes.data, 0, ROW * UBATCH * 4)
         td = _time(g, backend, gd, reps)
+        ts = _time(g, backend, gs, reps)
         tp = _time(g, backend, gp, 5, warm_s=0.02)
         _release(g, [buf_c, buf_w], [ctx, ctx_w])
-        return data.nbytes / td, 2.0 * ROW * PREFILL_ROWS * UBATCH / tp, buft != cpu_buft
+        rows, rows_s = dec_rows, dec_rows * (ROW // SHORT_ROW)
+        # the cost per row from the difference (never below 0; at most half the long rows' time, so that
+        # noise between the two timings cannot leave a streaming rate above what the long rows showed
+        # twice over)
+        per_row = min(max(0.0, (ts - td) / (rows_s - rows)), td / (2 * rows))
+        return data.nbytes / (td - rows * per_row), 2.0 * ROW * PREFILL_ROWS * UBATCH / tp, buft != cpu_buft, per_row
     raise OSError("no CPU buffer accepted the probe weight")
 
 
@@ -357,9 +379,9 @@ def probe_graph(folders: list[Path], threads: int) -> dict:
 
 
 def probe_kernels(folders: list[Path], threads: int, reps: int = 7,
-                  types: dict[str, int] | None = None) -> dict[str, tuple[float, float, bool]]:
-    """{type: (decode bytes/s from memory, prefill weight FLOP/s, repacked)} of this host's ggml CPU
-    kernels with `threads` threads (see the module's docstring)."""
+                  types: dict[str, int] | None = None) -> dict[str, tuple[float, float, bool, float]]:
+    """{type: (decode bytes/s streamed from memory, prefill weight FLOP/s, repacked, decode seconds per
+    row)} of this host's ggml CPU kernels with `threads` threads (see the module's docstring)."""
     with _cpu_backend(folders, threads) as (g, dev, bufts, backend):
         return {name: _probe_type(g, backend, dev, bufts, tnum, reps) for name, tnum in (types or PROBE_TYPES).items()}
 
@@ -379,5 +401,6 @@ if __name__ == "__main__":      # python -m planner.hardware.kernel_probe THREAD
     graph = probe_graph(dirs, thr)
     experts = probe_experts(dirs, thr)
     print(json.dumps({"threads": thr, "seconds": round(time.perf_counter() - t0, 2),
-                      "kernels": {k: {"decode_bytes_per_s": d, "prefill_flops": p, "repacked": r}
-                                  for k, (d, p, r) in res.items()}, **graph, "experts": experts}))
+                      "kernels": {k: {"decode_bytes_per_s": d, "prefill_flops": p, "repacked": r,
+                                      "row_seconds": c} for k, (d, p, r, c) in res.items()},
+                      **graph, "experts": experts}))
