@@ -127,20 +127,30 @@ def test_measured_kernels_set_each_types_decode_rate():
     assert s2.decode_seconds["CPU0"] - s.decode_seconds["CPU0"] == pytest.approx(per_type["q6_K"] / 10e9, rel=1e-9)
 
 
-def test_measured_cost_per_row_adds_the_rows_a_token_reads():
+_KERN = (("f32", 40e9, 1e11), ("q4_K", 20e9, 2e11), ("q5_0", 25e9, 1e11), ("q6_K", 10e9, 1e11))
+
+
+def _r1_q4_on_one_cpu(bandwidth_gbs: float, tflops: float):
+    """R1 Q4_K_M planned onto one CPU device, and a speed function of the host's measured kernel rows."""
     from planner.core.memory import Slot
 
     hp, sp, kv = _r1_q4()
-    slot = Slot("CPU0", 10**13, 0)
     opts = memory_options(PlanRequest(), kv)
-    mem = plan_memory(hp, sp.tensors, [slot], opts)
-    kern = (("f32", 40e9, 1e11), ("q4_K", 20e9, 2e11), ("q5_0", 25e9, 1e11), ("q6_K", 10e9, 1e11))
-    host = Processor(HOST, "CPU-measured", 50.0, 0.2, kern)
+    mem = plan_memory(hp, sp.tensors, [Slot("CPU0", 10**13, 0)], opts)
+    host = Processor(HOST, "CPU-measured", bandwidth_gbs, tflops, _KERN)
+
+    def speed(kernels):
+        h = replace(host, kernels=kernels)
+        return llamacpp_speed(hp, sp.tensors, mem, opts, {"CPU0": replace(h, label="CPU0")}, h, factors(), 512, 0)
+    return hp, sp, speed
+
+
+def test_measured_cost_per_row_adds_the_rows_a_token_reads():
+    hp, sp, speed = _r1_q4_on_one_cpu(50.0, 0.2)
+    kern = _KERN
 
     def decode_s(k) -> float:
-        h = replace(host, kernels=k)
-        return llamacpp_speed(hp, sp.tensors, mem, opts, {"CPU0": replace(h, label="CPU0")}, h, factors(), 512,
-                              0).decode_seconds["CPU0"]
+        return speed(k).decode_seconds["CPU0"]
     # R1's q6_K rows a token reads: every row of its q6_K matrices but only 8 of 256 experts' rows
     active = hp.n_expert_used / hp.n_expert
     rows = 0.0
@@ -182,19 +192,11 @@ def test_measured_flash_attention_sets_the_cost_of_each_cached_token():
 
 
 def test_measured_expert_products_set_the_routed_experts_prefill():
-    from planner.core.memory import Slot
-
-    hp, sp, kv = _r1_q4()
-    slot = Slot("CPU0", 10**13, 0)
-    opts = memory_options(PlanRequest(), kv)
-    mem = plan_memory(hp, sp.tensors, [slot], opts)
-    kern = (("f32", 40e9, 1e11), ("q4_K", 20e9, 2e11), ("q5_0", 25e9, 1e11), ("q6_K", 10e9, 1e11))
-    host = Processor(HOST, "CPU-measured", 1e6, 1e3, kern)        # memory and attention never bound it
+    hp, sp, speed = _r1_q4_on_one_cpu(1e6, 1e3)       # memory and attention never bound it
+    kern = _KERN
 
     def prefill_seconds(k) -> float:
-        h = replace(host, kernels=k)
-        s = llamacpp_speed(hp, sp.tensors, mem, opts, {"CPU0": replace(h, label="CPU0")}, h, factors(), 512, 0)
-        return 512 / s.prefill_tps
+        return 512 / speed(k).prefill_tps
     # the routed experts' FLOPs per prompt token, per type: 2 x elements x n_expert_used / n_expert
     active = hp.n_expert_used / hp.n_expert
     exp_flops: dict[str, float] = {}
