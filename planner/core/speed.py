@@ -110,34 +110,37 @@ class Processor:
     # (type, decode bytes/s streamed from memory, prefill weight FLOP/s); () where not measured
     kernels: tuple[tuple[str, float, float], ...] = ()
 
+    def _measured(self, name: str) -> tuple[float, float] | None:
+        """The two figures of the kernels row of that name (a weight type, or a prefixed row)."""
+        for t, a, b in self.kernels:
+            if t == name:
+                return a, b
+        return None
+
     def attention_flops(self, attention_class: str) -> float | None:
         """FLOP/s of decode attention over the cache measured on this host for the class, else None."""
-        for t, _, flops in self.kernels:
-            if t == ATTENTION_PREFIX + attention_class:
-                return flops
-        return None
+        m = self._measured(ATTENTION_PREFIX + attention_class)
+        return m[1] if m else None
 
     def expert_prefill_flops(self, type_name: str) -> float | None:
         """FLOP/s of a ubatch's routed-expert product in the type measured on this host, else None."""
-        for t, _, flops in self.kernels:
-            if t == EXPERTS_PREFIX + type_name:
-                return flops
-        return None
+        m = self._measured(EXPERTS_PREFIX + type_name)
+        return m[1] if m else None
 
     def row_seconds(self, type_name: str) -> float:
-        """Decode seconds per weight row of the type measured on this host (0 where not measured)."""
-        for t, sec, _ in self.kernels:
-            if t == ROWS_PREFIX + type_name:
-                return sec
+        """Decode seconds per weight row of the type measured on this host (0 where not measured); f32
+        as f16."""
+        m = self._measured(ROWS_PREFIX + type_name)
+        if m:
+            return m[0]
         return self.row_seconds("f16") if type_name == "f32" and self.kernels else 0.0
 
     def kernel(self, type_name: str) -> tuple[float, float] | None:
         """(decode bytes/s, prefill FLOP/s) measured for the type; f32 (norms, biases) as f16."""
-        for t, dec, pre in self.kernels:
-            if t == type_name:
-                return dec, pre
+        m = self._measured(type_name)
+        if m:
+            return m
         return self.kernel("f16") if type_name == "f32" and self.kernels else None
-
 
 @dataclass(frozen=True)
 class Link:

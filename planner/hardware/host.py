@@ -182,15 +182,17 @@ def cached_host_kernels(threads: int | None = None) -> tuple[tuple[str, float, f
 
 
 def _kernel_rows(data: dict) -> tuple[tuple[str, float, float], ...]:
-    """The probe's JSON as the plan's kernel rows: (type, decode bytes/s, prefill FLOP/s) per weight type,
-    (ATTENTION_PREFIX + class, 0, decode attention FLOP/s) per attention class and (EXPERTS_PREFIX + type, 0,
-    routed-expert prefill FLOP/s) and (ROWS_PREFIX + type, decode seconds per weight row, 0) per type where measured (planner.core.speed.Processor reads them)."""
+    """The probe's JSON as the plan's kernel rows (planner.core.speed.Processor reads them):
+    (type, decode bytes/s, prefill FLOP/s) per weight type; where measured, (ATTENTION_PREFIX + class, 0,
+    decode attention FLOP/s) per attention class, (EXPERTS_PREFIX + type, 0, routed-expert prefill FLOP/s)
+    and (ROWS_PREFIX + type, decode seconds per weight row, 0) per type."""
     from planner.core.speed import ATTENTION_PREFIX, EXPERTS_PREFIX, ROWS_PREFIX
 
     rows = [(t, float(v["decode_bytes_per_s"]), float(v["prefill_flops"])) for t, v in data["kernels"].items()]
     rows += [(ATTENTION_PREFIX + c, 0.0, float(f)) for c, f in (data.get("attention") or {}).items()]
     rows += [(EXPERTS_PREFIX + t, 0.0, float(f)) for t, f in (data.get("experts") or {}).items()]
-    rows += [(ROWS_PREFIX + t, float(v["row_seconds"]), 0.0) for t, v in data["kernels"].items() if "row_seconds" in v]
+    rows += [(ROWS_PREFIX + t, float(v["row_seconds"]), 0.0) for t, v in data["kernels"].items()
+             if "row_seconds" in v]
     return tuple(sorted(rows))
 
 

@@ -26,8 +26,10 @@ ctypes, placing the weight as llama.cpp's model loader does:
   - the thread count is llama.cpp's (ggml_backend_cpu_set_n_threads); each figure is the median of the
     runs over 0.25 s after a warm-up (an idle virtual CPU takes milliseconds to wake up).
 
-The result {type name: (decode bytes/s, prefill FLOP/s, repacked)} and {class: attention FLOP/s} is
-cached by planner/hardware/host.py with the bandwidth probe. Nothing here is fitted to a model: the figures are the kernels' own speed.
+The result, {type name: (streaming decode bytes/s, prefill FLOP/s, repacked, decode seconds per row)},
+{class: attention FLOP/s} and {type name: routed-expert prefill FLOP/s}, is cached by
+planner/hardware/host.py with the bandwidth probe. Nothing here is fitted to a model: the figures are
+the kernels' own speed.
 """
 
 from __future__ import annotations
@@ -315,8 +317,7 @@ def _probe_attention(g: _Ggml, backend, dk: int, dv: int, n_head: int, n_head_kv
             a = (rng.standard_normal(n) * 0.1).astype(dt) if t != mask else np.zeros(n, dt)
             g.ggml_backend_tensor_set(t, a.ctypes.data, 0, a.nbytes)
         times.append(_time(g, backend, graph, 9))
-        g.ggml_backend_buffer_free(buf)
-        g.ggml_free(ctx)
+        _release(g, [buf], [ctx])
     per_cell = max(1e-12, (times[1] - times[0]) / (ATTN_CELLS[1] - ATTN_CELLS[0]))
     return 2.0 * n_head * (dk + dv) / per_cell
 
