@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from planner.commands.bench import llama_bench, measure_host, predicted_vs_measured  # noqa: E402
 from planner.core.plan import PlanRequest  # noqa: E402
-from planner.core.speed import ATTENTION_PREFIX  # noqa: E402
+from planner.core.host_kernels import AttentionCost, HostKernels, HostProbe, TypeKernels  # noqa: E402
 from planner.engines.llamacpp.locate import locate  # noqa: E402
 from planner.gguf.writer import write_gguf  # noqa: E402
 from tiny_models import model_from_hparams, tiny_deepseek2_hparams, tiny_qwen2_hparams  # noqa: E402
@@ -96,19 +96,39 @@ def _predict(files: list[dict], probe) -> None:
         r["rows"] = [x for x in rows if "pp" not in x.test or "@" not in x.test]
 
 
-def median_probe(probes: list) -> tuple:
-    """The session's probes as one: per figure (bandwidth, FLOPS, each type's kernels, each attention
-    class) the median over the rounds, as the measured figure is the median of all rounds' runs."""
-    bw = statistics.median(p[0] for p in probes)
-    tf = statistics.median(p[1] for p in probes)
-    kern: dict[str, list[list[float]]] = {}
-    for p in probes:
-        for t, d, f in (p[2] if len(p) > 2 else ()):
-            k = kern.setdefault(t, [[], []])
-            k[0].append(d)
-            k[1].append(f)
-    rows = tuple(sorted((t, statistics.median(d), statistics.median(f)) for t, (d, f) in kern.items()))
-    return (bw, tf, rows) if rows else (bw, tf)
+def median_probe(probes: list[HostProbe]) -> HostProbe:
+    """The session's probes as one: per figure (bandwidth, FLOPS, every field of each type's kernels,
+    each attention class, the node cost) the median over the rounds, as the measured figure is the
+    median of all rounds' runs."""
+    med = statistics.median
+    ks = [p.kernels for p in probes if p.kernels is not None]
+    kernels = None
+    if ks:
+        types = {}
+        for t in ks[0].types:
+            rows = [k.types[t] for k in ks if t in k.types]
+
+            def m(field: str, rows=rows):
+                v = [getattr(r, field) for r in rows if getattr(r, field) is not None]
+                return med(v) if v else None
+            types[t] = TypeKernels(m("decode_bytes_per_s"), m("prefill_flops"), m("row_seconds"),
+                                   rows[0].repacked, m("expert_prefill_flops"), m("expert_decode_bytes_per_s"))
+        attention = {c: AttentionCost(med(k.attention[c].head_token_seconds for k in ks if c in k.attention),
+                                      med(k.attention[c].dim_seconds for k in ks if c in k.attention))
+                     for c in ks[0].attention}
+        layers = {n: med(k.layer_seconds[n] for k in ks if n in k.layer_seconds) for n in ks[0].layer_seconds}
+        kernels = HostKernels(ks[0].threads, types, attention, layers, med(k.token_seconds for k in ks))
+    return HostProbe(med(p.bandwidth_gbs for p in probes), med(p.tflops for p in probes), kernels)
+
+
+def probe_to_json(p: HostProbe) -> dict:
+    return {"bandwidth_gbs": p.bandwidth_gbs, "tflops": p.tflops,
+            "kernels": p.kernels.to_json() if p.kernels is not None else None}
+
+
+def probe_from_json(d: dict) -> HostProbe:
+    return HostProbe(float(d["bandwidth_gbs"]), float(d["tflops"]),
+                     HostKernels.from_json(d["kernels"]) if d.get("kernels") else None)
 
 
 def _cpu_snap() -> tuple[float, float, float]:
@@ -144,8 +164,8 @@ def local_runs(threads: int, reps: int, depth: int, rounds: int, attempts: int =
     probes = []
     for rnd in range(rounds):
         wait_quiet()
-        probes.append(measure_host(threads, lc.folders))
-        print(f"round {rnd + 1}: probe {probes[-1][0]:.1f} GB/s", flush=True)
+        probes.append(measure_host(threads, lc.folders, lc.binary("llama-bench")))
+        print(f"round {rnd + 1}: probe {probes[-1].bandwidth_gbs:.1f} GB/s", flush=True)
         for r in files:
             best = None
             for _ in range(attempts):
@@ -176,7 +196,7 @@ def local_runs(threads: int, reps: int, depth: int, rounds: int, attempts: int =
                   [(x["n_prompt"], x["n_gen"], x["n_depth"], round(x["avg_ts"], 1)) for x in recs], flush=True)
     probe = median_probe(probes)
     for r in files:
-        r["probe"] = [probe[0], probe[1]]
+        r["probe"] = [probe.bandwidth_gbs, probe.tflops]
     _predict(files, probe)
     return files, probes
 
@@ -204,6 +224,24 @@ def published_runs() -> list[dict]:
     return out
 
 
+def measured_apart(rows: dict) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The pairs of schemes whose measured medians differ by more than the sum of their repetitions'
+    standard deviations (faster first), and those of them the prediction orders the other way. Two
+    schemes within each other's spread have no measured order to match."""
+    names = list(rows)
+    apart, wrong = [], []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            ra, rb = rows[a], rows[b]
+            if abs(ra.measured - rb.measured) <= ra.stddev + rb.stddev:
+                continue
+            fast, slow = (a, b) if ra.measured > rb.measured else (b, a)
+            apart.append((fast, slow))
+            if rows[fast].predicted <= rows[slow].predicted:
+                wrong.append((fast, slow))
+    return apart, wrong
+
+
 def _err(p: float, m: float) -> float:
     return 100.0 * (p - m) / m
 
@@ -222,18 +260,29 @@ def report(local: list[dict], pub: list[dict], probe=None) -> str:
                 "bandwidth; planner/hardware/kernel_probe.py: llama.cpp's ggml CPU kernels per weight type and its",
                 "flash attention per attention class, each the median of its runs), and the prediction uses each",
                 "figure's median over the rounds.", ""]
-        if probe is not None and len(probe) > 2:
-            out += [f"Host probe: {probe[0]:.1f} GB/s (float64 gemv over 512 MiB), {probe[1] * 1e3:.0f} GFLOP/s "
-                    "(float32 matmul); ggml kernels with the benchmark's threads:", "",
-                    "| type | decode GB/s (96 MiB weight, from memory) | prefill GFLOP/s (ubatch 512) |",
-                    "|---|---:|---:|"]
-            out += [f"| {t} | {d / 1e9:.1f} | {f / 1e9:.0f} |" for t, d, f in probe[2]
-                    if not t.startswith(ATTENTION_PREFIX)]
-            attn = [(t[len(ATTENTION_PREFIX):], f) for t, _, f in probe[2] if t.startswith(ATTENTION_PREFIX)]
-            if attn:
-                out += ["", "Decode attention (ggml_flash_attn_ext over the cache, planner/hardware/kernel_probe.py "
-                        "ATTENTION_SHAPES): " + ", ".join(f"{c} {f / 1e9:.1f} GFLOP/s" for c, f in attn)]
-            out.append("")
+        if probe is not None and probe.kernels is not None:
+            k = probe.kernels
+            out += [f"Host probe: {probe.bandwidth_gbs:.1f} GB/s (float64 gemv over 512 MiB), "
+                    f"{probe.tflops * 1e3:.0f} GFLOP/s (float32 matmul); llama.cpp's ggml CPU kernels with the "
+                    f"benchmark's {k.threads} threads (planner/hardware/kernel_probe.py):", "",
+                    "| type | decode GB/s (96 MiB weight, from memory) | ns per row | routed experts' decode GB/s "
+                    "(MUL_MAT_ID) | prefill GFLOP/s (ubatch 512) | routed experts' prefill GFLOP/s |",
+                    "|---|---:|---:|---:|---:|---:|"]
+
+            def g(v, scale=1e9, fmt=".1f"):
+                return "" if v is None else f"{v / scale:{fmt}}"
+            out += [f"| {t}{' (repacked)' if x.repacked else ''} | {g(x.decode_bytes_per_s)} | "
+                    f"{x.row_seconds * 1e9:.1f} | {g(x.expert_decode_bytes_per_s)} | "
+                    f"{g(x.prefill_flops, fmt='.0f')} | {g(x.expert_prefill_flops, fmt='.0f')} |"
+                    for t, x in sorted(k.types.items())]
+            out += ["", "Decode attention (ggml_flash_attn_ext over the cache, planner/hardware/kernel_probe.py "
+                    "ATTENTION_SHAPES), per query head and cached token: " +
+                    ", ".join(f"{c} {a.head_token_seconds * 1e9:.2f} ns + {a.dim_seconds * 1e12:.1f} ps per K+V dim"
+                              for c, a in sorted(k.attention.items())), "",
+                    "llama.cpp's fixed cost per decoded token (planner/engines/llamacpp/overhead_probe.py, "
+                    "llama-bench on skeleton models): " +
+                    ", ".join(f"{n} layer {v * 1e6:.1f} us" for n, v in sorted(k.layer_seconds.items())) +
+                    f", per token {k.token_seconds * 1e6:.1f} us", ""]
         out += ["| model | scheme | file MB | 1-min load (per round) | others' CPUs during the runs | test | predicted t/s | measured t/s (median) | error |",
                 "|---|---|---:|---|---|---|---:|---:|---:|"]
         errs = {"pp": [], "tg": []}
@@ -260,6 +309,10 @@ def report(local: list[dict], pub: list[dict], probe=None) -> str:
                 by_p = sorted(tg, key=lambda s: -tg[s].predicted)
                 out.append(f"- {model} {test} order measured: {' > '.join(by_m)}; predicted: {' > '.join(by_p)}"
                            f" ({'same' if by_m == by_p else 'DIFFERENT'})")
+                apart, wrong = measured_apart(tg)
+                out.append(f"  - pairs measured apart (their medians differ by more than the two spreads): "
+                           f"{len(apart) - len(wrong)}/{len(apart)} predicted in the measured order"
+                           + (f"; not: {', '.join(f'{a} > {b}' for a, b in wrong)} as measured" if wrong else ""))
         out.append("")
     if pub:
         out += ["## Published runs (tests/fixtures/speed/published.toml)", "",
@@ -300,8 +353,7 @@ def main() -> int:
             from planner.commands.bench import Row
 
             data = json.loads(saved.read_text())
-            local, probes = data["runs"], [tuple(p[:2]) + ((tuple(tuple(k) for k in p[2]),) if len(p) > 2 else ())
-                                           for p in data["probes"]]
+            local, probes = data["runs"], [probe_from_json(p) for p in data["probes"]]
             if all(Path(r["file"]).exists() for r in local):
                 _predict(local, median_probe(probes))
             else:
@@ -310,7 +362,7 @@ def main() -> int:
     else:
         local, probes = local_runs(a.threads, a.reps, a.depth, a.rounds)
         (ROOT / "bench/out").mkdir(exist_ok=True)
-        saved.write_text(json.dumps({"threads": a.threads, "probes": probes,
+        saved.write_text(json.dumps({"threads": a.threads, "probes": [probe_to_json(p) for p in probes],
                                      "runs": [dict(r, rows=[x.__dict__ for x in r["rows"]]) for r in local]},
                                     indent=1))
     pub = published_runs() if (ROOT / "tests/fixtures/speed/published.toml").exists() else []

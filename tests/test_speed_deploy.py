@@ -12,6 +12,7 @@ from planner.core.gguf_plan import memory_options, resolve_model
 from planner.core.hardware_plan import resolve_hardware
 from planner.core.memory import LayerWeights, plan_memory
 from planner.core.plan import PlanRequest
+from planner.core.host_kernels import AttentionCost, HostKernels, TypeKernels
 from planner.core.speed import HOST, Processor, decode_curve, factors, llamacpp_speed
 from planner.planning import make_plan, model_input
 
@@ -97,95 +98,104 @@ def _r1_q4():
     return model.hparams, make_plan(req).scheme("Q4_K_M"), kv
 
 
-def test_measured_kernels_set_each_types_decode_rate():
+# (decode bytes/s, prefill FLOP/s) per type of R1 Q4_K_M
+_RATES = {"f32": (40e9, 1e11), "q4_K": (20e9, 2e11), "q5_0": (25e9, 1e11), "q6_K": (10e9, 1e11)}
+
+
+def _kernels(rates=None, *, attention=None, layer_seconds=None, token_seconds=0.0, **per_type) -> HostKernels:
+    """HostKernels of these (decode, prefill) rates; per_type: {type: {TypeKernels field: value}}."""
+    types = {t: replace(TypeKernels(d, f), **per_type.get(t, {})) for t, (d, f) in (rates or _RATES).items()}
+    return HostKernels(2, types, attention or {}, layer_seconds or {}, token_seconds)
+
+
+def _r1_q4_on_one_cpu(bandwidth_gbs: float, tflops: float, kv_mode: str | None = None):
+    """R1 Q4_K_M planned onto one CPU device, and a speed function of the host's measured kernels."""
     from planner.core.memory import Slot
 
     hp, sp, kv = _r1_q4()
-    opts = memory_options(PlanRequest(), kv)
-    slot = Slot("CPU0", 10**13, 0)
-    mem = plan_memory(hp, sp.tensors, [slot], opts)
-    kern = (("f32", 40e9, 1e11), ("q4_K", 20e9, 2e11), ("q5_0", 25e9, 1e11), ("q6_K", 10e9, 1e11))
-    host = Processor(HOST, "CPU-measured", 50.0, 0.2, kern)
-    procs = {"CPU0": replace(host, label="CPU0")}
-    s = llamacpp_speed(hp, sp.tensors, mem, opts, procs, host, factors(), 512, 0)
-    # every type's active bytes over its own measured decode rate (f32 at its own; token_embd on the host)
+    opts = memory_options(PlanRequest(kv_mode=kv_mode), kv_mode or kv)
+    mem = plan_memory(hp, sp.tensors, [Slot("CPU0", 10**13, 0)], opts)
+    host = Processor(HOST, "CPU-measured", bandwidth_gbs, tflops, _kernels())
+
+    def speed(kernels, depth: int = 0):
+        h = replace(host, kernels=kernels)
+        return llamacpp_speed(hp, sp.tensors, mem, opts, {"CPU0": replace(h, label="CPU0")}, h, factors(), 512,
+                              depth)
+    return hp, sp, speed
+
+
+def _active_sums(hp, sp, what) -> dict[str, float]:
+    """Per type, the sum of what(tensor, elements) over what a token reads: all but token_embd, the routed
+    experts at n_expert_used / n_expert."""
     active = hp.n_expert_used / hp.n_expert
-    per_type: dict[str, float] = {}
+    out: dict[str, float] = {}
     for t in sp.tensors:
         if t.name == "token_embd.weight":
             continue
-        share = active if "_exps" in t.name else 1.0
-        per_type[t.type] = per_type.get(t.type, 0.0) + t.bytes * share
+        n = 1
+        for x in t.shape:
+            n *= x
+        v = what(t, n)
+        if v:
+            out[t.type] = out.get(t.type, 0.0) + v * (active if "_exps" in t.name else 1.0)
+    return out
+
+
+def test_measured_kernels_set_each_types_decode_rate():
+    hp, sp, speed = _r1_q4_on_one_cpu(50.0, 0.2)
+    s = speed(_kernels())
+    # every type's active bytes over its own measured decode rate (f32 at its own; token_embd on the host)
+    per_type = _active_sums(hp, sp, lambda t, n: t.bytes)
     assert set(per_type) == {"f32", "q4_K", "q5_0", "q6_K"}
-    want = sum(b / dict((k, d) for k, d, _ in kern)[t] for t, b in per_type.items())
+    want = sum(b / _RATES[t][0] for t, b in per_type.items())
     assert s.decode_seconds["CPU0"] == pytest.approx(want, rel=1e-9)
-    # a q6_K weight at 10 GB/s costs twice its q4_K-rate time: halving q6_K's rate adds its bytes / 10 GB/s
-    slower = replace(host, kernels=(("f32", 40e9, 1e11), ("q4_K", 20e9, 2e11), ("q5_0", 25e9, 1e11),
-                                    ("q6_K", 5e9, 1e11)))
-    s2 = llamacpp_speed(hp, sp.tensors, mem, opts, {"CPU0": replace(slower, label="CPU0")}, slower,
-                        factors(), 512, 0)
+    # a q6_K weight at 5 GB/s costs twice its 10 GB/s time: halving q6_K's rate adds its bytes / 10 GB/s
+    s2 = speed(_kernels({**_RATES, "q6_K": (5e9, 1e11)}))
     assert s2.decode_seconds["CPU0"] - s.decode_seconds["CPU0"] == pytest.approx(per_type["q6_K"] / 10e9, rel=1e-9)
-
-
-_KERN = (("f32", 40e9, 1e11), ("q4_K", 20e9, 2e11), ("q5_0", 25e9, 1e11), ("q6_K", 10e9, 1e11))
-
-
-def _r1_q4_on_one_cpu(bandwidth_gbs: float, tflops: float):
-    """R1 Q4_K_M planned onto one CPU device, and a speed function of the host's measured kernel rows."""
-    from planner.core.memory import Slot
-
-    hp, sp, kv = _r1_q4()
-    opts = memory_options(PlanRequest(), kv)
-    mem = plan_memory(hp, sp.tensors, [Slot("CPU0", 10**13, 0)], opts)
-    host = Processor(HOST, "CPU-measured", bandwidth_gbs, tflops, _KERN)
-
-    def speed(kernels):
-        h = replace(host, kernels=kernels)
-        return llamacpp_speed(hp, sp.tensors, mem, opts, {"CPU0": replace(h, label="CPU0")}, h, factors(), 512, 0)
-    return hp, sp, speed
 
 
 def test_measured_cost_per_row_adds_the_rows_a_token_reads():
     hp, sp, speed = _r1_q4_on_one_cpu(50.0, 0.2)
-    kern = _KERN
-
-    def decode_s(k) -> float:
-        return speed(k).decode_seconds["CPU0"]
     # R1's q6_K rows a token reads: every row of its q6_K matrices but only 8 of 256 experts' rows
-    active = hp.n_expert_used / hp.n_expert
-    rows = 0.0
-    for t in sp.tensors:
-        if t.type == "q6_K" and t.name != "token_embd.weight":
-            n = 1
-            for x in t.shape:
-                n *= x
-            rows += n // t.shape[0] * (active if "_exps" in t.name else 1.0)
-    assert rows > 0
-    assert decode_s(kern + (("rows:q6_K", 1e-7, 0.0),)) - decode_s(kern) == pytest.approx(rows * 1e-7, rel=1e-9)
+    rows = _active_sums(hp, sp, lambda t, n: n // t.shape[0] if t.type == "q6_K" else 0)["q6_K"]
+    assert rows > 1e5
+    more = speed(_kernels(q6_K={"row_seconds": 1e-7})).decode_seconds["CPU0"]
+    assert more - speed(_kernels()).decode_seconds["CPU0"] == pytest.approx(rows * 1e-7, rel=1e-9)
+
+
+def test_measured_expert_decode_rate_reads_the_active_experts_bytes():
+    hp, sp, speed = _r1_q4_on_one_cpu(50.0, 0.2)
+    # the active routed experts' q4_K bytes: at the MUL_MAT_ID rate; the rest of q4_K at the mat-vec's
+    exp_b = _active_sums(hp, sp, lambda t, n: t.bytes if "_exps" in t.name and t.type == "q4_K" else 0)["q4_K"]
+    base = speed(_kernels()).decode_seconds["CPU0"]
+    slow = speed(_kernels(q4_K={"expert_decode_bytes_per_s": 10e9})).decode_seconds["CPU0"]
+    assert slow - base == pytest.approx(exp_b * (1 / 10e9 - 1 / 20e9), rel=1e-9)
+
+
+def test_measured_layer_cost_adds_per_layer_kind_and_token():
+    hp, sp, speed = _r1_q4_on_one_cpu(50.0, 0.2)
+    base = speed(_kernels())
+    s = speed(_kernels(layer_seconds={"mla_dense": 10e-6, "mla_moe": 100e-6, "gqa_dense": 1.0}, token_seconds=7e-6))
+    # R1: 3 dense MLA layers and 58 MoE ones on CPU0 (the GQA figure is not R1's); the token's own cost on
+    # the host that starts it (token_embd's place)
+    assert s.decode_seconds["CPU0"] - base.decode_seconds["CPU0"] == pytest.approx(3 * 10e-6 + 58 * 100e-6, rel=1e-9)
+    assert s.decode_seconds[HOST] - base.decode_seconds[HOST] == pytest.approx(7e-6, rel=1e-9)
+    assert s.prefill_tps == base.prefill_tps
 
 
 def test_measured_flash_attention_sets_the_cost_of_each_cached_token():
-    from planner.core.memory import Slot
-
-    hp, sp, kv = _r1_q4()
-    slot = Slot("CPU0", 10**13, 0)
-    kern = (("attention:gqa", 0.0, 1e9), ("attention:mla", 0.0, 20e9), ("f32", 40e9, 1e11), ("q4_K", 20e9, 2e11),
-            ("q5_0", 25e9, 1e11), ("q6_K", 10e9, 1e11))
-    # a bandwidth so high that reading the latent rows never bounds it: the math at the measured rate does
-    host = Processor(HOST, "CPU-measured", 1e6, 0.2, kern)
-    procs = {"CPU0": replace(host, label="CPU0")}
-    for kv_mode, rate in (("mla", 20e9), ("legacy", 1e9)):
-        opts = memory_options(PlanRequest(kv_mode=kv_mode), kv_mode)
-        mem = plan_memory(hp, sp.tensors, [slot], opts)
-        s = llamacpp_speed(hp, sp.tensors, mem, opts, procs, host, factors(), 512, 4096)
+    # a bandwidth so high that reading the latent rows never bounds it: the math at the measured cost does
+    kern = _kernels(attention={"gqa": AttentionCost(5e-9, 30e-12), "mla": AttentionCost(2e-9, 10e-12)})
+    for kv_mode, (fixed, per_dim) in (("mla", (2e-9, 10e-12)), ("legacy", (5e-9, 30e-12))):
+        _, _, speed = _r1_q4_on_one_cpu(1e6, 0.2, kv_mode)
+        s = speed(kern, 4096)
         dims = 512 + 64 + 512 if kv_mode == "mla" else 128 + 64 + 128     # K + V dims per head
-        # R1: 61 layers x 128 heads x 2 FLOPs x (K + V dims) per cached token, at the class's measured rate
-        assert s.decode_per_depth_s == pytest.approx(61 * 128 * 2 * dims / rate, rel=1e-9)
-    # without a measured rate for the class: the dense rate x the "attn" factor
-    bare = replace(host, kernels=kern[2:])
-    opts = memory_options(PlanRequest(), "mla")
-    mem = plan_memory(hp, sp.tensors, [slot], opts)
-    s = llamacpp_speed(hp, sp.tensors, mem, opts, {"CPU0": replace(bare, label="CPU0")}, bare, factors(), 512, 0)
+        # R1: 61 layers x 128 heads x (the fixed part + the part per dim x dims) per cached token
+        assert s.decode_per_depth_s == pytest.approx(61 * 128 * (fixed + per_dim * dims), rel=1e-9)
+        assert s.decode_tps_at(0) > s.decode_tps_at(4096)
+    # without a measured cost for the class: the dense rate x the "attn" factor
+    _, _, speed = _r1_q4_on_one_cpu(1e6, 0.2, "mla")
+    s = speed(_kernels())
     fac = factors()
     assert s.decode_per_depth_s == pytest.approx(61 * 128 * 2 * 1088 / (0.2e12 * fac.prefill["CPU-measured"]["attn"]),
                                                  rel=1e-9)
@@ -193,26 +203,17 @@ def test_measured_flash_attention_sets_the_cost_of_each_cached_token():
 
 def test_measured_expert_products_set_the_routed_experts_prefill():
     hp, sp, speed = _r1_q4_on_one_cpu(1e6, 1e3)       # memory and attention never bound it
-    kern = _KERN
 
     def prefill_seconds(k) -> float:
         return 512 / speed(k).prefill_tps
     # the routed experts' FLOPs per prompt token, per type: 2 x elements x n_expert_used / n_expert
-    active = hp.n_expert_used / hp.n_expert
-    exp_flops: dict[str, float] = {}
-    for t in sp.tensors:
-        if "_exps" in t.name:
-            n = 1
-            for x in t.shape:
-                n *= x
-            exp_flops[t.type] = exp_flops.get(t.type, 0.0) + 2.0 * n * active
+    exp_flops = _active_sums(hp, sp, lambda t, n: 2.0 * n if "_exps" in t.name else 0)
     assert set(exp_flops) == {"q4_K", "q6_K"}
-    rates = dict((t, f) for t, _, f in kern)
     # a measured MUL_MAT_ID rate of a quarter of q4_K's gemm: the q4_K experts take 4x their gemm time;
     # q6_K has no expert figure and stays at its gemm rate
-    slow = kern + (("experts:q4_K", 0.0, 0.5e11),)
-    extra = exp_flops["q4_K"] * 512 * (1 / 0.5e11 - 1 / rates["q4_K"])
-    assert prefill_seconds(slow) - prefill_seconds(kern) == pytest.approx(extra, rel=1e-6)
+    slow = _kernels(q4_K={"expert_prefill_flops": 0.5e11})
+    extra = exp_flops["q4_K"] * 512 * (1 / 0.5e11 - 1 / _RATES["q4_K"][1])
+    assert prefill_seconds(slow) - prefill_seconds(_kernels()) == pytest.approx(extra, rel=1e-6)
 
 
 def test_expert_probe_measures_ggml_mul_mat_id():
@@ -237,9 +238,11 @@ def test_attention_probe_measures_ggml_flash_attention():
     require_llama_cpp("llama-bench")
     res = probe_graph(locate().folders, 1)
     assert set(res["attention"]) == set(ATTENTION_SHAPES) == {"mla", "gqa"}
-    # one thread of any x86/ARM core: between 0.1 and 1000 GFLOP/s of f16 dot products and multiply-adds
-    for c, flops in res["attention"].items():
-        assert 1e8 < flops < 1e12, (c, flops)
+    # one thread of any x86/ARM core: per query head and cached token, well under a microsecond, of which
+    # each K+V dim of a 1088-dim MLA head costs at least a femtosecond
+    for c, a in res["attention"].items():
+        assert 0 <= a["head_token_seconds"] < 1e-6 and 1e-15 < a["dim_seconds"] < 1e-9, (c, a)
+        assert a["head_token_seconds"] + 1088 * a["dim_seconds"] < 1e-6
 
 
 def test_kernel_probe_measures_the_ggml_library():
@@ -338,3 +341,62 @@ def test_a_hybrid_plan_with_unknown_host_ram_is_not_ranked():
     small = make_plan(replace(req, host_ram=512)).scheme("BF16").deployments[1]
     assert (big.host_ram_checked, big.usable) == (True, True)
     assert (small.host_ram_checked, small.fits, small.usable) == (True, False, False)
+
+
+def test_overhead_probe_solves_each_layer_kinds_cost():
+    from planner.engines.llamacpp.overhead_probe import SPAN, solve
+
+    # skeletons of a host where a token costs 40 us, an MLA dense layer 30 us, an MoE layer 50 us, GQA 20 us
+    t = {"mla-short": 40e-6 + 30e-6 + 50e-6, "mla-moe": 40e-6 + 30e-6 + (1 + SPAN) * 50e-6,
+         "mla-dense": 40e-6 + (1 + SPAN) * 30e-6 + 50e-6, "gqa-short": 40e-6 + 2 * 20e-6,
+         "gqa-long": 40e-6 + (2 + SPAN) * 20e-6}
+    r = solve(t)
+    assert r["layer_seconds"] == pytest.approx({"mla_moe": 50e-6, "mla_dense": 30e-6, "gqa_dense": 20e-6})
+    assert r["token_seconds"] == pytest.approx(40e-6)
+    # a long skeleton timed a hair faster than the short one: 0, not a negative cost
+    assert solve(dict(t, **{"gqa-long": t["gqa-short"] * 0.99}))["layer_seconds"]["gqa_dense"] == 0.0
+
+
+def test_overhead_probe_measures_llama_cpp_per_layer():
+    from llamacpp_support import require_llama_cpp
+
+    from planner.engines.llamacpp.locate import locate
+    from planner.engines.llamacpp.overhead_probe import probe_overhead
+
+    require_llama_cpp("llama-bench")
+    r = probe_overhead(locate().binary("llama-bench"), 1, reps=3)
+    ls = r["layer_seconds"]
+    # one thread: an MoE layer (router, top-k, three MUL_MAT_IDs over 64 experts, a shared expert) costs
+    # more than a GQA layer, each between 1 us and 1 ms per token
+    assert ls["mla_moe"] > ls["gqa_dense"]
+    for k, v in ls.items():
+        assert 1e-6 < v < 1e-3, (k, v)
+    assert r["skeleton_seconds"]["mla-moe"] > r["skeleton_seconds"]["mla-short"]
+
+
+def test_expert_decode_probe_measures_ggml_mul_mat_id():
+    from llamacpp_support import require_llama_cpp
+
+    from planner.engines.llamacpp.locate import locate
+    from planner.hardware.kernel_probe import PROBE_TYPES, probe_expert_decode
+
+    require_llama_cpp("llama-bench")
+    res = probe_expert_decode(locate().folders, 1, {"q4_K": 0.0}, types={k: PROBE_TYPES[k] for k in ("q8_0", "q4_K")})
+    assert set(res) == {"q8_0", "q4_K"}
+    # one thread streaming 96 MiB of experts: between 0.1 and 1000 GB/s
+    for t, rate in res.items():
+        assert 1e8 < rate < 1e12, (t, rate)
+
+
+def test_host_kernels_json_round_trip_and_bad_figures():
+    from planner.errors import PlannerError
+
+    k = _kernels(attention={"mla": AttentionCost(2e-9, 1e-11)}, layer_seconds={"mla_moe": 5e-5}, token_seconds=4e-5,
+                 q4_K={"expert_decode_bytes_per_s": 9e9, "expert_prefill_flops": 5e10, "row_seconds": 3e-9})
+    assert HostKernels.from_json(k.to_json()) == k
+    bad = k.to_json()
+    bad["kernels"]["q4_K"]["decode_bytes_per_s"] = -1
+    with pytest.raises(PlannerError):
+        HostKernels.from_json(bad)
+    with pytest.raises(PlannerError):
+        HostKernels.from_json({"threads": 2})

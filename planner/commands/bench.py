@@ -35,26 +35,37 @@ class Row:
                 "stddev_tps": round(self.stddev, 3), "error_pct": round(self.error_pct, 2)}
 
 
-def measure_host(threads: int, lib_dirs: list | None = None) -> tuple:
-    """The host probe in a child process whose BLAS uses `threads` threads (as llama-bench -t does):
-    (GB/s, TFLOPS, kernels) with llama.cpp's ggml CPU kernels per weight type measured too
-    (planner/hardware/kernel_probe.py) when lib_dirs (the llama.cpp binaries' folders) are given."""
+def measure_host(threads: int, lib_dirs: list | None = None, llama_bench=None):
+    """The host probe (a HostProbe) in a child process whose BLAS uses `threads` threads (as llama-bench
+    -t does), with llama.cpp's ggml CPU kernels per weight type measured too
+    (planner/hardware/kernel_probe.py) when lib_dirs (the llama.cpp binaries' folders) are given, and
+    with llama-bench (a path) llama.cpp's fixed cost per layer and token
+    (planner/engines/llamacpp/overhead_probe.py); the kernels are cached for plans on this machine."""
+    from planner.core.host_kernels import HostProbe
+
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads))
     code = ("from planner.hardware.host import probe_host_speed as p; import json; "
-            f"print(json.dumps(p({threads}, refresh=True)))")
+            f"h = p({threads}, refresh=True); print(json.dumps([h.bandwidth_gbs, h.tflops]))")
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
         raise PlannerError(f"host probe failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
     bw, tf = json.loads(r.stdout.strip().splitlines()[-1])[:2]
     if not lib_dirs:
-        return float(bw), float(tf)
-    from planner.hardware.host import probe_host_kernels
+        return HostProbe(float(bw), float(tf))
+    from planner.hardware.host import probe_host_kernels, store_host_kernels
 
     try:
-        return float(bw), float(tf), probe_host_kernels(threads, lib_dirs)
+        kernels = probe_host_kernels(threads, lib_dirs)
     except (OSError, ValueError, subprocess.TimeoutExpired) as e:
         raise PlannerError(f"host kernel probe failed: {e}") from None
+    if llama_bench is not None:
+        from planner.engines.llamacpp.overhead_probe import probe_overhead
+
+        o = probe_overhead(llama_bench, threads)
+        kernels = replace(kernels, layer_seconds=o["layer_seconds"], token_seconds=o["token_seconds"])
+    store_host_kernels(kernels)
+    return HostProbe(float(bw), float(tf), kernels)
 
 
 def llama_bench(binary, model_file: str, *, prompt: int, gen: int, depth: int, threads: int, reps: int,
@@ -79,6 +90,14 @@ def _best(rec: dict) -> float:
     return float(statistics.median(samples)) if samples else float(rec["avg_ts"])
 
 
+def _spread(rec: dict) -> float:
+    """The standard deviation of the repetitions (all of them where several runs were pooled)."""
+    import statistics
+
+    samples = rec.get("samples_ts") or []
+    return float(statistics.stdev(samples)) if len(samples) > 1 else float(rec["stddev_ts"])
+
+
 def predicted_vs_measured(req, records: list[dict], gen: int) -> list[Row]:
     """Rows for llama-bench's tests (measured: the median repetition), each predicted with the plan at
     the test's own workload."""
@@ -90,12 +109,12 @@ def predicted_vs_measured(req, records: list[dict], gen: int) -> list[Row]:
         if p:
             sp = make_plan(replace(req, prompt=p, depth=d)).schemes[0]
             rows.append(Row(f"pp{p}" + (f" @ d{d}" if d else ""), sp.speed.prefill_tps,
-                            _best(rec), float(rec["stddev_ts"])))
+                            _best(rec), _spread(rec)))
         elif n:
             # decode of n tokens after d: the cache grows from d to d + n, on average d + n/2
             sp = make_plan(replace(req, depth=d + n // 2)).schemes[0]
             rows.append(Row(f"tg{n}" + (f" @ d{d}" if d else ""), sp.speed.decode_tps,
-                            _best(rec), float(rec["stddev_ts"])))
+                            _best(rec), _spread(rec)))
     return rows
 
 
@@ -122,7 +141,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--gen", type=int, default=128, help="decoded tokens per test [128]")
     p.add_argument("--llama-cpp", metavar="DIR", help="the llama.cpp binaries' folder")
     p.add_argument("--no-kernel-probe", action="store_true",
-                   help="skip measuring the ggml CPU kernels per type (~30 s): the host's bandwidth and factors only")
+                   help="skip measuring the ggml CPU kernels per type and llama.cpp's cost per layer (~45 s): "
+                        "the host's bandwidth and factors only")
     p.add_argument("--json", action="store_true")
     try:
         a = p.parse_args(argv)
@@ -133,7 +153,8 @@ def main(argv: list[str]) -> int:
         lc = locate(a.llama_cpp)
         binary = lc.binary("llama-bench")
         req = plan_request(a)
-        req = replace(req, host_probe=measure_host(a.threads, None if a.no_kernel_probe else lc.folders))
+        req = replace(req, host_probe=measure_host(a.threads, None if a.no_kernel_probe else lc.folders,
+                                                   None if a.no_kernel_probe else binary))
         load = os.getloadavg()
         records = llama_bench(binary, req.model_file, prompt=req.prompt, gen=a.gen, depth=req.depth,
                               threads=a.threads, reps=a.repetitions)
@@ -142,11 +163,11 @@ def main(argv: list[str]) -> int:
         print(f"dq-planner: {e}", file=sys.stderr)
         return 2
     if a.json:
-        print(json.dumps({"model_file": req.model_file, "host_probe": {"bandwidth_gbs": req.host_probe[0],
-                          "tflops": req.host_probe[1]}, "loadavg": load, "threads": a.threads,
+        print(json.dumps({"model_file": req.model_file, "host_probe": {"bandwidth_gbs": req.host_probe.bandwidth_gbs,
+                          "tflops": req.host_probe.tflops}, "loadavg": load, "threads": a.threads,
                           "rows": [r.to_dict() for r in rows]}, indent=1))
         return 0
-    print(f"{req.model_file}: host {req.host_probe[0]:.1f} GB/s, {req.host_probe[1] * 1e3:.0f} GFLOPS measured "
+    print(f"{req.model_file}: host {req.host_probe.bandwidth_gbs:.1f} GB/s, {req.host_probe.tflops * 1e3:.0f} GFLOPS measured "
           f"with {a.threads} thread(s); load average {load[0]:.2f}")
     w = max(len(r.test) for r in rows) if rows else 4
     print(f"{'test':<{w}}  {'predicted t/s':>13}  {'measured t/s':>14}  {'error':>7}")

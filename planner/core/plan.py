@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from planner.core.host_kernels import HostProbe
+
 SCHEMA_VERSION = 1
 
 
@@ -59,7 +61,8 @@ class PlanRequest:
     min_tps: float | None = None         # drop plans predicted to decode slower
     host_ram: float | None = None        # GiB of host RAM (None: detected when planning for this machine)
     host_bandwidth: float | None = None  # GB/s peak of the host's memory (None: probe or profile)
-    host_probe: tuple[float, float] | None = None   # (GB/s, TFLOPS) measured here, filled by planning
+    host_probe: HostProbe | tuple[float, float] | None = None   # measured here (filled by planning),
+                                                                # or (GB/s, TFLOPS) as given
 
 
 @dataclass(slots=True)

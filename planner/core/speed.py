@@ -11,12 +11,16 @@ of the device that holds it. For each place (a device, or the host) the bytes re
   - its layers' KV cache up to the depth: K (+ V) row bytes per cached token (MLA: the latent row of
     kv_lora_rank + rope dims; GQA: n_head_kv x head_dim for K and V),
 and its time is  sum over type families of bytes / (peak bandwidth x efficiency(backend, family))
-(on a host whose kernels were probed: each type's bytes at its measured streaming rate plus its rows
-read x its measured cost per row, planner/hardware/kernel_probe.py)
-plus a fixed per-layer cost (kernel launches and synchronisation per layer and token, per backend);
+(on a host whose kernels were probed: each type's bytes at its measured streaming rate, the routed
+experts' at the type's measured MUL_MAT_ID rate, plus its rows read x its measured cost per row,
+planner/hardware/kernel_probe.py)
+plus a fixed per-layer cost (kernel launches and synchronisation per layer and token, per backend; on a
+probed host llama.cpp's own cost per layer kind and per token, measured with llama-bench on skeleton
+models, planner/engines/llamacpp/overhead_probe.py);
 attention over the cache costs the larger of its bytes at the bandwidth and its FLOPs at the dense rate
-(on a host whose kernels were probed: at its measured flash-attention rate for the plan's attention
-class, MLA's shared latent row or GQA's heads, planner/hardware/kernel_probe.py).
+(on a host whose kernels were probed: n_head x (a fixed part + a part per K+V dim) per cached token and
+layer, as measured for the plan's attention class, MLA's shared latent row or GQA's heads,
+planner/hardware/kernel_probe.py).
 The places of a layer split (-sm layer) run ONE AFTER ANOTHER for a token: their times add (a split
 adds capacity, not speed). Between consecutive places the hidden state (n_embd floats) crosses a link:
 latency + bytes / bandwidth (PCIe between local devices and the host, the network for RPC devices).
@@ -49,6 +53,7 @@ from typing import Any
 from planner.core.catalog import Hparams
 from planner.core.data_files import read_toml
 from planner.core.ggml_types import parse_type, row_bytes
+from planner.core.host_kernels import AttentionCost, HostKernels, HostProbe, TypeKernels
 from planner.core.memory import MemoryOptions, kv_dims, tensor_layer
 from planner.core.paths import profiles_dir
 from planner.core.plan import MemoryPlan, TensorPlan
@@ -60,16 +65,6 @@ HOST = "Host"
 OP_OFFLOAD_MIN_BATCH = 32
 _EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_exps")
 _FAMILY = {"f32": "float", "f16": "float", "bf16": "float", "f64": "float"}
-# Processor.kernels rows named ATTENTION_PREFIX + class carry the measured decode attention FLOP/s of
-# that attention class (planner/hardware/kernel_probe.py ATTENTION_SHAPES: "mla", "gqa")
-ATTENTION_PREFIX = "attention:"
-# ... and rows named EXPERTS_PREFIX + type the routed-expert (MUL_MAT_ID) prefill FLOP/s of that type
-EXPERTS_PREFIX = "experts:"
-# ... and rows named ROWS_PREFIX + type a decode cost per weight row (seconds) of that type, beyond its
-# bytes at the (then streaming) decode rate of the type's own row
-ROWS_PREFIX = "rows:"
-
-
 @lru_cache(maxsize=None)
 def speed_site(name: str, n_layer: int) -> tuple[int, bool]:
     """A tensor's layer and whether it is a routed-expert tensor (once per name: every scheme repeats them)."""
@@ -106,41 +101,17 @@ class Processor:
     backend: str                     # factor table key: CUDA, ROCm, CANN, CPU, CPU-measured
     bandwidth_gbs: float             # peak memory bandwidth (CPU-measured: a measured read bandwidth)
     tflops: float                    # dense 16-bit TFLOPS (CPU: the host's measured or given figure)
-    # the host's ggml kernels as measured on it (planner/hardware/kernel_probe.py), per weight type:
-    # (type, decode bytes/s streamed from memory, prefill weight FLOP/s); () where not measured
-    kernels: tuple[tuple[str, float, float], ...] = ()
+    # the host's ggml kernels as measured on it (planner/hardware/kernel_probe.py); None where not measured
+    kernels: HostKernels | None = None
 
-    def _measured(self, name: str) -> tuple[float, float] | None:
-        """The two figures of the kernels row of that name (a weight type, or a prefixed row)."""
-        for t, a, b in self.kernels:
-            if t == name:
-                return a, b
-        return None
+    def attention(self, attention_class: str) -> AttentionCost | None:
+        """Decode attention's cost per cached token measured on this host for the class, else None."""
+        return self.kernels.attention.get(attention_class) if self.kernels else None
 
-    def attention_flops(self, attention_class: str) -> float | None:
-        """FLOP/s of decode attention over the cache measured on this host for the class, else None."""
-        m = self._measured(ATTENTION_PREFIX + attention_class)
-        return m[1] if m else None
+    def kernel(self, type_name: str) -> TypeKernels | None:
+        """The type's kernels measured on this host (f32 as f16), else None."""
+        return self.kernels.type(type_name) if self.kernels else None
 
-    def expert_prefill_flops(self, type_name: str) -> float | None:
-        """FLOP/s of a ubatch's routed-expert product in the type measured on this host, else None."""
-        m = self._measured(EXPERTS_PREFIX + type_name)
-        return m[1] if m else None
-
-    def row_seconds(self, type_name: str) -> float:
-        """Decode seconds per weight row of the type measured on this host (0 where not measured); f32
-        as f16."""
-        m = self._measured(ROWS_PREFIX + type_name)
-        if m:
-            return m[0]
-        return self.row_seconds("f16") if type_name == "f32" and self.kernels else 0.0
-
-    def kernel(self, type_name: str) -> tuple[float, float] | None:
-        """(decode bytes/s, prefill FLOP/s) measured for the type; f32 (norms, biases) as f16."""
-        m = self._measured(type_name)
-        if m:
-            return m
-        return self.kernel("f16") if type_name == "f32" and self.kernels else None
 
 @dataclass(frozen=True)
 class Link:
@@ -190,6 +161,16 @@ def factors(engine_file: str = "llamacpp") -> Factors:
     return load_factors(profiles_dir() / "speed" / f"{engine_file}.toml")
 
 
+def layer_kind(hp: Hparams, il: int) -> str:
+    """The kind of layer il as the host's llama.cpp overhead is measured per kind
+    (planner.core.host_kernels.LAYER_KINDS): its attention's graph (DeepSeek's MLA blocks, with either
+    cache layout, or grouped-query attention) and its FFN (dense, or routed experts). V3.2's and V4's
+    blocks are counted as MLA blocks, the nearest measured: their indexer's nodes are not."""
+    moe = hp.is_moe and il >= hp.n_layer_dense_lead
+    att = "mla" if hp.arch in ("deepseek2", "deepseek32", "deepseek4") else "gqa"
+    return f"{att}_{'moe' if moe else 'dense'}"
+
+
 @dataclass
 class Speed:
     prefill_tps: float
@@ -225,6 +206,8 @@ class _Place:
     weights: dict[str, float] = field(default_factory=dict)   # weight type -> bytes read per ubatch
     flops: dict[str, float] = field(default_factory=dict)     # weight type -> FLOPs per prompt token
     expert_flops: dict[str, float] = field(default_factory=dict)   # of them, in routed-expert tensors
+    expert_decode: dict[str, float] = field(default_factory=dict)  # weight type -> routed-expert bytes per token
+    fixed_s: float = 0.0                                       # the host's llama.cpp cost per token of its layers
     flops_per_token: float = 0.0
     kv_row_bytes: int = 0                                      # KV bytes per cached token, its layers
     attn_flops_per_ctx: float = 0.0                            # attention FLOPs per token per cached token
@@ -245,17 +228,17 @@ def _decode_rate(proc: Processor, fac: Factors, type_name: str) -> float:
     """Bytes per second a decode step reads a weight of this type at: the host's measured kernel
     (bytes streamed from memory: the larger of the memory's time and the kernel's compute, as the
     hardware resolves it), else the peak bandwidth x the backend's factor for the type family."""
-    k = proc.kernel(type_name) if proc.kernels else None
+    k = proc.kernel(type_name)
     if k is not None:
-        return k[0]
+        return k.decode_bytes_per_s
     return proc.bandwidth_gbs * 1e9 * fac.eff(fac.decode, proc.backend, type_family(type_name))
 
 
 def _prefill_rate(proc: Processor, fac: Factors, type_name: str) -> float:
     """FLOP/s of a ubatch matrix product on a weight of this type (measured kernel, else the factor)."""
-    k = proc.kernel(type_name) if proc.kernels else None
+    k = proc.kernel(type_name)
     if k is not None:
-        return k[1]
+        return k.prefill_flops
     return proc.tflops * 1e12 * fac.eff(fac.prefill, proc.backend, type_family(type_name))
 
 
@@ -340,6 +323,8 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
         share = active if exps else 1.0
         p.decode[ty] = p.decode.get(ty, 0.0) + b * share
         p.decode_rows[ty] = p.decode_rows.get(ty, 0.0) + rows * share
+        if exps:
+            p.expert_decode[ty] = p.expert_decode.get(ty, 0.0) + b * share
         if where == HOST and exps and has_gpu:
             p.pcie_bytes += b                                # copied to the GPU per ubatch (op offload)
             p.offload_flops_per_token += 2.0 * n_el * share
@@ -350,12 +335,15 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
                 p.expert_flops[ty] = p.expert_flops.get(ty, 0.0) + 2.0 * n_el * share
             p.weights[ty] = p.weights.get(ty, 0.0) + b
     kv_row = _kv_row(hp, opts)
-    attn = 2.0 * hp.n_head * _attn_dims(hp, opts.kv_mode)
+    attn_dims = _attn_dims(hp, opts.kv_mode)
+    attn = 2.0 * hp.n_head * attn_dims
     attn_class = attention_class(hp, opts.kv_mode)
     order: list[str] = [HOST]                                # a token's path: token_embd, then the layers
     for il in range(hp.n_layer + 1):
         where = ldev.get(il, HOST)
         p = place(where)
+        if il < hp.n_layer and p.proc.kernels is not None:
+            p.fixed_s += p.proc.kernels.layer_seconds.get(layer_kind(hp, il), 0.0)
         if il < hp.n_layer:
             p.kv_row_bytes += kv_row
             p.attn_flops_per_ctx += attn
@@ -378,19 +366,28 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
     for lbl, p in places.items():
         t = 0.0
         for typ, b in p.decode.items():
-            t += b / _decode_rate(p.proc, fac, typ)
-        if p.proc.kernels:
-            # the measured kernels' cost per row read (planner/hardware/kernel_probe.py), beyond the bytes
-            t += sum(r * p.proc.row_seconds(typ) for typ, r in p.decode_rows.items())
+            k = p.proc.kernel(typ)
+            be = p.expert_decode.get(typ, 0.0)
+            if k is not None and be and k.expert_decode_bytes_per_s:
+                # the routed experts' mat-vecs run as one MUL_MAT_ID per tensor: at its measured rate
+                t += (b - be) / k.decode_bytes_per_s + be / k.expert_decode_bytes_per_s
+            else:
+                t += b / _decode_rate(p.proc, fac, typ)
+            if k is not None:
+                # the measured kernels' cost per row read (planner/hardware/kernel_probe.py), beyond the bytes
+                t += p.decode_rows.get(typ, 0.0) * k.row_seconds
+        # llama.cpp's fixed cost per layer and token on a measured host (its graph's building, scheduling
+        # and nodes, planner/engines/llamacpp/overhead_probe.py), and per token on the host that starts it
+        t += p.fixed_s + (p.proc.kernels.token_seconds if lbl == HOST and p.proc.kernels is not None else 0.0)
         kvb = p.kv_row_bytes * depth
         # attention over the cache, per cached token: its bytes at the bandwidth, its FLOPs at the dense
         # rate, the larger (both grow with the depth, so the decode time is linear in it)
         kv_read = p.kv_row_bytes / (p.proc.bandwidth_gbs * 1e9 * fac.eff(fac.decode, p.proc.backend, "kv"))
         # the math: at the host's measured flash-attention rate for the plan's attention class where the
         # probe measured it (planner/hardware/kernel_probe.py), else at the dense rate x the "attn" factor
-        measured = p.proc.attention_flops(attn_class) if p.proc.kernels else None
-        if measured:
-            kv_math = p.attn_flops_per_ctx / measured
+        measured = p.proc.attention(attn_class)
+        if measured is not None:
+            kv_math = p.layers * measured.seconds(hp.n_head, attn_dims)
         else:
             kv_math = p.attn_flops_per_ctx / (p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, "attn")) \
                 if p.proc.tflops > 0 else 0.0
@@ -419,13 +416,14 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
         for lbl, p in places.items():
             fl = p.flops_per_token * u
             fl_attn = p.attn_flops_per_ctx * ctx_mid * u
-            if p.proc.kernels:
+            if p.proc.kernels is not None:
                 # measured kernels: each type's FLOPs at its own gemm's rate; those of routed experts at the
                 # type's measured MUL_MAT_ID rate where probed (small per-expert products, other code paths)
                 compute = 0.0
                 for typ, f in p.flops.items():
                     fe = p.expert_flops.get(typ, 0.0)
-                    er = p.proc.expert_prefill_flops(typ) if fe else None
+                    k = p.proc.kernel(typ)
+                    er = k.expert_prefill_flops if fe and k is not None else None
                     if er:
                         compute += (f - fe) * u / _prefill_rate(p.proc, fac, typ) + fe * u / er
                     else:
@@ -495,19 +493,18 @@ def tp_decode(stage_bytes: list[float], stage_layers: list[int], tp: int, gpu: P
 
 def host_processor(req, host_profile) -> Processor:
     """The host as a device: --host-bandwidth (peak GB/s), else the figures measured on this machine
-    (planner.hardware's probe, handed in as req.host_probe), else the host profile's (profiles/hardware/
-    host.toml). The FLOPS figure: the probe's, else the profile's. A probe's third element, where
-    present, is the host's measured ggml kernels per weight type (Processor.kernels): the decode and
-    prefill rates of those types then come from it instead of the bandwidth and the factors."""
-    probe = req.host_probe
-    tflops = probe[1] if probe else host_profile.bf16_tflops
+    (planner.hardware's probe, handed in as req.host_probe: a HostProbe, or (GB/s, TFLOPS)), else the host
+    profile's (profiles/hardware/host.toml). The FLOPS figure: the probe's, else the profile's. Where the
+    probe timed the host's ggml kernels (HostProbe.kernels), the decode and prefill rates of the weight
+    types come from them instead of the bandwidth and the factors."""
+    probe = HostProbe.of(req.host_probe) if req.host_probe is not None else None
+    tflops = probe.tflops if probe else host_profile.bf16_tflops
     if req.host_bandwidth is not None:
         if req.host_bandwidth <= 0:
             raise PlannerError(f"--host-bandwidth must be more than 0 GB/s, got {req.host_bandwidth}")
         return Processor(HOST, "CPU", float(req.host_bandwidth), tflops)
     if probe:
-        kernels = tuple(tuple(k) for k in probe[2]) if len(probe) > 2 and probe[2] else ()
-        return Processor(HOST, "CPU-measured", probe[0], probe[1], kernels)
+        return Processor(HOST, "CPU-measured", probe.bandwidth_gbs, probe.tflops, probe.kernels)
     return Processor(HOST, "CPU", host_profile.bandwidth_gbs, tflops)
 
 

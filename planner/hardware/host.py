@@ -13,6 +13,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from planner.core.host_kernels import HostKernels, HostProbe
+from planner.errors import PlannerError
+
 NODE_DIR = Path("/sys/devices/system/node")
 
 
@@ -107,10 +110,10 @@ def _cache_file() -> Path:
     return Path(base) / "dq-planner" / "host-probe.json"
 
 
-def probe_host_speed(threads: int | None = None, *, refresh: bool = False) -> tuple:
-    """(read bandwidth GB/s, float32 TFLOPS) of this machine, measured once and cached under
-    $XDG_CACHE_HOME/dq-planner (keyed by the CPU count it ran with), and a third element, llama.cpp's
-    ggml CPU kernels per weight type, where probe_host_kernels measured them for this thread count.
+def probe_host_speed(threads: int | None = None, *, refresh: bool = False) -> HostProbe:
+    """The HostProbe of this machine: read bandwidth GB/s and float32 TFLOPS, measured once and cached
+    under $XDG_CACHE_HOME/dq-planner (keyed by the CPU count it ran with), and llama.cpp's ggml CPU
+    kernels where probe_host_kernels measured them for this thread count.
 
     Bandwidth: a float64 matrix-vector product (BLAS gemv) over a 512 MiB matrix, larger than any
     last-level cache, best of five: the streaming read of a decode step's mat-vec, with the BLAS
@@ -121,14 +124,14 @@ def probe_host_speed(threads: int | None = None, *, refresh: bool = False) -> tu
 
     import numpy as np
 
-    n_thr = threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    n_thr = threads or _cpus()
     key = f"threads={n_thr}"
     cache = _cache_file()
     if not refresh:
         try:
             data = json.loads(cache.read_text())
             if data.get("key") == key:
-                return _with_kernels(float(data["bandwidth_gbs"]), float(data["tflops"]), n_thr)
+                return HostProbe(float(data["bandwidth_gbs"]), float(data["tflops"]), cached_host_kernels(n_thr))
         except (OSError, ValueError, KeyError, TypeError):
             pass
     a = np.ones(((512 << 20) // 8 // 1024, 1024), dtype=np.float64)
@@ -149,56 +152,50 @@ def probe_host_speed(threads: int | None = None, *, refresh: bool = False) -> tu
         np.dot(m, m)
         fbest = min(fbest, time.perf_counter() - t0)
     tflops = 2 * 1024 ** 3 / fbest / 1e12
+    _write_atomic(cache, {"key": key, "bandwidth_gbs": bw, "tflops": tflops, "when": time.time()})
+    return HostProbe(bw, tflops, cached_host_kernels(n_thr))
+
+
+def _cpus() -> int:
+    return max(1, len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _write_atomic(path: Path, data: dict) -> None:
+    """The cache file replaced whole (a temporary file of this process, renamed): two runs at once never
+    leave it half-written. A cache that cannot be written is skipped."""
+    import json
+
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"key": key, "bandwidth_gbs": bw, "tflops": tflops, "when": time.time()}))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)
     except OSError:
         pass
-    return _with_kernels(bw, tflops, n_thr)
-
-
-def _with_kernels(bw: float, tflops: float, threads: int) -> tuple:
-    k = cached_host_kernels(threads)
-    return (bw, tflops, k) if k else (bw, tflops)
 
 
 def _kernels_file() -> Path:
     return _cache_file().with_name("host-kernels.json")
 
 
-def cached_host_kernels(threads: int | None = None) -> tuple[tuple[str, float, float], ...]:
+def cached_host_kernels(threads: int | None = None) -> HostKernels | None:
     """The ggml CPU kernels measured on this machine (probe_host_kernels) with this thread count, from
-    the cache; () when never measured (the plan then uses the bandwidth and the factors)."""
+    the cache; None when never measured (the plan then uses the bandwidth and the factors)."""
     import json
 
-    n_thr = threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    n_thr = threads or _cpus()
     try:
         data = json.loads(_kernels_file().read_text())
         if data.get("threads") != n_thr:
-            return ()
-        return _kernel_rows(data)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return ()
+            return None
+        return HostKernels.from_json(data)
+    except (OSError, ValueError, PlannerError):
+        return None
 
 
-def _kernel_rows(data: dict) -> tuple[tuple[str, float, float], ...]:
-    """The probe's JSON as the plan's kernel rows (planner.core.speed.Processor reads them):
-    (type, decode bytes/s, prefill FLOP/s) per weight type; where measured, (ATTENTION_PREFIX + class, 0,
-    decode attention FLOP/s) per attention class, (EXPERTS_PREFIX + type, 0, routed-expert prefill FLOP/s)
-    and (ROWS_PREFIX + type, decode seconds per weight row, 0) per type."""
-    from planner.core.speed import ATTENTION_PREFIX, EXPERTS_PREFIX, ROWS_PREFIX
-
-    rows = [(t, float(v["decode_bytes_per_s"]), float(v["prefill_flops"])) for t, v in data["kernels"].items()]
-    rows += [(ATTENTION_PREFIX + c, 0.0, float(f)) for c, f in (data.get("attention") or {}).items()]
-    rows += [(EXPERTS_PREFIX + t, 0.0, float(f)) for t, f in (data.get("experts") or {}).items()]
-    rows += [(ROWS_PREFIX + t, float(v["row_seconds"]), 0.0) for t, v in data["kernels"].items()
-             if "row_seconds" in v]
-    return tuple(sorted(rows))
-
-
-def probe_host_kernels(threads: int, lib_dirs: list, *, timeout: float = 300) -> tuple[tuple[str, float, float], ...]:
-    """Measure llama.cpp's ggml CPU kernels per weight type (planner/hardware/kernel_probe.py, ~30 s)
-    in a child process with `threads` threads, cache them, return them as cached_host_kernels does."""
+def probe_host_kernels(threads: int, lib_dirs: list, *, timeout: float = 300) -> HostKernels:
+    """Measure llama.cpp's ggml CPU kernels per weight type (planner/hardware/kernel_probe.py, ~40 s)
+    in a child process with `threads` threads (store_host_kernels caches them)."""
     import json
     import subprocess
     import sys
@@ -208,14 +205,11 @@ def probe_host_kernels(threads: int, lib_dirs: list, *, timeout: float = 300) ->
     if r.returncode != 0:
         tail = r.stderr.strip().splitlines()[-1:] or [f"exit {r.returncode}"]
         raise OSError(f"kernel probe failed: {tail[0]}")
-    data = json.loads(r.stdout.strip().splitlines()[-1])
-    data["when"] = __import__("time").time()
-    f = _kernels_file()
-    try:
-        f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(f)
-    except OSError:
-        pass
-    return _kernel_rows(data)
+    return HostKernels.from_json(json.loads(r.stdout.strip().splitlines()[-1]))
+
+
+def store_host_kernels(kernels: HostKernels) -> None:
+    """Cache the host's measured kernels (cached_host_kernels reads them for plans on this machine)."""
+    import time
+
+    _write_atomic(_kernels_file(), {**kernels.to_json(), "when": time.time()})

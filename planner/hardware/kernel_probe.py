@@ -21,15 +21,17 @@ ctypes, placing the weight as llama.cpp's model loader does:
   - prefill: one product of a 4096 x 1024 weight with a 512-column src1 (a ubatch): weight FLOPs
     (2 x elements x columns) per second of the type's gemm (tinyBLAS / repacked / vec_dot paths);
   - attention while decoding (probe_graph): ggml_flash_attn_ext of one query token over 256 and 4352
-    cached f16 rows, per attention class (MLA's shared 576/512-dim latent row, GQA's 128-dim heads):
-    the difference is the cost of 4096 cached tokens, as FLOP/s of 2 x heads x (K + V dims) per token;
+    cached f16 rows, per attention class (MLA's shared latent row, GQA's heads) at two row widths: the
+    difference is the cost of 4096 cached tokens per query head, a fixed part (the online softmax) and
+    a part per K + V dim, so that a model's own head dims are costed, not the probe's;
+  - routed experts (probe_experts, probe_expert_decode): ggml_mul_mat_id over 2048 x 512 experts, a
+    ubatch of 512 tokens (4 of 64 experts each) and one decoded token (8 distinct experts per product,
+    as many products as fill 96 MiB, so that the experts stream from memory);
   - the thread count is llama.cpp's (ggml_backend_cpu_set_n_threads); each figure is the median of the
     runs over 0.25 s after a warm-up (an idle virtual CPU takes milliseconds to wake up).
 
-The result, {type name: (streaming decode bytes/s, prefill FLOP/s, repacked, decode seconds per row)},
-{class: attention FLOP/s} and {type name: routed-expert prefill FLOP/s}, is cached by
-planner/hardware/host.py with the bandwidth probe. Nothing here is fitted to a model: the figures are
-the kernels' own speed.
+The result (the JSON of __main__, read by planner.core.host_kernels.HostKernels.from_json) is cached by
+planner/hardware/host.py. Nothing here is fitted to a model: the figures are the kernels' own speed.
 """
 
 from __future__ import annotations
@@ -283,19 +285,23 @@ def _probe_type(g: _Ggml, backend, dev, bufts: list[int], tnum: int,
 
 
 # attention over the KV cache while decoding one token, as llama.cpp's graph runs it with flash attention
-# (ggml_flash_attn_ext; llama-bench's and llama-server's default on the CPU): per class the K and V row
-# dims and the query heads per KV head of the models it stands for
+# (ggml_flash_attn_ext; llama-bench's and llama-server's default on the CPU): per class two shapes
+# (K row dims, V row dims, query heads, KV heads) of the same head layout and different row dims. Per
+# query head and cached token the kernel's time is a fixed part (the online softmax's scale, max and exp,
+# the mask) plus a part per K and V dim (the dot product and the V accumulation): the two shapes give both.
 ATTENTION_SHAPES = {
-    "mla": (576, 512, 32, 1),      # DeepSeek MLA, absorbed: one latent K row (kv_lora 512 + rope 64) and
-                                   # V its first 512 dims, shared by every head
-    "gqa": (128, 128, 32, 4),      # grouped-query attention, 128-dim heads, 8 query heads per KV head
+    # DeepSeek MLA, absorbed: one latent K row (kv_lora 512 + rope 64), V its first 512 dims, shared by
+    # every head; and a narrower latent (128 + 64)
+    "mla": ((576, 512, 32, 1), (192, 128, 32, 1)),
+    # grouped-query attention, 4 query heads per KV head: 128- and 256-dim heads
+    "gqa": ((128, 128, 32, 8), (256, 256, 32, 8)),
 }
 ATTN_CELLS = (256, 4352)           # the two cache lengths timed: their difference is 4096 cached tokens
 
 
 def _probe_attention(g: _Ggml, backend, dk: int, dv: int, n_head: int, n_head_kv: int) -> float:
-    """Attention FLOP/s of one decoded token over cached tokens (2 x n_head x (dk + dv) per cached token):
-    the time of ggml_flash_attn_ext at ATTN_CELLS[1] minus at ATTN_CELLS[0], over the cells between."""
+    """Seconds per query head and cached token of one decoded token's ggml_flash_attn_ext: the time at
+    ATTN_CELLS[1] minus at ATTN_CELLS[0], over the cells between and the heads."""
     import numpy as np
 
     rng = np.random.default_rng(1)
@@ -318,8 +324,18 @@ def _probe_attention(g: _Ggml, backend, dk: int, dv: int, n_head: int, n_head_kv
             g.ggml_backend_tensor_set(t, a.ctypes.data, 0, a.nbytes)
         times.append(_time(g, backend, graph, 9))
         _release(g, [buf], [ctx])
-    per_cell = max(1e-12, (times[1] - times[0]) / (ATTN_CELLS[1] - ATTN_CELLS[0]))
-    return 2.0 * n_head * (dk + dv) / per_cell
+    return max(1e-15, (times[1] - times[0]) / (ATTN_CELLS[1] - ATTN_CELLS[0]) / n_head)
+
+
+def attention_cost(wide: tuple[int, int, float], narrow: tuple[int, int, float]) -> tuple[float, float]:
+    """(seconds per head and cached token, seconds per K+V dim of it) from two shapes' (dk, dv, seconds
+    per head and cached token): the line through them, neither part below 0."""
+    (dk1, dv1, s1), (dk2, dv2, s2) = wide, narrow
+    per_dim = max(0.0, (s1 - s2) / ((dk1 + dv1) - (dk2 + dv2)))
+    fixed = max(0.0, s2 - per_dim * (dk2 + dv2))
+    if fixed == 0.0:
+        per_dim = s1 / (dk1 + dv1)
+    return fixed, per_dim
 
 
 # a ubatch through a routed-expert layer (ggml_mul_mat_id): 64 experts of 2048 x 512, 4 used per token,
@@ -366,17 +382,83 @@ def _probe_experts(g: _Ggml, backend, dev, bufts: list[int], tnum: int) -> float
     raise OSError("no CPU buffer accepted the expert probe weight")
 
 
+# one token through routed experts (ggml_mul_mat_id): experts of 2048 x 512 as EXPERT_SHAPE, 8 used per
+# token as DeepSeek-V3/R1; the graph runs one product per group of 8 distinct experts, over as many
+# experts as fill STREAM_BYTES, so that every run reads them from memory
+EXPERT_DECODE_USED = 8
+
+
+def _probe_expert_decode(g: _Ggml, backend, dev, bufts: list[int], tnum: int, row_seconds: float) -> float:
+    """Bytes/s a decoded token's routed-expert product (MUL_MAT_ID) in the type reads its active experts
+    at, in the buffer llama.cpp would put the expert tensor, beyond the type's cost per row (measured by
+    _probe_type; the experts' rows pay it as well). The one weight holds STREAM_BYTES of experts, and the
+    graph is one product per group of EXPERT_DECODE_USED distinct experts: a run reads each expert once,
+    from memory, as a token's experts are (the experts of consecutive tokens rarely repeat)."""
+    import numpy as np
+
+    ne0, ne1 = EXPERT_SHAPE[0], EXPERT_SHAPE[1]
+    rng = np.random.default_rng(3)
+    block, row_b = _quantized_rows(g, tnum, ne0, rng)
+    groups = max(4, STREAM_BYTES // (row_b * ne1 * EXPERT_DECODE_USED))
+    n_exp = groups * EXPERT_DECODE_USED
+    data = np.tile(block, ne1 * n_exp // BLOCK_ROWS)
+    mem = g.ggml_tensor_overhead() * (2 * groups + 8) + g.ggml_graph_overhead_custom(2 * groups + 8, False) + 4096
+    cpu_buft = g.ggml_backend_cpu_buffer_type()
+    ids = rng.permutation(n_exp).astype(np.int32).reshape(groups, EXPERT_DECODE_USED)
+    xv = (rng.standard_normal(ne0) * 0.1).astype(np.float32)
+    for buft in bufts + [cpu_buft]:
+        ctx_w = g.ggml_init(_InitParams(g.ggml_tensor_overhead() * 4, None, True))
+        w = g.ggml_new_tensor_3d(ctx_w, tnum, ne0, ne1, n_exp)
+        buf_w = g.ggml_backend_alloc_ctx_tensors_from_buft(ctx_w, buft)
+        ctx = g.ggml_init(_InitParams(mem, None, True))
+        x = g.ggml_new_tensor_3d(ctx, GGML_TYPE_F32, ne0, 1, 1)        # one token, shared by its experts
+        t_ids = [g.ggml_new_tensor_2d(ctx, GGML_TYPE_I32, EXPERT_DECODE_USED, 1) for _ in range(groups)]
+        outs = [g.ggml_mul_mat_id(ctx, w, x, t) for t in t_ids]
+        if not buf_w or (buft != cpu_buft and not g.ggml_backend_dev_supports_op(dev, outs[0])):
+            _release(g, [buf_w], [ctx, ctx_w])
+            continue
+        g.ggml_backend_tensor_set(w, data.ctypes.data, 0, data.nbytes)
+        graph = g.ggml_new_graph_custom(ctx, 2 * groups + 8, False)
+        for o in outs:
+            g.ggml_build_forward_expand(graph, o)
+        buf_c = g.ggml_backend_alloc_ctx_tensors_from_buft(ctx, cpu_buft)
+        for t, row in zip(t_ids, ids):
+            r = np.ascontiguousarray(row)
+            g.ggml_backend_tensor_set(t, r.ctypes.data, 0, r.nbytes)
+        g.ggml_backend_tensor_set(x, xv.ctypes.data, 0, xv.nbytes)
+        t = _time(g, backend, graph, 5)
+        _release(g, [buf_c, buf_w], [ctx, ctx_w])
+        rows = n_exp * ne1
+        return data.nbytes / max(t - rows * row_seconds, t / 2)
+    raise OSError("no CPU buffer accepted the expert probe weight")
+
+
 def probe_experts(folders: list[Path], threads: int, types: dict[str, int] | None = None) -> dict[str, float]:
     """{type: routed-expert prefill FLOP/s} of this host's ggml CPU kernels (see _probe_experts)."""
     with _cpu_backend(folders, threads) as (g, dev, bufts, backend):
         return {name: _probe_experts(g, backend, dev, bufts, tnum) for name, tnum in (types or PROBE_TYPES).items()}
 
 
+def probe_expert_decode(folders: list[Path], threads: int, row_seconds: dict[str, float],
+                        types: dict[str, int] | None = None) -> dict[str, float]:
+    """{type: routed-expert decode bytes/s} of this host's ggml CPU kernels, beyond each type's cost per
+    row (row_seconds: probe_kernels' figure; see _probe_expert_decode)."""
+    with _cpu_backend(folders, threads) as (g, dev, bufts, backend):
+        return {name: _probe_expert_decode(g, backend, dev, bufts, tnum, row_seconds.get(name, 0.0))
+                for name, tnum in (types or PROBE_TYPES).items()}
+
+
 def probe_graph(folders: list[Path], threads: int) -> dict:
-    """{"attention": {class: decode attention FLOP/s}} of this host's ggml CPU backend with `threads`
-    threads (see ATTENTION_SHAPES)."""
+    """{"attention": {class: {"head_token_seconds", "dim_seconds"}}}: decode attention's cost per query
+    head and cached token on this host's ggml CPU backend with `threads` threads, a fixed part and a
+    part per K+V dim (see ATTENTION_SHAPES)."""
     with _cpu_backend(folders, threads) as (g, _, _, backend):
-        return {"attention": {c: _probe_attention(g, backend, *shape) for c, shape in ATTENTION_SHAPES.items()}}
+        out = {}
+        for c, shapes in ATTENTION_SHAPES.items():
+            wide, narrow = ((dk, dv, _probe_attention(g, backend, dk, dv, h, hk)) for dk, dv, h, hk in shapes)
+            fixed, per_dim = attention_cost(wide, narrow)
+            out[c] = {"head_token_seconds": fixed, "dim_seconds": per_dim}
+        return {"attention": out}
 
 
 def probe_kernels(folders: list[Path], threads: int, reps: int = 7,
@@ -401,7 +483,8 @@ if __name__ == "__main__":      # python -m planner.hardware.kernel_probe THREAD
     res = probe_kernels(dirs, thr)
     graph = probe_graph(dirs, thr)
     experts = probe_experts(dirs, thr)
+    expert_decode = probe_expert_decode(dirs, thr, {k: v[3] for k, v in res.items()})
     print(json.dumps({"threads": thr, "seconds": round(time.perf_counter() - t0, 2),
                       "kernels": {k: {"decode_bytes_per_s": d, "prefill_flops": p, "repacked": r,
                                       "row_seconds": c} for k, (d, p, r, c) in res.items()},
-                      **graph, "experts": experts}))
+                      **graph, "experts": experts, "expert_decode": expert_decode}))
