@@ -88,12 +88,34 @@ def quantized(lc, src: Path, scheme: str) -> Path:
     return out
 
 
-def _predict(files: list[dict], probe) -> None:
+def _request(r: dict, probe: HostProbe) -> PlanRequest:
+    return PlanRequest(model_file=r["file"], device="host", host_ram=64, host_probe=probe, ctx=4096,
+                       prompt=512, depth=r["depth"])
+
+
+def _keep(rows: list) -> list:
+    return [x for x in rows if "pp" not in x.test or "@" not in x.test]
+
+
+def _predict(files: list[dict]) -> None:
+    """Each file's rows: measured, the median of every round's repetitions; predicted, the median over
+    the rounds of the prediction with the probe measured right before that round's run of the file."""
+    from planner.commands.bench import Row
+
     for r in files:
-        req = PlanRequest(model_file=r["file"], device="host", host_ram=64, host_probe=probe, ctx=4096,
-                          prompt=512, depth=r["depth"])
-        rows = predicted_vs_measured(req, r["records"], 128)
-        r["rows"] = [x for x in rows if "pp" not in x.test or "@" not in x.test]
+        pooled = _keep(predicted_vs_measured(_request(r, r["round_probes"][0]), r["records"], 128))
+        per_round = [_keep(predicted_vs_measured(_request(r, pr), recs, 128))
+                     for pr, recs in zip(r["round_probes"], r["round_records"])]
+        r["rows"] = [Row(x.test, statistics.median(rows[i].predicted for rows in per_round), x.measured, x.stddev)
+                     for i, x in enumerate(pooled)]
+
+
+def file_types(path: str) -> list[str]:
+    """The weight types of a GGUF file as its plan reads them (the probe measures only those)."""
+    from planner.planning import make_plan
+
+    sp = make_plan(PlanRequest(model_file=path, device="host", host_ram=64, host_probe=(1.0, 1.0), ctx=4096)).schemes[0]
+    return sorted({t.type for t in sp.tensors})
 
 
 def median_probe(probes: list[HostProbe]) -> HostProbe:
@@ -105,7 +127,7 @@ def median_probe(probes: list[HostProbe]) -> HostProbe:
     kernels = None
     if ks:
         types = {}
-        for t in ks[0].types:
+        for t in dict.fromkeys(t for k in ks for t in k.types):
             rows = [k.types[t] for k in ks if t in k.types]
 
             def m(field: str, rows=rows):
@@ -116,7 +138,8 @@ def median_probe(probes: list[HostProbe]) -> HostProbe:
         attention = {c: AttentionCost(med(k.attention[c].head_token_seconds for k in ks if c in k.attention),
                                       med(k.attention[c].dim_seconds for k in ks if c in k.attention))
                      for c in ks[0].attention}
-        layers = {n: med(k.layer_seconds[n] for k in ks if n in k.layer_seconds) for n in ks[0].layer_seconds}
+        layers = {n: med(k.layer_seconds[n] for k in ks if n in k.layer_seconds)
+                  for n in dict.fromkeys(n for k in ks for n in k.layer_seconds)}
         kernels = HostKernels(ks[0].threads, types, attention, layers, med(k.token_seconds for k in ks))
     return HostProbe(med(p.bandwidth_gbs for p in probes), med(p.tflops for p in probes), kernels)
 
@@ -161,12 +184,15 @@ def local_runs(threads: int, reps: int, depth: int, rounds: int, attempts: int =
             f = src if scheme == "BF16" else quantized(lc, src, scheme)
             files.append({"model": name, "scheme": scheme, "file": str(f), "records": [], "depth": depth,
                           "file_bytes": f.stat().st_size, "load": [], "busy": [], "seconds": 0.0})
-    probes = []
+    for r in files:
+        r["types"] = file_types(r["file"])
+        r["round_probes"], r["round_records"] = [], []
     for rnd in range(rounds):
-        wait_quiet()
-        probes.append(measure_host(threads, lc.folders, lc.binary("llama-bench")))
-        print(f"round {rnd + 1}: probe {probes[-1].bandwidth_gbs:.1f} GB/s", flush=True)
         for r in files:
+            # the host probed right before each run, for the file's own weight types: the prediction of
+            # a run is made for the machine as it was then (a shared machine's speed drifts by minutes)
+            wait_quiet()
+            r["round_probes"].append(measure_host(threads, lc.folders, lc.binary("llama-bench"), r["types"]))
             best = None
             for _ in range(attempts):
                 busy, load = wait_quiet()
@@ -185,6 +211,7 @@ def local_runs(threads: int, reps: int, depth: int, rounds: int, attempts: int =
             r["load"].append(load)
             r["busy"].append(busy)
             r.setdefault("others", []).append(others)
+            r["round_records"].append(json.loads(json.dumps(recs)))
             if not r["records"]:
                 r["records"] = recs
             else:
@@ -194,11 +221,8 @@ def local_runs(threads: int, reps: int, depth: int, rounds: int, attempts: int =
                     rec["samples_ts"] = list(rec["samples_ts"]) + list(twin["samples_ts"])
             print(r["model"], r["scheme"], f"load {load:.2f} busy {busy:.2f}",
                   [(x["n_prompt"], x["n_gen"], x["n_depth"], round(x["avg_ts"], 1)) for x in recs], flush=True)
-    probe = median_probe(probes)
-    for r in files:
-        r["probe"] = [probe.bandwidth_gbs, probe.tflops]
-    _predict(files, probe)
-    return files, probes
+    _predict(files)
+    return files, [p for r in files for p in r["round_probes"]]
 
 
 def published_runs() -> list[dict]:
@@ -224,7 +248,7 @@ def published_runs() -> list[dict]:
         out.append({"id": run["id"], "fork": run["engine"], "derivation": run.get("derivation", False),
                     "what": run["what"],
                     "metric": run["metric"], "published": run["tps"], "predicted": pred, "source": run["source"],
-                    "bound": sp.speed.bound, "fits": sp.fits})
+                    "bound": sp.speed.bound, "fits": sp.fits, "placement": _placement(sp, kw)})
     return out
 
 
@@ -246,6 +270,16 @@ def measured_apart(rows: dict) -> tuple[list[tuple[str, str]], list[tuple[str, s
     return apart, wrong
 
 
+def _placement(sp, request: dict) -> str:
+    """Where a plan's weights are: on the host's CPUs only, on GPUs with experts (the request's --n-cpu-moe,
+    or the plan's own for auto) or whole layers (-ngl below the layer count) in host RAM, or on GPUs only."""
+    devs = [d for d in sp.memory.per_device if d.layers] if sp.memory else []
+    if not devs or all(d.device.startswith("CPU") for d in devs):
+        return "CPU only"
+    host_layers = sp.memory.host is not None and bool(sp.memory.host.layers)
+    return "GPUs and host RAM" if (sp.n_cpu_moe or request.get("n_cpu_moe") or host_layers) else "GPUs only"
+
+
 def _err(p: float, m: float) -> float:
     return 100.0 * (p - m) / m
 
@@ -260,15 +294,16 @@ def report(local: list[dict], pub: list[dict], probe=None) -> str:
                 "(/proc/stat) and was run again (up to 3 times, the least disturbed kept) when the other processes",
                 "used more than 0.15 CPUs during it (`others' CPUs`, per round); its 1-minute load average (which",
                 "counts this benchmark's own previous runs) is recorded; every file was measured in each round and the measured figure is the median",
-                "of all repetitions. The host was probed at the start of each round (planner/hardware/host.py:",
-                "bandwidth; planner/hardware/kernel_probe.py: llama.cpp's ggml CPU kernels per weight type and its",
-                "flash attention per attention class, each the median of its runs), and the prediction uses each",
-                "figure's median over the rounds.", ""]
+                "of all repetitions. The host was probed right before each run (planner/hardware/host.py: bandwidth;",
+                "planner/hardware/kernel_probe.py: llama.cpp's ggml CPU kernels of the file's own weight types and",
+                "its flash attention per attention class; planner/engines/llamacpp/overhead_probe.py: llama.cpp's",
+                "cost per layer), each round's run is predicted with its own probe (this shared machine's speed",
+                "drifts from minute to minute), and the predicted figure is the median over the rounds.", ""]
         if probe is not None and probe.kernels is not None:
             k = probe.kernels
-            out += [f"Host probe: {probe.bandwidth_gbs:.1f} GB/s (float64 gemv over 512 MiB), "
-                    f"{probe.tflops * 1e3:.0f} GFLOP/s (float32 matmul); llama.cpp's ggml CPU kernels with the "
-                    f"benchmark's {k.threads} threads (planner/hardware/kernel_probe.py):", "",
+            out += [f"Host probes, the median of each figure over the runs: {probe.bandwidth_gbs:.1f} GB/s (float64 "
+                    f"gemv over 512 MiB), {probe.tflops * 1e3:.0f} GFLOP/s (float32 matmul); llama.cpp's ggml CPU "
+                    f"kernels with the benchmark's {k.threads} threads (planner/hardware/kernel_probe.py):", "",
                     "| type | decode GB/s (96 MiB weight, from memory) | ns per row | routed experts' decode GB/s "
                     "(MUL_MAT_ID) | prefill GFLOP/s (ubatch 512) | routed experts' prefill GFLOP/s |",
                     "|---|---:|---:|---:|---:|---:|"]
@@ -336,6 +371,14 @@ def report(local: list[dict], pub: list[dict], probe=None) -> str:
                 if v:
                     out.append(f"- {fork} {metric}: {len(v)} runs, median |error| {statistics.median(v):.0f}%, "
                                f"worst {max(v):.0f}%")
+        out += ["", "By where the weights ran (every engine, derivations left out):", ""]
+        for where in ("CPU only", "GPUs and host RAM", "GPUs only"):
+            for metric in ("decode", "prefill"):
+                v = [abs(_err(r["predicted"], r["published"])) for r in pub
+                     if r["placement"] == where and r["metric"] == metric and not r["derivation"]]
+                if v:
+                    out.append(f"- {where} {metric}: {len(v)} runs, median |error| {statistics.median(v):.0f}%, "
+                               f"worst {max(v):.0f}%")
         out.append("")
     return "\n".join(out)
 
@@ -350,25 +393,27 @@ def main() -> int:
                     help="re-predict the saved local runs (bench/out/speed-local.json) with the current model")
     a = ap.parse_args()
     saved = ROOT / "bench/out/speed-local.json"
-    probes: list = []
+    local: list[dict] = []
     if a.skip_local:
-        local = []
         if saved.exists():
             from planner.commands.bench import Row
 
-            data = json.loads(saved.read_text())
-            local, probes = data["runs"], [probe_from_json(p) for p in data["probes"]]
+            local = json.loads(saved.read_text())["runs"]
+            for r in local:
+                r["round_probes"] = [probe_from_json(p) for p in r["round_probes"]]
             if all(Path(r["file"]).exists() for r in local):
-                _predict(local, median_probe(probes))
+                _predict(local)
             else:
                 for r in local:
                     r["rows"] = [Row(x["test"], x["predicted"], x["measured"], x["stddev"]) for x in r["rows"]]
     else:
-        local, probes = local_runs(a.threads, a.reps, a.depth, a.rounds)
+        local, _ = local_runs(a.threads, a.reps, a.depth, a.rounds)
         (ROOT / "bench/out").mkdir(exist_ok=True)
-        saved.write_text(json.dumps({"threads": a.threads, "probes": [probe_to_json(p) for p in probes],
-                                     "runs": [dict(r, rows=[x.__dict__ for x in r["rows"]]) for r in local]},
-                                    indent=1))
+        saved.write_text(json.dumps({"threads": a.threads,
+                                     "runs": [dict(r, rows=[x.__dict__ for x in r["rows"]],
+                                                   round_probes=[probe_to_json(p) for p in r["round_probes"]])
+                                              for r in local]}, indent=1))
+    probes = [p for r in local for p in r["round_probes"]]
     pub = published_runs() if (ROOT / "tests/fixtures/speed/published.toml").exists() else []
     text = report(local, pub, median_probe(probes) if probes else None)
     (ROOT / "bench/out").mkdir(exist_ok=True)

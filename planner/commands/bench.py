@@ -35,12 +35,13 @@ class Row:
                 "stddev_tps": round(self.stddev, 3), "error_pct": round(self.error_pct, 2)}
 
 
-def measure_host(threads: int, lib_dirs: list | None = None, llama_bench=None):
+def measure_host(threads: int, lib_dirs: list | None = None, llama_bench=None, types: list[str] | None = None):
     """The host probe (a HostProbe) in a child process whose BLAS uses `threads` threads (as llama-bench
     -t does), with llama.cpp's ggml CPU kernels per weight type measured too
     (planner/hardware/kernel_probe.py) when lib_dirs (the llama.cpp binaries' folders) are given, and
     with llama-bench (a path) llama.cpp's fixed cost per layer and token
-    (planner/engines/llamacpp/overhead_probe.py); the kernels are cached for plans on this machine."""
+    (planner/engines/llamacpp/overhead_probe.py); `types`: only these weight types' kernels (a file's
+    own, a few seconds), else every type's. The kernels are cached for plans on this machine."""
     from planner.core.host_kernels import HostProbe
 
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
@@ -56,7 +57,7 @@ def measure_host(threads: int, lib_dirs: list | None = None, llama_bench=None):
     from planner.hardware.host import probe_host_kernels, store_host_kernels
 
     try:
-        kernels = probe_host_kernels(threads, lib_dirs)
+        kernels = probe_host_kernels(threads, lib_dirs, types=types)
     except (OSError, ValueError, subprocess.TimeoutExpired) as e:
         raise PlannerError(f"host kernel probe failed: {e}") from None
     if llama_bench is not None:

@@ -193,14 +193,17 @@ def cached_host_kernels(threads: int | None = None) -> HostKernels | None:
         return None
 
 
-def probe_host_kernels(threads: int, lib_dirs: list, *, timeout: float = 300) -> HostKernels:
-    """Measure llama.cpp's ggml CPU kernels per weight type (planner/hardware/kernel_probe.py, ~40 s)
-    in a child process with `threads` threads (store_host_kernels caches them)."""
+def probe_host_kernels(threads: int, lib_dirs: list, *, types: list[str] | None = None,
+                       timeout: float = 300) -> HostKernels:
+    """Measure llama.cpp's ggml CPU kernels per weight type (planner/hardware/kernel_probe.py, ~40 s
+    for every type, a few seconds for a file's own `types`) in a child process with `threads` threads
+    (store_host_kernels caches them)."""
     import json
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "planner.hardware.kernel_probe", str(threads)] +
+    sel = ["--types", ",".join(sorted(types))] if types else []
+    r = subprocess.run([sys.executable, "-m", "planner.hardware.kernel_probe", str(threads)] + sel +
                        [str(d) for d in lib_dirs], capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         tail = r.stderr.strip().splitlines()[-1:] or [f"exit {r.returncode}"]
@@ -209,7 +212,12 @@ def probe_host_kernels(threads: int, lib_dirs: list, *, timeout: float = 300) ->
 
 
 def store_host_kernels(kernels: HostKernels) -> None:
-    """Cache the host's measured kernels (cached_host_kernels reads them for plans on this machine)."""
+    """Cache the host's measured kernels (cached_host_kernels reads them for plans on this machine); the
+    types a probe of only some types left out keep their cached figures of the same thread count."""
     import time
+    from dataclasses import replace
 
+    old = cached_host_kernels(kernels.threads)
+    if old is not None:
+        kernels = replace(kernels, types={**old.types, **kernels.types})
     _write_atomic(_kernels_file(), {**kernels.to_json(), "when": time.time()})

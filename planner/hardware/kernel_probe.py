@@ -469,22 +469,37 @@ def probe_kernels(folders: list[Path], threads: int, reps: int = 7,
         return {name: _probe_type(g, backend, dev, bufts, tnum, reps) for name, tnum in (types or PROBE_TYPES).items()}
 
 
-if __name__ == "__main__":      # python -m planner.hardware.kernel_probe THREADS [LIB_DIR...] (JSON on stdout)
-    import json
-    import sys
-
-    thr = int(sys.argv[1])
-    dirs = [Path(d) for d in sys.argv[2:]]
+def main(argv: list[str]) -> dict:
+    """python -m planner.hardware.kernel_probe THREADS [--types T,T,...] [LIB_DIR...]: the probe's JSON
+    (every type of PROBE_TYPES, or those named; f32 weights are costed as f16, so f32 brings f16)."""
+    thr = int(argv[0])
+    rest = list(argv[1:])
+    types = PROBE_TYPES
+    if rest[:1] == ["--types"] and len(rest) > 1:
+        names = {"f16" if t == "f32" else t for t in rest[1].split(",") if t}
+        unknown = sorted(names - set(PROBE_TYPES))
+        if unknown:
+            raise SystemExit(f"kernel probe: unknown types {', '.join(unknown)}")
+        types = {k: v for k, v in PROBE_TYPES.items() if k in names}
+        rest = rest[2:]
+    dirs = [Path(d) for d in rest]
     if not dirs:
         from planner.engines.llamacpp.locate import locate
 
         dirs = locate().folders
     t0 = time.perf_counter()
-    res = probe_kernels(dirs, thr)
+    res = probe_kernels(dirs, thr, types=types)
     graph = probe_graph(dirs, thr)
-    experts = probe_experts(dirs, thr)
-    expert_decode = probe_expert_decode(dirs, thr, {k: v[3] for k, v in res.items()})
-    print(json.dumps({"threads": thr, "seconds": round(time.perf_counter() - t0, 2),
-                      "kernels": {k: {"decode_bytes_per_s": d, "prefill_flops": p, "repacked": r,
-                                      "row_seconds": c} for k, (d, p, r, c) in res.items()},
-                      **graph, "experts": experts, "expert_decode": expert_decode}))
+    experts = probe_experts(dirs, thr, types)
+    expert_decode = probe_expert_decode(dirs, thr, {k: v[3] for k, v in res.items()}, types)
+    return {"threads": thr, "seconds": round(time.perf_counter() - t0, 2),
+            "kernels": {k: {"decode_bytes_per_s": d, "prefill_flops": p, "repacked": r, "row_seconds": c}
+                        for k, (d, p, r, c) in res.items()},
+            **graph, "experts": experts, "expert_decode": expert_decode}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(main(sys.argv[1:])))
