@@ -280,6 +280,19 @@ def _placement(sp, request: dict) -> str:
     return "GPUs and host RAM" if (sp.n_cpu_moe or request.get("n_cpu_moe") or host_layers) else "GPUs only"
 
 
+def _error_summary(pub: list[dict], key: str, groups) -> list[str]:
+    """Per group of run[key] and metric: the runs' count, median and worst |error| (derivations left out)."""
+    out = []
+    for group in groups:
+        for metric in ("decode", "prefill"):
+            v = [abs(_err(r["predicted"], r["published"])) for r in pub
+                 if r[key] == group and r["metric"] == metric and not r["derivation"]]
+            if v:
+                out.append(f"- {group} {metric}: {len(v)} runs, median |error| {statistics.median(v):.0f}%, "
+                           f"worst {max(v):.0f}%")
+    return out
+
+
 def _err(p: float, m: float) -> float:
     return 100.0 * (p - m) / m
 
@@ -364,21 +377,9 @@ def report(local: list[dict], pub: list[dict], probe=None) -> str:
                        f"{r['predicted']:.2f} | {_err(r['predicted'], r['published']):+.0f}% | {r['bound']} | "
                        f"{r['source']} |")
         out.append("")
-        for fork in dict.fromkeys(r["fork"] for r in pub):
-            for metric in ("decode", "prefill"):
-                v = [abs(_err(r["predicted"], r["published"])) for r in pub
-                     if r["fork"] == fork and r["metric"] == metric and not r["derivation"]]
-                if v:
-                    out.append(f"- {fork} {metric}: {len(v)} runs, median |error| {statistics.median(v):.0f}%, "
-                               f"worst {max(v):.0f}%")
+        out += _error_summary(pub, "fork", dict.fromkeys(r["fork"] for r in pub))
         out += ["", "By where the weights ran (every engine, derivations left out):", ""]
-        for where in ("CPU only", "GPUs and host RAM", "GPUs only"):
-            for metric in ("decode", "prefill"):
-                v = [abs(_err(r["predicted"], r["published"])) for r in pub
-                     if r["placement"] == where and r["metric"] == metric and not r["derivation"]]
-                if v:
-                    out.append(f"- {where} {metric}: {len(v)} runs, median |error| {statistics.median(v):.0f}%, "
-                               f"worst {max(v):.0f}%")
+        out += _error_summary(pub, "placement", ("CPU only", "GPUs and host RAM", "GPUs only"))
         out.append("")
     return "\n".join(out)
 
