@@ -189,11 +189,10 @@ def local_runs(threads: int, reps: int, depth: int, rounds: int, attempts: int =
         r["round_probes"], r["round_records"] = [], []
     for rnd in range(rounds):
         for r in files:
-            # the host probed right before and right after each run, for the file's own weight types: the
-            # prediction of a run is made for the machine as it was then, each figure the mean of the two
-            # probes (a shared machine's speed drifts within minutes)
+            # the host probed right before each run, for the file's own weight types: the prediction of
+            # a run is made for the machine as it was then (a shared machine's speed drifts by minutes)
             wait_quiet()
-            before = measure_host(threads, lc.folders, lc.binary("llama-bench"), r["types"])
+            r["round_probes"].append(measure_host(threads, lc.folders, lc.binary("llama-bench"), r["types"]))
             best = None
             for _ in range(attempts):
                 busy, load = wait_quiet()
@@ -209,9 +208,6 @@ def local_runs(threads: int, reps: int, depth: int, rounds: int, attempts: int =
                     break
                 print(f"  {r['model']} {r['scheme']}: others used {others:.2f} CPUs during the run, again", flush=True)
             others, recs, load, busy = best
-            wait_quiet()
-            after = measure_host(threads, lc.folders, lc.binary("llama-bench"), r["types"])
-            r["round_probes"].append(median_probe([before, after]))
             r["load"].append(load)
             r["busy"].append(busy)
             r.setdefault("others", []).append(others)
@@ -311,10 +307,10 @@ def report(local: list[dict], pub: list[dict], probe=None) -> str:
                 "(/proc/stat) and was run again (up to 3 times, the least disturbed kept) when the other processes",
                 "used more than 0.15 CPUs during it (`others' CPUs`, per round); its 1-minute load average (which",
                 "counts this benchmark's own previous runs) is recorded; every file was measured in each round and the measured figure is the median",
-                "of all repetitions. The host was probed right before and after each run (planner/hardware/host.py: bandwidth;",
+                "of all repetitions. The host was probed right before each run (planner/hardware/host.py: bandwidth;",
                 "planner/hardware/kernel_probe.py: llama.cpp's ggml CPU kernels of the file's own weight types and",
                 "its flash attention per attention class; planner/engines/llamacpp/overhead_probe.py: llama.cpp's",
-                "cost per layer), each round's run is predicted with the mean of its two probes (this shared machine's speed",
+                "cost per layer), each round's run is predicted with its own probe (this shared machine's speed",
                 "drifts from minute to minute), and the predicted figure is the median over the rounds.", ""]
         if probe is not None and probe.kernels is not None:
             k = probe.kernels
