@@ -184,6 +184,45 @@ def _time(g: _Ggml, backend, graph, reps: int, warm_s: float = 0.05, min_s: floa
     return best[1]
 
 
+# the paired timings (a decode weight read as long and as short rows; one attention at two cache
+# lengths) alternate in INTERLEAVE_ROUNDS windows of INTERLEAVE_WINDOW_S each: on a machine whose memory
+# speed moves by tens of percent from one second to the next (a shared virtual machine: its neighbours'
+# traffic), two timings taken one after the other differ by the moment as much as by the work, and the
+# per-row or per-token cost computed from their difference was mostly that noise. Alternated, both sample
+# the same moments, and the rounds together span about as long as a llama-bench run's repetitions.
+INTERLEAVE_ROUNDS = 6
+INTERLEAVE_WINDOW_S = 0.15
+
+
+def _time_interleaved(g: _Ggml, backend, graphs: list, reps: int = 3, rounds: int = INTERLEAVE_ROUNDS,
+                      window_s: float = INTERLEAVE_WINDOW_S, warm_s: float = 0.05,
+                      quiet: float = 0.15) -> list[float]:
+    """Per graph the median seconds of its runs, timed in alternating windows (A B A B ...) of at least
+    `reps` runs and window_s seconds, each after warm_s seconds of runs (a parked virtual CPU wakes in
+    milliseconds). Windows in which other processes used more than `quiet` of a CPU are left out while
+    at least half of a graph's windows remain."""
+    import statistics
+
+    clean: list[list[float]] = [[] for _ in graphs]
+    every: list[list[float]] = [[] for _ in graphs]
+    for _ in range(rounds):
+        for i, graph in enumerate(graphs):
+            t_end = time.perf_counter() + warm_s
+            while time.perf_counter() < t_end:
+                g.ggml_backend_graph_compute(backend, graph)
+            c0 = _clock()
+            runs: list[float] = []
+            t_end = time.perf_counter() + window_s
+            while len(runs) < reps or time.perf_counter() < t_end:
+                t0 = time.perf_counter()
+                g.ggml_backend_graph_compute(backend, graph)
+                runs.append(time.perf_counter() - t0)
+            every[i].append(statistics.median(runs))
+            if _others_busy(c0, _clock()) <= quiet:
+                clean[i].append(statistics.median(runs))
+    return [statistics.median(c if 2 * len(c) >= len(e) else e) for c, e in zip(clean, every)]
+
+
 def _quantized_rows(g: _Ggml, tnum: int, row: int, rng):
     """BLOCK_ROWS rows of `row` random floats quantized to the type by ggml_quantize_chunk (an imatrix of
     ones where the type needs one): (their bytes, one row's bytes); repeated, they fill a probe weight."""
@@ -271,8 +310,7 @@ def _probe_type(g: _Ggml, backend, dev, bufts: list[int], tnum: int,
         g.ggml_backend_tensor_set(x1, xv.ctypes.data, 0, ROW * 4)
         g.ggml_backend_tensor_set(xs, xv.ctypes.data, 0, SHORT_ROW * 4)
         g.ggml_backend_tensor_set(xb, xv.ctypes.data, 0, ROW * UBATCH * 4)
-        td = _time(g, backend, gd, reps)
-        ts = _time(g, backend, gs, reps)
+        td, ts = _time_interleaved(g, backend, [gd, gs], reps)
         tp = _time(g, backend, gp, 5, warm_s=0.02)
         _release(g, [buf_c, buf_w], [ctx, ctx_w])
         rows, rows_s = dec_rows, dec_rows * (ROW // SHORT_ROW)
@@ -306,7 +344,7 @@ def _probe_attention(g: _Ggml, backend, dk: int, dv: int, n_head: int, n_head_kv
 
     rng = np.random.default_rng(1)
     cpu_buft = g.ggml_backend_cpu_buffer_type()
-    times = []
+    graphs, buffers, contexts = [], [], []
     for n_kv in ATTN_CELLS:
         mem = g.ggml_tensor_overhead() * 8 + g.ggml_graph_overhead_custom(8, False) + 4096
         ctx = g.ggml_init(_InitParams(mem, None, True))
@@ -322,8 +360,12 @@ def _probe_attention(g: _Ggml, backend, dk: int, dv: int, n_head: int, n_head_kv
                          (v, dv * n_kv * n_head_kv, np.float16), (mask, n_kv, np.float16)):
             a = (rng.standard_normal(n) * 0.1).astype(dt) if t != mask else np.zeros(n, dt)
             g.ggml_backend_tensor_set(t, a.ctypes.data, 0, a.nbytes)
-        times.append(_time(g, backend, graph, 9))
-        _release(g, [buf], [ctx])
+        graphs.append(graph)
+        buffers.append(buf)
+        contexts.append(ctx)
+    # the two cache lengths timed alternately: their difference is the cost of the cells between
+    times = _time_interleaved(g, backend, graphs, 9)
+    _release(g, buffers, contexts)
     return max(1e-15, (times[1] - times[0]) / (ATTN_CELLS[1] - ATTN_CELLS[0]) / n_head)
 
 
