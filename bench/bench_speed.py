@@ -245,10 +245,12 @@ def published_runs() -> list[dict]:
         req = PlanRequest(**kw)
         sp = make_plan(req).scheme(run["request"]["schemes"][0])
         pred = sp.speed.decode_tps if run["metric"] == "decode" else sp.speed.prefill_tps
+        placement = _placement(sp, kw)
         out.append({"id": run["id"], "fork": run["engine"], "derivation": run.get("derivation", False),
+                    "era": _era(run, placement),
                     "what": run["what"],
                     "metric": run["metric"], "published": run["tps"], "predicted": pred, "source": run["source"],
-                    "bound": sp.speed.bound, "fits": sp.fits, "placement": _placement(sp, kw)})
+                    "bound": sp.speed.bound, "fits": sp.fits, "placement": placement})
     return out
 
 
@@ -268,6 +270,23 @@ def measured_apart(rows: dict) -> tuple[list[tuple[str, str]], list[tuple[str, s
             if rows[fast].predicted <= rows[slow].predicted:
                 wrong.append((fast, slow))
     return apart, wrong
+
+
+# ggml-org/llama.cpp PR 13014 (JohannesGaessler, 2025-04-18): CUDA/ROCm MUL_MAT_ID at batch 1 in one
+# kernel per product, without copying the expert ids to the host and synchronising the stream first,
+# and so with CUDA graphs (before it: one product per used expert after a synchronisation, in every MoE
+# layer; DeepSeek-V2-Lite tg128 27.26 -> 71.95 t/s on an RX 6800, 47.78 -> 71.13 on a P40). The speed
+# factors model the builds after it; GPU runs of earlier builds are summarised apart.
+MOE_DECODE_PR_DATE = "2025-04-18"
+ERAS = ("llama.cpp on GPUs, builds from PR 13014 (April 2025) on",
+        "llama.cpp on GPUs, builds before PR 13014 (a host synchronisation per MoE product)")
+
+
+def _era(run: dict, placement: str) -> str:
+    """Which side of PR 13014 a mainline llama.cpp GPU run's build is on ("" for other runs)."""
+    if run["engine"] != "llama.cpp" or placement == "CPU only" or "build_date" not in run:
+        return ""
+    return ERAS[0] if run["build_date"] >= MOE_DECODE_PR_DATE else ERAS[1]
 
 
 def _placement(sp, request: dict) -> str:
@@ -380,6 +399,8 @@ def report(local: list[dict], pub: list[dict], probe=None) -> str:
         out += _error_summary(pub, "fork", dict.fromkeys(r["fork"] for r in pub))
         out += ["", "By where the weights ran (every engine, derivations left out):", ""]
         out += _error_summary(pub, "placement", ("CPU only", "GPUs and host RAM", "GPUs only"))
+        out += ["", "Mainline llama.cpp with weights on GPUs, by build (`build_date`; derivations left out):", ""]
+        out += _error_summary(pub, "era", ERAS)
         out.append("")
     return "\n".join(out)
 

@@ -57,7 +57,39 @@ def test_decode_reads_only_the_active_experts():
     # time = bytes / (bandwidth x the k-family factor): decode tok/s follows
     t = sum(s.decode_seconds.values())
     assert s.decode_tps == pytest.approx(1 / t)
-    assert 1 / t == pytest.approx(1000 * GB * 0.72 / s.decode_bytes["GPU0"], rel=0.05)
+    # beyond the bytes, each MoE layer's fixed cost on the backend (the dense lead layers: none)
+    fac = factors()
+    moe_layers = hp.n_layer - hp.n_layer_dense_lead
+    fixed = moe_layers * fac.layer_seconds("CUDA", "mla_moe") + \
+        hp.n_layer_dense_lead * fac.layer_seconds("CUDA", "mla_dense")
+    assert 1 / (t - fixed) == pytest.approx(1000 * GB * 0.72 / s.decode_bytes["GPU0"], rel=0.05)
+
+
+def test_fixed_cost_per_layer_kind_and_backend():
+    """A layer's fixed cost is charged per layer of its kind on the place that runs it: R1's 58 MoE and 3
+    dense MLA layers on the GPU, none on the host that holds only token_embd; a backend without its own
+    figures takes the default's."""
+    from planner.core.speed import Factors
+
+    hp, sp, kv = _r1()
+    base = factors()
+    costed = Factors(base.decode, base.prefill, {"CUDA": {"mla_moe": 100.0, "mla_dense": 40.0, "default": 7.0},
+                                                 "default": {"default": 3.0}}, base.links)
+    free = Factors(base.decode, base.prefill, {"default": {"default": 0.0}}, base.links)
+    opts = memory_options(PlanRequest(), kv)
+    mem = plan_memory(hp, sp.tensors, [BIG], opts)
+    a = llamacpp_speed(hp, sp.tensors, mem, opts, {"GPU0": GPU}, CPU, costed, 512, 0)
+    b = llamacpp_speed(hp, sp.tensors, mem, opts, {"GPU0": GPU}, CPU, free, 512, 0)
+    assert (hp.n_layer, hp.n_layer_dense_lead) == (61, 3)
+    assert a.decode_seconds["GPU0"] - b.decode_seconds["GPU0"] == pytest.approx(58 * 100e-6 + 3 * 40e-6, rel=1e-9)
+    assert a.decode_seconds[HOST] == b.decode_seconds[HOST]
+    # a ubatch pays them once per graph evaluation: a 512-token prompt in one ubatch
+    assert 512 / a.prefill_tps - 512 / b.prefill_tps == pytest.approx(58 * 100e-6 + 3 * 40e-6, rel=1e-6)
+    # a ROCm GPU has no entry here: the default backend's 3 us for every kind
+    rocm = Processor("GPU0", "ROCm", 1000.0, 500.0)
+    c = llamacpp_speed(hp, sp.tensors, mem, opts, {"GPU0": rocm}, CPU, costed, 512, 0)
+    d = llamacpp_speed(hp, sp.tensors, mem, opts, {"GPU0": rocm}, CPU, free, 512, 0)
+    assert c.decode_seconds["GPU0"] - d.decode_seconds["GPU0"] == pytest.approx(61 * 3e-6, rel=1e-9)
 
 
 def test_kv_cache_read_at_depth():
@@ -174,7 +206,7 @@ def test_tensor_parallel_splits_bytes_and_pays_all_reduces():
     free = Link("free", 1e9, 0.0)
     one, _ = tp_decode([40e9], [60], 1, gpu, fac, free, 7168)
     eight, _ = tp_decode([40e9], [60], 8, gpu, fac, free, 7168)
-    lay = 60 * fac.layer_us["CUDA"] * 1e-6
+    lay = 60 * fac.layer_seconds("CUDA")
     # 8 GPUs of a TP group each read an eighth of the bytes (a layer split would read them in turn)
     assert 1 / one - lay == pytest.approx(40e9 / (1000e9 * 0.60), rel=1e-6)
     assert 1 / eight - lay == pytest.approx(40e9 / 8 / (1000e9 * 0.60), rel=1e-3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -60,5 +61,9 @@ def test_published_runs_are_sourced_and_plannable():
             kw["device"] = str(ROOT / kw["device"])
         sp = make_plan(PlanRequest(**kw)).scheme(kw["schemes"][0])
         assert sp.speed is not None and sp.speed.decode_tps > 0
+    # a mainline GPU run's build date places it before or after the MoE decode rework (bench_speed._era)
+    for run in runs:
+        if run["engine"] == "llama.cpp" and run["request"].get("device") != "host":
+            assert re.fullmatch(r"\d{4}-\d{2}(-\d{2})?", run.get("build_date", "")), run["id"]
     # the forks and other engines are kept apart from mainline llama.cpp
     assert {r["engine"] for r in runs} >= {"llama.cpp", "ik_llama.cpp"}

@@ -129,9 +129,16 @@ class Factors:
 
     decode: dict[str, dict[str, float]]
     prefill: dict[str, dict[str, float]]
-    layer_us: dict[str, float]
+    # per backend, per layer kind (layer_kind: "mla_moe", ...; "default" for the others) the fixed cost
+    # of a layer and token in microseconds; the backend "default" for backends without an entry
+    layer_us: dict[str, dict[str, float]]
     links: dict[str, Link]
     source: str = ""
+
+    def layer_seconds(self, backend: str, kind: str = "default") -> float:
+        """The fixed cost in seconds of one layer of that kind for one graph evaluation on the backend."""
+        row = self.layer_us.get(backend) or self.layer_us.get("default") or {}
+        return row.get(kind, row.get("default", 0.0)) * 1e-6
 
     def eff(self, table: dict[str, dict[str, float]], backend: str, family: str) -> float:
         row = table.get(backend) or table.get("default")
@@ -150,10 +157,25 @@ def load_factors(path) -> Factors:
         return Factors(decode={k: {f: float(x) for f, x in v.items() if f != "source"} for k, v in data["decode"].items()},
                        prefill={k: {f: float(x) for f, x in v.items() if f != "source"}
                                 for k, v in data["prefill"].items()},
-                       layer_us={k: float(v) for k, v in data["layer_us"].items() if k != "source"},
+                       layer_us=_layer_us(data["layer_us"]),
                        links=links, source=str(data.get("source", "")))
     except (KeyError, TypeError, ValueError) as e:
         raise PlannerError(f"speed factors {path}: bad or missing entry ({e})") from None
+
+
+def _layer_us(table: dict) -> dict[str, dict[str, float]]:
+    """[layer_us]: `backend = us` (every kind) or a [layer_us.<backend>] table of `kind = us`; `default`
+    at the top serves backends without an entry. Every figure at least 0."""
+    out: dict[str, dict[str, float]] = {}
+    for k, v in table.items():
+        if k == "source":
+            continue
+        row = {"default": float(v)} if not isinstance(v, dict) else \
+            {kind: float(x) for kind, x in v.items() if kind != "source"}
+        if any(x < 0 for x in row.values()):
+            raise ValueError(f"layer_us.{k} below 0")
+        out[k] = row
+    return out
 
 
 @lru_cache(maxsize=4)
@@ -208,6 +230,7 @@ class _Place:
     expert_flops: dict[str, float] = field(default_factory=dict)   # of them, in routed-expert tensors
     expert_decode: dict[str, float] = field(default_factory=dict)  # weight type -> routed-expert bytes per token
     fixed_s: float = 0.0                                       # the host's llama.cpp cost per token of its layers
+    graph_s: float = 0.0                                       # its layers' fixed cost per graph (speed factors)
     flops_per_token: float = 0.0
     kv_row_bytes: int = 0                                      # KV bytes per cached token, its layers
     attn_flops_per_ctx: float = 0.0                            # attention FLOPs per token per cached token
@@ -342,8 +365,12 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
     for il in range(hp.n_layer + 1):
         where = ldev.get(il, HOST)
         p = place(where)
-        if il < hp.n_layer and p.proc.kernels is not None:
-            p.fixed_s += p.proc.kernels.layer_seconds.get(layer_kind(hp, il), 0.0)
+        if il < hp.n_layer:
+            kind = layer_kind(hp, il)
+            # llama.cpp's fixed cost of a layer of this kind per graph evaluation: measured on a probed
+            # host, else the backend's figure of the speed factors
+            p.fixed_s += p.proc.kernels.layer_seconds.get(kind, 0.0) if p.proc.kernels is not None else 0.0
+            p.graph_s += fac.layer_seconds(p.proc.backend, kind)
         if il < hp.n_layer:
             p.kv_row_bytes += kv_row
             p.attn_flops_per_ctx += attn
@@ -393,7 +420,7 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
                 if p.proc.tflops > 0 else 0.0
         t += depth * max(kv_read, kv_math)
         per_depth += max(kv_read, kv_math)
-        t += p.layers * fac.layer_us.get(p.proc.backend, fac.layer_us.get("default", 0.0)) * 1e-6
+        t += p.graph_s
         sec[lbl] = t
         byts[lbl] = int(sum(p.decode.values()) + kvb)
     hops = [(a, b) for a, b in zip(order, order[1:])]
@@ -438,7 +465,7 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
                 # the float rate
                 compute += fl_attn / (p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, "float"))
             memt = sum(b / _decode_rate(p.proc, fac, typ) for typ, b in p.weights.items())
-            total += max(compute, memt) + p.layers * fac.layer_us.get(p.proc.backend, 0.0) * 1e-6
+            total += max(compute, memt) + p.graph_s
             if p.pcie_bytes:
                 # host-resident experts run on the first GPU: copied over PCIe, computed there
                 gpu = next(procs[d.device] for d in memory.per_device if d.layers)
@@ -479,8 +506,7 @@ def tp_decode(stage_bytes: list[float], stage_layers: list[int], tp: int, gpu: P
     eff = fac.eff(fac.decode, gpu.backend, family)
     sec: dict[str, float] = {}
     for i, (b, n) in enumerate(zip(stage_bytes, stage_layers)):
-        sec[f"stage {i} {gpu.label}"] = b / tp / (gpu.bandwidth_gbs * 1e9 * eff) + \
-            n * fac.layer_us.get(gpu.backend, 0.0) * 1e-6
+        sec[f"stage {i} {gpu.label}"] = b / tp / (gpu.bandwidth_gbs * 1e9 * eff) + n * fac.layer_seconds(gpu.backend)
         if tp > 1:
             ar = 2 * (tp - 1) / tp * n_embd * 2.0
             sec[f"stage {i} all-reduce"] = 2 * n * link.seconds(ar)
@@ -606,7 +632,7 @@ def predict_tp(ck, layout, profile, req, gpus_per_node: int, kv_bytes_per_elem: 
         n = min(u, req.prompt - done)
         fl = (flops_tok + attn * (req.depth + done + n / 2.0)) * n
         t += fl / (tp * pp * gpu.tflops * 1e12 * fac.eff(fac.prefill, gpu.backend, fam)) * pp
-        t += hp.n_layer * fac.layer_us.get(gpu.backend, fac.layer_us.get("default", 0.0)) * 1e-6
+        t += hp.n_layer * fac.layer_seconds(gpu.backend)
         done += n
     return Speed(prefill_tps=req.prompt / t if t else 0.0, decode_tps=decode, prompt_tokens=req.prompt,
                  depth_tokens=req.depth, bound=bound)
