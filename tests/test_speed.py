@@ -219,3 +219,31 @@ def test_tensor_parallel_splits_bytes_and_pays_all_reduces():
 def test_vllm_plan_has_a_speed():
     sp = make_plan(PlanRequest(engine="vllm", device="h100", nodes=2, schemes=["FP8"])).scheme("FP8")
     assert sp.speed is not None and sp.speed.decode_tps > 0 and sp.speed.prefill_tps > 0
+
+
+def test_routed_experts_prefill_at_the_backends_share():
+    """A GPU's prefill computes the routed experts' FLOPs (the active share of their weights x 2 x the
+    tokens) at the `experts` share of its dense rate, everything else at the dense rate."""
+    import math
+
+    from planner.core.speed import Factors
+
+    hp, sp, kv = _r1()
+    base = factors()
+    pre = {k: dict(v) for k, v in base.prefill.items()}
+    half = Factors(base.decode, {**pre, "CUDA": {**pre["CUDA"], "experts": 0.5}}, base.layer_us, base.links)
+    whole = Factors(base.decode, {**pre, "CUDA": {**pre["CUDA"], "experts": 1.0}}, base.layer_us, base.links)
+    fast_memory = Processor("GPU0", "CUDA", 1e7, 10.0)          # compute-bound: 10 TFLOPS, no memory limit
+    opts = memory_options(PlanRequest(), kv)
+    mem = plan_memory(hp, sp.tensors, [BIG], opts)
+    a = llamacpp_speed(hp, sp.tensors, mem, opts, {"GPU0": fast_memory}, CPU, half, 512, 0)
+    b = llamacpp_speed(hp, sp.tensors, mem, opts, {"GPU0": fast_memory}, CPU, whole, 512, 0)
+    exp_flops = sum(2.0 * math.prod(t.shape) * hp.n_expert_used / hp.n_expert for t in sp.tensors
+                    if EXPS.search(t.name)) * 512
+    rate = 10e12 * base.eff(base.prefill, "CUDA", "k")
+    # at half the rate the experts take twice as long: the difference is their time at the full rate
+    assert 512 / a.prefill_tps - 512 / b.prefill_tps == pytest.approx(exp_flops / rate, rel=1e-6)
+    assert exp_flops / (2 * 512) > 15e9          # R1: ~17 B of its ~37 B active parameters are routed experts
+    with pytest.raises(Exception, match="experts share"):
+        bad = Factors(base.decode, {**pre, "CUDA": {**pre["CUDA"], "experts": 1.5}}, base.layer_us, base.links)
+        llamacpp_speed(hp, sp.tensors, mem, opts, {"GPU0": fast_memory}, CPU, bad, 512, 0)

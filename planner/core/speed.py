@@ -135,6 +135,16 @@ class Factors:
     links: dict[str, Link]
     source: str = ""
 
+    def experts_share(self, backend: str) -> float:
+        """The routed experts' prefill rate as a fraction of the dense products' ([prefill.<backend>]
+        experts; 1.0 where not given): a ubatch's MUL_MAT_ID multiplies each expert with only the tokens
+        routed to it, small products that fill the GPU less than one dense product does."""
+        row = self.prefill.get(backend) or self.prefill.get("default") or {}
+        v = row.get("experts", 1.0)
+        if not 0 < v <= 1:
+            raise PlannerError(f"speed factors: prefill experts share for {backend} must be in (0, 1]")
+        return v
+
     def layer_seconds(self, backend: str, kind: str = "default") -> float:
         """The fixed cost in seconds of one layer of that kind for one graph evaluation on the backend."""
         row = self.layer_us.get(backend) or self.layer_us.get("default") or {}
@@ -458,8 +468,11 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
             else:
                 fams = _by_family(p.weights)
                 fam = max(fams, key=lambda f: fams[f]) if fams else "float"
-                # the weight mix's dominant family sets the matmul kernels' efficiency
-                compute = fl / (p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, fam)) if fl else 0.0
+                # the weight mix's dominant family sets the matmul kernels' efficiency; the routed experts'
+                # products run at the backend's share of it
+                rate = p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, fam)
+                fl_exp = sum(p.expert_flops.values()) * u
+                compute = ((fl - fl_exp) + fl_exp / fac.experts_share(p.proc.backend)) / rate if fl else 0.0
             if fl_attn:
                 # attention over a ubatch is a matrix product too (each cached row serves U queries):
                 # the float rate
