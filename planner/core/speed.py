@@ -14,8 +14,8 @@ and its time is  sum over type families of bytes / (peak bandwidth x efficiency(
 (on a host whose kernels were probed: each type's bytes at its measured streaming rate, the routed
 experts' at the type's measured MUL_MAT_ID rate, plus its rows read x its measured cost per row,
 planner/hardware/kernel_probe.py)
-plus a fixed per-layer cost (kernel launches and synchronisation per layer and token, per backend; on a
-probed host llama.cpp's own cost per layer kind and per token, measured with llama-bench on skeleton
+plus a fixed per-layer cost (kernel launches and small kernels per layer and token, per backend and
+layer kind: a DeepSeek MoE layer's router, top-k and expert sums on a GPU; on a probed host llama.cpp's own cost per layer kind and per token, measured with llama-bench on skeleton
 models, planner/engines/llamacpp/overhead_probe.py);
 attention over the cache costs the larger of its bytes at the bandwidth and its FLOPs at the dense rate
 (on a host whose kernels were probed: n_head x (a fixed part + a part per K+V dim) per cached token and
@@ -30,7 +30,9 @@ two crossings per such layer.
 Prefill (a prompt of P tokens in ubatches of U): per ubatch each place reads its weights once (all
 experts: a ubatch of hundreds of tokens touches nearly every expert) and computes 2 x (active weight
 elements) x U FLOPs plus attention 2 x n_head x (K dims + V dims) x (depth + U/2) x U per layer; its time
-is max(FLOPs / (dense TFLOPS x efficiency), bytes / (bandwidth x efficiency)); on a probed host each type's
+is max(FLOPs / (dense TFLOPS x efficiency), bytes / (bandwidth x efficiency)), a GPU's routed-expert
+FLOPs at the backend's `experts` share of that rate (MUL_MAT_ID: per expert only the tokens routed to it);
+on a probed host each type's
 FLOPs at its measured gemm rate, the routed experts' at the type's measured MUL_MAT_ID rate (each expert
 multiplies only the tokens routed to it: small products, other kernels). Expert weights held in
 host RAM are copied over PCIe to the GPU for each ubatch (llama.cpp's op offload for batches of 32 or
