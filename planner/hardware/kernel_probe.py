@@ -152,33 +152,39 @@ def _clock() -> tuple[float, float, float]:
     return time.perf_counter(), busy, t.user + t.system
 
 
-def _time(g: _Ggml, backend, graph, reps: int, warm_s: float = 0.05, min_s: float = 0.25,
-          tries: int = 4, quiet: float = 0.15) -> float:
-    """The median of at least `reps` runs spread over at least min_s seconds, after warm_s seconds of
-    runs: an idle core (or a virtual CPU the hypervisor parked) takes milliseconds to wake, so the
-    first runs after a pause measure the wake-up, not the kernel. The median, not the fastest run: on a
-    virtual machine the fastest of many runs is a moment of an idle neighbour, while llama-bench reports
-    the mean of its repetitions; both are then the kernel's typical speed. On a machine shared with
-    other work a window in which other processes used more than `quiet` of a CPU is measured again (up
-    to `tries` windows, the least disturbed kept): with every core in the product, one core taken by
-    someone else stalls them all."""
+def _window(g: _Ggml, backend, graph, reps: int, warm_s: float, min_s: float) -> tuple[float, float]:
+    """(the median seconds of at least `reps` runs spread over at least min_s seconds, the CPUs' worth of
+    time other processes used meanwhile), after warm_s seconds of runs: an idle core (or a virtual CPU
+    the hypervisor parked) takes milliseconds to wake, so the first runs after a pause measure the
+    wake-up, not the kernel."""
     import statistics
 
+    t_end = time.perf_counter() + warm_s
+    while time.perf_counter() < t_end:
+        g.ggml_backend_graph_compute(backend, graph)
+    c0 = _clock()
+    runs: list[float] = []
+    t_end = time.perf_counter() + min_s
+    while len(runs) < reps or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        g.ggml_backend_graph_compute(backend, graph)
+        runs.append(time.perf_counter() - t0)
+    return statistics.median(runs), _others_busy(c0, _clock())
+
+
+def _time(g: _Ggml, backend, graph, reps: int, warm_s: float = 0.05, min_s: float = 0.25,
+          tries: int = 4, quiet: float = 0.15) -> float:
+    """The median of at least `reps` runs over at least min_s seconds (_window). The median, not the
+    fastest run: on a virtual machine the fastest of many runs is a moment of an idle neighbour, while
+    llama-bench reports the mean of its repetitions; both are then the kernel's typical speed. On a
+    machine shared with other work a window in which other processes used more than `quiet` of a CPU is
+    measured again (up to `tries` windows, the least disturbed kept): with every core in the product,
+    one core taken by someone else stalls them all."""
     best: tuple[float, float] | None = None          # (others' CPU use, median seconds)
     for _ in range(tries):
-        t_end = time.perf_counter() + warm_s
-        while time.perf_counter() < t_end:
-            g.ggml_backend_graph_compute(backend, graph)
-        c0 = _clock()
-        runs: list[float] = []
-        t_end = time.perf_counter() + min_s
-        while len(runs) < reps or time.perf_counter() < t_end:
-            t0 = time.perf_counter()
-            g.ggml_backend_graph_compute(backend, graph)
-            runs.append(time.perf_counter() - t0)
-        others = _others_busy(c0, _clock())
+        seconds, others = _window(g, backend, graph, reps, warm_s, min_s)
         if best is None or others < best[0]:
-            best = (others, statistics.median(runs))
+            best = (others, seconds)
         if others <= quiet:
             break
     return best[1]
@@ -197,29 +203,19 @@ INTERLEAVE_WINDOW_S = 0.15
 def _time_interleaved(g: _Ggml, backend, graphs: list, reps: int = 3, rounds: int = INTERLEAVE_ROUNDS,
                       window_s: float = INTERLEAVE_WINDOW_S, warm_s: float = 0.05,
                       quiet: float = 0.15) -> list[float]:
-    """Per graph the median seconds of its runs, timed in alternating windows (A B A B ...) of at least
-    `reps` runs and window_s seconds, each after warm_s seconds of runs (a parked virtual CPU wakes in
-    milliseconds). Windows in which other processes used more than `quiet` of a CPU are left out while
-    at least half of a graph's windows remain."""
+    """Per graph the median seconds of its windows (_window), timed alternately (A B A B ...) in `rounds`
+    rounds. Windows in which other processes used more than `quiet` of a CPU are left out while at least
+    half of a graph's windows remain."""
     import statistics
 
     clean: list[list[float]] = [[] for _ in graphs]
     every: list[list[float]] = [[] for _ in graphs]
     for _ in range(rounds):
         for i, graph in enumerate(graphs):
-            t_end = time.perf_counter() + warm_s
-            while time.perf_counter() < t_end:
-                g.ggml_backend_graph_compute(backend, graph)
-            c0 = _clock()
-            runs: list[float] = []
-            t_end = time.perf_counter() + window_s
-            while len(runs) < reps or time.perf_counter() < t_end:
-                t0 = time.perf_counter()
-                g.ggml_backend_graph_compute(backend, graph)
-                runs.append(time.perf_counter() - t0)
-            every[i].append(statistics.median(runs))
-            if _others_busy(c0, _clock()) <= quiet:
-                clean[i].append(statistics.median(runs))
+            seconds, others = _window(g, backend, graph, reps, warm_s, window_s)
+            every[i].append(seconds)
+            if others <= quiet:
+                clean[i].append(seconds)
     return [statistics.median(c if 2 * len(c) >= len(e) else e) for c, e in zip(clean, every)]
 
 
