@@ -247,7 +247,7 @@ def published_runs() -> list[dict]:
         pred = sp.speed.decode_tps if run["metric"] == "decode" else sp.speed.prefill_tps
         placement = _placement(sp, kw)
         out.append({"id": run["id"], "fork": run["engine"], "derivation": run.get("derivation", False),
-                    "era": _era(run, placement),
+                    "era": _era(run, placement, any("_exps." in t.name for t in sp.tensors)),
                     "what": run["what"],
                     "metric": run["metric"], "published": run["tps"], "predicted": pred, "source": run["source"],
                     "bound": sp.speed.bound, "fits": sp.fits, "placement": placement})
@@ -278,13 +278,13 @@ def measured_apart(rows: dict) -> tuple[list[tuple[str, str]], list[tuple[str, s
 # layer; DeepSeek-V2-Lite tg128 27.26 -> 71.95 t/s on an RX 6800, 47.78 -> 71.13 on a P40). The speed
 # factors model the builds after it; GPU runs of earlier builds are summarised apart.
 MOE_DECODE_PR_DATE = "2025-04-18"
-ERAS = ("llama.cpp on GPUs, builds from PR 13014 (April 2025) on",
-        "llama.cpp on GPUs, builds before PR 13014 (a host synchronisation per MoE product)")
+ERAS = ("MoE on GPUs, llama.cpp builds from PR 13014 (April 2025) on",
+        "MoE on GPUs, llama.cpp builds before PR 13014 (a host synchronisation per MoE product)")
 
 
-def _era(run: dict, placement: str) -> str:
-    """Which side of PR 13014 a mainline llama.cpp GPU run's build is on ("" for other runs)."""
-    if run["engine"] != "llama.cpp" or placement == "CPU only" or "build_date" not in run:
+def _era(run: dict, placement: str, moe: bool) -> str:
+    """Which side of PR 13014 a mainline llama.cpp run of a MoE model on GPUs is on ("" for other runs)."""
+    if run["engine"] != "llama.cpp" or placement == "CPU only" or not moe or "build_date" not in run:
         return ""
     return ERAS[0] if run["build_date"] >= MOE_DECODE_PR_DATE else ERAS[1]
 
@@ -399,7 +399,7 @@ def report(local: list[dict], pub: list[dict], probe=None) -> str:
         out += _error_summary(pub, "fork", dict.fromkeys(r["fork"] for r in pub))
         out += ["", "By where the weights ran (every engine, derivations left out):", ""]
         out += _error_summary(pub, "placement", ("CPU only", "GPUs and host RAM", "GPUs only"))
-        out += ["", "Mainline llama.cpp with weights on GPUs, by build (`build_date`; derivations left out):", ""]
+        out += ["", "Mainline llama.cpp, MoE models with weights on GPUs, by build (`build_date`; derivations left out):", ""]
         out += _error_summary(pub, "era", ERAS)
         out.append("")
     return "\n".join(out)
