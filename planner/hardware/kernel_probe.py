@@ -14,10 +14,13 @@ ctypes, placing the weight as llama.cpp's model loader does:
   - the weight goes into the CPU backend's extra (repack) buffer type when the CPU device accepts the
     matrix product there (ggml_backend_dev_supports_op, as llama.cpp's weight_buft_supported asks:
     q4_0, q4_K, iq4_nl, q2_K on AVX2/AVX-512 x86), else into the plain CPU buffer;
-  - decode: one matrix-vector product (src1: one f32 column, converted to the type's vec_dot_type
-    inside the op, as for a token) over a 96 MiB weight, three times a 32 MiB last-level cache, so its
-    bytes stream from memory: the median run gives the bytes per second the type's decode kernel
-    achieves from memory on this host, the roofline's max(memory, compute) as the hardware resolves it;
+  - decode: matrix-vector products (src1: one f32 column, converted to the type's vec_dot_type inside
+    the op, as for a token) over STREAM_PARTS weights of STREAM_BYTES in all, twelve times a 32 MiB
+    last-level cache, so that their bytes stream from memory as a model's layers do: the median run
+    gives the bytes per second the type's decode kernel achieves from memory on this host, the
+    roofline's max(memory, compute) as the hardware resolves it. (One 96 MiB weight, three times the
+    cache, read 20-25% faster than the 57 matrices of a 265 MB model interleaved with it: AMD's victim
+    L3 keeps part of a cyclic stream three times its size; 384 MiB in 16 weights came within 10-16%.);
   - prefill: one product of a 4096 x 1024 weight with a 512-column src1 (a ubatch): weight FLOPs
     (2 x elements x columns) per second of the type's gemm (tinyBLAS / repacked / vec_dot paths);
   - attention while decoding (probe_graph): ggml_flash_attn_ext of one query token over 256 and 4352
@@ -26,7 +29,7 @@ ctypes, placing the weight as llama.cpp's model loader does:
     a part per K + V dim, so that a model's own head dims are costed, not the probe's;
   - routed experts (probe_experts, probe_expert_decode): ggml_mul_mat_id over 2048 x 512 experts, a
     ubatch of 512 tokens (4 of 64 experts each) and one decoded token (8 distinct experts per product,
-    as many products as fill 96 MiB, so that the experts stream from memory);
+    as many products as fill STREAM_BYTES, so that the experts stream from memory);
   - the thread count is llama.cpp's (ggml_backend_cpu_set_n_threads); each figure is the median of the
     runs over 0.25 s after a warm-up (an idle virtual CPU takes milliseconds to wake up).
 
@@ -52,7 +55,8 @@ PROBE_TYPES = {
 ROW = 4096                  # elements per row (a multiple of every block size)
 SHORT_ROW = 1024            # the same bytes read as rows of this many elements: the cost per row
 BLOCK_ROWS = 256            # rows quantized (the block repeated to fill the weights)
-STREAM_BYTES = 96 << 20     # the decode weight: three times a 32 MiB last-level cache
+STREAM_BYTES = 384 << 20    # the decode weights: twelve times a 32 MiB last-level cache
+STREAM_PARTS = 16           # as this many matrices (24 MiB each), a graph of products as a model's layers
 PREFILL_ROWS = 1024         # rows of the prefill weight (4.2 M elements)
 UBATCH = 512        # columns of the prefill product
 GGML_TYPE_F32 = 0
@@ -269,37 +273,41 @@ def _probe_type(g: _Ggml, backend, dev, bufts: list[int], tnum: int,
 
     rng = np.random.default_rng(0)
     block, row_b = _quantized_rows(g, tnum, ROW, rng)
-    # the decode weight: STREAM_BYTES of the quantized block repeated (valid data, beyond the caches)
-    dec_rows = max(BLOCK_ROWS, STREAM_BYTES // row_b // BLOCK_ROWS * BLOCK_ROWS)
+    # the decode weights: STREAM_BYTES of the quantized block repeated (valid data, beyond the caches), in
+    # STREAM_PARTS matrices of dec_rows rows each
+    dec_rows = max(BLOCK_ROWS, STREAM_BYTES // STREAM_PARTS // row_b // BLOCK_ROWS * BLOCK_ROWS)
     data = np.tile(block, dec_rows // BLOCK_ROWS)
-    mem = g.ggml_tensor_overhead() * 16 + g.ggml_graph_overhead_custom(16, False) * 2 + 4096
+    n = 2 * STREAM_PARTS + 8
+    mem = g.ggml_tensor_overhead() * (2 * n) + g.ggml_graph_overhead_custom(n, False) * 3 + 4096
     cpu_buft = g.ggml_backend_cpu_buffer_type()
     for buft in bufts + [cpu_buft]:
-        ctx_w = g.ggml_init(_InitParams(g.ggml_tensor_overhead() * 4, None, True))
-        wd = g.ggml_new_tensor_2d(ctx_w, tnum, ROW, dec_rows)
+        ctx_w = g.ggml_init(_InitParams(g.ggml_tensor_overhead() * n, None, True))
+        wds = [g.ggml_new_tensor_2d(ctx_w, tnum, ROW, dec_rows) for _ in range(STREAM_PARTS)]
         wp = g.ggml_new_tensor_2d(ctx_w, tnum, ROW, PREFILL_ROWS)
-        ws = g.ggml_new_tensor_2d(ctx_w, tnum, SHORT_ROW, dec_rows * (ROW // SHORT_ROW))
+        wss = [g.ggml_new_tensor_2d(ctx_w, tnum, SHORT_ROW, dec_rows * (ROW // SHORT_ROW)) for _ in range(STREAM_PARTS)]
         buf_w = g.ggml_backend_alloc_ctx_tensors_from_buft(ctx_w, buft)
         ctx = g.ggml_init(_InitParams(mem, None, True))
         x1 = g.ggml_new_tensor_2d(ctx, GGML_TYPE_F32, ROW, 1)
         xs = g.ggml_new_tensor_2d(ctx, GGML_TYPE_F32, SHORT_ROW, 1)
         xb = g.ggml_new_tensor_2d(ctx, GGML_TYPE_F32, ROW, UBATCH)
-        dec = g.ggml_mul_mat(ctx, wd, x1)
-        dec_s = g.ggml_mul_mat(ctx, ws, xs)
+        decs = [g.ggml_mul_mat(ctx, w, x1) for w in wds]
+        decs_s = [g.ggml_mul_mat(ctx, w, xs) for w in wss]
         pre = g.ggml_mul_mat(ctx, wp, xb)
-        if not buf_w or (buft != cpu_buft and not (g.ggml_backend_dev_supports_op(dev, dec)
-                                                    and g.ggml_backend_dev_supports_op(dev, dec_s)
+        if not buf_w or (buft != cpu_buft and not (g.ggml_backend_dev_supports_op(dev, decs[0])
+                                                    and g.ggml_backend_dev_supports_op(dev, decs_s[0])
                                                     and g.ggml_backend_dev_supports_op(dev, pre))):
             _release(g, [buf_w], [ctx, ctx_w])
             continue
-        g.ggml_backend_tensor_set(wd, data.ctypes.data, 0, data.nbytes)
+        for w in wds + wss:
+            g.ggml_backend_tensor_set(w, data.ctypes.data, 0, data.nbytes)
         g.ggml_backend_tensor_set(wp, data.ctypes.data, 0, row_b * PREFILL_ROWS)
-        g.ggml_backend_tensor_set(ws, data.ctypes.data, 0, data.nbytes)
-        gd = g.ggml_new_graph_custom(ctx, 16, False)
-        g.ggml_build_forward_expand(gd, dec)
-        gs = g.ggml_new_graph_custom(ctx, 16, False)
-        g.ggml_build_forward_expand(gs, dec_s)
-        gp = g.ggml_new_graph_custom(ctx, 16, False)
+        gd = g.ggml_new_graph_custom(ctx, n, False)
+        for d in decs:
+            g.ggml_build_forward_expand(gd, d)
+        gs = g.ggml_new_graph_custom(ctx, n, False)
+        for d in decs_s:
+            g.ggml_build_forward_expand(gs, d)
+        gp = g.ggml_new_graph_custom(ctx, n, False)
         g.ggml_build_forward_expand(gp, pre)
         buf_c = g.ggml_backend_alloc_ctx_tensors_from_buft(ctx, cpu_buft)
         xv = (rng.standard_normal(ROW * UBATCH, dtype=np.float32) * 0.1)
@@ -309,12 +317,13 @@ def _probe_type(g: _Ggml, backend, dev, bufts: list[int], tnum: int,
         td, ts = _time_interleaved(g, backend, [gd, gs], reps)
         tp = _time(g, backend, gp, 5, warm_s=0.02)
         _release(g, [buf_c, buf_w], [ctx, ctx_w])
-        rows, rows_s = dec_rows, dec_rows * (ROW // SHORT_ROW)
+        rows, rows_s = dec_rows * STREAM_PARTS, dec_rows * (ROW // SHORT_ROW) * STREAM_PARTS
         # the cost per row from the difference (never below 0; at most half the long rows' time, so that
         # noise between the two timings cannot leave a streaming rate above what the long rows showed
         # twice over)
         per_row = min(max(0.0, (ts - td) / (rows_s - rows)), td / (2 * rows))
-        return data.nbytes / (td - rows * per_row), 2.0 * ROW * PREFILL_ROWS * UBATCH / tp, buft != cpu_buft, per_row
+        return (data.nbytes * STREAM_PARTS / (td - rows * per_row), 2.0 * ROW * PREFILL_ROWS * UBATCH / tp,
+                buft != cpu_buft, per_row)
     raise OSError("no CPU buffer accepted the probe weight")
 
 
