@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from planner.commands.bench import llama_bench, measure_host, predicted_vs_measured  # noqa: E402
 from planner.core.plan import PlanRequest  # noqa: E402
+from planner.hardware.kernel_probe import STREAM_BYTES, STREAM_PARTS  # noqa: E402
 from planner.core.host_kernels import AttentionCost, HostKernels, HostProbe, TypeKernels  # noqa: E402
 from planner.engines.llamacpp.locate import locate  # noqa: E402
 from planner.gguf.writer import write_gguf  # noqa: E402
@@ -134,7 +135,8 @@ def median_probe(probes: list[HostProbe]) -> HostProbe:
                 v = [getattr(r, field) for r in rows if getattr(r, field) is not None]
                 return med(v) if v else None
             types[t] = TypeKernels(m("decode_bytes_per_s"), m("prefill_flops"), m("row_seconds"),
-                                   rows[0].repacked, m("expert_prefill_flops"), m("expert_decode_bytes_per_s"))
+                                   rows[0].repacked, m("expert_prefill_flops"), m("expert_decode_bytes_per_s"),
+                                   m("prefill_src_seconds"))
         attention = {c: AttentionCost(med(k.attention[c].head_token_seconds for k in ks if c in k.attention),
                                       med(k.attention[c].dim_seconds for k in ks if c in k.attention))
                      for c in ks[0].attention}
@@ -336,15 +338,17 @@ def report(local: list[dict], pub: list[dict], probe=None) -> str:
             out += [f"Host probes, the median of each figure over the runs: {probe.bandwidth_gbs:.1f} GB/s (float64 "
                     f"gemv over 512 MiB), {probe.tflops * 1e3:.0f} GFLOP/s (float32 matmul); llama.cpp's ggml CPU "
                     f"kernels with the benchmark's {k.threads} threads (planner/hardware/kernel_probe.py):", "",
-                    "| type | decode GB/s (96 MiB weight, from memory) | ns per row | routed experts' decode GB/s "
-                    "(MUL_MAT_ID) | prefill GFLOP/s (ubatch 512) | routed experts' prefill GFLOP/s |",
-                    "|---|---:|---:|---:|---:|---:|"]
+                    f"| type | decode GB/s ({STREAM_BYTES >> 20} MiB in {STREAM_PARTS} weights, from memory) | ns per row | "
+                    "routed experts' decode GB/s (MUL_MAT_ID) | prefill GFLOP/s (ubatch 512) | prefill ps per src1 "
+                    "element | routed experts' prefill GFLOP/s |",
+                    "|---|---:|---:|---:|---:|---:|---:|"]
 
             def g(v, scale=1e9, fmt=".1f"):
                 return "" if v is None else f"{v / scale:{fmt}}"
             out += [f"| {t}{' (repacked)' if x.repacked else ''} | {g(x.decode_bytes_per_s)} | "
                     f"{x.row_seconds * 1e9:.1f} | {g(x.expert_decode_bytes_per_s)} | "
-                    f"{g(x.prefill_flops, fmt='.0f')} | {g(x.expert_prefill_flops, fmt='.0f')} |"
+                    f"{g(x.prefill_flops, fmt='.0f')} | {x.prefill_src_seconds * 1e12:.0f} | "
+                    f"{g(x.expert_prefill_flops, fmt='.0f')} |"
                     for t, x in sorted(k.types.items())]
             out += ["", "Decode attention (ggml_flash_attn_ext over the cache, planner/hardware/kernel_probe.py "
                     "ATTENTION_SHAPES), per query head and cached token: " +

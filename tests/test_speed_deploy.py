@@ -216,6 +216,21 @@ def test_measured_expert_products_set_the_routed_experts_prefill():
     assert prefill_seconds(slow) - prefill_seconds(_kernels()) == pytest.approx(extra, rel=1e-6)
 
 
+def test_measured_src_conversion_adds_per_product_and_token():
+    """A ubatch's product converts its src1 (the row length x the tokens) once: at a measured cost per
+    element, every non-expert matrix of the type adds row length x ubatch x that cost."""
+    hp, sp, speed = _r1_q4_on_one_cpu(1e6, 1e3)
+
+    def prefill_seconds(k) -> float:
+        return 512 / speed(k).prefill_tps
+    # the row lengths (shape[0]) of the non-expert matrices, per type (token_embd is read by rows)
+    cols = _active_sums(hp, sp, lambda t, n: t.shape[0] if len(t.shape) >= 2 and "_exps" not in t.name else 0)
+    assert cols["q4_K"] > 100 * 7168
+    with_src = _kernels(q4_K={"prefill_src_seconds": 1e-9})
+    assert prefill_seconds(with_src) - prefill_seconds(_kernels()) == pytest.approx(cols["q4_K"] * 512 * 1e-9,
+                                                                                   rel=1e-6)
+
+
 def test_expert_probe_measures_ggml_mul_mat_id():
     from llamacpp_support import require_llama_cpp
 
@@ -254,9 +269,11 @@ def test_kernel_probe_measures_the_ggml_library():
     require_llama_cpp("llama-bench")
     res = probe_kernels(locate().folders, 1, types={k: PROBE_TYPES[k] for k in ("q8_0", "q4_0")})
     for t in ("q8_0", "q4_0"):
-        dec, pre, _, per_row = res[t]
+        dec, pre, _, per_row, src = res[t]
         assert 0 <= per_row < 1e-4
         assert 1e8 < dec < 1e12 and 1e8 < pre < 1e14
+        # converting a src1 element costs between nothing and what 4096 of the product's FLOPs cost
+        assert 0 <= src < 4096 * 2 / pre
     # x86 with AVX2: llama.cpp repacks q4_0 (q4_0_8x8) and keeps q8_0 in the plain CPU buffer
     import platform
 

@@ -26,6 +26,7 @@ class TypeKernels:
     repacked: bool = False               # the weight sat in the CPU_REPACK buffer (as llama.cpp puts it)
     expert_prefill_flops: float | None = None      # a ubatch through routed experts (MUL_MAT_ID)
     expert_decode_bytes_per_s: float | None = None  # one token through its routed experts (MUL_MAT_ID)
+    prefill_src_seconds: float = 0.0     # a ubatch product's cost per src1 element beyond its FLOPs
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,11 @@ class HostKernels:
                 types[t] = TypeKernels(float(v["decode_bytes_per_s"]), float(v["prefill_flops"]),
                                        float(v.get("row_seconds", 0.0)), bool(v.get("repacked", False)),
                                        float(experts[t]) if t in experts else None,
-                                       float(expert_decode[t]) if t in expert_decode else None)
+                                       float(expert_decode[t]) if t in expert_decode else None,
+                                       float(v.get("prefill_src_seconds", 0.0)))
             for k in types.values():
-                if not (k.decode_bytes_per_s > 0 and k.prefill_flops > 0 and k.row_seconds >= 0):
+                if not (k.decode_bytes_per_s > 0 and k.prefill_flops > 0 and k.row_seconds >= 0
+                        and k.prefill_src_seconds >= 0):
                     raise ValueError("a rate is not positive")
             attention = {c: AttentionCost(float(a["head_token_seconds"]), float(a["dim_seconds"]))
                          for c, a in (data.get("attention") or {}).items()}
@@ -92,7 +95,8 @@ class HostKernels:
     def to_json(self) -> dict[str, Any]:
         return {"threads": self.threads,
                 "kernels": {t: {"decode_bytes_per_s": k.decode_bytes_per_s, "prefill_flops": k.prefill_flops,
-                                "row_seconds": k.row_seconds, "repacked": k.repacked}
+                                "row_seconds": k.row_seconds, "repacked": k.repacked,
+                                "prefill_src_seconds": k.prefill_src_seconds}
                             for t, k in self.types.items()},
                 "experts": {t: k.expert_prefill_flops for t, k in self.types.items()
                             if k.expert_prefill_flops is not None},

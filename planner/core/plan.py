@@ -258,7 +258,7 @@ class SchemePlan:
     speed: Any = None                    # planner.core.speed.Speed (None: not predicted)
     # sums of the tensors made with them by sizing (None: summed from `tensors` where needed):
     weights_by_layer: Any = None         # planner.core.memory.LayerWeights
-    tensor_groups: Any = None            # planner.core.speed: ((layer, routed expert, type), (bytes, elements, rows))
+    tensor_groups: Any = None            # planner.core.speed: ((layer, routed expert, type), (bytes, elements, rows, row lengths))
     n_cpu_moe: int | None = None         # --n-cpu-moe auto: the layers this plan keeps in host RAM
     deployments: list[Deployment] = field(default_factory=list)   # GPU-only / hybrid (planner.core.deployments)
 

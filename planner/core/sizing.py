@@ -121,10 +121,12 @@ def _aggregate(scheme_id: str, kind: str, model: ResolvedModel, types: list[T], 
         key = (il, expert_speed, n)
         g = groups.get(key)
         if g is None:
-            g = groups[key] = [0.0, 0, 0]
+            g = groups[key] = [0.0, 0, 0, 0]
         g[0] += b / row_div if row_div != 1 else b
         g[1] += t.n_elements
         g[2] += 1 if il < 0 else t.n_elements // t.shape[0]
+        if matrix and il >= 0:
+            g[3] += t.shape[0]
         if il < 0:
             host += b
         elif loaded:
@@ -139,7 +141,7 @@ def _aggregate(scheme_id: str, kind: str, model: ResolvedModel, types: list[T], 
     return SchemePlan(id=scheme_id, kind=kind, size_bytes=total, params=model.params,
                       type_bytes=dict(type_bytes), tensors=tensors, requires_imatrix=needs_imatrix,
                       weights_by_layer=LayerWeights(tuple(per), host, tuple(exps), tuple(big), tuple(big_exp)),
-                      tensor_groups=[(k, (v[0], v[1], v[2])) for k, v in groups.items()])
+                      tensor_groups=[(k, tuple(v)) for k, v in groups.items()])
 
 
 def select_scheme_types(model: ResolvedModel, scheme: Scheme, imatrix: bool | None = None) -> tuple[list[T], bool, bool]:

@@ -243,6 +243,7 @@ class _Place:
     expert_decode: dict[str, float] = field(default_factory=dict)  # weight type -> routed-expert bytes per token
     fixed_s: float = 0.0                                       # the host's llama.cpp cost per token of its layers
     graph_s: float = 0.0                                       # its layers' fixed cost per graph (speed factors)
+    src_cols: dict[str, int] = field(default_factory=dict)    # weight type -> row lengths of its products
     flops_per_token: float = 0.0
     kv_row_bytes: int = 0                                      # KV bytes per cached token, its layers
     attn_flops_per_ctx: float = 0.0                            # attention FLOPs per token per cached token
@@ -300,9 +301,11 @@ def _attn_dims(hp: Hparams, kv_mode: str | None) -> int:
 
 def tensor_groups(tensors: list[TensorPlan], n_layer: int) -> list:
     """A scheme's tensors summed by what the speed model tells apart: ((layer, routed expert, type),
-    (bytes, elements, rows)); for the input layer (token_embd, read one row per token) the bytes of one
-    row and that one row. Rows: elements / the row length (shape[0]): what a mat-vec pays its per-row
-    cost on.
+    (bytes, elements, rows, row lengths)); for the input layer (token_embd, read one row per token) the
+    bytes of one row and that one row. Rows: elements / the row length (shape[0]): what a mat-vec pays
+    its per-row cost on. Row lengths: the sum of the matrices' shape[0], the src1 elements per token
+    their products convert to the weight type's dot-product type (a ubatch's cost per product beyond its
+    FLOPs, kernel_probe's prefill_src_seconds).
     Everything below is linear in these sums, so it equals the per-tensor sum: 62 layers x a few types
     instead of the 1,100 tensors of R1. Sizing makes the same sums as it sizes a scheme
     (SchemePlan.tensor_groups, planner.core.sizing); this is for tensor lists from elsewhere."""
@@ -312,7 +315,7 @@ def tensor_groups(tensors: list[TensorPlan], n_layer: int) -> list:
         key = (il, exps, tp.type)
         g = acc.get(key)
         if g is None:
-            g = acc[key] = [0.0, 0, 0]
+            g = acc[key] = [0.0, 0, 0, 0]
         n = _n_elements(tp.shape)
         if il < 0:
             g[0] += tp.bytes / (tp.shape[1] if len(tp.shape) > 1 else 1)
@@ -320,8 +323,10 @@ def tensor_groups(tensors: list[TensorPlan], n_layer: int) -> list:
         else:
             g[0] += tp.bytes
             g[2] += n // tp.shape[0]
+            if len(tp.shape) >= 2:
+                g[3] += tp.shape[0]
         g[1] += n
-    return [(k, (v[0], v[1], v[2])) for k, v in acc.items()]
+    return [(k, tuple(v)) for k, v in acc.items()]
 
 
 def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, opts: MemoryOptions,
@@ -346,7 +351,7 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
     has_gpu = any(d.layers for d in memory.per_device)
     active = hp.n_expert_used / hp.n_expert if hp.is_moe else 1.0
     hybrid_layers = 0
-    for (il, exps, ty), (b, n_el, rows) in (groups if groups is not None else tensor_groups(tensors, hp.n_layer)):
+    for (il, exps, ty), (b, n_el, rows, cols) in (groups if groups is not None else tensor_groups(tensors, hp.n_layer)):
         if il < 0:                                           # token_embd: one row per token, on the host
             p = place(HOST)
             p.decode[ty] = p.decode.get(ty, 0.0) + b          # (b: the bytes of one row, see tensor_groups)
@@ -368,6 +373,8 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
             p.flops[ty] = p.flops.get(ty, 0.0) + 2.0 * n_el * share
             if exps:
                 p.expert_flops[ty] = p.expert_flops.get(ty, 0.0) + 2.0 * n_el * share
+            else:
+                p.src_cols[ty] = p.src_cols.get(ty, 0) + cols
             p.weights[ty] = p.weights.get(ty, 0.0) + b
     kv_row = _kv_row(hp, opts)
     attn_dims = _attn_dims(hp, opts.kv_mode)
@@ -467,6 +474,10 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
                         compute += (f - fe) * u / _prefill_rate(p.proc, fac, typ) + fe * u / er
                     else:
                         compute += f * u / _prefill_rate(p.proc, fac, typ)
+                    if k is not None:
+                        # each product's conversion of its src1 (row length x ubatch elements) to the
+                        # type's dot-product type, as measured beyond the FLOPs
+                        compute += p.src_cols.get(typ, 0) * u * k.prefill_src_seconds
             else:
                 fams = _by_family(p.weights)
                 fam = max(fams, key=lambda f: fams[f]) if fams else "float"

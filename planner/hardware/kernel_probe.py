@@ -21,8 +21,10 @@ ctypes, placing the weight as llama.cpp's model loader does:
     roofline's max(memory, compute) as the hardware resolves it. (One 96 MiB weight, three times the
     cache, read 20-25% faster than the 57 matrices of a 265 MB model interleaved with it: AMD's victim
     L3 keeps part of a cyclic stream three times its size; 384 MiB in 16 weights came within 10-16%.);
-  - prefill: one product of a 4096 x 1024 weight with a 512-column src1 (a ubatch): weight FLOPs
-    (2 x elements x columns) per second of the type's gemm (tinyBLAS / repacked / vec_dot paths);
+  - prefill: products of a 4096 x 1024 and a 4096 x 4096 weight with a 512-column src1 (a ubatch),
+    alternated: weight FLOPs (2 x elements x columns) per second of the type's gemm (tinyBLAS / repacked
+    / vec_dot paths) from their difference, and the rest of the smaller one's time per src1 element (its
+    conversion to the type's dot-product type, once per product: ~10% of a 4096 x 1024 product);
   - attention while decoding (probe_graph): ggml_flash_attn_ext of one query token over 256 and 4352
     cached f16 rows, per attention class (MLA's shared latent row, GQA's heads) at two row widths: the
     difference is the cost of 4096 cached tokens per query head, a fixed part (the online softmax) and
@@ -58,6 +60,7 @@ BLOCK_ROWS = 256            # rows quantized (the block repeated to fill the wei
 STREAM_BYTES = 384 << 20    # the decode weights: twelve times a 32 MiB last-level cache
 STREAM_PARTS = 16           # as this many matrices (24 MiB each), a graph of products as a model's layers
 PREFILL_ROWS = 1024         # rows of the prefill weight (4.2 M elements)
+PREFILL_ROWS_LONG = 4096    # and of a second one: the two give the rate and a cost per src1 element
 UBATCH = 512        # columns of the prefill product
 GGML_TYPE_F32 = 0
 GGML_TYPE_F16 = 1
@@ -262,8 +265,9 @@ def _cpu_backend(folders: list[Path], threads: int):
 
 
 def _probe_type(g: _Ggml, backend, dev, bufts: list[int], tnum: int,
-                reps: int) -> tuple[float, float, bool, float]:
-    """(streaming decode bytes/s, prefill FLOP/s, repacked, decode seconds per weight row) of one type.
+                reps: int) -> tuple[float, float, bool, float, float]:
+    """(streaming decode bytes/s, prefill FLOP/s, repacked, decode seconds per weight row, prefill seconds
+    per src1 element) of one type.
 
     A mat-vec costs bytes / rate + rows x (a cost per row: the dot product's setup and its horizontal
     sum, more for the K-quants' scales). The same bytes are timed as rows of ROW and of SHORT_ROW
@@ -277,13 +281,15 @@ def _probe_type(g: _Ggml, backend, dev, bufts: list[int], tnum: int,
     # STREAM_PARTS matrices of dec_rows rows each
     dec_rows = max(BLOCK_ROWS, STREAM_BYTES // STREAM_PARTS // row_b // BLOCK_ROWS * BLOCK_ROWS)
     data = np.tile(block, dec_rows // BLOCK_ROWS)
+    pdata = np.tile(block, PREFILL_ROWS_LONG // BLOCK_ROWS)      # the prefill weights' rows (both fit)
     n = 2 * STREAM_PARTS + 8
-    mem = g.ggml_tensor_overhead() * (2 * n) + g.ggml_graph_overhead_custom(n, False) * 3 + 4096
+    mem = g.ggml_tensor_overhead() * (2 * n) + g.ggml_graph_overhead_custom(n, False) * 4 + 4096
     cpu_buft = g.ggml_backend_cpu_buffer_type()
     for buft in bufts + [cpu_buft]:
         ctx_w = g.ggml_init(_InitParams(g.ggml_tensor_overhead() * n, None, True))
         wds = [g.ggml_new_tensor_2d(ctx_w, tnum, ROW, dec_rows) for _ in range(STREAM_PARTS)]
         wp = g.ggml_new_tensor_2d(ctx_w, tnum, ROW, PREFILL_ROWS)
+        wpl = g.ggml_new_tensor_2d(ctx_w, tnum, ROW, PREFILL_ROWS_LONG)
         wss = [g.ggml_new_tensor_2d(ctx_w, tnum, SHORT_ROW, dec_rows * (ROW // SHORT_ROW)) for _ in range(STREAM_PARTS)]
         buf_w = g.ggml_backend_alloc_ctx_tensors_from_buft(ctx_w, buft)
         ctx = g.ggml_init(_InitParams(mem, None, True))
@@ -293,6 +299,7 @@ def _probe_type(g: _Ggml, backend, dev, bufts: list[int], tnum: int,
         decs = [g.ggml_mul_mat(ctx, w, x1) for w in wds]
         decs_s = [g.ggml_mul_mat(ctx, w, xs) for w in wss]
         pre = g.ggml_mul_mat(ctx, wp, xb)
+        pre_l = g.ggml_mul_mat(ctx, wpl, xb)
         if not buf_w or (buft != cpu_buft and not (g.ggml_backend_dev_supports_op(dev, decs[0])
                                                     and g.ggml_backend_dev_supports_op(dev, decs_s[0])
                                                     and g.ggml_backend_dev_supports_op(dev, pre))):
@@ -300,7 +307,8 @@ def _probe_type(g: _Ggml, backend, dev, bufts: list[int], tnum: int,
             continue
         for w in wds + wss:
             g.ggml_backend_tensor_set(w, data.ctypes.data, 0, data.nbytes)
-        g.ggml_backend_tensor_set(wp, data.ctypes.data, 0, row_b * PREFILL_ROWS)
+        g.ggml_backend_tensor_set(wp, pdata.ctypes.data, 0, row_b * PREFILL_ROWS)
+        g.ggml_backend_tensor_set(wpl, pdata.ctypes.data, 0, row_b * PREFILL_ROWS_LONG)
         gd = g.ggml_new_graph_custom(ctx, n, False)
         for d in decs:
             g.ggml_build_forward_expand(gd, d)
@@ -309,21 +317,28 @@ def _probe_type(g: _Ggml, backend, dev, bufts: list[int], tnum: int,
             g.ggml_build_forward_expand(gs, d)
         gp = g.ggml_new_graph_custom(ctx, n, False)
         g.ggml_build_forward_expand(gp, pre)
+        gpl = g.ggml_new_graph_custom(ctx, n, False)
+        g.ggml_build_forward_expand(gpl, pre_l)
         buf_c = g.ggml_backend_alloc_ctx_tensors_from_buft(ctx, cpu_buft)
         xv = (rng.standard_normal(ROW * UBATCH, dtype=np.float32) * 0.1)
         g.ggml_backend_tensor_set(x1, xv.ctypes.data, 0, ROW * 4)
         g.ggml_backend_tensor_set(xs, xv.ctypes.data, 0, SHORT_ROW * 4)
         g.ggml_backend_tensor_set(xb, xv.ctypes.data, 0, ROW * UBATCH * 4)
         td, ts = _time_interleaved(g, backend, [gd, gs], reps)
-        tp = _time(g, backend, gp, 5, warm_s=0.02)
+        tp, tpl = _time_interleaved(g, backend, [gp, gpl], 2, rounds=4, window_s=0.15, warm_s=0.02)
         _release(g, [buf_c, buf_w], [ctx, ctx_w])
         rows, rows_s = dec_rows * STREAM_PARTS, dec_rows * (ROW // SHORT_ROW) * STREAM_PARTS
         # the cost per row from the difference (never below 0; at most half the long rows' time, so that
         # noise between the two timings cannot leave a streaming rate above what the long rows showed
         # twice over)
         per_row = min(max(0.0, (ts - td) / (rows_s - rows)), td / (2 * rows))
-        return (data.nbytes * STREAM_PARTS / (td - rows * per_row), 2.0 * ROW * PREFILL_ROWS * UBATCH / tp,
-                buft != cpu_buft, per_row)
+        # a ubatch product costs its FLOPs at the gemm's rate plus the conversion of its src1 (ROW x UBATCH
+        # floats to the type's dot-product type, once per product): the two row counts give both (the
+        # rate from their difference; the rest of the shorter one's time, per src1 element, never below 0)
+        flops_s, flops_l = (2.0 * ROW * r * UBATCH for r in (PREFILL_ROWS, PREFILL_ROWS_LONG))
+        rate = (flops_l - flops_s) / (tpl - tp) if tpl > tp else flops_l / tpl
+        src_s = max(0.0, (tp - flops_s / rate) / (ROW * UBATCH))
+        return data.nbytes * STREAM_PARTS / (td - rows * per_row), rate, buft != cpu_buft, per_row, src_s
     raise OSError("no CPU buffer accepted the probe weight")
 
 
@@ -509,9 +524,9 @@ def probe_graph(folders: list[Path], threads: int) -> dict:
 
 
 def probe_kernels(folders: list[Path], threads: int, reps: int = 7,
-                  types: dict[str, int] | None = None) -> dict[str, tuple[float, float, bool, float]]:
+                  types: dict[str, int] | None = None) -> dict[str, tuple[float, float, bool, float, float]]:
     """{type: (decode bytes/s streamed from memory, prefill weight FLOP/s, repacked, decode seconds per
-    row)} of this host's ggml CPU kernels with `threads` threads (see the module's docstring)."""
+    row, prefill seconds per src1 element)} of this host's ggml CPU kernels with `threads` threads (see the module's docstring)."""
     with _cpu_backend(folders, threads) as (g, dev, bufts, backend):
         return {name: _probe_type(g, backend, dev, bufts, tnum, reps) for name, tnum in (types or PROBE_TYPES).items()}
 
@@ -540,8 +555,8 @@ def main(argv: list[str]) -> dict:
     experts = probe_experts(dirs, thr, types)
     expert_decode = probe_expert_decode(dirs, thr, {k: v[3] for k, v in res.items()}, types)
     return {"threads": thr, "seconds": round(time.perf_counter() - t0, 2),
-            "kernels": {k: {"decode_bytes_per_s": d, "prefill_flops": p, "repacked": r, "row_seconds": c}
-                        for k, (d, p, r, c) in res.items()},
+            "kernels": {k: {"decode_bytes_per_s": d, "prefill_flops": p, "repacked": r, "row_seconds": c,
+                            "prefill_src_seconds": src} for k, (d, p, r, c, src) in res.items()},
             **graph, "experts": experts, "expert_decode": expert_decode}
 
 
