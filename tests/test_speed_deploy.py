@@ -417,3 +417,27 @@ def test_host_kernels_json_round_trip_and_bad_figures():
         HostKernels.from_json(bad)
     with pytest.raises(PlannerError):
         HostKernels.from_json({"threads": 2})
+
+
+def test_cached_kernels_of_another_probe_method_are_measured_again(tmp_path, monkeypatch):
+    """The host's kernel figures are cached with the probe's method: a cache written by another method
+    (or by none) is not used, a stored one is read back with its figures."""
+    import json
+
+    from planner.hardware.host import cached_host_kernels, store_host_kernels
+    from planner.hardware.kernel_probe import PROBE_METHOD
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    k = _kernels(q4_K={"prefill_src_seconds": 3e-10})
+    store_host_kernels(k)
+    back = cached_host_kernels(2)
+    assert back is not None and back.types["q4_K"].prefill_src_seconds == 3e-10
+    assert back.types["q6_K"].decode_bytes_per_s == _RATES["q6_K"][0]
+    f = tmp_path / "dq-planner" / "host-kernels.json"
+    data = json.loads(f.read_text())
+    assert data["method"] == PROBE_METHOD
+    for stale in ({**data, "method": PROBE_METHOD - 1}, {k_: v for k_, v in data.items() if k_ != "method"}):
+        f.write_text(json.dumps(stale))
+        assert cached_host_kernels(2) is None
+    f.write_text(json.dumps(data))
+    assert cached_host_kernels(2) is not None and cached_host_kernels(3) is None     # another thread count

@@ -179,14 +179,17 @@ def _kernels_file() -> Path:
 
 
 def cached_host_kernels(threads: int | None = None) -> HostKernels | None:
-    """The ggml CPU kernels measured on this machine (probe_host_kernels) with this thread count, from
-    the cache; None when never measured (the plan then uses the bandwidth and the factors)."""
+    """The ggml CPU kernels measured on this machine (probe_host_kernels) with this thread count and the
+    probe's current method, from the cache; None when never measured so (the plan then uses the
+    bandwidth and the factors, until `dq-planner bench` measures them again)."""
     import json
+
+    from planner.hardware.kernel_probe import PROBE_METHOD
 
     n_thr = threads or _cpus()
     try:
         data = json.loads(_kernels_file().read_text())
-        if data.get("threads") != n_thr:
+        if data.get("threads") != n_thr or data.get("method") != PROBE_METHOD:
             return None
         return HostKernels.from_json(data)
     except (OSError, ValueError, PlannerError):
@@ -220,4 +223,6 @@ def store_host_kernels(kernels: HostKernels) -> None:
     old = cached_host_kernels(kernels.threads)
     if old is not None:
         kernels = replace(kernels, types={**old.types, **kernels.types})
-    _write_atomic(_kernels_file(), {**kernels.to_json(), "when": time.time()})
+    from planner.hardware.kernel_probe import PROBE_METHOD
+
+    _write_atomic(_kernels_file(), {**kernels.to_json(), "method": PROBE_METHOD, "when": time.time()})

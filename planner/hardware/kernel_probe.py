@@ -54,6 +54,9 @@ PROBE_TYPES = {
     "iq2_xxs": 16, "iq2_xs": 17, "iq3_xxs": 18, "iq1_s": 19, "iq4_nl": 20, "iq3_s": 21, "iq2_s": 22,
     "iq4_xs": 23, "iq1_m": 29, "bf16": 30, "tq1_0": 34, "tq2_0": 35,
 }
+# the probe's method: a cache of figures measured another way (planner/hardware/host.py) is measured
+# again. 2: decode over STREAM_PARTS weights of STREAM_BYTES; prefill with its cost per src1 element.
+PROBE_METHOD = 2
 ROW = 4096                  # elements per row (a multiple of every block size)
 SHORT_ROW = 1024            # the same bytes read as rows of this many elements: the cost per row
 BLOCK_ROWS = 256            # rows quantized (the block repeated to fill the weights)
@@ -554,7 +557,7 @@ def main(argv: list[str]) -> dict:
     graph = probe_graph(dirs, thr)
     experts = probe_experts(dirs, thr, types)
     expert_decode = probe_expert_decode(dirs, thr, {k: v[3] for k, v in res.items()}, types)
-    return {"threads": thr, "seconds": round(time.perf_counter() - t0, 2),
+    return {"threads": thr, "method": PROBE_METHOD, "seconds": round(time.perf_counter() - t0, 2),
             "kernels": {k: {"decode_bytes_per_s": d, "prefill_flops": p, "repacked": r, "row_seconds": c,
                             "prefill_src_seconds": src} for k, (d, p, r, c, src) in res.items()},
             **graph, "experts": experts, "expert_decode": expert_decode}
