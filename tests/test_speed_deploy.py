@@ -400,7 +400,7 @@ def test_expert_decode_probe_measures_ggml_mul_mat_id():
     require_llama_cpp("llama-bench")
     res = probe_expert_decode(locate().folders, 1, {"q4_K": 0.0}, types={k: PROBE_TYPES[k] for k in ("q8_0", "q4_K")})
     assert set(res) == {"q8_0", "q4_K"}
-    # one thread streaming 96 MiB of experts: between 0.1 and 1000 GB/s
+    # one thread streaming 384 MiB of experts: between 0.1 and 1000 GB/s
     for t, rate in res.items():
         assert 1e8 < rate < 1e12, (t, rate)
 
