@@ -15,7 +15,8 @@ and its time is  sum over type families of bytes / (peak bandwidth x efficiency(
 experts' at the type's measured MUL_MAT_ID rate, plus its rows read x its measured cost per row,
 planner/hardware/kernel_probe.py)
 plus a fixed per-layer cost (kernel launches and small kernels per layer and token, per backend and
-layer kind: a DeepSeek MoE layer's router, top-k and expert sums on a GPU; on a probed host llama.cpp's own cost per layer kind and per token, measured with llama-bench on skeleton
+layer kind: a DeepSeek MoE layer's router, top-k and expert sums on a GPU; on a probed host
+llama.cpp's own cost per layer kind and per token, measured with llama-bench on skeleton
 models, planner/engines/llamacpp/overhead_probe.py);
 attention over the cache costs the larger of its bytes at the bandwidth and its FLOPs at the dense rate
 (on a host whose kernels were probed: n_head x (a fixed part + a part per K+V dim) per cached token and
