@@ -115,7 +115,7 @@ def file_types(path: str) -> list[str]:
     """The weight types of a GGUF file as its plan reads them (the probe measures only those)."""
     from planner.planning import make_plan
 
-    sp = make_plan(PlanRequest(model_file=path, device="host", host_ram=64, host_probe=(1.0, 1.0), ctx=4096)).schemes[0]
+    sp = make_plan(_request({"file": path, "depth": 0}, HostProbe(1.0, 1.0))).schemes[0]
     return sorted({t.type for t in sp.tensors})
 
 
@@ -169,7 +169,7 @@ def _others_cpus(a, b) -> float:
 
 
 def local_runs(threads: int, reps: int, depth: int, rounds: int, attempts: int = 3,
-               quiet: float = 0.15) -> tuple[list[dict], list]:
+               quiet: float = 0.15) -> list[dict]:
     """`rounds` rounds over both models and every scheme, each llama-bench started when the machine is
     quiet (wait_quiet) and run again (up to `attempts` times, the least disturbed kept) when other
     processes used more than `quiet` CPUs during it; the host probed (bandwidth and kernels) at the
@@ -224,7 +224,7 @@ def local_runs(threads: int, reps: int, depth: int, rounds: int, attempts: int =
             print(r["model"], r["scheme"], f"load {load:.2f} busy {busy:.2f}",
                   [(x["n_prompt"], x["n_gen"], x["n_depth"], round(x["avg_ts"], 1)) for x in recs], flush=True)
     _predict(files)
-    return files, [p for r in files for p in r["round_probes"]]
+    return files
 
 
 def published_runs() -> list[dict]:
@@ -433,7 +433,7 @@ def main() -> int:
                 for r in local:
                     r["rows"] = [Row(x["test"], x["predicted"], x["measured"], x["stddev"]) for x in r["rows"]]
     else:
-        local, _ = local_runs(a.threads, a.reps, a.depth, a.rounds)
+        local = local_runs(a.threads, a.reps, a.depth, a.rounds)
         (ROOT / "bench/out").mkdir(exist_ok=True)
         saved.write_text(json.dumps({"threads": a.threads,
                                      "runs": [dict(r, rows=[x.__dict__ for x in r["rows"]],

@@ -220,9 +220,9 @@ def store_host_kernels(kernels: HostKernels) -> None:
     import time
     from dataclasses import replace
 
+    from planner.hardware.kernel_probe import PROBE_METHOD
+
     old = cached_host_kernels(kernels.threads)
     if old is not None:
         kernels = replace(kernels, types={**old.types, **kernels.types})
-    from planner.hardware.kernel_probe import PROBE_METHOD
-
     _write_atomic(_kernels_file(), {**kernels.to_json(), "method": PROBE_METHOD, "when": time.time()})

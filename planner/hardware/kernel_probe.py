@@ -33,7 +33,8 @@ ctypes, placing the weight as llama.cpp's model loader does:
     ubatch of 512 tokens (4 of 64 experts each) and one decoded token (8 distinct experts per product,
     as many products as fill STREAM_BYTES, so that the experts stream from memory);
   - the thread count is llama.cpp's (ggml_backend_cpu_set_n_threads); each figure is the median of the
-    runs over 0.25 s after a warm-up (an idle virtual CPU takes milliseconds to wake up).
+    runs over 0.25 s after a warm-up (an idle virtual CPU takes milliseconds to wake up), and the pairs
+    whose difference gives a cost are timed in alternating windows (_time_interleaved).
 
 The result (the JSON of __main__, read by planner.core.host_kernels.HostKernels.from_json) is cached by
 planner/hardware/host.py. Nothing here is fitted to a model: the figures are the kernels' own speed.
@@ -529,7 +530,8 @@ def probe_graph(folders: list[Path], threads: int) -> dict:
 def probe_kernels(folders: list[Path], threads: int, reps: int = 7,
                   types: dict[str, int] | None = None) -> dict[str, tuple[float, float, bool, float, float]]:
     """{type: (decode bytes/s streamed from memory, prefill weight FLOP/s, repacked, decode seconds per
-    row, prefill seconds per src1 element)} of this host's ggml CPU kernels with `threads` threads (see the module's docstring)."""
+    row, prefill seconds per src1 element)} of this host's ggml CPU kernels with `threads` threads (see
+    the module's docstring)."""
     with _cpu_backend(folders, threads) as (g, dev, bufts, backend):
         return {name: _probe_type(g, backend, dev, bufts, tnum, reps) for name, tnum in (types or PROBE_TYPES).items()}
 
