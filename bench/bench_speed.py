@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from planner.commands.bench import llama_bench, measure_host, predicted_vs_measured  # noqa: E402
+from planner.commands.bench import llama_bench, measure_host, predicted_vs_measured, probe_scope  # noqa: E402
 from planner.core.plan import PlanRequest  # noqa: E402
 from planner.hardware.kernel_probe import STREAM_BYTES, STREAM_PARTS  # noqa: E402
 from planner.core.host_kernels import AttentionCost, HostKernels, HostProbe, TypeKernels  # noqa: E402
@@ -111,12 +111,10 @@ def _predict(files: list[dict]) -> None:
                      for i, x in enumerate(pooled)]
 
 
-def file_types(path: str) -> list[str]:
-    """The weight types of a GGUF file as its plan reads them (the probe measures only those)."""
-    from planner.planning import make_plan
-
-    sp = make_plan(_request({"file": path, "depth": 0}, HostProbe(1.0, 1.0))).schemes[0]
-    return sorted({t.type for t in sp.tensors})
+def file_scope(path: str):
+    """What the kernel probe measures for a file's plan (planner.commands.bench.probe_scope: its weight
+    types, its routed experts' types, its attention class)."""
+    return probe_scope(_request({"file": path, "depth": 0}, HostProbe(1.0, 1.0)))
 
 
 def median_probe(probes: list[HostProbe]) -> HostProbe:
@@ -186,15 +184,24 @@ def local_runs(threads: int, reps: int, depth: int, rounds: int, attempts: int =
             f = src if scheme == "BF16" else quantized(lc, src, scheme)
             files.append({"model": name, "scheme": scheme, "file": str(f), "records": [], "depth": depth,
                           "file_bytes": f.stat().st_size, "load": [], "busy": [], "seconds": 0.0})
+    scopes = {r["file"]: file_scope(r["file"]) for r in files}
     for r in files:
-        r["types"] = file_types(r["file"])
+        r["types"] = list(scopes[r["file"]].types)
         r["round_probes"], r["round_records"] = [], []
     for rnd in range(rounds):
         for r in files:
             # the host probed right before each run, for the file's own weight types: the prediction of
             # a run is made for the machine as it was then (a shared machine's speed drifts by minutes)
             wait_quiet()
-            r["round_probes"].append(measure_host(threads, lc.folders, lc.binary("llama-bench"), r["types"]))
+            t0 = time.time()
+            probe, notes = measure_host(threads, lc.folders, lc.binary("llama-bench"), scopes[r["file"]])
+            r.setdefault("probe_seconds", []).append(time.time() - t0)
+            for n in notes:
+                print(f"  {r['model']} {r['scheme']}: {n}", flush=True)
+            r.setdefault("notes", []).extend(notes)
+            if probe is None:
+                raise SystemExit(f"{r['model']} {r['scheme']}: {notes[0]}")
+            r["round_probes"].append(probe)
             best = None
             for _ in range(attempts):
                 busy, load = wait_quiet()
@@ -333,6 +340,14 @@ def report(local: list[dict], pub: list[dict], probe=None) -> str:
                 "its flash attention per attention class; planner/engines/llamacpp/overhead_probe.py: llama.cpp's",
                 "cost per layer), each round's run is predicted with its own probe (this shared machine's speed",
                 "drifts from minute to minute), and the predicted figure is the median over the rounds.", ""]
+        secs = [x for r in local for x in r.get("probe_seconds", [])]
+        if secs:
+            out += [f"Each probe measured its file's own scope (planner/commands/bench.py probe_scope: the weight "
+                    f"types of its matrices, its routed experts' types, its attention class): {len(secs)} probes, "
+                    f"median {statistics.median(secs):.0f} s, longest {max(secs):.0f} s (bandwidth, kernels and "
+                    f"llama.cpp's cost per layer together)."]
+            notes = sorted({n for r in local for n in r.get("notes", [])})
+            out += [f"Probe notes: {'; '.join(notes)}." if notes else "Every probe finished its scope.", ""]
         if probe is not None and probe.kernels is not None:
             k = probe.kernels
             out += [f"Host probes, the median of each figure over the runs: {probe.bandwidth_gbs:.1f} GB/s (float64 "

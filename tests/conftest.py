@@ -17,6 +17,8 @@ tests using it are skipped where the binaries are absent, and fail instead when 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,18 @@ from tiny_models import tiny_model
 
 # Plans made without --device must not depend on the GPUs of the machine running the tests.
 os.environ.setdefault("DQ_PLANNER_DETECT", "0")
+
+# The suite never reads or writes the user's own folders: what dq-planner caches (the host probes, remote
+# headers) and a user's recipes and profiles live in a folder of this test session, set here before any
+# test runs so that every child process inherits it, and removed when the session ends. A fresh machine
+# and a developer's machine run the same tests.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="dq-planner-tests-"))
+for _var, _sub in (("XDG_CACHE_HOME", "cache"), ("XDG_CONFIG_HOME", "config"), ("HF_HOME", "huggingface")):
+    os.environ[_var] = str(_SESSION_HOME / _sub)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

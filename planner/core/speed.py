@@ -202,8 +202,12 @@ def layer_kind(hp: Hparams, il: int) -> str:
     cache layout, or grouped-query attention) and its FFN (dense, or routed experts). V3.2's and V4's
     blocks are counted as MLA blocks, the nearest measured: their indexer's nodes are not."""
     moe = hp.is_moe and il >= hp.n_layer_dense_lead
-    att = "mla" if hp.arch in ("deepseek2", "deepseek32", "deepseek4") else "gqa"
-    return f"{att}_{'moe' if moe else 'dense'}"
+    return f"{layer_attention(hp.arch)}_{'moe' if moe else 'dense'}"
+
+
+def layer_attention(arch: str) -> str:
+    """The attention part of an architecture's layer kinds (layer_kind): "mla" or "gqa"."""
+    return "mla" if arch in ("deepseek2", "deepseek32", "deepseek4") else "gqa"
 
 
 @dataclass
@@ -286,9 +290,9 @@ def _kv_row(hp: Hparams, opts: MemoryOptions) -> int:
     return k + v
 
 
-def attention_class(hp: Hparams, kv_mode: str | None) -> str:
+def attention_class(arch: str, kv_mode: str | None) -> str:
     """The probe's attention class of a plan: "mla" for DeepSeek's absorbed latent cache, else "gqa"."""
-    return "mla" if hp.arch in ("deepseek2", "deepseek32") and kv_mode != "legacy" else "gqa"
+    return "mla" if arch in ("deepseek2", "deepseek32") and kv_mode != "legacy" else "gqa"
 
 
 def _attn_dims(hp: Hparams, kv_mode: str | None) -> int:
@@ -380,7 +384,7 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
     kv_row = _kv_row(hp, opts)
     attn_dims = _attn_dims(hp, opts.kv_mode)
     attn = 2.0 * hp.n_head * attn_dims
-    attn_class = attention_class(hp, opts.kv_mode)
+    attn_class = attention_class(hp.arch, opts.kv_mode)
     order: list[str] = [HOST]                                # a token's path: token_embd, then the layers
     for il in range(hp.n_layer + 1):
         where = ldev.get(il, HOST)

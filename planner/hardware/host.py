@@ -196,27 +196,159 @@ def cached_host_kernels(threads: int | None = None) -> HostKernels | None:
         return None
 
 
-def probe_host_kernels(threads: int, lib_dirs: list, *, types: list[str] | None = None,
-                       timeout: float = 300) -> HostKernels:
-    """Measure llama.cpp's ggml CPU kernels per weight type (planner/hardware/kernel_probe.py, ~40 s
-    for every type, a few seconds for a file's own `types`) in a child process with `threads` threads
-    (store_host_kernels caches them)."""
+@dataclass(frozen=True)
+class ProbeScope:
+    """What the kernel probe (planner/hardware/kernel_probe.py) measures: weight types (their decode and
+    prefill kernels; the plan's largest first), the types that hold routed experts (their MUL_MAT_ID
+    too) and attention classes ("mla", "gqa"); and, for llama.cpp's cost per layer measured beside it
+    (planner/engines/llamacpp/overhead_probe.py), the layers' attention kind. every=True: every type and
+    class (and every layer kind)."""
+
+    types: tuple[str, ...] = ()
+    expert_types: tuple[str, ...] = ()
+    attention: tuple[str, ...] = ()
+    layers: tuple[str, ...] = ()
+    every: bool = False
+
+    def argv(self) -> list[str]:
+        if self.every:
+            return ["--all-types"]
+        return ["--types", ",".join(self.types), "--expert-types", ",".join(self.expert_types),
+                "--attention", ",".join(self.attention)]
+
+    def wanted(self) -> list[str]:
+        """The figures the scope asks for, as the probe's steps name them ("q4_K", "q4_K experts", ...)."""
+        from planner.hardware.kernel_probe import ATTENTION_SHAPES, PROBE_TYPES, steps
+
+        if self.every:
+            plan = steps(list(PROBE_TYPES), list(PROBE_TYPES), list(ATTENTION_SHAPES))
+        else:
+            types = list(dict.fromkeys("f16" if t == "f32" else t for t in self.types + self.expert_types))
+            plan = steps(types, ["f16" if t == "f32" else t for t in self.expert_types], list(self.attention))
+        return [_figure_name(kind, name) for kind, name in plan]
+
+
+def _figure_name(kind: str, name: str) -> str:
+    return {"kernels": "{}", "experts": "{} experts (ubatch)", "expert_decode": "{} experts (decode)",
+            "attention": "{} attention"}[kind].format(name)
+
+
+# the scoped probe of a file's own types takes well under a minute on 2 cores; past this the host is too
+# busy (or a kernel too slow) for the figures to be worth the wait
+KERNEL_PROBE_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class KernelProbeResult:
+    """What a kernel probe measured (None: nothing), the figures of its scope it did not (their speed is
+    then predicted from the host's bandwidth and the speed factors) and why it stopped short ("": it
+    did not)."""
+
+    kernels: HostKernels | None
+    missing: list[str]
+    stopped: str = ""
+    seconds: float = 0.0
+
+
+def probe_host_kernels(threads: int, lib_dirs: list, scope: ProbeScope, *,
+                       timeout: float = KERNEL_PROBE_TIMEOUT_S, progress=None) -> KernelProbeResult:
+    """Measure llama.cpp's ggml CPU kernels (planner/hardware/kernel_probe.py) of the scope in a child
+    process with `threads` threads, its progress lines passed on to `progress` (a text stream) as they
+    come. The child reports each figure as soon as it is measured: a probe that runs past `timeout`
+    seconds (then killed), is killed by someone else, crashes in ggml or cannot load it keeps what it
+    measured, and the result names what is missing and why. The child dies with this process
+    (PR_SET_PDEATHSIG) and is killed when this function is left any other way (an interrupt)."""
     import json
+    import signal
     import subprocess
     import sys
+    import threading
+    import time
 
-    sel = ["--types", ",".join(sorted(types))] if types else []
-    r = subprocess.run([sys.executable, "-m", "planner.hardware.kernel_probe", str(threads)] + sel +
-                       [str(d) for d in lib_dirs], capture_output=True, text=True, timeout=timeout)
-    if r.returncode != 0:
-        tail = r.stderr.strip().splitlines()[-1:] or [f"exit {r.returncode}"]
-        raise OSError(f"kernel probe failed: {tail[0]}")
-    return HostKernels.from_json(json.loads(r.stdout.strip().splitlines()[-1]))
+    argv = [sys.executable, "-m", "planner.hardware.kernel_probe", str(threads)] + scope.argv() + \
+        [str(d) for d in lib_dirs]
+    parts: list[str] = []
+    tail: list[str] = []
+    skipped: list[str] = []             # the probe's own lines on a step it could not run
+
+    def read_out(stream) -> None:
+        for line in stream:
+            parts.append(line)
+
+    def read_err(stream) -> None:
+        for line in stream:
+            tail[:] = (tail + [line.rstrip()])[-3:]
+            if " not measured: " in line:
+                skipped.append(line.split(" not measured: ", 1)[1].strip())
+            if progress is not None:
+                try:
+                    progress.write(line)
+                    progress.flush()
+                except (OSError, ValueError):
+                    pass
+
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    readers = [threading.Thread(target=f, args=(s,), daemon=True)
+               for f, s in ((read_out, proc.stdout), (read_err, proc.stderr))]
+    for r in readers:
+        r.start()
+    stopped = ""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stopped = f"ran past its {timeout:.0f} s limit"
+    finally:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.wait()
+        for r in readers:
+            r.join(5)
+    rc = proc.returncode
+    if not stopped and rc < 0:
+        stopped = f"was stopped by {signal.Signals(-rc).name}" if -rc in signal.valid_signals() else f"died ({rc})"
+    elif not stopped and rc != 0:
+        stopped = f"failed: {tail[-1] if tail else f'exit {rc}'}"
+    data: dict = {"threads": threads, "kernels": {}}
+    for line in parts:
+        try:
+            part = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(part, dict):
+            continue
+        for k, v in part.items():
+            if isinstance(v, dict) and isinstance(data.get(k), dict):
+                data[k].update(v)
+            elif isinstance(v, dict):
+                data[k] = dict(v)
+            else:
+                data[k] = v
+    kernels = None
+    if data["kernels"] or data.get("attention"):
+        try:
+            kernels = HostKernels.from_json(data)
+        except PlannerError as e:
+            stopped = stopped or str(e)
+    got = set()
+    if kernels is not None:
+        got = {t for t in kernels.types} | {f"{c} attention" for c in kernels.attention}
+        got |= {f"{t} experts (ubatch)" for t, k in kernels.types.items() if k.expert_prefill_flops is not None}
+        got |= {f"{t} experts (decode)" for t, k in kernels.types.items() if k.expert_decode_bytes_per_s is not None}
+    missing = [w for w in scope.wanted() if w not in got]
+    if missing and not stopped:
+        stopped = f"could not measure them on this host ({skipped[0] if skipped else 'no reason given'})"
+    return KernelProbeResult(kernels, missing, stopped, time.monotonic() - t0)
 
 
 def store_host_kernels(kernels: HostKernels) -> None:
     """Cache the host's measured kernels (cached_host_kernels reads them for plans on this machine); the
-    types a probe of only some types left out keep their cached figures of the same thread count."""
+    types, attention classes and layer kinds a probe of only some left out keep their cached figures of
+    the same thread count."""
     import time
     from dataclasses import replace
 
@@ -224,5 +356,7 @@ def store_host_kernels(kernels: HostKernels) -> None:
 
     old = cached_host_kernels(kernels.threads)
     if old is not None:
-        kernels = replace(kernels, types={**old.types, **kernels.types})
+        kernels = replace(kernels, types={**old.types, **kernels.types},
+                          attention={**old.attention, **kernels.attention},
+                          layer_seconds={**old.layer_seconds, **kernels.layer_seconds})
     _write_atomic(_kernels_file(), {**kernels.to_json(), "method": PROBE_METHOD, "when": time.time()})

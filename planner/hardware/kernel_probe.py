@@ -36,8 +36,12 @@ ctypes, placing the weight as llama.cpp's model loader does:
     runs over 0.25 s after a warm-up (an idle virtual CPU takes milliseconds to wake up), and the pairs
     whose difference gives a cost are timed in alternating windows (_time_interleaved).
 
-The result (the JSON of __main__, read by planner.core.host_kernels.HostKernels.from_json) is cached by
-planner/hardware/host.py. Nothing here is fitted to a model: the figures are the kernels' own speed.
+A plan needs only its own weight types, the types of its routed experts and its attention class
+(planner/commands/bench.py probe_scope): `python -m planner.hardware.kernel_probe` runs those steps
+(every type and class only with --all-types, several minutes on 2 cores), prints each step's figures as
+one JSON line as soon as they are measured (parts of the JSON that planner.core.host_kernels.HostKernels.
+from_json reads) and its progress on stderr, so that planner/hardware/host.py keeps what a probe stopped
+early measured, and caches it. Nothing here is fitted to a model: the figures are the kernels' own speed.
 """
 
 from __future__ import annotations
@@ -514,17 +518,20 @@ def probe_expert_decode(folders: list[Path], threads: int, row_seconds: dict[str
                 for name, tnum in (types or PROBE_TYPES).items()}
 
 
-def probe_graph(folders: list[Path], threads: int) -> dict:
+def _probe_attention_class(g: _Ggml, backend, shapes) -> dict:
+    """{"head_token_seconds", "dim_seconds"} of one attention class's two shapes (ATTENTION_SHAPES)."""
+    wide, narrow = ((dk, dv, _probe_attention(g, backend, dk, dv, h, hk)) for dk, dv, h, hk in shapes)
+    fixed, per_dim = attention_cost(wide, narrow)
+    return {"head_token_seconds": fixed, "dim_seconds": per_dim}
+
+
+def probe_graph(folders: list[Path], threads: int, classes: list[str] | None = None) -> dict:
     """{"attention": {class: {"head_token_seconds", "dim_seconds"}}}: decode attention's cost per query
     head and cached token on this host's ggml CPU backend with `threads` threads, a fixed part and a
-    part per K+V dim (see ATTENTION_SHAPES)."""
+    part per K+V dim (see ATTENTION_SHAPES), for the classes named (every class by default)."""
     with _cpu_backend(folders, threads) as (g, _, _, backend):
-        out = {}
-        for c, shapes in ATTENTION_SHAPES.items():
-            wide, narrow = ((dk, dv, _probe_attention(g, backend, dk, dv, h, hk)) for dk, dv, h, hk in shapes)
-            fixed, per_dim = attention_cost(wide, narrow)
-            out[c] = {"head_token_seconds": fixed, "dim_seconds": per_dim}
-        return {"attention": out}
+        return {"attention": {c: _probe_attention_class(g, backend, ATTENTION_SHAPES[c])
+                              for c in (classes or ATTENTION_SHAPES)}}
 
 
 def probe_kernels(folders: list[Path], threads: int, reps: int = 7,
@@ -536,37 +543,120 @@ def probe_kernels(folders: list[Path], threads: int, reps: int = 7,
         return {name: _probe_type(g, backend, dev, bufts, tnum, reps) for name, tnum in (types or PROBE_TYPES).items()}
 
 
-def main(argv: list[str]) -> dict:
-    """python -m planner.hardware.kernel_probe THREADS [--types T,T,...] [LIB_DIR...]: the probe's JSON
-    (every type of PROBE_TYPES, or those named; f32 weights are costed as f16, so f32 brings f16)."""
-    thr = int(argv[0])
-    rest = list(argv[1:])
-    types = PROBE_TYPES
-    if rest[:1] == ["--types"] and len(rest) > 1:
-        names = {"f16" if t == "f32" else t for t in rest[1].split(",") if t}
-        unknown = sorted(names - set(PROBE_TYPES))
-        if unknown:
-            raise SystemExit(f"kernel probe: unknown types {', '.join(unknown)}")
-        types = {k: v for k, v in PROBE_TYPES.items() if k in names}
-        rest = rest[2:]
-    dirs = [Path(d) for d in rest]
-    if not dirs:
-        from planner.engines.llamacpp.locate import locate
+# ---------------------------------------------------------------------------------------------------
+# the probe as a command: what a plan needs, step by step
 
-        dirs = locate().folders
-    t0 = time.perf_counter()
-    res = probe_kernels(dirs, thr, types=types)
-    graph = probe_graph(dirs, thr)
-    experts = probe_experts(dirs, thr, types)
-    expert_decode = probe_expert_decode(dirs, thr, {k: v[3] for k, v in res.items()}, types)
-    return {"threads": thr, "method": PROBE_METHOD, "seconds": round(time.perf_counter() - t0, 2),
-            "kernels": {k: {"decode_bytes_per_s": d, "prefill_flops": p, "repacked": r, "row_seconds": c,
-                            "prefill_src_seconds": src} for k, (d, p, r, c, src) in res.items()},
-            **graph, "experts": experts, "expert_decode": expert_decode}
+def steps(types: list[str], expert_types: list[str], attention: list[str]) -> list[tuple[str, str]]:
+    """The probe's steps, (kind, name) in the order they run: per weight type in the order given (the
+    plan's largest first, so that a probe stopped early has measured what weighs most) its decode and
+    prefill kernels ("kernels"), then, where the type holds routed experts, their MUL_MAT_ID at a
+    ubatch ("experts") and at one token ("expert_decode", which uses the type's cost per row); then
+    each attention class ("attention")."""
+    out: list[tuple[str, str]] = []
+    for t in types:
+        out.append(("kernels", t))
+        if t in expert_types:
+            out += [("experts", t), ("expert_decode", t)]
+    return out + [("attention", c) for c in attention]
+
+
+STEP_LABELS = {"kernels": "{} decode and prefill", "experts": "{} routed experts at a ubatch",
+               "expert_decode": "{} routed experts at one token", "attention": "{} decode attention"}
+
+
+def run(folders: list[Path], threads: int, plan: list[tuple[str, str]], emit, say) -> None:
+    """Run the steps (see steps) with one CPU backend of `threads` threads: emit(part) gets each step's
+    figures as soon as they are measured (a part of the JSON of HostKernels.from_json), say(line) the
+    progress. A step the host's ggml cannot run (no buffer accepts the type) is reported and skipped."""
+    rows: dict[str, float] = {}
+    t_start = time.perf_counter()
+    with _cpu_backend(folders, threads) as (g, dev, bufts, backend):
+        for i, (kind, name) in enumerate(plan, 1):
+            label = STEP_LABELS[kind].format(name)
+            say(f"kernel probe {i}/{len(plan)}: {label} ({time.perf_counter() - t_start:.0f} s so far)")
+            try:
+                if kind == "kernels":
+                    d, p, r, c, src = _probe_type(g, backend, dev, bufts, PROBE_TYPES[name], 7)
+                    rows[name] = c
+                    part = {"kernels": {name: {"decode_bytes_per_s": d, "prefill_flops": p, "repacked": r,
+                                               "row_seconds": c, "prefill_src_seconds": src}}}
+                elif kind == "experts":
+                    part = {"experts": {name: _probe_experts(g, backend, dev, bufts, PROBE_TYPES[name])}}
+                elif kind == "expert_decode":
+                    part = {"expert_decode": {name: _probe_expert_decode(g, backend, dev, bufts, PROBE_TYPES[name],
+                                                                         rows.get(name, 0.0))}}
+                else:
+                    part = {"attention": {name: _probe_attention_class(g, backend, ATTENTION_SHAPES[name])}}
+            except OSError as e:
+                say(f"kernel probe: {label} not measured: {e}")
+                continue
+            emit(part)
+    say(f"kernel probe: {len(plan)} steps in {time.perf_counter() - t_start:.0f} s")
+
+
+def _names(arg: str, known, what: str) -> list[str]:
+    """A comma list of names (f32 weights are costed as f16, so f32 brings f16), each known, in order."""
+    names = list(dict.fromkeys("f16" if t == "f32" else t for t in arg.split(",") if t))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"kernel probe: unknown {what} {', '.join(unknown)}")
+    return names
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel stops this process when the one that started it dies, even by SIGKILL
+    (PR_SET_PDEATHSIG): a probe never outlives the command it measures for."""
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str], emit, say) -> None:
+    """python -m planner.hardware.kernel_probe THREADS (--types T,T,... | --all-types) [--expert-types
+    T,T,...] [--attention mla,gqa] LIB_DIR...: the steps of the types and classes named (--all-types:
+    every type of PROBE_TYPES, its routed experts and every attention class). Each step's figures are
+    one JSON line on stdout as soon as measured (the first line: the thread count and the probe's
+    method); progress on stderr."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m planner.hardware.kernel_probe")
+    ap.add_argument("threads", type=int)
+    sel = ap.add_mutually_exclusive_group(required=True)
+    sel.add_argument("--types", default=None)
+    sel.add_argument("--all-types", action="store_true")
+    ap.add_argument("--expert-types", default="")
+    ap.add_argument("--attention", default="")
+    ap.add_argument("lib_dirs", nargs="+", type=Path)
+    a = ap.parse_args(argv)
+    if a.threads < 1:
+        raise SystemExit("kernel probe: THREADS must be at least 1")
+    if a.all_types:
+        types, experts, attention = list(PROBE_TYPES), list(PROBE_TYPES), list(ATTENTION_SHAPES)
+    else:
+        types = _names(a.types, PROBE_TYPES, "types")
+        experts = _names(a.expert_types, PROBE_TYPES, "types")
+        types += [t for t in experts if t not in types]
+        attention = _names(a.attention, ATTENTION_SHAPES, "attention classes")
+    emit({"threads": a.threads, "method": PROBE_METHOD})
+    run(a.lib_dirs, a.threads, steps(types, experts, attention), emit, say)
 
 
 if __name__ == "__main__":
     import json
     import sys
 
-    print(json.dumps(main(sys.argv[1:])))
+    _die_with_parent()
+
+    def _emit(part: dict) -> None:
+        print(json.dumps(part), flush=True)
+
+    def _say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        main(sys.argv[1:], _emit, _say)
+    except OSError as e:
+        raise SystemExit(f"kernel probe: {e}") from None

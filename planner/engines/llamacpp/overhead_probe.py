@@ -56,26 +56,42 @@ SKELETONS = {
 }
 
 
+# the skeletons each attention class needs (planner.core.speed.attention_class)
+CLASS_SKELETONS = {"mla": ("mla-short", "mla-moe", "mla-dense"), "gqa": ("gqa-short", "gqa-long")}
+
+
 def solve(t: dict[str, float]) -> dict:
-    """{"layer_seconds": {kind: s}, "token_seconds": s} from the skeletons' seconds per decoded token
-    (each figure at least 0: two timings of a noisy host may differ the wrong way by a hair)."""
-    moe = max(0.0, (t["mla-moe"] - t["mla-short"]) / SPAN)
-    dense = max(0.0, (t["mla-dense"] - t["mla-short"]) / SPAN)
-    gqa = max(0.0, (t["gqa-long"] - t["gqa-short"]) / SPAN)
-    token = statistics.mean([max(0.0, t["mla-short"] - moe - dense), max(0.0, t["gqa-short"] - 2 * gqa)])
-    return {"layer_seconds": {"mla_moe": moe, "mla_dense": dense, "gqa_dense": gqa}, "token_seconds": token}
+    """{"layer_seconds": {kind: s}, "token_seconds": s} from the skeletons' seconds per decoded token, of
+    the classes whose skeletons were measured (each figure at least 0: two timings of a noisy host may
+    differ the wrong way by a hair); the cost per token: the mean of the classes' estimates."""
+    layers: dict[str, float] = {}
+    token: list[float] = []
+    if all(k in t for k in CLASS_SKELETONS["mla"]):
+        moe = layers["mla_moe"] = max(0.0, (t["mla-moe"] - t["mla-short"]) / SPAN)
+        dense = layers["mla_dense"] = max(0.0, (t["mla-dense"] - t["mla-short"]) / SPAN)
+        token.append(max(0.0, t["mla-short"] - moe - dense))
+    if all(k in t for k in CLASS_SKELETONS["gqa"]):
+        gqa = layers["gqa_dense"] = max(0.0, (t["gqa-long"] - t["gqa-short"]) / SPAN)
+        token.append(max(0.0, t["gqa-short"] - 2 * gqa))
+    return {"layer_seconds": layers, "token_seconds": statistics.mean(token) if token else 0.0}
 
 
-def probe_overhead(llama_bench: Path, threads: int, *, reps: int = 5, timeout: float = 120) -> dict:
-    """Measure the skeletons with llama-bench (`threads` threads, `reps` repetitions of GEN_TOKENS
-    tokens, the median repetition) and solve for the cost per layer kind and per token (see solve).
+def probe_overhead(llama_bench: Path, threads: int, *, reps: int = 5, timeout: float = 120,
+                   classes: list[str] | None = None, say=None) -> dict:
+    """Measure the skeletons of the attention classes named (every class by default: CLASS_SKELETONS)
+    with llama-bench (`threads` threads, `reps` repetitions of GEN_TOKENS tokens, the median
+    repetition) and solve for the cost per layer kind and per token (see solve); say(line): progress.
     The skeleton files live in a private temporary folder, removed after."""
     from planner.gguf.writer import model_from_hparams, write_gguf
 
     work = Path(tempfile.mkdtemp(prefix="dq-planner-overhead-"))
     try:
         seconds = {}
-        for name, (hp, layout) in SKELETONS.items():
+        names = [n for c in (classes or CLASS_SKELETONS) for n in CLASS_SKELETONS[c]]
+        for i, name in enumerate(names, 1):
+            hp, layout = SKELETONS[name]
+            if say is not None:
+                say(f"layer cost probe {i}/{len(names)}: llama-bench on the {name} skeleton")
             f = work / f"{name}.gguf"
             write_gguf(f, model_from_hparams(hp, layout, id=f"skeleton-{name}"))
             argv = [str(llama_bench), "-m", str(f), "-p", "0", "-n", str(GEN_TOKENS), "-t", str(threads),
