@@ -280,7 +280,8 @@ def probe_host_kernels(threads: int, lib_dirs: list, scope: ProbeScope, *,
             tail[:] = (tail + [line.rstrip()])[-3:]
             if " not measured: " in line:
                 skipped.append(line.split(" not measured: ", 1)[1].strip())
-            if progress is not None:
+            # the probe's own lines; ggml's (repacking notes, an assertion before an abort) stay in the tail
+            if progress is not None and line.startswith("kernel probe"):
                 try:
                     progress.write(line)
                     progress.flush()
@@ -311,6 +312,9 @@ def probe_host_kernels(threads: int, lib_dirs: list, scope: ProbeScope, *,
     rc = proc.returncode
     if not stopped and rc < 0:
         stopped = f"was stopped by {signal.Signals(-rc).name}" if -rc in signal.valid_signals() else f"died ({rc})"
+        if -rc not in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT) and tail and \
+                not tail[-1].startswith("kernel probe"):
+            stopped += f" ({tail[-1]})"            # a crash: ggml's last word (an assertion, say)
     elif not stopped and rc != 0:
         stopped = f"failed: {tail[-1] if tail else f'exit {rc}'}"
     data: dict = {"threads": threads, "kernels": {}}
