@@ -100,7 +100,7 @@ def _read(spec: str, quant: str | None) -> GGUFHeader:
         try:
             h = read_gguf(first, opener=opener)
         except PlannerError:
-            if not any(f.cached for f in opener.files):
+            if not any(f.from_cache for f in opener.files):
                 raise
             # a cache entry that does not parse (written by another version, or damaged in a way its
             # checksum could not see): removed, and the header read again from the server

@@ -238,6 +238,15 @@ class _NoNetrc(requests.auth.AuthBase):
         return r
 
 
+class _Session(requests.Session):
+    """requests' session, redirects left to request(): requests itself would read a redirect's whole
+    body (even with allow_redirects=False, to prepare the next request), which a hostile server makes
+    endless."""
+
+    def get_redirect_target(self, resp):
+        return None
+
+
 _SESSION: requests.Session | None = None
 
 
@@ -245,7 +254,7 @@ def session() -> requests.Session:
     """One session per process: its connection pools are reused by every read (8 threads at most)."""
     global _SESSION
     if _SESSION is None:
-        s = requests.Session()
+        s = _Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
         s.mount("http://", adapter)
         s.mount("https://", adapter)
@@ -296,8 +305,8 @@ def _status_error(label: str, r: Response) -> HTTPStatusError:
     return HTTPStatusError(f"{label}: {why}{where}", s)
 
 
-# counts of the process's requests (tests and the progress line read them)
-STATS = {"requests": 0}
+# what this process asked and received over HTTP (the tests measure hostile servers' cost with it)
+STATS = {"requests": 0, "bytes": 0}
 
 
 def request(method: str, url: str, headers: dict[str, str], auth: Auth, label: str) -> Response:
@@ -414,6 +423,7 @@ def _read_body(r: Response, limit: int, label: str, progress: Progress | None, e
             if not piece:
                 break
             out += piece
+            STATS["bytes"] += len(piece)
             if progress is not None:
                 progress.add(len(piece))
             if deadline is not None:
@@ -499,7 +509,8 @@ class RemoteFile:
     body_etag: str = ""                  # the ETag of the server that sends the bytes (If-Range)
     ranges: bool = True                  # False: the server answered a ranged GET with 200
     buf: bytearray = field(default_factory=bytearray)   # bytes [0, len) known (cached or read)
-    cached: int = 0                      # of which came from the cache
+    cached: int = 0                      # of which are in the cache
+    from_cache: int = 0                  # of which were read from the cache
     sent: int = 0                        # bytes received over the network for this file
     requests: int = 0                    # HTTP requests made for this file (redirects included)
     reads: int = 0                       # ranged reads after the probe
@@ -575,7 +586,7 @@ class RemoteFile:
             return
         if len(self.buf) < len(data):
             self.buf = bytearray(data)
-            self.cached = len(data)
+            self.cached = self.from_cache = len(data)
 
     def save_cache(self) -> None:
         d = cache_dir()
