@@ -398,15 +398,6 @@ def test_bad_cache_entries_are_replaced(big, env, capsys, bad):
         assert s.sent - before < 4096                         # and used again
 
 
-def test_costs_table(capsys):
-    """The bytes and requests each hostile mode cost (printed; the bounds are asserted above)."""
-    with capsys.disabled():
-        print()
-        for mode, (n, got, sent, conns) in COSTS.items():
-            print(f"  {mode}: {n} requests, {got:,} body bytes read ({sent:,} written by the server), "
-                  f"{conns} connection(s)")
-
-
 # ---------------------------------------------------------------------------------------------------
 # Listings and documents with values of the wrong kind
 # ---------------------------------------------------------------------------------------------------
@@ -458,3 +449,12 @@ def test_amplifying_header_is_refused_after_its_first_read(env, capsys):
 
     assert code == 2 and "not read" in one_line(err)
     assert STATS["bytes"] <= MIB + 1 and s.requests == 2
+
+
+def test_costs_table(capsys):
+    """The bytes and requests each hostile mode cost (printed; the bounds are asserted above)."""
+    with capsys.disabled():
+        print()
+        for mode, (n, got, sent, conns) in COSTS.items():
+            print(f"  {mode}: {n} requests, {got:,} body bytes read ({sent:,} written by the server), "
+                  f"{conns} connection(s)")
