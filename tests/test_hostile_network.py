@@ -277,6 +277,21 @@ def test_good_server_reuses_one_connection_and_grows_its_reads(big, env, capsys)
     assert s.connections == 1 and s.requests == len(sizes)
 
 
+def test_hub_redirects_keep_one_connection(big, env, capsys):
+    """A hub answering every read with an empty 302 to its CDN (here the same server): the redirects'
+    connections are reused as well."""
+    def hub(server, req):
+        if req.path.startswith("/cdn/"):
+            return ranged(server, req)
+        return [head("302 Found", {"Location": "/cdn/x.gguf", "X-Linked-Size": len(server.data),
+                                   "X-Linked-Etag": '"e"', "Content-Length": 0})]
+    with Hostile(hub, big) as s:
+        code, out, err = run(capsys, "inspect", s.url(), "--json")
+        cost("a hub redirecting every read to its CDN (reference)", s)
+    assert code == 0, err
+    assert s.requests == 6 and s.connections == 1
+
+
 # ---------------------------------------------------------------------------------------------------
 # Proxies
 # ---------------------------------------------------------------------------------------------------

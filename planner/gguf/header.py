@@ -415,12 +415,12 @@ def _read_one(path: Path, shard: int = 0, opened: tuple[BinaryIO, int] | None = 
         r.what = "tensor and key/value counts"
         n_tensors = r.u64()
         n_kv = r.u64()
-        if n_tensors > MAX_TENSORS:
-            raise PlannerError(f"{spath}: GGUF header not read: {n_tensors:,} tensors, more than the {MAX_TENSORS:,} "
-                               "a model holds (DeepSeek-V3 with one tensor per expert has about 47,000)")
         if n_tensors > size or n_kv > size:    # each takes bytes: the loops below end at the file's end
             raise PlannerError(f"{spath}: corrupt GGUF header: {n_tensors} tensors and {n_kv} key/value pairs "
                                f"cannot fit in {size} bytes")
+        if n_tensors > MAX_TENSORS:
+            raise PlannerError(f"{spath}: GGUF header not read: {n_tensors:,} tensors, more than the {MAX_TENSORS:,} "
+                               "a model holds (DeepSeek-V3 with one tensor per expert has about 47,000)")
 
         metadata: dict[str, Any] = {}
         types: dict[str, GGUFValueType] = {}
