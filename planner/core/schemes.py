@@ -15,6 +15,7 @@ from planner.core.gguf_constants import LlamaFileType as F
 from planner.core.data_files import load_shipped_and_user, read_toml
 from planner.core.ggml_types import parse_type, type_name
 from planner.core.llama_quant import FTYPE_ALIASES, FTYPES, Override
+from planner.core.regex_match import compile_pattern
 from planner.errors import PlannerError, choices
 
 import re
@@ -56,6 +57,9 @@ def _ftype_scheme(name: str) -> Scheme:
                   source="llama.cpp llama-quantize ftype")
 
 
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+\-]{0,127}")
+
+
 def load_recipe(path: Path) -> Scheme:
     """Parse and validate one recipe file; any problem is a PlannerError naming the file."""
     where = f"recipe {path}"
@@ -63,6 +67,9 @@ def load_recipe(path: Path) -> Scheme:
     for key in ("id", "base", "rules"):
         if key not in data:
             raise PlannerError(f"{where}: missing '{key}'")
+    if not isinstance(data["id"], str) or not _ID.fullmatch(data["id"]):
+        raise PlannerError(f"{where}: 'id' must be letters, digits and _ . + - (it names files and appears in "
+                           f"commands), got {ascii(data['id'])}")
     base = FTYPE_ALIASES.get(str(data["base"]).upper(), str(data["base"]).upper())
     if base not in FTYPES:
         raise PlannerError(f"{where}: unknown base ftype '{data['base']}'; valid: {choices(FTYPES)}")
@@ -181,6 +188,10 @@ def pattern_problem(pattern: str) -> str | None:
         elif c in "*+?" and p[i + 1:i + 2] == "+":
             return "uses a possessive repeat, which llama.cpp's std::regex has not"
         i += 1
+    try:
+        compile_pattern(p)
+    except ValueError as e:
+        return f"uses {e}" if str(e).startswith("a ") else f"cannot be matched in bounded time ({e})"
     return None
 
 
