@@ -39,6 +39,7 @@ from tiny_models import model_from_hparams, tiny_deepseek2_hparams, tiny_qwen2_h
 
 SCHEMES = ("BF16", "Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K")
 WORK = Path(os.environ.get("DQ_BENCH_DIR", "/tmp/dq-bench-speed"))
+PROBE_TIMEOUT_S = 1200.0
 
 
 def _cpu_busy(seconds: float = 1.0) -> float:
@@ -194,7 +195,9 @@ def local_runs(threads: int, reps: int, depth: int, rounds: int, attempts: int =
             # a run is made for the machine as it was then (a shared machine's speed drifts by minutes)
             wait_quiet()
             t0 = time.time()
-            probe, notes = measure_host(threads, lc.folders, lc.binary("llama-bench"), scopes[r["file"]])
+            # the benchmark waits for its figures: a probe stretched by a busy neighbour still finishes
+            probe, notes = measure_host(threads, lc.folders, lc.binary("llama-bench"), scopes[r["file"]],
+                                        timeout=PROBE_TIMEOUT_S)
             r.setdefault("probe_seconds", []).append(time.time() - t0)
             for n in notes:
                 print(f"  {r['model']} {r['scheme']}: {n}", flush=True)
