@@ -178,6 +178,23 @@ def test_kernel_probe_keeps_what_it_measured_before_it_was_killed(tmp_path):
     assert "libggml-base / libggml-cpu not found" in res.stopped
 
 
+def test_a_probe_of_every_type_is_asked_for_by_name(tmp_path):
+    """The probe command measures nothing it was not asked for: without --types or --all-types it
+    refuses to start (exit 2, before loading ggml), and bench's full probe is --all-kernel-types."""
+    from planner.hardware.host import ProbeScope
+
+    r = subprocess.run([sys.executable, "-m", "planner.hardware.kernel_probe", "1", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--types" in r.stderr and r.stdout == ""
+    r = subprocess.run([sys.executable, "-m", "planner.hardware.kernel_probe", "1", "--types", "q4_K,q9_K",
+                        str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.strip() == "kernel probe: unknown types q9_K"
+    every = ProbeScope(every=True).wanted()
+    assert len(every) == 23 * 3 + 2 and every[-2:] == ["mla attention", "gqa attention"]
+    r = subprocess.run([sys.executable, "-m", "planner.cli", "bench", "--help"], capture_output=True, text=True)
+    assert "--all-kernel-types" in r.stdout and "--probe-timeout" in r.stdout
+
+
 def test_probe_scope_is_what_the_plan_reads(tiny_gguf):
     """The probe's scope of a plan: its matrices' types (the most bytes first, f32 as f16; norms and the
     embedding rows left out), its routed experts' types, its attention class and its layers' kind."""
