@@ -62,6 +62,9 @@ def test_gguf_name_cannot_become_a_command(pwn_gguf, tmp_path):
 def test_gguf_name_is_inert_in_inspect_and_plan_text(pwn_gguf):
     r = dq("inspect", pwn_gguf)
     assert r.returncode == 0 and inert(r.stdout) and "touch PWNED" in r.stdout
+    r = dq("inspect", pwn_gguf, "--json")
+    assert r.returncode == 0 and inert(r.stdout)
+    assert json.loads(r.stdout)["metadata"]["general.name"] == PWN          # the document keeps the value
     r = dq("--headless", "--model-file", pwn_gguf, "--device", "h100", "--scheme", "Q8_0")
     assert r.returncode == 0 and inert(r.stdout + r.stderr)
 
