@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote, quote_plus, unquote, urlsplit, urlunsplit
 
 from planner.errors import PlannerError
