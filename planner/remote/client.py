@@ -366,7 +366,9 @@ def request(method: str, url: str, headers: dict[str, str], auth: Auth, label: s
 def _reason(e: BaseException) -> str:
     """A short reason for a network failure (never a URL with its query, never a header value)."""
     inner = e
-    while inner.__context__ is not None and inner is not inner.__context__ and not isinstance(inner, OSError):
+    for _ in range(8):                 # the chain of causes, to the OS error if there is one
+        if isinstance(inner, OSError) or inner.__context__ is None:
+            break
         inner = inner.__context__
     if isinstance(e, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)):
         return "timed out"
