@@ -82,7 +82,7 @@ def _emit_json(doc: Any) -> None:
 
 
 def run_headless(a: argparse.Namespace) -> int:
-    from planner.planning import make_plan
+    from planner.make_plan import make_plan
     from planner.render.table import render_plan
 
     req = request_from_args(a)
@@ -95,7 +95,7 @@ def run_headless(a: argparse.Namespace) -> int:
             print(f"{PROG}: note: {note}", file=sys.stderr)
     if a.compare:
         from planner.engines.compare import compare_deployments
-        from planner.planning import candidates_from_specs
+        from planner.make_plan import candidates_from_specs
         from planner.render.table import render_comparison
 
         ranked = compare_deployments(candidates_from_specs(req, a.compare), a.workload)
@@ -109,7 +109,7 @@ def run_headless(a: argparse.Namespace) -> int:
             print(render_comparison(ranked, a.workload))
         return 0
     if req.model == "auto":
-        from planner.planning import make_auto_plan
+        from planner.make_plan import make_auto_plan
         from planner.render.table import render_candidates
 
         plan, candidates = make_auto_plan(req)

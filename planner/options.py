@@ -73,19 +73,19 @@ def engine_names() -> tuple[str, ...]:
 
 
 def kv_modes() -> tuple[str, ...]:
-    from planner.core.gguf_plan import KV_MODES
+    from planner.core.llamacpp.plan_schemes import KV_MODES
 
     return tuple(KV_MODES)
 
 
 def cache_types() -> tuple[str, ...]:
-    from planner.core.memory import CACHE_TYPES
+    from planner.core.llamacpp.memory import CACHE_TYPES
 
     return tuple(CACHE_TYPES)
 
 
 def task_ids() -> tuple[str, ...]:
-    from planner.core.accuracy import task_ids as ids
+    from planner.core.accuracy.tables import task_ids as ids
 
     return tuple(ids())
 
@@ -201,7 +201,7 @@ def _floats(v: list[float]) -> str:
 
 
 def _device_options() -> list[tuple[str, str]]:
-    from planner.core.devices import profiles
+    from planner.core.devices.profiles import profiles
 
     return [("auto (detected)", "auto")] + [(p, p) for p in profiles()]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from planner.core import accuracy as acc
+from planner.core.accuracy.tables import tables as acc
 from planner.core import catalog
-from planner.core.schemes import all_ids
+from planner.core.llamacpp.schemes import all_ids
 from planner.errors import PlannerError
 
 FIX = Path(__file__).parent / "fixtures" / "accuracy"

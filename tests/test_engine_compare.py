@@ -5,11 +5,11 @@ from dataclasses import replace
 import pytest
 
 from planner.core.plan import Accuracy, PlanRequest
-from planner.planning import make_plan
-from planner.core.recommend import tie_points, tied
+from planner.make_plan import make_plan
+from planner.core.accuracy.recommend import tie_points, tied
 from planner.engines.compare import Candidate, candidate, compare_deployments, findings
 from planner.errors import PlannerError
-from planner.core.devices import resolve_device
+from planner.core.devices.profiles import resolve_device
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ def header_bytes(path: Path) -> bytes:
 @pytest.fixture(scope="module")
 def seeds(tiny_gguf, tmp_path_factory) -> dict[str, bytes]:
     from planner.core.catalog import catalog
-    from planner.core.sizing import resolve_catalog_model
+    from planner.core.llamacpp.sizing import resolve_catalog_model
     from planner.gguf.writer import write_sparse_gguf
     from tiny_models import TINY_KINDS
 

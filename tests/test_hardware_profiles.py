@@ -9,7 +9,7 @@ import pytest
 
 from planner.errors import PlannerError
 from planner.hardware.detect import match_profile
-from planner.core.devices import DeviceProfile, load_profile, profiles, resolve_device
+from planner.core.devices.profiles import DeviceProfile, load_profile, profiles, resolve_device
 
 MiB = 1 << 20
 IDS = ["a100", "a100-40g", "a800", "h100", "h800", "h20", "h200", "b200", "l40s", "rtx4090", "mi300x", "910b"]

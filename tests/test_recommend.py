@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from planner.core import accuracy as acc
+from planner.core.accuracy.tables import tables as acc
 from planner.core.plan import (DeviceMemory, HardwareSummary, MemoryPlan, ModelSummary, Plan, Recommendation,
                                SchemePlan)
-from planner.core.recommend import (derive_tie_points, explain_no_fit, no_fit_entries, pareto_points, recommend,
+from planner.core.accuracy.recommend import (derive_tie_points, explain_no_fit, no_fit_entries, pareto_points, recommend,
                                     recommend_across_models, tie_groups, tie_points, tie_rule, tied)
 from planner.errors import PlannerError
 
@@ -353,7 +353,7 @@ def test_auto_without_a_measured_fit_names_the_largest_model():
 
 def _real(model: str, device: str, **kw) -> Plan:
     from planner.core.plan import PlanRequest
-    from planner.planning import make_plan
+    from planner.make_plan import make_plan
 
     return make_plan(PlanRequest(model=model, device=device, **kw))
 

@@ -223,8 +223,8 @@ ACCEPTED = [r"^blk\.(1|3)\.ffn_(up|gate)", r"ffn_down\.weight$", r"blk\.\d{2}\.a
 
 
 def test_patterns_agree_with_llama_quantize(tiny_gguf, tmp_path):
-    from planner.core.schemes import load_recipe, pattern_problem
-    from planner.core.sizing import size_scheme
+    from planner.core.llamacpp.schemes import load_recipe, pattern_problem
+    from planner.core.llamacpp.sizing import size_scheme
     from planner.engines.llamacpp.logs import QuantizeLineParser
     from planner.engines.llamacpp.quantize import compare_log
     from planner.gguf.writer import model_from_hparams, write_gguf

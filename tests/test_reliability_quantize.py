@@ -52,8 +52,8 @@ def start(src: Path, out: Path, scheme: str) -> subprocess.Popen:
 
 
 def plan_for(src: Path, scheme: str):
-    from planner.core.schemes import resolve_scheme
-    from planner.core.sizing import size_scheme
+    from planner.core.llamacpp.schemes import resolve_scheme
+    from planner.core.llamacpp.sizing import size_scheme
     from planner.gguf.model import model_from_gguf
 
     return size_scheme(model_from_gguf(str(src)), resolve_scheme(scheme), imatrix=False)

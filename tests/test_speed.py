@@ -1,4 +1,4 @@
-"""The throughput model (planner/core/speed.py) with figures: only the active experts are read per token,
+"""The throughput model (planner/core/llamacpp/speed.py) with figures: only the active experts are read per token,
 the devices of a layer split run one after another, host-resident experts at the host's bandwidth, and
 --n-cpu-moe auto is the smallest count that fits (checked exhaustively)."""
 
@@ -9,14 +9,14 @@ from dataclasses import replace
 
 import pytest
 
-from planner.core.fit import fewest_cpu_moe
-from planner.core.gguf_plan import memory_options
-from planner.core.hardware_plan import resolve_hardware
-from planner.core.memory import LayerWeights, Slot, plan_memory
+from planner.core.llamacpp.fit import fewest_cpu_moe
+from planner.core.llamacpp.plan_schemes import memory_options
+from planner.core.devices.hardware import resolve_hardware
+from planner.core.llamacpp.memory import LayerWeights, Slot, plan_memory
 from planner.core.plan import PlanRequest
-from planner.core.speed import HOST, Processor, factors, llamacpp_speed, type_family
-from planner.planning import make_plan, model_input
-from planner.core.gguf_plan import resolve_model
+from planner.core.llamacpp.speed import HOST, Processor, factors, llamacpp_speed, type_family
+from planner.make_plan import make_plan, model_input
+from planner.core.llamacpp.plan_schemes import resolve_model
 
 GB = 1e9
 EXPS = re.compile(r"\.ffn_(up|down|gate)_exps")
@@ -69,7 +69,7 @@ def test_fixed_cost_per_layer_kind_and_backend():
     """A layer's fixed cost is charged per layer of its kind on the place that runs it: R1's 58 MoE and 3
     dense MLA layers on the GPU, none on the host that holds only token_embd; a backend without its own
     figures takes the default's."""
-    from planner.core.speed import Factors
+    from planner.core.llamacpp.speed import Factors
 
     hp, sp, kv = _r1()
     base = factors()
@@ -177,7 +177,7 @@ def test_min_tps_drops_slower_plans():
 
 
 def test_model_auto_offers_r1_with_experts_in_host_ram():
-    from planner.planning import make_auto_plan
+    from planner.make_plan import make_auto_plan
 
     req = PlanRequest(model="auto", device="a100", gpus=1, host_ram=512, n_cpu_moe="auto")
     chosen, plans = make_auto_plan(req)
@@ -199,7 +199,7 @@ def test_device_host_plans_a_cpu_only_run():
 
 
 def test_tensor_parallel_splits_bytes_and_pays_all_reduces():
-    from planner.core.speed import Link, tp_decode
+    from planner.core.llamacpp.speed import Link, tp_decode
 
     fac = factors("hf")
     gpu = Processor("CUDA0", "CUDA", 1000.0, 500.0)
@@ -226,7 +226,7 @@ def test_routed_experts_prefill_at_the_backends_share():
     tokens) at the `experts` share of its dense rate, everything else at the dense rate."""
     import math
 
-    from planner.core.speed import Factors
+    from planner.core.llamacpp.speed import Factors
 
     hp, sp, kv = _r1()
     base = factors()

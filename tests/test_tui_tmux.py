@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from planner.core.plan import PlanRequest
-from planner.planning import make_plan
+from planner.make_plan import make_plan
 from planner.render.units import human
 
 REPO = Path(__file__).resolve().parents[1]

@@ -37,8 +37,8 @@ def main(argv: list[str]) -> int:
     a = parser().parse_args(argv)
 
     from planner.model_files import resolve_model
-    from planner.core.schemes import resolve_scheme
-    from planner.core.sizing import resolve_catalog_model, size_scheme
+    from planner.core.llamacpp.schemes import resolve_scheme
+    from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
     from planner.gguf.writer import write_sparse_gguf
 
     entry = resolve_model(a.model)

@@ -71,8 +71,8 @@ def _main(argv: list[str], events) -> int:
     a = parser().parse_args(argv)
     human = sys.stderr if events.enabled else sys.stdout   # with events, stdout carries them alone
 
-    from planner.core.schemes import resolve_scheme
-    from planner.core.sizing import size_scheme
+    from planner.core.llamacpp.schemes import resolve_scheme
+    from planner.core.llamacpp.sizing import size_scheme
     from planner.engines.llamacpp.locate import locate
     from planner.engines.llamacpp.logs import MIB
     from planner.engines.llamacpp.progress import Progress, emit_verified, quantize_hooks

@@ -71,7 +71,7 @@ def _main(argv: list[str], events) -> int:
     from planner.engines.llamacpp.locate import locate
     from planner.engines.llamacpp.logs import parse_memory
     from planner.engines.llamacpp.process import terminate_as_interrupt
-    from planner.engines.llamacpp.serve_plan import plan_serve
+    from planner.engines.llamacpp.serve_placement import plan_serve
     from planner.engines.llamacpp.server import (compare, comparison_rows, render_comparison, render_speed,
                                                  start_server, stop_and_measure)
 
@@ -128,13 +128,13 @@ def _main(argv: list[str], events) -> int:
 
 
 def predicted_speed(req, sp, prompt: int, depth: int):
-    """The plan's Speed for the served placement (planner/core/speed.py), or (None, why): the host as
+    """The plan's Speed for the served placement (planner/core/llamacpp/speed.py), or (None, why): the host as
     the probe measured it (with its cached ggml kernels), GPUs at the --device profile's figures or the
     detected devices' profile."""
     from dataclasses import replace
 
-    from planner.core.devices import resolve_device
-    from planner.core.speed import factors, host_processor, llamacpp_speed, slot_processors
+    from planner.core.devices.profiles import resolve_device
+    from planner.core.llamacpp.speed import factors, host_processor, llamacpp_speed, slot_processors
 
     if sp.speed_inputs is None or sp.memory is None:
         return None, "no plan"
@@ -152,7 +152,7 @@ def predicted_speed(req, sp, prompt: int, depth: int):
         if req.device not in (None, "auto"):
             profile = resolve_device(req.device)
         else:
-            from planner.planning import local_devices
+            from planner.make_plan import local_devices
 
             loc = local_devices(replace(req, device=None))
             profile = loc.profile if loc is not None else None

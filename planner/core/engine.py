@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from planner.core.catalog import ModelEntry
-    from planner.core.hardware_plan import Hardware
+    from planner.core.devices.hardware import Hardware
     from planner.core.plan import Plan, PlanRequest
-    from planner.core.sizing import ResolvedModel
+    from planner.core.llamacpp.sizing import ResolvedModel
 
 
 @dataclass

@@ -4,7 +4,7 @@ llama.cpp. This is the memory/fit side plus the blog's single-stream vs throughp
 
 Ranking (documented, deliberately simple):
 - deployments that fit come first;
-- then the better accuracy, in tie groups (planner.core.recommend.tie_groups: scores no more than
+- then the better accuracy, in tie groups (planner.core.accuracy.recommend.tie_groups: scores no more than
   tie_points apart, the paper's measurement noise, do not decide alone; only when every candidate's
   accuracy is known: a missing score neither wins nor loses);
 - latency (single stream): fewer nodes (pipeline stages and cross-node links add per-token latency),
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from planner.core.data_files import read_toml
-from planner.core.devices import DeviceProfile
+from planner.core.devices.profiles import DeviceProfile
 from planner.core.paths import profiles_dir
 from planner.core.plan import Plan, SchemePlan
-from planner.core.recommend import tie_groups
+from planner.core.accuracy.recommend import tie_groups
 from planner.errors import PlannerError
 
 WORKLOADS = ("latency", "throughput")

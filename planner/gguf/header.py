@@ -3,7 +3,7 @@
 gguf's GGUFReader memory-maps the whole file and builds arrays over the tensor data, so it fails on a
 partly downloaded file or on one shard of a split model. This reader parses only the header (magic,
 version, key/value pairs, tensor infos) with the gguf package's constants (GGUF_MAGIC, GGUFValueType,
-GGMLQuantizationType, GGML_QUANT_SIZES via planner.core.ggml_types, Keys), reading the file in
+GGMLQuantizationType, GGML_QUANT_SIZES via planner.core.ggml.tensor_types, Keys), reading the file in
 chunks until the tensor infos end; the data section is only measured against the file size.
 
     from planner.gguf.header import read_gguf
@@ -32,12 +32,12 @@ from typing import Any, BinaryIO
 import numpy as np
 from gguf import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType, Keys
 
-# llama.cpp's types, including those the gguf package lacks (Q2_0): planner.core.gguf_constants
-from planner.core.gguf_constants import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
+# llama.cpp's types, including those the gguf package lacks (Q2_0): planner.core.ggml.gguf_constants
+from planner.core.ggml.gguf_constants import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
 from planner.core.data_files import open_regular
-from planner.core.ggml_types import tensor_bytes, type_name
-from planner.core.llama_quant import FTYPES
+from planner.core.ggml.tensor_types import tensor_bytes, type_name
+from planner.core.llamacpp.type_rules import FTYPES
 from planner.errors import PlannerError
 
 GGML_MAX_DIMS = 4
@@ -61,7 +61,7 @@ MAX_ARRAY_NESTING = 8             # llama.cpp reads no nested arrays at all; ggu
 INT64_MAX = (1 << 63) - 1         # ggml's element counts are int64_t
 SIZE_MAX = (1 << 64) - 1          # and its byte sizes and offsets size_t / uint64_t
 
-# llama-quantize's names of general.file_type values (planner.core.llama_quant.FTYPES) plus the
+# llama-quantize's names of general.file_type values (planner.core.llamacpp.type_rules.FTYPES) plus the
 # converter-only ones
 _FTYPE_NAMES: dict[int, str] = {int(f): n for n, f in FTYPES.items()}
 _FTYPE_NAMES.setdefault(int(LlamaFileType.ALL_F32), "F32")

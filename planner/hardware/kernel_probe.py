@@ -36,7 +36,7 @@ ctypes, placing the weight as llama.cpp's model loader does:
     runs over 0.25 s after a warm-up (an idle virtual CPU takes milliseconds to wake up), and the pairs
     whose difference gives a cost are timed in alternating windows (_time_interleaved).
 
-The result (the JSON of __main__, read by planner.core.host_kernels.HostKernels.from_json) is cached by
+The result (the JSON of __main__, read by planner.core.devices.host_kernels.HostKernels.from_json) is cached by
 planner/hardware/host.py. Nothing here is fitted to a model: the figures are the kernels' own speed.
 """
 

@@ -1,6 +1,6 @@
 """The recommendation's sentences, written from its data (planner.core.plan.Recommendation).
 
-planner.core.recommend decides (ranks, figures, tie groups, why-not codes); this module only words it.
+planner.core.accuracy.recommend decides (ranks, figures, tie groups, why-not codes); this module only words it.
 Every figure printed here is a field of the Recommendation; each memory sentence names the device whose
 memory it prints (the tightest device: SchemePlan.tightest_device).
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.core import accuracy as acc
+from planner.core.accuracy.tables import tables as acc
 from planner.core.plan import RankedModel, RankedScheme, Recommendation
 from planner.render.units import GiB
 

@@ -63,7 +63,7 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
     rows = [r + [""] * (len(headers) - len(r)) for r in rows]
     speed = [s.speed for s in plan.schemes]
     if any(sp is not None for sp in speed):
-        # predicted speed (planner/core/speed.py): prefill of --prompt tokens, decode at --depth
+        # predicted speed (planner/core/llamacpp/speed.py): prefill of --prompt tokens, decode at --depth
         sp0 = next(sp for sp in speed if sp is not None)
         headers += [f"prefill t/s ({sp0.prompt_tokens})", f"decode t/s (@{sp0.depth_tokens})"]
         for r, sp in zip(rows, speed):

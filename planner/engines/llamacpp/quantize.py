@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from planner.core.ggml_types import is_quantized, parse_type, tensor_bytes
+from planner.core.ggml.tensor_types import is_quantized, parse_type, tensor_bytes
 from planner.core.plan import SchemePlan
-from planner.core.schemes import Scheme
+from planner.core.llamacpp.schemes import Scheme
 from planner.engines.llamacpp.argv import (TENSOR_TYPE_FILE_THRESHOLD, child_env, quantize_argv,
                                            tensor_type_file_text)
 from planner.engines.llamacpp.locate import LlamaCpp
@@ -89,7 +89,7 @@ def read_file_table(path: str | os.PathLike) -> FileTable:
 
     from gguf import GGUFReader
 
-    from planner.core.ggml_types import type_name
+    from planner.core.ggml.tensor_types import type_name
 
     try:
         r = GGUFReader(os.fspath(path), "r")

@@ -1,6 +1,6 @@
 """The plan `serve` runs: the GGUF's own tensors and types, placed on the devices llama.cpp lists.
 
-The memory model (planner.core.memory.plan_memory) is given the devices llama.cpp itself will use, in
+The memory model (planner.core.llamacpp.memory.plan_memory) is given the devices llama.cpp itself will use, in
 its order (RPC devices first, then local GPUs; the CPU is the host), so that the explicit -ngl/-ts of the
 command reproduce the plan's placement exactly: -ts is the number of layers the plan gives each device
 (llama.cpp assigns layer il to the first device whose cumulative share exceeds il / n_offloaded, and
@@ -39,7 +39,7 @@ def host_mapped_bytes(model_file: str, memory: MemoryPlan, n_layer: int, n_cpu_m
 
     The range can hold tensors of other devices, which are mapped but never read: llama.cpp's figure is
     address space, the plan's host weights are what is resident."""
-    from planner.core.memory import tensor_layer
+    from planner.core.llamacpp.memory import tensor_layer
     from planner.gguf.header import read_gguf
 
     if memory.host is None:
@@ -70,9 +70,9 @@ def plan_serve(lc: LlamaCpp, req: PlanRequest, rpc: list[RpcDevice], *, host: st
                port: int = 8080, threads: int | None = None,
                devices: list[ListedDevice] | None = None) -> ServePlan:
     from planner.core.engine import ModelInput
-    from planner.core.gguf_plan import memory_options, resolve_model
-    from planner.core.memory import Slot, plan_memory
-    from planner.core.sizing import size_file
+    from planner.core.llamacpp.plan_schemes import memory_options, resolve_model
+    from planner.core.llamacpp.memory import Slot, plan_memory
+    from planner.core.llamacpp.sizing import size_file
     from planner.gguf.model import model_from_gguf
 
     model, kv_mode = resolve_model(req, ModelInput(file_model=model_from_gguf(req.model_file)))
@@ -101,7 +101,7 @@ def plan_serve(lc: LlamaCpp, req: PlanRequest, rpc: list[RpcDevice], *, host: st
         # the fewest expert layers in host RAM that make it fit the listed devices
         from dataclasses import replace as _replace
 
-        from planner.core.fit import fewest_cpu_moe
+        from planner.core.llamacpp.fit import fewest_cpu_moe
 
         found = fewest_cpu_moe(hp, sp.tensors, slots, opts)
         n_cpu_moe = found if found is not None else hp.n_layer

@@ -5,14 +5,14 @@ from __future__ import annotations
 from planner.core.engine import ModelInput
 from dataclasses import replace
 
-from planner.core.fit import fewest_cpu_moe, fewest_devices, max_context
-from planner.core.hardware_plan import Hardware
-from planner.core.llama_quant import QuantizeRefused, check_imatrix_use
-from planner.core.memory import LayerWeights, MemoryOptions, plan_memory
+from planner.core.llamacpp.fit import fewest_cpu_moe, fewest_devices, max_context
+from planner.core.devices.hardware import Hardware
+from planner.core.llamacpp.type_rules import QuantizeRefused, check_imatrix_use
+from planner.core.llamacpp.memory import LayerWeights, MemoryOptions, plan_memory
 from planner.core.plan import ModelSummary, Plan, PlanRequest
-from planner.core.schemes import Scheme, ids_for, resolve_scheme
-from planner.core.speed import predict_llamacpp
-from planner.core.sizing import ResolvedModel, resolve_catalog_model, size_file, size_scheme
+from planner.core.llamacpp.schemes import Scheme, ids_for, resolve_scheme
+from planner.core.llamacpp.speed import predict_llamacpp
+from planner.core.llamacpp.sizing import ResolvedModel, resolve_catalog_model, size_file, size_scheme
 from planner.errors import PlannerError
 
 KV_MODES = ("mla", "mla-kv", "legacy")
@@ -154,7 +154,7 @@ def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware, shared: d
         if req.max_context:
             sp.memory.max_context = max_context(model.hparams, sp.tensors, hw.slots, opts, lw)
         sp.speed = predict_llamacpp(model.hparams, sp, opts, hw, req)
-        from planner.core.deployments import scheme_deployments   # GPU-only and hybrid (issue 13)
+        from planner.core.llamacpp.deployments import scheme_deployments   # GPU-only and hybrid (issue 13)
         sp.deployments = scheme_deployments(model.hparams, sp, hw.slots, opts, lw,
                                             lambda s, o: predict_llamacpp(model.hparams, s, o, hw, req))
         unchecked = next((d for d in sp.deployments if d.placement == "hybrid" and d.fits and not d.host_ram_checked),

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
-from planner.core.gguf_constants import LlamaFileType as F
+from planner.core.ggml.gguf_constants import LlamaFileType as F
 
 from planner.core.data_files import load_shipped_and_user, read_toml
-from planner.core.ggml_types import parse_type, type_name
-from planner.core.llama_quant import FTYPE_ALIASES, FTYPES, Override
+from planner.core.ggml.tensor_types import parse_type, type_name
+from planner.core.llamacpp.type_rules import FTYPE_ALIASES, FTYPES, Override
 from planner.errors import PlannerError, choices
 
 import re

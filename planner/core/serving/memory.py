@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from planner.core.catalog import Hparams
-from planner.core.hf_checkpoint import (
+from planner.core.serving.hf_checkpoint import (
     VOCAB_PADDING,
     Format,
     HFWeight,
@@ -111,7 +111,7 @@ def shard_shape(w: HFWeight, hp: Hparams, tp: int, split: str | None = None) -> 
 
 def _check_quant_shard(w: HFWeight, fmt: Format, sel: str, group: int, full: tuple, shard: tuple) -> None:
     """vLLM rejects shards that cut a scale block or group (Fp8LinearMethod, GPTQ/AWQ Marlin)."""
-    from planner.core.hf_checkpoint import is_quantized
+    from planner.core.serving.hf_checkpoint import is_quantized
 
     if shard == full or len(full) != 2 or not is_quantized(w, sel):
         return

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from planner.core.devices import DeviceProfile, resolve_device
-from planner.core.memory import Slot
+from planner.core.devices.profiles import DeviceProfile, resolve_device
+from planner.core.llamacpp.memory import Slot
 from planner.core.plan import HardwareSummary, PlanRequest
-from planner.core.request import check_device_count, check_request_bounds
+from planner.core.request_bounds import check_device_count, check_request_bounds
 from planner.errors import PlannerError
 
 DEFAULT_DEVICE = "h100"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from planner.core.gguf_constants import GGML_QUANT_SIZES, GGMLQuantizationType
+from planner.core.ggml.gguf_constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from planner.errors import PlannerError, choices
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Callable
 
 from planner.core.catalog import Hparams
-from planner.core.memory import CTX_PAD, LayerWeights, MemoryOptions, Slot, plan_memory
+from planner.core.llamacpp.memory import CTX_PAD, LayerWeights, MemoryOptions, Slot, plan_memory
 from planner.core.plan import MemoryPlan, TensorPlan
 
 

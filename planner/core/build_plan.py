@@ -1,7 +1,7 @@
 """build_plan: a PlanRequest and its resolved inputs in, a Plan out. The one place where sizing, memory
 and accuracy meet.
 
-The caller resolves the inputs (planner.planning does it for the CLI, the TUI and the commands): the
+The caller resolves the inputs (planner.make_plan does it for the CLI, the TUI and the commands): the
 engine object (planner.engines.registry), the model (a catalog or Hugging Face entry, or the model a GGUF
 header describes) and the devices detection found. The core detects nothing, reads no GGUF and names no
 engine.
@@ -9,12 +9,12 @@ engine.
 
 from __future__ import annotations
 
-from planner.core import accuracy as acc
+from planner.core.accuracy.tables import tables as acc
 from planner.core.engine import Engine, ModelInput
-from planner.core.hardware_plan import LocalDevices, resolve_hardware
+from planner.core.devices.hardware import LocalDevices, resolve_hardware
 from planner.core.plan import Plan, PlanRequest
-from planner.core.recommend import explain_no_fit, recommend, recommend_across_models
-from planner.core.request import check_request_bounds
+from planner.core.accuracy.recommend import explain_no_fit, recommend, recommend_across_models
+from planner.core.request_bounds import check_request_bounds
 from planner.errors import PlannerError
 
 
@@ -37,7 +37,7 @@ def build_plan(req: PlanRequest, engine: Engine, model: ModelInput, local: Local
             plan.schemes = [s for s in plan.schemes if s not in slow]
             plan.notes.append(f"--min-tps {req.min_tps:g}: dropped " + ", ".join(
                 f"{s.id} ({s.speed.decode_tps:.1f} tok/s predicted)" for s in slow))
-        from planner.core.deployments import drop_slow
+        from planner.core.llamacpp.deployments import drop_slow
 
         slow_d = drop_slow(plan.schemes, req.min_tps)
         if slow_d:

@@ -18,7 +18,7 @@ Memory on each GPU (profiles/engines/vllm.toml):
 from __future__ import annotations
 
 from planner.core.catalog import ModelEntry
-from planner.core.engine_memory import (
+from planner.core.serving.memory import (
     EngineFit,
     Layout,
     RankMemory,
@@ -29,9 +29,9 @@ from planner.core.engine_memory import (
     pp_layer_counts,
     stage_weight_bytes,
 )
-from planner.core.hf_checkpoint import Format
+from planner.core.serving.hf_checkpoint import Format
 from planner.core.plan import DeviceMemory
-from planner.core.serving_plan import EngineOptions, ceil_div, device_label, engine_defaults, kv_dtype_bytes, stage_layers
+from planner.core.serving.plan_formats import EngineOptions, ceil_div, device_label, engine_defaults, kv_dtype_bytes, stage_layers
 
 ENGINE = "vllm"
 

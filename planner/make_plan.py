@@ -4,7 +4,7 @@ core needs, then let the core compute.
 Inputs resolved here, above the core: the engine (planner.engines.registry), the model (a catalog id or
 a Hugging Face folder's config.json; a GGUF header read with planner.gguf for --model-file) and the
 devices (detection through planner.hardware when the request asks for the local devices). The core
-(planner.core.planner.build_plan) receives them as values.
+(planner.core.build_plan.build_plan) receives them as values.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from dataclasses import dataclass, replace
 from planner import model_files
 from planner.core import catalog as cat
 from planner.core.engine import Engine, ModelInput
-from planner.core.devices import resolve_device
-from planner.core.hardware_plan import DEFAULT_DEVICE, LocalDevices, wants_local_devices
+from planner.core.devices.profiles import resolve_device
+from planner.core.devices.hardware import DEFAULT_DEVICE, LocalDevices, wants_local_devices
 from planner.core.plan import Plan, PlanRequest
-from planner.core.planner import auto_models, build_plan, combine_auto
-from planner.core.request import check_request_bounds
+from planner.core.build_plan import auto_models, build_plan, combine_auto
+from planner.core.request_bounds import check_request_bounds
 from planner.engines.compare import Candidate, candidate
 from planner.engines.registry import engine
 from planner.errors import PlannerError

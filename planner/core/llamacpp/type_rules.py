@@ -14,7 +14,7 @@ Everything that matters for a byte-exact prediction is reproduced:
 - the block-size fallback (q4_K -> q5_0, q6_K -> q8_0, ..., f16 as the last resort) runs last; a type
   without one (q1_0's 128-element blocks) stops llama-quantize, and QuantizeRefused says so here;
 - every ftype llama-quantize lists, MXFP4_MOE (3-D tensors mxfp4, the rest q8_0), Q1_0, Q2_0, TQ1_0 and
-  TQ2_0 included (Q2_0's block: planner.core.gguf_constants, from ggml's type traits).
+  TQ2_0 included (Q2_0's block: planner.core.ggml.gguf_constants, from ggml's type traits).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from enum import Enum, auto
 
-from planner.core.gguf_constants import GGMLQuantizationType as T
-from planner.core.gguf_constants import LlamaFileType as F
+from planner.core.ggml.gguf_constants import GGMLQuantizationType as T
+from planner.core.ggml.gguf_constants import LlamaFileType as F
 
-from planner.core.ggml_types import block_size, is_quantized, type_name
+from planner.core.ggml.tensor_types import block_size, is_quantized, type_name
 from planner.errors import PlannerError
 
 # llama_ftype_get_default_type
@@ -564,7 +564,7 @@ def check_imatrix_use(tensors: list, ftype: F, arch: str, out_groups: int = 1) -
     (ImatrixGap), or deepseek4's attn_output_a whose recorded entry has the wrong size (ImatrixShape).
     `tensors`: the scheme's TensorPlan list (name, shape, type, src_type); only tensors whose type changes
     are quantized, and only those look their entry up."""
-    from planner.core.ggml_types import parse_type
+    from planner.core.ggml.tensor_types import parse_type
 
     names = getattr(tensors, "names", None) or [t.name for t in tensors]
     # only these names can stop it: the first of them that does, in weights_map order, is llama.cpp's error

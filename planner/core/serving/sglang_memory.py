@@ -14,7 +14,7 @@ a chunked-prefill pass and CUDA graphs. A format fits when the pool holds one `c
 from __future__ import annotations
 
 from planner.core.catalog import ModelEntry
-from planner.core.engine_memory import (
+from planner.core.serving.memory import (
     EngineFit,
     Layout,
     RankMemory,
@@ -24,9 +24,9 @@ from planner.core.engine_memory import (
     logits_bytes,
     stage_weight_bytes,
 )
-from planner.core.hf_checkpoint import Format
+from planner.core.serving.hf_checkpoint import Format
 from planner.core.plan import DeviceMemory
-from planner.core.serving_plan import EngineOptions, ceil_div, device_label, engine_defaults, kv_dtype_bytes
+from planner.core.serving.plan_formats import EngineOptions, ceil_div, device_label, engine_defaults, kv_dtype_bytes
 from planner.errors import PlannerError
 
 ENGINE = "sglang"

@@ -2,7 +2,7 @@
 SchemePlan assembly from an engine's memory fit, the fewest-GPUs search.
 
 Each engine's memory model (`fit`: parallel layout and memory budget) is its own core module
-(planner.core.vllm_memory, planner.core.sglang_memory); this module turns a fit into the plan's
+(planner.core.serving.vllm_memory, planner.core.serving.sglang_memory); this module turns a fit into the plan's
 MemoryPlan/DeviceMemory. Launch commands are the engines' (planner/engines/).
 """
 
@@ -15,11 +15,11 @@ from typing import Any, Callable
 
 from planner.core.catalog import ModelEntry
 from planner.core.data_files import read_toml
-from planner.core.engine_memory import EngineFit
-from planner.core.hf_checkpoint import Format, checkpoint, formats_for, repo_for, resolve_format
+from planner.core.serving.memory import EngineFit
+from planner.core.serving.hf_checkpoint import Format, checkpoint, formats_for, repo_for, resolve_format
 from planner.core.paths import profiles_dir
 from planner.core.plan import DeviceMemory, MemoryPlan, PlanRequest, SchemePlan, TensorPlan
-from planner.core.speed import predict_tp
+from planner.core.llamacpp.speed import predict_tp
 from planner.errors import PlannerError
 
 KV_DTYPES = ("auto", "fp8")

@@ -55,9 +55,9 @@ from typing import Any
 
 from planner.core.catalog import Hparams
 from planner.core.data_files import read_toml
-from planner.core.ggml_types import parse_type, row_bytes
-from planner.core.host_kernels import AttentionCost, HostKernels, HostProbe, TypeKernels
-from planner.core.memory import MemoryOptions, kv_dims, tensor_layer
+from planner.core.ggml.tensor_types import parse_type, row_bytes
+from planner.core.devices.host_kernels import AttentionCost, HostKernels, HostProbe, TypeKernels
+from planner.core.llamacpp.memory import MemoryOptions, kv_dims, tensor_layer
 from planner.core.paths import profiles_dir
 from planner.core.plan import MemoryPlan, TensorPlan
 from planner.errors import PlannerError
@@ -198,7 +198,7 @@ def factors(engine_file: str = "llamacpp") -> Factors:
 
 def layer_kind(hp: Hparams, il: int) -> str:
     """The kind of layer il as the host's llama.cpp overhead is measured per kind
-    (planner.core.host_kernels.LAYER_KINDS): its attention's graph (DeepSeek's MLA blocks, with either
+    (planner.core.devices.host_kernels.LAYER_KINDS): its attention's graph (DeepSeek's MLA blocks, with either
     cache layout, or grouped-query attention) and its FFN (dense, or routed experts). V3.2's and V4's
     blocks are counted as MLA blocks, the nearest measured: their indexer's nodes are not."""
     moe = hp.is_moe and il >= hp.n_layer_dense_lead
@@ -309,7 +309,7 @@ def tensor_groups(tensors: list[TensorPlan], n_layer: int) -> list:
     FLOPs, kernel_probe's prefill_src_seconds).
     Everything below is linear in these sums, so it equals the per-tensor sum: 62 layers x a few types
     instead of the 1,100 tensors of R1. Sizing makes the same sums as it sizes a scheme
-    (SchemePlan.tensor_groups, planner.core.sizing); this is for tensor lists from elsewhere."""
+    (SchemePlan.tensor_groups, planner.core.llamacpp.sizing); this is for tensor lists from elsewhere."""
     acc: dict[tuple[int, bool, str], list] = {}
     for tp in tensors:
         il, exps = speed_site(tp.name, n_layer)
@@ -577,7 +577,7 @@ def slot_processors(labels: list[str], profile, host: Processor) -> dict[str, Pr
 def predict_llamacpp(hp: Hparams, sp, opts: MemoryOptions, hw, req) -> Speed | None:
     """The Speed of one llama.cpp scheme plan (sp.memory planned with `opts` on `hw`); None when a device
     of the plan has no bandwidth figure (its profile says so)."""
-    from planner.core.devices import resolve_device
+    from planner.core.devices.profiles import resolve_device
 
     if sp.memory is None or hw.profile is None:
         return None
@@ -595,9 +595,9 @@ def predict_llamacpp(hp: Hparams, sp, opts: MemoryOptions, hw, req) -> Speed | N
 
 def hf_active_bytes(ck) -> tuple[float, float]:
     """(weight bytes one token reads, weight FLOPs per token) of a Hugging Face checkpoint
-    (planner.core.hf_checkpoint.Checkpoint) as vLLM/SGLang run it: the routed experts at
+    (planner.core.serving.hf_checkpoint.Checkpoint) as vLLM/SGLang run it: the routed experts at
     n_expert_used / n_expert, one row of the embedding, no MTP layers (not loaded without MTP)."""
-    from planner.core.hf_checkpoint import _layer_kind, layer_weights, model_weights, stored
+    from planner.core.serving.hf_checkpoint import _layer_kind, layer_weights, model_weights, stored
 
     hp = ck.entry.hparams
     fmt = ck.format

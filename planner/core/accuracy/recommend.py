@@ -6,7 +6,7 @@ Rules, in order:
 
 1. Candidates are the schemes that fit: on every device (and the host, when layers are offloaded)
    weights + KV cache + compute buffers + runtime reserve <= capacity (SchemePlan.fits).
-2. Candidates with a published score for the task are ranked by it (planner.core.accuracy: Table 8
+2. Candidates with a published score for the task are ranked by it (planner.core.accuracy.tables: Table 8
    weights for `general`, the documented reweightings of tasks.toml otherwise).
    - If one evaluation suite measured every such candidate, their absolute scores in that suite are
      compared (the paper's nine-benchmark evaluation first): basis "suite".
@@ -40,7 +40,7 @@ import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from planner.core import accuracy as acc
+from planner.core.accuracy.tables import tables as acc
 from planner.core.data_files import read_toml
 from planner.core.paths import profiles_dir
 from planner.core.plan import Plan, RankedDeployment, RankedModel, RankedScheme, Recommendation, SchemePlan
@@ -299,7 +299,7 @@ def recommend(plan: Plan, task: str = "general") -> Recommendation | None:
     """The scheme of `plan` to deploy for `task` (general|math|code|chinese), or None when no scheme
     fits or no memory was planned. Raises PlannerError for an unknown task.
 
-    With deployments (planner.core.deployments: GPU-only and hybrid per scheme) the recommendation
+    With deployments (planner.core.llamacpp.deployments: GPU-only and hybrid per scheme) the recommendation
     carries them ranked (rank_deployments); when no scheme fits the GPUs alone but hybrid deployments
     do, the schemes are ranked as those hybrid plans (placement "hybrid")."""
     rec = _recommend(plan, task).rec
@@ -323,7 +323,7 @@ def rank_deployments(plan: Plan, task: str = "general") -> list[RankedDeployment
     by score (in the evaluation suite every candidate scheme shares, else as a share of each table's
     baseline; scores within tie_points are a tie, as for schemes), then the GPU-only placement before
     the hybrid one (no host RAM in the token's path), then the faster predicted decode, then the smaller
-    file. --min-tps has already removed the deployments predicted slower (planner.core.planner)."""
+    file. --min-tps has already removed the deployments predicted slower (planner.core.build_plan)."""
     model = plan.model.id
     cands = []
     for sp in plan.schemes:

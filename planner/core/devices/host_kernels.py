@@ -4,7 +4,7 @@
 own ggml CPU kernels were timed (planner/hardware/kernel_probe.py), `HostKernels`: per weight type its
 decode streaming rate, per-row cost, prefill gemm rate and routed-expert (MUL_MAT_ID) rates, per attention
 class the decode flash attention's cost per cached token, and llama.cpp's own fixed cost per layer and
-token (planner/engines/llamacpp/overhead_probe.py). planner/core/speed.py reads these;
+token (planner/engines/llamacpp/overhead_probe.py). planner/core/llamacpp/speed.py reads these;
 the core never measures: the hardware layer builds them (from_json: the probe's JSON) and hands them in.
 """
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from planner.core.gguf_constants import GGMLQuantizationType as T
+from planner.core.ggml.gguf_constants import GGMLQuantizationType as T
 
 from planner.core.catalog import Hparams
 from planner.errors import PlannerError

@@ -1,17 +1,17 @@
 """Deployments of one llama.cpp scheme: GPU-only and hybrid (routed experts in host RAM).
 
 For a mixture-of-experts model planned on GPUs there are two ways to run a scheme, and the
-recommendation ranks both (planner.core.recommend.rank_deployments):
+recommendation ranks both (planner.core.accuracy.recommend.rank_deployments):
 
   gpu     every layer's weights on the devices (--n-cpu-moe 0): the fastest, when it fits;
   hybrid  the routed experts of the first N layers in host RAM (--n-cpu-moe N), N the fewest that make
-          the plan fit the devices (planner.core.fit.fewest_cpu_moe, which also checks the host's RAM);
+          the plan fit the devices (planner.core.llamacpp.fit.fewest_cpu_moe, which also checks the host's RAM);
           only when the GPU-only plan does not fit (with room on the GPUs, moving experts to the host
           only slows decoding: their bytes are then read at the host's bandwidth). Where the host's RAM
           is unknown (no --host-ram, planned for another machine) its host part is unchecked
           (host_ram_checked false) and the recommendation does not rank it (Deployment.usable).
 
-Each carries its own memory verdict and predicted speed (planner.core.speed). A dense model, or a plan
+Each carries its own memory verdict and predicted speed (planner.core.llamacpp.speed). A dense model, or a plan
 without GPUs, has the one placement its request asks for.
 """
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from planner.core.fit import fewest_cpu_moe
-from planner.core.memory import MemoryOptions, plan_memory
+from planner.core.llamacpp.fit import fewest_cpu_moe
+from planner.core.llamacpp.memory import MemoryOptions, plan_memory
 from planner.core.plan import Deployment, MemoryPlan, SchemePlan
 
 GPU, HYBRID = "gpu", "hybrid"
