@@ -199,7 +199,8 @@ def test_device_host_plans_a_cpu_only_run():
 
 
 def test_tensor_parallel_splits_bytes_and_pays_all_reduces():
-    from planner.core.llamacpp.speed import Link, tp_decode
+    from planner.core.llamacpp.speed import Link
+    from planner.core.serving.speed import tp_decode
 
     fac = factors("hf")
     gpu = Processor("CUDA0", "CUDA", 1000.0, 500.0)

@@ -6,7 +6,6 @@ import re
 from dataclasses import dataclass, field
 
 from planner.core.devices.profiles import DeviceProfile, resolve_device
-from planner.core.llamacpp.memory import Slot
 from planner.core.plan import HardwareSummary, PlanRequest
 from planner.core.request_bounds import check_device_count, check_request_bounds
 from planner.errors import PlannerError
@@ -38,6 +37,16 @@ def parse_rpc(spec: str) -> tuple[str, int | None]:
     if not 0 < port < 65536:
         raise PlannerError(f"bad --rpc port in '{spec}'")
     return addr, (parse_size(mem) if mem else None)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One device llama.cpp places layers on."""
+
+    label: str                 # "CUDA0", "RPC[10.0.0.2:50052]", "NPU3"
+    capacity_bytes: int        # memory the device has (driver total, or detected free)
+    reserve_bytes: int = 0     # runtime context the process cannot use
+    weight: float | None = None   # default split weight (llama.cpp: free memory)
 
 
 @dataclass

@@ -33,21 +33,12 @@ from planner.core.ggml.gguf_constants import GGMLQuantizationType as T
 
 from planner.core.catalog import Hparams
 from planner.core.ggml.tensor_types import is_quantized, parse_type, row_bytes
+from planner.core.devices.hardware import Slot
 from planner.core.plan import DeviceMemory, MemoryPlan, TensorPlan
 from planner.errors import PlannerError
 
 CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl")
 CTX_PAD = 256
-
-
-@dataclass(frozen=True)
-class Slot:
-    """One device llama.cpp places layers on."""
-
-    label: str                 # "CUDA0", "RPC[10.0.0.2:50052]", "NPU3"
-    capacity_bytes: int        # memory the device has (driver total, or detected free)
-    reserve_bytes: int = 0     # runtime context the process cannot use
-    weight: float | None = None   # default split weight (llama.cpp: free memory)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from planner.core.serving.memory import EngineFit
 from planner.core.serving.hf_checkpoint import Format, checkpoint, formats_for, repo_for, resolve_format
 from planner.core.paths import profiles_dir
 from planner.core.plan import DeviceMemory, MemoryPlan, PlanRequest, SchemePlan, TensorPlan
-from planner.core.llamacpp.speed import predict_tp
+from planner.core.serving.speed import predict_tp
 from planner.errors import PlannerError
 
 KV_DTYPES = ("auto", "fp8")
