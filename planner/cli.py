@@ -11,17 +11,10 @@ import json
 import sys
 from typing import Any, Sequence
 
+from planner.arg_parser import PROG, Parser
 from planner.errors import PlannerError, RunError
 
-PROG = "dq-planner"
 SUBCOMMANDS = ("inspect", "quantize", "serve", "detect", "bench", "header")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad usage in one line and exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise PlannerError(f"{message} (see '{self.prog} --help')")
 
 
 def add_plan_options(p: argparse.ArgumentParser) -> None:
@@ -38,7 +31,7 @@ def request_from_args(a: argparse.Namespace):
 
 
 def main_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Plan DeepSeek deployments: exact GGUF sizes, memory per device, "
+    p = Parser(prog=PROG, description="Plan DeepSeek deployments: exact GGUF sizes, memory per device, "
                 "accuracy-backed recommendations. Without --headless (and without a command) opens the TUI.",
                 epilog=f"commands: {PROG} {{inspect,quantize,serve,detect}} --help")
     p.add_argument("--headless", action="store_true", help="print the plan instead of opening the TUI")

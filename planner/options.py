@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterator, Sequence
 
+from planner.engine_ids import DEFAULT_ENGINE, engine_names
 from planner.errors import PlannerError
 
 
@@ -66,12 +67,6 @@ def comma_list(v: str | None) -> list[str]:
 
 
 # ---------------------------------------------------------------- choice sources (read when first needed)
-def engine_names() -> tuple[str, ...]:
-    from planner.engines.registry import engine_names as names
-
-    return names()
-
-
 def kv_modes() -> tuple[str, ...]:
     from planner.core.llamacpp.plan_schemes import KV_MODES
 
@@ -218,7 +213,7 @@ OPTIONS: tuple[Option, ...] = (
            help="with --model-file hf://OWNER/REPO or ms://OWNER/REPO: the GGUF set (folder or shards) of that name"),
     Option("schemes", ("--scheme",), action="append", metavar="ID",
            help="scheme id or recipe file (repeatable); default: every standard scheme and recipe"),
-    Option("engine", ("--engine",), default="llama.cpp", choices=Choices(engine_names),
+    Option("engine", ("--engine",), default=DEFAULT_ENGINE, choices=Choices(engine_names),
            control=Control("engine", "select", "Model")),
     Option("device", ("--device",), metavar="ID|auto|FILE", help="hardware profile; default: detected, else h100",
            control=Control("device", "select", "Hardware", options=_device_options)),

@@ -132,6 +132,38 @@ def test_the_layer_check_catches_an_upward_import(tmp_path):
                                                    "planner.core.llamacpp.memory.Slot"]
 
 
+# The packages and modules of planner/, lowest first: each imports only from ranks below its own (and
+# from itself); e.g. the commands never import the command line (planner.cli), the hardware layer and
+# the flag declarations (options) no engine, the engines no renderer.
+RANKS = [
+    {"errors", "units", "terminal", "events", "engine_ids"},
+    {"arg_parser", "core"},
+    {"remote", "model_files", "hardware", "options"},
+    {"gguf"},
+    {"engines"},
+    {"render", "make_plan"},
+    {"workbench", "commands"},
+    {"tui"},
+    {"cli"},
+]
+
+
+def test_planner_imports_point_down():
+    rank = {name: i for i, names in enumerate(RANKS) for name in names}
+    bad = []
+    for p in sorted((ROOT / "planner").rglob("*.py")):
+        parts = p.relative_to(ROOT / "planner").with_suffix("").parts
+        if parts == ("__init__",):
+            continue
+        me = parts[0]
+        assert me in rank, f"planner/{me} is in no rank of RANKS"
+        for line, name in _imports(p):
+            them = name.split(".")[1] if name.startswith("planner.") else None
+            if them and them != me and them in rank and rank[them] >= rank[me]:
+                bad.append(f"{p.relative_to(ROOT)}:{line} imports {name}")
+    assert bad == []
+
+
 def test_the_ast_check_sees_imports_inside_functions(tmp_path):
     p = tmp_path / "m.py"
     p.write_text("def f():\n    from planner.hardware.detect import detect\n    import textual.app\n")

@@ -220,7 +220,7 @@ def test_tiny_sizes_are_told_in_bytes(lc, tiny_gguf, tmp_path, monkeypatch, caps
 
 
 def test_size_text():
-    from planner.render.units import size_text
+    from planner.units import size_text
 
     assert size_text(524288) == "524288 bytes" and size_text(1) == "1 byte"
     assert size_text(10 << 20) == "10485760 bytes"                 # 0.0098 GiB

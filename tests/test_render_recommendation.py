@@ -12,7 +12,7 @@ from planner.make_plan import make_plan
 from planner.render import recommendation as rtext
 from planner.render.json_doc import plan_document
 from planner.render.table import render_plan
-from planner.render.units import GiB, human
+from planner.units import GiB, human
 from planner.tui import format as fmt
 
 from test_recommend import H100, r1_plan

@@ -13,7 +13,7 @@ import pytest
 from planner.core.plan import PlanRequest
 from planner.errors import PlannerError
 from planner.make_plan import make_plan
-from planner.render.units import GiB, human
+from planner.units import GiB, human
 from planner.tui.app import ACTIONS, PlannerApp
 from llamacpp_support import dq, require_llama_cpp
 

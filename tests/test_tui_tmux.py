@@ -16,7 +16,7 @@ import pytest
 
 from planner.core.plan import PlanRequest
 from planner.make_plan import make_plan
-from planner.render.units import human
+from planner.units import human
 
 REPO = Path(__file__).resolve().parents[1]
 

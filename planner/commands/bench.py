@@ -132,10 +132,10 @@ def plan_request(a: argparse.Namespace):
 
 
 def main(argv: list[str]) -> int:
-    from planner.cli import _Parser
+    from planner.arg_parser import Parser
     from planner.options import add_plan_options
 
-    p = _Parser(prog="dq-planner bench", description=__doc__.splitlines()[0])
+    p = Parser(prog="dq-planner bench", description=__doc__.splitlines()[0])
     add_plan_options(p)
     p.add_argument("--threads", type=int, default=2, help="llama-bench -t [2]")
     p.add_argument("--repetitions", type=int, default=3, help="llama-bench -r [3]")

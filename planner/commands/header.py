@@ -19,9 +19,9 @@ from planner.errors import PlannerError
 
 
 def parser():
-    from planner.cli import _Parser
+    from planner.arg_parser import Parser
 
-    p = _Parser(prog="dq-planner header",
+    p = Parser(prog="dq-planner header",
                 description="Write the GGUF llama-quantize would produce (full header, sparse data) for "
                             "llama.cpp's own fit tools.")
     p.add_argument("--model", required=True, metavar="ID|DIR", help="catalog id or a local Hugging Face folder")

@@ -27,9 +27,9 @@ from planner.errors import PlannerError
 
 
 def parser():
-    from planner.cli import _Parser
+    from planner.arg_parser import Parser
 
-    p = _Parser(prog="dq-planner inspect",
+    p = Parser(prog="dq-planner inspect",
                 description="Read a GGUF header (no tensor data needed): architecture, file type, tensors, "
                             "metadata and the plan the file implies.")
     p.add_argument("file", metavar="FILE.gguf", help="a GGUF file, or any shard of a split model; or a published "
@@ -58,7 +58,7 @@ def _shape(shape) -> str:
 
 
 def _size(n: int) -> str:
-    from planner.render.units import human
+    from planner.units import human
 
     h = human(n)
     return h if h.endswith(" B") else f"{h} ({n} bytes)"
@@ -136,7 +136,7 @@ def inspect_document(path: str, scheme_id: str | None = None, quant: str | None 
 
 
 def render(doc: dict[str, Any]) -> str:
-    from planner.render.units import human
+    from planner.units import human
 
     out: list[str] = []
     complete = "data complete" if doc["data_complete"] else "data INCOMPLETE (header only or partial download)"

@@ -16,10 +16,10 @@ MAX_LISTED = 20
 
 
 def parser():
-    from planner.cli import _Parser
+    from planner.arg_parser import Parser
     from planner.options import int_at_least
 
-    p = _Parser(prog="dq-planner quantize",
+    p = Parser(prog="dq-planner quantize",
                 description="Quantize a GGUF with llama-quantize under a scheme or recipe and verify the result "
                             "against the plan, tensor by tensor.")
     p.add_argument("--input", required=True, metavar="SRC.gguf", help="the GGUF to quantize (f16/bf16/f32)")

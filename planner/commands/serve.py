@@ -16,10 +16,11 @@ from planner.errors import PlannerError
 
 
 def parser():
-    from planner.cli import _Parser, add_plan_options
+    from planner.arg_parser import Parser
+    from planner.options import add_plan_options
     from planner.options import int_at_least
 
-    p = _Parser(prog="dq-planner serve",
+    p = Parser(prog="dq-planner serve",
                 description="Start llama-server with the plan's placement and compare llama.cpp's memory with the plan.")
     add_plan_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address llama-server listens on (default 127.0.0.1)")
@@ -66,7 +67,7 @@ def _main(argv: list[str], events) -> int:
     if not engine(a.engine).accepts_model_file:
         raise PlannerError(f"serve runs llama.cpp's llama-server on a GGUF; --engine {a.engine} is not supported here")
 
-    from planner.cli import request_from_args
+    from planner.options import request_from_namespace
     from planner.engines.llamacpp.argv import parse_rpc_list, server_argv, shell_line
     from planner.engines.llamacpp.locate import locate
     from planner.engines.llamacpp.logs import parse_memory
@@ -75,7 +76,7 @@ def _main(argv: list[str], events) -> int:
     from planner.engines.llamacpp.server import (compare, comparison_rows, render_comparison, render_speed,
                                                  start_server, stop_and_measure)
 
-    req = request_from_args(a)
+    req = request_from_namespace(a, with_tensors=getattr(a, "tensors", False))
     rpc = parse_rpc_list(req.rpc)
     lc = locate(a.llama_cpp)
     lc.binary("llama-server")

@@ -551,9 +551,7 @@ def main(argv: list[str]) -> dict:
         rest = rest[2:]
     dirs = [Path(d) for d in rest]
     if not dirs:
-        from planner.engines.llamacpp.locate import locate
-
-        dirs = locate().folders
+        raise SystemExit("kernel probe: name the folders of llama.cpp's libraries (LIB_DIR...)")
     t0 = time.perf_counter()
     res = probe_kernels(dirs, thr, types=types)
     graph = probe_graph(dirs, thr)

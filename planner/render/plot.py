@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from planner.core.plan import Plan
 from planner.core.accuracy.recommend import pareto_points
-from planner.render.units import GiB
+from planner.units import GiB
 from planner.terminal import strip_ansi
 
 

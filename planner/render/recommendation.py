@@ -15,7 +15,7 @@ from typing import Any
 
 from planner.core.accuracy.tables import tables as acc
 from planner.core.plan import RankedModel, RankedScheme, Recommendation
-from planner.render.units import GiB
+from planner.units import GiB
 
 
 def _gib(n: int | None) -> str:

@@ -6,7 +6,7 @@ from planner.core.plan import Plan, Recommendation, SchemePlan
 from dataclasses import replace
 
 from planner.render import recommendation as rtext
-from planner.render.units import GiB, gb, human
+from planner.units import GiB, gb, human
 
 
 def _table(headers: list[str], rows: list[list[str]], right: set[int] | None = None) -> str:

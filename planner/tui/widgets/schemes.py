@@ -9,7 +9,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from planner.core.plan import Plan
-from planner.render.units import GiB, human
+from planner.units import GiB, human
 from planner.tui.format import fullest_device
 from planner.workbench import FILE
 

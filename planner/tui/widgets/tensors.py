@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static
 
 from planner.core.plan import SchemePlan, TensorPlan
-from planner.render.units import human
+from planner.units import human
 from planner.tui.format import shape_text
 
 COLUMNS = ("name", "shape", "type", "bytes")

@@ -1,4 +1,5 @@
-"""Human-readable sizes: binary GiB/MiB (what llama.cpp prints) and decimal GB (what vendors sell)."""
+"""Human-readable sizes: binary GiB/MiB (what llama.cpp prints) and decimal GB (what vendors sell), for
+renderers and messages alike (imports nothing)."""
 
 GiB = 1 << 30
 MiB = 1 << 20
