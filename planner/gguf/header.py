@@ -36,14 +36,13 @@ from gguf import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType, Keys
 from planner.core.ggml.gguf_constants import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
 from planner.core.data_files import open_regular
+from planner.core.ggml.shards import shard_names
 from planner.core.ggml.tensor_types import tensor_bytes, type_name
 from planner.core.llamacpp.type_rules import FTYPES
 from planner.errors import PlannerError
 
 GGML_MAX_DIMS = 4
 SUPPORTED_VERSIONS = (2, 3)
-SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
-SHARD_FORMAT = "{prefix}-{no:05d}-of-{count:05d}.gguf"   # llama.cpp's llama_split_path
 ARRAY_SUMMARY_LIMIT = 32          # arrays longer than this are summarised by to_dict()
 
 _SCALAR = {
@@ -497,13 +496,8 @@ def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
 def shard_paths(path: str | os.PathLike[str]) -> list[Path] | None:
     """All shard paths of a split model from any one of its names, or None if the name is not a shard's."""
     p = Path(path)
-    m = SPLIT_RE.match(p.name)
-    if not m:
-        return None
-    count = int(m["count"])
-    if count < 1 or int(m["no"]) < 1 or int(m["no"]) > count:
-        return None
-    return [p.with_name(SHARD_FORMAT.format(prefix=m["prefix"], no=i, count=count)) for i in range(1, count + 1)]
+    names = shard_names(p.name)
+    return None if names is None else [p.with_name(n) for n in names]
 
 
 def _empty(path: Path) -> bool:

@@ -30,11 +30,12 @@ from typing import Any
 from gguf import GGMLQuantizationType as T
 from gguf import Keys
 
-from planner.core.llamacpp.architectures import TensorSpec, enumerate_tensors
 from planner.core.catalog import ARCHITECTURES, MAX_COUNT, MAX_EXPERTS, MAX_LAYERS, Hparams
+from planner.core.ggml.shards import SPLIT_RE
+from planner.core.llamacpp.architectures import TensorSpec, enumerate_tensors
 from planner.core.llamacpp.sizing import ResolvedModel
 from planner.errors import PlannerError, choices
-from planner.gguf.header import SPLIT_RE, GGUFHeader, read_gguf, shown
+from planner.gguf.header import GGUFHeader, read_gguf, shown
 
 _BLK = re.compile(r"^blk\.(\d+)\.")
 _MISSING = object()

@@ -290,7 +290,7 @@ def tensor_site(name: str, n_layer: int, n_layer_nextn: int) -> tuple[int, bool,
     il = tensor_layer(name, n_layer)
     if il < 0:
         return il, False, True
-    return il, il < n_layer and _EXPS.search(name) is not None, not _skipped(name, il, n_layer, n_layer_nextn)
+    return il, il < n_layer and ROUTED_EXPERTS.search(name) is not None, not _skipped(name, il, n_layer, n_layer_nextn)
 
 
 def layer_devices(n_layer: int, n_devices: int, splits: list[float], ngl: int | None,
@@ -332,7 +332,10 @@ def _f32(x: float) -> float:
     return _F32.unpack(_F32.pack(x))[0]
 
 
-_EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")
+# llama.cpp's LLM_FFN_EXPS_REGEX (src/llama-model.h): the routed-expert tensors, what --cpu-moe and
+# --n-cpu-moe keep on the host
+FFN_EXPS_REGEX = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+ROUTED_EXPERTS = re.compile(FFN_EXPS_REGEX)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -573,7 +576,9 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
 
 GPU_BACKENDS = ("CUDA", "ROCm")        # ggml-cuda (ROCm builds the same code with HIP)
 SCHED_MAX_COPIES = 4                    # GGML_SCHED_MAX_COPIES: pipeline parallelism's input copies
-OP_OFFLOAD_MIN_BATCH = 32               # ggml-cuda: ops of at least 32 rows run on the GPU
+# ggml-cuda offloads an op on host-resident weights to the GPU when the batch has at least 32 tokens
+# (ggml_backend_cuda_device_offload_op: min_batch_size = 32)
+OP_OFFLOAD_MIN_BATCH = 32
 
 
 def _inputs_bytes(hp: Hparams, opts: MemoryOptions, n_copies: int = 1) -> int:

@@ -44,7 +44,6 @@ more) when the plan has GPUs; on a CPU-only plan the host computes them. Places 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -53,22 +52,18 @@ from planner.core.catalog import Hparams
 from planner.core.data_files import read_toml
 from planner.core.ggml.tensor_types import parse_type, row_bytes
 from planner.core.devices.host_kernels import AttentionCost, HostKernels, HostProbe, TypeKernels
-from planner.core.llamacpp.memory import MemoryOptions, kv_dims, tensor_layer
+from planner.core.llamacpp.memory import OP_OFFLOAD_MIN_BATCH, ROUTED_EXPERTS, MemoryOptions, kv_dims, tensor_layer
 from planner.core.paths import profiles_dir
 from planner.core.plan import MemoryPlan, TensorPlan
 from planner.errors import PlannerError
 
 HOST = "Host"
-# ggml-cuda offloads an op on host-resident weights to the GPU when the batch has at least 32 tokens
-# (ggml_backend_cuda_device_offload_op: min_batch_size = 32)
-OP_OFFLOAD_MIN_BATCH = 32
-_EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_exps")
 _FAMILY = {"f32": "float", "f16": "float", "bf16": "float", "f64": "float"}
 @lru_cache(maxsize=None)
 def speed_site(name: str, n_layer: int) -> tuple[int, bool]:
     """A tensor's layer and whether it is a routed-expert tensor (once per name: every scheme repeats them)."""
     il = tensor_layer(name, n_layer)
-    return il, 0 <= il < n_layer and _EXPS.search(name) is not None
+    return il, 0 <= il < n_layer and ROUTED_EXPERTS.search(name) is not None
 
 
 @lru_cache(maxsize=None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from planner.core.llamacpp.speed import Factors, Link, Processor, Speed, _attn_dims, factors
 from planner.core.serving.hf_checkpoint import _layer_kind, layer_weights, model_weights, stored
+from planner.core.serving.memory import kv_values_per_token_layer
 from planner.errors import PlannerError
 
 
@@ -78,10 +79,7 @@ def predict_tp(ck, layout, profile, req, gpus_per_node: int, kv_bytes_per_elem: 
     hp = ck.entry.hparams
     fac = factors("hf")
     bytes_tok, flops_tok = hf_active_bytes(ck)
-    if hp.arch == "deepseek2":
-        kv_row = (hp.n_lora_kv + hp.n_rot) * kv_bytes_per_elem
-    else:
-        kv_row = 2 * hp.n_head_kv * hp.n_embd_head * kv_bytes_per_elem
+    kv_row = kv_values_per_token_layer(hp, 1) * kv_bytes_per_elem     # the whole row, before any TP split
     tp, pp = layout.tp, layout.pp
     gpu = Processor(profile.backend + "0", profile.backend, profile.bandwidth_gbs, profile.bf16_tflops)
     link = fac.links["nvlink"] if tp <= gpus_per_node else fac.links["infiniband"]

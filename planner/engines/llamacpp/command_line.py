@@ -15,11 +15,10 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field, replace
 
+from planner.core.llamacpp.memory import FFN_EXPS_REGEX
 from planner.core.plan import PlanRequest
 from planner.errors import PlannerError
 
-# llama.cpp's LLM_FFN_EXPS_REGEX: what --cpu-moe keeps on the CPU
-FFN_EXPS_REGEX = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
 
 # planned flags: spelling -> request field
 _PLANNED: dict[str, str] = {}

@@ -9,9 +9,9 @@ with shares in whole layers both sides compute the same float32 quotients).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
+from planner.core.llamacpp.memory import ROUTED_EXPERTS
 from planner.core.plan import MemoryPlan, PlanRequest
 from planner.engines.llamacpp.argv import RpcDevice, ServerOptions
 from planner.engines.llamacpp.devices import ListedDevice, list_devices
@@ -30,7 +30,6 @@ class ServePlan:
     speed_inputs: tuple | None = None        # (hparams, tensors, memory options): the speed prediction's
 
 
-_EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")   # llama.cpp's --n-cpu-moe pattern
 
 
 def host_mapped_bytes(model_file: str, memory: MemoryPlan, n_layer: int, n_cpu_moe: int) -> int | None:
@@ -49,7 +48,7 @@ def host_mapped_bytes(model_file: str, memory: MemoryPlan, n_layer: int, n_cpu_m
     spans: dict[int, tuple[int, int]] = {}
     for t in h.tensors:
         il = tensor_layer(t.name, n_layer)
-        on_host = il < 0 or il in host_layers or (il < min(n_cpu_moe, n_layer) and _EXPS.search(t.name))
+        on_host = il < 0 or il in host_layers or (il < min(n_cpu_moe, n_layer) and ROUTED_EXPERTS.search(t.name))
         if not on_host:
             continue
         lo, hi = spans.get(t.shard, (t.offset, t.offset + t.bytes))
