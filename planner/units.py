@@ -3,6 +3,7 @@ renderers and messages alike (imports nothing)."""
 
 GiB = 1 << 30
 MiB = 1 << 20
+KiB = 1 << 10
 
 
 def gib(n: int | float) -> str:
@@ -14,10 +15,13 @@ def gb(n: int | float) -> str:
 
 
 def human(n: int | float) -> str:
+    """A size in the largest binary unit it reaches: '1.25 GiB', '3.5 MiB', '505.0 KiB', '12 B'."""
     if abs(n) >= GiB:
         return f"{n / GiB:.2f} GiB"
     if abs(n) >= MiB:
         return f"{n / MiB:.1f} MiB"
+    if abs(n) >= KiB:
+        return f"{n / KiB:.1f} KiB"
     return f"{int(n)} B"
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 from planner.errors import PlannerError, RunError
+from planner.units import human
 
 FIRST_CHUNK = 1 << 20            # the first ranged read of a file
 MAX_CHUNK = 16 << 20             # reads grow (doubling) up to this
@@ -86,13 +87,6 @@ def cache_dir() -> Path | None:
     return Path(base) / "dq-planner" / "headers"
 
 
-def _human(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
-
-
 # ---------------------------------------------------------------------------------------------------
 # Progress on stderr
 # ---------------------------------------------------------------------------------------------------
@@ -120,7 +114,7 @@ class Progress:
         if now - self.start < self.after or now - self.last < (0.25 if self.tty else 2.0):
             return
         self.last = now
-        line = (f"dq-planner: reading {self.what}: {_human(self.bytes)} in {now - self.start:.1f} s"
+        line = (f"dq-planner: reading {self.what}: {human(self.bytes)} in {now - self.start:.1f} s"
                 + (f" ({self.current})" if self.current else ""))
         if self.tty:
             sys.stderr.write("\r" + line[:200] + "\x1b[K")
@@ -438,7 +432,7 @@ class RemoteFile:
         """Bytes [0, end) in buf (end clamped to the size), fetched in growing ranged reads."""
         end = min(end, self.size)
         if end > MAX_HEADER_BYTES:
-            raise PlannerError(f"{self.label}: a header of more than {_human(MAX_HEADER_BYTES)} is not plausible; "
+            raise PlannerError(f"{self.label}: a header of more than {human(MAX_HEADER_BYTES)} is not plausible; "
                                "stopped reading")
         chunk = self.first_chunk
         while len(self.buf) < end:
@@ -451,8 +445,8 @@ class RemoteFile:
     def _fetch(self, start: int, stop: int) -> None:
         if not self.ranges:
             raise PlannerError(
-                f"{self.label}: the server ignores Range requests (it answers with the whole {_human(self.size)} "
-                f"file), so only the first {_human(len(self.buf))} were read; the header needs more. "
+                f"{self.label}: the server ignores Range requests (it answers with the whole {human(self.size)} "
+                f"file), so only the first {human(len(self.buf))} were read; the header needs more. "
                 "Not downloading the file: use a server or mirror that supports ranged reads")
 
         def once() -> None:
