@@ -10,7 +10,6 @@ ENGINE_MODULES = {
     "vllm": "planner.engines.vllm",
     "sglang": "planner.engines.sglang",
 }
-DEFAULT_ENGINE = "llama.cpp"
 
 
 def engine_names() -> tuple[str, ...]:

@@ -9,7 +9,7 @@ import importlib
 from functools import lru_cache
 
 from planner.core.engine import Engine
-from planner.engine_ids import DEFAULT_ENGINE, ENGINE_MODULES, engine_names  # noqa: F401  (re-exported)
+from planner.engine_ids import ENGINE_MODULES, engine_names  # noqa: F401  (re-exported)
 from planner.errors import PlannerError
 
 
