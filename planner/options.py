@@ -161,8 +161,11 @@ class Option:
     to_text: Callable[[Any], str] | None = None         # request value -> the flag's argument
     control: Control | None = None
     argparse_choices: bool = True             # False: the core checks the value (and says what is valid)
+    llama_cpp: tuple[str, ...] = ()           # llama.cpp's spellings (common/arg.cpp), after `flags` in
+                                              # `flags`; what --from-command reads (engines/llamacpp/command_line.py)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "flags", self.flags + tuple(f for f in self.llama_cpp if f not in self.flags))
         if self.default is _FROM_REQUEST:
             object.__setattr__(self, "default", request_default(self.dest))
 
@@ -236,39 +239,39 @@ OPTIONS: tuple[Option, ...] = (
            control=Control("gpus", "int", "Hardware", placeholder="profile")),
     Option("nodes", ("--nodes",), type=int_at_least("--nodes", 1), metavar="N",
            control=Control("nodes", "int", "Hardware")),
-    Option("rpc", ("--rpc",), metavar="HOST:PORT[=MEM],...", help="llama.cpp RPC devices",
+    Option("rpc", (), llama_cpp=("--rpc",), metavar="HOST:PORT[=MEM],...", help="llama.cpp RPC devices",
            to_request=comma_list, to_text=",".join,
            control=Control("rpc", "text", "Hardware", placeholder="host:port[=mem],...")),
-    Option("ctx", ("--ctx", "-c", "--ctx-size"), type=int_at_least("--ctx", 1), metavar="N", help="context tokens",
+    Option("ctx", ("--ctx",), llama_cpp=("-c", "--ctx-size"), type=int_at_least("--ctx", 1), metavar="N", help="context tokens",
            control=Control("ctx", "int", "Context", empty="keep")),
     Option("kv_mode", ("--kv-mode",), choices=Choices(kv_modes),
            help="deepseek2 KV cache: current llama.cpp (mla), Apr 2025-Jan 2026 (mla-kv), legacy GGUFs",
            control=Control("kv", "select", "Context", also=(("layout", None),))),
     Option("layout", ("--layout",), choices=Choices(lambda: LAYOUTS),
            help="deepseek2 tensor layout (follows --kv-mode)"),
-    Option("cache_type_k", ("--cache-type-k", "-ctk"), metavar="T", choices=Choices(cache_types, fold=True),
+    Option("cache_type_k", (), llama_cpp=("--cache-type-k", "-ctk"), metavar="T", choices=Choices(cache_types, fold=True),
            argparse_choices=False, control=Control("K type", "select", "Context")),
-    Option("cache_type_v", ("--cache-type-v", "-ctv"), metavar="T", choices=Choices(cache_types, fold=True),
+    Option("cache_type_v", (), llama_cpp=("--cache-type-v", "-ctv"), metavar="T", choices=Choices(cache_types, fold=True),
            argparse_choices=False, control=Control("V type", "select", "Context")),
-    Option("flash_attn", ("--flash-attn", "-fa"), choices=Choices(lambda: FLASH_ATTN),
+    Option("flash_attn", (), llama_cpp=("--flash-attn", "-fa"), choices=Choices(lambda: FLASH_ATTN),
            control=Control("flash", "select", "Context")),
-    Option("parallel", ("--parallel", "-np"), type=int_at_least("--parallel", 1), metavar="N",
+    Option("parallel", (), llama_cpp=("--parallel", "-np"), type=int_at_least("--parallel", 1), metavar="N",
            control=Control("slots", "int", "Context")),
-    Option("ubatch", ("--ubatch", "-ub", "--ubatch-size"), type=int_at_least("--ubatch", 1), metavar="N"),
-    Option("batch", ("--batch", "-b", "--batch-size"), type=int_at_least("--batch", 1), metavar="N"),
-    Option("ngl", ("--ngl", "-ngl", "--n-gpu-layers", "--gpu-layers"), type=int_at_least("--ngl", 0), metavar="N", help="layers on the GPUs (default: all)",
+    Option("ubatch", ("--ubatch",), llama_cpp=("-ub", "--ubatch-size"), type=int_at_least("--ubatch", 1), metavar="N"),
+    Option("batch", ("--batch",), llama_cpp=("-b", "--batch-size"), type=int_at_least("--batch", 1), metavar="N"),
+    Option("ngl", ("--ngl",), llama_cpp=("-ngl", "--n-gpu-layers", "--gpu-layers"), type=int_at_least("--ngl", 0), metavar="N", help="layers on the GPUs (default: all)",
            control=Control("ngl", "int", "Placement", placeholder="all")),
-    Option("n_cpu_moe", ("--n-cpu-moe", "-ncmoe"), type=int_or_auto("--n-cpu-moe", 0), metavar="N|auto",
+    Option("n_cpu_moe", (), llama_cpp=("--n-cpu-moe", "-ncmoe"), type=int_or_auto("--n-cpu-moe", 0), metavar="N|auto",
            help="keep the expert tensors of the first N layers in host RAM (auto: the fewest that fit)",
            control=Control("cpu moe", "int", "Placement")),
-    Option("tensor_split", ("--tensor-split", "-ts"), type=split_list, metavar="a,b,...", to_text=_floats,
+    Option("tensor_split", (), llama_cpp=("--tensor-split", "-ts"), type=split_list, metavar="a,b,...", to_text=_floats,
            control=Control("split", "text", "Placement", placeholder="a,b,...")),
-    Option("tensor_overrides", ("--override-tensor", "-ot"), action="append", metavar="PATTERN=BUFFER,...",
+    Option("tensor_overrides", (), llama_cpp=("--override-tensor", "-ot"), action="append", metavar="PATTERN=BUFFER,...",
            help="llama.cpp tensor override, repeatable, the first matching pattern wins (BUFFER: CPU, CUDA0, ...)",
            to_request=lambda v: [x for s in (v or []) for x in s.split(",") if x]),
-    Option("main_gpu", ("--main-gpu", "-mg"), type=int_at_least("--main-gpu", 0), metavar="N",
+    Option("main_gpu", (), llama_cpp=("--main-gpu", "-mg"), type=int_at_least("--main-gpu", 0), metavar="N",
            help="the device of every layer with --split-mode none"),
-    Option("split_mode", ("--split-mode", "-sm"), choices=Choices(lambda: SPLIT_MODES),
+    Option("split_mode", (), llama_cpp=("--split-mode", "-sm"), choices=Choices(lambda: SPLIT_MODES),
            help="llama.cpp split mode: layer, or none (every layer on --main-gpu)"),
     Option("task", ("--task",), choices=Choices(task_ids),
            control=Control("task", "select", "Placement")),
