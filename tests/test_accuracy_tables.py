@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.core.accuracy.tables import tables as acc
+from planner.core.accuracy import tables as acc
 from planner.core import catalog
 from planner.core.llamacpp.schemes import all_ids
 from planner.errors import PlannerError

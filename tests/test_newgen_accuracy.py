@@ -3,7 +3,7 @@ the recommendation for these models says plainly that no quantized scheme is mea
 
 from __future__ import annotations
 
-from planner.core.accuracy.tables import tables as acc
+from planner.core.accuracy import tables as acc
 from planner.core.catalog import catalog
 from planner.core.plan import PlanRequest
 from planner.make_plan import make_plan

@@ -21,7 +21,7 @@ from dataclasses import replace
 import pytest
 
 from llamacpp_support import dq, require_llama_cpp
-from planner.core.accuracy.tables import tables as acc
+from planner.core.accuracy import tables as acc
 from planner.core.catalog import catalog
 from planner.core.plan import PlanRequest
 from planner.core.llamacpp.schemes import ids_for, resolve_scheme

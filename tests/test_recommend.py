@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from planner.core.accuracy.tables import tables as acc
+from planner.core.accuracy import tables as acc
 from planner.core.plan import (DeviceMemory, HardwareSummary, MemoryPlan, ModelSummary, Plan, Recommendation,
                                SchemePlan)
 from planner.core.accuracy.recommend import (derive_tie_points, explain_no_fit, no_fit_entries, pareto_points, recommend,

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from planner.core.accuracy.tables import tables as accuracy
+from planner.core.accuracy import tables as accuracy
 from planner.core import catalog as cat
 from planner.core.llamacpp.memory import CACHE_TYPES
 from planner.core.plan import PlanRequest

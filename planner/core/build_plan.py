@@ -9,7 +9,7 @@ engine.
 
 from __future__ import annotations
 
-from planner.core.accuracy.tables import tables as acc
+from planner.core.accuracy import tables as acc
 from planner.core.engine import Engine, ModelInput
 from planner.core.devices.hardware import LocalDevices, resolve_hardware
 from planner.core.plan import Plan, PlanRequest

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.core.accuracy.tables import tables as acc
+from planner.core.accuracy import tables as acc
 from planner.core.plan import RankedModel, RankedScheme, Recommendation
 from planner.units import GiB
 

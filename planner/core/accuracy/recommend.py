@@ -40,7 +40,7 @@ import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from planner.core.accuracy.tables import tables as acc
+from planner.core.accuracy import tables as acc
 from planner.core.data_files import read_toml
 from planner.core.paths import profiles_dir
 from planner.core.plan import Plan, RankedDeployment, RankedModel, RankedScheme, Recommendation, SchemePlan
