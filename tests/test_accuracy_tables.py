@@ -356,7 +356,9 @@ def test_models_with_accuracy():
 
 
 def test_table_for_renders_printed_and_recomputed_rows():
-    views = acc.table_for("deepseek-r1")
+    from planner.render.accuracy_tables import table_for
+
+    views = table_for("deepseek-r1")
     assert [v.id for v in views] == ["paper-t2", "card-r1-reasoning", "card-r1-openllm"]
     t2 = views[0]
     rows = dict(t2.rows)
@@ -365,7 +367,7 @@ def test_table_for_renders_printed_and_recomputed_rows():
     assert rows["Weighted avg."][2] == "85.24"
     assert rows["Weighted, Table 8 (recomputed)"][2] == "85.24"
     assert rows["Drop % (recomputed)"][5] == "0.34"
-    v3 = acc.table_for("deepseek-v3")[0]
+    v3 = table_for("deepseek-v3")[0]
     assert any("70.47" in f for f in v3.findings)
 
 

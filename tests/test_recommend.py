@@ -12,9 +12,10 @@ import pytest
 from planner.core.accuracy import tables as acc
 from planner.core.plan import (DeviceMemory, HardwareSummary, MemoryPlan, ModelSummary, Plan, Recommendation,
                                SchemePlan)
-from planner.core.accuracy.recommend import (derive_tie_points, explain_no_fit, no_fit_entries, pareto_points, recommend,
+from planner.core.accuracy.recommend import (derive_tie_points, no_fit, no_fit_entries, pareto_points, recommend,
                                     recommend_across_models, tie_groups, tie_points, tie_rule, tied)
 from planner.errors import PlannerError
+from planner.render.recommendation import no_fit_note
 
 GB = 10**9
 GiB = 1 << 30
@@ -252,11 +253,13 @@ def test_nothing_fits_is_none_with_an_explanation():
     assert recommend(p) is None
     first = no_fit_entries(p)[0]
     assert (first.scheme, first.device, first.device_total_bytes) == ("UD-Q2_K_XL", "CUDA7", on_last(50))
-    why = explain_no_fit(p)
-    assert len(why) == 1 and "UD-Q2_K_XL" in why[0] and "(CUDA7)" in why[0] and "47.0 GiB" in why[0]
+    nf = no_fit(p)
+    assert nf.entries[0] == first and (nf.hardware, nf.devices, nf.rpc_devices) == ("NVIDIA RTX 4090", 8, 0)
+    why = no_fit_note(nf)
+    assert "UD-Q2_K_XL" in why and "(CUDA7)" in why and "47.0 GiB" in why
     p.schemes = [SchemePlan(id="Q4_K_M", kind="ftype", size_bytes=1, params=1, type_bytes={}, tensors=[])]
     assert recommend(p) is None
-    assert no_fit_entries(p) == [] and len(explain_no_fit(p)) == 1
+    assert no_fit_entries(p) == [] and no_fit(p).entries == []
 
 
 def test_pareto_points_mark_the_front():

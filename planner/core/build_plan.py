@@ -13,7 +13,7 @@ from planner.core.accuracy import tables as acc
 from planner.core.engine import Engine, ModelInput
 from planner.core.devices.hardware import LocalDevices, resolve_hardware
 from planner.core.plan import Plan, PlanRequest
-from planner.core.accuracy.recommend import explain_no_fit, recommend, recommend_across_models
+from planner.core.accuracy.recommend import no_fit, recommend, recommend_across_models
 from planner.core.request_bounds import check_request_bounds
 from planner.errors import PlannerError
 
@@ -62,7 +62,7 @@ def build_plan(req: PlanRequest, engine: Engine, model: ModelInput, local: Local
                           "(llama.cpp warns about it too)")
     plan.recommendation = recommend(plan, req.task)
     if plan.recommendation is None and plan.hardware is not None:
-        plan.notes += explain_no_fit(plan)
+        plan.no_fit = no_fit(plan)
     return plan
 
 

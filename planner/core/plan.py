@@ -554,6 +554,18 @@ class ModelSummary:
 
 
 @dataclass
+class NoFit:
+    """Why nothing is recommended on the planned hardware: the smallest planned schemes (at most 3) with
+    the figures that show why they do not fit (none: no memory was planned). A note of the plan, worded by
+    planner.render.recommendation (no_fit_note)."""
+
+    entries: list[RankedScheme]
+    hardware: str | None                 # device name
+    devices: int                         # GPUs x nodes
+    rpc_devices: int                     # llama.cpp RPC devices planned besides them
+
+
+@dataclass
 class Plan:
     model: ModelSummary
     engine: str
@@ -562,7 +574,8 @@ class Plan:
     kv_mode: str | None
     schemes: list[SchemePlan]
     recommendation: Recommendation | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)   # renderers add the no-fit note (plan_notes)
+    no_fit: NoFit | None = None
 
     def scheme(self, scheme_id: str) -> SchemePlan:
         for s in self.schemes:

@@ -36,7 +36,7 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
                    f"no local GPUs: the llama.cpp RPC devices and the host (the smallest RPC device "
                    f"{human(hw.memory_per_gpu_bytes)})")
         out.append(f"Hardware: {devices}; context {plan.context}{', KV mode ' + plan.kv_mode if plan.kv_mode else ''}")
-    for n in plan.notes + (hw.notes if hw else []):
+    for n in rtext.plan_notes(plan) + (hw.notes if hw else []):
         out.append(f"note: {n}")
     out.append("")
     rows = []

@@ -91,7 +91,7 @@ def summary(plan: Plan, sp: SchemePlan, hardware_fallback: str) -> Table:
 
 
 def notes(plan: Plan, sp: SchemePlan | None) -> list[str]:
-    out = list(plan.notes)
+    out = rtext.plan_notes(plan)
     if plan.hardware is not None:
         out += plan.hardware.notes
     if sp is not None:

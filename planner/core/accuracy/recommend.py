@@ -22,7 +22,7 @@ Rules, in order:
 4. A scheme without a published figure is never ranked against measured ones. Only when no measured
    scheme fits is an unmeasured one recommended (basis "unmeasured"): the fitting scheme with the
    most bits per weight (then the most headroom).
-5. Nothing fits, or no memory was planned: no recommendation (None); explain_no_fit() says why.
+5. Nothing fits, or no memory was planned: no recommendation (None); no_fit() says why, as data.
 
 Across models (--model auto, the paper's second question: full, distilled or quantized for given
 hardware), models are compared only on absolute scores within one evaluation suite: first the
@@ -43,7 +43,7 @@ from functools import lru_cache
 from planner.core.accuracy import tables as acc
 from planner.core.data_files import read_toml
 from planner.core.paths import profiles_dir
-from planner.core.plan import Plan, RankedDeployment, RankedModel, RankedScheme, Recommendation, SchemePlan
+from planner.core.plan import NoFit, Plan, RankedDeployment, RankedModel, RankedScheme, Recommendation, SchemePlan
 from planner.errors import PlannerError
 
 EPS = 1e-9
@@ -369,26 +369,11 @@ def no_fit_entries(plan: Plan, n: int = 3) -> list[RankedScheme]:
     return [_entry(s, "general", why_not=["does_not_fit"]) for s in planned]
 
 
-def explain_no_fit(plan: Plan) -> list[str]:
-    """Plan notes when recommend() returns None (notes are text by the interface; the recommendation's
-    own sentences are written by planner.render.recommendation)."""
-    entries = no_fit_entries(plan)
-    if not entries:
-        return ["no memory was planned (no hardware), so no scheme can be recommended"]
+def no_fit(plan: Plan) -> NoFit:
+    """Why recommend() returns None on planned hardware, as data (planner.render.recommendation.no_fit_note
+    words it)."""
     name, n = _hardware(plan)
-    hw = f"{n}x {name}" if name else "the devices"
-    if name and _extra_devices(plan, n):
-        hw += f" + {_extra_devices(plan, n)} RPC device(s)"
-    gib = 1 << 30
-
-    def need(e: RankedScheme) -> str:
-        if e.headroom_bytes is not None and e.headroom_bytes < 0:
-            return (f"{e.scheme} needs {e.device_total_bytes / gib:.1f} GiB on the tightest device ({e.device}) > "
-                    f"{e.device_capacity_bytes / gib:.1f} GiB capacity")
-        if e.host_total_bytes is not None:
-            return f"{e.scheme} needs {e.host_total_bytes / gib:.1f} GiB of host memory > {e.host_capacity_bytes / gib:.1f} GiB"
-        return f"{e.scheme} fits"
-    return [f"no scheme fits {hw}: " + "; ".join(need(e) for e in entries)]
+    return NoFit(no_fit_entries(plan), name, n, _extra_devices(plan, n) if name else 0)
 
 
 # ----------------------------------------------------------------------------------------- across models
