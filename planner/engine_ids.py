@@ -7,8 +7,8 @@ importing any; adding an engine adds its id here and its package under planner/e
 # --engine id -> the module that implements it (imported on first use: the headless path stays fast)
 ENGINE_MODULES = {
     "llama.cpp": "planner.engines.llamacpp.engine",
-    "vllm": "planner.engines.vllm",
-    "sglang": "planner.engines.sglang",
+    "vllm": "planner.engines.vllm.engine",
+    "sglang": "planner.engines.sglang.engine",
 }
 
 

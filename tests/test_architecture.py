@@ -227,9 +227,18 @@ def test_every_registered_engine_implements_the_interface():
     from planner.core.catalog import resolve_model
     from planner.engines.registry import engine, engine_names
 
+    import inspect
+
+    from planner.core.engine import Engine
+
+    def params(f) -> list[str]:
+        return [p for p in inspect.signature(f).parameters if p != "self"]
+
     entry = resolve_model("deepseek-r1")
     for name in engine_names():
         e = engine(name)
+        for method in ("scheme_ids", "plan", "launch"):     # as declared, parameter for parameter
+            assert params(getattr(e, method)) == params(getattr(Engine, method)), (name, method)
         assert e.name == name and e.label
         ids = e.scheme_ids(entry)
         assert ids and len(ids) == len(set(ids))

@@ -15,8 +15,8 @@ from planner.core.serving.memory import (
 )
 from planner.core.serving.hf_checkpoint import layer_weights, model_weights, resolve_format
 from planner.core.plan import PlanRequest
-from planner.core.serving import sglang_memory as sglang
-from planner.core.serving import vllm_memory as vllm
+from planner.engines.sglang import memory as sglang
+from planner.engines.vllm import memory as vllm
 from planner.core.serving.plan_formats import EngineOptions
 from planner.engines.registry import engine
 from planner.errors import PlannerError

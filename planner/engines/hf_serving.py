@@ -1,8 +1,9 @@
 """What the Hugging Face serving engines (vLLM, SGLang) share on the launch side: per-node commands, their
 scripts, and the engine class both implement (planner.core.engine.Engine).
 
-Their memory arithmetic is the core's (planner.core.serving.plan_formats with planner.core.serving.vllm_memory /
-planner.core.serving.sglang_memory); planner.engines.vllm and planner.engines.sglang add their commands.
+Their memory arithmetic is the core's (planner.core.serving: checkpoints, memory per GPU, plan_formats);
+each engine's package (planner/engines/vllm/, planner/engines/sglang/) holds its memory model (memory.py:
+layout and budget) and its commands (engine.py).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """What the plans of Hugging Face serving engines (vLLM, SGLang) share: engine defaults, options, the
 SchemePlan assembly from an engine's memory fit, the fewest-GPUs search.
 
-Each engine's memory model (`fit`: parallel layout and memory budget) is its own core module
-(planner.core.serving.vllm_memory, planner.core.serving.sglang_memory); this module turns a fit into the plan's
-MemoryPlan/DeviceMemory. Launch commands are the engines' (planner/engines/).
+Each engine's memory model (`fit`: parallel layout and memory budget, from planner.core.serving.memory's
+arithmetic) is in its engine's package (planner.engines.vllm.memory, planner.engines.sglang.memory) and
+handed in; this module turns a fit into the plan's MemoryPlan/DeviceMemory. Launch commands are the
+engines' too.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
-"""vLLM: the `vllm serve` command (with a Ray cluster across nodes) for a plan; its memory model is the
-core's (planner.core.serving.vllm_memory: tensor parallelism inside a node, pipeline parallelism across nodes)."""
+"""vLLM: the `vllm serve` command (with a Ray cluster across nodes) for a plan; its memory model is
+planner.engines.vllm.memory (tensor parallelism inside a node, pipeline parallelism across nodes)."""
 
 from __future__ import annotations
 
-from planner.core.serving import vllm_memory
+from planner.engines.vllm import memory as vllm_memory
 from planner.core.catalog import ModelEntry
 from planner.core.serving.hf_checkpoint import Format
 from planner.core.serving.plan_formats import EngineOptions, engine_defaults
-from planner.core.serving.vllm_memory import ENGINE, layout_for
+from planner.engines.vllm.memory import ENGINE, layout_for
 from planner.engines.hf_serving import HFServingEngine, NodeLaunch, model_path_for
 
 

@@ -1,13 +1,13 @@
-"""SGLang: the `sglang.launch_server` command of every node for a plan; its memory model is the core's
-(planner.core.serving.sglang_memory: one tensor-parallel group over every node, data-parallel attention)."""
+"""SGLang: the `sglang.launch_server` command of every node for a plan; its memory model is
+planner.engines.sglang.memory (one tensor-parallel group over every node, data-parallel attention)."""
 
 from __future__ import annotations
 
-from planner.core.serving import sglang_memory
+from planner.engines.sglang import memory as sglang_memory
 from planner.core.catalog import ModelEntry
 from planner.core.serving.hf_checkpoint import Format
 from planner.core.serving.plan_formats import EngineOptions, engine_defaults
-from planner.core.serving.sglang_memory import ENGINE, check_dp_attention, layout_for
+from planner.engines.sglang.memory import ENGINE, check_dp_attention, layout_for
 from planner.engines.hf_serving import HFServingEngine, NodeLaunch, model_path_for
 
 
