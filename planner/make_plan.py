@@ -151,5 +151,5 @@ def candidates_from_specs(req: PlanRequest, specs: list[str]) -> list[Candidate]
         device = m["device"] or (req.device if req.device not in (None, "auto") else DEFAULT_DEVICE)
         plan = make_plan(replace(req, engine=m["engine"], schemes=[m["scheme"]], nodes=nodes, gpus=gpus,
                                  device=device, device_file=None, model_file=None))
-        out.append(candidate(plan, resolve_device(device)))
+        out.append(candidate(plan, resolve_device(device), req.n_cpu_moe))
     return out

@@ -171,6 +171,52 @@ def _headroom(sp: SchemePlan) -> int:
     return sp.headroom_bytes or 0
 
 
+WORKLOADS = ("latency", "throughput")
+
+
+@dataclass(frozen=True)
+class DeploymentFacts:
+    """What the one ranking rule of deployments (deployment_order) reads of each: the recommendation's
+    deployments (rank_deployments) and --compare's (planner.engines.compare) alike."""
+
+    fits: bool
+    score: float | None            # measured task score, or share of its table's baseline (None: unmeasured)
+    host_in_path: bool             # weights in host RAM read for every token (llama.cpp's hybrid, --n-cpu-moe)
+    decode_tps: float | None       # predicted decode tokens/s (None: not predicted)
+    max_sequences: int | None      # concurrent full-context sequences (vLLM/SGLang; None: not known)
+    weight_bytes: int
+
+
+def deployment_order(facts: list[DeploymentFacts], workload: str = "latency") -> list[tuple[int, int]]:
+    """The one ranking rule of deployments: (index into facts, tie group) in ranking order.
+
+    1. those that fit first;
+    2. then the measured score in tie groups (tie_groups: scores no more than tie_points apart are a tie),
+       among those that fit and among those that do not; only when every deployment has a score (a
+       missing score neither wins nor loses);
+    3. then GPU-only before a hybrid deployment (host RAM in the token's path);
+    4. with workload "throughput": then more concurrent full-context sequences;
+    5. then the faster predicted decode (a deployment without a prediction last);
+    6. then the smaller weights.
+    The recommendation ranks with workload "latency" (one stream: the decode speed decides)."""
+    if workload not in WORKLOADS:
+        raise PlannerError(f"unknown workload '{workload}'; valid: {', '.join(WORKLOADS)}")
+    all_known = all(f.score is not None for f in facts)
+    group = [0] * len(facts)
+    for fit in (True, False):
+        same = [i for i, f in enumerate(facts) if f.fits == fit]
+        if all_known:
+            for i, g in zip(same, tie_groups([facts[i].score for i in same])):   # type: ignore[misc]
+                group[i] = g
+
+    def key(i: int):
+        f = facts[i]
+        seqs = -(f.max_sequences or 0) if workload == "throughput" else 0
+        return not f.fits, group[i], f.host_in_path, seqs, -(f.decode_tps or 0.0), f.weight_bytes
+
+    return [(i, group[i]) for i in sorted(range(len(facts)), key=key)]
+
+
 def _rank_key(x: _Scored, by_share: bool) -> float:
     v = x.share if by_share else x.score
     return v if v is not None else float("-inf")
@@ -319,11 +365,9 @@ def recommend(plan: Plan, task: str = "general") -> Recommendation | None:
 
 def rank_deployments(plan: Plan, task: str = "general") -> list[RankedDeployment]:
     """Every deployment (scheme x placement) that fits (a hybrid one: with the host's RAM known, see
-    Deployment.usable) and has a measured score for the task, ranked:
-    by score (in the evaluation suite every candidate scheme shares, else as a share of each table's
-    baseline; scores within tie_points are a tie, as for schemes), then the GPU-only placement before
-    the hybrid one (no host RAM in the token's path), then the faster predicted decode, then the smaller
-    file. --min-tps has already removed the deployments predicted slower (planner.core.build_plan)."""
+    Deployment.usable) and has a measured score for the task, ranked by deployment_order (the score in
+    the evaluation suite every candidate scheme shares, else as a share of each table's baseline).
+    --min-tps has already removed the deployments predicted slower (planner.core.build_plan)."""
     model = plan.model.id
     cands = []
     for sp in plan.schemes:
@@ -343,19 +387,15 @@ def rank_deployments(plan: Plan, task: str = "general") -> list[RankedDeployment
     if suites:
         cands = [(_scored(model, x.sp, task, suites[0]), f) for x, f in cands]
     rows = [(x, d) for x, f in cands for d in f]
-    groups = tie_groups([_rank_key(x, by_share) for x, _ in rows])
-
-    def key(i: int):
-        x, d = rows[i]
-        tps = d.speed.decode_tps if d.speed is not None else 0.0
-        return groups[i], d.placement != "gpu", -tps, x.sp.size_bytes
-
+    facts = [DeploymentFacts(True, _rank_key(x, by_share), d.placement != "gpu",
+                             d.speed.decode_tps if d.speed is not None else None, None, x.sp.size_bytes)
+             for x, d in rows]
     out = []
-    for rank, i in enumerate(sorted(range(len(rows)), key=key), 1):
+    for rank, (i, group) in enumerate(deployment_order(facts), 1):
         x, d = rows[i]
         sp_ = d.speed
         out.append(RankedDeployment(rank=rank, scheme=x.sp.id, placement=d.placement, n_cpu_moe=d.n_cpu_moe,
-                                    score=x.score, share_pct=x.share, tie_group=groups[i],
+                                    score=x.score, share_pct=x.share, tie_group=group,
                                     headroom_bytes=d.headroom_bytes, device=d.device, host_bytes=d.host_bytes,
                                     decode_tps=sp_.decode_tps if sp_ else None,
                                     prefill_tps=sp_.prefill_tps if sp_ else None,
