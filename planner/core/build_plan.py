@@ -9,7 +9,10 @@ engine.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from planner.core.accuracy import tables as acc
+from planner.core.accuracy.scores import scheme_scores
 from planner.core.engine import Engine, ModelInput
 from planner.core.devices.hardware import LocalDevices, resolve_hardware
 from planner.core.plan import Plan, PlanRequest
@@ -44,9 +47,10 @@ def build_plan(req: PlanRequest, engine: Engine, model: ModelInput, local: Local
             plan.notes.append(f"--min-tps {req.min_tps:g}: dropped deployments " + ", ".join(slow_d))
     proxies = []
     for sp in plan.schemes:
-        sp.accuracy = acc.accuracy_for(plan.model.id, sp.id, req.task)
+        view = scheme_scores(plan.model.id, sp.id, req.task)      # scored once; the ranking reads it too
+        sp.accuracy = replace(view.accuracy) if view.accuracy is not None else None   # the plan's own copy
         # an unmeasured model's scheme may show a measured model's figure, labelled, never ranked
-        px = acc.proxy_for(plan.model.id, sp.id, req.task) if sp.accuracy is None else None
+        px = view.proxy
         if px is not None:
             sp.notes.append(px.label)
             proxies.append((sp.id, px))

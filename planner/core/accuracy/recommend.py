@@ -41,6 +41,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from planner.core.accuracy import tables as acc
+from planner.core.accuracy.scores import SuiteScore, scheme_scores
 from planner.core.data_files import read_toml
 from planner.core.paths import profiles_dir
 from planner.core.plan import NoFit, Plan, RankedDeployment, RankedModel, RankedScheme, Recommendation, SchemePlan
@@ -116,31 +117,40 @@ def derive_tie_points() -> float:
 
 @dataclass
 class _Scored:
+    """A scheme plan with the score that speaks for it (its scored view's, planner.core.accuracy.scores)."""
+
     sp: SchemePlan
-    m: acc.Measurement
-    score: float                 # task score in the measurement's suite
-    base: acc.Measurement
-    base_score: float | None
+    s: SuiteScore
+
+    @property
+    def m(self) -> acc.Measurement:
+        return self.s.measurement
+
+    @property
+    def score(self) -> float:
+        return self.s.score
+
+    @property
+    def base_score(self) -> float | None:
+        return self.s.baseline_score
 
     @property
     def share(self) -> float | None:
-        return 100.0 * self.score / self.base_score if self.base_score else None
+        return self.s.share
 
 
 def _scored(model_id: str, sp: SchemePlan, task: str, suite: str | None = None) -> _Scored | None:
-    for m in acc.measurements(model_id, sp.id, rankable=True):
-        if suite is not None and m.suite != suite:
-            continue
-        s = acc.task_score(m, task)
-        if s is None:
-            continue
-        base = acc.baseline_of(m)
-        return _Scored(sp=sp, m=m, score=s, base=base, base_score=acc.task_score(base, task))
-    return None
+    s = scheme_scores(model_id, sp.id, task).best(suite)
+    return None if s is None else _Scored(sp, s)
 
 
 def _suites_of(model_id: str, sp: SchemePlan, task: str) -> list[str]:
-    return [m.suite for m in acc.measurements(model_id, sp.id, rankable=True) if acc.task_score(m, task) is not None]
+    return scheme_scores(model_id, sp.id, task).suites
+
+
+def _measured(model_id: str, sp: SchemePlan, task: str) -> tuple[acc.Measurement, ...]:
+    """Every rankable measurement of the scheme, with a task score or not (best suite first)."""
+    return scheme_scores(model_id, sp.id, task).measurements
 
 
 def _entry(sp: SchemePlan, task: str, x: _Scored | None = None, m: acc.Measurement | None = None,
@@ -160,10 +170,9 @@ def _entry(sp: SchemePlan, task: str, x: _Scored | None = None, m: acc.Measureme
     if m is not None:
         e.suite, e.source, e.role = m.suite, m.source, m.role
     if x is not None:
-        used = acc.task_benchmarks_used(x.m, task)
         e.score, e.share_pct = x.score, x.share
-        e.benchmarks, e.full_task = used, set(used) == set(acc.get_task(task).weights)
-        e.baseline, e.baseline_score = acc.baseline_label(x.base), x.base_score
+        e.benchmarks, e.full_task = list(x.s.benchmarks), x.s.full_task
+        e.baseline, e.baseline_score = acc.baseline_label(x.s.baseline), x.base_score
     return e
 
 
@@ -268,11 +277,11 @@ def _recommend(plan: Plan, task: str) -> _Outcome:
         if x is not None:
             scored_fit.append(x)
             continue
-        ms = acc.measurements(model, s.id, rankable=True)
+        ms = _measured(model, s, task)
         (untask_fit.append((s, ms[0])) if ms else unmeasured_fit.append(s))
 
     def no_score_code(s: SchemePlan) -> str:
-        return "no_task_benchmark" if acc.measurements(model, s.id, rankable=True) else "unmeasured"
+        return "no_task_benchmark" if _measured(model, s, task) else "unmeasured"
 
     def tail(*, unscored_fit: bool) -> list[RankedScheme]:
         out = []
@@ -327,7 +336,7 @@ def _recommend(plan: Plan, task: str) -> _Outcome:
     order = sorted(fallback, key=lambda s: (-s.bpw, -_headroom(s), s.size_bytes))
     ranked = []
     for i, s in enumerate(order):
-        m = next(iter(acc.measurements(model, s.id, rankable=True)), None)
+        m = next(iter(_measured(model, s, task)), None)
         e = _entry(s, task, m=m, why_not=[] if i == 0 else ["fewer_bits", no_score_code(s)])
         e.rank = i + 1
         ranked.append(e)

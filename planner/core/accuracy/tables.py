@@ -149,6 +149,8 @@ class AccuracyData:
     suites: dict[str, Suite]
     tables: dict[str, TableInfo]
     measurements: list[Measurement]
+    # (model, scheme, task) -> its scored view, made once from this data (planner.core.accuracy.scores)
+    views: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def _half_ulp(printed: str) -> float:
