@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Callable
 
 from planner.core.catalog import ModelEntry
-from planner.core.engine import Launch, ModelInput, Script
 from planner.core.devices.hardware import Hardware
-from planner.core.serving.hf_checkpoint import Format, formats_for, repo_for, resolve_format
+from planner.core.engine import Launch, ModelInput, Script
 from planner.core.plan import ModelSummary, Plan, PlanRequest, SchemePlan
+from planner.core.serving.hf_checkpoint import Format, formats_for, repo_for, resolve_format
 from planner.core.serving.plan_formats import EngineOptions, FitFn, check_counts, options_from_request, plan_formats
-from planner.model_files import resolve_model
 from planner.errors import PlannerError
+from planner.model_files import resolve_model
 
 
 @dataclass
