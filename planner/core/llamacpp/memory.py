@@ -34,8 +34,8 @@ from planner.core.ggml.gguf_constants import GGMLQuantizationType as T
 from planner.core.catalog import Hparams
 from planner.core.devices.hardware import Slot
 from planner.core.ggml.tensor_types import is_quantized, parse_type, row_bytes
+from planner.core.llamacpp.regex_match import compile_pattern
 from planner.core.plan import DeviceMemory, MemoryPlan, TensorPlan
-from planner.core.regex_match import compile_pattern
 from planner.errors import PlannerError
 
 CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl")
@@ -744,7 +744,7 @@ def _overrides(opts: MemoryOptions, slots: list[Slot]) -> list[tuple[re.Pattern[
             raise PlannerError(f"unknown buffer type '{buft}' in -ot {pat}={buft}; available: "
                                + ", ".join(["CPU"] + list(by_label)))
         try:
-            out.append((compile_pattern(pat), di))        # bounded time (planner.core.regex_match)
+            out.append((compile_pattern(pat), di))        # bounded time (planner.core.llamacpp.regex_match)
         except ValueError as e:
             raise PlannerError(f"-ot pattern '{pat}' cannot be used: {e}") from None
     return out

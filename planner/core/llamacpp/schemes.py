@@ -14,8 +14,8 @@ from planner.core.ggml.gguf_constants import LlamaFileType as F
 
 from planner.core.data_files import load_shipped_and_user, read_toml
 from planner.core.ggml.tensor_types import parse_type, type_name
+from planner.core.llamacpp.regex_match import compile_pattern
 from planner.core.llamacpp.type_rules import FTYPE_ALIASES, FTYPES, Override
-from planner.core.regex_match import compile_pattern
 from planner.errors import PlannerError, choices
 
 import re
