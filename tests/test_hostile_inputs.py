@@ -107,7 +107,7 @@ def test_bounded_matcher_agrees_with_re():
     import random
     import re
 
-    from planner.core.regex_match import Pattern, compile_pattern
+    from planner.core.llamacpp.regex_match import Pattern, compile_pattern
 
     rnd = random.Random(7)
     atoms = ["a", "b", ".", "[ab]", "[^a]", "\\d", "\\.", "(a|b)", "(ab|a)", "x", "^", "$", "\\b", "(?=a)",

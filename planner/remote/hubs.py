@@ -29,14 +29,13 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, quote_plus, unquote, urlsplit, urlunsplit
 
+from planner.core.ggml.shards import SPLIT_RE, shard_names
 from planner.errors import PlannerError
 from planner.remote.client import Auth, NO_AUTH, check_url, fetch_json_with_headers, origin
 from planner.safe_text import printable
 
 HF_DEFAULT = "https://huggingface.co"
 MS_DEFAULT_DOMAIN = "www.modelscope.cn"
-SPLIT = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
-SHARD = "{prefix}-{no:05d}-of-{count:05d}.gguf"
 MAX_LISTING_PAGES = 200
 
 
@@ -298,7 +297,7 @@ def gguf_sets(files: list[tuple[str, int]]) -> dict[str, list[str]]:
         if not name.lower().endswith(".gguf") or "mmproj" in name.lower():
             continue
         folder = path[: -len(name)]
-        m = SPLIT.match(name)
+        m = SPLIT_RE.match(name)
         if m:
             key = folder + m["prefix"]
             sets.setdefault(key, []).append((int(m["no"]), path))
@@ -355,19 +354,9 @@ def sibling_shards(name: str) -> list[str] | None:
     if "://" in name and name.split("://", 1)[0].lower() in ("http", "https"):
         u = urlsplit(name)
         folder, _, last = u.path.rpartition("/")
-        m = SPLIT.match(last)
-        if not m:
-            return None
-        count = int(m["count"])
-        if count < 1 or not 1 <= int(m["no"]) <= count:
-            return None
-        return [urlunsplit((u.scheme, u.netloc, f"{folder}/{SHARD.format(prefix=m['prefix'], no=i, count=count)}",
-                            u.query, "")) for i in range(1, count + 1)]
+        names = shard_names(last)
+        return None if names is None else [urlunsplit((u.scheme, u.netloc, f"{folder}/{n}", u.query, ""))
+                                           for n in names]
     folder, _, last = name.rpartition("/")
-    m = SPLIT.match(last)
-    if not m:
-        return None
-    count = int(m["count"])
-    if count < 1 or not 1 <= int(m["no"]) <= count:
-        return None
-    return [f"{folder}/{SHARD.format(prefix=m['prefix'], no=i, count=count)}" for i in range(1, count + 1)]
+    names = shard_names(last)
+    return None if names is None else [f"{folder}/{n}" for n in names]
