@@ -62,6 +62,9 @@ def test_gguf_name_cannot_become_a_command(pwn_gguf, tmp_path):
 def test_gguf_name_is_inert_in_inspect_and_plan_text(pwn_gguf):
     r = dq("inspect", pwn_gguf)
     assert r.returncode == 0 and inert(r.stdout) and "touch PWNED" in r.stdout
+    r = dq("inspect", pwn_gguf, "--json")
+    assert r.returncode == 0 and inert(r.stdout)
+    assert json.loads(r.stdout)["metadata"]["general.name"] == PWN          # the document keeps the value
     r = dq("--headless", "--model-file", pwn_gguf, "--device", "h100", "--scheme", "Q8_0")
     assert r.returncode == 0 and inert(r.stdout + r.stderr)
 
@@ -104,7 +107,7 @@ def test_bounded_matcher_agrees_with_re():
     import random
     import re
 
-    from planner.core.regex_match import Pattern, compile_pattern
+    from planner.core.llamacpp.regex_match import Pattern, compile_pattern
 
     rnd = random.Random(7)
     atoms = ["a", "b", ".", "[ab]", "[^a]", "\\d", "\\.", "(a|b)", "(ab|a)", "x", "^", "$", "\\b", "(?=a)",

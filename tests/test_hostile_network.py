@@ -347,6 +347,15 @@ def test_bad_tokens_are_named_never_shown(big, env, capsys, tmp_path, where, val
     assert SECRET not in err and SECRET not in out and s.requests == 0
 
 
+def test_token_file_that_is_a_fifo_does_not_hang(env, capsys, tmp_path):
+    (tmp_path / "hf-home").mkdir()
+    os.mkfifo(tmp_path / "hf-home" / "token")
+    env.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    t = time.monotonic()
+    code, out, err = run(capsys, "inspect", "hf://o/r/x.gguf")
+    assert code == 2 and "FIFO" in one_line(err) and time.monotonic() - t < 5
+
+
 def test_hf_conventions(big, env, capsys, tmp_path):
     """The token file under $XDG_CACHE_HOME/huggingface when HF_HOME is unset; HF_HUB_DISABLE_IMPLICIT_TOKEN;
     HF_HUB_OFFLINE; revisions refs/pr/N (plain or percent-encoded, encoded once); hf://datasets/."""

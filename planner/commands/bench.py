@@ -1,5 +1,5 @@
 """`dq-planner bench --model-file F.gguf [PLAN OPTIONS]`: llama.cpp's own llama-bench against the plan's
-predicted speed (planner/core/speed.py): prefill of --prompt tokens, decode of --gen tokens at depth 0
+predicted speed (planner/core/llamacpp/speed.py): prefill of --prompt tokens, decode of --gen tokens at depth 0
 and at --depth, predicted vs measured tokens/s.
 
 The host is measured right before (the built-in probe, with as many threads as llama-bench gets), so
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from planner.errors import PlannerError
 
 if TYPE_CHECKING:
-    from planner.core.host_kernels import HostProbe
+    from planner.core.devices.host_kernels import HostProbe
     from planner.hardware.host import ProbeScope
 
 
@@ -48,10 +48,10 @@ def probe_scope(req) -> ProbeScope:
     of its matrices, the most bytes first (f32, the router's, costed as f16), the types of its routed
     experts, its model's attention class (flash attention's) and its layers' kind (llama.cpp's cost per
     layer)."""
-    from planner.core.host_kernels import HostProbe
-    from planner.core.speed import attention_class, layer_attention
+    from planner.core.devices.host_kernels import HostProbe
+    from planner.core.llamacpp.speed import attention_class, layer_attention
     from planner.hardware.host import ProbeScope
-    from planner.planning import make_plan
+    from planner.make_plan import make_plan
 
     # the tensors and the model are what is read here; a placeholder host figure keeps the plan from
     # measuring the host for a speed nobody reads
@@ -83,7 +83,7 @@ def measure_host(threads: int, lib_dirs: list | None = None, llama_bench=None, s
     llama.cpp cannot run a type here) leaves its figures out, and the plan predicts them from the
     bandwidth model (the host's bandwidth and the speed factors; without even the bandwidth: the host
     profile's figures, HostProbe None). The notes say what was left out and why."""
-    from planner.core.host_kernels import HostProbe
+    from planner.core.devices.host_kernels import HostProbe
     from planner.hardware.host import KERNEL_PROBE_TIMEOUT_S, ProbeScope, probe_host_kernels, store_host_kernels
 
     notes: list[str] = []
@@ -156,7 +156,7 @@ def _spread(rec: dict) -> float:
 def predicted_vs_measured(req, records: list[dict], gen: int) -> list[Row]:
     """Rows for llama-bench's tests (measured: the median repetition), each predicted with the plan at
     the test's own workload."""
-    from planner.planning import make_plan
+    from planner.make_plan import make_plan
 
     rows = []
     for rec in records:
@@ -175,7 +175,7 @@ def predicted_vs_measured(req, records: list[dict], gen: int) -> list[Row]:
 
 def plan_request(a: argparse.Namespace):
     from planner.options import request_from_namespace
-    from planner.planning import local_devices
+    from planner.make_plan import local_devices
 
     req = request_from_namespace(a)
     if not req.model_file:
@@ -186,10 +186,10 @@ def plan_request(a: argparse.Namespace):
 
 
 def main(argv: list[str]) -> int:
-    from planner.cli import _Parser
+    from planner.arg_parser import Parser
     from planner.options import add_plan_options
 
-    p = _Parser(prog="dq-planner bench", description=__doc__.splitlines()[0])
+    p = Parser(prog="dq-planner bench", description=__doc__.splitlines()[0])
     add_plan_options(p)
     p.add_argument("--threads", type=int, default=2, help="llama-bench -t [2]")
     p.add_argument("--repetitions", type=int, default=3, help="llama-bench -r [3]")

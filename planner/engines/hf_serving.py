@@ -1,8 +1,9 @@
 """What the Hugging Face serving engines (vLLM, SGLang) share on the launch side: per-node commands, their
 scripts, and the engine class both implement (planner.core.engine.Engine).
 
-Their memory arithmetic is the core's (planner.core.serving_plan with planner.core.vllm_memory /
-planner.core.sglang_memory); planner.engines.vllm and planner.engines.sglang add their commands.
+Their memory arithmetic is the core's (planner.core.serving: checkpoints, memory per GPU, plan_formats);
+each engine's package (planner/engines/vllm/, planner/engines/sglang/) holds its memory model (memory.py:
+layout and budget) and its commands (engine.py).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from pathlib import Path
 from typing import Callable
 
 from planner.core.catalog import ModelEntry
+from planner.core.devices.hardware import Hardware
 from planner.core.engine import Launch, ModelInput, Script
-from planner.core.hardware_plan import Hardware
-from planner.core.hf_checkpoint import Format, formats_for, repo_for, resolve_format
 from planner.core.plan import ModelSummary, Plan, PlanRequest, SchemePlan
-from planner.core.serving_plan import EngineOptions, FitFn, check_counts, options_from_request, plan_formats
-from planner.model_files import resolve_model
+from planner.core.serving.hf_checkpoint import Format, formats_for, repo_for, resolve_format
+from planner.core.serving.plan_formats import EngineOptions, FitFn, check_counts, options_from_request, plan_formats
 from planner.errors import PlannerError
+from planner.model_files import resolve_model
 from planner.safe_text import has_controls, printable
 
 

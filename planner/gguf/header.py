@@ -3,7 +3,7 @@
 gguf's GGUFReader memory-maps the whole file and builds arrays over the tensor data, so it fails on a
 partly downloaded file or on one shard of a split model. This reader parses only the header (magic,
 version, key/value pairs, tensor infos) with the gguf package's constants (GGUF_MAGIC, GGUFValueType,
-GGMLQuantizationType, GGML_QUANT_SIZES via planner.core.ggml_types, Keys), reading the file in
+GGMLQuantizationType, GGML_QUANT_SIZES via planner.core.ggml.tensor_types, Keys), reading the file in
 chunks until the tensor infos end; the data section is only measured against the file size.
 
     from planner.gguf.header import read_gguf
@@ -32,18 +32,17 @@ from typing import Any, BinaryIO
 import numpy as np
 from gguf import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType, Keys
 
-# llama.cpp's types, including those the gguf package lacks (Q2_0): planner.core.gguf_constants
-from planner.core.gguf_constants import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
+# llama.cpp's types, including those the gguf package lacks (Q2_0): planner.core.ggml.gguf_constants
+from planner.core.ggml.gguf_constants import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
 from planner.core.data_files import open_regular
-from planner.core.ggml_types import tensor_bytes, type_name
-from planner.core.llama_quant import FTYPES
+from planner.core.ggml.shards import shard_names
+from planner.core.ggml.tensor_types import tensor_bytes, type_name
+from planner.core.llamacpp.type_rules import FTYPES
 from planner.errors import PlannerError
 
 GGML_MAX_DIMS = 4
 SUPPORTED_VERSIONS = (2, 3)
-SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
-SHARD_FORMAT = "{prefix}-{no:05d}-of-{count:05d}.gguf"   # llama.cpp's llama_split_path
 ARRAY_SUMMARY_LIMIT = 32          # arrays longer than this are summarised by to_dict()
 
 _SCALAR = {
@@ -67,7 +66,7 @@ SIZE_MAX = (1 << 64) - 1          # and its byte sizes and offsets size_t / uint
 MAX_ARRAY_ITEMS = 1 << 22         # array items of one header in all (about 130 MB as Python lists)
 MAX_TENSORS = 1 << 18             # tensor infos of one file (about 100 MB)
 
-# llama-quantize's names of general.file_type values (planner.core.llama_quant.FTYPES) plus the
+# llama-quantize's names of general.file_type values (planner.core.llamacpp.type_rules.FTYPES) plus the
 # converter-only ones
 _FTYPE_NAMES: dict[int, str] = {int(f): n for n, f in FTYPES.items()}
 _FTYPE_NAMES.setdefault(int(LlamaFileType.ALL_F32), "F32")
@@ -512,13 +511,8 @@ def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
 def shard_paths(path: str | os.PathLike[str]) -> list[Path] | None:
     """All shard paths of a split model from any one of its names, or None if the name is not a shard's."""
     p = Path(path)
-    m = SPLIT_RE.match(p.name)
-    if not m:
-        return None
-    count = int(m["count"])
-    if count < 1 or int(m["no"]) < 1 or int(m["no"]) > count:
-        return None
-    return [p.with_name(SHARD_FORMAT.format(prefix=m["prefix"], no=i, count=count)) for i in range(1, count + 1)]
+    names = shard_names(p.name)
+    return None if names is None else [p.with_name(n) for n in names]
 
 
 def _empty(path: Path) -> bool:

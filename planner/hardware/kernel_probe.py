@@ -39,8 +39,8 @@ ctypes, placing the weight as llama.cpp's model loader does:
 A plan needs only its own weight types, the types of its routed experts and its attention class
 (planner/commands/bench.py probe_scope): `python -m planner.hardware.kernel_probe` runs those steps
 (every type and class only with --all-types, several minutes on 2 cores), prints each step's figures as
-one JSON line as soon as they are measured (parts of the JSON that planner.core.host_kernels.HostKernels.
-from_json reads) and its progress on stderr, so that planner/hardware/host.py keeps what a probe stopped
+one JSON line as soon as they are measured (parts of the JSON that planner.core.devices.host_kernels.
+HostKernels.from_json reads) and its progress on stderr, so that planner/hardware/host.py keeps what a probe stopped
 early measured, and caches it. Nothing here is fitted to a model: the figures are the kernels' own speed.
 """
 

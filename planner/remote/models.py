@@ -223,7 +223,7 @@ def checkpoint_note(ck: PublishedCheckpoint, planned_id: str | None, planned_byt
 def add_checkpoint_notes(plan, spec: str, entry) -> PublishedCheckpoint:
     """The published checkpoint's exact bytes beside the plan of its own format (the format whose
     requires_quant_method is the config's quantization_config.quant_method, else BF16)."""
-    from planner.core.hf_checkpoint import formats_for
+    from planner.core.serving.hf_checkpoint import formats_for
 
     ck = published_checkpoint(spec)
     qm = ((entry.config or {}).get("quantization_config") or {}).get("quant_method")
