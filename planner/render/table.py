@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from planner.core.plan import Plan, Recommendation, SchemePlan
-from dataclasses import replace
 
 from planner.render import recommendation as rtext
 from planner.units import GiB, gb, human
@@ -80,19 +79,11 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
     elif len(plan.schemes) == 1:
         focus = plan.schemes[0]
     rec = plan.recommendation
-    hyb = None
-    if focus is not None and rec is not None and rec.placement == "hybrid":
-        # the pick runs as its hybrid deployment: its devices, speed and expert layers are those
-        hyb = next((d for d in focus.deployments if d.placement == "hybrid" and d.memory is not None), None)
-        if hyb is not None:
-            focus = replace(focus, memory=hyb.memory, speed=hyb.speed, n_cpu_moe=hyb.n_cpu_moe)
     if focus is not None and focus.memory is not None and focus.memory.per_device:
         out += ["", render_devices(focus)]
     if plan.recommendation:
         out += ["", *render_recommendation(plan.recommendation)]
         pick = next((s for s in plan.schemes if s.id == plan.recommendation.scheme), None)
-        if hyb is not None:
-            pick = focus
         if rec.deployments and any(d.placement == "hybrid" for d in rec.deployments):
             out.append("Deployments that fit (GPU-only and hybrid), by measured accuracy:")
             out += [f"  {x}" for x in rtext.deployment_lines(rec)]

@@ -62,6 +62,28 @@ def scheme_deployments(hp, sp: SchemePlan, slots, opts: MemoryOptions, weights, 
     return out
 
 
+def as_hybrid(schemes: list[SchemePlan]) -> list[SchemePlan]:
+    """When no scheme fits the devices alone, each scheme with a usable hybrid deployment is planned as
+    that deployment: its memory, speed and --n-cpu-moe become the hybrid's, so that the tables, the JSON,
+    the recommendation and the launch command describe the deployment that would run (the GPU-only
+    placement stays in sp.deployments, labelled "gpu"). Returns the schemes changed.
+
+    For a request that leaves the placement open (no --n-cpu-moe, no -ot): the GPU-only placement is
+    the plan while anything fits it."""
+    if any(sp.memory is not None and sp.memory.fits for sp in schemes):
+        return []
+    out = []
+    for sp in schemes:
+        h = next((d for d in sp.deployments if d.placement == HYBRID and d.usable and d.memory is not None), None)
+        if h is None:
+            continue
+        sp.memory, sp.speed, sp.n_cpu_moe = h.memory, h.speed, h.n_cpu_moe
+        sp.notes.append(f"planned as its hybrid deployment (--n-cpu-moe {h.n_cpu_moe}): "
+                        "no scheme fits the devices alone")
+        out.append(sp)
+    return out
+
+
 def drop_slow(schemes: list[SchemePlan], min_tps: float) -> list[str]:
     """--min-tps on deployments: those predicted to decode slower are removed; returns what was dropped."""
     dropped = []
