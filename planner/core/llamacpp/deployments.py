@@ -11,8 +11,8 @@ recommendation ranks both (planner.core.accuracy.recommend.rank_deployments):
           is unknown (no --host-ram, planned for another machine) its host part is unchecked
           (host_ram_checked false) and the recommendation does not rank it (Deployment.usable).
 
-Each carries its own memory verdict and predicted speed (planner.core.llamacpp.speed). A dense model, or a plan
-without GPUs, has the one placement its request asks for.
+Each carries its own memory verdict and predicted speed (planner.core.llamacpp.speed). A dense model, a plan
+without GPUs, or one with tensor overrides (-ot), has the one placement its request asks for.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ def scheme_deployments(hp, sp: SchemePlan, slots, opts: MemoryOptions, weights, 
     the request's own placement, planned with `opts`). predict(scheme_plan, opts) -> Speed | None."""
     if sp.memory is None or not hp.is_moe or not any(d.layers for d in sp.memory.per_device):
         return []
+    if opts.tensor_overrides:
+        return []      # -ot names every tensor's place: the plan is that placement, no other is ranked
     own_n = sp.n_cpu_moe if sp.n_cpu_moe is not None else opts.n_cpu_moe
     out: list[Deployment] = []
     if own_n == 0:
