@@ -55,8 +55,8 @@ MATRIX = [
     ("-ngl 40, 1xH100", PlanRequest(model=R1, schemes=["UD-Q2_K_XL"], device="h100", gpus=1, host_ram=512,
                                     ngl=40)),
     ("V3.2 on 8xH200", PlanRequest(model="deepseek-v3.2", schemes=["Q4_K_M"], device="h200", gpus=8)),
-    ("V2-Lite hybrid, 1x4090", PlanRequest(model="deepseek-v2-lite", schemes=["Q8_0"], device="rtx4090", gpus=1,
-                                           host_ram=64, ctx=163840)),
+    ("V2-Lite hybrid, 1x4090", PlanRequest(model="deepseek-v2-lite", schemes=["BF16"], device="rtx4090", gpus=1,
+                                           host_ram=64)),
     ("dense 32B, 1x4090", PlanRequest(model="deepseek-r1-distill-qwen-32b", schemes=["Q4_K_M"], device="rtx4090",
                                       gpus=1)),
 ]
