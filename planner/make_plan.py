@@ -14,11 +14,11 @@ from dataclasses import dataclass, replace
 
 from planner import model_files
 from planner.core import catalog as cat
-from planner.core.engine import Engine, ModelInput
-from planner.core.devices.profiles import resolve_device
-from planner.core.devices.hardware import DEFAULT_DEVICE, LocalDevices, wants_local_devices
-from planner.core.plan import Plan, PlanRequest
 from planner.core.build_plan import auto_models, build_plan, combine_auto
+from planner.core.devices.hardware import DEFAULT_DEVICE, LocalDevices, wants_local_devices
+from planner.core.devices.profiles import resolve_device
+from planner.core.engine import Engine, ModelInput
+from planner.core.plan import Plan, PlanRequest
 from planner.core.request_bounds import check_request_bounds
 from planner.engines.compare import Candidate, candidate
 from planner.engines.registry import engine

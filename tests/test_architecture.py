@@ -136,7 +136,7 @@ def test_the_layer_check_catches_an_upward_import(tmp_path):
 # from itself); e.g. the commands never import the command line (planner.cli), the hardware layer and
 # the flag declarations (options) no engine, the engines no renderer.
 RANKS = [
-    {"errors", "units", "terminal", "events", "engine_ids"},
+    {"errors", "units", "terminal", "events", "engine_ids", "safe_text"},
     {"arg_parser", "core"},
     {"remote", "model_files", "hardware", "options"},
     {"gguf"},

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from planner.core.accuracy import tables as acc
-from planner.core.accuracy.scores import scheme_scores
-from planner.core.engine import Engine, ModelInput
-from planner.core.devices.hardware import LocalDevices, resolve_hardware
-from planner.core.plan import Plan, PlanRequest
 from planner.core.accuracy.recommend import no_fit, recommend, recommend_across_models
+from planner.core.accuracy.scores import scheme_scores
+from planner.core.devices.hardware import LocalDevices, resolve_hardware
+from planner.core.engine import Engine, ModelInput
+from planner.core.plan import Plan, PlanRequest
 from planner.core.request_bounds import check_request_bounds
 from planner.errors import PlannerError
 

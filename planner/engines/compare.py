@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from planner.core.accuracy.recommend import WORKLOADS, DeploymentFacts, deployment_order
 from planner.core.data_files import read_toml
 from planner.core.devices.profiles import DeviceProfile
 from planner.core.paths import profiles_dir
 from planner.core.plan import Plan, SchemePlan
-from planner.core.accuracy.recommend import WORKLOADS, DeploymentFacts, deployment_order
 from planner.errors import PlannerError
 
 @lru_cache(maxsize=1)

@@ -71,12 +71,12 @@ from gguf import ExpertGatingFuncType, GGUFEndian, GGUFValueType, RopeScalingTyp
 from gguf.constants import GGML_QUANT_VERSION
 from gguf.quants import quant_shape_to_byte_shape, quantize
 
-from planner.core.llamacpp.architectures import TensorSpec, enumerate_tensors
 from planner.core.catalog import Hparams
 from planner.core.ggml.gguf_constants import GGML_QUANT_SIZES, GGMLQuantizationType as T, LlamaFileType as F
 from planner.core.ggml.tensor_types import parse_type, tensor_bytes, type_name
-from planner.core.llamacpp.type_rules import FTYPES
+from planner.core.llamacpp.architectures import TensorSpec, enumerate_tensors
 from planner.core.llamacpp.sizing import ResolvedModel
+from planner.core.llamacpp.type_rules import FTYPES
 from planner.errors import PlannerError, choices
 
 # ---------------------------------------------------------------------------------------------------

@@ -29,10 +29,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from planner.core.devices.hardware import LocalDevices
+from planner.core.devices.profiles import DeviceProfile, profiles
 from planner.hardware import npu_smi, nvml
 from planner.hardware.host import HostInfo, host_info
-from planner.core.devices.profiles import DeviceProfile, profiles
-from planner.core.devices.hardware import LocalDevices
 
 MiB = 1 << 20
 GiB = 1 << 30

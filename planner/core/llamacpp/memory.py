@@ -32,8 +32,8 @@ from functools import lru_cache
 from planner.core.ggml.gguf_constants import GGMLQuantizationType as T
 
 from planner.core.catalog import Hparams
-from planner.core.ggml.tensor_types import is_quantized, parse_type, row_bytes
 from planner.core.devices.hardware import Slot
+from planner.core.ggml.tensor_types import is_quantized, parse_type, row_bytes
 from planner.core.plan import DeviceMemory, MemoryPlan, TensorPlan
 from planner.errors import PlannerError
 

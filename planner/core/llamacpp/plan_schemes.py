@@ -5,15 +5,15 @@ from __future__ import annotations
 from planner.core.engine import ModelInput
 from dataclasses import replace
 
+from planner.core.devices.hardware import Hardware
 from planner.core.llamacpp.deployments import as_hybrid
 from planner.core.llamacpp.fit import fewest_cpu_moe, fewest_devices, max_context
-from planner.core.devices.hardware import Hardware
-from planner.core.llamacpp.type_rules import QuantizeRefused, check_imatrix_use
 from planner.core.llamacpp.memory import LayerWeights, MemoryOptions, plan_memory
-from planner.core.plan import ModelSummary, Plan, PlanRequest
 from planner.core.llamacpp.schemes import Scheme, ids_for, resolve_scheme
-from planner.core.llamacpp.speed import predict_llamacpp
 from planner.core.llamacpp.sizing import ResolvedModel, resolve_catalog_model, size_file, size_scheme
+from planner.core.llamacpp.speed import predict_llamacpp
+from planner.core.llamacpp.type_rules import QuantizeRefused, check_imatrix_use
+from planner.core.plan import ModelSummary, Plan, PlanRequest
 from planner.errors import PlannerError
 
 KV_MODES = ("mla", "mla-kv", "legacy")

@@ -8,14 +8,14 @@ from functools import cached_property, lru_cache
 
 from planner.core.ggml.gguf_constants import GGMLQuantizationType as T
 
-from planner.core.llamacpp.architectures import TensorSpec, enumerate_tensors
 from planner.core.catalog import Hparams, ModelEntry
 from planner.core.ggml.tensor_types import tensor_bytes, type_name
-from planner.core.llamacpp.type_rules import IMATRIX_TYPES, QuantModel, TensorTable, requires_imatrix, select_types
+from planner.core.llamacpp.architectures import TensorSpec, enumerate_tensors
 from planner.core.llamacpp.memory import LayerWeights, tensor_site
-from planner.core.plan import SchemePlan, TensorPlans
-from planner.core.llamacpp.speed import speed_site
 from planner.core.llamacpp.schemes import Scheme
+from planner.core.llamacpp.speed import speed_site
+from planner.core.llamacpp.type_rules import IMATRIX_TYPES, QuantModel, TensorTable, requires_imatrix, select_types
+from planner.core.plan import SchemePlan, TensorPlans
 
 
 @dataclass

@@ -50,8 +50,8 @@ from typing import Any
 
 from planner.core.catalog import Hparams
 from planner.core.data_files import read_toml
-from planner.core.ggml.tensor_types import parse_type, row_bytes
 from planner.core.devices.host_kernels import AttentionCost, HostKernels, HostProbe, TypeKernels
+from planner.core.ggml.tensor_types import parse_type, row_bytes
 from planner.core.llamacpp.memory import (OP_OFFLOAD_MIN_BATCH, ROUTED_EXPERTS, MemoryOptions, kv_dims, override_rules,
                                           tensor_device, tensor_layer, tensor_site)
 from planner.core.paths import profiles_dir

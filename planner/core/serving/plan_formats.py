@@ -16,10 +16,10 @@ from typing import Any, Callable
 
 from planner.core.catalog import ModelEntry
 from planner.core.data_files import read_toml
-from planner.core.serving.memory import EngineFit
-from planner.core.serving.hf_checkpoint import Format, checkpoint, formats_for, repo_for, resolve_format
 from planner.core.paths import profiles_dir
 from planner.core.plan import DeviceMemory, MemoryPlan, PlanRequest, SchemePlan, TensorPlan
+from planner.core.serving.hf_checkpoint import Format, checkpoint, formats_for, repo_for, resolve_format
+from planner.core.serving.memory import EngineFit
 from planner.core.serving.speed import predict_tp
 from planner.errors import PlannerError
 

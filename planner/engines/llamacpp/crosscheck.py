@@ -21,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from planner.core.llamacpp.type_rules import QuantizeRefused
-from planner.core.plan import SchemePlan
 from planner.core.llamacpp.schemes import ids_for, resolve_scheme
 from planner.core.llamacpp.sizing import ResolvedModel, size_scheme
+from planner.core.llamacpp.type_rules import QuantizeRefused
+from planner.core.plan import SchemePlan
 from planner.engines.llamacpp.argv import child_env, quantize_argv
 from planner.engines.llamacpp.locate import LlamaCpp
 from planner.engines.llamacpp.logs import MIB, QuantizeLog, parse_quantize, quantize_error

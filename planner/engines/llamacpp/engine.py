@@ -4,11 +4,11 @@ memory model (planner.core.llamacpp.plan_schemes), launched as llama-quantize + 
 from __future__ import annotations
 
 from planner.core.catalog import ModelEntry
+from planner.core.devices.hardware import Hardware
 from planner.core.engine import Launch, ModelInput, Script
 from planner.core.llamacpp.plan_schemes import plan_gguf
-from planner.core.devices.hardware import Hardware
-from planner.core.plan import Plan, PlanRequest
 from planner.core.llamacpp.schemes import ids_for
+from planner.core.plan import Plan, PlanRequest
 from planner.engines.llamacpp.commands import launch_lines
 
 

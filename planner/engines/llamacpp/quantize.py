@@ -22,8 +22,8 @@ from typing import Callable
 
 from planner.core.ggml.gguf_constants import GGUF_DEFAULT_ALIGNMENT
 from planner.core.ggml.tensor_types import is_quantized, parse_type, tensor_bytes
-from planner.core.plan import SchemePlan
 from planner.core.llamacpp.schemes import Scheme
+from planner.core.plan import SchemePlan
 from planner.engines.llamacpp.argv import (TENSOR_TYPE_FILE_THRESHOLD, child_env, quantize_argv,
                                            tensor_type_file_text)
 from planner.engines.llamacpp.locate import LlamaCpp

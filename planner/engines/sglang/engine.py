@@ -3,12 +3,12 @@ planner.engines.sglang.memory (one tensor-parallel group over every node, data-p
 
 from __future__ import annotations
 
-from planner.engines.sglang import memory as sglang_memory
 from planner.core.catalog import ModelEntry
 from planner.core.serving.hf_checkpoint import Format
 from planner.core.serving.plan_formats import EngineOptions, engine_defaults
-from planner.engines.sglang.memory import ENGINE, check_dp_attention, layout_for
 from planner.engines.hf_serving import HFServingEngine, NodeLaunch, model_path_for
+from planner.engines.sglang import memory as sglang_memory
+from planner.engines.sglang.memory import ENGINE, check_dp_attention, layout_for
 
 
 def server_command(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: int, opts: EngineOptions,

@@ -24,8 +24,8 @@ from planner.core.serving.memory import (
     logits_bytes,
     stage_weight_bytes,
 )
-from planner.core.serving.hf_checkpoint import Format
 from planner.core.plan import DeviceMemory
+from planner.core.serving.hf_checkpoint import Format
 from planner.core.serving.plan_formats import EngineOptions, ceil_div, device_label, engine_defaults, kv_dtype_bytes
 from planner.errors import PlannerError
 

@@ -3,12 +3,12 @@ planner.engines.vllm.memory (tensor parallelism inside a node, pipeline parallel
 
 from __future__ import annotations
 
-from planner.engines.vllm import memory as vllm_memory
 from planner.core.catalog import ModelEntry
 from planner.core.serving.hf_checkpoint import Format
 from planner.core.serving.plan_formats import EngineOptions, engine_defaults
-from planner.engines.vllm.memory import ENGINE, layout_for
 from planner.engines.hf_serving import HFServingEngine, NodeLaunch, model_path_for
+from planner.engines.vllm import memory as vllm_memory
+from planner.engines.vllm.memory import ENGINE, layout_for
 
 
 def serve_command(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: int, opts: EngineOptions) -> list[str]:

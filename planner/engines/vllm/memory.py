@@ -29,8 +29,8 @@ from planner.core.serving.memory import (
     pp_layer_counts,
     stage_weight_bytes,
 )
-from planner.core.serving.hf_checkpoint import Format
 from planner.core.plan import DeviceMemory
+from planner.core.serving.hf_checkpoint import Format
 from planner.core.serving.plan_formats import EngineOptions, ceil_div, device_label, engine_defaults, kv_dtype_bytes, stage_layers
 
 ENGINE = "vllm"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from textual_plotext import PlotextPlot
 
-from planner.core.plan import SchemePlan
 from planner.core.llamacpp.speed import decode_curve
+from planner.core.plan import SchemePlan
 
 
 def speed_points(sp: SchemePlan | None, context: int, points: int = 17) -> list[tuple[int, float]]:
