@@ -117,3 +117,63 @@ def test_serve_print_command_needs_no_llama_cpp(capsys, monkeypatch, tmp_path):
     n = plan.schemes[0].n_cpu_moe
     assert n and argv[argv.index("--n-cpu-moe") + 1] == str(n)
     assert (argv[argv.index("-m") + 1], argv[argv.index("--port") + 1]) == (str(path), "9000")
+
+
+# ---------------------------------------------------------------- text shows what JSON has
+
+def _text(capsys, *argv: str) -> str:
+    code, out, err = run(capsys, "--headless", *argv)
+    assert code == 0, err
+    return out
+
+
+def test_max_context_and_speed_basis_in_text(capsys, monkeypatch):
+    monkeypatch.setenv("DQ_PLANNER_DETECT", "0")
+    args = ("--model", R1, "--scheme", "Q4_K_M", "--device", "h200", "--gpus", "8", "--ctx", "131072",
+            "--prompt", "1024", "--depth", "4096")
+    doc = json.loads(_text(capsys, *args, "--json", "--max-context"))
+    s = doc["schemes"][0]
+    text = _text(capsys, *args, "--max-context")
+    header, _, row = text.split("\n\n")[1].splitlines()[:3]
+    assert "max context" in header and f"{s['memory']['max_context']:,}" in row
+    assert "prefill t/s (prompt 1024)" in header and "decode t/s (depth 4096)" in header
+    assert f"{s['speed']['decode_tps']:.1f}" in row.split()
+    # decode with the whole context cached, from the plan's own speed model
+    plan = make_plan(PlanRequest(model=R1, schemes=["Q4_K_M"], device="h200", gpus=8, ctx=131072, prompt=1024,
+                                 depth=4096))
+    full = plan.schemes[0].speed.decode_tps_at(131072)
+    assert "decode t/s (depth 131072)" in header and f"{full:.1f}" in row.split()
+    assert full < s["speed"]["decode_tps"]
+
+
+def test_depth_beyond_the_context_is_refused(capsys, monkeypatch):
+    monkeypatch.setenv("DQ_PLANNER_DETECT", "0")
+    code, _, err = run(capsys, "--headless", "--depth", "1000000", "--ctx", "131072")
+    assert code == 2 and "--depth 1000000" in err and "131072" in err
+
+
+def test_plans_say_why_speed_is_missing_and_how_rpc_devices_are_timed(capsys, monkeypatch):
+    monkeypatch.setenv("DQ_PLANNER_DETECT", "0")
+    ascend = make_plan(PlanRequest(model=R1, schemes=["Q4_K_M"], device="910b", gpus=16))
+    assert ascend.schemes[0].speed is None
+    assert any("no speed predicted" in n and "910b" in n and "bandwidth" in n for n in ascend.notes)
+    rpc = PlanRequest(model=R1, schemes=["UD-Q2_K_XL"], device="h100", gpus=0, host_ram=512, n_cpu_moe="auto",
+                      rpc=["10.0.0.2:50052=80G", "10.0.0.3:50052=80G"])
+    plan = make_plan(rpc)
+    h100 = resolve_device("h100")
+    assert any("RPC[10.0.0.2:50052]" in n and h100.name in n and f"{h100.bandwidth_gbs:g} GB/s" in n
+               for n in plan.notes)
+    # an RPC-only plan is not "1 x 0 x" anything, in the launch commands or the recommendation
+    from planner.engines.registry import engine
+    from planner.render.recommendation import reasons
+
+    lines = engine("llama.cpp").launch(plan, rpc, plan.recommendation.scheme).lines
+    assert " x 0 x " not in lines[0] and "RPC devices" in lines[0]
+    assert not any("0x " in r for r in reasons(plan.recommendation))
+
+
+def test_detection_off_is_not_reported_as_nothing_detected(capsys, monkeypatch):
+    monkeypatch.setenv("DQ_PLANNER_DETECT", "0")
+    plan = make_plan(PlanRequest(model=R1, schemes=["Q4_K_M"]))
+    assert not any("no accelerators detected" in n for n in plan.hardware.notes)
+    assert any("detection is off" in n for n in plan.hardware.notes)

@@ -36,6 +36,8 @@ def hardware_text(rec: Recommendation | NoFit) -> str:
     """'8x NVIDIA H100 SXM5 80GB', '2x NVIDIA H100 SXM5 80GB + 1 RPC device(s)': every device planned."""
     if not rec.hardware:
         return "the devices"
+    if not rec.devices:                       # --gpus 0: the RPC devices alone
+        return f"{rec.rpc_devices} RPC device(s)"
     return f"{rec.devices}x {rec.hardware}" + (f" + {rec.rpc_devices} RPC device(s)" if rec.rpc_devices else "")
 
 

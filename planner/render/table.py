@@ -60,13 +60,24 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
     if any(s.accuracy for s in plan.schemes):
         headers.append("weighted acc.")
     rows = [r + [""] * (len(headers) - len(r)) for r in rows]
+    if any(s.memory is not None and s.memory.max_context is not None for s in plan.schemes):
+        headers.append("max context")            # --max-context: the largest context that fits
+        for r, s in zip(rows, plan.schemes):
+            mc = s.memory.max_context if s.memory is not None else None
+            r.append(f"{mc:,}" if mc is not None else "-")
     speed = [s.speed for s in plan.schemes]
     if any(sp is not None for sp in speed):
-        # predicted speed (planner/core/llamacpp/speed.py): prefill of --prompt tokens, decode at --depth
+        # predicted speed (planner/core/llamacpp/speed.py): prefill of --prompt tokens, decode at --depth,
+        # and decode with the whole context cached where the plan's model gives it
         sp0 = next(sp for sp in speed if sp is not None)
-        headers += [f"prefill t/s ({sp0.prompt_tokens})", f"decode t/s (@{sp0.depth_tokens})"]
+        headers += [f"prefill t/s (prompt {sp0.prompt_tokens})", f"decode t/s (depth {sp0.depth_tokens})"]
+        full = sp0.depth_tokens != plan.context and any(sp is not None and sp.decode_base_s > 0 for sp in speed)
+        if full:
+            headers.append(f"decode t/s (depth {plan.context})")
         for r, sp in zip(rows, speed):
             r += [f"{sp.prefill_tps:.1f}", f"{sp.decode_tps:.1f}"] if sp is not None else ["-", "-"]
+            if full:
+                r.append(f"{sp.decode_tps_at(plan.context):.1f}" if sp is not None and sp.decode_base_s > 0 else "-")
     if any(s.n_cpu_moe is not None for s in plan.schemes):
         headers.append("cpu-moe")
         for r, s in zip(rows, plan.schemes):

@@ -18,9 +18,10 @@ def launch_lines(plan: Plan, req: PlanRequest, scheme_id: str) -> list[str]:
     # (a newline there would start a command) nor a file name
     name, sid = printable(plan.model.name), printable(scheme_id)
     gguf = f"{name}-{sid}.gguf"
-    lines = [f"# {name} {sid} on {plan.hardware.nodes} x {plan.hardware.gpus} x "
-             f"{printable(plan.hardware.name or plan.hardware.device)}, context {plan.context}" if plan.hardware
-             else f"# {name} {sid}"]
+    hw = plan.hardware
+    where = (f"{hw.nodes} x {hw.gpus} x {printable(hw.name or hw.device)}" if hw and hw.gpus else
+             "the llama.cpp RPC devices and the host")
+    lines = [f"# {name} {sid} on {where}, context {plan.context}" if hw else f"# {name} {sid}"]
     lines.append(f"# 1. a {name} GGUF in bf16 (llama.cpp's convert_hf_to_gguf.py --outtype bf16), then:")
     q = ["dq-planner", "quantize", "--input", f"{name}-BF16.gguf", "--scheme", sid, "--output", gguf]
     if sp.requires_imatrix:
