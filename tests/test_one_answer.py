@@ -177,3 +177,31 @@ def test_detection_off_is_not_reported_as_nothing_detected(capsys, monkeypatch):
     plan = make_plan(PlanRequest(model=R1, schemes=["Q4_K_M"]))
     assert not any("no accelerators detected" in n for n in plan.hardware.notes)
     assert any("detection is off" in n for n in plan.hardware.notes)
+
+
+# ---------------------------------------------------------------- the README shows what the tool prints
+
+def test_readme_sample_output_is_the_tools(capsys, monkeypatch):
+    import shlex
+    from pathlib import Path
+
+    monkeypatch.setenv("DQ_PLANNER_DETECT", "0")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("```\n$ ", 1)[1].split("\n```", 1)[0]
+    cmd, _, shown = block.partition("\n")
+    argv = shlex.split(cmd)
+    assert argv[0] == "dq-planner"
+    code, out, err = run(capsys, *argv[1:])
+    assert code == 0, err
+    assert out.rstrip("\n") == shown
+
+
+def test_readme_crosscheck_count_is_the_catalogs():
+    import re
+    from pathlib import Path
+
+    from planner.core import catalog as cat
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    m = re.search(r"plan \(all (\d+) models, every scheme", readme)
+    assert m and int(m[1]) == len(cat.catalog())
