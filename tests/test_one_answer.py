@@ -205,3 +205,18 @@ def test_readme_crosscheck_count_is_the_catalogs():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     m = re.search(r"plan \(all (\d+) models, every scheme", readme)
     assert m and int(m[1]) == len(cat.catalog())
+
+
+# ---------------------------------------------------------------- accuracy shown once
+
+def test_the_accuracy_column_shows_the_scores_the_recommendation_ranks(capsys, monkeypatch):
+    monkeypatch.setenv("DQ_PLANNER_DETECT", "0")
+    args = ("--engine", "vllm", "--model", "deepseek-r1-distill-qwen-32b", "--device", "h100", "--gpus", "1")
+    text = _text(capsys, *args)
+    rec = make_plan(PlanRequest(engine="vllm", model="deepseek-r1-distill-qwen-32b", device="h100",
+                                gpus=1)).recommendation
+    rows = {line.split()[0]: line for line in text.splitlines()[3:9] if line.strip()}
+    for e in rec.ranked:
+        assert e.score is not None and f"{e.score:.2f}" in rows[e.scheme].split()
+        assert "unmeasured" not in rows[e.scheme]
+    assert any(line.startswith("accuracy: ") for line in text.splitlines())

@@ -194,6 +194,16 @@ def _suite_name(suite: str | None) -> str:
     return acc.data().suites[suite].name if suite else ""
 
 
+def accuracy_basis(rec: Recommendation) -> str:
+    """The accuracy column's basis: the suite the recommendation ranks by, and the others marked '*'."""
+    others = sorted({e.suite for e in rec.ranked + rec.excluded
+                     if e.score is not None and e.suite and e.suite != rec.suite})
+    text = f"accuracy: {rec.task} score in {_suite_name(rec.suite)}, the recommendation's basis"
+    if others:
+        text += "; * from " + ", ".join(_suite_name(x) for x in others) + " (another evaluation, not ranked against it)"
+    return text
+
+
 def model_reasons(rec: Recommendation) -> list[str]:
     """The sentence that picks the model (--model auto); empty without one."""
     if not rec.models:

@@ -39,6 +39,10 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
         out.append(f"note: {n}")
     out.append("")
     rows = []
+    # the accuracy column shows the scores the recommendation ranks and quotes, once, with their basis
+    rec0 = plan.recommendation
+    scored = rec0 is not None and rec0.suite is not None and any(
+        e.score is not None for e in rec0.ranked + rec0.excluded)
     for s in plan.schemes:
         row = [s.id, f"{s.size_bytes / GiB:.2f}", gb(s.size_bytes), f"{s.bpw:.2f}"]
         if s.memory is not None:
@@ -49,7 +53,9 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
                 human(s.headroom_bytes) if s.headroom_bytes is not None else "-",
                 _fit_cell(s),
             ]
-        if s.accuracy is not None and s.accuracy.weighted_avg is not None:
+        if scored:
+            row.append(_accuracy_cell(plan.recommendation, s.id))
+        elif s.accuracy is not None and s.accuracy.weighted_avg is not None:
             row.append(f"{s.accuracy.weighted_avg:.2f}")
         elif any(x.accuracy for x in plan.schemes):
             row.append("unmeasured")
@@ -57,7 +63,9 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
     headers = ["scheme", "GiB", "GB", "bpw"]
     if any(s.memory is not None for s in plan.schemes):
         headers += ["KV cache", "tightest device", "headroom", "fits"]
-    if any(s.accuracy for s in plan.schemes):
+    if scored:
+        headers.append("accuracy")
+    elif any(s.accuracy for s in plan.schemes):
         headers.append("weighted acc.")
     rows = [r + [""] * (len(headers) - len(r)) for r in rows]
     if any(s.memory is not None and s.memory.max_context is not None for s in plan.schemes):
@@ -84,6 +92,8 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
             r.append(str(s.n_cpu_moe) if s.n_cpu_moe is not None else "-")
     right = {1, 2, 3, 4, 5, 6, 8} | set(range(9, len(headers)))
     out.append(_table(headers, rows, right=right))
+    if scored:
+        out.append(rtext.accuracy_basis(rec0))
     focus = None
     if plan.recommendation and any(s.id == plan.recommendation.scheme for s in plan.schemes):
         focus = plan.scheme(plan.recommendation.scheme)
@@ -110,6 +120,14 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
                               [[t.name, "x".join(map(str, t.shape)), t.type, str(t.bytes)] for t in s.tensors],
                               right={3}))
     return "\n".join(out)
+
+
+def _accuracy_cell(rec: Recommendation, scheme_id: str) -> str:
+    """The recommendation's score of a scheme; '*' marks one from another evaluation than its basis."""
+    e = rec.entry(scheme_id)
+    if e is None or e.score is None:
+        return "unmeasured"
+    return f"{e.score:.2f}" + ("" if e.suite == rec.suite else "*")
 
 
 def render_recommendation(r: Recommendation) -> list[str]:
