@@ -296,3 +296,43 @@ def test_calibration_file_layouts(tmp_path):
         read_samples(binary, 4)
     with pytest.raises(PlannerError, match="is a directory"):
         read_samples(tmp_path, 4)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the plan's launch commands
+
+QWEN2_CONFIG = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 256,
+                "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "vocab_size": 512, "max_position_embeddings": 4096, "tie_word_embeddings": False,
+                "torch_dtype": "bfloat16"}
+
+
+@pytest.mark.parametrize("engine,scheme", [("vllm", "W4A16"), ("sglang", "FP8-dynamic")])
+def test_launch_of_a_bf16_folder_quantizes_first(tmp_path, capsys, engine, scheme):
+    import shlex
+
+    from planner.cli import main
+
+    src = tmp_path / "distill"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps(QWEN2_CONFIG))
+    assert main(["--headless", "--engine", engine, "--model", str(src), "--scheme", scheme, "--device", "h100",
+                 "--ctx", "4096", "--print-commands"]) == 0
+    lines = [shlex.split(x) for x in capsys.readouterr().out.splitlines() if x and not x.startswith("#")]
+    cmds = [x for x in lines if x[0] in ("dq-planner", "vllm", "python3")]
+    out = f"{src}-{scheme}"
+    step = ["dq-planner", "quantize", "--engine", engine, "--input", str(src), "--scheme", scheme, "--output", out]
+    if scheme != "FP8-dynamic":
+        step += ["--calibration", "CALIBRATION.jsonl"]
+    assert cmds[0] == step
+    serve = cmds[1]
+    assert serve[serve.index("serve") + 1 if engine == "vllm" else serve.index("--model-path") + 1] == out
+
+
+def test_launch_of_a_published_checkpoint_has_no_quantize_step(capsys):
+    from planner.cli import main
+
+    assert main(["--headless", "--engine", "vllm", "--model", "deepseek-r1-distill-qwen-7b", "--scheme", "W4A16",
+                 "--device", "h100", "--ctx", "4096", "--print-commands"]) == 0
+    out = capsys.readouterr().out
+    assert "vllm serve RedHatAI/DeepSeek-R1-Distill-Qwen-7B-quantized.w4a16" in out and "dq-planner quantize" not in out
