@@ -12,6 +12,7 @@ import sys
 from typing import Any, Sequence
 
 from planner.errors import PlannerError, RunError
+from planner.safe_text import printable
 
 PROG = "dq-planner"
 SUBCOMMANDS = ("inspect", "quantize", "serve", "detect", "bench", "header")
@@ -92,7 +93,7 @@ def run_headless(a: argparse.Namespace) -> int:
         parsed = parse_command(a.from_command, base=req)
         req = parsed.request
         for note in parsed.notes:
-            print(f"{PROG}: note: {note}", file=sys.stderr)
+            print(f"{PROG}: note: {printable(note)}", file=sys.stderr)
     if a.compare:
         from planner.engines.compare import compare_deployments
         from planner.planning import candidates_from_specs
@@ -106,7 +107,7 @@ def run_headless(a: argparse.Namespace) -> int:
                  "nodes": r.candidate.nodes, "max_sequences": r.candidate.max_sequences, "fits": r.fits,
                  "reasons": r.reasons} for r in ranked]})
         else:
-            print(render_comparison(ranked, a.workload))
+            print(printable(render_comparison(ranked, a.workload), keep="\n"))
         return 0
     if req.model == "auto":
         from planner.planning import make_auto_plan
@@ -118,7 +119,7 @@ def run_headless(a: argparse.Namespace) -> int:
 
             _emit_json(auto_document(plan, candidates, with_tensors=a.tensors))
         else:
-            print(render_candidates(candidates, plan))
+            print(printable(render_candidates(candidates, plan), keep="\n"))
         return 0
     plan = make_plan(req)
     if a.json:
@@ -126,7 +127,7 @@ def run_headless(a: argparse.Namespace) -> int:
 
         _emit_json(plan_document(plan, with_tensors=a.tensors))
     else:
-        print(render_plan(plan, with_tensors=a.tensors))
+        print(printable(render_plan(plan, with_tensors=a.tensors), keep="\n"))
     if a.plot:
         from planner.render.plot import plot_accuracy_memory
 
@@ -146,7 +147,7 @@ def _launch(plan, req, a: argparse.Namespace) -> None:
 
     launch = engine(plan.engine).launch(plan, req, scheme)
     if a.print_commands:
-        print("\n".join(launch.lines), file=sys.stderr if a.json else sys.stdout)
+        print("\n".join(printable(line) for line in launch.lines), file=sys.stderr if a.json else sys.stdout)
     if a.export_commands:
         from planner.engines.hf_serving import write_scripts
 
@@ -173,10 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(argv)
     except PlannerError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+        print(f"{PROG}: {printable(e)}", file=sys.stderr)
         return e.exit_code
-    except RunError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+    except RunError as e:         # may quote a child's output over several lines
+        print(f"{PROG}: {printable(e, keep=chr(10))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:      # Ctrl-C, or SIGTERM/SIGHUP during a run: 128 + the signal
         code = getattr(e, "exit_code", 130)

@@ -728,7 +728,7 @@ def test_model_hf_repo_reads_config_and_safetensors_headers(hub, tmp_path, capsy
 
 def test_headless_without_a_url_imports_nothing_network_related():
     code = ("import sys; from planner.cli import main; main(['--headless', '--device', 'h100', '--scheme', 'Q4_K_M']);"
-            "bad = [m for m in ('planner.remote.client', 'planner.remote.hubs', 'planner.gguf.remote', 'http.client',"
+            "bad = [m for m in ('planner.remote.client', 'planner.remote.hubs', 'planner.gguf.remote', 'http.client', 'requests', 'urllib3',"
             " 'urllib.request') if m in sys.modules]; print('BAD', bad) if bad else None; sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "DQ_PLANNER_DETECT": "0"})

@@ -198,11 +198,13 @@ def render(doc: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    from planner.safe_text import printable
+
     a = parser().parse_args(argv)
     doc = inspect_document(a.file, a.scheme, a.quant)
     if a.json:
         json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
     else:
-        print(render(doc))
+        print(printable(render(doc), keep="\n"))   # names and values from the file, made inert
     return 0

@@ -56,6 +56,9 @@ def _ftype_scheme(name: str) -> Scheme:
                   source="llama.cpp llama-quantize ftype")
 
 
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+\-]{0,127}")
+
+
 def load_recipe(path: Path) -> Scheme:
     """Parse and validate one recipe file; any problem is a PlannerError naming the file."""
     where = f"recipe {path}"
@@ -63,6 +66,9 @@ def load_recipe(path: Path) -> Scheme:
     for key in ("id", "base", "rules"):
         if key not in data:
             raise PlannerError(f"{where}: missing '{key}'")
+    if not isinstance(data["id"], str) or not _ID.fullmatch(data["id"]):
+        raise PlannerError(f"{where}: 'id' must be letters, digits and _ . + - (it names files and appears in "
+                           f"commands), got {ascii(data['id'])}")
     base = FTYPE_ALIASES.get(str(data["base"]).upper(), str(data["base"]).upper())
     if base not in FTYPES:
         raise PlannerError(f"{where}: unknown base ftype '{data['base']}'; valid: {choices(FTYPES)}")

@@ -23,6 +23,7 @@ from planner.core.plan import ModelSummary, Plan, PlanRequest, SchemePlan
 from planner.core.serving_plan import EngineOptions, FitFn, check_counts, options_from_request, plan_formats
 from planner.model_files import resolve_model
 from planner.errors import PlannerError
+from planner.safe_text import has_controls, printable
 
 
 @dataclass
@@ -38,7 +39,7 @@ class NodeLaunch:
 
     def script(self) -> str:
         lines = ["#!/usr/bin/env bash", f"# node {self.node_rank} ({self.role})", "set -euo pipefail"]
-        lines += [f"# {n}" for n in self.notes]
+        lines += [f"# {printable(n)}" for n in self.notes]
         lines += [shlex.join(c) for c in self.prelude]
         for i, c in enumerate(self.commands):
             lines.append(shlex.join(c))
@@ -100,7 +101,7 @@ def print_commands(launches: list[NodeLaunch]) -> str:
     parts = []
     for n in launches:
         parts.append(f"# node {n.node_rank} ({n.role})")
-        parts += [f"# {x}" for x in n.notes]
+        parts += [f"# {printable(x)}" for x in n.notes]
         parts += [shlex.join(c) for c in n.prelude + n.commands]
     return "\n".join(parts) + "\n"
 
@@ -115,6 +116,10 @@ def write_scripts(scripts: list[Script], folder: str | os.PathLike, force: bool 
     if d.exists() and not d.is_dir():
         raise PlannerError(f"{d} exists and is not a folder")
     paths = [d / s.name for s in scripts]
+    for s in scripts:     # the last guard: no control character but the line ends reaches a script
+        if has_controls(s.text.replace("\n", "")):
+            raise PlannerError(f"{s.name}: a line holds a control character ({printable(s.text)[:80]}...); "
+                               "not writing it")
     if not force:
         existing = [str(p) for p in paths if p.exists()]
         if existing:

@@ -35,6 +35,7 @@ from planner.core.catalog import ARCHITECTURES, MAX_COUNT, MAX_EXPERTS, MAX_LAYE
 from planner.core.sizing import ResolvedModel
 from planner.errors import PlannerError, choices
 from planner.gguf.header import SPLIT_RE, GGUFHeader, read_gguf, shown
+from planner.safe_text import printable
 
 _BLK = re.compile(r"^blk\.(\d+)\.")
 _MISSING = object()
@@ -316,9 +317,9 @@ def model_from_header(h: GGUFHeader) -> ResolvedModel:
         else:
             source += f" ({read}; the tensors of the missing shards are not counted)"
     mid = _model_id(Path(h.path))
-    name = h.metadata.get(Keys.General.NAME)
+    name = h.metadata.get(Keys.General.NAME)        # the file's text: control characters made visible
     return ResolvedModel(
-        id=mid, name=name if isinstance(name, str) and name else mid, hparams=hp, layout=layout,
+        id=mid, name=printable(name) if isinstance(name, str) and name else mid, hparams=hp, layout=layout,
         tensors=tensors, source=source, file_scheme=h.file_type_name or "file", file_path=h.path,
         metadata=h.metadata_summary(),
     )

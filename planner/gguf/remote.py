@@ -25,7 +25,8 @@ class _Opener:
     """read_gguf's opener: names (URLs or hf://, ms:// names) to range-reading file objects."""
 
     def __init__(self, loc: hubs.Location, urls: dict[str, str], shards: list[str] | None,
-                 progress: Progress) -> None:
+                 progress: Progress, use_cache: bool = True) -> None:
+        self.use_cache = use_cache
         self.loc = loc
         self.urls = urls                       # display name -> download URL
         self.set = shards
@@ -47,7 +48,8 @@ class _Opener:
         n = len(names)
         i = names.index(name) + 1 if name in names else 1
         self.progress.current = f"shard {i} of {n}" if n > 1 else ""
-        f = RemoteFile(self.url(name), str(name), self.loc.auth(), self.progress).open()
+        f = RemoteFile(self.url(name), str(name), self.loc.auth(), self.progress, magic=b"GGUF",
+                       use_cache=self.use_cache).open()
         self.files.append(f)
         return f.reader(), f.size
 
@@ -95,7 +97,17 @@ def _read(spec: str, quant: str | None) -> GGUFHeader:
     progress = Progress(f"GGUF headers of {spec}")
     opener = _Opener(loc, urls, shards, progress)
     try:
-        h = read_gguf(first, opener=opener)
+        try:
+            h = read_gguf(first, opener=opener)
+        except PlannerError:
+            if not any(f.from_cache for f in opener.files):
+                raise
+            # a cache entry that does not parse (written by another version, or damaged in a way its
+            # checksum could not see): removed, and the header read again from the server
+            for f in opener.files:
+                f.discard_cache()
+            opener = _Opener(loc, urls, shards, progress, use_cache=False)
+            h = read_gguf(first, opener=opener)
     finally:
         progress.done()
     if shards is not None and h.split_count != len(shards):

@@ -28,10 +28,11 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit, urlunsplit
 
 from planner.errors import PlannerError
-from planner.remote.client import Auth, NO_AUTH, fetch_json_with_headers, origin
+from planner.remote.client import Auth, NO_AUTH, check_url, fetch_json_with_headers, origin
+from planner.safe_text import printable
 
 HF_DEFAULT = "https://huggingface.co"
 MS_DEFAULT_DOMAIN = "www.modelscope.cn"
@@ -52,17 +53,58 @@ def ms_endpoint() -> str:
     return (scheme + (os.environ.get("MODELSCOPE_DOMAIN") or MS_DEFAULT_DOMAIN)).rstrip("/")
 
 
+def _checked_token(tok: str, where: str) -> str | None:
+    """A token as one line of visible ASCII (what an HTTP header can carry): else one line naming where
+    it came from and what is wrong, never the token itself."""
+    tok = tok.strip()
+    if not tok:
+        return None
+    if "\n" in tok or "\r" in tok:
+        why = f"holds {tok.count(chr(10)) + 1} lines (a line break)"
+    elif not tok.isascii():
+        why = "holds a non-ASCII character"
+    elif not re.fullmatch(r"[\x21-\x7e]+", tok):
+        why = "holds a space or a control character"
+    else:
+        return tok
+    raise PlannerError(f"the token from {where} {why}; a token is one line of visible ASCII characters "
+                       "(the token is not shown)")
+
+
+def hf_home() -> str:
+    """huggingface_hub's HF_HOME: $HF_HOME, else $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface."""
+    return os.path.expanduser(os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface"))
+
+
+def _env_flag(name: str) -> bool:
+    """huggingface_hub's reading of a boolean variable: 1, ON, YES, TRUE (any case)."""
+    return os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hf_offline() -> bool:
+    return _env_flag("HF_HUB_OFFLINE")
+
+
 def hf_token() -> str | None:
+    """The token as huggingface_hub finds it: HF_TOKEN, HUGGING_FACE_HUB_TOKEN, then the token file
+    ($HF_TOKEN_PATH, else $HF_HOME/token); none at all with HF_HUB_DISABLE_IMPLICIT_TOKEN."""
+    if _env_flag("HF_HUB_DISABLE_IMPLICIT_TOKEN"):
+        return None
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
         if os.environ.get(name):
-            return os.environ[name].strip()
-    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-    path = os.environ.get("HF_TOKEN_PATH") or os.path.join(home, "token")
+            return _checked_token(os.environ[name], f"${name}")
+    path = os.path.expanduser(os.environ.get("HF_TOKEN_PATH") or os.path.join(hf_home(), "token"))
     try:
-        tok = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
+        with open(path, "rb") as f:
+            raw = f.read(4096)
+    except OSError:
         return None
-    return tok or None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PlannerError(f"the token from the file {path} is not UTF-8 text (the token is not shown)") from None
+    return _checked_token(text, f"the file {path}")
 
 
 def hf_auth() -> Auth:
@@ -71,7 +113,7 @@ def hf_auth() -> Auth:
 
 
 def ms_auth() -> Auth:
-    tok = (os.environ.get("MODELSCOPE_API_TOKEN") or "").strip()
+    tok = _checked_token(os.environ.get("MODELSCOPE_API_TOKEN") or "", "$MODELSCOPE_API_TOKEN")
     if not tok:
         return NO_AUTH
     return Auth(origin(ms_endpoint()), (("Authorization", f"Bearer {tok}"), ("Cookie", f"m_session_id={tok}")))
@@ -82,17 +124,22 @@ class Location:
     kind: str                 # "url" | "hf" | "ms"
     spec: str                 # as given
     repo: str = ""            # OWNER/REPO
-    revision: str = ""
+    revision: str = ""        # decoded (refs/pr/1)
     path: str = ""            # a file (or folder) in the repository; "" for the repository itself
+    repo_type: str = "models"  # hf: models | datasets | spaces
 
     @property
     def is_repo(self) -> bool:
         return self.kind != "url" and not self.path
 
+    @property
+    def _prefix(self) -> str:
+        return "" if self.repo_type == "models" else f"{self.repo_type}/"
+
     def display(self, path: str) -> str:
         """How a file of this repository is named in messages and documents (hf://OWNER/REPO/PATH)."""
         rev = "" if self.revision == default_revision(self.kind) else f"@{self.revision}"
-        return f"{self.kind}://{self.repo}{rev}/{path}"
+        return f"{self.kind}://{self._prefix}{self.repo}{rev}/{path}"
 
     def url(self, path: str | None = None) -> str:
         """The download URL of a file (hub resolve URLs; their redirects are followed when read)."""
@@ -100,9 +147,15 @@ class Location:
             return self.spec
         path = self.path if path is None else path
         if self.kind == "hf":
-            return f"{hf_endpoint()}/{self.repo}/resolve/{quote(self.revision, safe='')}/{quote(path)}"
+            return (f"{hf_endpoint()}/{self._prefix}{self.repo}/resolve/{quote(self.revision, safe='')}/"
+                    f"{quote(path)}")
         return (f"{ms_endpoint()}/api/v1/models/{self.repo}/repo?Revision={quote_plus(self.revision)}"
                 f"&FilePath={quote_plus(path)}")
+
+    def tree_url(self) -> str:
+        """The Hugging Face tree API of the repository (HfApi.list_repo_tree)."""
+        return (f"{hf_endpoint()}/api/{self.repo_type}/{self.repo}/tree/{quote(self.revision, safe='')}"
+                "?recursive=true")
 
     def auth(self) -> Auth:
         if self.kind == "hf":
@@ -122,30 +175,52 @@ def default_revision(kind: str) -> str:
 
 
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# revisions holding slashes, as huggingface_hub's file system recognises them (hf://OWNER/REPO@refs/pr/1/PATH)
+_SLASHED_REVISION = re.compile(r"^(refs/convert/[\w.-]+|refs/pr/\d+)(?=/|$)")
+REPO_TYPES = ("datasets", "spaces")
 
 
 def parse(spec: str) -> Location:
-    """A URL or hf:// / ms:// location (PlannerError for anything else)."""
+    """A URL or hf:// / ms:// location (PlannerError for anything else). hf:// takes huggingface_hub's
+    file system spelling: hf://[datasets/|spaces/]OWNER/REPO[@REVISION][/PATH], a revision such as
+    refs/pr/1 or refs/convert/parquet written as it is or percent-encoded (refs%2Fpr%2F1)."""
+    if any(c.isspace() for c in spec) or printable(spec) != spec:
+        raise PlannerError(f"{printable(spec)}: a URL or repository name cannot hold spaces or control "
+                           "characters (write a space as %20)")
     scheme = spec.split("://", 1)[0].lower()
     if scheme in ("http", "https"):
-        u = urlsplit(spec)
-        if not u.hostname:
-            raise PlannerError(f"{spec}: a URL needs a host")
+        check_url(spec)
         return Location("url", spec)
     if scheme not in ("hf", "ms"):
         raise PlannerError(f"{spec}: unsupported URL scheme '{scheme}'; use https://, http://, "
                            "hf://OWNER/REPO[/PATH] or ms://OWNER/REPO[/PATH]")
+    if scheme == "hf" and hf_offline():
+        raise PlannerError(f"{spec}: HF_HUB_OFFLINE is set, so the hub is not asked; unset it to read "
+                           "the header remotely, or give a local file")
     rest = spec.split("://", 1)[1].strip("/")
+    repo_type = "models"
+    if scheme == "hf":
+        head = rest.split("/", 1)[0]
+        if head in REPO_TYPES or head == "models":
+            repo_type = head
+            rest = rest.split("/", 1)[1] if "/" in rest else ""
     parts = rest.split("/")
     if len(parts) < 2:
         raise PlannerError(f"{spec}: expected {scheme}://OWNER/REPO[/PATH]")
     owner, repo = parts[0], parts[1]
     revision = default_revision(scheme)
+    tail = parts[2:]
     if "@" in repo:
         repo, revision = repo.split("@", 1)
-    if not _PART.match(owner) or not _PART.match(repo) or not revision or ".." in parts[2:]:
+        m = _SLASHED_REVISION.match("/".join([revision] + tail))
+        if m and revision in ("refs",):
+            revision = m.group(1)
+            tail = tail[revision.count("/"):]
+        revision = unquote(revision)
+    if not _PART.match(owner) or not _PART.match(repo) or not revision or ".." in tail \
+            or ".." in revision.split("/"):
         raise PlannerError(f"{spec}: expected {scheme}://OWNER/REPO[@REVISION][/PATH]")
-    return Location(scheme, spec, f"{owner}/{repo}", revision, "/".join(p for p in parts[2:] if p))
+    return Location(scheme, spec, f"{owner}/{repo}", revision, "/".join(p for p in tail if p), repo_type)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -156,7 +231,7 @@ def list_files(loc: Location) -> list[tuple[str, int]]:
     """(path, size) of every file of the repository (folders recursed)."""
     label = f"{loc.kind}://{loc.repo}"
     if loc.kind == "hf":
-        url = f"{hf_endpoint()}/api/models/{loc.repo}/tree/{quote(loc.revision, safe='')}?recursive=true"
+        url = loc.tree_url()
         out: list[tuple[str, int]] = []
         for _ in range(MAX_LISTING_PAGES):
             data, headers = fetch_json_with_headers(url, loc.auth(), f"{label} (file list)")
@@ -164,9 +239,9 @@ def list_files(loc: Location) -> list[tuple[str, int]]:
                 raise PlannerError(f"{label}: the tree API answered {type(data).__name__}, expected a list")
             for e in data:
                 if isinstance(e, dict) and e.get("type") == "file" and isinstance(e.get("path"), str):
-                    size = (e.get("lfs") or {}).get("size", e.get("size", 0)) if isinstance(e.get("lfs"), dict) \
+                    size = e["lfs"].get("size", e.get("size", 0)) if isinstance(e.get("lfs"), dict) \
                         else e.get("size", 0)
-                    out.append((e["path"], int(size) if isinstance(size, int) else 0))
+                    out.append((e["path"], _size(size, e["path"], label)))
             nxt = _next_link(headers.get("link", ""))
             if not nxt:
                 return out
@@ -180,11 +255,23 @@ def list_files(loc: Location) -> list[tuple[str, int]]:
         data, _ = fetch_json_with_headers(url, loc.auth(), f"{label} (file list)")
         if not isinstance(data, dict) or data.get("Code", 200) != 200 or data.get("Success") is False:
             msg = data.get("Message") if isinstance(data, dict) else None
-            raise PlannerError(f"{label}: ModelScope's file list failed" + (f": {msg}" if msg else ""))
-        files = ((data.get("Data") or {}).get("Files")) or []
-        return [(f["Path"], int(f.get("Size") or 0)) for f in files
+            raise PlannerError(f"{label}: ModelScope's file list failed" + (f": {printable(msg)[:200]}" if msg else ""))
+        d = data.get("Data")
+        files = (d.get("Files") if isinstance(d, dict) else None) or []
+        if not isinstance(files, list):
+            raise PlannerError(f"{label}: ModelScope's file list is not a list")
+        return [(f["Path"], _size(f.get("Size") or 0, f["Path"], label)) for f in files
                 if isinstance(f, dict) and f.get("Type") != "tree" and isinstance(f.get("Path"), str)]
     raise PlannerError(f"{loc.spec}: a plain URL has no file list; name the file")
+
+
+def _size(v: object, path: str, label: str) -> int:
+    """A listed file's size: an integer byte count below 2^63 (a bool, a float, text or a list is an
+    error naming the file)."""
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63:
+        return v
+    raise PlannerError(f"{label}: the file list gives {printable(path)[:120]} a size of "
+                       f"{printable(repr(v))[:40]}, not a byte count")
 
 
 def _next_link(link: str) -> str | None:

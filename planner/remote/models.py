@@ -167,8 +167,9 @@ def _published_checkpoint(spec: str) -> PublishedCheckpoint:
         if not isinstance(wm, dict) or not all(isinstance(v, str) for v in wm.values()):
             raise PlannerError(f"{label}: no weight_map of tensor -> file")
         files = sorted(set(wm.values()))
-        tot = (index.get("metadata") or {}).get("total_size")
-        index_total = tot if isinstance(tot, int) else None
+        meta = index.get("metadata")
+        tot = meta.get("total_size") if isinstance(meta, dict) else None
+        index_total = tot if isinstance(tot, int) and not isinstance(tot, bool) else None
     except HTTPStatusError as e:
         if e.status != 404:
             raise

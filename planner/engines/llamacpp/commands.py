@@ -9,18 +9,21 @@ from __future__ import annotations
 
 from planner.core.plan import Plan, PlanRequest
 from planner.engines.llamacpp.argv import ServerOptions, parse_rpc_list, server_argv, shell_line
+from planner.safe_text import printable
 
 
 def launch_lines(plan: Plan, req: PlanRequest, scheme_id: str) -> list[str]:
     sp = plan.scheme(scheme_id)
     mem = sp.memory
-    name = plan.model.name
-    gguf = f"{name}-{scheme_id}.gguf"
-    lines = [f"# {name} {scheme_id} on {plan.hardware.nodes} x {plan.hardware.gpus} x "
-             f"{plan.hardware.name or plan.hardware.device}, context {plan.context}" if plan.hardware else
-             f"# {name} {scheme_id}"]
+    # names from a GGUF header, a recipe or a profile: no control character reaches a comment line
+    # (a newline there would start a command) nor a file name
+    name, sid = printable(plan.model.name), printable(scheme_id)
+    gguf = f"{name}-{sid}.gguf"
+    lines = [f"# {name} {sid} on {plan.hardware.nodes} x {plan.hardware.gpus} x "
+             f"{printable(plan.hardware.name or plan.hardware.device)}, context {plan.context}" if plan.hardware
+             else f"# {name} {sid}"]
     lines.append(f"# 1. a {name} GGUF in bf16 (llama.cpp's convert_hf_to_gguf.py --outtype bf16), then:")
-    q = ["dq-planner", "quantize", "--input", f"{name}-BF16.gguf", "--scheme", scheme_id, "--output", gguf]
+    q = ["dq-planner", "quantize", "--input", f"{name}-BF16.gguf", "--scheme", sid, "--output", gguf]
     if sp.requires_imatrix:
         q += ["--imatrix", "imatrix.gguf"]
         lines.append("#    this scheme needs an importance matrix (llama-imatrix) as --imatrix")
