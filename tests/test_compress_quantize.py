@@ -336,3 +336,32 @@ def test_launch_of_a_published_checkpoint_has_no_quantize_step(capsys):
                  "--device", "h100", "--ctx", "4096", "--print-commands"]) == 0
     out = capsys.readouterr().out
     assert "vllm serve RedHatAI/DeepSeek-R1-Distill-Qwen-7B-quantized.w4a16" in out and "dq-planner quantize" not in out
+
+
+def test_workbench_quantizes_a_bf16_folder_for_vllm(ckpt, tmp_path):
+    """The workbench's quantize action on a vLLM format: the llm-compressor child, its events, verified."""
+    import asyncio
+
+    from planner.core.plan import PlanRequest
+    from planner.tui.app import PlannerApp
+
+    src = ckpt("qwen2")
+    out = tmp_path / "qwen2-FP8-dynamic"
+    req = PlanRequest(model=str(src), engine="vllm", device="h100", ctx=4096, schemes=["FP8-dynamic"])
+
+    async def main():
+        app = PlannerApp(req, full_plan_delay=0)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await app.settle()
+            await pilot.pause()
+            assert app.wb.quantizes_checkpoint() and not app.wb.needs_calibration()
+            app.start_quantize_checkpoint(str(src), str(out))
+            for w in [w for w in app.workers if w.name == "quantize"]:
+                await w.wait()
+            await pilot.pause()
+            q = app.query_one("#quantize-panel")
+            assert q.last_status.startswith("done:"), q.last_status
+            assert q.fraction == 1.0
+
+    asyncio.run(main())
+    assert cf.verify_tensors(plan_of(src, "FP8-dynamic").tensors(), cf.read_tensors(out)) == []
