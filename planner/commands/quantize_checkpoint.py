@@ -23,13 +23,13 @@ MAX_SEQ_LEN = 1 << 20
 
 def parser():
     from planner.cli import _Parser
-    from planner.engines.registry import engine_names
+    from planner.engines.registry import engine, engine_names
     from planner.options import int_at_least
 
     p = _Parser(prog="dq-planner quantize --engine vllm|sglang",
                 description="Quantize a Hugging Face checkpoint with llm-compressor for vLLM or SGLang and verify "
                             "the result against the plan, tensor by tensor.")
-    p.add_argument("--engine", required=True, choices=[e for e in engine_names() if e != "llama.cpp"],
+    p.add_argument("--engine", required=True, choices=[e for e in engine_names() if not engine(e).accepts_model_file],
                    help="the engine that will serve the checkpoint")
     p.add_argument("--input", required=True, metavar="HF_DIR", help="the BF16 checkpoint's folder (config.json, "
                    "*.safetensors, tokenizer)")
