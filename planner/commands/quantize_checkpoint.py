@@ -26,7 +26,7 @@ def parser():
     from planner.engines.registry import engine, engine_names
     from planner.options import int_at_least
 
-    p = _Parser(prog="dq-planner quantize --engine vllm|sglang",
+    p = _Parser(prog="dq-planner quantize",
                 description="Quantize a Hugging Face checkpoint with llm-compressor for vLLM or SGLang and verify "
                             "the result against the plan, tensor by tensor.")
     p.add_argument("--engine", required=True, choices=[e for e in engine_names() if not engine(e).accepts_model_file],
