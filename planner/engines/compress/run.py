@@ -52,7 +52,10 @@ def check_input(src: Path) -> dict:
     if not cfg_path.exists():
         raise PlannerError(f"--input {src}: no config.json in this folder")
     cfg = read_json_object(cfg_path, "config")
-    names = os.listdir(src)
+    try:
+        names = os.listdir(src)
+    except OSError as e:
+        raise PlannerError(f"--input {src}: cannot list the folder ({e.strerror or e})") from None
     if not any(n.endswith(WEIGHT_SUFFIXES) for n in names):
         raise PlannerError(f"--input {src}: no weights (*.safetensors) in this folder")
     qc = cfg.get("quantization_config")
