@@ -48,9 +48,9 @@ def load_cases() -> list[dict]:
 
 def plan_case(case: dict):
     from planner.core.catalog import catalog
-    from planner.core.memory import MemoryOptions, Slot, plan_memory
-    from planner.core.schemes import resolve_scheme
-    from planner.core.sizing import resolve_catalog_model, size_scheme
+    from planner.core.llamacpp.memory import MemoryOptions, Slot, plan_memory
+    from planner.core.llamacpp.schemes import resolve_scheme
+    from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
 
     model = resolve_catalog_model(catalog()[case["model"]], case.get("layout"))
     sp = size_scheme(model, resolve_scheme(case["scheme"]))

@@ -3,7 +3,7 @@
 Target: under 0.5 s median on a 2-core machine. Each run is a fresh interpreter (what a user or a
 script pays). Writes bench/out/headless.md and prints the same lines.
 
-With --bounds it also times the largest requests planner/core/request.py accepts (the most devices per
+With --bounds it also times the largest requests planner/core/request_bounds.py accepts (the most devices per
 node, the most nodes, --max-context and --model auto on them, JSON and tables): every accepted plan must
 answer in under 2 s (BOUNDS_TARGET_S), with its peak memory (ru_maxrss of the child).
 
@@ -26,7 +26,7 @@ BOUNDS_TARGET_S = 2.0
 
 
 def bounds_cases() -> list[list[str]]:
-    from planner.core.request import MAX_DEVICES, MAX_GPUS_PER_NODE, MAX_NODES
+    from planner.core.request_bounds import MAX_DEVICES, MAX_GPUS_PER_NODE, MAX_NODES
 
     shapes = [["--gpus", str(MAX_GPUS_PER_NODE)],
               ["--gpus", str(MAX_GPUS_PER_NODE), "--nodes", str(MAX_DEVICES // MAX_GPUS_PER_NODE)],

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from planner.core.catalog import catalog
-from planner.core.memory import MemoryOptions, Slot, plan_memory
-from planner.core.schemes import resolve_scheme
-from planner.core.sizing import resolve_catalog_model, size_scheme
+from planner.core.llamacpp.memory import MemoryOptions, Slot, plan_memory
+from planner.core.llamacpp.schemes import resolve_scheme
+from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
 from planner.engines.llamacpp.locate import locate
 from planner.engines.llamacpp.logs import parse_fit_params, parse_memory
 from planner.gguf.writer import write_gguf, write_sparse_gguf
@@ -102,7 +102,7 @@ def full_scale(lc, tmp: Path, rows: list[list[str]], errs: dict[str, list[float]
 
 def tiny_runs(lc, tmp: Path, rows: list[list[str]], errs: dict[str, list[float]]) -> None:
     from planner.core.plan import PlanRequest
-    from planner.planning import make_plan
+    from planner.make_plan import make_plan
 
     exe = str(lc.binary("llama-completion"))
     for kind in ("deepseek2-mla", "qwen2", "llama"):

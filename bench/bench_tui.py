@@ -45,7 +45,7 @@ os.environ.setdefault("DQ_PLANNER_DETECT", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))          # the checkout's planner
 
 from planner.core.plan import PlanRequest  # noqa: E402
-from planner.planning import make_plan  # noqa: E402
+from planner.make_plan import make_plan  # noqa: E402
 
 MEDIAN_S, MAX_S, COLD_S = 0.050, 0.100, 1.5
 OUT = Path(__file__).resolve().parent / "out"

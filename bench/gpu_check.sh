@@ -39,8 +39,8 @@ fi
 import sys
 from pathlib import Path
 from planner.core.catalog import catalog
-from planner.core.schemes import resolve_scheme
-from planner.core.sizing import resolve_catalog_model, size_scheme
+from planner.core.llamacpp.schemes import resolve_scheme
+from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
 from planner.gguf.writer import write_gguf, write_sparse_gguf
 from tiny_models import tiny_model
 
@@ -84,8 +84,8 @@ fi
 timeout 400 "$PY" - "$OUT" "$BACKEND" "$BIN" <<'EOF'
 import json, os, subprocess, sys, time
 from pathlib import Path
-from planner.core.memory import MemoryOptions, Slot, plan_memory
-from planner.core.sizing import size_file
+from planner.core.llamacpp.memory import MemoryOptions, Slot, plan_memory
+from planner.core.llamacpp.sizing import size_file
 from planner.engines.llamacpp.locate import locate
 from planner.engines.llamacpp.logs import parse_fit_params, parse_memory
 from planner.gguf.model import model_from_gguf
@@ -142,8 +142,8 @@ if gpu:
 r = run(fit_cmd, timeout=300)
 if r.returncode == 0:
     from planner.core.catalog import catalog
-    from planner.core.schemes import resolve_scheme
-    from planner.core.sizing import resolve_catalog_model, size_scheme
+    from planner.core.llamacpp.schemes import resolve_scheme
+    from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
 
     r1 = resolve_catalog_model(catalog()["deepseek-r1"], "mla")
     sp = size_scheme(r1, resolve_scheme("Q4_K_M"))
@@ -203,7 +203,7 @@ if gpu:
     lines = log.read_text(errors="replace").splitlines()
     rep = parse_memory(lines)
     buffers = sum(v for k, v in {**rep.model_mib, **rep.kv_mib, **rep.compute_mib}.items() if k == "CUDA0")
-    from planner.core.devices import resolve_device
+    from planner.core.devices.profiles import resolve_device
     try:
         prof = resolve_device(det.get("profile") or "generic")
         add("llama-server runtime reserve", "CUDA0", "reserve (used - buffers - before)",

@@ -11,18 +11,11 @@ import json
 import sys
 from typing import Any, Sequence
 
+from planner.arg_parser import PROG, Parser
 from planner.errors import PlannerError, RunError
 from planner.safe_text import printable
 
-PROG = "dq-planner"
 SUBCOMMANDS = ("inspect", "quantize", "serve", "detect", "bench", "header")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad usage in one line and exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise PlannerError(f"{message} (see '{self.prog} --help')")
 
 
 def add_plan_options(p: argparse.ArgumentParser) -> None:
@@ -39,7 +32,7 @@ def request_from_args(a: argparse.Namespace):
 
 
 def main_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Plan DeepSeek deployments: exact GGUF sizes, memory per device, "
+    p = Parser(prog=PROG, description="Plan DeepSeek deployments: exact GGUF sizes, memory per device, "
                 "accuracy-backed recommendations. Without --headless (and without a command) opens the TUI.",
                 epilog=f"commands: {PROG} {{inspect,quantize,serve,detect}} --help")
     p.add_argument("--headless", action="store_true", help="print the plan instead of opening the TUI")
@@ -83,7 +76,7 @@ def _emit_json(doc: Any) -> None:
 
 
 def run_headless(a: argparse.Namespace) -> int:
-    from planner.planning import make_plan
+    from planner.make_plan import make_plan
     from planner.render.table import render_plan
 
     req = request_from_args(a)
@@ -96,7 +89,7 @@ def run_headless(a: argparse.Namespace) -> int:
             print(f"{PROG}: note: {printable(note)}", file=sys.stderr)
     if a.compare:
         from planner.engines.compare import compare_deployments
-        from planner.planning import candidates_from_specs
+        from planner.make_plan import candidates_from_specs
         from planner.render.table import render_comparison
 
         ranked = compare_deployments(candidates_from_specs(req, a.compare), a.workload)
@@ -110,7 +103,7 @@ def run_headless(a: argparse.Namespace) -> int:
             print(printable(render_comparison(ranked, a.workload), keep="\n"))
         return 0
     if req.model == "auto":
-        from planner.planning import make_auto_plan
+        from planner.make_plan import make_auto_plan
         from planner.render.table import render_candidates
 
         plan, candidates = make_auto_plan(req)

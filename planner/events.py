@@ -34,7 +34,7 @@ integer bytes, times float seconds, `null` where a value is not known):
                                                (2 decimals), exact: the planned bytes print as that
   speed     prompt_tokens, gen_tokens,         serve: timed /completion requests once ready (median of
             predicted_prefill_tps,             `requests`): llama-server's own timings against the plan's
-            measured_prefill_tps,              predicted tokens/s (planner/core/speed.py; null where no
+            measured_prefill_tps,              predicted tokens/s (planner/core/llamacpp/speed.py; null where no
             predicted_decode_tps,              prediction: a device without a bandwidth figure); decode
             measured_decode_tps, requests      of gen_tokens after the prompt_tokens
   error     message, exit_code                 the command failed: the one line it prints on stderr

@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Callable, Iterator, Sequence
 
+from planner.core.plan import PlanRequest
+from planner.engine_ids import engine_names
 from planner.errors import PlannerError
 
 
 # ---------------------------------------------------------------- converters (argparse `type=`)
 def int_at_least(flag: str, low: int) -> Callable[[str], int]:
     def conv(v: str) -> int:
-        try:
-            n = int(v)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer, got '{v}'") from None
+        # ASCII digits only: Python's int() also takes '32_768' and other scripts' digits, which
+        # llama.cpp (std::stoi) reads otherwise or refuses
+        if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", v):
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer (digits 0-9), got {ascii(v)}")
+        n = int(v)
         if n < low:
             raise argparse.ArgumentTypeError(f"{flag} must be at least {low}, got {n}")
         return n
@@ -66,26 +69,20 @@ def comma_list(v: str | None) -> list[str]:
 
 
 # ---------------------------------------------------------------- choice sources (read when first needed)
-def engine_names() -> tuple[str, ...]:
-    from planner.engines.registry import engine_names as names
-
-    return names()
-
-
 def kv_modes() -> tuple[str, ...]:
-    from planner.core.gguf_plan import KV_MODES
+    from planner.core.llamacpp.plan_schemes import KV_MODES
 
     return tuple(KV_MODES)
 
 
 def cache_types() -> tuple[str, ...]:
-    from planner.core.memory import CACHE_TYPES
+    from planner.core.llamacpp.memory import CACHE_TYPES
 
     return tuple(CACHE_TYPES)
 
 
 def task_ids() -> tuple[str, ...]:
-    from planner.core.accuracy import task_ids as ids
+    from planner.core.accuracy.tables import task_ids as ids
 
     return tuple(ids())
 
@@ -141,12 +138,21 @@ class Control:
     also: tuple[tuple[str, Any], ...] = ()
 
 
+_FROM_REQUEST: Any = object()
+
+
+def request_default(dest: str) -> Any:
+    """The PlanRequest field's default: the one source of every option's default (None for a list)."""
+    f = next(f for f in fields(PlanRequest) if f.name == dest)
+    return None if f.default is MISSING else f.default
+
+
 @dataclass(frozen=True)
 class Option:
     dest: str                                 # the PlanRequest field
     flags: tuple[str, ...]
     help: str | None = None
-    default: Any = None
+    default: Any = _FROM_REQUEST              # the request's (request_default)
     type: Callable[[str], Any] | None = None
     choices: Choices | None = None
     metavar: str | None = None
@@ -156,6 +162,13 @@ class Option:
     to_text: Callable[[Any], str] | None = None         # request value -> the flag's argument
     control: Control | None = None
     argparse_choices: bool = True             # False: the core checks the value (and says what is valid)
+    llama_cpp: tuple[str, ...] = ()           # llama.cpp's spellings (common/arg.cpp), after `flags` in
+                                              # `flags`; what --from-command reads (engines/llamacpp/command_line.py)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "flags", self.flags + tuple(f for f in self.llama_cpp if f not in self.flags))
+        if self.default is _FROM_REQUEST:
+            object.__setattr__(self, "default", request_default(self.dest))
 
     @property
     def flag(self) -> str:
@@ -201,7 +214,7 @@ def _floats(v: list[float]) -> str:
 
 
 def _device_options() -> list[tuple[str, str]]:
-    from planner.core.devices import profiles
+    from planner.core.devices.profiles import profiles
 
     return [("auto (detected)", "auto")] + [(p, p) for p in profiles()]
 
@@ -209,7 +222,7 @@ def _device_options() -> list[tuple[str, str]]:
 AUTO = "auto"
 
 OPTIONS: tuple[Option, ...] = (
-    Option("model", ("--model",), default="deepseek-r1", metavar="ID|DIR",
+    Option("model", ("--model",), metavar="ID|DIR",
            help="catalog id or a local Hugging Face model folder (config.json); 'auto' compares every model"),
     Option("model_file", ("--model-file",), metavar="F.gguf",
            help="architecture and actual tensor types from a GGUF header (also https://..., hf://OWNER/REPO/PATH, "
@@ -218,54 +231,54 @@ OPTIONS: tuple[Option, ...] = (
            help="with --model-file hf://OWNER/REPO or ms://OWNER/REPO: the GGUF set (folder or shards) of that name"),
     Option("schemes", ("--scheme",), action="append", metavar="ID",
            help="scheme id or recipe file (repeatable); default: every standard scheme and recipe"),
-    Option("engine", ("--engine",), default="llama.cpp", choices=Choices(engine_names),
+    Option("engine", ("--engine",), choices=Choices(engine_names),
            control=Control("engine", "select", "Model")),
     Option("device", ("--device",), metavar="ID|auto|FILE", help="hardware profile; default: detected, else h100",
            control=Control("device", "select", "Hardware", options=_device_options)),
     Option("gpus", ("--gpus",), type=int_at_least("--gpus", 0), metavar="N",
            help="devices per node (0: only the --rpc devices and the host)",
            control=Control("gpus", "int", "Hardware", placeholder="profile")),
-    Option("nodes", ("--nodes",), type=int_at_least("--nodes", 1), default=1, metavar="N",
+    Option("nodes", ("--nodes",), type=int_at_least("--nodes", 1), metavar="N",
            control=Control("nodes", "int", "Hardware")),
-    Option("rpc", ("--rpc",), metavar="HOST:PORT[=MEM],...", help="llama.cpp RPC devices",
+    Option("rpc", (), llama_cpp=("--rpc",), metavar="HOST:PORT[=MEM],...", help="llama.cpp RPC devices",
            to_request=comma_list, to_text=",".join,
            control=Control("rpc", "text", "Hardware", placeholder="host:port[=mem],...")),
-    Option("ctx", ("--ctx", "-c", "--ctx-size"), type=int_at_least("--ctx", 1), default=32768, metavar="N", help="context tokens",
+    Option("ctx", ("--ctx",), llama_cpp=("-c", "--ctx-size"), type=int_at_least("--ctx", 1), metavar="N", help="context tokens",
            control=Control("ctx", "int", "Context", empty="keep")),
     Option("kv_mode", ("--kv-mode",), choices=Choices(kv_modes),
            help="deepseek2 KV cache: current llama.cpp (mla), Apr 2025-Jan 2026 (mla-kv), legacy GGUFs",
            control=Control("kv", "select", "Context", also=(("layout", None),))),
     Option("layout", ("--layout",), choices=Choices(lambda: LAYOUTS),
            help="deepseek2 tensor layout (follows --kv-mode)"),
-    Option("cache_type_k", ("--cache-type-k", "-ctk"), default="f16", metavar="T", choices=Choices(cache_types, fold=True),
+    Option("cache_type_k", (), llama_cpp=("--cache-type-k", "-ctk"), metavar="T", choices=Choices(cache_types, fold=True),
            argparse_choices=False, control=Control("K type", "select", "Context")),
-    Option("cache_type_v", ("--cache-type-v", "-ctv"), default="f16", metavar="T", choices=Choices(cache_types, fold=True),
+    Option("cache_type_v", (), llama_cpp=("--cache-type-v", "-ctv"), metavar="T", choices=Choices(cache_types, fold=True),
            argparse_choices=False, control=Control("V type", "select", "Context")),
-    Option("flash_attn", ("--flash-attn", "-fa"), default="auto", choices=Choices(lambda: FLASH_ATTN),
+    Option("flash_attn", (), llama_cpp=("--flash-attn", "-fa"), choices=Choices(lambda: FLASH_ATTN),
            control=Control("flash", "select", "Context")),
-    Option("parallel", ("--parallel", "-np"), type=int_at_least("--parallel", 1), default=1, metavar="N",
+    Option("parallel", (), llama_cpp=("--parallel", "-np"), type=int_at_least("--parallel", 1), metavar="N",
            control=Control("slots", "int", "Context")),
-    Option("ubatch", ("--ubatch", "-ub", "--ubatch-size"), type=int_at_least("--ubatch", 1), default=512, metavar="N"),
-    Option("batch", ("--batch", "-b", "--batch-size"), type=int_at_least("--batch", 1), default=2048, metavar="N"),
-    Option("ngl", ("--ngl", "-ngl", "--n-gpu-layers", "--gpu-layers"), type=int_at_least("--ngl", 0), metavar="N", help="layers on the GPUs (default: all)",
+    Option("ubatch", ("--ubatch",), llama_cpp=("-ub", "--ubatch-size"), type=int_at_least("--ubatch", 1), metavar="N"),
+    Option("batch", ("--batch",), llama_cpp=("-b", "--batch-size"), type=int_at_least("--batch", 1), metavar="N"),
+    Option("ngl", ("--ngl",), llama_cpp=("-ngl", "--n-gpu-layers", "--gpu-layers"), type=int_at_least("--ngl", 0), metavar="N", help="layers on the GPUs (default: all)",
            control=Control("ngl", "int", "Placement", placeholder="all")),
-    Option("n_cpu_moe", ("--n-cpu-moe", "-ncmoe"), type=int_or_auto("--n-cpu-moe", 0), default=0, metavar="N|auto",
+    Option("n_cpu_moe", (), llama_cpp=("--n-cpu-moe", "-ncmoe"), type=int_or_auto("--n-cpu-moe", 0), metavar="N|auto",
            help="keep the expert tensors of the first N layers in host RAM (auto: the fewest that fit)",
            control=Control("cpu moe", "int", "Placement")),
-    Option("tensor_split", ("--tensor-split", "-ts"), type=split_list, metavar="a,b,...", to_text=_floats,
+    Option("tensor_split", (), llama_cpp=("--tensor-split", "-ts"), type=split_list, metavar="a,b,...", to_text=_floats,
            control=Control("split", "text", "Placement", placeholder="a,b,...")),
-    Option("tensor_overrides", ("--override-tensor", "-ot"), action="append", metavar="PATTERN=BUFFER,...",
+    Option("tensor_overrides", (), llama_cpp=("--override-tensor", "-ot"), action="append", metavar="PATTERN=BUFFER,...",
            help="llama.cpp tensor override, repeatable, the first matching pattern wins (BUFFER: CPU, CUDA0, ...)",
            to_request=lambda v: [x for s in (v or []) for x in s.split(",") if x]),
-    Option("main_gpu", ("--main-gpu", "-mg"), type=int_at_least("--main-gpu", 0), default=0, metavar="N",
+    Option("main_gpu", (), llama_cpp=("--main-gpu", "-mg"), type=int_at_least("--main-gpu", 0), metavar="N",
            help="the device of every layer with --split-mode none"),
-    Option("split_mode", ("--split-mode", "-sm"), default="layer", choices=Choices(lambda: SPLIT_MODES),
+    Option("split_mode", (), llama_cpp=("--split-mode", "-sm"), choices=Choices(lambda: SPLIT_MODES),
            help="llama.cpp split mode: layer, or none (every layer on --main-gpu)"),
-    Option("task", ("--task",), default="general", choices=Choices(task_ids),
+    Option("task", ("--task",), choices=Choices(task_ids),
            control=Control("task", "select", "Placement")),
-    Option("prompt", ("--prompt",), type=int_at_least("--prompt", 1), default=512, metavar="N",
+    Option("prompt", ("--prompt",), type=int_at_least("--prompt", 1), metavar="N",
            help="prompt tokens of the predicted prefill speed"),
-    Option("depth", ("--depth",), type=int_at_least("--depth", 0), default=0, metavar="N",
+    Option("depth", ("--depth",), type=int_at_least("--depth", 0), metavar="N",
            help="context depth (cached tokens) of the predicted decode speed"),
     Option("min_tps", ("--min-tps",), type=positive_float("--min-tps"), metavar="N",
            help="drop plans predicted to decode slower than N tokens/s"),
@@ -273,13 +286,13 @@ OPTIONS: tuple[Option, ...] = (
            help="host RAM for experts and CPU layers (default: detected when planning for this machine)"),
     Option("host_bandwidth", ("--host-bandwidth",), type=positive_float("--host-bandwidth"), metavar="GBPS",
            help="the host memory's peak bandwidth (default: measured here, else the host profile's)"),
-    Option("max_context", ("--max-context",), action="store_true", default=False,
+    Option("max_context", ("--max-context",), action="store_true",
            help="also find the largest context that fits"),
     Option("gpu_memory_utilization", ("--gpu-memory-utilization",), type=float, metavar="F", group="engine",
            help="vLLM's share of GPU memory [0.9]"),
     Option("mem_fraction_static", ("--mem-fraction-static",), type=float, metavar="F", group="engine",
            help="SGLang's static memory share"),
-    Option("dp_attention", ("--dp-attention",), action="store_true", default=False, group="engine",
+    Option("dp_attention", ("--dp-attention",), action="store_true", group="engine",
            help="SGLang data-parallel attention"),
     Option("head_address", ("--head-address",), metavar="IP", group="engine",
            help="the first node's address in multi-node commands"),
@@ -308,8 +321,6 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
 
 def request_from_namespace(a: argparse.Namespace, **extra):
     """The PlanRequest of parsed plan options (an option a parser lacks keeps the request's default)."""
-    from planner.core.plan import PlanRequest
-
     known = {f.name for f in fields(PlanRequest)}
     kw: dict[str, Any] = {}
     for o in OPTIONS:
@@ -323,8 +334,6 @@ def request_from_namespace(a: argparse.Namespace, **extra):
 
 def request_args(req, *, with_model: bool = True) -> list[str]:
     """The plan options that reproduce `req` on the command line (defaults left out)."""
-    from planner.core.plan import PlanRequest
-
     d = PlanRequest()
     out: list[str] = []
     for o in OPTIONS:

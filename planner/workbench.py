@@ -2,7 +2,7 @@
 choices, the plans made so far (keyed by request), the plan of every scheme and the launch script.
 
 planner/tui renders a Workbench and turns keys into its methods; tests drive it directly. It decides
-nothing the core does not: every plan is planner.planning.make_plan's, for a request the command line
+nothing the core does not: every plan is planner.make_plan.make_plan's, for a request the command line
 can state (`full_request()`; `cli_args()` are its options), so the TUI's exported JSON is
 `dq-planner --headless --json` of the same request.
 
@@ -31,7 +31,7 @@ CACHE_SIZE = 48
 
 
 def make_plan(req: PlanRequest) -> Plan:
-    from planner.planning import make_plan as plan
+    from planner.make_plan import make_plan as plan
 
     return plan(req)
 
@@ -62,7 +62,7 @@ def _model_of(req: PlanRequest):
     """The catalog entry or the GGUF file's model the request names (read once per source)."""
     key = (req.model, req.model_file)
     if key not in _MODELS:
-        from planner.planning import model_input
+        from planner.make_plan import model_input
 
         mi = model_input(req)
         _MODELS[key] = mi.entry if mi.entry is not None else mi.file_model
@@ -243,7 +243,7 @@ class Workbench:
             return [(s.id, s.id) for s in full.schemes if s.kind != "file"]
         ids = self._ids()
         if ids is None:
-            from planner.core.schemes import all_ids
+            from planner.core.llamacpp.schemes import all_ids
 
             ids = all_ids()
         out = [(i, i) for i in ids]
@@ -345,7 +345,7 @@ class Workbench:
         """The engine serves Hugging Face checkpoints and the selected format has an llm-compressor recipe."""
         if getattr(engine(self.request.engine), "accepts_model_file", True):
             return False
-        from planner.core.hf_checkpoint import resolve_format
+        from planner.core.serving.hf_checkpoint import resolve_format
 
         try:
             return bool(resolve_format(self.scheme_arg()).recipe)
@@ -353,6 +353,6 @@ class Workbench:
             return False
 
     def needs_calibration(self) -> bool:
-        from planner.core.hf_checkpoint import resolve_format
+        from planner.core.serving.hf_checkpoint import resolve_format
 
         return self.quantizes_checkpoint() and bool(resolve_format(self.scheme_arg()).recipe.get("calibration"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from planner.core.plan import PlanRequest
-from planner.planning import make_auto_plan, make_plan
+from planner.make_plan import make_auto_plan, make_plan
 
 REQ = PlanRequest(device="h100", gpus=8, ctx=32768, model="auto")
 
@@ -43,7 +43,7 @@ def test_shared_figures_keep_each_models_own_accuracy():
 def test_largest_fitting_equals_an_exhaustive_scan():
     import random
 
-    from planner.core.fit import largest_fitting
+    from planner.core.llamacpp.fit import largest_fitting
 
     rng = random.Random(7)
     for _ in range(3000):
@@ -107,8 +107,8 @@ def test_auto_candidates_summarise_their_devices():
 def test_the_sums_sizing_keeps_equal_the_per_tensor_functions():
     """Placement and speed read the sums sizing makes as it sizes a scheme; summed again from the
     tensor rows by LayerWeights.of and speed.tensor_groups they must be the same."""
-    from planner.core.memory import LayerWeights
-    from planner.core.speed import tensor_groups
+    from planner.core.llamacpp.memory import LayerWeights
+    from planner.core.llamacpp.speed import tensor_groups
 
     for mid in ("deepseek-r1", "deepseek-v3.2", "deepseek-v4-flash", "deepseek-r1-distill-qwen-7b"):
         schemes = ["Q4_K_M", "Q2_K", "Q8_0"] + (["DQ3_K_M"] if "distill" not in mid else [])

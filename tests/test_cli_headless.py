@@ -126,7 +126,7 @@ def test_910b_current_llama_cpp_fits_q4_k_m_but_legacy_does_not():
 
 
 def test_core_does_not_import_ui_libraries():
-    code = ("import sys, planner.planning as p; from planner.core.plan import PlanRequest; "
+    code = ("import sys, planner.make_plan as p; from planner.core.plan import PlanRequest; "
             "p.make_plan(PlanRequest(device='h100')); "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'plotext', 'textual_plotext')]; "
             "print(bad); sys.exit(1 if bad else 0)")

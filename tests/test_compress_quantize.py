@@ -2,7 +2,7 @@
 
 Each format is written for a dense Qwen2 and a DeepSeek-V3-shaped MoE, and the written files are read
 back here, independently of the command's own check: every tensor's name, dtype, shape and bytes equal
-the plan's (planner.core.hf_checkpoint), config.json's quantization_config names the format. Runs
+the plan's (planner.core.serving.hf_checkpoint), config.json's quantization_config names the format. Runs
 without llm-compressor are skipped locally and fail when CI is set (as the llama.cpp tests do).
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from planner.core.catalog import entry_from_config
-from planner.core.hf_checkpoint import checkpoint, resolve_format
+from planner.core.serving.hf_checkpoint import checkpoint, resolve_format
 from planner.engines.compress import checkpoint_files as cf
 from planner.engines.compress.calibration import read_samples
 from planner.engines.compress.run import OutputAppeared, publish_folder

@@ -70,7 +70,7 @@ def test_host_compute_buffer_is_the_graph_inputs(case):
     f32 once: the published pattern n_ubatch x (n_ctx + n_embd) x 4 bytes (+ 12 bytes per token) with
     one copy."""
     from planner.core.catalog import catalog
-    from planner.core.sizing import resolve_catalog_model
+    from planner.core.llamacpp.sizing import resolve_catalog_model
 
     text = (bench.CASES / case["file"]).read_text()
     rep = parse_memory(text.splitlines())
@@ -108,9 +108,9 @@ def test_host_weights_are_copied_to_the_first_gpu_from_32_rows():
     alive with the operands of its MUL_MAT_ID (input [n_ff_exp, n_used, T], output [n_embd, n_used, T],
     the residual and the norm). Below 32 rows (-ub 16) the op stays on the CPU."""
     from planner.core.catalog import catalog
-    from planner.core.memory import MemoryOptions, Slot, plan_memory
-    from planner.core.schemes import resolve_scheme
-    from planner.core.sizing import resolve_catalog_model, size_scheme
+    from planner.core.llamacpp.memory import MemoryOptions, Slot, plan_memory
+    from planner.core.llamacpp.schemes import resolve_scheme
+    from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
 
     model = resolve_catalog_model(catalog()["deepseek-r1"], "mla")
     sp = size_scheme(model, resolve_scheme("Q4_K_M"))
@@ -161,9 +161,9 @@ def test_split_compute_buffers_equal_llama_fit_params(tmp_path_factory, rpc4, mo
     it (4 copies of every split input; the first device of an MLA model is 2.7% under). The CUDA devices
     of the published runs use the same terms."""
     from planner.core.catalog import catalog
-    from planner.core.memory import MemoryOptions, Slot, plan_memory
-    from planner.core.schemes import resolve_scheme
-    from planner.core.sizing import resolve_catalog_model, size_scheme
+    from planner.core.llamacpp.memory import MemoryOptions, Slot, plan_memory
+    from planner.core.llamacpp.schemes import resolve_scheme
+    from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
     from planner.gguf.writer import write_sparse_gguf
 
     lc = require_llama_cpp("llama-fit-params")

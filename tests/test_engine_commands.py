@@ -7,7 +7,7 @@ import pytest
 
 from planner.core.catalog import catalog
 from planner.core.plan import PlanRequest
-from planner.core.serving_plan import EngineOptions
+from planner.core.serving.plan_formats import EngineOptions
 from planner.engines.hf_serving import export_scripts, print_commands
 from planner.engines.registry import engine
 from planner.errors import PlannerError

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from planner.core.catalog import catalog
-from planner.core.engine_memory import (
+from planner.core.serving.memory import (
     Layout,
     check_tp,
     kv_values_per_token_layer,
@@ -13,14 +13,14 @@ from planner.core.engine_memory import (
     shard_shape,
     stage_weight_bytes,
 )
-from planner.core.hf_checkpoint import layer_weights, model_weights, resolve_format
+from planner.core.serving.hf_checkpoint import layer_weights, model_weights, resolve_format
 from planner.core.plan import PlanRequest
-from planner.core import sglang_memory as sglang
-from planner.core import vllm_memory as vllm
-from planner.core.serving_plan import EngineOptions
+from planner.engines.sglang import memory as sglang
+from planner.engines.vllm import memory as vllm
+from planner.core.serving.plan_formats import EngineOptions
 from planner.engines.registry import engine
 from planner.errors import PlannerError
-from planner.core.devices import resolve_device
+from planner.core.devices.profiles import resolve_device
 
 R1 = "deepseek-r1"
 GiB = 1 << 30
@@ -113,7 +113,7 @@ def test_mla_cache_is_not_split_by_tensor_parallelism():
 def test_stage_weights_add_up_to_the_loaded_model():
     # TP 1 x PP 1: the rank holds the whole checkpoint minus the MTP module the engines skip
     e = catalog()["deepseek-r1-distill-qwen-32b"]
-    from planner.core.hf_checkpoint import checkpoint
+    from planner.core.serving.hf_checkpoint import checkpoint
     fmt = resolve_format("W4A16")
     assert stage_weight_bytes(e.hparams, fmt, e.id, Layout(tp=1)) == [checkpoint(e, fmt).size_bytes]
     # TP 2: replicated norms, split everything else

@@ -33,8 +33,8 @@ def events_of(stdout: str) -> list[dict]:
 
 
 def plan_of(src: Path, scheme: str, imatrix: bool = False):
-    from planner.core.schemes import resolve_scheme
-    from planner.core.sizing import size_scheme
+    from planner.core.llamacpp.schemes import resolve_scheme
+    from planner.core.llamacpp.sizing import size_scheme
     from planner.gguf.model import model_from_gguf
 
     return size_scheme(model_from_gguf(os.fspath(src)), resolve_scheme(scheme), imatrix=imatrix)
@@ -136,7 +136,7 @@ def test_quantize_error_events(lc, tiny_gguf, tmp_path):
 
 
 def test_verification_difference_events(lc, tiny_gguf, tmp_path, monkeypatch, capsys):
-    import planner.core.sizing as sizing
+    import planner.core.llamacpp.sizing as sizing
     from planner.cli import main
 
     real = sizing.size_scheme
@@ -168,7 +168,7 @@ def serve_plan_of(lc, args: list[str]):
     from planner.cli import request_from_args
     from planner.commands import serve
     from planner.engines.llamacpp.argv import parse_rpc_list
-    from planner.engines.llamacpp.serve_plan import plan_serve
+    from planner.engines.llamacpp.serve_placement import plan_serve
 
     a = serve.parser().parse_args(args)
     req = request_from_args(a)

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from planner.core.memory import MemoryOptions, Slot, plan_memory, tensor_layer
-from planner.core.sizing import size_file
+from planner.core.llamacpp.memory import MemoryOptions, Slot, plan_memory, tensor_layer
+from planner.core.llamacpp.sizing import size_file
 from planner.engines.llamacpp.command_line import FFN_EXPS_REGEX, parse_command
 from planner.errors import PlannerError
 from planner.gguf.writer import write_gguf
@@ -130,7 +130,7 @@ def test_real_llama_cpp_places_overridden_tensors_as_planned(rpc_pair, gguf):
     from llamacpp_support import require_llama_cpp
     from planner.core.plan import PlanRequest
     from planner.engines.llamacpp.logs import parse_memory
-    from planner.planning import make_plan
+    from planner.make_plan import make_plan
 
     exe = str(require_llama_cpp("llama-completion").binary("llama-completion"))
     a, b = rpc_pair
@@ -169,7 +169,7 @@ def test_planned_server_command_carries_the_overrides_main_gpu_and_split_mode(gg
     from planner.core.plan import PlanRequest
     from planner.engines.llamacpp.argv import ServerOptions, server_argv
     from planner.engines.registry import engine
-    from planner.planning import make_plan
+    from planner.make_plan import make_plan
 
     argv = server_argv("llama-server", ServerOptions(model_file=gguf, ctx=4096, n_gpu_layers=99,
                                                      override_tensors=["blk\\.1\\.=CUDA1", "exps=CPU"],

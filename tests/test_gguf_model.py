@@ -12,9 +12,9 @@ from gguf import GGMLQuantizationType as T
 
 from planner.core.catalog import catalog
 from planner.core.plan import PlanRequest
-from planner.planning import make_plan
-from planner.core.schemes import resolve_scheme
-from planner.core.sizing import resolve_catalog_model, size_file, size_scheme
+from planner.make_plan import make_plan
+from planner.core.llamacpp.schemes import resolve_scheme
+from planner.core.llamacpp.sizing import resolve_catalog_model, size_file, size_scheme
 from planner.errors import PlannerError
 from planner.gguf.header import read_gguf
 from planner.gguf.model import layer_of, model_from_gguf

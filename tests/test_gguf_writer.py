@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 
-from planner.core.architectures import enumerate_tensors
+from planner.core.llamacpp.architectures import enumerate_tensors
 from planner.core.catalog import catalog
-from planner.core.ggml_types import tensor_bytes, type_name
-from planner.core.schemes import resolve_scheme
-from planner.core.sizing import resolve_catalog_model, size_scheme
+from planner.core.ggml.tensor_types import tensor_bytes, type_name
+from planner.core.llamacpp.schemes import resolve_scheme
+from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
 from planner.errors import PlannerError
 from planner.gguf.header import read_gguf
 from planner.gguf.writer import model_from_hparams, spm_vocab, write_gguf, write_sparse_gguf

@@ -11,7 +11,7 @@ import pytest
 import nvml_fake
 from planner.commands import detect as detect_cmd
 from planner.hardware import detect, npu_smi, nvml
-from planner.core.devices import profiles
+from planner.core.devices.profiles import profiles
 
 MiB = 1 << 20
 H100_UUIDS = ["GPU-b42dd28e-ffdd-8720-1df0-98bd8cdc05b1", "GPU-7c3cadbd-17e5-0913-f69b-c618122ea0cd",

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from planner.core.catalog import catalog
-from planner.core.hf_checkpoint import (
+from planner.core.serving.hf_checkpoint import (
     checkpoint,
     formats,
     formats_for,

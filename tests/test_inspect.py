@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from planner.cli import main
-from planner.core.ggml_types import type_name
-from planner.core.schemes import resolve_scheme
-from planner.core.sizing import size_scheme
+from planner.core.ggml.tensor_types import type_name
+from planner.core.llamacpp.schemes import resolve_scheme
+from planner.core.llamacpp.sizing import size_scheme
 from planner.gguf.header import read_gguf
 from planner.gguf.writer import write_gguf
 from tiny_models import tiny_model

@@ -206,7 +206,7 @@ def test_interrupt_kills_llama_quantize_and_removes_the_partial_file(lc, tmp_pat
 
 def test_verification_reports_a_difference(lc, tiny_gguf, tmp_path, monkeypatch, capsys):
     """A plan that disagrees with what llama-quantize wrote: every difference listed, exit 1."""
-    import planner.core.sizing as sizing
+    import planner.core.llamacpp.sizing as sizing
     from planner.cli import main
 
     real = sizing.size_scheme
@@ -283,8 +283,8 @@ def test_split_input_by_its_first_shard(lc, tmp_path):
 def test_long_recipe_goes_as_a_tensor_type_file(lc, tiny_gguf, tmp_path):
     """A user's recipe with more rules than fit comfortably on a command line: --tensor-type-file, same
     first-match semantics."""
-    from planner.core.schemes import load_recipe
-    from planner.core.sizing import size_scheme
+    from planner.core.llamacpp.schemes import load_recipe
+    from planner.core.llamacpp.sizing import size_scheme
     from planner.engines.llamacpp.argv import TENSOR_TYPE_FILE_THRESHOLD
     from planner.engines.llamacpp.quantize import compare_log, read_file_table, run_quantize, verify_file
     from tiny_models import tiny_model

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from llamacpp_support import make_imatrix, require_llama_cpp
-from planner.core.schemes import resolve_scheme, standard_ids
-from planner.core.sizing import size_scheme
+from planner.core.llamacpp.schemes import resolve_scheme, standard_ids
+from planner.core.llamacpp.sizing import size_scheme
 from planner.engines.llamacpp.crosscheck import dry_run_compare, schemes_for
 from planner.engines.llamacpp.quantize import compare_log, read_file_table, run_quantize, verify_file
 from planner.gguf.writer import model_from_hparams, write_sparse_gguf
@@ -110,7 +110,7 @@ FULL_SCALE = {
 def test_dry_run_full_scale_deepseek_r1(lc, tmp_path, layout):
     """DeepSeek-R1 itself (61 blocks, 256 experts, real shapes) as a sparse file of the full size."""
     from planner.core.catalog import catalog
-    from planner.core.sizing import resolve_catalog_model
+    from planner.core.llamacpp.sizing import resolve_catalog_model
 
     model = resolve_catalog_model(catalog()["deepseek-r1"], layout)
     path = write_sparse_gguf(tmp_path / f"r1-{layout}.gguf", model)

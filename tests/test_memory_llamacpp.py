@@ -18,9 +18,9 @@ from llamacpp_support import rpc_servers as start_rpc_servers
 
 from planner.core.catalog import catalog
 from planner.core.plan import PlanRequest
-from planner.planning import make_plan
-from planner.core.schemes import resolve_scheme
-from planner.core.sizing import resolve_catalog_model, size_scheme
+from planner.make_plan import make_plan
+from planner.core.llamacpp.schemes import resolve_scheme
+from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
 from planner.engines.llamacpp.logs import parse_memory, shows_as_mib
 from planner.gguf.writer import write_sparse_gguf
 

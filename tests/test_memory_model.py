@@ -3,9 +3,9 @@
 import pytest
 
 from planner.core.catalog import catalog
-from planner.core.memory import MemoryOptions, layer_devices, padded_ctx
+from planner.core.llamacpp.memory import MemoryOptions, layer_devices, padded_ctx
 from planner.core.plan import PlanRequest
-from planner.planning import make_plan
+from planner.make_plan import make_plan
 from planner.errors import PlannerError
 
 
@@ -129,7 +129,7 @@ def test_fewest_devices():
 
 
 def test_rpc_memory_sizes():
-    from planner.core.hardware_plan import parse_rpc
+    from planner.core.devices.hardware import parse_rpc
 
     assert parse_rpc("10.0.0.2:50052=24") == ("10.0.0.2:50052", 24 << 30)
     assert parse_rpc("10.0.0.2:50052=24GB") == ("10.0.0.2:50052", 24 * 10**9)

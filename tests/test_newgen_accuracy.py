@@ -3,10 +3,10 @@ the recommendation for these models says plainly that no quantized scheme is mea
 
 from __future__ import annotations
 
-from planner.core import accuracy as acc
+from planner.core.accuracy import tables as acc
 from planner.core.catalog import catalog
 from planner.core.plan import PlanRequest
-from planner.planning import make_plan
+from planner.make_plan import make_plan
 
 NEW = {"deepseek-r1-0528-qwen3-8b": "BF16", "deepseek-v3.1-terminus": "FP8", "deepseek-v3.2-exp": "FP8"}
 

@@ -20,17 +20,17 @@ import pytest
 
 from llamacpp_support import assert_rpc_placement_matches, dq, fit_params_by_device, make_imatrix, require_llama_cpp, run_logged
 from planner.core.catalog import Hparams, catalog
-from planner.core.ggml_types import parse_type, row_bytes
-from planner.core.memory import padded_ctx
+from planner.core.ggml.tensor_types import parse_type, row_bytes
+from planner.core.llamacpp.memory import padded_ctx
 from planner.core.plan import PlanRequest
-from planner.core.schemes import ids_for, resolve_scheme
-from planner.core.sizing import resolve_catalog_model, size_scheme
+from planner.core.llamacpp.schemes import ids_for, resolve_scheme
+from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
 from planner.engines.llamacpp.crosscheck import dry_run_compare
 from planner.engines.llamacpp.logs import parse_memory
 from planner.engines.llamacpp.quantize import compare_log, read_file_table, run_quantize, verify_file
 from planner.gguf.model import model_from_gguf
 from planner.gguf.writer import model_from_hparams, write_gguf
-from planner.planning import make_plan
+from planner.make_plan import make_plan
 from test_memory_llamacpp import rpc_servers  # noqa: F401  (the fixture: four loopback rpc-servers)
 from tiny_models import tiny_deepseek2_hparams
 

@@ -27,18 +27,18 @@ import pytest
 from llamacpp_support import (assert_rpc_placement_matches, dq, fit_params_by_device, make_imatrix,
                               require_llama_cpp, rpc_servers, run_logged)
 from planner.core.catalog import catalog, hparams_from_config
-from planner.core.llama_quant import ImatrixGap, ImatrixShape, check_imatrix_use
-from planner.core.memory import MemoryOptions, deepseek4_kv_parts
+from planner.core.llamacpp.type_rules import ImatrixGap, ImatrixShape, check_imatrix_use
+from planner.core.llamacpp.memory import MemoryOptions, deepseek4_kv_parts
 from planner.core.plan import PlanRequest
-from planner.core.schemes import ids_for, resolve_scheme
-from planner.core.sizing import resolve_catalog_model, size_scheme
+from planner.core.llamacpp.schemes import ids_for, resolve_scheme
+from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
 from planner.engines.llamacpp.crosscheck import dry_run_compare
 from planner.engines.llamacpp.logs import parse_memory
 from planner.engines.llamacpp.quantize import compare_log, read_file_table, run_quantize, verify_file
 from planner.errors import PlannerError
 from planner.gguf.model import model_from_gguf
 from planner.gguf.writer import model_from_hparams, write_gguf, write_sparse_gguf
-from planner.planning import make_plan
+from planner.make_plan import make_plan
 from tiny_models import tiny_deepseek4_hparams
 
 MiB = 1 << 20

@@ -1,4 +1,4 @@
-"""deepseek32 compute buffers (the lightning indexer's graph, planner/core/memory.py _dsa_attention_bytes)
+"""deepseek32 compute buffers (the lightning indexer's graph, planner/core/llamacpp/memory.py _dsa_attention_bytes)
 against the real llama.cpp.
 
 - Tiny generated deepseek32 models, real llama-completion runs on the CPU: the per-cell terms derived
@@ -24,7 +24,7 @@ from llamacpp_support import dq, require_llama_cpp, run_logged
 from planner.core.plan import PlanRequest
 from planner.engines.llamacpp.logs import parse_memory
 from planner.gguf.writer import model_from_hparams, write_gguf
-from planner.planning import make_plan
+from planner.make_plan import make_plan
 from test_memory_llamacpp import rpc_servers  # noqa: F401  (the fixture: four loopback rpc-servers)
 from test_newgen_deepseek32 import tiny_deepseek32_hparams
 

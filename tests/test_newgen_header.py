@@ -11,10 +11,10 @@ import pytest
 from llamacpp_support import assert_rpc_placement_matches, dq, fit_params_by_device, require_llama_cpp
 from planner.core.catalog import catalog
 from planner.core.plan import PlanRequest
-from planner.core.schemes import resolve_scheme
-from planner.core.sizing import resolve_catalog_model, size_scheme
+from planner.core.llamacpp.schemes import resolve_scheme
+from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
 from planner.gguf.header import read_gguf
-from planner.planning import make_plan
+from planner.make_plan import make_plan
 from test_memory_llamacpp import rpc_servers  # noqa: F401  (the fixture: four loopback rpc-servers)
 
 MiB = 1 << 20

@@ -15,14 +15,14 @@ import pytest
 from llamacpp_support import require_llama_cpp, run_logged
 from planner.core.catalog import Hparams, catalog
 from planner.core.plan import PlanRequest
-from planner.core.schemes import ids_for, resolve_scheme
-from planner.core.sizing import resolve_catalog_model, size_scheme
+from planner.core.llamacpp.schemes import ids_for, resolve_scheme
+from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
 from planner.engines.llamacpp.crosscheck import dry_run_compare
 from planner.engines.llamacpp.logs import parse_memory, shows_as_mib
 from planner.engines.llamacpp.quantize import compare_log, read_file_table, run_quantize, verify_file
 from planner.gguf.model import model_from_gguf
 from planner.gguf.writer import model_from_hparams, write_gguf
-from planner.planning import make_plan
+from planner.make_plan import make_plan
 
 MiB = 1 << 20
 

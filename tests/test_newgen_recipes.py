@@ -21,15 +21,15 @@ from dataclasses import replace
 import pytest
 
 from llamacpp_support import dq, require_llama_cpp
-from planner.core import accuracy as acc
+from planner.core.accuracy import tables as acc
 from planner.core.catalog import catalog
 from planner.core.plan import PlanRequest
-from planner.core.schemes import ids_for, resolve_scheme
-from planner.core.sizing import resolve_catalog_model, size_scheme
+from planner.core.llamacpp.schemes import ids_for, resolve_scheme
+from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
 from planner.engines.llamacpp.argv import quantize_argv
 from planner.engines.llamacpp.logs import parse_quantize
 from planner.gguf.writer import model_from_hparams, write_gguf
-from planner.planning import make_plan
+from planner.make_plan import make_plan
 from test_newgen_deepseek32 import tiny_deepseek32_hparams
 
 RECIPES = ("DQ3_K_M", "UD-Q2_K_XL", "Q2_K_L")

@@ -12,11 +12,11 @@ from collections import Counter
 import pytest
 
 from llamacpp_support import require_llama_cpp
-from planner.core.ggml_types import block_size, row_bytes
-from planner.core.gguf_constants import GGMLQuantizationType as T
-from planner.core.llama_quant import QuantizeRefused
-from planner.core.schemes import resolve_scheme, standard_ids
-from planner.core.sizing import size_scheme
+from planner.core.ggml.tensor_types import block_size, row_bytes
+from planner.core.ggml.gguf_constants import GGMLQuantizationType as T
+from planner.core.llamacpp.type_rules import QuantizeRefused
+from planner.core.llamacpp.schemes import resolve_scheme, standard_ids
+from planner.core.llamacpp.sizing import size_scheme
 from planner.engines.llamacpp.crosscheck import dry_run_compare
 from planner.engines.llamacpp.quantize import compare_log, read_file_table, run_quantize, verify_file
 from planner.gguf.writer import model_from_hparams, write_gguf

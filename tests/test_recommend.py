@@ -9,15 +9,31 @@ from __future__ import annotations
 
 import pytest
 
-from planner.core import accuracy as acc
+from planner.core.accuracy import tables as acc
 from planner.core.plan import (DeviceMemory, HardwareSummary, MemoryPlan, ModelSummary, Plan, Recommendation,
                                SchemePlan)
-from planner.core.recommend import (derive_tie_points, explain_no_fit, no_fit_entries, pareto_points, recommend,
+from planner.core.accuracy.recommend import (derive_tie_points, no_fit, no_fit_entries, pareto_points, recommend,
                                     recommend_across_models, tie_groups, tie_points, tie_rule, tied)
 from planner.errors import PlannerError
+from planner.render.recommendation import no_fit_note
 
+from accuracy_figures import printed, weighted
+
+D32 = "deepseek-r1-distill-qwen-32b"
+R1_CARD = "card-r1-reasoning"                      # the RedHatAI R1 card's reasoning table
+D32_CARD = "card-r1-distill-qwen-32b-reasoning"
 GB = 10**9
 GiB = 1 << 30
+
+
+def W(scheme: str, model: str = "deepseek-r1") -> float:
+    """The printed (weighted average) score of a scheme, from profiles/accuracy."""
+    return printed(model, scheme)
+
+
+def T(scheme: str, task: str = "general", model: str = "deepseek-r1", table: str | None = None) -> float:
+    """The task-weighted score of a scheme from the files' per-benchmark values, to 2 places."""
+    return round(weighted(model, scheme, task, table), 2)
 H100 = 85520809984                      # profiles/hardware/h100.toml
 A100 = 85899345920                      # 80 GiB, rounded for the test
 NPU_910B = 64 * GiB
@@ -101,10 +117,10 @@ def test_paper_setup_910b_picks_dq3_k_m_citing_table_2():
     r = recommend(p, "general")
     assert (r.scheme, r.basis, r.suite, r.task) == ("DQ3_K_M", "suite", "paper", "general")
     assert r.tie_points == tie_points()
-    assert ranking(r) == [("DQ3_K_M", 1, 1, 85.53, []), ("UD-Q2_K_XL", 2, 2, 85.02, ["lower_score"]),
-                          ("Q3_K_M", 3, 3, 84.28, ["lower_score"])]
+    assert ranking(r) == [("DQ3_K_M", 1, 1, W("DQ3_K_M"), []), ("UD-Q2_K_XL", 2, 2, W("UD-Q2_K_XL"), ["lower_score"]),
+                          ("Q3_K_M", 3, 3, W("Q3_K_M"), ["lower_score"])]
     win = r.pick
-    assert (win.baseline, win.baseline_score, win.role) == ("FP8 (Official API)", 85.82, "quantized")
+    assert (win.baseline, win.baseline_score, win.role) == ("FP8 (Official API)", W("FP8"), "quantized")
     assert win.source == "arXiv 2505.02390 Table 2 (README Table 2)" and win.full_task
     assert (win.device, win.device_total_bytes, win.device_capacity_bytes) == ("910B 7", on_last(59), NPU_910B)
     assert win.headroom_bytes == NPU_910B - on_last(59)
@@ -117,20 +133,21 @@ def test_paper_setup_910b_picks_dq3_k_m_citing_table_2():
                            "Q2_K_L": ["unmeasured"], "Q8_0": ["unmeasured", "does_not_fit"],
                            "Q6_K": ["unmeasured", "does_not_fit"]}
     q4 = r.entry("Q4_K_M")
-    assert (q4.score, q4.device, q4.device_total_bytes, q4.headroom_bytes) == (85.24, "910B 7", on_last(71),
+    assert (q4.score, q4.device, q4.device_total_bytes, q4.headroom_bytes) == (W("Q4_K_M"), "910B 7", on_last(71),
                                                                                NPU_910B - on_last(71))
     bf16 = r.entry("BF16")
     assert (round(bf16.score, 2), bf16.role, bf16.benchmarks, bf16.full_task, bf16.suite) == (
-        84.15, "baseline", ["aime2024", "math500", "gpqa"], False, "redhat-reasoning")
+        T("BF16", table=R1_CARD), "baseline", ["aime2024", "math500", "gpqa"], False, "redhat-reasoning")
 
 
 def test_paper_setup_h100_picks_dq3_k_m_over_q4_k_m():
     p = r1_plan("h100", "NVIDIA H100 SXM 80GB", H100, "CUDA")
     r = recommend(p)
     # 85.53 vs 85.24: more than tie_points apart, so DQ3_K_M wins on its score
-    assert not tied(85.53, 85.24)
-    assert ranking(r) == [("DQ3_K_M", 1, 1, 85.53, []), ("Q4_K_M", 2, 2, 85.24, ["lower_score"]),
-                          ("UD-Q2_K_XL", 3, 3, 85.02, ["lower_score"]), ("Q3_K_M", 4, 4, 84.28, ["lower_score"])]
+    assert not tied(W("DQ3_K_M"), W("Q4_K_M"))
+    assert ranking(r) == [("DQ3_K_M", 1, 1, W("DQ3_K_M"), []), ("Q4_K_M", 2, 2, W("Q4_K_M"), ["lower_score"]),
+                          ("UD-Q2_K_XL", 3, 3, W("UD-Q2_K_XL"), ["lower_score"]),
+                          ("Q3_K_M", 4, 4, W("Q3_K_M"), ["lower_score"])]
     assert r.entry("Q4_K_M").headroom_bytes == H100 - on_last(71)            # 13.1 GiB
     # Q6_K fits on H100 but has no published figure: listed, never ranked
     assert excluded(r) == {"BF16": ["does_not_fit"], "Q6_K": ["unmeasured"], "Q2_K": ["unmeasured"],
@@ -140,7 +157,8 @@ def test_paper_setup_h100_picks_dq3_k_m_over_q4_k_m():
 def test_r1_q4_k_m_attached_accuracy_is_the_papers_85_24():
     p = r1_plan("h100", "NVIDIA H100 SXM 80GB", H100, "CUDA")
     a = p.scheme("Q4_K_M").accuracy
-    assert a.weighted_avg == 85.24 and a.drop_pct == 0.68 and "Table 2" in a.source
+    assert a.weighted_avg == W("Q4_K_M") and a.drop_pct == printed("deepseek-r1", "Q4_K_M", "accuracy_drop")
+    assert "Table 2" in a.source
     assert p.scheme("Q6_K").accuracy is None
 
 
@@ -148,12 +166,15 @@ def test_tie_goes_to_headroom():
     """V3: Q4_K_M 75.79 vs DQ3_K_M 75.73 (0.06 apart) -> one tie group, decided by headroom."""
     p = r1_plan("h100", "NVIDIA H100 SXM 80GB", H100, "CUDA", model="deepseek-v3")
     r = recommend(p)
-    assert ranking(r)[:2] == [("DQ3_K_M", 1, 1, 75.73, []), ("Q4_K_M", 2, 1, 75.79, ["tied_less_headroom"])]
-    assert (r.pick.baseline, r.pick.baseline_score) == ("FP8 (Tencent API)", 75.45)
+    v3 = "deepseek-v3"
+    assert tied(W("DQ3_K_M", v3), W("Q4_K_M", v3))
+    assert ranking(r)[:2] == [("DQ3_K_M", 1, 1, W("DQ3_K_M", v3), []),
+                              ("Q4_K_M", 2, 1, W("Q4_K_M", v3), ["tied_less_headroom"])]
+    assert (r.pick.baseline, r.pick.baseline_score) == ("FP8 (Tencent API)", W("FP8", v3))
     assert (r.pick.headroom_bytes, r.entry("Q4_K_M").headroom_bytes) == (H100 - on_last(59), H100 - on_last(71))
     # Q2_K_L is measured for V3 (68.73) and fits, but ranks last
-    assert ranking(r)[-1] == ("Q2_K_L", 4, 3, 68.73, ["lower_score"])
-    assert ranking(r)[2] == ("Q3_K_M", 3, 2, 75.06, ["lower_score"])
+    assert ranking(r)[-1] == ("Q2_K_L", 4, 3, W("Q2_K_L", v3), ["lower_score"])
+    assert ranking(r)[2] == ("Q3_K_M", 3, 2, W("Q3_K_M", v3), ["lower_score"])
 
 
 def test_task_reweighting_changes_the_score_used():
@@ -162,17 +183,21 @@ def test_task_reweighting_changes_the_score_used():
     q4 = acc.measurement_for("deepseek-r1", "Q4_K_M")
     # math: AIME 2024, MATH 500, GPQA at 4x Table 8 -> Q4_K_M 83.80 and DQ3_K_M 83.79 (a tie, decided by
     # headroom), where the general weights put them 0.29 apart
-    assert acc.task_score(q4, "math") == pytest.approx(779.359 / 9.3)
-    assert acc.task_score(dq3, "math") == pytest.approx(779.203 / 9.3)
+    assert acc.task_score(q4, "math") == pytest.approx(weighted("deepseek-r1", "Q4_K_M", "math"))
+    assert acc.task_score(dq3, "math") == pytest.approx(weighted("deepseek-r1", "DQ3_K_M", "math"))
     r = recommend(p, "math")
     assert (r.task, r.basis) == ("math", "suite")
-    assert ranking(r) == [("DQ3_K_M", 1, 1, 83.79, []), ("Q4_K_M", 2, 1, 83.80, ["tied_less_headroom"]),
-                          ("UD-Q2_K_XL", 3, 2, 83.48, ["lower_score"]), ("Q3_K_M", 4, 3, 82.13, ["lower_score"])]
-    assert round(r.pick.baseline_score, 2) == 84.21 and r.pick.full_task
+    assert ranking(r) == [("DQ3_K_M", 1, 1, T("DQ3_K_M", "math"), []),
+                          ("Q4_K_M", 2, 1, T("Q4_K_M", "math"), ["tied_less_headroom"]),
+                          ("UD-Q2_K_XL", 3, 2, T("UD-Q2_K_XL", "math"), ["lower_score"]),
+                          ("Q3_K_M", 4, 3, T("Q3_K_M", "math"), ["lower_score"])]
+    assert round(r.pick.baseline_score, 2) == T("FP8", "math") and r.pick.full_task
     # code: MBPP, MBPP+, LiveCodeBench at 4x -> UD-Q2_K_XL (81.73) ties Q4_K_M (81.56) and has more headroom
     rc = recommend(p, "code")
-    assert ranking(rc) == [("DQ3_K_M", 1, 1, 82.29, []), ("UD-Q2_K_XL", 2, 2, 81.73, ["lower_score"]),
-                           ("Q4_K_M", 3, 2, 81.56, ["lower_score"]), ("Q3_K_M", 4, 3, 80.79, ["lower_score"])]
+    assert ranking(rc) == [("DQ3_K_M", 1, 1, T("DQ3_K_M", "code"), []),
+                           ("UD-Q2_K_XL", 2, 2, T("UD-Q2_K_XL", "code"), ["lower_score"]),
+                           ("Q4_K_M", 3, 2, T("Q4_K_M", "code"), ["lower_score"]),
+                           ("Q3_K_M", 4, 3, T("Q3_K_M", "code"), ["lower_score"])]
     with pytest.raises(PlannerError, match="unknown --task"):
         recommend(p, "vision")
 
@@ -189,9 +214,9 @@ def distill32_llama_plan(cap: int = A100, n: int = 1) -> Plan:
 
 def test_distill_one_a100_q4_k_m_ties_bf16_and_wins_on_headroom():
     r = recommend(distill32_llama_plan())
-    assert ranking(r) == [("Q4_K_M", 1, 1, 79.97, []), ("BF16", 2, 1, 79.94, ["tied_less_headroom"]),
-                          ("Q8_0", 3, 2, 79.71, ["lower_score"]), ("Q3_K_M", 4, 3, 79.40, ["lower_score"])]
-    assert (r.pick.baseline, r.pick.baseline_score) == ("BF16 (Local Evaluation)", 79.94)
+    assert ranking(r) == [("Q4_K_M", 1, 1, W("Q4_K_M", D32), []), ("BF16", 2, 1, W("BF16", D32), ["tied_less_headroom"]),
+                          ("Q8_0", 3, 2, W("Q8_0", D32), ["lower_score"]), ("Q3_K_M", 4, 3, W("Q3_K_M", D32), ["lower_score"])]
+    assert (r.pick.baseline, r.pick.baseline_score) == ("BF16 (Local Evaluation)", W("BF16", D32))
     assert r.pick.source == "arXiv 2505.02390 Table 5 (README Table 4)"
     assert excluded(r) == {"Q6_K": ["unmeasured"]}
 
@@ -207,10 +232,12 @@ def test_vllm_formats_one_suite_compares_absolute_card_scores():
     # AIME/MATH/GPQA with Table 8 weights: BF16 77.93, W8A8 77.92 (a tie, W8A8 has more headroom),
     # W4A16 77.64, FP8-dynamic 77.31
     assert (r.basis, r.suite) == ("suite", "redhat-reasoning")
-    assert ranking(r) == [("W8A8", 1, 1, 77.92, []), ("BF16", 2, 1, 77.93, ["tied_less_headroom"]),
-                          ("W4A16", 3, 2, 77.64, ["lower_score"]), ("FP8-dynamic", 4, 3, 77.31, ["lower_score"])]
+    card = {s: T(s, model=D32, table=D32_CARD) for s in ("W8A8", "BF16", "W4A16", "FP8-dynamic")}
+    assert ranking(r) == [("W8A8", 1, 1, card["W8A8"], []), ("BF16", 2, 1, card["BF16"], ["tied_less_headroom"]),
+                          ("W4A16", 3, 2, card["W4A16"], ["lower_score"]),
+                          ("FP8-dynamic", 4, 3, card["FP8-dynamic"], ["lower_score"])]
     assert r.pick.benchmarks == ["aime2024", "math500", "gpqa"] and not r.pick.full_task
-    assert round(r.pick.baseline_score, 2) == 77.93
+    assert round(r.pick.baseline_score, 2) == card["BF16"]
     assert excluded(r) == {"AWQ": ["unmeasured"]}
     # code: the cards have no code benchmark, only the paper's BF16 does
     rc = recommend(p, "code")
@@ -227,8 +254,10 @@ def test_mixed_suites_compare_shares_of_each_baseline():
     r = recommend(p)
     assert (r.scheme, r.basis, r.suite) == ("FP8", "share", None)
     assert [(e.scheme, round(e.share_pct, 2), e.suite, e.tie_group) for e in r.ranked] == [
-        ("FP8", 100.0, "paper", 1), ("W4A16", 98.93, "redhat-reasoning", 2)]
-    assert (r.pick.role, r.pick.score) == ("baseline", 85.82)
+        ("FP8", 100.0, "paper", 1),
+        ("W4A16", round(100 * weighted("deepseek-r1", "W4A16", table=R1_CARD) / weighted("deepseek-r1", "BF16", table=R1_CARD), 2),
+         "redhat-reasoning", 2)]
+    assert (r.pick.role, r.pick.score) == ("baseline", W("FP8"))
 
 
 def test_unmeasured_only_when_no_measured_scheme_fits():
@@ -243,7 +272,7 @@ def test_unmeasured_only_when_no_measured_scheme_fits():
     sm = r.smallest_measured
     assert (sm.scheme, sm.device, sm.device_total_bytes, sm.device_capacity_bytes) == ("UD-Q2_K_XL", "CUDA7",
                                                                                        on_last(50), cap)
-    assert round(sm.score, 2) == 85.02
+    assert round(sm.score, 2) == W("UD-Q2_K_XL")
     assert excluded(r) == {"UD-Q2_K_XL": ["does_not_fit"]}
 
 
@@ -252,19 +281,22 @@ def test_nothing_fits_is_none_with_an_explanation():
     assert recommend(p) is None
     first = no_fit_entries(p)[0]
     assert (first.scheme, first.device, first.device_total_bytes) == ("UD-Q2_K_XL", "CUDA7", on_last(50))
-    why = explain_no_fit(p)
-    assert len(why) == 1 and "UD-Q2_K_XL" in why[0] and "(CUDA7)" in why[0] and "47.0 GiB" in why[0]
+    nf = no_fit(p)
+    assert nf.entries[0] == first and (nf.hardware, nf.devices, nf.rpc_devices) == ("NVIDIA RTX 4090", 8, 0)
+    why = no_fit_note(nf)
+    assert "UD-Q2_K_XL" in why and "(CUDA7)" in why and "47.0 GiB" in why
     p.schemes = [SchemePlan(id="Q4_K_M", kind="ftype", size_bytes=1, params=1, type_bytes={}, tensors=[])]
     assert recommend(p) is None
-    assert no_fit_entries(p) == [] and len(explain_no_fit(p)) == 1
+    assert no_fit_entries(p) == [] and no_fit(p).entries == []
 
 
 def test_pareto_points_mark_the_front():
     p = r1_plan("910b", "Huawei Ascend 910B", NPU_910B, "910B ")
     pts = pareto_points(p)
     assert [(x.scheme, round(x.score, 2), x.fits, x.on_front) for x in pts] == [
-        ("UD-Q2_K_XL", 85.02, True, True), ("DQ3_K_M", 85.53, True, True), ("Q3_K_M", 84.28, True, False),
-        ("Q4_K_M", 85.24, False, False), ("BF16", 84.15, False, False)]
+        ("UD-Q2_K_XL", W("UD-Q2_K_XL"), True, True), ("DQ3_K_M", W("DQ3_K_M"), True, True),
+        ("Q3_K_M", W("Q3_K_M"), True, False), ("Q4_K_M", W("Q4_K_M"), False, False),
+        ("BF16", T("BF16", table=R1_CARD), False, False)]
     assert pts[1].device_bytes == on_last(59)
 
 
@@ -300,16 +332,19 @@ def test_auto_one_a100_picks_the_32b_distill_q4_k_m():
     r = recommend_across_models(plans)
     assert (r.model, r.scheme, r.model_basis) == ("deepseek-r1-distill-qwen-32b", "Q4_K_M", "suite")
     # the chosen model's own ranking comes with it
-    assert ranking(r)[0] == ("Q4_K_M", 1, 1, 79.97, [])
+    assert ranking(r)[0] == ("Q4_K_M", 1, 1, W("Q4_K_M", D32), [])
     # the smaller distills are only on the cards: placed against the 32B's BF16 there (77.93)
     assert models(r) == [
-        ("deepseek-r1-distill-qwen-32b", 1, "Q4_K_M", "paper", 79.97, None, None, []),
-        ("deepseek-r1-distill-qwen-14b", 2, "BF16", "redhat-reasoning", 75.28, "deepseek-r1-distill-qwen-32b",
-         False, ["lower_score"]),
-        ("deepseek-r1-distill-qwen-7b", 3, "BF16", "redhat-reasoning", 68.94, "deepseek-r1-distill-qwen-32b",
-         False, ["lower_score"]),
+        ("deepseek-r1-distill-qwen-32b", 1, "Q4_K_M", "paper", W("Q4_K_M", D32), None, None, []),
+        ("deepseek-r1-distill-qwen-14b", 2, "BF16", "redhat-reasoning",
+         T("BF16", model="deepseek-r1-distill-qwen-14b", table="card-r1-distill-qwen-14b-reasoning"),
+         "deepseek-r1-distill-qwen-32b", False, ["lower_score"]),
+        ("deepseek-r1-distill-qwen-7b", 3, "BF16", "redhat-reasoning",
+         T("BF16", model="deepseek-r1-distill-qwen-7b", table="card-r1-distill-qwen-7b-reasoning"),
+         "deepseek-r1-distill-qwen-32b", False, ["lower_score"]),
         ("deepseek-r1", None, None, None, None, None, None, ["nothing_fits"])]
-    assert round(r.models[1].anchor_best.score, 2) == 77.93 and r.models[1].anchor_best.scheme == "BF16"
+    assert round(r.models[1].anchor_best.score, 2) == T("BF16", model=D32, table=D32_CARD)
+    assert r.models[1].anchor_best.scheme == "BF16"
     smallest = r.models[3].smallest
     assert (smallest.scheme, smallest.device, smallest.device_total_bytes) == ("UD-Q2_K_XL", "CUDA0", on_last(400))
     assert r.to_dict()["model"] == "deepseek-r1-distill-qwen-32b"
@@ -323,11 +358,11 @@ def test_auto_eight_910b_picks_r1_dq3_k_m():
     r = recommend_across_models(plans)
     assert (r.model, r.scheme, r.model_basis) == ("deepseek-r1", "DQ3_K_M", "suite")
     assert models(r) == [
-        ("deepseek-r1", 1, "DQ3_K_M", "paper", 85.53, None, None, []),
-        ("deepseek-v3-0324", 2, "DQ3_K_M", "paper", 80.50, None, None, ["lower_score"]),
-        ("deepseek-r1-distill-qwen-32b", 3, "Q4_K_M", "paper", 79.97, None, None, ["lower_score"]),
-        ("deepseek-v3", 4, "DQ3_K_M", "paper", 75.73, None, None, ["lower_score"])]
-    assert r.pick.score == 85.53 and r.pick.baseline_score == 85.82
+        ("deepseek-r1", 1, "DQ3_K_M", "paper", W("DQ3_K_M"), None, None, []),
+        ("deepseek-v3-0324", 2, "DQ3_K_M", "paper", W("DQ3_K_M", "deepseek-v3-0324"), None, None, ["lower_score"]),
+        ("deepseek-r1-distill-qwen-32b", 3, "Q4_K_M", "paper", W("Q4_K_M", D32), None, None, ["lower_score"]),
+        ("deepseek-v3", 4, "DQ3_K_M", "paper", W("DQ3_K_M", "deepseek-v3"), None, None, ["lower_score"])]
+    assert r.pick.score == W("DQ3_K_M") and r.pick.baseline_score == W("FP8")
 
 
 def test_auto_nothing_fits_anywhere_is_none():
@@ -353,7 +388,7 @@ def test_auto_without_a_measured_fit_names_the_largest_model():
 
 def _real(model: str, device: str, **kw) -> Plan:
     from planner.core.plan import PlanRequest
-    from planner.planning import make_plan
+    from planner.make_plan import make_plan
 
     return make_plan(PlanRequest(model=model, device=device, **kw))
 
@@ -365,14 +400,14 @@ def test_real_plans_paper_setup_910b_and_h100():
     """make_plan's memory model in the paper's setup (legacy KV cache, 32K): 910B -> DQ3_K_M, H100 -> DQ3_K_M."""
     p = _real("deepseek-r1", "910b", kv_mode="legacy", schemes=PAPER_SCHEMES)
     r = p.recommendation
-    assert r.scheme == "DQ3_K_M" and r.pick.score == 85.53
+    assert r.scheme == "DQ3_K_M" and r.pick.score == W("DQ3_K_M")
     q4 = r.entry("Q4_K_M")
-    assert q4.why_not == ["does_not_fit"] and q4.score == 85.24 and q4.device_capacity_bytes == 64 * GiB
+    assert q4.why_not == ["does_not_fit"] and q4.score == W("Q4_K_M") and q4.device_capacity_bytes == 64 * GiB
     assert q4.headroom_bytes == p.scheme("Q4_K_M").headroom_bytes < 0
     assert q4.device == p.scheme("Q4_K_M").tightest_device.device
     h = _real("deepseek-r1", "h100", kv_mode="legacy", schemes=PAPER_SCHEMES).recommendation
     assert h.scheme == "DQ3_K_M"
-    assert ("Q4_K_M", 85.24) in [(e.scheme, e.score) for e in h.ranked]     # Q4_K_M fits on H100 and was ranked
+    assert ("Q4_K_M", W("Q4_K_M")) in [(e.scheme, e.score) for e in h.ranked]     # Q4_K_M fits on H100 and was ranked
 
 
 def test_real_plans_auto_one_a100():

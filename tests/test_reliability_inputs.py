@@ -26,6 +26,28 @@ def dq(*args, timeout: float = 30, env: dict | None = None) -> subprocess.Comple
                           text=True, timeout=timeout, cwd=ROOT, env=e)
 
 
+def dq_here(*args) -> subprocess.CompletedProcess:
+    """The command run in this process (planner.cli.main): for the checks a child process adds nothing to
+    (no FIFO that could hang it, no environment of its own)."""
+    import contextlib
+    import io
+
+    from planner.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = os.environ.get("DQ_PLANNER_DETECT")
+    os.environ["DQ_PLANNER_DETECT"] = "0"
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([os.fspath(a) for a in args])
+    finally:
+        if saved is None:
+            os.environ.pop("DQ_PLANNER_DETECT", None)
+        else:
+            os.environ["DQ_PLANNER_DETECT"] = saved
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 def one_line(r: subprocess.CompletedProcess) -> str:
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
@@ -60,8 +82,8 @@ def test_non_regular_files_are_refused(odd_files, tmp_path, kind, command):
     r = dq("inspect", path) if command == "inspect" else dq(*PLAN, "--model-file", path)
     assert time.monotonic() - t < 20              # a FIFO used to block for ever
     assert r.returncode == 2
-    assert one_line(r) == f"dq-planner: {path}: {words}" or (
-        kind == "dangling" and one_line(r).startswith(f"dq-planner: {path}: {words}"))
+    line = one_line(r)
+    assert line.startswith("dq-planner: ") and str(path) in line and words in line
     assert tree(tmp_path) == before
 
 
@@ -69,7 +91,7 @@ def test_quantize_input_fifo(odd_files, tmp_path):
     path, words = odd_files["fifo"]
     before = tree(tmp_path)
     r = dq("quantize", "--input", path, "--scheme", "Q8_0", "--output", tmp_path / "o.gguf")
-    assert r.returncode == 2 and one_line(r) == f"dq-planner: --input {path}: {words}"
+    assert r.returncode == 2 and "--input" in one_line(r) and str(path) in one_line(r) and words in one_line(r)
     assert tree(tmp_path) == before
 
 
@@ -87,8 +109,8 @@ def test_fifo_in_the_profiles_folder_does_not_hang(tmp_path):
     os.mkfifo(tmp_path / "dq-planner" / "hardware" / "pipe.toml")
     r = dq(*PLAN, env={"XDG_CONFIG_HOME": str(tmp_path)})
     assert r.returncode == 0
-    assert r.stderr.strip() == (f"dq-planner: warning: skipped hardware profile "
-                                f"{tmp_path / 'dq-planner' / 'hardware' / 'pipe.toml'}: is a FIFO (named pipe), not a file")
+    line = one_line(r)
+    assert "warning" in line and str(tmp_path / "dq-planner" / "hardware" / "pipe.toml") in line and "FIFO" in line
 
 
 # -- 8, 12. huge counts and overflowing tensors in a header --------------------------------------
@@ -117,7 +139,7 @@ def patch_u32(src: Path, dst: Path, key: str, value: int) -> Path:
 def test_huge_counts_are_refused_quickly(tiny_gguf, tmp_path, kind, key, value, words):
     bad = patch_u32(tiny_gguf(kind), tmp_path / "bad.gguf", key, value)
     t = time.monotonic()
-    r = dq(*PLAN, "--model-file", bad)
+    r = dq_here(*PLAN, "--model-file", bad)
     assert time.monotonic() - t < 10
     assert r.returncode == 2 and one_line(r).startswith(f"dq-planner: {bad}: {words}")
 
@@ -143,8 +165,8 @@ def _gguf(tensors: list[tuple[str, tuple[int, ...], int, int]]) -> bytes:
 def test_overflowing_tensors_are_header_errors(tmp_path, tensors, words):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(_gguf(tensors))
-    r = dq("inspect", bad)
-    assert r.returncode == 2 and words in one_line(r) and one_line(r).startswith(f"dq-planner: {bad}: ")
+    r = dq_here("inspect", bad)
+    assert r.returncode == 2 and words in one_line(r) and str(bad) in one_line(r)
 
 
 # -- 11. malformed Hugging Face configs ----------------------------------------------------------
@@ -177,7 +199,7 @@ def test_malformed_config_json(tmp_path, mutate, words):
     assert new != raw
     (folder / "config.json").write_bytes(new)
     before = tree(tmp_path)
-    r = dq(*PLAN, "--model", folder)
+    r = dq_here(*PLAN, "--model", folder)
     assert r.returncode == 2
     line = one_line(r)
     assert str(folder / "config.json") in line and words in line
@@ -188,7 +210,7 @@ def test_nested_nulls_are_absent_keys(tmp_path):
     cfg = dict(_config(), rope_scaling={"rope_type": None, "factor": None}, max_position_embeddings=None,
                quantization_config=None)
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    r = dq(*PLAN, "--model", tmp_path, "--json")
+    r = dq_here(*PLAN, "--model", tmp_path, "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["schemes"][0]["id"] == "Q4_K_M" and doc["schemes"][0]["size_bytes"] > 0
@@ -211,9 +233,10 @@ def test_bad_recipe_pattern_names_file_and_line(tmp_path, pattern, words):
     recipe.write_text('id = "MINE"\nbase = "Q4_K_M"\nrules = [\n'
                       "  { pattern = 'ffn_down', type = \"q6_K\" },\n"
                       f"  {{ pattern = '{pattern}', type = \"q8_0\" }},\n]\n")
-    r = dq(*PLAN[:-2], "--scheme", recipe, "--model", "deepseek-r1-distill-llama-8b")
+    r = dq_here(*PLAN[:-2], "--scheme", recipe, "--model", "deepseek-r1-distill-llama-8b")
     assert r.returncode == 2
-    assert one_line(r).startswith(f"dq-planner: recipe {recipe}, line 5: rule 2: ") and words in one_line(r)
+    line = one_line(r)
+    assert str(recipe) in line and "line 5" in line and "rule 2" in line and words in line
 
 
 # llama-quantize itself on the patterns: what the planner refuses for llama.cpp's own reasons,
@@ -223,8 +246,8 @@ ACCEPTED = [r"^blk\.(1|3)\.ffn_(up|gate)", r"ffn_down\.weight$", r"blk\.\d{2}\.a
 
 
 def test_patterns_agree_with_llama_quantize(tiny_gguf, tmp_path):
-    from planner.core.schemes import load_recipe, pattern_problem
-    from planner.core.sizing import size_scheme
+    from planner.core.llamacpp.schemes import load_recipe, pattern_problem
+    from planner.core.llamacpp.sizing import size_scheme
     from planner.engines.llamacpp.logs import QuantizeLineParser
     from planner.engines.llamacpp.quantize import compare_log
     from planner.gguf.writer import model_from_hparams, write_gguf
@@ -259,8 +282,8 @@ def test_patterns_agree_with_llama_quantize(tiny_gguf, tmp_path):
 # -- 14. detect --disk ---------------------------------------------------------------------------
 
 def test_detect_disk_that_does_not_exist(tmp_path):
-    r = dq("detect", "--disk", tmp_path / "nonexistent")
-    assert r.returncode == 2 and one_line(r) == f"dq-planner: --disk {tmp_path / 'nonexistent'}: no such file or folder"
+    r = dq_here("detect", "--disk", tmp_path / "nonexistent")
+    assert r.returncode == 2 and str(tmp_path / "nonexistent") in one_line(r) and "no such file" in one_line(r)
     assert not (tmp_path / "nonexistent").exists()
 
 
@@ -273,11 +296,11 @@ def test_zero_byte_shard_is_missing_and_named(tmp_path):
     shards = write_gguf(tmp_path / "m.gguf", tiny_model("qwen2"), split_max_tensors=20)
     assert len(shards) == 3
     shards[1].write_bytes(b"")
-    whole = dq(*PLAN, "--model-file", shards[0], "--json")
+    whole = dq_here(*PLAN, "--model-file", shards[0], "--json")
     assert whole.returncode == 0, whole.stderr
     src = json.loads(whole.stdout)["model"]["source"]
     assert "2 of 3 shards read; empty (0 bytes), counted as missing: m-00002-of-00003.gguf" in src
-    r = dq("inspect", shards[0], "--json")
+    r = dq_here("inspect", shards[0], "--json")
     doc = json.loads(r.stdout)
     assert r.returncode == 0 and doc["missing_shards"] == [str(shards[1])] and doc["empty_shards"] == [str(shards[1])]
     assert shards[1].stat().st_size == 0 and all(s.exists() for s in shards)

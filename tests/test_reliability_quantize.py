@@ -52,8 +52,8 @@ def start(src: Path, out: Path, scheme: str) -> subprocess.Popen:
 
 
 def plan_for(src: Path, scheme: str):
-    from planner.core.schemes import resolve_scheme
-    from planner.core.sizing import size_scheme
+    from planner.core.llamacpp.schemes import resolve_scheme
+    from planner.core.llamacpp.sizing import size_scheme
     from planner.gguf.model import model_from_gguf
 
     return size_scheme(model_from_gguf(str(src)), resolve_scheme(scheme), imatrix=False)
@@ -220,7 +220,7 @@ def test_tiny_sizes_are_told_in_bytes(lc, tiny_gguf, tmp_path, monkeypatch, caps
 
 
 def test_size_text():
-    from planner.render.units import size_text
+    from planner.units import size_text
 
     assert size_text(524288) == "524288 bytes" and size_text(1) == "1 byte"
     assert size_text(10 << 20) == "10485760 bytes"                 # 0.0098 GiB

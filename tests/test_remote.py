@@ -34,11 +34,11 @@ import pytest
 
 from planner.cli import main as cli_main
 from planner.core.catalog import catalog
-from planner.core.schemes import resolve_scheme
-from planner.core.sizing import resolve_catalog_model, size_scheme
+from planner.core.llamacpp.schemes import resolve_scheme
+from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
 from planner.gguf.remote import clear_memo
 from planner.gguf.writer import _check_rows, _prepare, _Writer, write_metadata
-from planner.core.ggml_types import tensor_bytes
+from planner.core.ggml.tensor_types import tensor_bytes
 from gguf import GGUFWriter
 
 MIB = 1 << 20
@@ -652,7 +652,7 @@ def test_serve_and_quantize_refuse_urls(capsys, env):
 
 def write_safetensors_set(folder: Path, tensors, n_files: int) -> tuple[list[Path], dict]:
     """Sparse safetensors shards (header JSON, then the data's length of zeros) and their index."""
-    from planner.core.hf_checkpoint import DTYPE_BYTES
+    from planner.core.serving.hf_checkpoint import DTYPE_BYTES
 
     dt = {"bf16": "BF16", "f16": "F16", "f32": "F32", "f8_e4m3": "F8_E4M3", "i8": "I8", "i32": "I32", "i64": "I64"}
     per = math.ceil(len(tensors) / n_files)
@@ -678,7 +678,7 @@ def write_safetensors_set(folder: Path, tensors, n_files: int) -> tuple[list[Pat
 
 
 def test_model_hf_repo_reads_config_and_safetensors_headers(hub, tmp_path, capsys):
-    from planner.core.hf_checkpoint import checkpoint, resolve_format
+    from planner.core.serving.hf_checkpoint import checkpoint, resolve_format
 
     entry = catalog()["deepseek-v3"]
     ck = checkpoint(entry, resolve_format("FP8"))

@@ -8,11 +8,11 @@ import re
 from rich.console import Console
 
 from planner.core.plan import PlanRequest
-from planner.planning import make_plan
+from planner.make_plan import make_plan
 from planner.render import recommendation as rtext
 from planner.render.json_doc import plan_document
 from planner.render.table import render_plan
-from planner.render.units import GiB, human
+from planner.units import GiB, human
 from planner.tui import format as fmt
 
 from test_recommend import H100, r1_plan
@@ -69,7 +69,7 @@ def test_unequal_devices_sentences_name_the_device_whose_headroom_they_print():
 
 def test_json_document_keeps_the_interface_and_adds_the_data():
     p = r1_plan("h100", "NVIDIA H100 SXM 80GB", H100, "CUDA")
-    from planner.core.recommend import recommend
+    from planner.core.accuracy.recommend import recommend
 
     p.recommendation = recommend(p)
     doc = plan_document(p)

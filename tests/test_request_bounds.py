@@ -1,4 +1,4 @@
-"""Counts and sizes a request may carry (planner/core/request.py): refused in one line with exit 2 before
+"""Counts and sizes a request may carry (planner/core/request_bounds.py): refused in one line with exit 2 before
 anything is planned, and the plans that are accepted stay sane. Also --gpus 0 with RPC devices, unique
 scheme ids for a GGUF file planned beside its own scheme, and the context-above-training note."""
 
@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from planner.core.plan import PlanRequest
-from planner.core.request import INT32_MAX, MAX_DEVICES, MAX_GPUS_PER_NODE, MAX_NODES, check_request_bounds
+from planner.core.request_bounds import INT32_MAX, MAX_DEVICES, MAX_GPUS_PER_NODE, MAX_NODES, check_request_bounds
 from planner.errors import PlannerError
-from planner.planning import make_plan
+from planner.make_plan import make_plan
 
 ENV = dict(os.environ, NO_COLOR="1", DQ_PLANNER_DETECT="0")
 

@@ -5,8 +5,8 @@ import math
 import pytest
 
 from planner.core.catalog import catalog
-from planner.core.schemes import resolve_scheme
-from planner.core.sizing import resolve_catalog_model, size_scheme
+from planner.core.llamacpp.schemes import resolve_scheme
+from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
 
 GiB = 1 << 30
 

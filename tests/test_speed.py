@@ -1,22 +1,24 @@
-"""The throughput model (planner/core/speed.py) with figures: only the active experts are read per token,
+"""The throughput model (planner/core/llamacpp/speed.py) with figures: only the active experts are read per token,
 the devices of a layer split run one after another, host-resident experts at the host's bandwidth, and
 --n-cpu-moe auto is the smallest count that fits (checked exhaustively)."""
 
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from planner.core.fit import fewest_cpu_moe
-from planner.core.gguf_plan import memory_options
-from planner.core.hardware_plan import resolve_hardware
-from planner.core.memory import LayerWeights, Slot, plan_memory
+from planner.core.llamacpp.fit import fewest_cpu_moe
+from planner.core.llamacpp.plan_schemes import memory_options
+from planner.core.devices.hardware import resolve_hardware
+from planner.core.llamacpp.memory import LayerWeights, Slot, plan_memory
 from planner.core.plan import PlanRequest
-from planner.core.speed import HOST, Processor, factors, llamacpp_speed, type_family
-from planner.planning import make_plan, model_input
-from planner.core.gguf_plan import resolve_model
+from planner.core.llamacpp.speed import HOST, Processor, factors, llamacpp_speed, type_family
+from planner.make_plan import make_plan, model_input
+from planner.core.llamacpp.plan_schemes import resolve_model
 
 GB = 1e9
 EXPS = re.compile(r"\.ffn_(up|down|gate)_exps")
@@ -38,6 +40,10 @@ def _speed(hp, tensors, slots, procs, host, kv_mode="mla", depth=0, n_cpu_moe=0)
 BIG = Slot("GPU0", 10**13, 0)
 GPU = Processor("GPU0", "CUDA", 1000.0, 500.0)
 CPU = Processor(HOST, "CPU", 100.0, 5.0)
+# the decode efficiency factors as profiles/speed/llamacpp.toml gives them (read from the file itself)
+_DECODE = tomllib.loads((Path(__file__).resolve().parents[1] / "profiles" / "speed" / "llamacpp.toml").read_text())["decode"]
+CUDA_K = _DECODE["CUDA"]["k"]                      # R1 Q4_K_M is mostly k-family bytes
+CPU_DEFAULT = _DECODE["CPU"]["default"]
 
 
 def test_decode_reads_only_the_active_experts():
@@ -62,14 +68,14 @@ def test_decode_reads_only_the_active_experts():
     moe_layers = hp.n_layer - hp.n_layer_dense_lead
     fixed = moe_layers * fac.layer_seconds("CUDA", "mla_moe") + \
         hp.n_layer_dense_lead * fac.layer_seconds("CUDA", "mla_dense")
-    assert 1 / (t - fixed) == pytest.approx(1000 * GB * 0.72 / s.decode_bytes["GPU0"], rel=0.05)
+    assert 1 / (t - fixed) == pytest.approx(1000 * GB * CUDA_K / s.decode_bytes["GPU0"], rel=0.05)
 
 
 def test_fixed_cost_per_layer_kind_and_backend():
     """A layer's fixed cost is charged per layer of its kind on the place that runs it: R1's 58 MoE and 3
     dense MLA layers on the GPU, none on the host that holds only token_embd; a backend without its own
     figures takes the default's."""
-    from planner.core.speed import Factors
+    from planner.core.llamacpp.speed import Factors
 
     hp, sp, kv = _r1()
     base = factors()
@@ -125,8 +131,8 @@ def test_experts_in_host_ram_run_at_the_host_bandwidth():
     embd = next(t for t in sp.tensors if t.name == "token_embd.weight")
     assert s.decode_bytes[HOST] == pytest.approx(exps * 8 / 256 + embd.bytes // hp.n_vocab, rel=1e-9)
     assert s.bound == HOST
-    # the host's 100 GB/s at the CPU factor (0.53) against 1000 GB/s on the GPU
-    assert s.decode_seconds[HOST] == pytest.approx(s.decode_bytes[HOST] / (100 * GB * 0.53), rel=1e-6)
+    # the host's 100 GB/s at the CPU factor against 1000 GB/s on the GPU
+    assert s.decode_seconds[HOST] == pytest.approx(s.decode_bytes[HOST] / (100 * GB * CPU_DEFAULT), rel=1e-6)
     assert s.decode_seconds[HOST] > 5 * s.decode_seconds["GPU0"]
 
 
@@ -177,7 +183,7 @@ def test_min_tps_drops_slower_plans():
 
 
 def test_model_auto_offers_r1_with_experts_in_host_ram():
-    from planner.planning import make_auto_plan
+    from planner.make_plan import make_auto_plan
 
     req = PlanRequest(model="auto", device="a100", gpus=1, host_ram=512, n_cpu_moe="auto")
     chosen, plans = make_auto_plan(req)
@@ -193,13 +199,14 @@ def test_device_host_plans_a_cpu_only_run():
     sp = make_plan(PlanRequest(device="host", host_ram=768, host_bandwidth=460.8,
                                schemes=["Q4_K_M"])).scheme("Q4_K_M")
     assert sp.fits and [d.device for d in sp.memory.per_device] == ["CPU0"]
-    # all of it read from host memory: 460.8 GB/s x 0.53 over the active bytes (+ one embedding row)
+    # all of it read from host memory: 460.8 GB/s x the CPU factor over the active bytes (+ one embedding row)
     total = sum(sp.speed.decode_bytes.values())
-    assert sp.speed.decode_tps == pytest.approx(460.8e9 * 0.53 / total, rel=0.01)
+    assert sp.speed.decode_tps == pytest.approx(460.8e9 * CPU_DEFAULT / total, rel=0.01)
 
 
 def test_tensor_parallel_splits_bytes_and_pays_all_reduces():
-    from planner.core.speed import Link, tp_decode
+    from planner.core.llamacpp.speed import Link
+    from planner.core.serving.speed import tp_decode
 
     fac = factors("hf")
     gpu = Processor("CUDA0", "CUDA", 1000.0, 500.0)
@@ -226,7 +233,7 @@ def test_routed_experts_prefill_at_the_backends_share():
     tokens) at the `experts` share of its dense rate, everything else at the dense rate."""
     import math
 
-    from planner.core.speed import Factors
+    from planner.core.llamacpp.speed import Factors
 
     hp, sp, kv = _r1()
     base = factors()

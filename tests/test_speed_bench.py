@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from planner.core.plan import PlanRequest
-from planner.planning import make_plan
+from planner.make_plan import make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT / "tests/fixtures/speed/published.toml"

@@ -7,14 +7,14 @@ from dataclasses import replace
 
 import pytest
 
-from planner.core.fit import fewest_cpu_moe
-from planner.core.gguf_plan import memory_options, resolve_model
-from planner.core.hardware_plan import resolve_hardware
-from planner.core.memory import LayerWeights, plan_memory
+from planner.core.llamacpp.fit import fewest_cpu_moe
+from planner.core.llamacpp.plan_schemes import memory_options, resolve_model
+from planner.core.devices.hardware import resolve_hardware
+from planner.core.llamacpp.memory import LayerWeights, plan_memory
 from planner.core.plan import PlanRequest
-from planner.core.host_kernels import AttentionCost, HostKernels, TypeKernels
-from planner.core.speed import HOST, Processor, decode_curve, factors, llamacpp_speed
-from planner.planning import make_plan, model_input
+from planner.core.devices.host_kernels import AttentionCost, HostKernels, TypeKernels
+from planner.core.llamacpp.speed import HOST, Processor, decode_curve, factors, llamacpp_speed
+from planner.make_plan import make_plan, model_input
 
 SCHEMES = ["Q4_K_M", "DQ3_K_M", "UD-Q2_K_XL"]
 REQ = PlanRequest(device="a100", gpus=1, host_ram=512, schemes=SCHEMES)
@@ -110,7 +110,7 @@ def _kernels(rates=None, *, attention=None, layer_seconds=None, token_seconds=0.
 
 def _r1_q4_on_one_cpu(bandwidth_gbs: float, tflops: float, kv_mode: str | None = None):
     """R1 Q4_K_M planned onto one CPU device, and a speed function of the host's measured kernels."""
-    from planner.core.memory import Slot
+    from planner.core.llamacpp.memory import Slot
 
     hp, sp, kv = _r1_q4()
     opts = memory_options(PlanRequest(kv_mode=kv_mode), kv_mode or kv)

@@ -12,8 +12,8 @@ import pytest
 
 from planner.core.plan import PlanRequest
 from planner.errors import PlannerError
-from planner.planning import make_plan
-from planner.render.units import GiB, human
+from planner.make_plan import make_plan
+from planner.units import GiB, human
 from planner.tui.app import ACTIONS, PlannerApp
 from llamacpp_support import dq, require_llama_cpp
 
@@ -370,7 +370,7 @@ def test_gguf_file_as_the_model_then_another_engine(tiny_gguf):
         await choose(app, pilot, "e", "vllm")
         # vLLM serves Hugging Face formats: the scheme list is the model's formats
         from planner.core import catalog as cat
-        from planner.core.hf_checkpoint import formats_for
+        from planner.core.serving.hf_checkpoint import formats_for
 
         fmts = [f.id for f in formats_for(cat.resolve_model("deepseek-r1-distill-qwen-32b"))]
         assert [v for _, v in app.scheme_choices] == fmts
@@ -482,7 +482,7 @@ def test_a_list_opens_over_the_screen_and_choosing_from_it_lays_nothing_out():
 
 def test_the_plots_tab_draws_decode_speed_against_depth_from_the_plan():
     """The Plots tab's speed plot is the selected scheme's predicted decode curve (core.speed.decode_curve)."""
-    from planner.core.speed import decode_curve
+    from planner.core.llamacpp.speed import decode_curve
     from planner.tui.widgets.speed_plot import speed_points
 
     req = PlanRequest(device="h100", schemes=["DQ3_K_M"])

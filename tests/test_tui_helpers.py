@@ -54,7 +54,7 @@ def test_bar_cells_add_up_and_mark_capacity():
 
 
 def test_filter_by_name_part_and_type():
-    from planner.planning import make_plan
+    from planner.make_plan import make_plan
 
     sp = make_plan(PlanRequest(device="h100", schemes=["DQ3_K_M"])).scheme("DQ3_K_M")
     exps = filter_tensors(sp.tensors, "ffn_down_exps")
@@ -109,7 +109,7 @@ def test_child_stop_ends_the_child_and_its_descendants(use_pty):
 def test_planning_process_answers_as_make_plan_and_can_be_stopped():
     import threading
 
-    from planner.planning import make_plan
+    from planner.make_plan import make_plan
     from planner.tui.background import PlanWorker, Superseded
 
     w = PlanWorker()

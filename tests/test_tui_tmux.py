@@ -15,8 +15,8 @@ import psutil
 import pytest
 
 from planner.core.plan import PlanRequest
-from planner.planning import make_plan
-from planner.render.units import human
+from planner.make_plan import make_plan
+from planner.units import human
 
 REPO = Path(__file__).resolve().parents[1]
 

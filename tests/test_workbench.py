@@ -7,13 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from planner.core import accuracy
+from planner.core.accuracy import tables as accuracy
 from planner.core import catalog as cat
-from planner.core.memory import CACHE_TYPES
+from planner.core.llamacpp.memory import CACHE_TYPES
 from planner.core.plan import PlanRequest
 from planner.engines.registry import engine, engine_names
 from planner.options import BY_DEST, CONTROLS, control_options, request_args
-from planner.planning import make_plan
+from planner.make_plan import make_plan
 from planner.workbench import FILE, Workbench
 
 R1_910B = PlanRequest(device="910b", kv_mode="legacy")
@@ -101,7 +101,7 @@ def test_a_gguf_file_is_planned_as_the_cli_plans_it(tiny_gguf):
 
 
 def _file_model(path: str):
-    from planner.planning import model_input
+    from planner.make_plan import model_input
 
     return model_input(PlanRequest(model_file=path)).file_model
 

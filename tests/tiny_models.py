@@ -11,7 +11,7 @@ from typing import Any
 from gguf import GGMLQuantizationType as T
 
 from planner.core.catalog import Hparams
-from planner.core.sizing import ResolvedModel
+from planner.core.llamacpp.sizing import ResolvedModel
 from planner.errors import PlannerError, choices
 from planner.gguf.writer import model_from_hparams
 

@@ -1,5 +1,5 @@
 """`dq-planner bench --model-file F.gguf [PLAN OPTIONS]`: llama.cpp's own llama-bench against the plan's
-predicted speed (planner/core/speed.py): prefill of --prompt tokens, decode of --gen tokens at depth 0
+predicted speed (planner/core/llamacpp/speed.py): prefill of --prompt tokens, decode of --gen tokens at depth 0
 and at --depth, predicted vs measured tokens/s.
 
 The host is measured right before (the built-in probe, with as many threads as llama-bench gets), so
@@ -42,7 +42,7 @@ def measure_host(threads: int, lib_dirs: list | None = None, llama_bench=None, t
     with llama-bench (a path) llama.cpp's fixed cost per layer and token
     (planner/engines/llamacpp/overhead_probe.py); `types`: only these weight types' kernels (a file's
     own, a few seconds), else every type's. The kernels are cached for plans on this machine."""
-    from planner.core.host_kernels import HostProbe
+    from planner.core.devices.host_kernels import HostProbe
 
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads))
@@ -102,7 +102,7 @@ def _spread(rec: dict) -> float:
 def predicted_vs_measured(req, records: list[dict], gen: int) -> list[Row]:
     """Rows for llama-bench's tests (measured: the median repetition), each predicted with the plan at
     the test's own workload."""
-    from planner.planning import make_plan
+    from planner.make_plan import make_plan
 
     rows = []
     for rec in records:
@@ -121,7 +121,7 @@ def predicted_vs_measured(req, records: list[dict], gen: int) -> list[Row]:
 
 def plan_request(a: argparse.Namespace):
     from planner.options import request_from_namespace
-    from planner.planning import local_devices
+    from planner.make_plan import local_devices
 
     req = request_from_namespace(a)
     if not req.model_file:
@@ -132,10 +132,10 @@ def plan_request(a: argparse.Namespace):
 
 
 def main(argv: list[str]) -> int:
-    from planner.cli import _Parser
+    from planner.arg_parser import Parser
     from planner.options import add_plan_options
 
-    p = _Parser(prog="dq-planner bench", description=__doc__.splitlines()[0])
+    p = Parser(prog="dq-planner bench", description=__doc__.splitlines()[0])
     add_plan_options(p)
     p.add_argument("--threads", type=int, default=2, help="llama-bench -t [2]")
     p.add_argument("--repetitions", type=int, default=3, help="llama-bench -r [3]")

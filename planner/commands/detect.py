@@ -7,7 +7,7 @@ import os
 import sys
 
 from planner.hardware.detect import Detection, detect, hardware_for_plan
-from planner.render.units import GiB, MiB
+from planner.units import GiB, MiB
 
 DEFAULT_DEVICE = "h100"
 
@@ -91,9 +91,9 @@ def render(det: Detection) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from planner.cli import PROG, _Parser
+    from planner.arg_parser import PROG, Parser
 
-    p = _Parser(prog=f"{PROG} detect", description="Show the GPUs/NPUs (NVML, npu-smi) and the host this machine "
+    p = Parser(prog=f"{PROG} detect", description="Show the GPUs/NPUs (NVML, npu-smi) and the host this machine "
                 "has, and the hardware profile plans will use.")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument("--disk", metavar="PATH", help="report free disk space at PATH (default: the current folder)")

@@ -19,9 +19,9 @@ from planner.errors import PlannerError
 
 
 def parser():
-    from planner.cli import _Parser
+    from planner.arg_parser import Parser
 
-    p = _Parser(prog="dq-planner header",
+    p = Parser(prog="dq-planner header",
                 description="Write the GGUF llama-quantize would produce (full header, sparse data) for "
                             "llama.cpp's own fit tools.")
     p.add_argument("--model", required=True, metavar="ID|DIR", help="catalog id or a local Hugging Face folder")
@@ -37,8 +37,8 @@ def main(argv: list[str]) -> int:
     a = parser().parse_args(argv)
 
     from planner.model_files import resolve_model
-    from planner.core.schemes import resolve_scheme
-    from planner.core.sizing import resolve_catalog_model, size_scheme
+    from planner.core.llamacpp.schemes import resolve_scheme
+    from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
     from planner.gguf.writer import write_sparse_gguf
 
     entry = resolve_model(a.model)

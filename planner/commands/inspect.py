@@ -3,7 +3,7 @@
 Reads only the GGUF header (so a partly downloaded file or the first shard of a split model is
 enough; the other shards present are followed) and reports the architecture, file type, every
 tensor's name/shape/type/bytes/offset, the totals, the metadata (giant arrays summarised) and the plan
-the file implies (planner.core.sizing.size_file). With --scheme, the tensors whose type differs from
+the file implies (planner.core.llamacpp.sizing.size_file). With --scheme, the tensors whose type differs from
 what that scheme's plan gives them (predicted against actual).
 
 JSON (--json): the interface's keys {"path", "architecture", "file_type", "tensor_count", "tensor_bytes",
@@ -27,9 +27,9 @@ from planner.errors import PlannerError
 
 
 def parser():
-    from planner.cli import _Parser
+    from planner.arg_parser import Parser
 
-    p = _Parser(prog="dq-planner inspect",
+    p = Parser(prog="dq-planner inspect",
                 description="Read a GGUF header (no tensor data needed): architecture, file type, tensors, "
                             "metadata and the plan the file implies.")
     p.add_argument("file", metavar="FILE.gguf", help="a GGUF file, or any shard of a split model; or a published "
@@ -58,7 +58,7 @@ def _shape(shape) -> str:
 
 
 def _size(n: int) -> str:
-    from planner.render.units import human
+    from planner.units import human
 
     h = human(n)
     return h if h.endswith(" B") else f"{h} ({n} bytes)"
@@ -77,8 +77,8 @@ def scheme_differences(model, scheme, present: set[str] | None = None) -> tuple[
 
     present: the names of the tensors the header(s) read hold; the others (of missing shards) have
     no actual type to compare."""
-    from planner.core.ggml_types import tensor_bytes, type_name
-    from planner.core.sizing import size_scheme
+    from planner.core.ggml.tensor_types import tensor_bytes, type_name
+    from planner.core.llamacpp.sizing import size_scheme
 
     plan = size_scheme(model, scheme)
     diffs = []
@@ -94,7 +94,7 @@ def scheme_differences(model, scheme, present: set[str] | None = None) -> tuple[
 
 def inspect_document(path: str, scheme_id: str | None = None, quant: str | None = None) -> dict[str, Any]:
     """Everything inspect reports, as the JSON document."""
-    from planner.core.sizing import size_file
+    from planner.core.llamacpp.sizing import size_file
     from planner.gguf.header import read_gguf
     from planner.gguf.model import model_from_header
 
@@ -123,7 +123,7 @@ def inspect_document(path: str, scheme_id: str | None = None, quant: str | None 
     doc["plan"] = size_file(model).to_dict()
     doc["notes"] = []
     if scheme_id:
-        from planner.core.schemes import resolve_scheme
+        from planner.core.llamacpp.schemes import resolve_scheme
 
         scheme = resolve_scheme(scheme_id)
         if not scheme.applies_to(model.hparams.arch):
@@ -136,7 +136,7 @@ def inspect_document(path: str, scheme_id: str | None = None, quant: str | None 
 
 
 def render(doc: dict[str, Any]) -> str:
-    from planner.render.units import human
+    from planner.units import human
 
     out: list[str] = []
     complete = "data complete" if doc["data_complete"] else "data INCOMPLETE (header only or partial download)"
@@ -198,13 +198,12 @@ def render(doc: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from planner.safe_text import printable
+    from planner.safe_text import json_text, printable
 
     a = parser().parse_args(argv)
     doc = inspect_document(a.file, a.scheme, a.quant)
     if a.json:
-        json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        sys.stdout.write(json_text(json.dumps(doc, indent=2, ensure_ascii=False)) + "\n")
     else:
         print(printable(render(doc), keep="\n"))   # names and values from the file, made inert
     return 0

@@ -17,10 +17,10 @@ MAX_LISTED = 20
 
 
 def parser():
-    from planner.cli import _Parser
+    from planner.arg_parser import Parser
     from planner.options import int_at_least
 
-    p = _Parser(prog="dq-planner quantize",
+    p = Parser(prog="dq-planner quantize",
                 description="Quantize a GGUF with llama-quantize under a scheme or recipe and verify the result "
                             "against the plan, tensor by tensor.")
     p.add_argument("--engine", choices=["llama.cpp"], default="llama.cpp",
@@ -94,8 +94,8 @@ def _main(argv: list[str], events) -> int:
     a = parser().parse_args(argv)
     human = sys.stderr if events.enabled else sys.stdout   # with events, stdout carries them alone
 
-    from planner.core.schemes import resolve_scheme
-    from planner.core.sizing import size_scheme
+    from planner.core.llamacpp.schemes import resolve_scheme
+    from planner.core.llamacpp.sizing import size_scheme
     from planner.engines.llamacpp.locate import locate
     from planner.engines.llamacpp.logs import MIB
     from planner.engines.llamacpp.progress import Progress, emit_verified, quantize_hooks

@@ -22,11 +22,11 @@ MAX_SEQ_LEN = 1 << 20
 
 
 def parser():
-    from planner.cli import _Parser
+    from planner.arg_parser import Parser
     from planner.engines.registry import engine, engine_names
     from planner.options import int_at_least
 
-    p = _Parser(prog="dq-planner quantize",
+    p = Parser(prog="dq-planner quantize",
                 description="Quantize a Hugging Face checkpoint with llm-compressor for vLLM or SGLang and verify "
                             "the result against the plan, tensor by tensor.")
     p.add_argument("--engine", required=True, choices=[e for e in engine_names() if not engine(e).accepts_model_file],
@@ -73,7 +73,7 @@ def _main(argv: list[str], events) -> int:
         raise PlannerError(f"--max-seq-len must be at most {MAX_SEQ_LEN}, got {a.max_seq_len}")
 
     from planner.core.catalog import entry_from_config
-    from planner.core.hf_checkpoint import checkpoint, resolve_format
+    from planner.core.serving.hf_checkpoint import checkpoint, resolve_format
     from planner.engines.compress import checkpoint_files as cf
     from planner.engines.compress.calibration import read_samples
     from planner.engines.compress.recipe import recipe_for
@@ -114,7 +114,7 @@ def _main(argv: list[str], events) -> int:
     check_free_space(dst.parent, ck.size_bytes + (16 << 20))
 
     # progress: the quantized linear layers, in bytes of their 16-bit weights
-    from planner.core.hf_checkpoint import hf_weights, is_quantized
+    from planner.core.serving.hf_checkpoint import hf_weights, is_quantized
 
     sel = fmt.selector(entry.hparams)
     layers = {w.prefix: w.n_elements * 2 for w in hf_weights(entry.hparams, ck.mtp_layers) if is_quantized(w, sel)}

@@ -16,10 +16,11 @@ from planner.errors import PlannerError
 
 
 def parser():
-    from planner.cli import _Parser, add_plan_options
+    from planner.arg_parser import Parser
+    from planner.options import add_plan_options
     from planner.options import int_at_least
 
-    p = _Parser(prog="dq-planner serve",
+    p = Parser(prog="dq-planner serve",
                 description="Start llama-server with the plan's placement and compare llama.cpp's memory with the plan.")
     add_plan_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address llama-server listens on (default 127.0.0.1)")
@@ -66,16 +67,16 @@ def _main(argv: list[str], events) -> int:
     if not engine(a.engine).accepts_model_file:
         raise PlannerError(f"serve runs llama.cpp's llama-server on a GGUF; --engine {a.engine} is not supported here")
 
-    from planner.cli import request_from_args
+    from planner.options import request_from_namespace
     from planner.engines.llamacpp.argv import parse_rpc_list, server_argv, shell_line
     from planner.engines.llamacpp.locate import locate
     from planner.engines.llamacpp.logs import parse_memory
     from planner.engines.llamacpp.process import terminate_as_interrupt
-    from planner.engines.llamacpp.serve_plan import plan_serve
+    from planner.engines.llamacpp.serve_placement import plan_serve
     from planner.engines.llamacpp.server import (compare, comparison_rows, render_comparison, render_speed,
                                                  start_server, stop_and_measure)
 
-    req = request_from_args(a)
+    req = request_from_namespace(a, with_tensors=getattr(a, "tensors", False))
     rpc = parse_rpc_list(req.rpc)
     lc = locate(a.llama_cpp)
     lc.binary("llama-server")
@@ -128,13 +129,13 @@ def _main(argv: list[str], events) -> int:
 
 
 def predicted_speed(req, sp, prompt: int, depth: int):
-    """The plan's Speed for the served placement (planner/core/speed.py), or (None, why): the host as
+    """The plan's Speed for the served placement (planner/core/llamacpp/speed.py), or (None, why): the host as
     the probe measured it (with its cached ggml kernels), GPUs at the --device profile's figures or the
     detected devices' profile."""
     from dataclasses import replace
 
-    from planner.core.devices import resolve_device
-    from planner.core.speed import factors, host_processor, llamacpp_speed, slot_processors
+    from planner.core.devices.profiles import resolve_device
+    from planner.core.llamacpp.speed import factors, host_processor, llamacpp_speed, slot_processors
 
     if sp.speed_inputs is None or sp.memory is None:
         return None, "no plan"
@@ -152,7 +153,7 @@ def predicted_speed(req, sp, prompt: int, depth: int):
         if req.device not in (None, "auto"):
             profile = resolve_device(req.device)
         else:
-            from planner.planning import local_devices
+            from planner.make_plan import local_devices
 
             loc = local_devices(replace(req, device=None))
             profile = loc.profile if loc is not None else None

@@ -2,8 +2,9 @@
 
 An engine plans memory for a request (its own memory model, from the core's arithmetic), lists the
 schemes or formats it accepts, and writes the launch commands of a plan. Implementations live in
-planner/engines/ (one module each) and are found through planner.engines.registry; the core receives
-the engine object from its caller and never names one, so adding an engine is one module.
+planner/engines/ (one package each, its engine.py exposing ENGINE_IMPL) and are found through
+planner.engines.registry (ids in planner/engine_ids.py); the core receives the engine object from its
+caller and never names one. The README says which files a new engine touches.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from planner.core.catalog import ModelEntry
-    from planner.core.hardware_plan import Hardware
+    from planner.core.devices.hardware import Hardware
     from planner.core.plan import Plan, PlanRequest
-    from planner.core.sizing import ResolvedModel
+    from planner.core.llamacpp.sizing import ResolvedModel
 
 
 @dataclass
@@ -47,8 +48,8 @@ class Engine(Protocol):
     accepts_model_file: bool     # plans a GGUF file (--model-file) as it is
     quantizes: bool              # can make the scheme's file itself (llama-quantize) and serve it here
 
-    def scheme_ids(self, arch: str) -> list[str]:
-        """The schemes (llama.cpp ftypes and recipes) or checkpoint formats it plans for an architecture."""
+    def scheme_ids(self, entry: ModelEntry) -> list[str]:
+        """The schemes (llama.cpp ftypes and recipes) or checkpoint formats it plans for a model."""
         ...
 
     def plan(self, req: PlanRequest, model: ModelInput, hardware: Hardware, shared: dict | None = None) -> Plan:

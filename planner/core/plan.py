@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from planner.core.host_kernels import HostProbe
+from planner.core.devices.host_kernels import HostProbe
 
 SCHEMA_VERSION = 1
 
@@ -55,7 +55,7 @@ class PlanRequest:
     head_address: str | None = None      # the first node's address in multi-node launch commands
     checkpoint: str | None = None        # a local checkpoint path instead of the published repository
     with_tensors: bool = False
-    # speed (planner/core/speed.py): the workload and the host as a device
+    # speed (planner/core/llamacpp/speed.py): the workload and the host as a device
     prompt: int = 512                    # prefill tokens
     depth: int = 0                       # cached tokens before the decoded one
     min_tps: float | None = None         # drop plans predicted to decode slower
@@ -164,7 +164,7 @@ class MemoryPlan:
     def total_bytes(self) -> int:
         return sum(d.total_bytes for d in self.per_device) + self.host_bytes
 
-    # A MemoryPlan is complete when built (planner.core.memory and serving_plan fill the devices before
+    # A MemoryPlan is complete when built (planner.core.llamacpp.memory and serving_plan fill the devices before
     # they make it): its two verdicts are computed once, as recommendations ask for them many times.
     @cached_property
     def tightest(self) -> DeviceMemory | None:
@@ -255,12 +255,12 @@ class SchemePlan:
     memory: MemoryPlan | None = None
     accuracy: Accuracy | None = None
     notes: list[str] = field(default_factory=list)
-    speed: Any = None                    # planner.core.speed.Speed (None: not predicted)
+    speed: Any = None                    # planner.core.llamacpp.speed.Speed (None: not predicted)
     # sums of the tensors made with them by sizing (None: summed from `tensors` where needed):
-    weights_by_layer: Any = None         # planner.core.memory.LayerWeights
-    tensor_groups: Any = None            # planner.core.speed: ((layer, routed expert, type), (bytes, elements, rows, row lengths))
+    weights_by_layer: Any = None         # planner.core.llamacpp.memory.LayerWeights
+    tensor_groups: Any = None            # planner.core.llamacpp.speed: ((layer, routed expert, type), (bytes, elements, rows, row lengths))
     n_cpu_moe: int | None = None         # --n-cpu-moe auto: the layers this plan keeps in host RAM
-    deployments: list[Deployment] = field(default_factory=list)   # GPU-only / hybrid (planner.core.deployments)
+    deployments: list[Deployment] = field(default_factory=list)   # GPU-only / hybrid (planner.core.llamacpp.deployments)
 
     @property
     def bpw(self) -> float:
@@ -310,7 +310,7 @@ class SchemePlan:
 
 @dataclass
 class Deployment:
-    """One way to run a scheme (planner.core.deployments): "gpu" (every layer's weights on the devices)
+    """One way to run a scheme (planner.core.llamacpp.deployments): "gpu" (every layer's weights on the devices)
     or "hybrid" (the routed experts of the first n_cpu_moe layers in host RAM, --n-cpu-moe N)."""
 
     placement: str                       # "gpu" | "hybrid"
@@ -319,7 +319,7 @@ class Deployment:
     headroom_bytes: int | None           # on the tightest device (negative: over by that much)
     device: str | None                   # the tightest device
     host_bytes: int = 0                  # host RAM the plan uses (experts, token_embd, host buffers)
-    speed: Any = None                    # planner.core.speed.Speed (None: not predicted)
+    speed: Any = None                    # planner.core.llamacpp.speed.Speed (None: not predicted)
     memory: Any = field(default=None, repr=False, compare=False)   # its MemoryPlan (not in the JSON)
     host_ram_checked: bool = True        # False: host RAM unknown (no --host-ram, not this machine), so
                                          # the host part of the plan was not checked
@@ -444,7 +444,7 @@ class RankedModel:
 
 @dataclass
 class Recommendation:
-    """What planner.core.recommend decided, as data; planner.render.recommendation writes the sentences.
+    """What planner.core.accuracy.recommend decided, as data; planner.render.recommendation writes the sentences.
 
     basis: "suite" (absolute task scores in one evaluation suite), "share" (each score as a share of
     its own table's baseline) or "unmeasured" (no measured scheme fits: the fitting scheme with the
@@ -468,7 +468,7 @@ class Recommendation:
     smallest_measured: RankedScheme | None = None   # basis "unmeasured": the smallest measured scheme
     models: list[RankedModel] = field(default_factory=list)
     model_basis: str | None = None       # --model auto: "suite" | "anchored" | "largest_unmeasured"
-    # every fitting (scheme, placement) with a measured score, ranked (planner.core.recommend.rank_deployments)
+    # every fitting (scheme, placement) with a measured score, ranked (planner.core.accuracy.recommend.rank_deployments)
     deployments: list[RankedDeployment] = field(default_factory=list)
     # "hybrid" when no scheme fits the GPUs alone and the schemes were ranked as hybrid deployments
     placement: str | None = None
@@ -554,6 +554,18 @@ class ModelSummary:
 
 
 @dataclass
+class NoFit:
+    """Why nothing is recommended on the planned hardware: the smallest planned schemes (at most 3) with
+    the figures that show why they do not fit (none: no memory was planned). A note of the plan, worded by
+    planner.render.recommendation (no_fit_note)."""
+
+    entries: list[RankedScheme]
+    hardware: str | None                 # device name
+    devices: int                         # GPUs x nodes
+    rpc_devices: int                     # llama.cpp RPC devices planned besides them
+
+
+@dataclass
 class Plan:
     model: ModelSummary
     engine: str
@@ -562,7 +574,8 @@ class Plan:
     kv_mode: str | None
     schemes: list[SchemePlan]
     recommendation: Recommendation | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)   # renderers add the no-fit note (plan_notes)
+    no_fit: NoFit | None = None
 
     def scheme(self, scheme_id: str) -> SchemePlan:
         for s in self.schemes:

@@ -2,14 +2,9 @@
 llama.cpp. This is the memory/fit side plus the blog's single-stream vs throughput findings
 (profiles/engines/findings.toml); accuracy comes from the plan (SchemePlan.accuracy) when it is known.
 
-Ranking (documented, deliberately simple):
-- deployments that fit come first;
-- then the better accuracy, in tie groups (planner.core.recommend.tie_groups: scores no more than
-  tie_points apart, the paper's measurement noise, do not decide alone; only when every candidate's
-  accuracy is known: a missing score neither wins nor loses);
-- latency (single stream): fewer nodes (pipeline stages and cross-node links add per-token latency),
-  then fewer weight bytes per GPU (decoding reads them for every token);
-- throughput: more concurrent full-context sequences, then fewer nodes.
+Ranking: the recommendation's one rule for deployments (planner.core.accuracy.recommend.deployment_order:
+fits, measured accuracy in tie groups, GPU-only before host RAM in the token's path, for throughput the
+concurrent sequences, the faster predicted decode, the smaller weights).
 """
 
 from __future__ import annotations
@@ -17,15 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from planner.core.accuracy.recommend import WORKLOADS, DeploymentFacts, deployment_order
 from planner.core.data_files import read_toml
-from planner.core.devices import DeviceProfile
+from planner.core.devices.profiles import DeviceProfile
 from planner.core.paths import profiles_dir
 from planner.core.plan import Plan, SchemePlan
-from planner.core.recommend import tie_groups
 from planner.errors import PlannerError
-
-WORKLOADS = ("latency", "throughput")
-
 
 @lru_cache(maxsize=1)
 def findings() -> tuple[str, list[dict]]:
@@ -46,6 +38,7 @@ class Candidate:
     nodes: int = 1
     max_sequences: int | None = None  # concurrent full-context sequences, when known
     has_fp8: bool = True
+    host_in_path: bool = False        # routed experts in host RAM (llama.cpp --n-cpu-moe), read for every token
 
     @property
     def label(self) -> str:
@@ -72,12 +65,15 @@ class Ranked:
     reasons: list[str] = field(default_factory=list)
 
 
-def candidate(plan: Plan, device: DeviceProfile) -> Candidate:
-    """The one scheme of a plan (made for one deployment) as a Candidate, with its concurrency."""
+def candidate(plan: Plan, device: DeviceProfile, n_cpu_moe: int | str = 0) -> Candidate:
+    """The one scheme of a plan (made for one deployment, with the request's --n-cpu-moe) as a Candidate,
+    with its concurrency."""
     sp = plan.schemes[0]
     hw = plan.hardware
+    layers = sp.n_cpu_moe if sp.n_cpu_moe is not None else (0 if n_cpu_moe == "auto" else n_cpu_moe)
     return Candidate(plan.engine, plan.model.id, sp, device.id, hw.gpus if hw else 0, hw.nodes if hw else 1,
-                     sp.memory.max_sequences if sp.memory else None, has_fp8=device.has_fp8)
+                     sp.memory.max_sequences if sp.memory else None, has_fp8=device.has_fp8,
+                     host_in_path=bool(layers) and bool(sp.deployments))
 
 
 def _reasons(c: Candidate, workload: str) -> list[str]:
@@ -109,26 +105,13 @@ def _reasons(c: Candidate, workload: str) -> list[str]:
 
 
 def compare_deployments(cands: list[Candidate], workload: str = "throughput") -> list[Ranked]:
-    """Rank deployments for a workload (see the module docstring); the first is the pick."""
-    if workload not in WORKLOADS:
-        raise PlannerError(f"unknown workload '{workload}'; valid: {', '.join(WORKLOADS)}")
-
-    all_known = all(c.accuracy is not None for c in cands)
-    group: dict[int, int] = {}
-    for fit in (True, False):
-        same = [c for c in cands if bool(c.scheme.fits) == fit]
-        groups = tie_groups([c.accuracy for c in same]) if all_known else [0] * len(same)  # type: ignore[misc]
-        group.update({id(c): g for c, g in zip(same, groups)})
-
-    def key(c: Candidate):
-        acc = group[id(c)]
-        fits = not bool(c.scheme.fits)
-        if workload == "latency":
-            return (fits, acc, c.nodes, c.weights_per_gpu)
-        return (fits, acc, -(c.max_sequences or 0), c.nodes)
-
-    ordered = sorted(cands, key=key)
-    return [Ranked(c, i + 1, bool(c.scheme.fits), _reasons(c, workload)) for i, c in enumerate(ordered)]
+    """Rank deployments for a workload (deployment_order); the first is the pick."""
+    facts = [DeploymentFacts(bool(c.scheme.fits), c.accuracy, c.host_in_path,
+                             c.scheme.speed.decode_tps if c.scheme.speed is not None else None,
+                             c.max_sequences, c.scheme.size_bytes) for c in cands]
+    order = deployment_order(facts, workload)
+    return [Ranked(cands[i], n, bool(cands[i].scheme.fits), _reasons(cands[i], workload))
+            for n, (i, _) in enumerate(order, 1)]
 
 
 __all__ = ["Candidate", "Ranked", "compare_deployments", "candidate", "findings"]

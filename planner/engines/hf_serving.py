@@ -1,8 +1,9 @@
 """What the Hugging Face serving engines (vLLM, SGLang) share on the launch side: per-node commands, their
 scripts, and the engine class both implement (planner.core.engine.Engine).
 
-Their memory arithmetic is the core's (planner.core.serving_plan with planner.core.vllm_memory /
-planner.core.sglang_memory); planner.engines.vllm and planner.engines.sglang add their commands.
+Their memory arithmetic is the core's (planner.core.serving: checkpoints, memory per GPU, plan_formats);
+each engine's package (planner/engines/vllm/, planner/engines/sglang/) holds its memory model (memory.py:
+layout and budget) and its commands (engine.py).
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from typing import Callable
 
 from planner.core.catalog import ModelEntry
 from planner.core.data_files import read_json_object
+from planner.core.devices.hardware import Hardware
 from planner.core.engine import Launch, ModelInput, Script
-from planner.core.hardware_plan import Hardware
-from planner.core.hf_checkpoint import Format, formats_for, repo_for, resolve_format
 from planner.core.plan import ModelSummary, Plan, PlanRequest, SchemePlan
-from planner.core.serving_plan import EngineOptions, FitFn, check_counts, options_from_request, plan_formats
-from planner.model_files import resolve_model
+from planner.core.serving.hf_checkpoint import Format, formats_for, repo_for, resolve_format
+from planner.core.serving.plan_formats import EngineOptions, FitFn, check_counts, options_from_request, plan_formats
 from planner.errors import PlannerError
+from planner.model_files import resolve_model
 from planner.safe_text import has_controls, printable
 
 
@@ -113,30 +114,46 @@ def write_scripts(scripts: list[Script], folder: str | os.PathLike, force: bool 
     half-written script is ever left behind.
     """
     d = Path(folder)
+    try:
+        os.lstat(d)
+    except FileNotFoundError:
+        pass
+    except OSError as e:                     # a name too long, a part that is a file ...
+        raise PlannerError(f"{d}: cannot create the folder ({e.strerror or e})") from None
     if d.exists() and not d.is_dir():
         raise PlannerError(f"{d} exists and is not a folder")
+    if not d.exists() and d.is_symlink():
+        raise PlannerError(f"{d}: is a dangling symbolic link (to {os.readlink(d)}); not creating a folder there")
     paths = [d / s.name for s in scripts]
     for s in scripts:     # the last guard: no control character but the line ends reaches a script
         if has_controls(s.text.replace("\n", "")):
             raise PlannerError(f"{s.name}: a line holds a control character ({printable(s.text)[:80]}...); "
                                "not writing it")
     if not force:
-        existing = [str(p) for p in paths if p.exists()]
+        existing = [str(p) for p in paths if os.path.lexists(p)]     # a dangling link too
         if existing:
             raise PlannerError(f"{', '.join(existing)} already exist(s); choose another folder or force")
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PlannerError(f"{d}: cannot create the folder ({e.strerror or e})") from None
     for s, p in zip(scripts, paths):
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{p.name}.", suffix=".tmp")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{p.name}.", suffix=".tmp")
+        except OSError as e:
+            raise PlannerError(f"{d}: cannot write a script there ({e.strerror or e})") from None
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(s.text)
             os.chmod(tmp, 0o755)
             os.replace(tmp, p)
-        except BaseException:
+        except BaseException as e:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
+            if isinstance(e, OSError):
+                raise PlannerError(f"{p}: cannot write ({e.strerror or e})") from None
             raise
     return paths
 

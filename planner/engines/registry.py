@@ -1,6 +1,7 @@
 """The engines dq-planner plans for, by --engine id. Each engine is one module exposing ENGINE_IMPL, an
-object implementing planner.core.engine.Engine; adding an engine is adding its module to ENGINE_MODULES.
-Nothing else in dq-planner names an engine: callers ask this registry."""
+object implementing planner.core.engine.Engine; the ids and their modules are listed in
+planner/engine_ids.py (ENGINE_MODULES). Nothing else in dq-planner names an engine: callers ask this
+registry."""
 
 from __future__ import annotations
 
@@ -8,19 +9,8 @@ import importlib
 from functools import lru_cache
 
 from planner.core.engine import Engine
+from planner.engine_ids import ENGINE_MODULES, engine_names  # noqa: F401  (re-exported)
 from planner.errors import PlannerError
-
-# --engine id -> the module that implements it (imported on first use: the headless path stays fast)
-ENGINE_MODULES = {
-    "llama.cpp": "planner.engines.llamacpp.engine",
-    "vllm": "planner.engines.vllm",
-    "sglang": "planner.engines.sglang",
-}
-DEFAULT_ENGINE = "llama.cpp"
-
-
-def engine_names() -> tuple[str, ...]:
-    return tuple(ENGINE_MODULES)
 
 
 @lru_cache(maxsize=None)

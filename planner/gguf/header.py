@@ -3,7 +3,7 @@
 gguf's GGUFReader memory-maps the whole file and builds arrays over the tensor data, so it fails on a
 partly downloaded file or on one shard of a split model. This reader parses only the header (magic,
 version, key/value pairs, tensor infos) with the gguf package's constants (GGUF_MAGIC, GGUFValueType,
-GGMLQuantizationType, GGML_QUANT_SIZES via planner.core.ggml_types, Keys), reading the file in
+GGMLQuantizationType, GGML_QUANT_SIZES via planner.core.ggml.tensor_types, Keys), reading the file in
 chunks until the tensor infos end; the data section is only measured against the file size.
 
     from planner.gguf.header import read_gguf
@@ -32,18 +32,17 @@ from typing import Any, BinaryIO
 import numpy as np
 from gguf import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType, Keys
 
-# llama.cpp's types, including those the gguf package lacks (Q2_0): planner.core.gguf_constants
-from planner.core.gguf_constants import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
+# llama.cpp's types, including those the gguf package lacks (Q2_0): planner.core.ggml.gguf_constants
+from planner.core.ggml.gguf_constants import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
 from planner.core.data_files import open_regular
-from planner.core.ggml_types import tensor_bytes, type_name
-from planner.core.llama_quant import FTYPES
+from planner.core.ggml.shards import shard_names
+from planner.core.ggml.tensor_types import tensor_bytes, type_name
+from planner.core.llamacpp.type_rules import FTYPES
 from planner.errors import PlannerError
 
 GGML_MAX_DIMS = 4
 SUPPORTED_VERSIONS = (2, 3)
-SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
-SHARD_FORMAT = "{prefix}-{no:05d}-of-{count:05d}.gguf"   # llama.cpp's llama_split_path
 ARRAY_SUMMARY_LIMIT = 32          # arrays longer than this are summarised by to_dict()
 
 _SCALAR = {
@@ -60,8 +59,14 @@ _CHUNK = 1 << 20
 MAX_ARRAY_NESTING = 8             # llama.cpp reads no nested arrays at all; gguf-py writes them
 INT64_MAX = (1 << 63) - 1         # ggml's element counts are int64_t
 SIZE_MAX = (1 << 64) - 1          # and its byte sizes and offsets size_t / uint64_t
+# What one header may make this process allocate, checked on the counts before anything is read: a
+# Python list item costs ~32 bytes and a tensor info ~400, so a 400 MB array or 79 MB of tensor infos
+# would take gigabytes. The largest real headers hold ~1.3M array items (a 262k vocabulary's tokens,
+# scores and types, 500k merges) and ~47k tensors (DeepSeek-V3 with one tensor per expert).
+MAX_ARRAY_ITEMS = 1 << 22         # array items of one header in all (about 130 MB as Python lists)
+MAX_TENSORS = 1 << 18             # tensor infos of one file (about 100 MB)
 
-# llama-quantize's names of general.file_type values (planner.core.llama_quant.FTYPES) plus the
+# llama-quantize's names of general.file_type values (planner.core.llamacpp.type_rules.FTYPES) plus the
 # converter-only ones
 _FTYPE_NAMES: dict[int, str] = {int(f): n for n, f in FTYPES.items()}
 _FTYPE_NAMES.setdefault(int(LlamaFileType.ALL_F32), "F32")
@@ -276,6 +281,7 @@ class _Reader:
         self.pos = 0
         self.endian = "<"
         self.what = "header"
+        self.items = 0                 # array items read so far (MAX_ARRAY_ITEMS)
 
     def need(self, n: int) -> None:
         end = self.pos + n
@@ -325,6 +331,11 @@ class _Reader:
         if vt == GGUFValueType.ARRAY:
             item = self.u32()
             count = self.u64()
+            self.items += count
+            if self.items > MAX_ARRAY_ITEMS:
+                raise PlannerError(f"{self.path}: GGUF header not read: its arrays hold more than {MAX_ARRAY_ITEMS:,} "
+                                   f"items in all (array {shown(key)} has {count:,}; the largest real vocabularies "
+                                   "need about 1.3 million)")
             try:
                 it = GGUFValueType(item)
             except ValueError:
@@ -406,6 +417,9 @@ def _read_one(path: Path, shard: int = 0, opened: tuple[BinaryIO, int] | None = 
         if n_tensors > size or n_kv > size:    # each takes bytes: the loops below end at the file's end
             raise PlannerError(f"{spath}: corrupt GGUF header: {n_tensors} tensors and {n_kv} key/value pairs "
                                f"cannot fit in {size} bytes")
+        if n_tensors > MAX_TENSORS:
+            raise PlannerError(f"{spath}: GGUF header not read: {n_tensors:,} tensors, more than the {MAX_TENSORS:,} "
+                               "a model holds (DeepSeek-V3 with one tensor per expert has about 47,000)")
 
         metadata: dict[str, Any] = {}
         types: dict[str, GGUFValueType] = {}
@@ -497,13 +511,8 @@ def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
 def shard_paths(path: str | os.PathLike[str]) -> list[Path] | None:
     """All shard paths of a split model from any one of its names, or None if the name is not a shard's."""
     p = Path(path)
-    m = SPLIT_RE.match(p.name)
-    if not m:
-        return None
-    count = int(m["count"])
-    if count < 1 or int(m["no"]) < 1 or int(m["no"]) > count:
-        return None
-    return [p.with_name(SHARD_FORMAT.format(prefix=m["prefix"], no=i, count=count)) for i in range(1, count + 1)]
+    names = shard_names(p.name)
+    return None if names is None else [p.with_name(n) for n in names]
 
 
 def _empty(path: Path) -> bool:

@@ -30,11 +30,12 @@ from typing import Any
 from gguf import GGMLQuantizationType as T
 from gguf import Keys
 
-from planner.core.architectures import TensorSpec, enumerate_tensors
 from planner.core.catalog import ARCHITECTURES, MAX_COUNT, MAX_EXPERTS, MAX_LAYERS, Hparams
-from planner.core.sizing import ResolvedModel
+from planner.core.ggml.shards import SPLIT_RE
+from planner.core.llamacpp.architectures import TensorSpec, enumerate_tensors
+from planner.core.llamacpp.sizing import ResolvedModel
 from planner.errors import PlannerError, choices
-from planner.gguf.header import SPLIT_RE, GGUFHeader, read_gguf, shown
+from planner.gguf.header import GGUFHeader, read_gguf, shown
 from planner.safe_text import printable
 
 _BLK = re.compile(r"^blk\.(\d+)\.")
@@ -281,8 +282,8 @@ def _complete_missing(h: GGUFHeader, hp: Hparams, layout: str | None,
 
 
 def _predicted_types(h: GGUFHeader, hp: Hparams, layout: str | None, specs: list[TensorSpec]) -> list[T]:
-    from planner.core.schemes import resolve_scheme
-    from planner.core.sizing import select_scheme_types
+    from planner.core.llamacpp.schemes import resolve_scheme
+    from planner.core.llamacpp.sizing import select_scheme_types
 
     name = h.file_type_name
     try:

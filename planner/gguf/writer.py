@@ -35,8 +35,8 @@ for the architecture:
    without the weights (for DeepSeek-R1 Q4_K_M at 32K context it prints `Host 82242 2196 438` MiB)::
 
        from planner.core.catalog import catalog
-       from planner.core.schemes import resolve_scheme
-       from planner.core.sizing import resolve_catalog_model, size_scheme
+       from planner.core.llamacpp.schemes import resolve_scheme
+       from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
        model = resolve_catalog_model(catalog()["deepseek-r1"], "mla")
        plan = size_scheme(model, resolve_scheme("Q4_K_M"))
        write_sparse_gguf(tmp / "r1.gguf", model, types=plan)     # types: a SchemePlan, a mapping or a list
@@ -71,12 +71,12 @@ from gguf import ExpertGatingFuncType, GGUFEndian, GGUFValueType, RopeScalingTyp
 from gguf.constants import GGML_QUANT_VERSION
 from gguf.quants import quant_shape_to_byte_shape, quantize
 
-from planner.core.architectures import TensorSpec, enumerate_tensors
 from planner.core.catalog import Hparams
-from planner.core.gguf_constants import GGML_QUANT_SIZES, GGMLQuantizationType as T, LlamaFileType as F
-from planner.core.ggml_types import parse_type, tensor_bytes, type_name
-from planner.core.llama_quant import FTYPES
-from planner.core.sizing import ResolvedModel
+from planner.core.ggml.gguf_constants import GGML_QUANT_SIZES, GGMLQuantizationType as T, LlamaFileType as F
+from planner.core.ggml.tensor_types import parse_type, tensor_bytes, type_name
+from planner.core.llamacpp.architectures import TensorSpec, enumerate_tensors
+from planner.core.llamacpp.sizing import ResolvedModel
+from planner.core.llamacpp.type_rules import FTYPES
 from planner.errors import PlannerError, choices
 
 # ---------------------------------------------------------------------------------------------------
@@ -114,7 +114,7 @@ def _as_type(t: Any) -> T:
     if isinstance(t, T):
         return t
     if isinstance(t, IntEnum) and type(t).__name__ == "GGMLQuantizationType":
-        return T(int(t))               # the gguf package's own enum (planner.core.gguf_constants extends it)
+        return T(int(t))               # the gguf package's own enum (planner.core.ggml.gguf_constants extends it)
     if isinstance(t, str):
         return parse_type(t)
     raise PlannerError(f"not a tensor type: {t!r}")
@@ -157,7 +157,7 @@ def _file_type(file_type: Any, types_arg: Any, specs: list[TensorSpec], types: l
     if file_type is None:
         sid = getattr(types_arg, "id", None)
         if isinstance(sid, str):
-            from planner.core.schemes import resolve_scheme
+            from planner.core.llamacpp.schemes import resolve_scheme
 
             try:
                 return int(resolve_scheme(sid).ftype)

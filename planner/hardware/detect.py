@@ -29,10 +29,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from planner.core.devices.hardware import LocalDevices
+from planner.core.devices.profiles import DeviceProfile, profiles
 from planner.hardware import npu_smi, nvml
 from planner.hardware.host import HostInfo, host_info
-from planner.core.devices import DeviceProfile, profiles
-from planner.core.hardware_plan import LocalDevices
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -134,7 +134,7 @@ class DetectedHardware:
         return len({p.id if not p.generic else p.name for p in self.profiles}) > 1
 
     def local_devices(self, host_memory_bytes: int = 0) -> LocalDevices:
-        """What the core plans with (planner.core.hardware_plan.LocalDevices)."""
+        """What the core plans with (planner.core.devices.hardware.LocalDevices)."""
         return LocalDevices(profile=self.profile, capacities=list(self.capacities), labels=list(self.labels),
                             notes=list(self.notes), host_memory_bytes=host_memory_bytes)
 

@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from planner.core.host_kernels import HostKernels, HostProbe
+from planner.core.devices.host_kernels import HostKernels, HostProbe
 from planner.errors import PlannerError
 
 NODE_DIR = Path("/sys/devices/system/node")

@@ -36,7 +36,7 @@ ctypes, placing the weight as llama.cpp's model loader does:
     runs over 0.25 s after a warm-up (an idle virtual CPU takes milliseconds to wake up), and the pairs
     whose difference gives a cost are timed in alternating windows (_time_interleaved).
 
-The result (the JSON of __main__, read by planner.core.host_kernels.HostKernels.from_json) is cached by
+The result (the JSON of __main__, read by planner.core.devices.host_kernels.HostKernels.from_json) is cached by
 planner/hardware/host.py. Nothing here is fitted to a model: the figures are the kernels' own speed.
 """
 
@@ -551,9 +551,7 @@ def main(argv: list[str]) -> dict:
         rest = rest[2:]
     dirs = [Path(d) for d in rest]
     if not dirs:
-        from planner.engines.llamacpp.locate import locate
-
-        dirs = locate().folders
+        raise SystemExit("kernel probe: name the folders of llama.cpp's libraries (LIB_DIR...)")
     t0 = time.perf_counter()
     res = probe_kernels(dirs, thr, types=types)
     graph = probe_graph(dirs, thr)

@@ -59,6 +59,7 @@ import urllib3
 
 from planner.errors import PlannerError, RunError
 from planner.safe_text import printable
+from planner.units import human
 
 FIRST_CHUNK = 1 << 20            # the first ranged read of a file
 MAX_CHUNK = 16 << 20             # reads grow (doubling) up to this
@@ -121,13 +122,6 @@ def cache_dir() -> Path | None:
     return Path(base) / "dq-planner" / "headers"
 
 
-def _human(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
-
-
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
 
@@ -169,7 +163,7 @@ class Progress:
         if now - self.start < self.after or now - self.last < (0.25 if self.tty else 2.0):
             return
         self.last = now
-        line = (f"dq-planner: reading {self.what}: {_human(self.bytes)} in {now - self.start:.1f} s"
+        line = (f"dq-planner: reading {self.what}: {human(self.bytes)} in {now - self.start:.1f} s"
                 + (f" ({printable(self.current)})" if self.current else ""))
         if self.tty:
             sys.stderr.write("\r" + line[:200] + "\x1b[K")
@@ -273,10 +267,12 @@ class Response:
     resp: requests.Response
     requests: int = 1                    # requests made for this answer (redirects included)
 
-    def close(self, complete: bool = False) -> None:
-        """complete: the body was read to its end, so the connection goes back to the pool."""
+    def close(self) -> None:
+        """Back to the pool when the body was read to its announced end (nothing of it is left on the
+        connection); otherwise the connection is closed."""
         try:
-            if complete:
+            if getattr(self.resp.raw, "length_remaining", None) == 0:
+                self.resp.raw.read()            # nothing left: ends the response on its connection
                 self.resp.raw.release_conn()
             else:
                 self.resp.close()
@@ -364,7 +360,9 @@ def request(method: str, url: str, headers: dict[str, str], auth: Auth, label: s
 def _reason(e: BaseException) -> str:
     """A short reason for a network failure (never a URL with its query, never a header value)."""
     inner = e
-    while inner.__context__ is not None and inner is not inner.__context__ and not isinstance(inner, OSError):
+    for _ in range(8):                 # the chain of causes, to the OS error if there is one
+        if isinstance(inner, OSError) or inner.__context__ is None:
+            break
         inner = inner.__context__
     if isinstance(e, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)):
         return "timed out"
@@ -408,7 +406,7 @@ class _Deadline:
         spent = time.monotonic() - self.start
         if spent > self.limit:
             raise NetworkError(f"{self.label}: not read within {self.limit:g} s (DQ_PLANNER_HTTP_DEADLINE): "
-                               f"{_human(received)} received at {received / max(spent, 1e-9):.0f} B/s")
+                               f"{human(received)} received at {received / max(spent, 1e-9):.0f} B/s")
 
 
 def _read_body(r: Response, limit: int, label: str, progress: Progress | None, expected: int | None,
@@ -443,7 +441,7 @@ def _read_body(r: Response, limit: int, label: str, progress: Progress | None, e
     if expected is not None and len(out) < min(expected, limit):
         r.close()
         raise _Truncated(f"{label}: truncated response: the server announced {expected} bytes and sent {len(out)}")
-    r.close(complete=expected is not None and len(out) == expected)
+    r.close()
     return bytes(out)
 
 
@@ -621,7 +619,7 @@ class RemoteFile:
         """Bytes [0, end) in buf (end clamped to the size), fetched in growing ranged reads."""
         end = min(end, self.size)
         if end > MAX_HEADER_BYTES:
-            raise PlannerError(f"{self.label}: a header of more than {_human(MAX_HEADER_BYTES)} is not plausible; "
+            raise PlannerError(f"{self.label}: a header of more than {human(MAX_HEADER_BYTES)} is not plausible; "
                                "stopped reading")
         while len(self.buf) < end:
             start = len(self.buf)
@@ -632,15 +630,17 @@ class RemoteFile:
     def _fetch(self, start: int, stop: int) -> None:
         if not self.ranges:
             raise PlannerError(
-                f"{self.label}: the server ignores Range requests (it answers with the whole {_human(self.size)} "
-                f"file), so only the first {_human(len(self.buf))} were read; the header needs more. "
+                f"{self.label}: the server ignores Range requests (it answers with the whole {human(self.size)} "
+                f"file), so only the first {human(len(self.buf))} were read; the header needs more. "
                 "Not downloading the file: use a server or mirror that supports ranged reads")
         self.reads += 1
         if self.reads > MAX_RANGE_READS:
             raise PlannerError(f"{self.label}: more than {MAX_RANGE_READS} ranged reads for one header "
-                               f"({_human(len(self.buf))} so far); stopped")
+                               f"({human(len(self.buf))} so far); stopped")
 
         def once() -> None:
+            if self._deadline is not None:
+                self._deadline.check(self.sent)
             hdrs = {"Range": f"bytes={start}-{stop - 1}"}
             if self.body_etag and not self.body_etag.startswith("W/") and start > 0:
                 hdrs["If-Range"] = self.body_etag

@@ -27,17 +27,15 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote, quote_plus, unquote, urlsplit, urlunsplit
 
+from planner.core.ggml.shards import SPLIT_RE, shard_names
 from planner.errors import PlannerError
 from planner.remote.client import Auth, NO_AUTH, check_url, fetch_json_with_headers, origin
 from planner.safe_text import printable
 
 HF_DEFAULT = "https://huggingface.co"
 MS_DEFAULT_DOMAIN = "www.modelscope.cn"
-SPLIT = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
-SHARD = "{prefix}-{no:05d}-of-{count:05d}.gguf"
 MAX_LISTING_PAGES = 200
 
 
@@ -95,11 +93,15 @@ def hf_token() -> str | None:
         if os.environ.get(name):
             return _checked_token(os.environ[name], f"${name}")
     path = os.path.expanduser(os.environ.get("HF_TOKEN_PATH") or os.path.join(hf_home(), "token"))
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(4096)
-    except OSError:
+    if not os.path.lexists(path):
         return None
+    from planner.core.data_files import open_regular
+
+    with open_regular(path, "the token file") as f:     # a FIFO or a device is refused, never read
+        try:
+            raw = f.read(4096)
+        except OSError as e:
+            raise PlannerError(f"the token file {path}: cannot read ({e.strerror or e})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -295,7 +297,7 @@ def gguf_sets(files: list[tuple[str, int]]) -> dict[str, list[str]]:
         if not name.lower().endswith(".gguf") or "mmproj" in name.lower():
             continue
         folder = path[: -len(name)]
-        m = SPLIT.match(name)
+        m = SPLIT_RE.match(name)
         if m:
             key = folder + m["prefix"]
             sets.setdefault(key, []).append((int(m["no"]), path))
@@ -352,19 +354,9 @@ def sibling_shards(name: str) -> list[str] | None:
     if "://" in name and name.split("://", 1)[0].lower() in ("http", "https"):
         u = urlsplit(name)
         folder, _, last = u.path.rpartition("/")
-        m = SPLIT.match(last)
-        if not m:
-            return None
-        count = int(m["count"])
-        if count < 1 or not 1 <= int(m["no"]) <= count:
-            return None
-        return [urlunsplit((u.scheme, u.netloc, f"{folder}/{SHARD.format(prefix=m['prefix'], no=i, count=count)}",
-                            u.query, "")) for i in range(1, count + 1)]
+        names = shard_names(last)
+        return None if names is None else [urlunsplit((u.scheme, u.netloc, f"{folder}/{n}", u.query, ""))
+                                           for n in names]
     folder, _, last = name.rpartition("/")
-    m = SPLIT.match(last)
-    if not m:
-        return None
-    count = int(m["count"])
-    if count < 1 or not 1 <= int(m["no"]) <= count:
-        return None
-    return [f"{folder}/{SHARD.format(prefix=m['prefix'], no=i, count=count)}" for i in range(1, count + 1)]
+    names = shard_names(last)
+    return None if names is None else [f"{folder}/{n}" for n in names]

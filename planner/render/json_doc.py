@@ -1,18 +1,20 @@
 """The JSON documents of `--json` and the TUI's export: Plan.to_dict() with the recommendation's
-sentences written by planner.render.recommendation (the core's Recommendation is data only)."""
+sentences and the no-fit note written by planner.render.recommendation (the core's Recommendation and
+NoFit are data only)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from planner.core.plan import Plan
-from planner.render.recommendation import as_dict
+from planner.render.recommendation import as_dict, plan_notes
 
 
 def plan_document(plan: Plan, with_tensors: bool = False, per_device: bool = True) -> dict[str, Any]:
     """The interface's plan document ("recommendation": {"scheme", "reasons", "alternatives", ...})."""
     doc = plan.to_dict(with_tensors=with_tensors, per_device=per_device)
     doc["recommendation"] = as_dict(plan.recommendation)
+    doc["notes"] = plan_notes(plan)
     return doc
 
 

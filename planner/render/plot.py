@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from planner.core.accuracy.recommend import pareto_points
 from planner.core.plan import Plan
-from planner.core.recommend import pareto_points
-from planner.render.units import GiB
 from planner.terminal import strip_ansi
+from planner.units import GiB
 
 
 def plot_accuracy_memory(plan: Plan, task: str = "general", width: int = 100, height: int = 24) -> str:

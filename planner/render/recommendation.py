@@ -1,6 +1,6 @@
 """The recommendation's sentences, written from its data (planner.core.plan.Recommendation).
 
-planner.core.recommend decides (ranks, figures, tie groups, why-not codes); this module only words it.
+planner.core.accuracy.recommend decides (ranks, figures, tie groups, why-not codes); this module only words it.
 Every figure printed here is a field of the Recommendation; each memory sentence names the device whose
 memory it prints (the tightest device: SchemePlan.tightest_device).
 
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.core import accuracy as acc
-from planner.core.plan import RankedModel, RankedScheme, Recommendation
-from planner.render.units import GiB
+from planner.core.accuracy import tables as acc
+from planner.core.plan import NoFit, Plan, RankedModel, RankedScheme, Recommendation
+from planner.units import GiB
 
 
 def _gib(n: int | None) -> str:
@@ -32,7 +32,7 @@ def _pct(a: float, b: float | None) -> str:
     return f" ({(a - b) / b * 100:+.2f}%)".replace("+-", "-")
 
 
-def hardware_text(rec: Recommendation) -> str:
+def hardware_text(rec: Recommendation | NoFit) -> str:
     """'8x NVIDIA H100 SXM5 80GB', '2x NVIDIA H100 SXM5 80GB + 1 RPC device(s)': every device planned."""
     if not rec.hardware:
         return "the devices"
@@ -75,6 +75,18 @@ def need_text(e: RankedScheme) -> str:
     if e.host_total_bytes is not None:
         return f"{e.scheme} needs {_gib(e.host_total_bytes)} of host memory > {_gib(e.host_capacity_bytes)}"
     return f"{e.scheme} fits"
+
+
+def no_fit_note(nf: NoFit) -> str:
+    """'no scheme fits 1x NVIDIA GeForce RTX 4090: UD-Q2_K_XL needs 47.0 GiB on the tightest device ...'."""
+    if not nf.entries:
+        return "no memory was planned (no hardware), so no scheme can be recommended"
+    return f"no scheme fits {hardware_text(nf)}: " + "; ".join(need_text(e) for e in nf.entries)
+
+
+def plan_notes(plan: Plan) -> list[str]:
+    """The plan's notes as every renderer shows them: the core's, then why nothing is recommended."""
+    return plan.notes + ([no_fit_note(plan.no_fit)] if plan.no_fit is not None else [])
 
 
 def _value(rec: Recommendation, e: RankedScheme) -> str:

@@ -6,7 +6,7 @@ from planner.core.plan import Plan, Recommendation, SchemePlan
 from dataclasses import replace
 
 from planner.render import recommendation as rtext
-from planner.render.units import GiB, gb, human
+from planner.units import GiB, gb, human
 
 
 def _table(headers: list[str], rows: list[list[str]], right: set[int] | None = None) -> str:
@@ -36,7 +36,7 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
                    f"no local GPUs: the llama.cpp RPC devices and the host (the smallest RPC device "
                    f"{human(hw.memory_per_gpu_bytes)})")
         out.append(f"Hardware: {devices}; context {plan.context}{', KV mode ' + plan.kv_mode if plan.kv_mode else ''}")
-    for n in plan.notes + (hw.notes if hw else []):
+    for n in rtext.plan_notes(plan) + (hw.notes if hw else []):
         out.append(f"note: {n}")
     out.append("")
     rows = []
@@ -63,7 +63,7 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
     rows = [r + [""] * (len(headers) - len(r)) for r in rows]
     speed = [s.speed for s in plan.schemes]
     if any(sp is not None for sp in speed):
-        # predicted speed (planner/core/speed.py): prefill of --prompt tokens, decode at --depth
+        # predicted speed (planner/core/llamacpp/speed.py): prefill of --prompt tokens, decode at --depth
         sp0 = next(sp for sp in speed if sp is not None)
         headers += [f"prefill t/s ({sp0.prompt_tokens})", f"decode t/s (@{sp0.depth_tokens})"]
         for r, sp in zip(rows, speed):

@@ -127,7 +127,7 @@ atexit.register(WORKER.shutdown)
 
 
 def plan_all(base: PlanRequest, schemes: list[str] | None) -> tuple[PlanRequest, Plan | None, str | None]:
-    from planner.planning import make_plan
+    from planner.make_plan import make_plan
 
     try:
         plan = make_plan(replace(base, schemes=schemes))
@@ -144,7 +144,7 @@ def serve() -> int:
     os.dup2(2, 1)                      # anything printed by accident must not break the frames
     inp = sys.stdin.buffer
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the app decides when this process ends
-    import planner.planning  # noqa: F401  (the first plan should not pay for the imports)
+    import planner.make_plan  # noqa: F401  (the first plan should not pay for the imports)
 
     while True:
         data = _read_frame(inp)

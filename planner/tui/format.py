@@ -8,7 +8,7 @@ from rich.text import Text
 
 from planner.core.plan import DeviceMemory, Plan, Recommendation, SchemePlan
 from planner.render import recommendation as rtext
-from planner.render.units import GiB, gb, human
+from planner.units import GiB, gb, human
 
 MEMORY_PENDING = "not in this plan yet (the memory model has not produced it)"
 
@@ -91,7 +91,7 @@ def summary(plan: Plan, sp: SchemePlan, hardware_fallback: str) -> Table:
 
 
 def notes(plan: Plan, sp: SchemePlan | None) -> list[str]:
-    out = list(plan.notes)
+    out = rtext.plan_notes(plan)
     if plan.hardware is not None:
         out += plan.hardware.notes
     if sp is not None:

@@ -2,7 +2,7 @@
 
 `read_tensors()` reads every *.safetensors file's header (8 bytes of length, then JSON; bounded) and
 returns each tensor's name, dtype, shape and the bytes its data takes in the file. `verify_tensors()`
-compares them with the plan's tensors (planner.core.hf_checkpoint.Checkpoint.tensors()): every tensor
+compares them with the plan's tensors (planner.core.serving.hf_checkpoint.Checkpoint.tensors()): every tensor
 present with the planned dtype and shape, its bytes in the file equal to the planned bytes, and no
 tensor the plan does not have. `verify_quantization_config()` checks config.json's quantization_config
 against the format the scheme names.
@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from planner.core.hf_checkpoint import DTYPE_BYTES, CkptTensor, Format
+from planner.core.serving.hf_checkpoint import DTYPE_BYTES, CkptTensor, Format
 from planner.errors import RunError
 
 MAX_HEADER_BYTES = 100 << 20          # safetensors' own limit on the JSON header

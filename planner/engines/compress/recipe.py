@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from planner.core.catalog import Hparams
-from planner.core.hf_checkpoint import Format
+from planner.core.serving.hf_checkpoint import Format
 from planner.errors import PlannerError
 
 MODIFIERS = ("QuantizationModifier", "SmoothQuantModifier", "GPTQModifier")
-# the decoder layouts the plan's tensor list describes (planner.core.hf_checkpoint) and transformers loads
+# the decoder layouts the plan's tensor list describes (planner.core.serving.hf_checkpoint) and transformers loads
 ARCHITECTURES = ("llama", "qwen2", "deepseek2")
 
 

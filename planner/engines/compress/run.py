@@ -31,7 +31,7 @@ from planner.engines.compress.worker import PREFIX
 from planner.engines.llamacpp.process import Child, signal_name, terminate_as_interrupt
 from planner.engines.llamacpp.quantize import _rename_noreplace, partial_prefix
 from planner.errors import PlannerError, RunError
-from planner.render.units import size_text
+from planner.units import size_text
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 # files of the input copied beside the quantized weights (what vLLM/SGLang load besides them)

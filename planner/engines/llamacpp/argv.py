@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Sequence
 
-from planner.core.schemes import Scheme
+from planner.core.llamacpp.schemes import Scheme
 from planner.errors import PlannerError
 
 # Above this many rules a recipe goes to llama-quantize as --tensor-type-file (one token per rule);
@@ -109,9 +109,9 @@ class RpcDevice:
 
 
 def parse_rpc(spec: str) -> RpcDevice:
-    """HOST:PORT[=MEM], as the plan reads it (planner.core.hardware_plan.parse_rpc: MEM like 24G, 24GiB,
+    """HOST:PORT[=MEM], as the plan reads it (planner.core.devices.hardware.parse_rpc: MEM like 24G, 24GiB,
     80GB, 81559MiB, or a bare number of GiB)."""
-    from planner.core.hardware_plan import parse_rpc as plan_parse_rpc
+    from planner.core.devices.hardware import parse_rpc as plan_parse_rpc
 
     try:
         addr, mem = plan_parse_rpc(spec.strip())

@@ -21,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from planner.core.llama_quant import QuantizeRefused
+from planner.core.llamacpp.schemes import ids_for, resolve_scheme
+from planner.core.llamacpp.sizing import ResolvedModel, size_scheme
+from planner.core.llamacpp.type_rules import QuantizeRefused
 from planner.core.plan import SchemePlan
-from planner.core.schemes import ids_for, resolve_scheme
-from planner.core.sizing import ResolvedModel, size_scheme
 from planner.engines.llamacpp.argv import child_env, quantize_argv
 from planner.engines.llamacpp.locate import LlamaCpp
 from planner.engines.llamacpp.logs import MIB, QuantizeLog, parse_quantize, quantize_error
@@ -86,7 +86,7 @@ def dry_run_compare(lc: LlamaCpp, model: ResolvedModel, path: str | os.PathLike,
 
 def main(argv: list[str] | None = None) -> int:
     from planner.core.catalog import catalog
-    from planner.core.sizing import resolve_catalog_model
+    from planner.core.llamacpp.sizing import resolve_catalog_model
     from planner.engines.llamacpp.locate import locate
     from planner.errors import PlannerError
     from planner.gguf.writer import write_sparse_gguf

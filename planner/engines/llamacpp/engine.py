@@ -1,14 +1,14 @@
 """llama.cpp as an engine (planner.core.engine.Engine): GGUF schemes planned by the core's llama.cpp
-memory model (planner.core.gguf_plan), launched as llama-quantize + an explicit llama-server line."""
+memory model (planner.core.llamacpp.plan_schemes), launched as llama-quantize + an explicit llama-server line."""
 
 from __future__ import annotations
 
 from planner.core.catalog import ModelEntry
+from planner.core.devices.hardware import Hardware
 from planner.core.engine import Launch, ModelInput, Script
-from planner.core.gguf_plan import plan_gguf
-from planner.core.hardware_plan import Hardware
+from planner.core.llamacpp.plan_schemes import plan_gguf
+from planner.core.llamacpp.schemes import ids_for
 from planner.core.plan import Plan, PlanRequest
-from planner.core.schemes import ids_for
 from planner.engines.llamacpp.commands import launch_lines
 
 

@@ -7,7 +7,7 @@ router's softmax, top-k and weights, three MUL_MAT_IDs, the shared expert, MLA's
 on a host with few cores this is tens of microseconds per layer and token, a tenth of the decode time
 of a small model. The figure is measured, not modelled: llama-bench decodes skeleton models (the real
 architectures' graphs with 64-wide rows, whose weights are a few KiB per layer) of two layer counts, and
-the difference per added layer is the cost of that layer kind (planner.core.host_kernels.LAYER_KINDS):
+the difference per added layer is the cost of that layer kind (planner.core.devices.host_kernels.LAYER_KINDS):
 
   - deepseek2 (MLA + MoE, 64 experts of which 4 are used, a shared expert): 2 layers (1 dense, 1 MoE),
     10 layers (1 dense, 9 MoE) and 10 layers (9 dense, 1 MoE): the MoE and the dense layer's cost;

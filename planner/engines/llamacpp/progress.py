@@ -88,7 +88,7 @@ class QuantizeEvents:
     `Progress` measures it."""
 
     def __init__(self, sink: "EventSink", plan: "SchemePlan", clock=time.monotonic) -> None:
-        from planner.core.ggml_types import parse_type, tensor_bytes
+        from planner.core.ggml.tensor_types import parse_type, tensor_bytes
         from planner.engines.llamacpp.logs import QuantizeLineParser
         from planner.errors import PlannerError
 
@@ -107,7 +107,7 @@ class QuantizeEvents:
         self.t0 = clock()
 
     def feed(self, line: str) -> None:
-        from planner.core.ggml_types import parse_type, tensor_bytes
+        from planner.core.ggml.tensor_types import parse_type, tensor_bytes
         from planner.errors import PlannerError
 
         t = self.parser.feed(line)

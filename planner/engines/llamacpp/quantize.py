@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from planner.core.ggml_types import is_quantized, parse_type, tensor_bytes
+from planner.core.ggml.gguf_constants import GGUF_DEFAULT_ALIGNMENT
+from planner.core.ggml.tensor_types import is_quantized, parse_type, tensor_bytes
+from planner.core.llamacpp.schemes import Scheme
 from planner.core.plan import SchemePlan
-from planner.core.schemes import Scheme
 from planner.engines.llamacpp.argv import (TENSOR_TYPE_FILE_THRESHOLD, child_env, quantize_argv,
                                            tensor_type_file_text)
 from planner.engines.llamacpp.locate import LlamaCpp
@@ -30,9 +31,7 @@ from planner.engines.llamacpp.logs import MIB, QuantizeLineParser, QuantizeLog, 
 from planner.engines.llamacpp.process import Child, signal_name, terminate_as_interrupt
 from planner.engines.llamacpp.progress import Progress
 from planner.errors import PlannerError, RunError
-from planner.render.units import size_text
-
-GGUF_ALIGNMENT = 32          # general.alignment default (gguf.GGUF_DEFAULT_ALIGNMENT)
+from planner.units import size_text
 
 
 @dataclass
@@ -72,34 +71,16 @@ def _norm_shape(shape) -> tuple[int, ...]:
 
 
 def read_file_table(path: str | os.PathLike) -> FileTable:
-    """Tensor infos of a GGUF file with absolute data offsets, from its header (planner.gguf.header;
-    gguf.GGUFReader on the complete file when that module is absent)."""
-    try:
-        from planner.gguf.header import read_header
-    except ImportError:
-        read_header = None
-    if read_header is not None:
-        try:
-            h = read_header(path)
-        except PlannerError as e:
-            raise RunError(f"cannot read {path} as GGUF: {e}") from None
-        tensors = [FileTensor(t.name, _norm_shape(t.shape), t.type_name, int(t.offset), int(t.bytes))
-                   for t in h.tensors]
-        return FileTable(os.fspath(path), tensors, h.data_offset, h.alignment, os.path.getsize(path))
-
-    from gguf import GGUFReader
-
-    from planner.core.ggml_types import type_name
+    """Tensor infos of a GGUF file with absolute data offsets, from its header (planner.gguf.header)."""
+    from planner.gguf.header import read_header
 
     try:
-        r = GGUFReader(os.fspath(path), "r")
-    except Exception as e:  # the reader raises ValueError/struct errors/OSError on bad files
+        h = read_header(path)
+    except PlannerError as e:
         raise RunError(f"cannot read {path} as GGUF: {e}") from None
-    align_f = r.fields.get("general.alignment")
-    align = int(align_f.parts[align_f.data[0]][0]) if align_f is not None else GGUF_ALIGNMENT
-    tensors = [FileTensor(t.name, _norm_shape(t.shape), type_name(t.tensor_type), int(t.data_offset),
-                          int(t.n_bytes)) for t in r.tensors]
-    return FileTable(os.fspath(path), tensors, int(r.data_offset), align, os.path.getsize(path))
+    tensors = [FileTensor(t.name, _norm_shape(t.shape), t.type_name, int(t.offset), int(t.bytes))
+               for t in h.tensors]
+    return FileTable(os.fspath(path), tensors, h.data_offset, h.alignment, os.path.getsize(path))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -339,7 +320,7 @@ def publish(tmp: Path, dst: Path, *, overwrite: bool = False) -> None:
 def needed_bytes(plan: SchemePlan, header_bytes: int) -> int:
     """Bytes the output takes: the header (metadata as in the input, tensor infos) and the tensors,
     each padded to the alignment."""
-    return header_bytes + sum(_pad(t.bytes, GGUF_ALIGNMENT) for t in plan.tensors)
+    return header_bytes + sum(_pad(t.bytes, GGUF_DEFAULT_ALIGNMENT) for t in plan.tensors)
 
 
 def check_free_space(folder: Path, need: int) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from rich.text import Text
 
 from planner.core.plan import DeviceMemory, SchemePlan
-from planner.render.units import GiB
 from planner.tui.format import MEMORY_PENDING
+from planner.units import GiB
 
 # (component class, glyph, legend) in the order the bar stacks them
 SEGMENTS = (

@@ -9,8 +9,8 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from planner.core.plan import Plan
-from planner.render.units import GiB, human
 from planner.tui.format import fullest_device
+from planner.units import GiB, human
 from planner.workbench import FILE
 
 SCHEME_COLUMNS = ("", "scheme", "GiB", "bpw", "fullest dev.", "headroom", "fits", "w. acc.")

@@ -1,13 +1,13 @@
 """Plot (textual-plotext): the selected scheme's predicted decode tokens/s against the context depth,
-from 0 to the plan's context. The data is planner.core.speed.decode_curve of the plan's own Speed
+from 0 to the plan's context. The data is planner.core.llamacpp.speed.decode_curve of the plan's own Speed
 (decode time is linear in the depth, so the curve is exact for the model, not sampled runs)."""
 
 from __future__ import annotations
 
 from textual_plotext import PlotextPlot
 
+from planner.core.llamacpp.speed import decode_curve
 from planner.core.plan import SchemePlan
-from planner.core.speed import decode_curve
 
 
 def speed_points(sp: SchemePlan | None, context: int, points: int = 17) -> list[tuple[int, float]]:

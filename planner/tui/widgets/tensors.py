@@ -11,8 +11,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static
 
 from planner.core.plan import SchemePlan, TensorPlan
-from planner.render.units import human
 from planner.tui.format import shape_text
+from planner.units import human
 
 COLUMNS = ("name", "shape", "type", "bytes")
 

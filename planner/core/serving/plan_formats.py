@@ -1,0 +1,221 @@
+"""What the plans of Hugging Face serving engines (vLLM, SGLang) share: engine defaults, options, the
+SchemePlan assembly from an engine's memory fit, the fewest-GPUs search.
+
+Each engine's memory model (`fit`: parallel layout and memory budget, from planner.core.serving.memory's
+arithmetic) is in its engine's package (planner.engines.vllm.memory, planner.engines.sglang.memory) and
+handed in; this module turns a fit into the plan's MemoryPlan/DeviceMemory. Launch commands are the
+engines' too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable
+
+from planner.core.catalog import ModelEntry
+from planner.core.data_files import read_toml
+from planner.core.paths import profiles_dir
+from planner.core.plan import DeviceMemory, MemoryPlan, PlanRequest, SchemePlan, TensorPlan
+from planner.core.serving.hf_checkpoint import Format, checkpoint, formats_for, repo_for, resolve_format
+from planner.core.serving.memory import EngineFit
+from planner.core.serving.speed import predict_tp
+from planner.errors import PlannerError
+
+KV_DTYPES = ("auto", "fp8")
+# --cache-type-k values of the plan options that mean the engine's 16-bit cache ("auto") or FP8
+_KV_AUTO = ("f16", "bf16", "auto")
+_KV_FP8 = ("fp8", "fp8_e4m3", "fp8_e5m2")
+
+
+@lru_cache(maxsize=4)
+def engine_defaults(engine: str) -> dict[str, Any]:
+    """profiles/engines/<engine>.toml."""
+    path = profiles_dir() / "engines" / f"{engine}.toml"
+    if not path.is_file():
+        raise PlannerError(f"no engine profile for '{engine}' ({path})")
+    return read_toml(path, "engine profile")
+
+
+@dataclass
+class EngineOptions:
+    """Engine settings beyond the plan options; None means the engine's own default."""
+
+    gpu_memory_utilization: float | None = None   # vLLM
+    mem_fraction_static: float | None = None      # SGLang
+    dp_attention: bool = False                     # SGLang --enable-dp-attention (dp = tp)
+    kv_cache_dtype: str = "auto"                   # auto | fp8
+    max_num_seqs: int | None = None                # vLLM --max-num-seqs / SGLang --max-running-requests
+    host: str = "0.0.0.0"
+    port: int | None = None
+    head_address: str = "HEAD_NODE_IP"             # the first node's address, for multi-node commands
+    model_path: str | None = None                  # a local checkpoint instead of the published repo
+    served_model_name: str | None = None
+
+    def validate(self) -> None:
+        for k in ("gpu_memory_utilization", "mem_fraction_static"):
+            v = getattr(self, k)
+            if v is not None and not 0.0 < v < 1.0:
+                raise PlannerError(f"{k.replace('_', '-')} must be between 0 and 1, got {v}")
+        if self.kv_cache_dtype not in KV_DTYPES:
+            raise PlannerError(f"unknown KV cache dtype '{self.kv_cache_dtype}'; valid: {', '.join(KV_DTYPES)}")
+        if self.max_num_seqs is not None and self.max_num_seqs < 1:
+            raise PlannerError("max-num-seqs must be at least 1")
+        if self.port is not None and not 0 < self.port < 65536:
+            raise PlannerError(f"bad port {self.port}")
+
+
+def options_from_request(req: PlanRequest, options: EngineOptions | None = None) -> EngineOptions:
+    """The engine options implied by the plan options (--cache-type-k f16 -> auto, fp8 -> fp8)."""
+    opts = dataclasses.replace(options) if options is not None else EngineOptions()
+    if options is None:
+        opts.gpu_memory_utilization = req.gpu_memory_utilization
+        opts.mem_fraction_static = req.mem_fraction_static
+        opts.dp_attention = req.dp_attention
+        if req.head_address:
+            opts.head_address = req.head_address
+        opts.model_path = req.checkpoint
+    k = (req.cache_type_k or "f16").lower()
+    if options is None or opts.kv_cache_dtype == "auto":
+        if k in _KV_FP8:
+            opts.kv_cache_dtype = "fp8"
+        elif k not in _KV_AUTO:
+            raise PlannerError(f"--cache-type-k {req.cache_type_k}: vLLM and SGLang cache in the model's 16-bit "
+                               "dtype or FP8; valid: f16, bf16, fp8")
+    opts.validate()
+    return opts
+
+
+def kv_dtype_bytes(fmt: Format, opts: EngineOptions) -> int:
+    return 1 if opts.kv_cache_dtype == "fp8" else 2
+
+
+def resolve_formats(req: PlanRequest, entry: ModelEntry) -> list[Format]:
+    if req.schemes:
+        out = []
+        for s in req.schemes:
+            f = resolve_format(s)
+            f.check_applies(entry)
+            out.append(f)
+        return out
+    return formats_for(entry)
+
+
+def check_counts(gpus: int, nodes: int) -> None:
+    if gpus < 1:
+        raise PlannerError(f"--gpus must be at least 1, got {gpus}")
+    if nodes < 1:
+        raise PlannerError(f"--nodes must be at least 1, got {nodes}")
+
+
+def device_label(node: int, gpu: int, nodes: int) -> str:
+    return f"CUDA{gpu}" if nodes == 1 else f"node{node}/CUDA{gpu}"
+
+
+def stage_layers(n_layer_counts: list[int]) -> list[list[int]]:
+    out, start = [], 0
+    for n in n_layer_counts:
+        out.append(list(range(start, start + n)))
+        start += n
+    return out
+
+
+def ctx_sequences(opts: EngineOptions, req: PlanRequest) -> int:
+    return max(1, int(req.parallel or 1))
+
+
+def memory_plan(fit: EngineFit, per_device: list[DeviceMemory], ctx: int) -> MemoryPlan:
+    return MemoryPlan(
+        kv_cache_bytes=sum(d.kv_bytes for d in per_device),
+        compute_bytes=sum(d.compute_bytes for d in per_device),
+        host_bytes=0,
+        per_device=per_device,
+        n_ctx=ctx,
+        notes=list(fit.notes),
+        max_sequences=fit.max_sequences,
+    )
+
+
+def scheme_plan(engine: str, entry: ModelEntry, fmt: Format, fit: EngineFit, per_device: list[DeviceMemory],
+                ctx: int, with_tensors: bool) -> SchemePlan:
+    ck = checkpoint(entry, fmt)
+    tensors = []
+    if with_tensors:
+        tensors = [TensorPlan(t.name, tuple(reversed(t.shape)), t.dtype, t.bytes, "bf16") for t in ck.tensors()]
+    notes = []
+    repo = repo_for(fmt, entry)
+    notes.append(f"checkpoint: {repo}" if repo else f"no published {fmt.id} checkpoint of {entry.id} is known; "
+                 "sizes are for one made with the format's recipe")
+    if ck.mtp_layers:
+        notes.append(f"the checkpoint carries {ck.mtp_layers} multi-token-prediction layer(s), which {engine} "
+                     "does not load unless MTP speculative decoding is enabled")
+    if fmt.id == "AWQ" and ck.group_size != fmt.group_size:
+        notes.append(f"AWQ group size {ck.group_size} for {entry.id} (the published checkpoint's)")
+    notes.append(f"{fit.layout.describe()} over {fit.nodes} node(s) x {fit.gpus_per_node} GPU(s); "
+                 f"KV cache for {fit.kv_tokens:,} tokens per {'DP rank' if fit.layout.dp_attention else 'replica'}, "
+                 f"{fit.max_sequences} concurrent sequence(s) of {ctx:,} tokens")
+    sp = SchemePlan(id=fmt.id, kind=engine, size_bytes=ck.size_bytes, params=ck.params,
+                    type_bytes=ck.type_bytes(), tensors=tensors, memory=memory_plan(fit, per_device, ctx),
+                    notes=notes)
+    return sp
+
+
+def unplaced_plan(engine: str, entry: ModelEntry, fmt: Format, reason: str, with_tensors: bool) -> SchemePlan:
+    ck = checkpoint(entry, fmt)
+    tensors = [TensorPlan(t.name, tuple(reversed(t.shape)), t.dtype, t.bytes, "bf16") for t in ck.tensors()] \
+        if with_tensors else []
+    return SchemePlan(id=fmt.id, kind=engine, size_bytes=ck.size_bytes, params=ck.params,
+                      type_bytes=ck.type_bytes(), tensors=tensors, memory=None,
+                      notes=[f"{engine} cannot place it on these GPUs: {reason}"])
+
+
+FitFn = Callable[..., "tuple[EngineFit, list[DeviceMemory]]"]
+
+
+def plan_formats(engine: str, fit: FitFn, req: PlanRequest, model_entry: ModelEntry, device_profile, gpus: int,
+                 nodes: int, *, options: EngineOptions | None = None) -> list[SchemePlan]:
+    """One SchemePlan per format (req.schemes, or every format the model has) with the engine's memory
+    model `fit(entry, fmt, profile, gpus, nodes, ctx, opts, sequences=)`."""
+    check_counts(gpus, nodes)
+    opts = options_from_request(req, options)
+    out = []
+    seqs = ctx_sequences(opts, req)
+    for fmt in resolve_formats(req, model_entry):
+        try:
+            fitted, devices = fit(model_entry, fmt, device_profile, gpus, nodes, req.ctx, opts, sequences=seqs)
+        except PlannerError as e:
+            if req.schemes:
+                raise
+            # a format the layout cannot shard stays in the list, unplaced, with the reason
+            out.append(unplaced_plan(engine, model_entry, fmt, str(e), req.with_tensors))
+            continue
+        sp = scheme_plan(engine, model_entry, fmt, fitted, devices, req.ctx, req.with_tensors)
+        sp.speed = predict_tp(checkpoint(model_entry, fmt), fitted.layout, device_profile, req, gpus,
+                              kv_bytes_per_elem=kv_dtype_bytes(fmt, opts))
+        sp.memory.fewest_devices = fewest_devices(fit, model_entry, fmt, device_profile, gpus, nodes, req.ctx,
+                                                  opts, seqs)
+        if req.max_context:
+            # the activations do not depend on the context: the KV cache alone decides it
+            sp.memory.max_context = (min(fitted.kv_tokens, model_entry.hparams.n_ctx_train)
+                                    if fitted.kv_tokens else None)
+        out.append(sp)
+    return out
+
+
+def fewest_devices(fit: FitFn, entry: ModelEntry, fmt: Format, profile, gpus: int, nodes: int, ctx: int,
+                   opts: EngineOptions, sequences: int) -> int | None:
+    """Fewest GPUs of the planned ones that serve it: fewer GPUs on one node, or fewer whole nodes."""
+    layouts = [(gpus, n) for n in range(1, nodes + 1)] if nodes > 1 else [(g, 1) for g in range(1, gpus + 1)]
+    for g, n in layouts:
+        try:
+            fitted, devs = fit(entry, fmt, profile, g, n, ctx, opts, sequences=sequences)
+        except PlannerError:
+            continue
+        if all(d.headroom_bytes >= 0 for d in devs):
+            return fitted.layout.world
+    return None
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
