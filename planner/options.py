@@ -24,10 +24,11 @@ from planner.errors import PlannerError
 # ---------------------------------------------------------------- converters (argparse `type=`)
 def int_at_least(flag: str, low: int) -> Callable[[str], int]:
     def conv(v: str) -> int:
-        try:
-            n = int(v)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer, got '{v}'") from None
+        # ASCII digits only: Python's int() also takes '32_768' and other scripts' digits, which
+        # llama.cpp (std::stoi) reads otherwise or refuses
+        if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", v):
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer (digits 0-9), got {ascii(v)}")
+        n = int(v)
         if n < low:
             raise argparse.ArgumentTypeError(f"{flag} must be at least {low}, got {n}")
         return n

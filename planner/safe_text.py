@@ -36,3 +36,11 @@ def printable(text: object, keep: str = "") -> str:
 
 def has_controls(text: str) -> bool:
     return bool(_UNSAFE.search(text))
+
+
+def json_text(dumped: str) -> str:
+    """A JSON document (json.dumps with ensure_ascii=False) with the characters above written as \\uXXXX
+    escapes: the same document, inert on a terminal (json itself escapes those below 0x20 inside strings;
+    the line ends and indentation between them are the document's own)."""
+    return _UNSAFE.sub(lambda m: m.group(0) if m.group(0) in "\n\r\t" else f"\\u{ord(m.group(0)):04x}",
+                       dumped)

@@ -277,6 +277,21 @@ def test_good_server_reuses_one_connection_and_grows_its_reads(big, env, capsys)
     assert s.connections == 1 and s.requests == len(sizes)
 
 
+def test_hub_redirects_keep_one_connection(big, env, capsys):
+    """A hub answering every read with an empty 302 to its CDN (here the same server): the redirects'
+    connections are reused as well."""
+    def hub(server, req):
+        if req.path.startswith("/cdn/"):
+            return ranged(server, req)
+        return [head("302 Found", {"Location": "/cdn/x.gguf", "X-Linked-Size": len(server.data),
+                                   "X-Linked-Etag": '"e"', "Content-Length": 0})]
+    with Hostile(hub, big) as s:
+        code, out, err = run(capsys, "inspect", s.url(), "--json")
+        cost("a hub redirecting every read to its CDN (reference)", s)
+    assert code == 0, err
+    assert s.requests == 6 and s.connections == 1
+
+
 # ---------------------------------------------------------------------------------------------------
 # Proxies
 # ---------------------------------------------------------------------------------------------------
@@ -330,6 +345,15 @@ def test_bad_tokens_are_named_never_shown(big, env, capsys, tmp_path, where, val
     assert code == 2 and problem in one_line(err)
     assert (where if where != "file" else "token") in err
     assert SECRET not in err and SECRET not in out and s.requests == 0
+
+
+def test_token_file_that_is_a_fifo_does_not_hang(env, capsys, tmp_path):
+    (tmp_path / "hf-home").mkdir()
+    os.mkfifo(tmp_path / "hf-home" / "token")
+    env.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    t = time.monotonic()
+    code, out, err = run(capsys, "inspect", "hf://o/r/x.gguf")
+    assert code == 2 and "FIFO" in one_line(err) and time.monotonic() - t < 5
 
 
 def test_hf_conventions(big, env, capsys, tmp_path):
@@ -396,6 +420,59 @@ def test_bad_cache_entries_are_replaced(big, env, capsys, bad):
         before = s.sent
         assert run(capsys, "inspect", s.url(), "--json")[0] == 0
         assert s.sent - before < 4096                         # and used again
+
+
+# ---------------------------------------------------------------------------------------------------
+# Listings and documents with values of the wrong kind
+# ---------------------------------------------------------------------------------------------------
+
+def json_answer(obj) -> list[bytes]:
+    body = json.dumps(obj).encode()
+    return [head("200 OK", {"Content-Type": "application/json", "Content-Length": len(body)}), body]
+
+
+@pytest.mark.parametrize("size", ["abc", "1e400", [1], True, -5])
+def test_modelscope_sizes_of_the_wrong_kind_are_one_line(env, capsys, size):
+    def ms(server, req):
+        raw = json.dumps({"Code": 200, "Success": True, "Data": {"Files": [
+            {"Path": "m-Q4_K_M.gguf", "Size": size, "Type": "blob"}]}})
+        raw = raw.replace('"1e400"', "1e400") if size == "1e400" else raw
+        return [head("200 OK", {"Content-Length": len(raw)}), raw.encode()]
+    with Hostile(ms) as s:
+        env.setenv("MODELSCOPE_ENDPOINT", f"http://127.0.0.1:{s.port}")
+        code, out, err = run(capsys, "inspect", "ms://o/r", "--quant", "Q4_K_M")
+    assert code == 2 and "size" in one_line(err)
+
+
+def test_safetensors_index_metadata_of_the_wrong_kind(env, capsys, tmp_path):
+    from planner.core.catalog import catalog
+
+    config = catalog()["deepseek-v3"].config
+
+    def hub(server, req):
+        if req.path.endswith("/config.json"):
+            return json_answer(config)
+        if req.path.endswith("/model.safetensors.index.json"):
+            return json_answer({"metadata": [1], "weight_map": {"w": "model-1.safetensors"}})
+        return [head("404 Not Found", {"Content-Length": 0})]
+    with Hostile(hub) as s:
+        env.setenv("HF_ENDPOINT", f"http://127.0.0.1:{s.port}")
+        code, out, err = run(capsys, "--headless", "--json", "--device", "h100", "--engine", "vllm",
+                             "--model", "hf://deepseek-ai/DeepSeek-V3")
+    assert code == 2 and "404" in one_line(err) and "model-1.safetensors" in err    # past the metadata
+
+
+def test_amplifying_header_is_refused_after_its_first_read(env, capsys):
+    import struct
+
+    data = b"GGUF" + struct.pack("<IQQ", 3, 2_000_000, 0) + b"\0" * (80 << 20)
+    with Hostile(ranged, data) as s:
+        code, out, err = run(capsys, "inspect", s.url())
+        cost("2M tensor infos (an 80 MB header)", s)
+    from planner.remote.client import STATS
+
+    assert code == 2 and "not read" in one_line(err)
+    assert STATS["bytes"] <= MIB + 1 and s.requests == 2
 
 
 def test_costs_table(capsys):

@@ -198,13 +198,12 @@ def render(doc: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from planner.safe_text import printable
+    from planner.safe_text import json_text, printable
 
     a = parser().parse_args(argv)
     doc = inspect_document(a.file, a.scheme, a.quant)
     if a.json:
-        json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        sys.stdout.write(json_text(json.dumps(doc, indent=2, ensure_ascii=False)) + "\n")
     else:
         print(printable(render(doc), keep="\n"))   # names and values from the file, made inert
     return 0

@@ -109,6 +109,8 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise PlannerError(f"{what} {path}: invalid TOML ({e})") from None
+    except RecursionError:            # arrays or tables nested thousands deep
+        raise PlannerError(f"{what} {path}: invalid TOML (nested too deeply)") from None
 
 
 def read_json_object(path: Path, what: str) -> dict[str, Any]:

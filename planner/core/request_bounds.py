@@ -49,7 +49,10 @@ def check_tensor_split(split: list[float] | tuple[float, ...] | None) -> None:
         total = sum(_f32(v) for v in split)
     except OverflowError:
         raise PlannerError("--tensor-split values must fit llama.cpp's 32-bit floats") from None
-    if not total > 0 or not math.isfinite(total):
+    if not math.isfinite(total):
+        raise PlannerError("--tensor-split proportions add up to more than llama.cpp's 32-bit floats hold (it "
+                           "divides by their sum); use smaller numbers in the same ratio")
+    if not total > 0:
         raise PlannerError("--tensor-split proportions must add up to more than 0 (as 32-bit floats)")
 
 

@@ -59,6 +59,12 @@ _CHUNK = 1 << 20
 MAX_ARRAY_NESTING = 8             # llama.cpp reads no nested arrays at all; gguf-py writes them
 INT64_MAX = (1 << 63) - 1         # ggml's element counts are int64_t
 SIZE_MAX = (1 << 64) - 1          # and its byte sizes and offsets size_t / uint64_t
+# What one header may make this process allocate, checked on the counts before anything is read: a
+# Python list item costs ~32 bytes and a tensor info ~400, so a 400 MB array or 79 MB of tensor infos
+# would take gigabytes. The largest real headers hold ~1.3M array items (a 262k vocabulary's tokens,
+# scores and types, 500k merges) and ~47k tensors (DeepSeek-V3 with one tensor per expert).
+MAX_ARRAY_ITEMS = 1 << 22         # array items of one header in all (about 130 MB as Python lists)
+MAX_TENSORS = 1 << 18             # tensor infos of one file (about 100 MB)
 
 # llama-quantize's names of general.file_type values (planner.core.llamacpp.type_rules.FTYPES) plus the
 # converter-only ones
@@ -275,6 +281,7 @@ class _Reader:
         self.pos = 0
         self.endian = "<"
         self.what = "header"
+        self.items = 0                 # array items read so far (MAX_ARRAY_ITEMS)
 
     def need(self, n: int) -> None:
         end = self.pos + n
@@ -324,6 +331,11 @@ class _Reader:
         if vt == GGUFValueType.ARRAY:
             item = self.u32()
             count = self.u64()
+            self.items += count
+            if self.items > MAX_ARRAY_ITEMS:
+                raise PlannerError(f"{self.path}: GGUF header not read: its arrays hold more than {MAX_ARRAY_ITEMS:,} "
+                                   f"items in all (array {shown(key)} has {count:,}; the largest real vocabularies "
+                                   "need about 1.3 million)")
             try:
                 it = GGUFValueType(item)
             except ValueError:
@@ -405,6 +417,9 @@ def _read_one(path: Path, shard: int = 0, opened: tuple[BinaryIO, int] | None = 
         if n_tensors > size or n_kv > size:    # each takes bytes: the loops below end at the file's end
             raise PlannerError(f"{spath}: corrupt GGUF header: {n_tensors} tensors and {n_kv} key/value pairs "
                                f"cannot fit in {size} bytes")
+        if n_tensors > MAX_TENSORS:
+            raise PlannerError(f"{spath}: GGUF header not read: {n_tensors:,} tensors, more than the {MAX_TENSORS:,} "
+                               "a model holds (DeepSeek-V3 with one tensor per expert has about 47,000)")
 
         metadata: dict[str, Any] = {}
         types: dict[str, GGUFValueType] = {}

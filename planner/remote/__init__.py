@@ -2,7 +2,7 @@
 (client.py), Hugging Face and ModelScope repositories (hubs.py), safetensors headers (safetensors.py).
 
 Imported only for URL inputs (http://, https://, hf://, ms://): the headless path without a URL loads
-none of it. The standard library's http.client does the transfers (no new dependency).
+none of it (nor requests, which does the transfers: proxies, NO_PROXY, certificates, pooled connections).
 """
 
 import re

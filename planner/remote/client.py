@@ -267,10 +267,12 @@ class Response:
     resp: requests.Response
     requests: int = 1                    # requests made for this answer (redirects included)
 
-    def close(self, complete: bool = False) -> None:
-        """complete: the body was read to its end, so the connection goes back to the pool."""
+    def close(self) -> None:
+        """Back to the pool when the body was read to its announced end (nothing of it is left on the
+        connection); otherwise the connection is closed."""
         try:
-            if complete:
+            if getattr(self.resp.raw, "length_remaining", None) == 0:
+                self.resp.raw.read()            # nothing left: ends the response on its connection
                 self.resp.raw.release_conn()
             else:
                 self.resp.close()
@@ -358,7 +360,9 @@ def request(method: str, url: str, headers: dict[str, str], auth: Auth, label: s
 def _reason(e: BaseException) -> str:
     """A short reason for a network failure (never a URL with its query, never a header value)."""
     inner = e
-    while inner.__context__ is not None and inner is not inner.__context__ and not isinstance(inner, OSError):
+    for _ in range(8):                 # the chain of causes, to the OS error if there is one
+        if isinstance(inner, OSError) or inner.__context__ is None:
+            break
         inner = inner.__context__
     if isinstance(e, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)):
         return "timed out"
@@ -437,7 +441,7 @@ def _read_body(r: Response, limit: int, label: str, progress: Progress | None, e
     if expected is not None and len(out) < min(expected, limit):
         r.close()
         raise _Truncated(f"{label}: truncated response: the server announced {expected} bytes and sent {len(out)}")
-    r.close(complete=expected is not None and len(out) == expected)
+    r.close()
     return bytes(out)
 
 
@@ -635,6 +639,8 @@ class RemoteFile:
                                f"({human(len(self.buf))} so far); stopped")
 
         def once() -> None:
+            if self._deadline is not None:
+                self._deadline.check(self.sent)
             hdrs = {"Range": f"bytes={start}-{stop - 1}"}
             if self.body_etag and not self.body_etag.startswith("W/") and start > 0:
                 hdrs["If-Range"] = self.body_etag

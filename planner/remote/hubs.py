@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote, quote_plus, unquote, urlsplit, urlunsplit
 
 from planner.core.ggml.shards import SPLIT_RE, shard_names
@@ -94,11 +93,15 @@ def hf_token() -> str | None:
         if os.environ.get(name):
             return _checked_token(os.environ[name], f"${name}")
     path = os.path.expanduser(os.environ.get("HF_TOKEN_PATH") or os.path.join(hf_home(), "token"))
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(4096)
-    except OSError:
+    if not os.path.lexists(path):
         return None
+    from planner.core.data_files import open_regular
+
+    with open_regular(path, "the token file") as f:     # a FIFO or a device is refused, never read
+        try:
+            raw = f.read(4096)
+        except OSError as e:
+            raise PlannerError(f"the token file {path}: cannot read ({e.strerror or e})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

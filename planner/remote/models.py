@@ -33,6 +33,7 @@ ST_DTYPE_BYTES = {"f64": 8, "f32": 4, "f16": 2, "bf16": 2, "i64": 8, "i32": 4, "
                   "u16": 2, "u32": 4, "u64": 8, "bool": 1, "f8_e4m3": 1, "f8_e5m2": 1, "f8_e8m0": 1}
 INDEX = "model.safetensors.index.json"
 WORKERS = 8
+MAX_SHARDS = 4096                         # DeepSeek-V3's checkpoint has 163; a header per file is read
 
 
 def _base(loc: hubs.Location) -> tuple[str, str]:
@@ -164,9 +165,12 @@ def _published_checkpoint(spec: str) -> PublishedCheckpoint:
     try:
         index = fetch_json(url, auth, label, limit=64 << 20)
         wm = index.get("weight_map") if isinstance(index, dict) else None
-        if not isinstance(wm, dict) or not all(isinstance(v, str) for v in wm.values()):
+        if not isinstance(wm, dict) or not wm or not all(isinstance(v, str) for v in wm.values()):
             raise PlannerError(f"{label}: no weight_map of tensor -> file")
         files = sorted(set(wm.values()))
+        if len(files) > MAX_SHARDS or any("/" in f and ".." in f.split("/") for f in files):
+            raise PlannerError(f"{label}: the weight_map names {len(files)} files (at most {MAX_SHARDS}, "
+                               "inside the repository)")
         meta = index.get("metadata")
         tot = meta.get("total_size") if isinstance(meta, dict) else None
         index_total = tot if isinstance(tot, int) and not isinstance(tot, bool) else None

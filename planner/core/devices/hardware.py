@@ -10,6 +10,8 @@ from planner.core.plan import HardwareSummary, PlanRequest
 from planner.core.request_bounds import check_device_count, check_request_bounds
 from planner.errors import PlannerError
 
+MAX_HOST_RAM_GIB = 1 << 20         # 1 PiB: beyond any machine; larger values only overflow the arithmetic
+
 DEFAULT_DEVICE = "h100"
 _UNITS = {"b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
           "g": 1 << 30, "gb": 10**9, "gib": 1 << 30, "t": 1 << 40, "tb": 10**12, "tib": 1 << 40}
@@ -122,8 +124,9 @@ def resolve_hardware(req: PlanRequest, local: LocalDevices | None = None) -> Har
     if rpc_slots:
         notes.append(f"{len(rpc_slots)} RPC device(s) come first in llama.cpp's device order")
     if req.host_ram is not None:
-        if req.host_ram <= 0:
-            raise PlannerError(f"--host-ram must be more than 0 GiB, got {req.host_ram}")
+        if not 0 < req.host_ram <= MAX_HOST_RAM_GIB:
+            raise PlannerError(f"--host-ram must be more than 0 and at most {MAX_HOST_RAM_GIB} GiB (1 PiB), "
+                               f"got {req.host_ram:g}")
         host_cap = int(req.host_ram * (1 << 30))
         if prof.vendor == "cpu":          # --device host: the host's RAM is the one device
             # the profile's reserve for the OS, at most a quarter of a small host's RAM

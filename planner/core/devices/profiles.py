@@ -26,6 +26,8 @@ Schema (every figure cites its source in the file; unverified figures are listed
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -87,8 +89,8 @@ def load_profile(path: Path) -> DeviceProfile:
         raise PlannerError(f"{where}: missing {', '.join(missing)}")
     for k in ("memory_bytes", "reserve_bytes", "devices_per_node"):
         v = data[k]
-        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "reserve_bytes" else 1):
-            raise PlannerError(f"{where}: '{k}' must be a positive integer, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int) or not (0 if k == "reserve_bytes" else 1) <= v < 1 << 60:
+            raise PlannerError(f"{where}: '{k}' must be a positive integer below 2^60, got {v!r}")
     if data["reserve_bytes"] >= data["memory_bytes"]:
         raise PlannerError(f"{where}: reserve_bytes must be smaller than memory_bytes")
     if "context_bytes" in data:
@@ -97,8 +99,9 @@ def load_profile(path: Path) -> DeviceProfile:
             raise PlannerError(f"{where}: 'context_bytes' must be an integer from 0 to reserve_bytes, got {v!r}")
     for k in _NUMBERS:
         v = data.get(k, 0)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise PlannerError(f"{where}: '{k}' must be a non-negative number, got {v!r}")
+        # nan passes every comparison, so it is refused by name (strict JSON has no NaN, text shows "nan tok/s")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1e9:
+            raise PlannerError(f"{where}: '{k}' must be a finite number from 0 to 1e9, got {v!r}")
     for k in ("id", "name", "vendor", "backend", "source"):
         if not isinstance(data[k], str) or not data[k]:
             raise PlannerError(f"{where}: '{k}' must be a non-empty string")

@@ -34,6 +34,7 @@ from planner.core.ggml.gguf_constants import GGMLQuantizationType as T
 from planner.core.catalog import Hparams
 from planner.core.devices.hardware import Slot
 from planner.core.ggml.tensor_types import is_quantized, parse_type, row_bytes
+from planner.core.llamacpp.regex_match import compile_pattern
 from planner.core.plan import DeviceMemory, MemoryPlan, TensorPlan
 from planner.errors import PlannerError
 
@@ -744,9 +745,9 @@ def override_rules(opts: MemoryOptions, labels: list[str]) -> list[tuple[re.Patt
             raise PlannerError(f"unknown buffer type '{buft}' in -ot {pat}={buft}; available: "
                                + ", ".join(["CPU"] + list(by_label)))
         try:
-            out.append((re.compile(pat), di))
-        except re.error as e:
-            raise PlannerError(f"-ot pattern '{pat}' is not a regular expression: {e}") from None
+            out.append((compile_pattern(pat), di))        # bounded time (planner.core.llamacpp.regex_match)
+        except ValueError as e:
+            raise PlannerError(f"-ot pattern '{pat}' cannot be used: {e}") from None
     return out
 
 

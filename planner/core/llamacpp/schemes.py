@@ -14,6 +14,7 @@ from planner.core.ggml.gguf_constants import LlamaFileType as F
 
 from planner.core.data_files import load_shipped_and_user, read_toml
 from planner.core.ggml.tensor_types import parse_type, type_name
+from planner.core.llamacpp.regex_match import compile_pattern
 from planner.core.llamacpp.type_rules import FTYPE_ALIASES, FTYPES, Override
 from planner.errors import PlannerError, choices, valid_hint
 
@@ -187,6 +188,10 @@ def pattern_problem(pattern: str) -> str | None:
         elif c in "*+?" and p[i + 1:i + 2] == "+":
             return "uses a possessive repeat, which llama.cpp's std::regex has not"
         i += 1
+    try:
+        compile_pattern(p)
+    except ValueError as e:
+        return f"uses {e}" if str(e).startswith("a ") else f"cannot be matched in bounded time ({e})"
     return None
 
 

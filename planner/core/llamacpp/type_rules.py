@@ -28,6 +28,7 @@ from planner.core.ggml.gguf_constants import GGMLQuantizationType as T
 from planner.core.ggml.gguf_constants import LlamaFileType as F
 
 from planner.core.ggml.tensor_types import block_size, is_quantized, type_name
+from planner.core.llamacpp.regex_match import compile_pattern
 from planner.errors import PlannerError
 
 # llama_ftype_get_default_type
@@ -440,10 +441,11 @@ class Override:
     type: T
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_re", re.compile(self.pattern.lower()))
+        # matched in bounded time (planner.core.llamacpp.regex_match): a rule such as (.|.)*z cannot hang a plan
+        object.__setattr__(self, "_re", compile_pattern(self.pattern.lower()))
 
     def matches(self, name: str) -> bool:
-        return self._re.search(name) is not None  # type: ignore[attr-defined]
+        return bool(self._re.search(name))  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,15 @@ are not modelled are refused in one line (exit 2). Flags known not to change mem
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 from dataclasses import dataclass, field, replace
 
 from planner.core.llamacpp.memory import FFN_EXPS_REGEX
 from planner.core.plan import PlanRequest
 from planner.errors import PlannerError
-from planner.options import OPTIONS, int_at_least, split_list
+from planner.options import OPTIONS, split_list
+from planner.safe_text import printable
 
 
 # planned flags: spelling -> request field; llama.cpp's spellings of the plan options (planner/options.py
@@ -83,11 +85,30 @@ class CommandRequest:
     notes: list[str] = field(default_factory=list)
 
 
-def _int(flag: str, v: str, low: int = 0) -> int:
-    return _converted(int_at_least(flag, low), v)
+_STOI = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
+
+
+def _int(flag: str, v: str, low: int = 0, notes: list[str] | None = None) -> int:
+    """An integer argument as llama.cpp reads it (common/arg.cpp: std::stoi): leading white space, a
+    sign and ASCII digits, the rest ignored (`-c 32_768` is 32: a note says so); no digit at all, or
+    another script's digits, is refused as llama.cpp refuses it; so is a value outside 32 bits."""
+    m = _STOI.match(v)
+    if not m:
+        raise PlannerError(f"--from-command: {flag} must be an integer, got {printable(v)!r} (llama.cpp's "
+                           "std::stoi refuses it)")
+    n = int(m[1])
+    if not -(1 << 31) <= n < 1 << 31:
+        raise PlannerError(f"--from-command: {flag} {n} is outside llama.cpp's 32-bit integers")
+    if m.end() != len(v) and notes is not None:
+        notes.append(f"{flag} {printable(v)}: llama.cpp reads {n} (std::stoi stops at "
+                     f"{printable(v[m.end()])!r}), so the plan is of {n}")
+    if n < low:
+        raise PlannerError(f"{flag} must be at least {low}, got {n}")
+    return n
 
 
 def _converted(conv, v: str):
+    """A value read by one of the plan options' converters (planner.options), as a PlannerError."""
     try:
         return conv(v)
     except argparse.ArgumentTypeError as e:
@@ -160,7 +181,7 @@ def parse_command(text: str, base: PlanRequest | None = None) -> CommandRequest:
             if dest == "tensor_overrides":
                 overrides += [x for x in v.split(",") if x]
             elif dest in ("ctx", "ubatch", "batch", "parallel"):
-                n = _int(flag, v, 0 if dest == "ctx" else 1)
+                n = _int(flag, v, 0 if dest == "ctx" else 1, notes)
                 if dest == "ctx" and n == 0:
                     raise PlannerError("--from-command: -c 0 takes the model's training context; give it "
                                        "explicitly (the planner does not read it from the command)")
@@ -169,10 +190,10 @@ def parse_command(text: str, base: PlanRequest | None = None) -> CommandRequest:
                 if v.lower() in ("auto", "all"):
                     kw["ngl"] = None
                 else:
-                    n = int(v) if v.lstrip("-").isdigit() else _int(flag, v)
+                    n = _int(flag, v, -(1 << 31), notes)
                     kw["ngl"] = None if n < 0 else n
             elif dest in ("n_cpu_moe", "main_gpu"):
-                kw[dest] = _int(flag, v)
+                kw[dest] = _int(flag, v, 0, notes)
             elif dest == "tensor_split":
                 kw[dest] = _converted(split_list, v)
             elif dest == "split_mode":
