@@ -9,11 +9,15 @@ Every object has an "event" key naming its kind; the other keys are exactly thos
 integer bytes, times float seconds, `null` where a value is not known):
 
   started   program, argv, pid                 a llama.cpp program was started (llama-quantize,
-                                               llama-server): its argument list and process id
+                                               llama-server), or llm-compressor's child (quantize
+                                               --engine vllm|sglang): its argument list and process id
   progress  tensor, tensors, name,             quantize: llama-quantize finished tensor `tensor` of
             bytes_done, bytes_total,           `tensors` (1-based, llama-quantize's own count); bytes are
             elapsed_s, eta_s                   the source tensors' bytes read so far / in all (the work,
-                                               which the ETA follows); eta_s null until known
+                                               which the ETA follows); eta_s null until known.
+                                               llm-compressor: linear layer `tensor` of `tensors`
+                                               quantized (GPTQ reports each; FP8-dynamic all at once),
+                                               bytes those layers' 16-bit weights; no `tensor` events
   tensor    name, type, shape, bytes           quantize: one tensor as llama-quantize wrote it: its ggml
                                                type name, shape (ggml order) and exact bytes (rows x row
                                                size of that type)

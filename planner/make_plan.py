@@ -79,10 +79,7 @@ def with_host(req: PlanRequest, local: LocalDevices | None) -> PlanRequest:
     """The host as a device when the plan is for this machine (its detected devices, or --device host
     with detection on): its bandwidth and FLOPS measured by planner.hardware.host's cached probe, and
     for --device host its RAM (unless --host-ram gives it)."""
-    import os
-
-    off = os.environ.get("DQ_PLANNER_DETECT", "").strip().lower() in ("0", "no", "off", "false")
-    here = local is not None or (req.device == "host" and not off)
+    here = local is not None or (req.device == "host" and not detection_off())
     if not here or req.host_probe is not None:
         return req
     from planner.hardware.host import host_info, probe_host_speed
@@ -93,12 +90,27 @@ def with_host(req: PlanRequest, local: LocalDevices | None) -> PlanRequest:
     return replace(req, host_probe=probe_host_speed(), host_ram=ram)
 
 
+def detection_off() -> bool:
+    import os
+
+    return os.environ.get("DQ_PLANNER_DETECT", "").strip().lower() in ("0", "no", "off", "false")
+
+
+def _say_detection_off(req: PlanRequest, detection, plan: Plan) -> None:
+    """With DQ_PLANNER_DETECT=0 nothing was looked for: the plan says that, not that nothing was found."""
+    if detection is not None or not wants_local_devices(req) or not detection_off() or plan.hardware is None:
+        return
+    plan.hardware.notes[:] = [n.replace("no accelerators detected:", "accelerator detection is off "
+                                        "(DQ_PLANNER_DETECT=0):") for n in plan.hardware.notes]
+
+
 def make_plan(req: PlanRequest, *, detection=None) -> Plan:
     """The whole plan of a request (--model auto: the recommended model's, see make_auto_plan)."""
     if req.model == "auto" and not req.model_file:
         return make_auto_plan(req, detection=detection)[0]
     i = resolve_inputs(req, detection=detection)
     plan = build_plan(with_host(req, i.local), i.engine, i.model, i.local)
+    _say_detection_off(req, detection, plan)
     if i.model.entry is not None and not i.engine.accepts_model_file:
         from planner.remote import is_remote
 
@@ -126,6 +138,8 @@ def make_auto_plan(req: PlanRequest, *, detection=None) -> tuple[Plan, list[Plan
         except PlannerError as e:     # an option this model does not take (deepseek32 has no legacy layout)
             skipped.append(f"{m} ({e})")
     chosen, plans = combine_auto(plans, req.task)
+    for p in plans:
+        _say_detection_off(req, detection, p)
     if skipped:
         chosen.notes.append("--model auto: not planned for this request: " + "; ".join(skipped))
     return chosen, plans

@@ -15,6 +15,7 @@ import re
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Callable, Iterator, Sequence
 
+from planner.core.llamacpp.memory import FFN_EXPS_REGEX
 from planner.core.plan import PlanRequest
 from planner.engine_ids import engine_names
 from planner.errors import PlannerError
@@ -156,7 +157,8 @@ class Option:
     type: Callable[[str], Any] | None = None
     choices: Choices | None = None
     metavar: str | None = None
-    action: str = "store"                     # store | append | store_true | store_false
+    action: str = "store"                     # store | append | append_const | store_true | store_false
+    const: Any = None                         # append_const: the value appended
     group: str = "plan"                       # plan | engine | imatrix (mutually exclusive, in plan)
     to_request: Callable[[Any], Any] | None = None      # parsed value -> request value
     to_text: Callable[[Any], str] | None = None         # request value -> the flag's argument
@@ -192,6 +194,9 @@ class Option:
 
     def add_to(self, g) -> None:
         kw: dict[str, Any] = {"dest": self.dest, "help": self.help}
+        if self.action == "append_const":        # shares its dest with the option declared before it
+            g.add_argument(*self.flags, dest=self.dest, action="append_const", const=self.const, help=self.help)
+            return
         if self.action in ("store_true", "store_false"):
             kw["action"] = self.action
             if self.default is not None or self.group == "imatrix":
@@ -270,6 +275,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("tensor_overrides", (), llama_cpp=("--override-tensor", "-ot"), action="append", metavar="PATTERN=BUFFER,...",
            help="llama.cpp tensor override, repeatable, the first matching pattern wins (BUFFER: CPU, CUDA0, ...)",
            to_request=lambda v: [x for s in (v or []) for x in s.split(",") if x]),
+    Option("tensor_overrides", ("--cpu-moe", "-cmoe"), action="append_const", const=f"{FFN_EXPS_REGEX}=CPU",
+           help="every routed expert in host RAM (as llama.cpp's flag: -ot with its expert pattern, in order)"),
     Option("main_gpu", (), llama_cpp=("--main-gpu", "-mg"), type=int_at_least("--main-gpu", 0), metavar="N",
            help="the device of every layer with --split-mode none"),
     Option("split_mode", (), llama_cpp=("--split-mode", "-sm"), choices=Choices(lambda: SPLIT_MODES),
@@ -337,6 +344,8 @@ def request_args(req, *, with_model: bool = True) -> list[str]:
     d = PlanRequest()
     out: list[str] = []
     for o in OPTIONS:
+        if o.action == "append_const":         # its values are written by the option it shares a dest with
+            continue
         v = getattr(req, o.dest)
         if o.dest in ("model", "model_file"):
             if not with_model or (o.dest == "model" and (req.model_file or v == d.model)):

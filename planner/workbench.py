@@ -335,5 +335,24 @@ class Workbench:
         return "#!/bin/sh\nset -eu\n" + "\n".join(lines) + "\n"
 
     def quantizes(self) -> bool:
-        """The engine makes the selected scheme's file itself (llama-quantize) and serves it."""
+        """The selected scheme can be made here: a GGUF scheme by llama-quantize, or a vLLM/SGLang format
+        that llm-compressor makes from a BF16 checkpoint (`dq-planner quantize --engine vllm|sglang`)."""
+        if self.quantizes_checkpoint():
+            return True
         return bool(getattr(engine(self.request.engine), "quantizes", False))
+
+    def quantizes_checkpoint(self) -> bool:
+        """The engine serves Hugging Face checkpoints and the selected format has an llm-compressor recipe."""
+        if getattr(engine(self.request.engine), "accepts_model_file", True):
+            return False
+        from planner.core.serving.hf_checkpoint import resolve_format
+
+        try:
+            return bool(resolve_format(self.scheme_arg()).recipe)
+        except PlannerError:
+            return False
+
+    def needs_calibration(self) -> bool:
+        from planner.core.serving.hf_checkpoint import resolve_format
+
+        return self.quantizes_checkpoint() and bool(resolve_format(self.scheme_arg()).recipe.get("calibration"))

@@ -29,7 +29,6 @@ def test_one_a100_gpu_only_does_not_fit_the_hybrid_does():
     for sp in plan.schemes:
         gpu, hyb = sp.deployments
         assert (gpu.placement, gpu.n_cpu_moe, gpu.fits) == ("gpu", 0, False)
-        assert gpu.speed.decode_tps == sp.speed.decode_tps        # the request's own placement
         # the hybrid keeps the fewest expert layers in host RAM that fit, checked exhaustively
         lw = LayerWeights.of(hp, sp.tensors)
         n = next(k for k in range(hp.n_layer + 1)
@@ -39,6 +38,9 @@ def test_one_a100_gpu_only_does_not_fit_the_hybrid_does():
         # the experts' bytes of those layers are read at the host's bandwidth: slower, host-bound
         assert hyb.speed.decode_tps < gpu.speed.decode_tps and hyb.speed.bound == HOST
         assert hyb.host_bytes > 100 * 2**30 and hyb.headroom_bytes >= 0
+        # nothing fits the GPU alone: the scheme's row is its hybrid deployment (one deployment per row)
+        assert (sp.n_cpu_moe, sp.fits, sp.headroom_bytes, sp.speed.decode_tps, sp.memory.host_bytes) == (
+            n, True, hyb.headroom_bytes, hyb.speed.decode_tps, hyb.host_bytes)
     by = {s.id: s.deployments[1].n_cpu_moe for s in plan.schemes}
     assert by == {"Q4_K_M": 52, "DQ3_K_M": 48, "UD-Q2_K_XL": 43}
 
@@ -81,7 +83,9 @@ def test_min_tps_drops_slow_deployments():
     kept = make_plan(replace(REQ, min_tps=cut))
     assert [(d.scheme, d.placement) for d in kept.recommendation.deployments] == [("UD-Q2_K_XL", "hybrid")]
     assert kept.recommendation.scheme == "UD-Q2_K_XL"
-    assert any("dropped deployments" in n and "DQ3_K_M hybrid" in n for n in kept.notes)
+    # the schemes are planned as their hybrid deployments: the slow ones are dropped as schemes
+    assert [s.id for s in kept.schemes] == ["UD-Q2_K_XL"]
+    assert any("--min-tps" in n and f"DQ3_K_M ({tps['DQ3_K_M']:.1f} tok/s" in n for n in kept.notes)
 
 
 def test_dense_model_has_no_deployments():

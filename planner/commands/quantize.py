@@ -1,6 +1,7 @@
 """dq-planner quantize --input SRC.gguf --scheme S --output OUT.gguf [--imatrix F] [--threads N] [--dry-run] [--force]
 
-Runs the real llama-quantize with the scheme (a recipe's rules as --tensor-type), then checks what it
+(With --engine vllm|sglang: a Hugging Face checkpoint quantized by llm-compressor, planner.commands.
+quantize_checkpoint.) Runs the real llama-quantize with the scheme (a recipe's rules as --tensor-type), then checks what it
 did against the plan tensor by tensor and exits 1 on any difference.
 """
 
@@ -22,6 +23,9 @@ def parser():
     p = Parser(prog="dq-planner quantize",
                 description="Quantize a GGUF with llama-quantize under a scheme or recipe and verify the result "
                             "against the plan, tensor by tensor.")
+    p.add_argument("--engine", choices=["llama.cpp"], default="llama.cpp",
+                   help="llama.cpp (a GGUF); vllm or sglang quantize a Hugging Face checkpoint with llm-compressor "
+                        "(dq-planner quantize --engine vllm --help)")
     p.add_argument("--input", required=True, metavar="SRC.gguf", help="the GGUF to quantize (f16/bf16/f32)")
     p.add_argument("--scheme", required=True, metavar="S", help="llama-quantize ftype, recipe id or recipe .toml")
     p.add_argument("--output", metavar="OUT.gguf", help="where to write (required unless --dry-run)")
@@ -61,9 +65,28 @@ def _report_mismatches(where: str, mism, out=None) -> None:
         print(f"  ... and {len(mism) - MAX_LISTED} more", file=out)
 
 
+def _engine_arg(argv: list[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a == "--":
+            break
+        if a == "--engine" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--engine="):
+            return a.split("=", 1)[1]
+    return None
+
+
 def main(argv: list[str]) -> int:
     from planner.events import run_with_events
 
+    name = _engine_arg(argv)
+    if name is not None:
+        from planner.engines.registry import engine
+
+        if not engine(name).accepts_model_file:     # engines of Hugging Face checkpoints: llm-compressor
+            from planner.commands import quantize_checkpoint
+
+            return quantize_checkpoint.main(argv)
     return run_with_events(argv, _main)       # --events jsonl (planner/events.py), else a null sink
 
 

@@ -78,8 +78,14 @@ def _main(argv: list[str], events) -> int:
 
     req = request_from_namespace(a, with_tensors=getattr(a, "tensors", False))
     rpc = parse_rpc_list(req.rpc)
-    lc = locate(a.llama_cpp)
-    lc.binary("llama-server")
+    try:
+        lc = locate(a.llama_cpp)
+        lc.binary("llama-server")
+    except PlannerError as e:
+        if not a.print_command or a.llama_cpp:
+            raise
+        # printing needs no llama.cpp: the plan's own placement on the request's devices
+        return _print_planned_command(a, req, human, events, str(e))
 
     sp = plan_serve(lc, req, rpc, host=a.host, port=a.port, threads=a.threads)
     cmd = server_argv(lc.binary("llama-server"), sp.options)
@@ -124,6 +130,24 @@ def _main(argv: list[str], events) -> int:
     events.emit("measured", phase="stopped", rows=comparison_rows(rows))
     print(f"planned vs measured, {sp.model_file} ({sp.scheme}), context {sp.options.ctx}:", file=human)
     print(render_comparison(rows, report, sp.memory, sp.host_mapped_bytes), file=human)
+    events.emit("done", exit_code=0, output=None)
+    return 0
+
+
+def _print_planned_command(a, req, human, events, why: str) -> int:
+    """serve --print-command without llama.cpp here: the command of the plan (--device, --gpus, --rpc,
+    else the default profile) rather than of the devices llama.cpp would list."""
+    from planner.engines.llamacpp.argv import server_argv, shell_line
+    from planner.engines.llamacpp.commands import server_options
+    from planner.make_plan import make_plan
+
+    plan = make_plan(req)
+    sp = plan.schemes[0]
+    hw = plan.hardware
+    print(f"note: {why.split(';')[0]}: the command is planned for {hw.nodes} x {hw.gpus} x {hw.name or hw.device}"
+          " (--device/--gpus/--rpc), not for the devices llama.cpp would list", file=sys.stderr)
+    opts = server_options(plan, req, sp.id, a.model_file, host=a.host, port=a.port, threads=a.threads)
+    print(shell_line(server_argv("llama-server", opts)), file=human)
     events.emit("done", exit_code=0, output=None)
     return 0
 

@@ -34,6 +34,7 @@ def build_plan(req: PlanRequest, engine: Engine, model: ModelInput, local: Local
                            "(use --model ID|DIR)")
     hw = resolve_hardware(req, local)
     plan = engine.plan(req, model, hw, shared)
+    plan.notes += speed_basis_notes(plan, hw)
     if req.min_tps is not None:
         slow = [s for s in plan.schemes if s.speed is not None and s.speed.decode_tps < req.min_tps]
         if slow:
@@ -68,6 +69,24 @@ def build_plan(req: PlanRequest, engine: Engine, model: ModelInput, local: Local
     if plan.recommendation is None and plan.hardware is not None:
         plan.no_fit = no_fit(plan)
     return plan
+
+
+def speed_basis_notes(plan: Plan, hw) -> list[str]:
+    """What the predicted speeds rest on where it is not the devices' own profile: none predicted for a
+    profile without a bandwidth figure, RPC devices timed with the profile's figures."""
+    prof = hw.profile
+    if prof is None:
+        return []
+    out = []
+    planned = [s for s in plan.schemes if s.memory is not None]
+    if planned and all(s.speed is None for s in planned) and prof.bandwidth_gbs <= 0:
+        out.append(f"no speed predicted: the {prof.id} profile ({prof.name}) has no memory bandwidth figure")
+    rpc = [s.label for s in hw.slots if s.label.startswith("RPC[")]
+    if rpc and any(s.speed is not None for s in planned):
+        out.append(f"the RPC device(s) {', '.join(rpc)} are timed as {prof.name} ({prof.bandwidth_gbs:g} GB/s, "
+                   f"{prof.bf16_tflops:g} TFLOPS, the --device profile) behind the network link of "
+                   "profiles/speed/llamacpp.toml; their real hardware is not known to the plan")
+    return out
 
 
 def auto_models() -> list[str]:

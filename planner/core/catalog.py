@@ -14,7 +14,7 @@ from typing import Any
 
 from planner.core.data_files import read_toml
 from planner.core.paths import profiles_dir
-from planner.errors import PlannerError, choices
+from planner.errors import PlannerError, choices, valid_hint
 
 ARCHITECTURES = ("deepseek2", "qwen2", "llama", "qwen3", "deepseek32", "deepseek4")
 
@@ -360,7 +360,17 @@ def resolve_model(spec: str) -> ModelEntry:
     cat = catalog()
     if spec in cat:
         return cat[spec]
-    raise PlannerError(f"unknown model '{spec}'; valid: {choices(cat)} or a Hugging Face model folder")
+    by_lower = {k.lower(): e for k, e in cat.items()}
+    if spec.lower() in by_lower:                 # ids are case-insensitive: DeepSeek-R1 is deepseek-r1
+        return by_lower[spec.lower()]
+    owner, slash, name = spec.partition("/")
+    if slash and owner and name and "/" not in name and not spec.startswith((".", "/")):
+        # a Hugging Face repository id (deepseek-ai/DeepSeek-R1): the catalog's model of that name, or hf://
+        known = by_lower.get(name.lower())
+        raise PlannerError(f"unknown model '{spec}': a Hugging Face repository id? use "
+                           + (f"--model {known.id} (the catalog's) or " if known else "")
+                           + f"--model hf://{spec} (its config.json is read), or a local model folder")
+    raise PlannerError(f"unknown model '{spec}'; {valid_hint(spec, cat)} (or a Hugging Face model folder)")
 
 
 def entry_from_config(cfg: dict[str, Any], source: str, name: str) -> ModelEntry:

@@ -80,4 +80,7 @@ def check_request_bounds(req: PlanRequest) -> None:
                          ("--ngl", req.ngl, 0), ("--n-cpu-moe", req.n_cpu_moe, 0)):
         if v is not None and v != "auto" and not low <= v <= INT32_MAX:
             raise PlannerError(f"{name} must be from {low} to {INT32_MAX}, got {v}")
+    if req.depth > req.ctx:
+        raise PlannerError(f"--depth {req.depth} is beyond the context (--ctx {req.ctx}): a sequence holds at most "
+                           "--ctx tokens")
     check_tensor_split(req.tensor_split)

@@ -97,7 +97,9 @@ def _reasons(c: Candidate, workload: str) -> list[str]:
         if sp.id not in f.get("formats", []):
             continue
         if f.get("requires_fp8") and not c.has_fp8:
-            out.append(f"{sp.id} needs FP8 units, which {c.device} lacks")
+            # the plan's own note (planner.core.serving.plan_formats.weight_only_fp8), not the FP8 claim
+            out += [n for n in sp.notes if n.startswith("no FP8 units")] or [
+                f"no FP8 units on {c.device}: the FP8 compute gains do not apply"]
             continue
         if f["workload"] in (workload, "any"):
             out.append(f"{f['claim']} ({src})")

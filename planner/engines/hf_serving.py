@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from planner.core.catalog import ModelEntry
+from planner.core.data_files import read_json_object
 from planner.core.devices.hardware import Hardware
 from planner.core.engine import Launch, ModelInput, Script
 from planner.core.plan import ModelSummary, Plan, PlanRequest, SchemePlan
@@ -35,10 +36,12 @@ class NodeLaunch:
     commands: list[list[str]]
     notes: list[str] = field(default_factory=list)
     wait_gpus: int = 0                # head of a Ray cluster: wait for this many GPUs after command 0
+    prelude: list[list[str]] = field(default_factory=list)   # run before the commands (the quantize step)
 
     def script(self) -> str:
         lines = ["#!/usr/bin/env bash", f"# node {self.node_rank} ({self.role})", "set -euo pipefail"]
         lines += [f"# {printable(n)}" for n in self.notes]
+        lines += [shlex.join(c) for c in self.prelude]
         for i, c in enumerate(self.commands):
             lines.append(shlex.join(c))
             if i == 0 and self.wait_gpus:
@@ -61,13 +64,46 @@ def model_path_for(fmt: Format, entry: ModelEntry, opts: EngineOptions) -> str:
         f"{', '.join(known) if known else 'a local checkpoint'}")
 
 
+CALIBRATION_PLACEHOLDER = "CALIBRATION.jsonl"
+
+
+def local_bf16_checkpoint(req: PlanRequest) -> Path | None:
+    """The local folder of an unquantized Hugging Face checkpoint the plan names (--checkpoint, else
+    --model), or None (a catalog id, a published repository, an already quantized folder)."""
+    for spec in (req.checkpoint, req.model):
+        if not spec:
+            continue
+        p = Path(spec)
+        folder = p.parent if p.name == "config.json" else p
+        cfg = folder / "config.json"
+        if not (folder.is_dir() and cfg.is_file()):
+            continue
+        try:
+            doc = read_json_object(cfg, "config")
+        except PlannerError:
+            return None
+        return None if isinstance(doc.get("quantization_config"), dict) else folder
+    return None
+
+
+def quantize_step(engine_name: str, fmt: Format, src: Path) -> tuple[list[str], str]:
+    """`dq-planner quantize --engine E` making `fmt` from the BF16 checkpoint `src` (llm-compressor), and
+    the folder it writes."""
+    out = f"{os.fspath(src).rstrip(os.sep)}-{fmt.id}"
+    argv = ["dq-planner", "quantize", "--engine", engine_name, "--input", os.fspath(src), "--scheme", fmt.id,
+            "--output", out]
+    if fmt.recipe.get("calibration"):
+        argv += ["--calibration", CALIBRATION_PLACEHOLDER]
+    return argv, out
+
+
 def print_commands(launches: list[NodeLaunch]) -> str:
     """All nodes' commands, printable."""
     parts = []
     for n in launches:
         parts.append(f"# node {n.node_rank} ({n.role})")
         parts += [f"# {printable(x)}" for x in n.notes]
-        parts += [shlex.join(c) for c in n.commands]
+        parts += [shlex.join(c) for c in n.prelude + n.commands]
     return "\n".join(parts) + "\n"
 
 
@@ -194,5 +230,22 @@ class HFServingEngine:
             entry = remote_model_entry(req.model)
         else:
             entry = resolve_model(req.model)   # planner.model_files: a catalog id or a local folder
-        launches = self.node_launches_for(req, entry, scheme_id, plan.hardware.gpus, req.nodes)
+        fmt = resolve_format(scheme_id)
+        src = local_bf16_checkpoint(req) if fmt.recipe else None
+        if src is None:
+            launches = self.node_launches_for(req, entry, scheme_id, plan.hardware.gpus, req.nodes)
+        else:                                # make the format from the user's BF16 checkpoint first
+            step, out = quantize_step(self.name, fmt, src)
+            opts = options_from_request(req)
+            opts.model_path = out
+            launches = self.node_launches_for(req, entry, scheme_id, plan.hardware.gpus, req.nodes, opts)
+            launches[0].prelude.append(step)
+            notes = [f"first: {fmt.id} made from the BF16 checkpoint {src} by llm-compressor (pip install "
+                     f"'dq-planner[compress]')"]
+            if fmt.recipe.get("calibration"):
+                notes.append(f"{CALIBRATION_PLACEHOLDER}: your calibration text (one sample per line, or JSON "
+                             "lines with a \"text\" field)")
+            if len(launches) > 1:
+                notes.append(f"then copy {out} to the same path on every node")
+            launches[0].notes[:0] = notes
         return Launch(lines=print_commands(launches).rstrip("\n").split("\n"), scripts=node_scripts(launches))

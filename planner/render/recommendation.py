@@ -36,6 +36,8 @@ def hardware_text(rec: Recommendation | NoFit) -> str:
     """'8x NVIDIA H100 SXM5 80GB', '2x NVIDIA H100 SXM5 80GB + 1 RPC device(s)': every device planned."""
     if not rec.hardware:
         return "the devices"
+    if not rec.devices:                       # --gpus 0: the RPC devices alone
+        return f"{rec.rpc_devices} RPC device(s)"
     return f"{rec.devices}x {rec.hardware}" + (f" + {rec.rpc_devices} RPC device(s)" if rec.rpc_devices else "")
 
 
@@ -190,6 +192,16 @@ def _cmp(task: str, model: str, e: RankedScheme) -> str:
 
 def _suite_name(suite: str | None) -> str:
     return acc.data().suites[suite].name if suite else ""
+
+
+def accuracy_basis(rec: Recommendation) -> str:
+    """The accuracy column's basis: the suite the recommendation ranks by, and the others marked '*'."""
+    others = sorted({e.suite for e in rec.ranked + rec.excluded
+                     if e.score is not None and e.suite and e.suite != rec.suite})
+    text = f"accuracy: {rec.task} score in {_suite_name(rec.suite)}, the recommendation's basis"
+    if others:
+        text += "; * from " + ", ".join(_suite_name(x) for x in others) + " (another evaluation, not ranked against it)"
+    return text
 
 
 def model_reasons(rec: Recommendation) -> list[str]:

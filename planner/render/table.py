@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from planner.core.plan import Plan, Recommendation, SchemePlan
-from dataclasses import replace
 
 from planner.render import recommendation as rtext
 from planner.units import GiB, gb, human
@@ -40,6 +39,10 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
         out.append(f"note: {n}")
     out.append("")
     rows = []
+    # the accuracy column shows the scores the recommendation ranks and quotes, once, with their basis
+    rec0 = plan.recommendation
+    scored = rec0 is not None and rec0.suite is not None and any(
+        e.score is not None for e in rec0.ranked + rec0.excluded)
     for s in plan.schemes:
         row = [s.id, f"{s.size_bytes / GiB:.2f}", gb(s.size_bytes), f"{s.bpw:.2f}"]
         if s.memory is not None:
@@ -50,7 +53,9 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
                 human(s.headroom_bytes) if s.headroom_bytes is not None else "-",
                 _fit_cell(s),
             ]
-        if s.accuracy is not None and s.accuracy.weighted_avg is not None:
+        if scored:
+            row.append(_accuracy_cell(plan.recommendation, s.id))
+        elif s.accuracy is not None and s.accuracy.weighted_avg is not None:
             row.append(f"{s.accuracy.weighted_avg:.2f}")
         elif any(x.accuracy for x in plan.schemes):
             row.append("unmeasured")
@@ -58,41 +63,48 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
     headers = ["scheme", "GiB", "GB", "bpw"]
     if any(s.memory is not None for s in plan.schemes):
         headers += ["KV cache", "tightest device", "headroom", "fits"]
-    if any(s.accuracy for s in plan.schemes):
+    if scored:
+        headers.append("accuracy")
+    elif any(s.accuracy for s in plan.schemes):
         headers.append("weighted acc.")
     rows = [r + [""] * (len(headers) - len(r)) for r in rows]
+    if any(s.memory is not None and s.memory.max_context is not None for s in plan.schemes):
+        headers.append("max context")            # --max-context: the largest context that fits
+        for r, s in zip(rows, plan.schemes):
+            mc = s.memory.max_context if s.memory is not None else None
+            r.append(f"{mc:,}" if mc is not None else "-")
     speed = [s.speed for s in plan.schemes]
     if any(sp is not None for sp in speed):
-        # predicted speed (planner/core/llamacpp/speed.py): prefill of --prompt tokens, decode at --depth
+        # predicted speed (planner/core/llamacpp/speed.py): prefill of --prompt tokens, decode at --depth,
+        # and decode with the whole context cached where the plan's model gives it
         sp0 = next(sp for sp in speed if sp is not None)
-        headers += [f"prefill t/s ({sp0.prompt_tokens})", f"decode t/s (@{sp0.depth_tokens})"]
+        headers += [f"prefill t/s (prompt {sp0.prompt_tokens})", f"decode t/s (depth {sp0.depth_tokens})"]
+        full = sp0.depth_tokens != plan.context and any(sp is not None and sp.decode_base_s > 0 for sp in speed)
+        if full:
+            headers.append(f"decode t/s (depth {plan.context})")
         for r, sp in zip(rows, speed):
             r += [f"{sp.prefill_tps:.1f}", f"{sp.decode_tps:.1f}"] if sp is not None else ["-", "-"]
+            if full:
+                r.append(f"{sp.decode_tps_at(plan.context):.1f}" if sp is not None and sp.decode_base_s > 0 else "-")
     if any(s.n_cpu_moe is not None for s in plan.schemes):
         headers.append("cpu-moe")
         for r, s in zip(rows, plan.schemes):
             r.append(str(s.n_cpu_moe) if s.n_cpu_moe is not None else "-")
     right = {1, 2, 3, 4, 5, 6, 8} | set(range(9, len(headers)))
     out.append(_table(headers, rows, right=right))
+    if scored:
+        out.append(rtext.accuracy_basis(rec0))
     focus = None
     if plan.recommendation and any(s.id == plan.recommendation.scheme for s in plan.schemes):
         focus = plan.scheme(plan.recommendation.scheme)
     elif len(plan.schemes) == 1:
         focus = plan.schemes[0]
     rec = plan.recommendation
-    hyb = None
-    if focus is not None and rec is not None and rec.placement == "hybrid":
-        # the pick runs as its hybrid deployment: its devices, speed and expert layers are those
-        hyb = next((d for d in focus.deployments if d.placement == "hybrid" and d.memory is not None), None)
-        if hyb is not None:
-            focus = replace(focus, memory=hyb.memory, speed=hyb.speed, n_cpu_moe=hyb.n_cpu_moe)
     if focus is not None and focus.memory is not None and focus.memory.per_device:
         out += ["", render_devices(focus)]
     if plan.recommendation:
         out += ["", *render_recommendation(plan.recommendation)]
         pick = next((s for s in plan.schemes if s.id == plan.recommendation.scheme), None)
-        if hyb is not None:
-            pick = focus
         if rec.deployments and any(d.placement == "hybrid" for d in rec.deployments):
             out.append("Deployments that fit (GPU-only and hybrid), by measured accuracy:")
             out += [f"  {x}" for x in rtext.deployment_lines(rec)]
@@ -108,6 +120,14 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
                               [[t.name, "x".join(map(str, t.shape)), t.type, str(t.bytes)] for t in s.tensors],
                               right={3}))
     return "\n".join(out)
+
+
+def _accuracy_cell(rec: Recommendation, scheme_id: str) -> str:
+    """The recommendation's score of a scheme; '*' marks one from another evaluation than its basis."""
+    e = rec.entry(scheme_id)
+    if e is None or e.score is None:
+        return "unmeasured"
+    return f"{e.score:.2f}" + ("" if e.suite == rec.suite else "*")
 
 
 def render_recommendation(r: Recommendation) -> list[str]:

@@ -27,7 +27,11 @@ class RunActions:
             self.notify("A quantization is running; K stops it.", severity="warning")
             return
         if self.wb.scheme_id == FILE or self.sp is None or not self.wb.quantizes():
-            self.notify("Choose a scheme to quantize to (a GGUF scheme, on llama.cpp).", severity="warning")
+            self.notify("Choose a scheme to quantize to (a GGUF scheme on llama.cpp; FP8-dynamic, W8A8 or W4A16 "
+                        "on vLLM/SGLang).", severity="warning")
+            return
+        if self.wb.quantizes_checkpoint():
+            self._ask_quantize_checkpoint()
             return
         stem = self.wb.model_stem()
         fields = [
@@ -43,6 +47,43 @@ class RunActions:
                                     vals.get("threads") or None)
 
         self.push_screen(FormDialog(f"Quantize to {self.sp.id}", fields, "Start"), done)
+
+    def _ask_quantize_checkpoint(self) -> None:
+        """llm-compressor (the compress extra) makes the format from a BF16 Hugging Face folder."""
+        import os
+
+        model = self.request.model or ""
+        src = model if os.path.isdir(model) else ""
+        fields = [
+            Field("input", "BF16 folder", src, placeholder="Hugging Face checkpoint folder"),
+            Field("output", "output", f"{src.rstrip('/')}-{self.sp.id}" if src else "",
+                  placeholder=f"folder for {self.sp.id}"),
+        ]
+        if self.wb.needs_calibration():
+            fields += [Field("calibration", "calibration", placeholder="text lines or JSONL with a text field"),
+                       Field("samples", "samples", placeholder="512", required=False)]
+
+        def done(vals: dict[str, str] | None) -> None:
+            if vals:
+                self.start_quantize_checkpoint(vals["input"], vals["output"], vals.get("calibration") or None,
+                                               vals.get("samples") or None)
+
+        self.push_screen(FormDialog(f"Quantize to {self.sp.id} (llm-compressor)", fields, "Start"), done)
+
+    def start_quantize_checkpoint(self, src: str, out: str, calibration: str | None = None,
+                                  samples: str | None = None) -> None:
+        sp = self.sp
+        assert sp is not None
+        args = ["quantize", "--engine", self.request.engine, "--input", src, "--scheme", sp.id, "--output", out]
+        if calibration:
+            args += ["--calibration", calibration]
+        if samples:
+            args += ["--samples", samples]
+        panel: QuantizePanel = self._panel("quantize")
+        panel.begin(out)
+        self._last_quant_output = out
+        self.action_show_tab("run")
+        self._run_quantize(dq_planner_argv(args))
 
     def start_quantize(self, src: str, out: str, imatrix: str | None = None, threads: str | None = None) -> None:
         sp = self.sp

@@ -359,6 +359,8 @@ def recommend(plan: Plan, task: str = "general") -> Recommendation | None:
     do, the schemes are ranked as those hybrid plans (placement "hybrid")."""
     rec = _recommend(plan, task).rec
     deps = rank_deployments(plan, task)
+    if rec is not None and _planned_hybrid(plan, rec.scheme):
+        rec.placement = "hybrid"         # the schemes are planned as their hybrid deployments (as_hybrid)
     if rec is None and any(e.placement == "hybrid" for e in deps):
         view = []
         for sp in plan.schemes:
@@ -370,6 +372,15 @@ def recommend(plan: Plan, task: str = "general") -> Recommendation | None:
     if rec is not None:
         rec.deployments = deps
     return rec
+
+
+def _planned_hybrid(plan: Plan, scheme_id: str) -> bool:
+    """The scheme is planned as its hybrid deployment because no scheme fits the devices alone
+    (planner.core.llamacpp.deployments.as_hybrid)."""
+    sp = next((s for s in plan.schemes if s.id == scheme_id), None)
+    if sp is None or not sp.n_cpu_moe:
+        return False
+    return not any(d.fits for s in plan.schemes for d in s.deployments if d.placement == "gpu")
 
 
 def rank_deployments(plan: Plan, task: str = "general") -> list[RankedDeployment]:

@@ -133,9 +133,21 @@ def resolve_hardware(req: PlanRequest, local: LocalDevices | None = None) -> Har
             slots = [Slot(s.label, host_cap, min(prof.reserve_bytes, host_cap // 4)) for s in slots]
             host_cap = 0
     all_slots = rpc_slots + slots
+    name = prof.name
+    if local is None and prof.vendor == "cpu" and req.host_probe is not None:
+        # --device host planned on this machine (planner.make_plan.with_host): its figures, not the profile's
+        from planner.core.devices.host_kernels import HostProbe
+
+        probe = HostProbe.of(req.host_probe)
+        name = "this machine's CPU"
+        source = "measured here"
+        notes.append(f"--device host on this machine: bandwidth {probe.bandwidth_gbs:.1f} GB/s and "
+                     f"{probe.tflops:.2f} TFLOPS measured here"
+                     + ", its RAM unless --host-ram gives it"
+                     + f", not the figures of the '{prof.name}' profile (DQ_PLANNER_DETECT=0 plans the profile)")
     summary = HardwareSummary(
-        device=prof.id, name=prof.name, gpus=gpus, nodes=req.nodes,
+        device=prof.id, name=name, gpus=gpus, nodes=req.nodes,
         memory_per_gpu_bytes=min(s.capacity_bytes for s in (slots or rpc_slots)) if all_slots else prof.memory_bytes,
-        source=source, reserve_bytes=prof.reserve_bytes if source == "profile" else 0, notes=notes,
+        source=source, reserve_bytes=prof.reserve_bytes if source != "detected" else 0, notes=notes,
     )
     return Hardware(summary=summary, slots=all_slots, host_capacity_bytes=host_cap, profile=prof, notes=notes)

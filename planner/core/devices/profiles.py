@@ -33,7 +33,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from planner.core.data_files import load_shipped_and_user, read_toml
-from planner.errors import PlannerError, choices
+from planner.errors import PlannerError, valid_hint
 
 _REQUIRED = ("id", "name", "vendor", "backend", "memory_bytes", "reserve_bytes", "devices_per_node", "source")
 _NUMBERS = ("bandwidth_gbs", "bf16_tflops", "fp8_tflops")
@@ -145,4 +145,5 @@ def resolve_device(spec: str) -> DeviceProfile:
     broken = _profiles()[1]
     if spec in broken or spec.lower() in broken:    # the user's broken profile, asked for by name
         raise broken.get(spec) or broken[spec.lower()]
-    raise PlannerError(f"unknown device '{spec}'; valid: {choices(profs)}, auto, or a profile .toml file")
+    raise PlannerError(f"unknown device '{spec}'; {valid_hint(spec, list(profs) + ['auto'])} "
+                       "(or a profile .toml file)")

@@ -11,8 +11,8 @@ recommendation ranks both (planner.core.accuracy.recommend.rank_deployments):
           is unknown (no --host-ram, planned for another machine) its host part is unchecked
           (host_ram_checked false) and the recommendation does not rank it (Deployment.usable).
 
-Each carries its own memory verdict and predicted speed (planner.core.llamacpp.speed). A dense model, or a plan
-without GPUs, has the one placement its request asks for.
+Each carries its own memory verdict and predicted speed (planner.core.llamacpp.speed). A dense model, a plan
+without GPUs, or one with tensor overrides (-ot), has the one placement its request asks for.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ def scheme_deployments(hp, sp: SchemePlan, slots, opts: MemoryOptions, weights, 
     the request's own placement, planned with `opts`). predict(scheme_plan, opts) -> Speed | None."""
     if sp.memory is None or not hp.is_moe or not any(d.layers for d in sp.memory.per_device):
         return []
+    if opts.tensor_overrides:
+        return []      # -ot names every tensor's place: the plan is that placement, no other is ranked
     own_n = sp.n_cpu_moe if sp.n_cpu_moe is not None else opts.n_cpu_moe
     out: list[Deployment] = []
     if own_n == 0:
@@ -59,6 +61,28 @@ def scheme_deployments(hp, sp: SchemePlan, slots, opts: MemoryOptions, weights, 
     oh = replace(opts, n_cpu_moe=n)
     mh = plan_memory(hp, sp.tensors, slots, oh, weights)
     out.append(_entry(HYBRID, n, mh, predict(replace(sp, memory=mh), oh)))
+    return out
+
+
+def as_hybrid(schemes: list[SchemePlan]) -> list[SchemePlan]:
+    """When no scheme fits the devices alone, each scheme with a usable hybrid deployment is planned as
+    that deployment: its memory, speed and --n-cpu-moe become the hybrid's, so that the tables, the JSON,
+    the recommendation and the launch command describe the deployment that would run (the GPU-only
+    placement stays in sp.deployments, labelled "gpu"). Returns the schemes changed.
+
+    For a request that leaves the placement open (no --n-cpu-moe, no -ot): the GPU-only placement is
+    the plan while anything fits it."""
+    if any(sp.memory is not None and sp.memory.fits for sp in schemes):
+        return []
+    out = []
+    for sp in schemes:
+        h = next((d for d in sp.deployments if d.placement == HYBRID and d.usable and d.memory is not None), None)
+        if h is None:
+            continue
+        sp.memory, sp.speed, sp.n_cpu_moe = h.memory, h.speed, h.n_cpu_moe
+        sp.notes.append(f"planned as its hybrid deployment (--n-cpu-moe {h.n_cpu_moe}): "
+                        "no scheme fits the devices alone")
+        out.append(sp)
     return out
 
 

@@ -729,9 +729,10 @@ class LayerWeights:
         return cls(tuple(per), host, tuple(exps), tuple(big), tuple(big_exp))
 
 
-def _overrides(opts: MemoryOptions, slots: list[Slot]) -> list[tuple[re.Pattern[str], int]]:
-    """-ot rules as (compiled pattern, device index; -1 = host), checked as llama.cpp's parser checks them."""
-    by_label = {s.label: i for i, s in enumerate(slots)}
+def override_rules(opts: MemoryOptions, labels: list[str]) -> list[tuple[re.Pattern[str], int]]:
+    """-ot rules as (compiled pattern, device index into `labels`, the devices' buffer names; -1 = host),
+    checked as llama.cpp's parser checks them."""
+    by_label = {label: i for i, label in enumerate(labels)}
     out = []
     for pat, buft in opts.tensor_overrides:
         if buft == "CPU":
@@ -748,6 +749,18 @@ def _overrides(opts: MemoryOptions, slots: list[Slot]) -> list[tuple[re.Pattern[
         except ValueError as e:
             raise PlannerError(f"-ot pattern '{pat}' cannot be used: {e}") from None
     return out
+
+
+def tensor_device(name: str, il: int, expert: bool, rules: list[tuple[re.Pattern[str], int]], n_cpu_moe: int,
+                  ldev: list[int]) -> int:
+    """The device index of a loaded tensor (-1: host): the first -ot rule that matches its name, else the
+    host for token_embd and for the routed experts of the first n_cpu_moe layers, else its layer's device."""
+    di = next((d for rx, d in rules if rx.search(name)), None)
+    if di is not None:
+        return di
+    if il < 0 or (il < n_cpu_moe and expert):
+        return -1
+    return ldev[il]
 
 
 def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts: MemoryOptions,
@@ -787,18 +800,13 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
 
     gpu = opts.backend in GPU_BACKENDS
     host_copy = 0                          # the largest host weight a CUDA device computes with
-    rules = _overrides(opts, slots) if opts.tensor_overrides else []
+    rules = override_rules(opts, [s.label for s in slots]) if opts.tensor_overrides else []
     if rules:
         for tp in tensors:
             il, expert, loaded = tensor_site(tp.name, hp.n_layer, hp.n_layer_nextn)
             if not loaded:
                 continue
-            di = next((d for rx, d in rules if rx.search(tp.name)), None)
-            if di is None:
-                if il < 0 or (il < opts.n_cpu_moe and expert):
-                    di = -1
-                else:
-                    di = ldev[il]
+            di = tensor_device(tp.name, il, expert, rules, opts.n_cpu_moe, ldev)
             (host if di < 0 else devs[di]).weights_bytes += tp.bytes
             if di < 0 and len(tp.shape) >= 2 and not tp.name.startswith("token_embd"):
                 host_copy = max(host_copy, tp.bytes)

@@ -6,6 +6,7 @@ from planner.core.engine import ModelInput
 from dataclasses import replace
 
 from planner.core.devices.hardware import Hardware
+from planner.core.llamacpp.deployments import as_hybrid
 from planner.core.llamacpp.fit import fewest_cpu_moe, fewest_devices, max_context
 from planner.core.llamacpp.memory import LayerWeights, MemoryOptions, plan_memory
 from planner.core.llamacpp.schemes import Scheme, ids_for, resolve_scheme
@@ -163,6 +164,14 @@ def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware, shared: d
             sp.notes.append(f"hybrid (--n-cpu-moe {unchecked.n_cpu_moe}) fits the devices with "
                             f"{unchecked.host_bytes / 2**30:.1f} GiB in host RAM, not ranked: the host's RAM is "
                             f"unknown (--host-ram GIB)")
+    if req.n_cpu_moe == 0 and not req.tensor_overrides:
+        for sp in as_hybrid(plans):         # one deployment per row: the one the recommendation ranks
+            lw = sp.weights_by_layer or LayerWeights.of(model.hparams, sp.tensors)
+            oh = replace(base_opts, n_cpu_moe=sp.n_cpu_moe)
+            sp.memory.fewest_devices = fewest_devices(model.hparams, sp.tensors, hw.slots, oh, lw,
+                                                      full=None if oh.tensor_split else sp.memory)
+            if req.max_context:
+                sp.memory.max_context = max_context(model.hparams, sp.tensors, hw.slots, oh, lw)
     if key is not None:
         shared[key] = [replace(sp, notes=list(sp.notes)) for sp in plans]
     return Plan(model=summary, engine=req.engine, hardware=hw.summary, context=req.ctx, kv_mode=kv_mode,

@@ -16,7 +16,7 @@ from planner.core.data_files import load_shipped_and_user, read_toml
 from planner.core.ggml.tensor_types import parse_type, type_name
 from planner.core.llamacpp.regex_match import compile_pattern
 from planner.core.llamacpp.type_rules import FTYPE_ALIASES, FTYPES, Override
-from planner.errors import PlannerError, choices
+from planner.errors import PlannerError, choices, valid_hint
 
 import re
 import warnings
@@ -252,4 +252,4 @@ def resolve_scheme(spec: str) -> Scheme:
     broken = _recipes()[1]
     if spec in broken:                   # the user's broken recipe file, asked for by its name
         raise broken[spec]
-    raise PlannerError(f"unknown scheme '{spec}'; valid: {', '.join(all_ids())} or a recipe .toml file")
+    raise PlannerError(f"unknown scheme '{spec}'; {valid_hint(spec, all_ids())} (or a recipe .toml file)")

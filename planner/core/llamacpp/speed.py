@@ -52,7 +52,8 @@ from planner.core.catalog import Hparams
 from planner.core.data_files import read_toml
 from planner.core.devices.host_kernels import AttentionCost, HostKernels, HostProbe, TypeKernels
 from planner.core.ggml.tensor_types import parse_type, row_bytes
-from planner.core.llamacpp.memory import OP_OFFLOAD_MIN_BATCH, ROUTED_EXPERTS, MemoryOptions, kv_dims, tensor_layer
+from planner.core.llamacpp.memory import (OP_OFFLOAD_MIN_BATCH, ROUTED_EXPERTS, MemoryOptions, kv_dims, override_rules,
+                                          tensor_device, tensor_layer, tensor_site)
 from planner.core.paths import profiles_dir
 from planner.core.plan import MemoryPlan, TensorPlan
 from planner.errors import PlannerError
@@ -325,6 +326,34 @@ def tensor_groups(tensors: list[TensorPlan], n_layer: int) -> list:
     return [(k, tuple(v)) for k, v in acc.items()]
 
 
+def placed_groups(hp: Hparams, tensors: list[TensorPlan], labels: list[str], opts: MemoryOptions,
+                  memory: MemoryPlan) -> list:
+    """tensor_groups with each group's place, for plans with tensor overrides (-ot): ((layer, routed
+    expert, type, place label), sums), the place where planner.core.llamacpp.memory.plan_memory put the
+    tensor (the same rules: the first matching -ot pattern, then --n-cpu-moe, then the layer's device)."""
+    rules = override_rules(opts, labels)
+    ldev = [-1] * (hp.n_layer + 1)
+    for di, d in enumerate(memory.per_device):
+        for il in d.layers:
+            ldev[il] = di
+    acc: dict[tuple[int, bool, str, str], list] = {}
+    for tp in tensors:
+        il, exps = speed_site(tp.name, hp.n_layer)
+        _, expert, loaded = tensor_site(tp.name, hp.n_layer, hp.n_layer_nextn)
+        if il < 0:
+            where = HOST
+        elif not loaded:
+            where = HOST if exps and il < opts.n_cpu_moe else (labels[ldev[il]] if il < len(ldev) and ldev[il] >= 0 else HOST)
+        else:
+            di = tensor_device(tp.name, il, expert, rules, opts.n_cpu_moe, ldev)
+            where = labels[di] if di >= 0 else HOST
+        for key, v in tensor_groups([tp], hp.n_layer):
+            g = acc.setdefault(key + (where,), [0.0, 0, 0, 0])
+            for i in range(4):
+                g[i] += v[i]
+    return [(k, tuple(v)) for k, v in acc.items()]
+
+
 def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, opts: MemoryOptions,
                    procs: dict[str, Processor], host: Processor, fac: Factors, prompt: int, depth: int,
                    rpc_link: Link | None = None, groups: list | None = None) -> Speed:
@@ -347,14 +376,22 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
     has_gpu = any(d.layers for d in memory.per_device)
     active = hp.n_expert_used / hp.n_expert if hp.is_moe else 1.0
     hybrid_layers = 0
-    for (il, exps, ty), (b, n_el, rows, cols) in (groups if groups is not None else tensor_groups(tensors, hp.n_layer)):
+    if opts.tensor_overrides:
+        # -ot: each tensor where the memory plan put it (the same rules, first match winning)
+        placed = placed_groups(hp, tensors, [d.device for d in memory.per_device], opts, memory)
+    else:
+        placed = [((il, exps, ty, None), v)
+                  for (il, exps, ty), v in (groups if groups is not None else tensor_groups(tensors, hp.n_layer))]
+    host_experts: set[int] = set()                           # layers whose routed experts sit in host RAM
+    for (il, exps, ty, where), (b, n_el, rows, cols) in placed:
         if il < 0:                                           # token_embd: one row per token, on the host
             p = place(HOST)
             p.decode[ty] = p.decode.get(ty, 0.0) + b          # (b: the bytes of one row, see tensor_groups)
             continue
-        where = ldev.get(il, HOST)
-        if exps and il < opts.n_cpu_moe:
-            where = HOST
+        if where is None:
+            where = HOST if exps and il < opts.n_cpu_moe else ldev.get(il, HOST)
+        if exps and where == HOST:
+            host_experts.add(il)
         p = place(where)
         share = active if exps else 1.0
         p.decode[ty] = p.decode.get(ty, 0.0) + b * share
@@ -390,7 +427,7 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
             p.kv_row_bytes += kv_row
             p.attn_flops_per_ctx += attn
             p.layers += 1
-            if hp.is_moe and il < opts.n_cpu_moe and where != HOST and il >= hp.n_layer_dense_lead:
+            if hp.is_moe and il in host_experts and where != HOST and il >= hp.n_layer_dense_lead:
                 hybrid_layers += 1
         if not order or order[-1] != where:
             order.append(where)
@@ -557,8 +594,9 @@ def predict_llamacpp(hp: Hparams, sp, opts: MemoryOptions, hw, req) -> Speed | N
     depth = req.depth
     host = host_processor(req, resolve_device("host"))
     try:
-        # the devices that compute: those holding layers (a plan has up to 384 devices)
-        procs = slot_processors([d.device for d in sp.memory.per_device if d.layers], hw.profile, host)
+        # the devices that compute: those holding layers or tensors (-ot) (a plan has up to 384 devices)
+        procs = slot_processors([d.device for d in sp.memory.per_device if d.layers or d.weights_bytes],
+                                hw.profile, host)
     except PlannerError:
         return None
     fac = factors()

@@ -201,6 +201,7 @@ class Format:
     keep_f32: tuple[str, ...] = ()
     repos: dict = field(default_factory=dict, compare=False, hash=False)
     group_size_by_model: dict = field(default_factory=dict, compare=False, hash=False)
+    recipe: dict = field(default_factory=dict, compare=False, hash=False)   # llm-compressor's, where it makes this format
     path: str = ""
 
     def selector(self, hp: Hparams) -> str:
@@ -246,7 +247,7 @@ def _load_format(path: Path) -> Format:
         moe_quantize=d.get("moe_quantize", ""), mtp_in_checkpoint=bool(d.get("mtp_in_checkpoint", False)),
         requires_quant_method=d.get("requires_quant_method", ""), keep_f32=tuple(d.get("keep_f32", ())),
         repos=dict(d.get("repos", {})), group_size_by_model=dict(d.get("group_size_by_model", {})),
-        path=str(path))
+        recipe=dict(d.get("recipe", {})), path=str(path))
 
 
 @lru_cache(maxsize=1)

@@ -87,6 +87,18 @@ def options_from_request(req: PlanRequest, options: EngineOptions | None = None)
     return opts
 
 
+def weight_only_fp8(weight_dtype: str, device_profile) -> bool:
+    """An FP8 checkpoint on a GPU without FP8 units (A100, A800, ...): vLLM and SGLang run it weight-only
+    with their FP8 Marlin kernels (the FP8 weights are dequantized to 16 bits inside the matmul; the
+    activations stay 16-bit). Planned so everywhere: FP8 bytes in memory and read per token, the matmuls
+    at the 16-bit rate."""
+    return weight_dtype.startswith("f8") and device_profile is not None and not device_profile.has_fp8
+
+
+WEIGHT_ONLY_FP8 = ("no FP8 units on {device}: {engine} runs {scheme} weight-only (FP8 Marlin kernels, the "
+                   "weights dequantized to 16 bits in the matmul), planned with FP8 weights and 16-bit compute")
+
+
 def kv_dtype_bytes(fmt: Format, opts: EngineOptions) -> int:
     return 1 if opts.kv_cache_dtype == "fp8" else 2
 
@@ -193,6 +205,9 @@ def plan_formats(engine: str, fit: FitFn, req: PlanRequest, model_entry: ModelEn
         sp = scheme_plan(engine, model_entry, fmt, fitted, devices, req.ctx, req.with_tensors)
         sp.speed = predict_tp(checkpoint(model_entry, fmt), fitted.layout, device_profile, req, gpus,
                               kv_bytes_per_elem=kv_dtype_bytes(fmt, opts))
+        if weight_only_fp8(fmt.weight_dtype, device_profile):
+            # predict_tp computes every format's matmuls at the 16-bit rate: what Marlin's FP8 path does
+            sp.notes.append(WEIGHT_ONLY_FP8.format(device=device_profile.id, engine=engine, scheme=fmt.id))
         sp.memory.fewest_devices = fewest_devices(fit, model_entry, fmt, device_profile, gpus, nodes, req.ctx,
                                                   opts, seqs)
         if req.max_context:

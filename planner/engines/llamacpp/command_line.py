@@ -204,7 +204,9 @@ def parse_command(text: str, base: PlanRequest | None = None) -> CommandRequest:
                     raise PlannerError(f"--from-command: unknown -sm '{v}'; valid: none, layer, row")
                 kw[dest] = v
             elif dest == "rpc":
-                kw[dest] = [x for x in v.split(",") if x]
+                # llama.cpp's --rpc names no memory: the same device given to dq-planner as HOST:PORT=MEM keeps it
+                given = {x.partition("=")[0]: x for x in req.rpc}
+                kw[dest] = [given.get(x.partition("=")[0], x) for x in v.split(",") if x]
             elif dest == "model_file":
                 kw[dest] = v
             else:

@@ -14,14 +14,14 @@ from planner.safe_text import printable
 
 def launch_lines(plan: Plan, req: PlanRequest, scheme_id: str) -> list[str]:
     sp = plan.scheme(scheme_id)
-    mem = sp.memory
     # names from a GGUF header, a recipe or a profile: no control character reaches a comment line
     # (a newline there would start a command) nor a file name
     name, sid = printable(plan.model.name), printable(scheme_id)
     gguf = f"{name}-{sid}.gguf"
-    lines = [f"# {name} {sid} on {plan.hardware.nodes} x {plan.hardware.gpus} x "
-             f"{printable(plan.hardware.name or plan.hardware.device)}, context {plan.context}" if plan.hardware
-             else f"# {name} {sid}"]
+    hw = plan.hardware
+    where = (f"{hw.nodes} x {hw.gpus} x {printable(hw.name or hw.device)}" if hw and hw.gpus else
+             "the llama.cpp RPC devices and the host")
+    lines = [f"# {name} {sid} on {where}, context {plan.context}" if hw else f"# {name} {sid}"]
     lines.append(f"# 1. a {name} GGUF in bf16 (llama.cpp's convert_hf_to_gguf.py --outtype bf16), then:")
     q = ["dq-planner", "quantize", "--input", f"{name}-BF16.gguf", "--scheme", sid, "--output", gguf]
     if sp.requires_imatrix:
@@ -29,17 +29,25 @@ def launch_lines(plan: Plan, req: PlanRequest, scheme_id: str) -> list[str]:
         lines.append("#    this scheme needs an importance matrix (llama-imatrix) as --imatrix")
     lines.append(shell_line(q))
     lines.append("# 2. serve it as planned (dq-planner serve also checks llama.cpp's memory lines against the plan):")
-    n_layer = max((max(d.layers) for d in (mem.per_device if mem else []) if d.layers), default=-1)
-    split = [float(len(d.layers)) for d in mem.per_device] if mem and len(mem.per_device) > 1 else None
-    ngl = (len([il for d in mem.per_device for il in d.layers]) if mem else 0) if req.ngl is None else req.ngl
-    opts = ServerOptions(
-        model_file=gguf, ctx=req.ctx, n_gpu_layers=ngl if n_layer >= 0 else 0, tensor_split=split,
-        flash_attn=req.flash_attn, cache_type_k=req.cache_type_k, cache_type_v=req.cache_type_v,
-        parallel=req.parallel, ubatch=req.ubatch, batch=req.batch,
-        n_cpu_moe=sp.n_cpu_moe if sp.n_cpu_moe is not None else req.n_cpu_moe,
-        override_tensors=list(req.tensor_overrides) or None, main_gpu=req.main_gpu,
-        split_mode=req.split_mode, rpc=parse_rpc_list(req.rpc) or None, host="0.0.0.0", port=8080, verbosity=None)
-    argv = server_argv("llama-server", opts)
+    argv = server_argv("llama-server", server_options(plan, req, scheme_id, gguf))
     argv[argv.index("-m") + 1] = gguf          # keep the name relative, as the user will place it
     lines.append(shell_line(argv))
     return lines
+
+
+def server_options(plan: Plan, req: PlanRequest, scheme_id: str, model_file: str, *, host: str = "0.0.0.0",
+                   port: int = 8080, threads: int | None = None) -> ServerOptions:
+    """llama-server's options for the planned placement of a scheme: every layer, split and expert flag."""
+    sp = plan.scheme(scheme_id)
+    mem = sp.memory
+    n_layer = max((max(d.layers) for d in (mem.per_device if mem else []) if d.layers), default=-1)
+    split = [float(len(d.layers)) for d in mem.per_device] if mem and len(mem.per_device) > 1 else None
+    ngl = (len([il for d in mem.per_device for il in d.layers]) if mem else 0) if req.ngl is None else req.ngl
+    return ServerOptions(
+        model_file=model_file, ctx=req.ctx, n_gpu_layers=ngl if n_layer >= 0 else 0, tensor_split=split,
+        flash_attn=req.flash_attn, cache_type_k=req.cache_type_k, cache_type_v=req.cache_type_v,
+        parallel=req.parallel, ubatch=req.ubatch, batch=req.batch,
+        n_cpu_moe=sp.n_cpu_moe if sp.n_cpu_moe is not None else (0 if req.n_cpu_moe == "auto" else req.n_cpu_moe),
+        override_tensors=list(req.tensor_overrides) or None, main_gpu=req.main_gpu,
+        split_mode=req.split_mode, rpc=parse_rpc_list(req.rpc) or None, host=host, port=port, threads=threads,
+        verbosity=None)

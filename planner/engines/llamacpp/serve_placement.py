@@ -107,6 +107,19 @@ def plan_serve(lc: LlamaCpp, req: PlanRequest, rpc: list[RpcDevice], *, host: st
         opts = _replace(opts, n_cpu_moe=n_cpu_moe)
         notes.append(f"--n-cpu-moe auto: {n_cpu_moe}" + ("" if found is not None else " (nothing fits)"))
     memory = plan_memory(hp, sp.tensors, slots, opts)
+    if n_cpu_moe == 0 and not req.tensor_overrides and hp.is_moe and slots and not memory.fits:
+        # as the plan does (planner.core.llamacpp.deployments.as_hybrid): the hybrid deployment that fits
+        from dataclasses import replace as _replace
+
+        from planner.core.llamacpp.fit import fewest_cpu_moe
+
+        found = fewest_cpu_moe(hp, sp.tensors, slots, opts)
+        if found:
+            n_cpu_moe = found
+            opts = _replace(opts, n_cpu_moe=found)
+            memory = plan_memory(hp, sp.tensors, slots, opts)
+            notes.append(f"the devices alone do not hold it: the routed experts of the first {found} layers "
+                         f"stay in host RAM (--n-cpu-moe {found})")
     if not slots:
         ngl = 0
         notes.append("llama.cpp lists no GPU or RPC device: everything runs on the CPU (host)")
