@@ -93,7 +93,7 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
     right = {1, 2, 3, 4, 5, 6, 8} | set(range(9, len(headers)))
     out.append(_table(headers, rows, right=right))
     if scored:
-        out.append(rtext.accuracy_basis(rec0))
+        out += ["", rtext.accuracy_basis(rec0)]
     focus = None
     if plan.recommendation and any(s.id == plan.recommendation.scheme for s in plan.schemes):
         focus = plan.scheme(plan.recommendation.scheme)
