@@ -22,7 +22,7 @@ from planner.core.catalog import entry_from_config
 from planner.core.serving.hf_checkpoint import checkpoint, resolve_format
 from planner.engines.compress import checkpoint_files as cf
 from planner.engines.compress.calibration import read_samples
-from planner.engines.compress.run import OutputAppeared, publish_folder
+from planner.engines.output_files import OutputAppeared, publish_folder
 from planner.errors import PlannerError
 from planner.events import parse_event
 from tiny_checkpoints import CALIBRATION_LINES, write_checkpoint

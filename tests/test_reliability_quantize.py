@@ -92,7 +92,7 @@ def test_race_two_runs_one_output_the_winners(lc, slow_gguf, tmp_path):
 def test_publish_never_replaces(tmp_path):
     """The publishing step itself: renameat2(RENAME_NOREPLACE) and the link+unlink fallback both
     refuse an existing output and leave the partial in place for the caller to remove."""
-    import planner.engines.llamacpp.quantize as q
+    import planner.engines.output_files as q
 
     for use_renameat2 in (True, False):
         d = tmp_path / str(use_renameat2)

@@ -56,7 +56,7 @@ def _header_bytes(src: Path) -> int:
     return int(read_header(src).data_offset)
 
 
-def _report_mismatches(where: str, mism, out=None) -> None:
+def report_mismatches(where: str, mism, out=None) -> None:
     out = out or sys.stderr
     print(f"{where}: {len(mism)} difference(s) from the plan:", file=out)
     for m in mism[:MAX_LISTED]:
@@ -100,9 +100,9 @@ def _main(argv: list[str], events) -> int:
     from planner.engines.llamacpp.logs import MIB
     from planner.engines.llamacpp.progress import Progress, emit_verified, quantize_hooks
     from planner.core.data_files import check_regular_file, not_a_file_reason
-    from planner.engines.llamacpp.quantize import (check_free_space, check_output_name, check_output_name_length,
-                                                   compare_log, needed_bytes, prepare_output, read_file_table,
-                                                   run_quantize, verify_file)
+    from planner.engines.llamacpp.quantize import (check_output_name, compare_log, needed_bytes, prepare_output,
+                                                   read_file_table, run_quantize, verify_file)
+    from planner.engines.output_files import check_free_space, check_output_name_length
 
     from planner.remote import is_remote
 
@@ -168,7 +168,7 @@ def _main(argv: list[str], events) -> int:
     if a.dry_run:
         emit_verified(events, n, mism)
         if mism:
-            _report_mismatches("llama-quantize --dry-run", mism)
+            report_mismatches("llama-quantize --dry-run", mism)
             raise RunError(f"llama-quantize --dry-run differs from the plan for {len({m.name for m in mism})} "
                            f"tensor(s) of {n}")
         quant = f"{res.log.quant_mib:.2f} MiB" if res.log.quant_mib is not None else "?"
@@ -186,7 +186,7 @@ def _main(argv: list[str], events) -> int:
     mism += verify_file(plan, table)
     emit_verified(events, n, mism)
     if mism:
-        _report_mismatches(str(dst), mism)
+        report_mismatches(str(dst), mism)
         err = RunError(f"{dst} differs from the plan for {len({m.name for m in mism})} tensor(s) of {n}")
         from planner.events import fail
 

@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from planner.commands.quantize import report_mismatches
 from planner.errors import PlannerError, RunError
 
-MAX_LISTED = 20
 DEFAULT_SAMPLES = 512            # llm-compressor's examples
 DEFAULT_MAX_SEQ_LEN = 2048
 MAX_SAMPLES = 1 << 16
@@ -49,15 +49,6 @@ def parser():
     return p
 
 
-def _report(where: str, mism, out=None) -> None:
-    out = out or sys.stderr
-    print(f"{where}: {len(mism)} difference(s) from the plan:", file=out)
-    for m in mism[:MAX_LISTED]:
-        print(f"  {m}", file=out)
-    if len(mism) > MAX_LISTED:
-        print(f"  ... and {len(mism) - MAX_LISTED} more", file=out)
-
-
 def main(argv: list[str]) -> int:
     from planner.events import run_with_events
 
@@ -77,10 +68,9 @@ def _main(argv: list[str], events) -> int:
     from planner.engines.compress import checkpoint_files as cf
     from planner.engines.compress.calibration import read_samples
     from planner.engines.compress.recipe import recipe_for
-    from planner.engines.compress.run import (check_free_space, check_input, check_library, check_output,
-                                              has_tokenizer, run_compress)
+    from planner.engines.compress.run import check_input, check_library, check_output, has_tokenizer, run_compress
     from planner.engines.llamacpp.progress import Progress, emit_verified, eta_seconds
-    from planner.engines.llamacpp.quantize import check_output_name_length
+    from planner.engines.output_files import check_free_space, check_output_name_length
     from planner.engines.registry import engine
     from planner.remote import is_remote
 
@@ -111,7 +101,7 @@ def _main(argv: list[str], events) -> int:
 
     ck = checkpoint(entry, fmt)
     planned = ck.tensors()
-    check_free_space(dst.parent, ck.size_bytes + (16 << 20))
+    check_free_space(dst.parent, ck.size_bytes + (16 << 20), "the quantized checkpoint")
 
     # progress: the quantized linear layers, in bytes of their 16-bit weights
     from planner.core.serving.hf_checkpoint import hf_weights, is_quantized
@@ -162,7 +152,7 @@ def _main(argv: list[str], events) -> int:
         result_mism[:] = mism
         emit_verified(events, len(planned), mism)
         if mism:
-            _report(str(dst), mism)
+            report_mismatches(str(dst), mism)
             raise RunError(f"the checkpoint llm-compressor wrote differs from the plan for "
                            f"{len({m.name for m in mism})} tensor(s) of {len(planned)}; not published")
 

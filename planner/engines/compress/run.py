@@ -29,9 +29,8 @@ from planner.core.data_files import read_json_object
 from planner.engines.compress.recipe import Recipe
 from planner.engines.compress.worker import PREFIX
 from planner.engines.llamacpp.process import Child, signal_name, terminate_as_interrupt
-from planner.engines.llamacpp.quantize import _rename_noreplace, partial_prefix
+from planner.engines.output_files import OutputAppeared, publish_folder, remove_stale_partials, temp_output_path
 from planner.errors import PlannerError, RunError
-from planner.units import size_text
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 # files of the input copied beside the quantized weights (what vLLM/SGLang load besides them)
@@ -81,34 +80,6 @@ def check_library() -> None:
 # ---------------------------------------------------------------------------------------------------
 # the output folder
 
-def temp_folder(dst: Path) -> Path:
-    return dst.parent / f"{partial_prefix(dst)}{os.getpid()}"
-
-
-def remove_stale_partials(dst: Path) -> list[Path]:
-    """Temporary folders of runs into `dst` whose process is gone (killed outright)."""
-    prefix = partial_prefix(dst)
-    removed = []
-    try:
-        names = [n for n in os.listdir(dst.parent) if n.startswith(prefix)]
-    except OSError:
-        return removed
-    for name in names:
-        pid = name[len(prefix):]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue                      # still running: another run into the same output
-        except ProcessLookupError:
-            pass
-        except (PermissionError, OverflowError):
-            continue
-        shutil.rmtree(dst.parent / name, ignore_errors=True)
-        removed.append(dst.parent / name)
-    return removed
-
-
 def check_output(dst: Path, src: Path, force: bool) -> None:
     if not dst.parent.is_dir():
         raise PlannerError(f"--output {dst}: folder {dst.parent} does not exist")
@@ -124,39 +95,6 @@ def check_output(dst: Path, src: Path, force: bool) -> None:
             pass
     if not os.access(dst.parent, os.W_OK):
         raise PlannerError(f"--output {dst}: folder {dst.parent} is not writable")
-
-
-def check_free_space(folder: Path, need: int) -> None:
-    free = shutil.disk_usage(folder).free
-    if free < need:
-        raise RunError(f"not enough free disk space in {folder}: the quantized checkpoint needs {size_text(need)}, "
-                       f"{size_text(free)} {'is' if free == 1 else 'are'} free")
-
-
-class OutputAppeared(RunError):
-    """Another run published the output first."""
-
-
-def publish_folder(tmp: Path, dst: Path, *, overwrite: bool) -> None:
-    """Rename the finished `tmp` to `dst`; without `overwrite` an existing `dst` is never replaced
-    (FileExistsError). With `overwrite` the old folder is moved aside, the new one renamed in, the old
-    one removed."""
-    if overwrite and os.path.lexists(dst):
-        old = dst.parent / f".{dst.name}.replaced-{os.getpid()}"
-        os.rename(dst, old)
-        try:
-            if not _rename_noreplace(tmp, dst):
-                os.rename(tmp, dst)
-        except BaseException:
-            if not os.path.lexists(dst):
-                os.rename(old, dst)       # put the user's folder back
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    if _rename_noreplace(tmp, dst):
-        return
-    os.mkdir(dst)                         # FileExistsError when dst exists; then an empty folder is replaced
-    os.rename(tmp, dst)
 
 
 def copy_side_files(src: Path, tmp: Path) -> list[str]:
@@ -211,7 +149,7 @@ def run_compress(src: Path, dst: Path, entry: ModelEntry, recipe: Recipe, *, cal
     child, OutputAppeared when another run published `dst` first; KeyboardInterrupt (also SIGTERM,
     SIGHUP) after stopping the child. The temporary folder never outlives the call."""
     remove_stale_partials(dst)
-    tmp = temp_folder(dst)
+    tmp = temp_output_path(dst)
     t0 = time.monotonic()
     child: Child | None = None
     ok = False

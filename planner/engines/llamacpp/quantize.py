@@ -10,11 +10,7 @@
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import os
-import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +26,9 @@ from planner.engines.llamacpp.locate import LlamaCpp
 from planner.engines.llamacpp.logs import MIB, QuantizeLineParser, QuantizeLog, quantize_error, shows_as_mib
 from planner.engines.llamacpp.process import Child, signal_name, terminate_as_interrupt
 from planner.engines.llamacpp.progress import Progress
+from planner.engines.output_files import (OutputAppeared, check_output_name_length, publish, remove_stale_partials,
+                                         temp_output_path)
 from planner.errors import PlannerError, RunError
-from planner.units import size_text
 
 
 @dataclass
@@ -163,70 +160,6 @@ class QuantizeResult:
     lines: list[str] = field(default_factory=list)
 
 
-_PID_DIGITS = 10                 # the longest process id a partial's name may carry
-
-
-def _name_max(folder: Path) -> int:
-    try:
-        return os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        return 255
-
-
-def partial_prefix(dst: Path) -> str:
-    """The name of `dst`'s partial outputs up to the process id: '.OUT.partial-', or, when OUT is so
-    long that the partial's name would pass the file system's limit, a shortened OUT with a hash."""
-    prefix = f".{dst.name}.partial-"
-    limit = _name_max(dst.parent)
-    if len(os.fsencode(prefix)) + _PID_DIGITS <= limit:
-        return prefix
-    digest = hashlib.sha1(os.fsencode(dst.name)).hexdigest()[:12]
-    keep = os.fsencode(dst.name)[:max(limit - _PID_DIGITS - len(".~.partial-") - len(digest), 1)]
-    return f".{keep.decode('utf-8', 'ignore')}~{digest}.partial-"
-
-
-def temp_output_path(dst: Path) -> Path:
-    return dst.parent / f"{partial_prefix(dst)}{os.getpid()}"
-
-
-def remove_stale_partials(dst: Path) -> list[Path]:
-    """Partial outputs for `dst` left by a dq-planner that was killed outright (SIGKILL: nothing could
-    clean up); the process id in the name is no longer running."""
-    removed = []
-    prefix = partial_prefix(dst)
-    try:
-        names = [n for n in os.listdir(dst.parent) if n.startswith(prefix)]
-    except OSError:
-        return removed
-    for name in names:
-        p = dst.parent / name
-        pid = name[len(prefix):]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue                      # still running (another quantize of the same output)
-        except ProcessLookupError:
-            pass
-        except (PermissionError, OverflowError):
-            continue
-        try:
-            p.unlink()
-            removed.append(p)
-        except OSError:
-            pass
-    return removed
-
-
-def check_output_name_length(dst: Path) -> None:
-    """PlannerError (exit 2) for a file name longer than its folder's file system allows."""
-    name_max = _name_max(dst.parent)
-    n = len(os.fsencode(dst.name))
-    if n > name_max:
-        raise PlannerError(f"--output {dst}: {os.strerror(errno.ENAMETOOLONG)} (the name has {n} bytes; the "
-                           f"file system of {dst.parent} allows {name_max})")
-
-
 def check_output_name(dst: Path) -> None:
     """PlannerError (exit 2) when `dst`, or the partial file written beside it, cannot be created in
     its folder: a name longer than the file system allows, a read-only file system, no permission.
@@ -255,79 +188,10 @@ def prepare_output(dst: Path) -> list[Path]:
     return remove_stale_partials(dst)
 
 
-class OutputAppeared(RunError):
-    """The output appeared while quantizing (another run?) and was not replaced."""
-
-
-_RENAME_NOREPLACE = 1
-_AT_FDCWD = -100
-
-
-def _load_renameat2():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        f = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    f.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    f.restype = ctypes.c_int
-    return f
-
-
-_RENAMEAT2 = _load_renameat2()
-
-
-def _rename_noreplace(src: Path, dst: Path) -> bool:
-    """rename(2) that fails with EEXIST instead of replacing (Linux renameat2 RENAME_NOREPLACE).
-    True when done; False when the system or the file system does not offer it."""
-    if _RENAMEAT2 is None:
-        return False
-    import ctypes
-
-    if _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), os.fspath(dst))
-
-
-def publish(tmp: Path, dst: Path, *, overwrite: bool = False) -> None:
-    """Move the finished `tmp` to `dst`. Without `overwrite` an existing `dst` is never replaced, even
-    one that appears at the last moment: FileExistsError then, and `tmp` is left where it is.
-    Atomic no-replace rename where the system has one, else a hard link then unlink of `tmp`, else
-    an exclusively created placeholder that the rename replaces."""
-    if overwrite:
-        os.replace(tmp, dst)
-        return
-    if _rename_noreplace(tmp, dst):
-        return
-    try:
-        os.link(tmp, dst)                 # FileExistsError when dst exists
-    except FileExistsError:
-        raise
-    except OSError:                       # no hard links on this file system
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        os.close(fd)
-        os.replace(tmp, dst)
-        return
-    os.unlink(tmp)
-
-
 def needed_bytes(plan: SchemePlan, header_bytes: int) -> int:
     """Bytes the output takes: the header (metadata as in the input, tensor infos) and the tensors,
     each padded to the alignment."""
     return header_bytes + sum(_pad(t.bytes, GGUF_DEFAULT_ALIGNMENT) for t in plan.tensors)
-
-
-def check_free_space(folder: Path, need: int) -> None:
-    free = shutil.disk_usage(folder).free
-    if free < need:
-        raise RunError(f"not enough free disk space in {folder}: the output needs {size_text(need)}, "
-                       f"{size_text(free)} {'is' if free == 1 else 'are'} free")
 
 
 def _src_bytes(t) -> int:
