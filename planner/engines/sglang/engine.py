@@ -48,4 +48,5 @@ def node_launches(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: in
     return out
 
 
-ENGINE_IMPL = HFServingEngine(ENGINE, "SGLang", sglang_memory.fit, node_launches)
+ENGINE_IMPL = HFServingEngine(ENGINE, "SGLang", sglang_memory.fit, node_launches,
+                              frozenset({"mem_fraction_static", "dp_attention"}))

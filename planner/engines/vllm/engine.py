@@ -52,4 +52,5 @@ def node_launches(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: in
     return out
 
 
-ENGINE_IMPL = HFServingEngine(ENGINE, "vLLM", vllm_memory.fit, node_launches)
+ENGINE_IMPL = HFServingEngine(ENGINE, "vLLM", vllm_memory.fit, node_launches,
+                              frozenset({"gpu_memory_utilization"}))
