@@ -188,6 +188,8 @@ class PlannerApp(RunActions, App[int]):
 
     def _draw_shown_tab(self) -> None:
         tab = self.query_one("#tabs", TabbedContent).active
+        if tab == "schemes":
+            self.call_after_refresh(self.query_one(SchemesView).reveal)
         if tab == "tensors" and "tensors" in self._dirty:
             self._dirty.discard("tensors")
             self.query_one(TensorView).show(self.wb.with_tensors())

@@ -85,13 +85,15 @@ class PlanView(ScrollView, can_focus=True):
                 strips.append(Strip(line, width))
         self._strips = strips
         # The scroll range is at least the view and grows in steps of SLACK lines: setting it lays the
-        # screen out again, which a change of a line or two (another scheme's notes) should not cost.
+        # screen out again, which a change of a line or two (another scheme's notes) should not cost; it
+        # shrinks only below half (a new choice drops the recommendation's reasons until the plan of
+        # every scheme is back: they return a moment later).
         view = self.scrollable_content_region.height
         now = self.virtual_size.height
         want = max(len(strips), view)
         if want > view:
             want = -(-want // SLACK) * SLACK
-        if want > now or want < now - 2 * SLACK or self.virtual_size.width != width:
+        if want > now or want < now // 2 or self.virtual_size.width != width:
             self.virtual_size = Size(width, want)
         self.refresh()
 

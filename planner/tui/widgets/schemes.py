@@ -10,6 +10,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Static
 
 from planner.core.plan import Plan
@@ -84,10 +85,21 @@ class SchemesView(Vertical):
         self._cursor_to(selected)
 
     def _cursor_to(self, key: str) -> None:
-        """The cursor on the selected scheme's row, so that it is in view."""
+        """The cursor on the selected scheme's row (brought into view when the tab is shown: reveal)."""
         table = self.query_one(DataTable)
         if key in table.rows:
-            table.move_cursor(row=table.get_row_index(key), animate=False)
+            # set without the watcher, which scrolls at once, also while the tab is hidden and has no height
+            table.set_reactive(DataTable.cursor_coordinate, Coordinate(table.get_row_index(key), 0))
+            table.refresh()
+            self.call_after_refresh(self.reveal)
+
+    def reveal(self) -> None:
+        """Scroll the selected scheme's row into view (the tab is shown and laid out)."""
+        table = self.query_one(DataTable)
+        view = table.size.height - (table.header_height if table.show_header else 0)
+        row, top = table.cursor_row, int(table.scroll_y)
+        if table.row_count and view > 0 and not top <= row < top + view:    # rows are one line each
+            table.scroll_to(y=max(0, row - view // 2), animate=False)
 
     def _mark(self, key: str, selected: str) -> str:
         return ("▶" if key == selected else "") + ("★" if key == self._rec else "")
