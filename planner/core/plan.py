@@ -45,6 +45,7 @@ class PlanRequest:
     tensor_overrides: list[str] = field(default_factory=list)   # llama.cpp -ot PATTERN=BUFFER, first match wins
     main_gpu: int = 0                    # llama.cpp -mg
     split_mode: str = "layer"            # llama.cpp -sm: layer | none
+    op_offload: bool = True              # llama.cpp's op offload (--no-op-offload turns it off)
     task: str = "general"
     imatrix: bool | None = None          # None: assume an imatrix where the scheme needs one
     max_context: bool = False            # also search the largest context that fits

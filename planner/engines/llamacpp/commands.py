@@ -49,5 +49,5 @@ def server_options(plan: Plan, req: PlanRequest, scheme_id: str, model_file: str
         parallel=req.parallel, ubatch=req.ubatch, batch=req.batch,
         n_cpu_moe=sp.n_cpu_moe if sp.n_cpu_moe is not None else (0 if req.n_cpu_moe == "auto" else req.n_cpu_moe),
         override_tensors=list(req.tensor_overrides) or None, main_gpu=req.main_gpu,
-        split_mode=req.split_mode, rpc=parse_rpc_list(req.rpc) or None, host=host, port=port, threads=threads,
+        split_mode=req.split_mode, op_offload=req.op_offload, rpc=parse_rpc_list(req.rpc) or None, host=host, port=port, threads=threads,
         verbosity=None)
