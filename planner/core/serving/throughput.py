@@ -24,11 +24,11 @@ terms, each a physical quantity at peak rate times a measured coefficient (profi
                                                       FP8 without FP8 units dequantized to 16 bits
                                                       (Marlin) at the 16-bit rate with their own coefficient
              + b x A(d) / rate16 x 1/e_c16            attention FLOPs over the cache at the 16-bit rate
-             + link x comm(b)                         per layer two all-reduces of b x n_embd x 2 bytes over
-                                                      the TP group's link (NVLink within a node, PCIe where
-                                                      the profile has no NVLink, InfiniBand across nodes) at
-                                                      its bandwidth and latency, times a coefficient (what
-                                                      the collectives achieve); hops between pipeline
+             + link x n x latency                     per layer two all-reduces of b x n_embd x 2 bytes over
+             + linkbw x n x bytes / link bandwidth    the TP group's link (NVLink within a node, PCIe where
+                                                      the profile has no NVLink, InfiniBand across nodes:
+                                                      link_ib, linkbw_ib), latency and bandwidth each times
+                                                      what the collectives achieve; hops between pipeline
                                                       stages at the link's figures
 The sum (not the max) of the memory and compute terms: the engines' kernels overlap them little at the
 batch sizes where both matter, and a sum keeps every coefficient a plain linear one, derived from
@@ -273,12 +273,12 @@ def step_terms(c: Costs, b: float, depth: float, tokens: float | None = None) ->
     terms["ctx" + x] = b * depth
     terms[m + c.path[1:] + _sfx(c)] = comp / c.rate_path
     terms[m + "16"] = terms.get(m + "16", 0.0) + att / c.rate16
-    comm = 0.0
     if c.tp > 1:
         ar = 2.0 * (c.tp - 1) / c.tp * t * c.n_embd * 2.0
-        comm += 2 * sum(c.stages) * (c.link_lat + ar / c.link_bw)
-    if comm:
-        terms["link_ib" if c.link_ib else "link"] = comm
+        n_ar = 2 * sum(c.stages)
+        ib = "_ib" if c.link_ib else ""
+        terms["link" + ib] = n_ar * c.link_lat
+        terms["linkbw" + ib] = n_ar * ar / c.link_bw
     hops = 0.0
     if len(c.stages) > 1:
         hops = (len(c.stages) - 1) * (c.hop_lat + t * c.n_embd * 2.0 / c.hop_bw)
