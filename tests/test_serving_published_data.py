@@ -20,7 +20,7 @@ ENGINES = {"vllm", "sglang", "llama.cpp"}
 QUOTED = (
     "ttft_ms_mean", "ttft_ms_median", "tpot_ms_mean", "tpot_ms_median", "itl_ms_mean", "itl_ms_median",
     "ttft_ms", "tpot_ms", "e2e_latency_s", "e2e_latency_ms", "e2e_latency_ms_mean", "e2e_latency_ms_median", "output_tps", "total_tps", "output_tps_per_gpu",
-    "total_tps_per_gpu", "requests_per_s", "max_qps", "qpd", "ttft_s_mean", "e2e_latency_s_mean",
+    "total_tps_per_gpu", "requests_per_s", "max_qps", "qpd", "ttft_s_mean", "e2e_latency_s_mean", "throughput_tps",
 )
 NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 
