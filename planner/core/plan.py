@@ -261,6 +261,13 @@ class SchemePlan:
     tensor_groups: Any = None            # planner.core.llamacpp.speed: ((layer, routed expert, type), (bytes, elements, rows, row lengths))
     n_cpu_moe: int | None = None         # --n-cpu-moe auto: the layers this plan keeps in host RAM
     deployments: list[Deployment] = field(default_factory=list)   # GPU-only / hybrid (planner.core.llamacpp.deployments)
+    # a GGUF file whose tensors and types are exactly a catalog scheme's: (catalog model id, scheme id),
+    # whose measured accuracy it carries (planner.core.llamacpp.file_schemes)
+    measured_as: tuple[str, str] | None = None
+
+    def accuracy_key(self, model_id: str) -> tuple[str, str]:
+        """(model, scheme) of the accuracy measurements that speak for this scheme of `model_id`."""
+        return self.measured_as or (model_id, self.id)
 
     @property
     def bpw(self) -> float:

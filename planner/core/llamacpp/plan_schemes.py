@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from planner.core.devices.hardware import Hardware
 from planner.core.llamacpp.deployments import as_hybrid
+from planner.core.llamacpp.file_schemes import catalog_scheme_of
 from planner.core.llamacpp.fit import fewest_cpu_moe, fewest_devices, max_context
 from planner.core.llamacpp.memory import LayerWeights, MemoryOptions, plan_memory
 from planner.core.llamacpp.schemes import Scheme, ids_for, resolve_scheme
@@ -135,6 +136,11 @@ def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware, shared: d
                 raise
     if model.file_scheme:
         file_plan = size_file(model)
+        same = catalog_scheme_of(model)
+        if same is not None:
+            file_plan.measured_as = (same.model, same.scheme)
+            file_plan.notes.append(f"every tensor's type is {same.scheme}'s for {same.model}: the file carries "
+                                   f"{same.scheme}'s measured accuracy")
         if any(sp.id == file_plan.id for sp in plans):
             # scheme ids are unique within a plan: the file as it is, beside the scheme of the same name
             file_plan.id = FILE_PREFIX + file_plan.id
