@@ -54,6 +54,7 @@ class PlanRequest:
     dp_attention: bool = False
     head_address: str | None = None      # the first node's address in multi-node launch commands
     checkpoint: str | None = None        # a local checkpoint path instead of the published repository
+    max_num_seqs: int | None = None      # vLLM --max-num-seqs / SGLang --max-running-requests
     with_tensors: bool = False
     # speed (planner/core/llamacpp/speed.py): the workload and the host as a device
     prompt: int = 512                    # prefill tokens

@@ -76,6 +76,7 @@ def options_from_request(req: PlanRequest, options: EngineOptions | None = None)
         if req.head_address:
             opts.head_address = req.head_address
         opts.model_path = req.checkpoint
+        opts.max_num_seqs = req.max_num_seqs
     k = (req.cache_type_k or "f16").lower()
     if options is None or opts.kv_cache_dtype == "auto":
         if k in _KV_FP8:

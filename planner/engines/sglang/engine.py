@@ -8,6 +8,7 @@ from planner.core.serving.hf_checkpoint import Format
 from planner.core.serving.plan_formats import EngineOptions, engine_defaults
 from planner.engines.hf_serving import HFServingEngine, NodeLaunch, model_path_for
 from planner.engines.sglang import memory as sglang_memory
+from planner.engines.sglang.command_line import parse_commands
 from planner.engines.sglang.memory import ENGINE, check_dp_attention, layout_for
 
 
@@ -48,4 +49,4 @@ def node_launches(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: in
     return out
 
 
-ENGINE_IMPL = HFServingEngine(ENGINE, "SGLang", sglang_memory.fit, node_launches)
+ENGINE_IMPL = HFServingEngine(ENGINE, "SGLang", sglang_memory.fit, node_launches, parse_commands)
