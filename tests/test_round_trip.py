@@ -86,6 +86,10 @@ SERVING = [
     ("SGLang FP8 8xH200 DP attention, 0.85, fp8 cache", PlanRequest(
         model=R1, engine="sglang", schemes=["FP8"], device="h200", gpus=8, dp_attention=True,
         mem_fraction_static=0.85, cache_type_k="fp8", cache_type_v="fp8", ctx=65536)),
+    ("SGLang FP8 EP16 over 2 nodes", PlanRequest(model=R1, engine="sglang", schemes=["FP8"], device="h100", gpus=8,
+                                                 nodes=2, ep_moe=True)),
+    ("SGLang W4A16 EP8 with DP attention", PlanRequest(model=R1, engine="sglang", schemes=["W4A16"], device="h200",
+                                                       gpus=8, ep_moe=True, dp_attention=True)),
     ("SGLang W4A16 32B 2xL40S, 32 requests", PlanRequest(model="deepseek-r1-distill-qwen-32b", engine="sglang",
                                                          schemes=["W4A16"], device="l40s", gpus=2, max_num_seqs=32)),
 ]

@@ -87,7 +87,11 @@ BAD = [
      "needs --distributed-executor-backend ray"),
     ("vllm serve deepseek-ai/DeepSeek-R1 -tp 8\nvllm serve deepseek-ai/DeepSeek-R1 -tp 8", "2 vllm serve"),
     ("ray start --head --port=6379\nvllm serve deepseek-ai/DeepSeek-R1 -tp 8 -pp 2", "cluster of 1 node"),
-    ("python3 -m sglang.launch_server --model-path deepseek-ai/DeepSeek-R1 --tp 8 --ep-size 8 --enable-ep-moe",
+    ("python3 -m sglang.launch_server --model-path deepseek-ai/DeepSeek-R1 --tp 8 --ep-size 4 --enable-ep-moe",
+     "EP size equal to the TP size"),
+    ("python3 -m sglang.launch_server --model-path deepseek-ai/DeepSeek-R1-Distill-Qwen-32B --tp 2 --enable-ep-moe",
+     "needs an MoE model"),
+    ("python3 -m sglang.launch_server --model-path deepseek-ai/DeepSeek-R1 --tp 8 --enable-deepep-moe",
      "expert parallelism"),
     ("python3 -m sglang.launch_server --model-path deepseek-ai/DeepSeek-R1 --tp 8 --dp-size 2", "replicas"),
     ("python3 -m sglang.launch_server --model-path deepseek-ai/DeepSeek-R1 --tp 16 --nnodes 2", "--dist-init-addr"),
@@ -172,3 +176,27 @@ def test_exported_multi_node_scripts(tmp_path):
     assert re.findall(r"^rpc-server -H 0\.0\.0\.0 -p (\d+) -d (CUDA\d) &$", node1, re.M) == [
         (str(50052 + i), f"CUDA{i}") for i in range(8)]
     assert node1.rstrip().endswith("wait")
+
+
+# ---------------------------------------------------------------- SGLang expert parallelism
+
+def test_sglang_expert_parallelism_holds_whole_experts_and_prints_its_flags():
+    tp = make_plan(PlanRequest(model=R1, engine="sglang", schemes=["FP8"], device="h100", gpus=8, nodes=2)).schemes[0]
+    ep_req = PlanRequest(model=R1, engine="sglang", schemes=["FP8"], device="h100", gpus=8, nodes=2, ep_moe=True)
+    plan = make_plan(ep_req)
+    ep = plan.schemes[0]
+    # 256 experts: 16 whole ones per rank hold the bytes of a 1/16 slice of each (FP8 blocks of 128 divide both)
+    assert [d.weights_bytes for d in ep.memory.per_device] == [d.weights_bytes for d in tp.memory.per_device]
+    # EPMoE.forward's buffers hold every token's top-8 slots at the whole expert width (gateup_input and
+    # down_output of 7168, gateup_output of 2 x 2048, down_input of 2048), beside 4 hidden-size buffers
+    from planner.core import catalog as cat
+    from planner.core.serving.memory import activation_bytes_per_token
+
+    hp = cat.resolve_model(R1).hparams
+    assert activation_bytes_per_token(hp, 16, 16, ep=True) == 2 * (4 * 7168 + 8 * (7168 + 2 * 2048 + 2048 + 7168))
+    assert activation_bytes_per_token(hp, 16, 16) < activation_bytes_per_token(hp, 16, 16, ep=True)
+    assert any("EP 16" in n for n in ep.notes)
+    lines = engine("sglang").launch(plan, ep_req, "FP8").lines
+    argv = shlex.split(next(x for x in lines if "sglang.launch_server" in x))
+    assert argv[argv.index("--ep-size") + 1] == "16" and "--enable-ep-moe" in argv
+    assert {"--enable-ep-moe", "--ep-size"} <= fixture_flags("sglang-0.4.3.txt")

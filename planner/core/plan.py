@@ -52,6 +52,7 @@ class PlanRequest:
     gpu_memory_utilization: float | None = None
     mem_fraction_static: float | None = None
     dp_attention: bool = False
+    ep_moe: bool = False                 # SGLang expert parallelism (--enable-ep-moe, EP size = TP size)
     head_address: str | None = None      # the first node's address in multi-node launch commands
     checkpoint: str | None = None        # a local checkpoint path instead of the published repository
     max_num_seqs: int | None = None      # vLLM --max-num-seqs / SGLang --max-running-requests

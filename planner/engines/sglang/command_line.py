@@ -4,9 +4,10 @@ The flags are SGLang 0.4.3's (profiles/engines/sglang.toml; the full list is kep
 tests/fixtures/engine_flags/sglang-0.4.3.txt and every one of them is classified below), read as its
 argparse reads them (`--tp 16` is --tp-size). Planned: --model-path, --tp-size (one tensor-parallel
 group over every node), --nnodes, --node-rank, --dist-init-addr, --enable-dp-attention with --dp-size
-(equal to the TP size, as SGLang runs it), --context-length, --mem-fraction-static, --kv-cache-dtype,
---max-running-requests, and --quantization/--dtype where they keep the checkpoint as it is. Flags that
-change memory in ways not modelled (expert parallelism among them) are refused in one line.
+(equal to the TP size, as SGLang runs it), --enable-ep-moe with --ep-size (equal to the TP size, as
+ServerArgs sets it), --context-length, --mem-fraction-static, --kv-cache-dtype, --max-running-requests,
+and --quantization/--dtype where they keep the checkpoint as it is. Flags that change memory in ways
+not modelled are refused in one line.
 
 Several nodes run the same command with their own --node-rank; given together, the commands must agree
 in everything else and name distinct ranks below --nnodes.
@@ -40,6 +41,8 @@ def _flags() -> list[Flag]:
     add("--tensor-parallel-size --tp-size", dest="tp")
     add("--data-parallel-size --dp-size", dest="dp")
     add("--enable-dp-attention", 0, dest="dp_attention")
+    add("--enable-ep-moe", 0, dest="ep_moe")
+    add("--expert-parallel-size --ep-size", dest="ep")
     add("--nnodes", dest="nnodes")
     add("--node-rank", dest="node_rank")
     add("--dist-init-addr --nccl-init-addr", dest="dist_init_addr")
@@ -70,7 +73,6 @@ def _flags() -> list[Flag]:
         ("--chunked-prefill-size --max-prefill-tokens --enable-mixed-chunk", "another prefill chunk"),
         ("--cpu-offload-gb", "weights offloaded to the CPU"),
         ("--prefill-only-one-req", "another prefill batch"),
-        ("--expert-parallel-size --ep-size --enable-ep-moe", "expert parallelism"),
         ("--lora-paths --max-loras-per-batch --lora-backend", "LoRA adapters"),
         ("--speculative-algorithm --speculative-draft-model-path --speculative-num-steps "
          "--speculative-num-draft-tokens --speculative-eagle-topk", "speculative decoding"),
@@ -153,6 +155,12 @@ def parse_commands(commands: list[list[str]], base: PlanRequest) -> CommandReque
     if not dp_attention and dp > 1:
         raise PlannerError(f"{PREFIX}: --dp-size {dp} without --enable-dp-attention ({dp} replicas) changes "
                            "memory and is not modelled")
+    ep_moe = bool(planned.get("ep_moe"))
+    if "ep" in planned:
+        ep = integer("--ep-size", planned["ep"], 1, 4096)
+        if ep_moe and ep != tp or not ep_moe and ep > 1:
+            raise PlannerError(f"{PREFIX}: --ep-size {ep}: SGLang's expert parallelism is --enable-ep-moe with the "
+                               f"EP size equal to the TP size ({tp})")
     notes: list[str] = []
     if "ctx" in planned:
         ctx = integer("--context-length", planned["ctx"], 1, 1 << 24)
@@ -160,7 +168,7 @@ def parse_commands(commands: list[list[str]], base: PlanRequest) -> CommandReque
         ctx = entry.hparams.n_ctx_train
         notes.append(f"no --context-length: SGLang takes the model's {ctx:,} tokens; planned so")
     kw: dict = dict(engine="sglang", model=model, model_file=None, schemes=[fmt.id], checkpoint=checkpoint,
-                    gpus=tp // nnodes, nodes=nnodes, ctx=ctx, dp_attention=dp_attention,
+                    gpus=tp // nnodes, nodes=nnodes, ctx=ctx, dp_attention=dp_attention, ep_moe=ep_moe,
                     cache_type_k="f16", cache_type_v="f16")
     if "dist_init_addr" in planned:
         host = str(planned["dist_init_addr"]).rsplit(":", 1)[0]
@@ -175,7 +183,7 @@ def parse_commands(commands: list[list[str]], base: PlanRequest) -> CommandReque
     if dp_attention and entry.hparams.arch != "deepseek2":
         raise PlannerError(f"{PREFIX}: SGLang's DP attention serves DeepSeek (MLA) models only; {entry.id} is "
                            f"{entry.hparams.arch}")
-    layout, why = layout_for(entry, fmt, tp // nnodes, nnodes, dp_attention)
+    layout, why = layout_for(entry, fmt, tp // nnodes, nnodes, dp_attention, ep_moe)
     if layout.tp != tp:
         raise PlannerError(f"{PREFIX}: SGLang would not start with --tp-size {tp}: {why}")
     if len(read) < nnodes:

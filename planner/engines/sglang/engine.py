@@ -16,11 +16,13 @@ def server_command(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: i
                    node_rank: int = 0) -> list[str]:
     d = engine_defaults(ENGINE)
     check_dp_attention(entry, opts)
-    layout, _ = layout_for(entry, fmt, gpus, nodes, opts.dp_attention)
+    layout, _ = layout_for(entry, fmt, gpus, nodes, opts.dp_attention, opts.ep_moe)
     cmd = ["python3", "-m", "sglang.launch_server", "--model-path", model_path_for(fmt, entry, opts),
            "--tp-size", str(layout.tp)]
     if layout.dp_attention:
         cmd += ["--dp-size", str(layout.tp), "--enable-dp-attention"]
+    if layout.ep:
+        cmd += ["--enable-ep-moe", "--ep-size", str(layout.tp)]
     if nodes > 1:
         cmd += ["--dist-init-addr", f"{opts.head_address}:{d['dist_init_port']}", "--nnodes", str(nodes),
                 "--node-rank", str(node_rank)]
