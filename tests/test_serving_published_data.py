@@ -77,6 +77,9 @@ def test_runs_are_complete(data):
             assert "max_qps" in r, r["id"]
         if r["kind"] == "serving":
             assert "concurrency" in r or "request_rate" in r, r["id"]
+        assert r.get("twin", "exact") in ("exact", "near"), r["id"]
+        if r.get("twin"):
+            assert "twin" in r["note"], f"{r['id']}: a twin row says so in its note"
         if r["kind"] == "phase_throughput":
             assert r["phase"] in ("prefill", "decode"), r["id"]
 
