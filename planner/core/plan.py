@@ -52,8 +52,10 @@ class PlanRequest:
     gpu_memory_utilization: float | None = None
     mem_fraction_static: float | None = None
     dp_attention: bool = False
+    ep_moe: bool = False                 # SGLang expert parallelism (--enable-ep-moe, EP size = TP size)
     head_address: str | None = None      # the first node's address in multi-node launch commands
     checkpoint: str | None = None        # a local checkpoint path instead of the published repository
+    max_num_seqs: int | None = None      # vLLM --max-num-seqs / SGLang --max-running-requests
     with_tensors: bool = False
     # speed (planner/core/llamacpp/speed.py): the workload and the host as a device
     prompt: int = 512                    # prefill tokens (also the prompt tokens of each served request)
@@ -338,6 +340,13 @@ class SchemePlan:
     n_cpu_moe: int | None = None         # --n-cpu-moe auto: the layers this plan keeps in host RAM
     deployments: list[Deployment] = field(default_factory=list)   # GPU-only / hybrid (planner.core.llamacpp.deployments)
     serving: Serving | None = None       # under concurrency (None: not predicted for this engine or plan)
+    # a GGUF file whose tensors and types are exactly a catalog scheme's: (catalog model id, scheme id),
+    # whose measured accuracy it carries (planner.core.llamacpp.file_schemes)
+    measured_as: tuple[str, str] | None = None
+
+    def accuracy_key(self, model_id: str) -> tuple[str, str]:
+        """(model, scheme) of the accuracy measurements that speak for this scheme of `model_id`."""
+        return self.measured_as or (model_id, self.id)
 
     @property
     def bpw(self) -> float:

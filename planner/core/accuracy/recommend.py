@@ -141,17 +141,17 @@ class _Scored:
 
 
 def _scored(model_id: str, sp: SchemePlan, task: str, suite: str | None = None) -> _Scored | None:
-    s = scheme_scores(model_id, sp.id, task).best(suite)
+    s = scheme_scores(*sp.accuracy_key(model_id), task).best(suite)
     return None if s is None else _Scored(sp, s)
 
 
 def _suites_of(model_id: str, sp: SchemePlan, task: str) -> list[str]:
-    return scheme_scores(model_id, sp.id, task).suites
+    return scheme_scores(*sp.accuracy_key(model_id), task).suites
 
 
 def _measured(model_id: str, sp: SchemePlan, task: str) -> tuple[acc.Measurement, ...]:
     """Every rankable measurement of the scheme, with a task score or not (best suite first)."""
-    return scheme_scores(model_id, sp.id, task).measurements
+    return scheme_scores(*sp.accuracy_key(model_id), task).measurements
 
 
 def _entry(sp: SchemePlan, task: str, x: _Scored | None = None, m: acc.Measurement | None = None,

@@ -46,6 +46,7 @@ class EngineOptions:
     gpu_memory_utilization: float | None = None   # vLLM
     mem_fraction_static: float | None = None      # SGLang
     dp_attention: bool = False                     # SGLang --enable-dp-attention (dp = tp)
+    ep_moe: bool = False                           # SGLang --enable-ep-moe (ep = tp)
     kv_cache_dtype: str = "auto"                   # auto | fp8
     max_num_seqs: int | None = None                # vLLM --max-num-seqs / SGLang --max-running-requests
     host: str = "0.0.0.0"
@@ -74,9 +75,11 @@ def options_from_request(req: PlanRequest, options: EngineOptions | None = None)
         opts.gpu_memory_utilization = req.gpu_memory_utilization
         opts.mem_fraction_static = req.mem_fraction_static
         opts.dp_attention = req.dp_attention
+        opts.ep_moe = req.ep_moe
         if req.head_address:
             opts.head_address = req.head_address
         opts.model_path = req.checkpoint
+        opts.max_num_seqs = req.max_num_seqs
     k = (req.cache_type_k or "f16").lower()
     if options is None or opts.kv_cache_dtype == "auto":
         if k in _KV_FP8:
