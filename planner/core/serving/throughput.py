@@ -35,7 +35,8 @@ batch sizes where both matter, and a sum keeps every coefficient a plain linear 
 published runs by least squares (bench/serving_fit.py; the derivation and its leave-one-out errors are in
 bench/out/serving.md).
 
-Prefill of a P-token prompt runs in chunks (vLLM max_num_batched_tokens, SGLang chunked_prefill_size):
+Prefill of a P-token prompt runs in chunks (plus `first`, a fixed time per request: admission, tokenizing,
+the first token's way back) (vLLM max_num_batched_tokens, SGLang chunked_prefill_size):
 each chunk is a step of one sequence whose tokens read the weights once (every expert) and compute C x F.
 A prompt token's marginal cost when mixed into decode steps (chunked prefill) is its FLOPs alone. Prefill
 math has its own coefficients (p16, p8, pdq: large products fill the GPU as decode's small ones do not).
@@ -287,8 +288,8 @@ def step_terms(c: Costs, b: float, depth: float, tokens: float | None = None) ->
 
 def prefill_terms(c: Costs, prompt: int, chunk: int) -> tuple[dict[str, float], float]:
     """A P-token prompt alone: chunks of at most `chunk` tokens, each a step of one sequence."""
-    total: dict[str, float] = {}
-    comm = 0.0
+    total: dict[str, float] = {"first" + _sfx(c): 1.0}    # once per request: its admission, tokenizing,
+    comm = 0.0                                            # the first token's return
     done = 0
     chunk = max(1, chunk)
     while done < prompt:
@@ -410,6 +411,6 @@ def serving(c: Costs, coef: dict[str, float], wl: Workload, conc: int, max_conc:
                         if ttft_s is not None or tpot_s is not None else None))
 
 
-BOUND_LABELS = {"fixed": "fixed cost per step", "layer": "fixed cost per layer", "seq": "per-request work", "ctx": "per-token host work", "w16": "weight reads",
+BOUND_LABELS = {"first": "per-request overhead", "fixed": "fixed cost per step", "layer": "fixed cost per layer", "seq": "per-request work", "ctx": "per-token host work", "w16": "weight reads",
                 "w8": "weight reads", "w4": "weight reads", "kv": "KV cache reads", "c16": "16-bit math",
                 "c8": "8-bit math", "cdq": "dequantize-then-16-bit math", "link": "all-reduces"}
