@@ -111,7 +111,9 @@ def cases(data: dict | None = None) -> list[Case]:
         gpu = r.get("gpu")
         if gpu not in FIXTURE_DEVICES and gpu not in profiles():
             continue
-        if r.get("pp", 1) not in (1, None) or r.get("mtp"):
+        why = not_plannable(r)
+        if why:
+            print(f"skip {r['id']}: {why}", file=sys.stderr)
             continue
         P, G = r.get("prompt_tokens"), r.get("gen_tokens")
         if not P or not G:
@@ -160,6 +162,22 @@ def cases(data: dict | None = None) -> list[Case]:
     return out
 
 
+def not_plannable(r: dict) -> str:
+    """Why a run's deployment is not one the planner makes (its figures are then not predicted), or ""."""
+    if (r.get("ep") or 1) > 1:
+        return "expert parallelism (EP) is not planned"
+    if r.get("mtp"):
+        return "MTP speculative decoding is not modelled"
+    if (r.get("pp") or 1) > 1:
+        return "a pipeline-parallel run of this engine is not planned as published"
+    note = (r.get("note") or "").lower()
+    if "disaggregat" in note:
+        return "prefill-decode disaggregation is not planned"
+    if "disable-cuda-graph" in note:
+        return "CUDA graphs off (--disable-cuda-graph): the planner's commands keep them"
+    return ""
+
+
 def row_parts(r: dict) -> tuple:
     """serving_parts() of the run's deployment: its model, format, GPU and TP size (the number of GPUs
     where the source gives no TP size), the engine's defaults of its version."""
@@ -170,7 +188,8 @@ def row_parts(r: dict) -> tuple:
     nodes = int(r.get("nodes") or 1)
     P, G = int(r["prompt_tokens"]), int(r["gen_tokens"])
     ctx = max(4096, P + G)
-    opts = EngineOptions(dp_attention=bool(r.get("dp_attention")))
+    opts = EngineOptions(dp_attention=bool(r.get("dp_attention")),
+                         kv_cache_dtype="fp8" if str(r.get("kv_cache_dtype", "")).startswith("fp8") else "auto")
     if r["engine"] == "vllm" and str(r.get("engine_version", "")).startswith("0.7"):
         opts.max_num_seqs = V0_MAX_NUM_SEQS
     req = PlanRequest(model=r["model"], engine=r["engine"], schemes=[r["format"]], ctx=ctx, prompt=P, gen_tokens=G,
@@ -215,7 +234,8 @@ def linear(case: Case) -> tuple[dict[str, float], float] | None:
         known = pcm + (0.5 if c > 1 else 0.0) * scm + (G - 1) * scm
         # the per-request overhead (first) is host work beside the GPU's: it does not bound the rate the
         # rows of a saturated engine measure, so they do not derive it
-        return {k: v / c for k, v in e2e.items() if not k.startswith("first")}, known / c
+        out = {k: v / c for k, v in e2e.items() if not k.startswith("first")}
+        return _add(out, throughput.host_terms(cost)), known / c
     return None
 
 
@@ -248,7 +268,7 @@ def nnls(A: np.ndarray, b: np.ndarray, iters: int = 200) -> np.ndarray:
     return x
 
 
-TIMES = ("fixed", "seq", "ctx", "layer", "first")
+TIMES = ("fixed", "seq", "ctx", "layer", "first", "host")
 MIN_SHARE = 0.02       # coefficients that are times, not 1 / shares of a peak
 
 

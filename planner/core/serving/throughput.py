@@ -46,7 +46,9 @@ At concurrency c (c requests in flight, each P prompt and G generated tokens, cl
                                                          requests' prompts are prefilled inside my steps
   TTFT(c) = (prefill(P) + [c > 1] step(c)/2) / (1 - rho)  waiting for the running step, then the prompt;
                                                          rho: the share of time the GPU prefills (queueing)
-  e2e(c)  = TTFT(c) + (G - 1) x TPOT(c);  requests/s = c / e2e(c);  output tokens/s = G x requests/s
+  e2e(c)  = TTFT(c) + (G - 1) x TPOT(c);  requests/s = 1 / (e2e(c) / c + host);  output tokens/s = G x
+  requests/s, where host is the engine's serial host work per request (HTTP, tokenizing, admission): the
+  bound of short requests at saturation
 The concurrency is bounded by the KV cache the engine allocated (EngineFit.kv_tokens) for P + G tokens
 per request (vLLM: whole blocks per sequence; SGLang with DP attention: per DP rank, times the ranks)
 and by the engine's max_num_seqs; saturation is the point at that bound (requests/s grows with c up to it).
@@ -137,9 +139,11 @@ class Costs:
     tp: int
     link_bw: float                     # bytes/s of the TP group's link
     link_lat: float                    # s
-    link_ib: bool                      # the TP group spans nodes (InfiniBand): its own coefficient
     hop_bw: float
     hop_lat: float
+    link_ib: bool = False              # the TP group spans nodes (InfiniBand): its own coefficients
+    tp_nodes: int = 1                  # nodes the TP group spans
+    nvl_bw: float = 0.0                # bytes/s within a node (the hierarchical all-reduce's first level)
 
 
 def math_path(method: str, weight_dtype: str, has_fp8: bool) -> str:
@@ -240,7 +244,9 @@ def costs(ck, layout: Layout, profile, kv_bytes_per_elem: int, links: dict) -> C
                  rate16=rate16, rate_path=rate, wclass=weight_class(fmt.method, fmt.weight_dtype), path=path,
                  moe=moe_model, tp=layout.tp, link_bw=tp_link.bandwidth_gbs * 1e9, link_lat=tp_link.latency_us * 1e-6,
                  hop_bw=hop.bandwidth_gbs * 1e9, hop_lat=hop.latency_us * 1e-6,
-                 link_ib=tp_link is links["infiniband"])
+                 link_ib=tp_link is links["infiniband"],
+                 tp_nodes=max(1, -(-layout.tp // max(1, _per_node(profile, layout)))),
+                 nvl_bw=links[nvlink].bandwidth_gbs * 1e9)
 
 
 def _per_node(profile, layout: Layout) -> int:
@@ -275,11 +281,18 @@ def step_terms(c: Costs, b: float, depth: float, tokens: float | None = None) ->
     terms[m + c.path[1:] + _sfx(c)] = comp / c.rate_path
     terms[m + "16"] = terms.get(m + "16", 0.0) + att / c.rate16
     if c.tp > 1:
-        ar = 2.0 * (c.tp - 1) / c.tp * t * c.n_embd * 2.0
+        size = t * c.n_embd * 2.0
         n_ar = 2 * sum(c.stages)
-        ib = "_ib" if c.link_ib else ""
-        terms["link" + ib] = n_ar * c.link_lat
-        terms["linkbw" + ib] = n_ar * ar / c.link_bw
+        if c.link_ib:
+            # NCCL's hierarchical all-reduce over nodes: within each node over its NVLink, across nodes each
+            # GPU sends its 1/gpn share over its own NIC
+            gpn = max(1, c.tp // c.tp_nodes)
+            terms["link_ib"] = n_ar * c.link_lat
+            terms["linkbw_ib"] = n_ar * (2.0 * (c.tp_nodes - 1) / c.tp_nodes * size / gpn) / c.link_bw
+            terms["linkbw"] = n_ar * (2.0 * (gpn - 1) / gpn * size) / c.nvl_bw
+        else:
+            terms["link"] = n_ar * c.link_lat
+            terms["linkbw"] = n_ar * 2.0 * (c.tp - 1) / c.tp * size / c.link_bw
     hops = 0.0
     if len(c.stages) > 1:
         hops = (len(c.stages) - 1) * (c.hop_lat + t * c.n_embd * 2.0 / c.hop_bw)
@@ -310,6 +323,11 @@ def prompt_token_terms(c: Costs, prompt: int) -> dict[str, float]:
     out = {"p" + c.path[1:] + _sfx(c): comp / c.rate_path}
     out["p16"] = out.get("p16", 0.0) + att / c.rate16
     return out
+
+
+def host_terms(c: Costs) -> dict[str, float]:
+    """The serial host time of one request (its coefficient: seconds)."""
+    return {"host" + _sfx(c): 1.0}
 
 
 def seconds(terms: dict[str, float], coef: dict[str, float]) -> float:
@@ -343,7 +361,10 @@ def point(c: Costs, coef: dict[str, float], wl: Workload, conc: int) -> ServingP
         rho = min(0.9, (conc - 1) / conc * rate * P * pt) if conc > 1 else 0.0
         ttft = ttft0 / (1.0 - rho)
     e2e = ttft + (G - 1) * tpot
-    rps = conc / e2e if e2e > 0 else 0.0
+    # the engine's host work per request (HTTP, tokenizing, scheduling a new request) is serial: the rate
+    # is at most 1 / host; the harmonic sum keeps that smooth (and linear for the derivation)
+    busy = e2e / conc + seconds(host_terms(c), coef)
+    rps = 1.0 / busy if busy > 0 else 0.0
     return ServingPoint(concurrency=conc, ttft_s=ttft, tpot_s=tpot, output_tps=rps * G, requests_per_s=rps)
 
 
@@ -411,6 +432,6 @@ def serving(c: Costs, coef: dict[str, float], wl: Workload, conc: int, max_conc:
                         if ttft_s is not None or tpot_s is not None else None))
 
 
-BOUND_LABELS = {"first": "per-request overhead", "fixed": "fixed cost per step", "layer": "fixed cost per layer", "seq": "per-request work", "ctx": "per-token host work", "w16": "weight reads",
+BOUND_LABELS = {"first": "per-request overhead", "host": "serial host work per request", "fixed": "fixed cost per step", "layer": "fixed cost per layer", "seq": "per-request work", "ctx": "per-token host work", "w16": "weight reads",
                 "w8": "weight reads", "w4": "weight reads", "kv": "KV cache reads", "c16": "16-bit math",
                 "c8": "8-bit math", "cdq": "dequantize-then-16-bit math", "link": "all-reduces"}
