@@ -45,6 +45,7 @@ class PlanRequest:
     tensor_overrides: list[str] = field(default_factory=list)   # llama.cpp -ot PATTERN=BUFFER, first match wins
     main_gpu: int = 0                    # llama.cpp -mg
     split_mode: str = "layer"            # llama.cpp -sm: layer | none
+    op_offload: bool = True              # llama.cpp's op offload (--no-op-offload turns it off)
     task: str = "general"
     imatrix: bool | None = None          # None: assume an imatrix where the scheme needs one
     max_context: bool = False            # also search the largest context that fits
@@ -52,17 +53,24 @@ class PlanRequest:
     gpu_memory_utilization: float | None = None
     mem_fraction_static: float | None = None
     dp_attention: bool = False
+    ep_moe: bool = False                 # SGLang expert parallelism (--enable-ep-moe, EP size = TP size)
     head_address: str | None = None      # the first node's address in multi-node launch commands
     checkpoint: str | None = None        # a local checkpoint path instead of the published repository
+    max_num_seqs: int | None = None      # vLLM --max-num-seqs / SGLang --max-running-requests
     with_tensors: bool = False
     # speed (planner/core/llamacpp/speed.py): the workload and the host as a device
-    prompt: int = 512                    # prefill tokens
+    prompt: int = 512                    # prefill tokens (also the prompt tokens of each served request)
     depth: int = 0                       # cached tokens before the decoded one
     min_tps: float | None = None         # drop plans predicted to decode slower
     host_ram: float | None = None        # GiB of host RAM (None: detected when planning for this machine)
     host_bandwidth: float | None = None  # GB/s peak of the host's memory (None: probe or profile)
     host_probe: HostProbe | tuple[float, float] | None = None   # measured here (filled by planning),
                                                                 # or (GB/s, TFLOPS) as given
+    # serving (SchemePlan.serving): requests in flight, tokens each generates, service-level targets
+    concurrency: int = 1
+    gen_tokens: int = 256
+    ttft_ms: float | None = None         # time to first token target (None: no target)
+    tpot_ms: float | None = None         # time per output token target (None: no target)
 
 
 @dataclass(slots=True)
@@ -244,6 +252,77 @@ class Accuracy:
 
 
 @dataclass
+class ServingPoint:
+    """One operating point of a served deployment: `concurrency` requests in flight, each of the plan's
+    prompt and generated tokens (PlanRequest.prompt, gen_tokens)."""
+
+    concurrency: int
+    ttft_s: float                        # time to first token of a request (queueing and prefill)
+    tpot_s: float                        # time per output token after the first
+    output_tps: float                    # generated tokens/s of all requests together
+    requests_per_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"concurrency": self.concurrency, "ttft_s": _r(self.ttft_s), "tpot_s": _r(self.tpot_s),
+                "output_tps": _r(self.output_tps), "requests_per_s": _r(self.requests_per_s)}
+
+
+@dataclass
+class Saturation:
+    """The sustainable load for the plan's lengths: the concurrency beyond which the request rate no
+    longer grows (KV capacity or compute bound), with its request rate and output tokens/s."""
+
+    concurrency: int
+    requests_per_s: float
+    output_tps: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"concurrency": self.concurrency, "requests_per_s": _r(self.requests_per_s),
+                "output_tps": _r(self.output_tps)}
+
+
+@dataclass
+class Serving:
+    """How a scheme serves requests (JSON schemes[].serving): the figures at the requested concurrency,
+    the KV-bound maximum concurrency for these lengths, the saturation point, and the curve (concurrency
+    1, 2, 4, ... up to max_concurrency; in the JSON as "curve") that plots per-user tokens/s (1 / tpot_s)
+    against output tokens/s per GPU (output_tps / gpus)."""
+
+    concurrency: int
+    prompt_tokens: int
+    gen_tokens: int
+    ttft_s: float
+    tpot_s: float
+    output_tps: float
+    requests_per_s: float
+    max_concurrency: int                 # KV-bound, for these lengths
+    saturation: Saturation
+    curve: list[ServingPoint] = field(default_factory=list)
+    gpus: int = 1                        # GPUs the deployment uses (for figures per GPU)
+    bound: str | None = None             # what limits the step at the requested concurrency (a short label)
+    sla: ServingPoint | None = None      # with --ttft-ms/--tpot-ms: the largest concurrency meeting both
+                                         # (None: no targets, or not even one request meets them)
+
+    @property
+    def output_tps_per_gpu(self) -> float:
+        return self.output_tps / max(1, self.gpus)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"concurrency": self.concurrency, "prompt_tokens": self.prompt_tokens,
+                "gen_tokens": self.gen_tokens, "ttft_s": _r(self.ttft_s), "tpot_s": _r(self.tpot_s),
+                "output_tps": _r(self.output_tps), "requests_per_s": _r(self.requests_per_s),
+                "max_concurrency": self.max_concurrency, "saturation": self.saturation.to_dict(),
+                "gpus": self.gpus, "bound": self.bound,
+                "sla": self.sla.to_dict() if self.sla is not None else None,
+                "curve": [p.to_dict() for p in self.curve]}
+
+
+def _r(x: float) -> float:
+    """Serving figures in the JSON: 6 significant digits."""
+    return float(f"{x:.6g}")
+
+
+@dataclass
 class SchemePlan:
     id: str
     kind: str                            # "ftype" | "recipe" | "file" | engine format
@@ -261,6 +340,14 @@ class SchemePlan:
     tensor_groups: Any = None            # planner.core.llamacpp.speed: ((layer, routed expert, type), (bytes, elements, rows, row lengths))
     n_cpu_moe: int | None = None         # --n-cpu-moe auto: the layers this plan keeps in host RAM
     deployments: list[Deployment] = field(default_factory=list)   # GPU-only / hybrid (planner.core.llamacpp.deployments)
+    serving: Serving | None = None       # under concurrency (None: not predicted for this engine or plan)
+    # a GGUF file whose tensors and types are exactly a catalog scheme's: (catalog model id, scheme id),
+    # whose measured accuracy it carries (planner.core.llamacpp.file_schemes)
+    measured_as: tuple[str, str] | None = None
+
+    def accuracy_key(self, model_id: str) -> tuple[str, str]:
+        """(model, scheme) of the accuracy measurements that speak for this scheme of `model_id`."""
+        return self.measured_as or (model_id, self.id)
 
     @property
     def bpw(self) -> float:
@@ -301,6 +388,7 @@ class SchemePlan:
         d["notes"] = self.notes
         if self.speed is not None:
             d["speed"] = self.speed.to_dict()
+        d["serving"] = self.serving.to_dict() if self.serving is not None else None
         if self.n_cpu_moe is not None:
             d["n_cpu_moe"] = self.n_cpu_moe
         if self.deployments:
@@ -370,6 +458,7 @@ WHY_NOT_SCHEME = {
     "no_task_benchmark": "it is measured, but not on any benchmark of the requested task",
     "unmeasured": "no published accuracy exists for it",
     "fewer_bits": "no measured scheme fits, and it has fewer bits per weight than the pick",
+    "not_native": "no measured scheme fits, and the pick keeps the release's own precision, which it does not",
     "not_planned": "its memory was not planned",
 }
 # Why a model is not the recommendation (RankedModel.why_not, --model auto):
@@ -414,6 +503,7 @@ class RankedScheme:
     role: str | None = None              # baseline | quantized
     baseline: str | None = None          # the baseline column ("FP8 (Official API)")
     baseline_score: float | None = None  # the baseline's task score in the same table
+    native: str = ""                     # the release precision it keeps ("": none; recommend.native_schemes)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__, why_not=list(self.why_not), benchmarks=list(self.benchmarks))
@@ -447,8 +537,8 @@ class Recommendation:
     """What planner.core.accuracy.recommend decided, as data; planner.render.recommendation writes the sentences.
 
     basis: "suite" (absolute task scores in one evaluation suite), "share" (each score as a share of
-    its own table's baseline) or "unmeasured" (no measured scheme fits: the fitting scheme with the
-    most bits per weight). `ranked` holds the ranked schemes in order (the pick first), `excluded` the
+    its own table's baseline) or "unmeasured" (no measured scheme fits: a scheme native to the release
+    first, then the fitting scheme with the most bits per weight). `ranked` holds the ranked schemes in order (the pick first), `excluded` the
     others of the plan with their why_not codes. For --model auto, `model` names the model, `models`
     ranks the candidates and the other fields are the chosen model's own recommendation.
     """
@@ -534,6 +624,66 @@ class RankedDeployment:
 
 
 @dataclass
+class SlaDeployment:
+    """One deployment the service-level search considered (planner.make_plan.sla_search; ranked by
+    planner.core.accuracy.recommend.rank_sla): an engine, a format, the GPUs, and its serving figures."""
+
+    engine: str
+    scheme: str
+    gpus: int                            # per node, as planned
+    nodes: int
+    layout: str                          # "TP 8", "TP 4 x PP 2", "TP 8, DP attention 8"
+    gpus_used: int                       # the GPUs one server of it uses (figures per GPU divide by these)
+    dp_attention: bool = False
+    point: ServingPoint | None = None    # the largest concurrency meeting the targets (None: none meets)
+    single: ServingPoint | None = None   # one request alone (what it reaches at best)
+    max_concurrency: int = 0
+    score: float | None = None           # measured accuracy (the ranking's basis: score or share)
+    share_pct: float | None = None
+    tie_group: int | None = None
+    rank: int | None = None
+
+    @property
+    def meets(self) -> bool:
+        return self.point is not None
+
+    @property
+    def output_tps_per_gpu(self) -> float:
+        return self.point.output_tps / max(1, self.gpus_used) if self.point is not None else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "engine": self.engine, "scheme": self.scheme, "gpus": self.gpus,
+                "nodes": self.nodes, "layout": self.layout, "gpus_used": self.gpus_used,
+                "dp_attention": self.dp_attention, "meets": self.meets,
+                "output_tps_per_gpu": _r(self.output_tps_per_gpu),
+                "point": self.point.to_dict() if self.point else None,
+                "single": self.single.to_dict() if self.single else None,
+                "max_concurrency": self.max_concurrency, "score": self.score, "share_pct": self.share_pct,
+                "tie_group": self.tie_group}
+
+
+@dataclass
+class SlaSearch:
+    """--ttft-ms / --tpot-ms: the deployments that meet the targets, ranked (rank_sla), or the nearest one."""
+
+    ttft_ms: float | None
+    tpot_ms: float | None
+    ranked: list[SlaDeployment]          # those that meet the targets, best first
+    nearest: SlaDeployment | None = None  # none meets: the one that misses by the smallest factor
+    considered: int = 0                  # deployments planned (fitting ones)
+    basis: str = "share"                 # accuracy compared as "suite" scores or "share" of the baseline
+
+    @property
+    def pick(self) -> SlaDeployment | None:
+        return self.ranked[0] if self.ranked else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "basis": self.basis,
+                "considered": self.considered, "ranked": [d.to_dict() for d in self.ranked],
+                "nearest": self.nearest.to_dict() if self.nearest else None}
+
+
+@dataclass
 class ModelSummary:
     id: str
     name: str
@@ -576,6 +726,7 @@ class Plan:
     recommendation: Recommendation | None = None
     notes: list[str] = field(default_factory=list)   # renderers add the no-fit note (plan_notes)
     no_fit: NoFit | None = None
+    sla: SlaSearch | None = None         # with --ttft-ms / --tpot-ms
 
     def scheme(self, scheme_id: str) -> SchemePlan:
         for s in self.schemes:
@@ -594,4 +745,4 @@ class Plan:
             "schemes": [s.to_dict(with_tensors, per_device) for s in self.schemes],
             "recommendation": self.recommendation.to_dict() if self.recommendation else None,
             "notes": self.notes,
-        }
+        } | ({"sla": self.sla.to_dict()} if self.sla is not None else {})

@@ -7,7 +7,9 @@ from dataclasses import replace
 
 from planner.core.devices.hardware import Hardware
 from planner.core.llamacpp.deployments import as_hybrid
+from planner.core.llamacpp.file_schemes import catalog_scheme_of
 from planner.core.llamacpp.fit import fewest_cpu_moe, fewest_devices, max_context
+from planner.core.llamacpp.rpc_nodes import with_rpc_nodes
 from planner.core.llamacpp.memory import LayerWeights, MemoryOptions, plan_memory
 from planner.core.llamacpp.schemes import Scheme, ids_for, resolve_scheme
 from planner.core.llamacpp.sizing import ResolvedModel, resolve_catalog_model, size_file, size_scheme
@@ -92,7 +94,7 @@ def memory_options(req: PlanRequest, kv_mode: str | None, host_capacity: int = 0
         ngl=req.ngl, n_cpu_moe=0 if req.n_cpu_moe == "auto" else req.n_cpu_moe,
         tensor_split=tuple(req.tensor_split) if req.tensor_split else None, host_capacity_bytes=host_capacity,
         tensor_overrides=tuple(override_rule(r) for r in req.tensor_overrides), main_gpu=req.main_gpu,
-        split_mode=req.split_mode, backend=backend,
+        split_mode=req.split_mode, backend=backend, op_offload=req.op_offload,
     )
 
 
@@ -112,6 +114,7 @@ def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware, shared: d
     depend on: the tensors (names, shapes, source types), the hyperparameters and the layout. A model
     equal in all of those gets copies of the same figures (its own accuracy is attached later)."""
     model, kv_mode = resolve_model(req, model_input)
+    hw = with_rpc_nodes(hw, req)       # several nodes: the other nodes' GPUs are llama.cpp RPC devices
     summary = ModelSummary(id=model.id, name=model.name, architecture=model.hparams.arch,
                            params=model.params, layout=model.layout, source=model.source)
     key = None
@@ -135,6 +138,11 @@ def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware, shared: d
                 raise
     if model.file_scheme:
         file_plan = size_file(model)
+        same = catalog_scheme_of(model)
+        if same is not None:
+            file_plan.measured_as = (same.model, same.scheme)
+            file_plan.notes.append(f"every tensor's type is {same.scheme}'s for {same.model}: the file carries "
+                                   f"{same.scheme}'s measured accuracy")
         if any(sp.id == file_plan.id for sp in plans):
             # scheme ids are unique within a plan: the file as it is, beside the scheme of the same name
             file_plan.id = FILE_PREFIX + file_plan.id
