@@ -86,7 +86,10 @@ BAD = [
     ("vllm serve deepseek-ai/DeepSeek-R1 -tp 8 --pipeline-parallel-size 2 --distributed-executor-backend mp",
      "needs --distributed-executor-backend ray"),
     ("vllm serve deepseek-ai/DeepSeek-R1 -tp 8\nvllm serve deepseek-ai/DeepSeek-R1 -tp 8", "2 vllm serve"),
-    ("ray start --head --port=6379\nvllm serve deepseek-ai/DeepSeek-R1 -tp 8 -pp 2", "cluster of 1 node"),
+    ("ray start --head --port=6379\nray start --head --port=6379\nvllm serve deepseek-ai/DeepSeek-R1 -tp 8 -pp 2",
+     "(2 head)"),
+    ("ray start --head\nray start --address=h:6379\nray start --address=h:6379\n"
+     "vllm serve deepseek-ai/DeepSeek-R1 -tp 8 -pp 2", "cluster of 3 node(s)"),
     ("python3 -m sglang.launch_server --model-path deepseek-ai/DeepSeek-R1 --tp 8 --ep-size 4 --enable-ep-moe",
      "EP size equal to the TP size"),
     ("python3 -m sglang.launch_server --model-path deepseek-ai/DeepSeek-R1-Distill-Qwen-32B --tp 2 --enable-ep-moe",
