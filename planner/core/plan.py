@@ -45,6 +45,7 @@ class PlanRequest:
     tensor_overrides: list[str] = field(default_factory=list)   # llama.cpp -ot PATTERN=BUFFER, first match wins
     main_gpu: int = 0                    # llama.cpp -mg
     split_mode: str = "layer"            # llama.cpp -sm: layer | none
+    op_offload: bool = True              # llama.cpp's op offload (--no-op-offload turns it off)
     task: str = "general"
     imatrix: bool | None = None          # None: assume an imatrix where the scheme needs one
     max_context: bool = False            # also search the largest context that fits
@@ -299,6 +300,8 @@ class Serving:
     curve: list[ServingPoint] = field(default_factory=list)
     gpus: int = 1                        # GPUs the deployment uses (for figures per GPU)
     bound: str | None = None             # what limits the step at the requested concurrency (a short label)
+    sla: ServingPoint | None = None      # with --ttft-ms/--tpot-ms: the largest concurrency meeting both
+                                         # (None: no targets, or not even one request meets them)
 
     @property
     def output_tps_per_gpu(self) -> float:
@@ -310,6 +313,7 @@ class Serving:
                 "output_tps": _r(self.output_tps), "requests_per_s": _r(self.requests_per_s),
                 "max_concurrency": self.max_concurrency, "saturation": self.saturation.to_dict(),
                 "gpus": self.gpus, "bound": self.bound,
+                "sla": self.sla.to_dict() if self.sla is not None else None,
                 "curve": [p.to_dict() for p in self.curve]}
 
 
@@ -454,6 +458,7 @@ WHY_NOT_SCHEME = {
     "no_task_benchmark": "it is measured, but not on any benchmark of the requested task",
     "unmeasured": "no published accuracy exists for it",
     "fewer_bits": "no measured scheme fits, and it has fewer bits per weight than the pick",
+    "not_native": "no measured scheme fits, and the pick keeps the release's own precision, which it does not",
     "not_planned": "its memory was not planned",
 }
 # Why a model is not the recommendation (RankedModel.why_not, --model auto):
@@ -498,6 +503,7 @@ class RankedScheme:
     role: str | None = None              # baseline | quantized
     baseline: str | None = None          # the baseline column ("FP8 (Official API)")
     baseline_score: float | None = None  # the baseline's task score in the same table
+    native: str = ""                     # the release precision it keeps ("": none; recommend.native_schemes)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__, why_not=list(self.why_not), benchmarks=list(self.benchmarks))
@@ -531,8 +537,8 @@ class Recommendation:
     """What planner.core.accuracy.recommend decided, as data; planner.render.recommendation writes the sentences.
 
     basis: "suite" (absolute task scores in one evaluation suite), "share" (each score as a share of
-    its own table's baseline) or "unmeasured" (no measured scheme fits: the fitting scheme with the
-    most bits per weight). `ranked` holds the ranked schemes in order (the pick first), `excluded` the
+    its own table's baseline) or "unmeasured" (no measured scheme fits: a scheme native to the release
+    first, then the fitting scheme with the most bits per weight). `ranked` holds the ranked schemes in order (the pick first), `excluded` the
     others of the plan with their why_not codes. For --model auto, `model` names the model, `models`
     ranks the candidates and the other fields are the chosen model's own recommendation.
     """
@@ -618,6 +624,66 @@ class RankedDeployment:
 
 
 @dataclass
+class SlaDeployment:
+    """One deployment the service-level search considered (planner.make_plan.sla_search; ranked by
+    planner.core.accuracy.recommend.rank_sla): an engine, a format, the GPUs, and its serving figures."""
+
+    engine: str
+    scheme: str
+    gpus: int                            # per node, as planned
+    nodes: int
+    layout: str                          # "TP 8", "TP 4 x PP 2", "TP 8, DP attention 8"
+    gpus_used: int                       # the GPUs one server of it uses (figures per GPU divide by these)
+    dp_attention: bool = False
+    point: ServingPoint | None = None    # the largest concurrency meeting the targets (None: none meets)
+    single: ServingPoint | None = None   # one request alone (what it reaches at best)
+    max_concurrency: int = 0
+    score: float | None = None           # measured accuracy (the ranking's basis: score or share)
+    share_pct: float | None = None
+    tie_group: int | None = None
+    rank: int | None = None
+
+    @property
+    def meets(self) -> bool:
+        return self.point is not None
+
+    @property
+    def output_tps_per_gpu(self) -> float:
+        return self.point.output_tps / max(1, self.gpus_used) if self.point is not None else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "engine": self.engine, "scheme": self.scheme, "gpus": self.gpus,
+                "nodes": self.nodes, "layout": self.layout, "gpus_used": self.gpus_used,
+                "dp_attention": self.dp_attention, "meets": self.meets,
+                "output_tps_per_gpu": _r(self.output_tps_per_gpu),
+                "point": self.point.to_dict() if self.point else None,
+                "single": self.single.to_dict() if self.single else None,
+                "max_concurrency": self.max_concurrency, "score": self.score, "share_pct": self.share_pct,
+                "tie_group": self.tie_group}
+
+
+@dataclass
+class SlaSearch:
+    """--ttft-ms / --tpot-ms: the deployments that meet the targets, ranked (rank_sla), or the nearest one."""
+
+    ttft_ms: float | None
+    tpot_ms: float | None
+    ranked: list[SlaDeployment]          # those that meet the targets, best first
+    nearest: SlaDeployment | None = None  # none meets: the one that misses by the smallest factor
+    considered: int = 0                  # deployments planned (fitting ones)
+    basis: str = "share"                 # accuracy compared as "suite" scores or "share" of the baseline
+
+    @property
+    def pick(self) -> SlaDeployment | None:
+        return self.ranked[0] if self.ranked else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "basis": self.basis,
+                "considered": self.considered, "ranked": [d.to_dict() for d in self.ranked],
+                "nearest": self.nearest.to_dict() if self.nearest else None}
+
+
+@dataclass
 class ModelSummary:
     id: str
     name: str
@@ -660,6 +726,7 @@ class Plan:
     recommendation: Recommendation | None = None
     notes: list[str] = field(default_factory=list)   # renderers add the no-fit note (plan_notes)
     no_fit: NoFit | None = None
+    sla: SlaSearch | None = None         # with --ttft-ms / --tpot-ms
 
     def scheme(self, scheme_id: str) -> SchemePlan:
         for s in self.schemes:
@@ -678,4 +745,4 @@ class Plan:
             "schemes": [s.to_dict(with_tensors, per_device) for s in self.schemes],
             "recommendation": self.recommendation.to_dict() if self.recommendation else None,
             "notes": self.notes,
-        }
+        } | ({"sla": self.sla.to_dict()} if self.sla is not None else {})

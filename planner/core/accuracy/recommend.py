@@ -20,8 +20,11 @@ Rules, in order:
    most headroom on the tightest device wins, then the smaller file (fewer bytes to read per token).
    The next group starts at the best score left, and so on (tie_groups()).
 4. A scheme without a published figure is never ranked against measured ones. Only when no measured
-   scheme fits is an unmeasured one recommended (basis "unmeasured"): the fitting scheme with the
-   most bits per weight (then the most headroom).
+   scheme fits is an unmeasured one recommended (basis "unmeasured"): a scheme native to the release
+   first (native_schemes: it keeps the precision the checkpoint was released in, so it loses nothing
+   against the release; profiles/accuracy/release.toml), then the fitting scheme with the most bits
+   per weight (then the most headroom). Bits beyond the release's own precision do not rank a scheme
+   higher: they hold the released values rounded once more.
 5. Nothing fits, or no memory was planned: no recommendation (None); no_fit() says why, as data.
 
 Across models (--model auto, the paper's second question: full, distilled or quantized for given
@@ -44,7 +47,8 @@ from planner.core.accuracy import tables as acc
 from planner.core.accuracy.scores import SuiteScore, scheme_scores
 from planner.core.data_files import read_toml
 from planner.core.paths import profiles_dir
-from planner.core.plan import NoFit, Plan, RankedDeployment, RankedModel, RankedScheme, Recommendation, SchemePlan
+from planner.core.plan import (NoFit, Plan, RankedDeployment, RankedModel, RankedScheme, Recommendation, SchemePlan,
+                                SlaDeployment)
 from planner.errors import PlannerError
 
 EPS = 1e-9
@@ -111,6 +115,42 @@ def derive_tie_points() -> float:
                 v += (weights[b] / total) ** 2 * s * s / n
         se2.append(v)
     return math.sqrt(2 * sum(se2) / len(se2))
+
+
+# ----------------------------------------------------------------------------------------- the release
+
+@lru_cache(maxsize=1)
+def release_rule() -> dict:
+    """profiles/accuracy/release.toml [precision.<name>]: per precision of a release, the schemes of each
+    engine native to it."""
+    path = profiles_dir() / "accuracy" / "release.toml"
+    d = read_toml(path, "release precision rule").get("precision")
+    if not isinstance(d, dict) or not all(isinstance(v, dict) for v in d.values()):
+        raise PlannerError(f"release precision rule {path}: needs [precision.<name>] tables")
+    for name, row in d.items():
+        for eng, ids in row.items():
+            if eng != "description" and not (isinstance(ids, list) and all(isinstance(x, str) for x in ids)):
+                raise PlannerError(f"release precision rule {path}: [precision.{name}] {eng} must be a list of scheme ids")
+    return d
+
+
+def native_schemes(model_id: str, engine: str) -> dict[str, str]:
+    """The schemes of `engine` native to the model's release (its profile's release_precision: each
+    precision's schemes in profiles/accuracy/release.toml), by upper-case id, each with what it keeps
+    (the precisions' descriptions); empty for a model the catalog does not know."""
+    from planner.core.catalog import catalog
+
+    entry = catalog().get(model_id)
+    if entry is None:
+        return {}
+    rule = release_rule()
+    out: dict[str, list[str]] = {}
+    for prec in entry.release_precision:
+        if prec not in rule:
+            raise PlannerError(f"model {model_id}: release precision '{prec}' is not in profiles/accuracy/release.toml")
+        for x in rule[prec].get(engine, []):
+            out.setdefault(x.upper(), []).append(str(rule[prec].get("description", prec)))
+    return {k: "; ".join(v) for k, v in out.items()}
 
 
 # ----------------------------------------------------------------------------------------- entries
@@ -333,12 +373,20 @@ def _recommend(plan: Plan, task: str) -> _Outcome:
     fallback = [s for s, _ in untask_fit] + unmeasured_fit
     if not fallback:
         return _Outcome(None, False)
-    order = sorted(fallback, key=lambda s: (-s.bpw, -_headroom(s), s.size_bytes))
+    native = native_schemes(model, plan.engine)
+    order = sorted(fallback, key=lambda s: (s.id.upper() not in native, -s.bpw, -_headroom(s), s.size_bytes))
     ranked = []
     for i, s in enumerate(order):
         m = next(iter(_measured(model, s, task)), None)
-        e = _entry(s, task, m=m, why_not=[] if i == 0 else ["fewer_bits", no_score_code(s)])
-        e.rank = i + 1
+        is_native = s.id.upper() in native
+        if i == 0:
+            why: list[str] = []
+        elif order[0].id.upper() in native and not is_native:
+            why = ["not_native", no_score_code(s)]
+        else:
+            why = ["fewer_bits", no_score_code(s)]
+        e = _entry(s, task, m=m, why_not=why)
+        e.rank, e.native = i + 1, native.get(s.id.upper(), "")
         ranked.append(e)
     measured_nofit = [s for s in not_fit if _scored(model, s, task) is not None]
     smallest = None
@@ -604,3 +652,57 @@ def pareto_points(plan: Plan, task: str = "general") -> list[ParetoPoint]:
     for p in same:
         p.on_front = not any(q is not p and q.device_bytes <= p.device_bytes and q.score > p.score for q in same)
     return sorted(pts, key=lambda p: p.device_bytes)
+
+
+# ----------------------------------------------------------------------------------------- service-level targets
+
+def measured_score(model_id: str, sp: SchemePlan, task: str) -> tuple[float | None, float | None, str | None]:
+    """(task score, share of its table's baseline in %, suite) of a scheme; Nones where unmeasured."""
+    x = _scored(model_id, sp, task)
+    return (None, None, None) if x is None else (x.score, x.share, x.m.suite)
+
+
+def rank_sla(deployments: list[SlaDeployment], suites: list[str | None]) -> tuple[list[SlaDeployment], str]:
+    """The one ranking rule of the service-level search (--ttft-ms / --tpot-ms), accuracy and throughput
+    together:
+    1. only deployments that meet the targets (a concurrency of at least one request whose predicted TTFT
+       and TPOT are within them; planner.core.serving.throughput.sla_point) are ranked;
+    2. measured accuracy first, in tie groups (tie_groups: scores no more than tie_points apart are a
+       tie); the absolute score when every measured deployment was measured in one suite, else the share
+       of its own table's baseline; an unmeasured format ranks after every measured one;
+    3. within a tie group, more output tokens/s per GPU at the largest concurrency meeting the targets
+       (the served load per GPU the operator pays for);
+    4. then fewer GPUs, then the lower TTFT.
+    Returns the ranked deployments (rank and tie_group set) and the basis ("suite" or "share")."""
+    meet = [(d, s) for d, s in zip(deployments, suites) if d.meets]
+    measured = [s for d, s in meet if d.score is not None]
+    basis = "suite" if measured and len(set(measured)) == 1 else "share"
+    vals = [(d.score if basis == "suite" else d.share_pct) for d, _ in meet]
+    known = [i for i, v in enumerate(vals) if v is not None]
+    groups = tie_groups([vals[i] for i in known])      # type: ignore[misc]
+    group = {i: g for i, g in zip(known, groups)}
+    unmeasured = (max(groups) + 1) if groups else 1
+    order = sorted(range(len(meet)), key=lambda i: (group.get(i, unmeasured), -meet[i][0].output_tps_per_gpu,
+                                                    meet[i][0].gpus_used, meet[i][0].point.ttft_s))
+    out = []
+    for r, i in enumerate(order, start=1):
+        d = meet[i][0]
+        d.rank, d.tie_group = r, group.get(i)
+        out.append(d)
+    return out, basis
+
+
+def nearest_sla(deployments: list[SlaDeployment], ttft_ms: float | None, tpot_ms: float | None) -> SlaDeployment | None:
+    """None meets the targets: the deployment that misses them by the smallest factor at one request
+    (the larger of its TTFT / target and TPOT / target)."""
+    def miss(d: SlaDeployment) -> float:
+        p = d.single
+        f = 0.0
+        if ttft_ms:
+            f = max(f, p.ttft_s * 1000.0 / ttft_ms)
+        if tpot_ms:
+            f = max(f, p.tpot_s * 1000.0 / tpot_ms)
+        return f
+
+    cands = [d for d in deployments if d.single is not None]
+    return min(cands, key=lambda d: (miss(d), d.gpus_used)) if cands else None
