@@ -245,6 +245,7 @@ def test_every_registered_engine_implements_the_interface():
         assert e.name == name and e.label
         # the plan options only some engines read: request fields, each
         assert e.own_options and e.own_options <= {f.name for f in fields(PlanRequest)}, name
+        assert e.cache_types and all(isinstance(t, str) for t in e.cache_types), name
         ids = e.scheme_ids(entry)
         assert ids and len(ids) == len(set(ids))
         for attr in ("plan", "launch"):

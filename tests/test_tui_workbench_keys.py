@@ -244,9 +244,18 @@ def test_each_engine_shows_the_controls_it_reads():
         await pilot.pause()
         assert app.request.gpu_memory_utilization == 0.8
         assert "--gpu-memory-utilization 0.8" in app.launch_text()
+        # the K type list is the engine's: vLLM caches in 16 bits or FP8
+        ktype = app.query_one("#ch-cache_type_k")
+        assert [v for _, v in ktype._options] == list(engine("vllm").cache_types) and "fp8" in engine("vllm").cache_types
+        app.set_select("ch-cache_type_k", "fp8")
+        await pilot.pause()
+        assert app.request.cache_type_k == "fp8" and "--kv-cache-dtype fp8" in app.launch_text()
+        app.set_select("ch-cache_type_k", "f16")
+        await pilot.pause()
         app.set_select("ch-engine", "llama.cpp")
         await pilot.pause()
         assert llama_only <= set(panel.shown_controls())
+        assert [v for _, v in ktype._options] == list(engine("llama.cpp").cache_types)
 
     run(PlanRequest(model="deepseek-r1-distill-qwen-32b", device="h100", gpus=2), body, settle=False)
 

@@ -59,6 +59,7 @@ class Engine(Protocol):
     # an option no engine lists here is read by every plan (model, device, ctx, task, ...). The command
     # line accepts every option and an engine ignores the others; the workbench shows only its controls.
     own_options: frozenset[str]
+    cache_types: tuple[str, ...]  # the KV cache types its --cache-type-k takes (the workbench's list)
 
     def scheme_ids(self, entry: ModelEntry) -> list[str]:
         """The schemes (llama.cpp ftypes and recipes) or checkpoint formats it plans for a model."""

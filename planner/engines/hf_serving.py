@@ -21,7 +21,8 @@ from planner.core.devices.hardware import Hardware
 from planner.core.engine import CommandRequest, Launch, ModelInput, Script
 from planner.core.plan import ModelSummary, Plan, PlanRequest, SchemePlan
 from planner.core.serving.hf_checkpoint import Format, formats_for, repo_for, resolve_format
-from planner.core.serving.plan_formats import EngineOptions, FitFn, check_counts, options_from_request, plan_formats
+from planner.core.serving.plan_formats import (KV_CACHE_TYPES, EngineOptions, FitFn, check_counts,
+                                               options_from_request, plan_formats)
 from planner.errors import PlannerError
 from planner.model_files import resolve_model
 from planner.safe_text import has_controls, printable
@@ -177,6 +178,7 @@ class HFServingEngine:
 
     # what every Hugging Face serving engine reads (plan_formats.options_from_request, ctx_sequences, speed)
     HF_OPTIONS = frozenset({"cache_type_k", "parallel", "ubatch", "head_address", "checkpoint"})
+    cache_types = KV_CACHE_TYPES
 
     def __init__(self, name: str, label: str, fit: FitFn,
                  node_launches: Callable[[ModelEntry, Format, int, int, int, EngineOptions], list[NodeLaunch]],

@@ -28,6 +28,7 @@ KV_DTYPES = ("auto", "fp8")
 # --cache-type-k values of the plan options that mean the engine's 16-bit cache ("auto") or FP8
 _KV_AUTO = ("f16", "bf16", "auto")
 _KV_FP8 = ("fp8", "fp8_e4m3", "fp8_e5m2")
+KV_CACHE_TYPES = ("f16", "bf16", "fp8")          # the --cache-type-k values offered (the others are spellings)
 
 
 @lru_cache(maxsize=4)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from planner.core.catalog import ModelEntry
 from planner.core.devices.hardware import Hardware
 from planner.core.engine import CommandRequest, Launch, ModelInput, Script
+from planner.core.llamacpp.memory import CACHE_TYPES
 from planner.core.llamacpp.plan_schemes import plan_gguf
 from planner.core.llamacpp.schemes import ids_for
 from planner.core.plan import Plan, PlanRequest
@@ -17,6 +18,7 @@ class LlamaCppEngine:
     label = "llama.cpp"
     accepts_model_file = True
     quantizes = True
+    cache_types = tuple(CACHE_TYPES)
     own_options = frozenset({
         "model_file", "quant", "rpc", "kv_mode", "layout", "cache_type_k", "cache_type_v", "flash_attn", "parallel",
         "ubatch", "batch", "ngl", "n_cpu_moe", "tensor_split", "tensor_overrides", "main_gpu", "split_mode",

@@ -409,6 +409,7 @@ class ChoicesPanel(VerticalScroll):
         if engine_name == self._engine or not self.is_mounted:
             return
         self._engine = engine_name
+        self._offer_cache_types(engine_name)
         hidden = hidden_options(engine_name)
         shown_sections = {"Model"}
         for o in CONTROLS:
@@ -418,6 +419,28 @@ class ChoicesPanel(VerticalScroll):
                 shown_sections.add(o.control.section)
         for section in SECTIONS:
             self.query_one(f"#section-{section.lower()}").display = section in shown_sections
+
+    def _offer_cache_types(self, engine_name: str) -> None:
+        """The K type list is the engine's (Engine.cache_types: llama.cpp's types, or f16/bf16/fp8)."""
+        from planner.engines.registry import engine
+
+        try:
+            types = list(engine(engine_name).cache_types)
+        except PlannerError:
+            return
+        sel = self.query_one("#ch-cache_type_k", Select)
+        value = sel.value
+        opts = [(t, t) for t in types] + ([(str(value), value)] if value not in types else [])
+        if opts == list(sel._options):
+            return
+        self._quiet = True
+        try:
+            with sel.prevent(Select.Changed):
+                sel.set_options(opts)
+                sel.value = value
+        finally:
+            self._quiet = False
+        self._shown[sel.id] = value
 
     def shown_controls(self) -> list[str]:
         """The request fields whose controls are shown."""
