@@ -37,6 +37,7 @@ class PlanRequest:
     cache_type_v: str = "f16"
     flash_attn: str = "auto"             # on | off | auto
     parallel: int = 1
+    kv_unified: bool = False             # llama.cpp --kv-unified: the -np slots share one cache of ctx cells
     ubatch: int = 512
     batch: int = 2048
     ngl: int | None = None               # None: all layers on the GPUs

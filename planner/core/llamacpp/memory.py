@@ -71,6 +71,15 @@ class MemoryOptions:
     # n_layer - N (the last N repeating layers, the output layer only with N > n_layer; those logs print
     # "offloading N repeating layers to GPU" without "offloading output layer"). Same placement with N > n_layer.
     ngl_output_first: bool = True
+    # --kv-unified: one KV cache of ctx cells shared by the -np slots (llama_context: n_ctx_seq = n_ctx, one
+    # stream, and the worst-case graph is reserved for one sequence over every cell); without it each slot
+    # has its own stream of pad(ctx / np, 256) cells
+    kv_unified: bool = False
+
+    @property
+    def streams(self) -> int:
+        """The KV cache's streams: one when unified, else one per slot (-np)."""
+        return 1 if self.kv_unified else self.parallel
 
 
 def cache_type(name: str, which: str) -> T:
@@ -115,7 +124,7 @@ def deepseek4_kv_parts(hp: Hparams, opts: MemoryOptions) -> list[dict[str, int]]
     Every part lives on the device of its layer (model.dev_layer(il)).
     """
     tk = cache_type(opts.cache_type_k, "k")
-    _, c = padded_ctx(opts.ctx, opts.parallel)
+    _, c = padded_ctx(opts.ctx, opts.streams)
     n_seq = max(1, opts.parallel)
     ubatch = min(opts.ubatch, opts.batch)
     head = hp.n_embd_head
@@ -177,8 +186,8 @@ def deepseek4_compute_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, laye
     devices reserve more than that (recorded by tests/test_newgen_deepseek4.py, not modelled).
     """
     if layers_here == 0 and not has_output:
-        return 2 * hp.n_embd * min(padded_ctx(opts.ctx, opts.parallel)[0], opts.ubatch) * F32
-    n_ctx, n_seq = padded_ctx(opts.ctx, opts.parallel)
+        return 2 * hp.n_embd * min(padded_ctx(opts.ctx, opts.streams)[0], opts.ubatch) * F32
+    n_ctx, n_seq = padded_ctx(opts.ctx, opts.streams)
     t = min(n_ctx, opts.ubatch)
     n_out = min(t, opts.batch)
     e = hp.n_embd
@@ -230,7 +239,7 @@ def kv_bytes_per_layer(hp: Hparams, opts: MemoryOptions) -> tuple[int, int]:
         raise PlannerError(f"MLA models need one cache type for K and V (llama.cpp refuses -ctk {opts.cache_type_k} "
                            f"-ctv {opts.cache_type_v}): set both --cache-type-k and --cache-type-v")
     kd, vd = kv_dims(hp, opts.kv_mode)
-    n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
+    n_ctx, _ = padded_ctx(opts.ctx, opts.streams)
     try:
         k = row_bytes(tk, kd) * n_ctx
         v = row_bytes(tv, vd) * n_ctx if vd else 0
@@ -528,7 +537,7 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
     """
     if layers_here == 0 and not has_output and not has_input:
         return 0
-    n_ctx, n_seq = padded_ctx(opts.ctx, opts.parallel)
+    n_ctx, n_seq = padded_ctx(opts.ctx, opts.streams)
     t = min(n_ctx, opts.ubatch)
     n_kv = n_seq
     n_out = min(t, opts.batch)
@@ -560,7 +569,7 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
     if hp.arch == "deepseek32":
         attn = _dsa_attention_bytes(hp, opts.flash_attn, n_kv, t, mask,
                                     _attention_stage_floats(hp, opts.kv_mode, opts.flash_attn, t) + extra,
-                                    layers_here, max(1, opts.parallel))
+                                    layers_here, max(1, opts.streams))
     # the mask is a graph input: alive until the last layer's attention, so through every FFN but the last
     ffn = mask + t * (_ffn_stage_floats(hp) + extra) * F32
     if split and not pp:
@@ -592,7 +601,7 @@ def _inputs_bytes(hp: Hparams, opts: MemoryOptions, n_copies: int = 1) -> int:
     runs: T x (n_kv + n_embd) x 4 (+ 12 bytes per token) with one copy (R1-Distill-Qwen-32B 42.01 MiB,
     V3-0324 92.01 MiB, R1-Distill-Llama-8B 24.01 MiB), 4 x T x n_kv x 4 + T x n_embd x 4 with pipeline
     parallelism (R1-Distill-Llama-70B over 3 GPUs, 80.02 MiB)."""
-    n_ctx, n_seq = padded_ctx(opts.ctx, opts.parallel)
+    n_ctx, n_seq = padded_ctx(opts.ctx, opts.streams)
     t = min(n_ctx, opts.ubatch)
     n_out = min(t, opts.batch)
     mask = n_seq * t * (2 if opts.flash_attn and opts.mask_f16 else F32)
@@ -636,7 +645,7 @@ def gpu_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, lay
     """
     base = compute_buffer_bytes(hp, opts, n_vocab, layers_here, False, False, n_devices, pipeline=pipeline,
                                 first=first)
-    n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
+    n_ctx, _ = padded_ctx(opts.ctx, opts.streams)
     t = min(n_ctx, opts.ubatch)
     n_out = min(t, opts.batch)
     e = hp.n_embd
@@ -673,7 +682,7 @@ def host_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, ho
         # layers, legacy cache (24576 + 16384 elements), -ub 512, 4096 cells: 8 + 80 MiB + the ids, 88.01
         # MiB as logged (tests/fixtures/cuda_logs).
         kd, vd = kv_dims(hp, opts.kv_mode)
-        n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
+        n_ctx, _ = padded_ctx(opts.ctx, opts.streams)
         t = min(n_ctx, opts.ubatch)
         return max(inputs, inputs - t * hp.n_embd * F32 + t * (kd + vd) * F32)
     return max(inputs, compute_buffer_bytes(hp, opts, n_vocab, host_layers, has_output, True, n_devices,
@@ -870,7 +879,7 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
     # output buffer: logits (n_vocab floats) for n_seq_max outputs, kept in host memory
     host.overhead_bytes = hp.n_vocab * max(1, opts.parallel) * F32
 
-    n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
+    n_ctx, _ = padded_ctx(opts.ctx, opts.streams)
     notes = []
     if n_ctx != opts.ctx:
         notes.append(f"llama.cpp pads the context to {n_ctx} cells")
