@@ -286,9 +286,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("task", ("--task",), choices=Choices(task_ids),
            control=Control("task", "select", "Placement")),
     Option("prompt", ("--prompt",), type=int_at_least("--prompt", 1), metavar="N",
-           help="prompt tokens of the predicted prefill speed"),
+           help="prompt tokens of the predicted prefill speed and of each served request"),
     Option("depth", ("--depth",), type=int_at_least("--depth", 0), metavar="N",
            help="context depth (cached tokens) of the predicted decode speed"),
+    Option("concurrency", ("--concurrency",), type=int_at_least("--concurrency", 1), metavar="N",
+           help="requests in flight for the serving figures (TTFT, TPOT, throughput)"),
+    Option("gen_tokens", ("--gen",), type=int_at_least("--gen", 1), metavar="N",
+           help="tokens each served request generates (its prompt: --prompt)"),
+    Option("ttft_ms", ("--ttft-ms",), type=positive_float("--ttft-ms"), metavar="X",
+           help="time-to-first-token target in ms: find the deployments that meet it"),
+    Option("tpot_ms", ("--tpot-ms",), type=positive_float("--tpot-ms"), metavar="Y",
+           help="time-per-output-token target in ms: find the deployments that meet it"),
     Option("min_tps", ("--min-tps",), type=positive_float("--min-tps"), metavar="N",
            help="drop plans predicted to decode slower than N tokens/s"),
     Option("host_ram", ("--host-ram",), type=positive_float("--host-ram"), metavar="GIB",
@@ -319,13 +327,15 @@ CONTROLS: tuple[Option, ...] = tuple(o for o in OPTIONS if o.control is not None
 SECTIONS = ("Model", "Hardware", "Context", "Placement")
 
 
-def add_plan_options(p: argparse.ArgumentParser) -> None:
-    """The plan options on a parser (the main command, serve, ...)."""
+def add_plan_options(p: argparse.ArgumentParser, without: tuple[str, ...] = ()) -> None:
+    """The plan options on a parser (the main command, serve, ...); `without`: request fields a command
+    declares itself (serve and bench: --gen, the tokens their own timed runs generate)."""
     g = p.add_argument_group("plan options")
     e = p.add_argument_group("vLLM / SGLang options")
     im = g.add_mutually_exclusive_group()
     for o in OPTIONS:
-        o.add_to({"plan": g, "engine": e, "imatrix": im}[o.group])
+        if o.dest not in without:
+            o.add_to({"plan": g, "engine": e, "imatrix": im}[o.group])
 
 
 def request_from_namespace(a: argparse.Namespace, **extra):

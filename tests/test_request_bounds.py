@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from planner.core.plan import PlanRequest
-from planner.core.request_bounds import INT32_MAX, MAX_DEVICES, MAX_GPUS_PER_NODE, MAX_NODES, check_request_bounds
+from planner.core.request_bounds import INT32_MAX, MAX_CONCURRENCY, MAX_DEVICES, MAX_GPUS_PER_NODE, MAX_NODES, check_request_bounds
 from planner.errors import PlannerError
 from planner.make_plan import make_plan
 
@@ -36,6 +36,17 @@ def run(*args):
     (["--ctx", "2147483648"], "--ctx must be from 1 to 2147483647"),
     (["--ubatch", "4294967296"], "--ubatch must be from 1 to 2147483647"),
     (["--gpus", "0"], "--gpus 0 plans llama.cpp RPC devices and the host only"),
+    (["--concurrency", "0"], "--concurrency must be at least 1"),
+    (["--concurrency", "-3"], "--concurrency must be at least 1"),
+    (["--concurrency", "1048577"], "--concurrency must be from 1 to 1048576"),
+    (["--gen", "0"], "--gen must be at least 1"),
+    (["--gen", "-5"], "--gen must be at least 1"),
+    (["--gen", "4294967296"], "--gen must be from 1 to 2147483647"),
+    (["--prompt", "-1"], "--prompt must be at least 1"),
+    (["--prompt", "99999999999"], "--prompt must be from 1 to 2147483647"),
+    (["--ttft-ms", "0"], "--ttft-ms must be a number above 0"),
+    (["--tpot-ms", "nan"], "--tpot-ms must be a number above 0"),
+    (["--tpot-ms", "1e12"], "--tpot-ms must be a number of milliseconds above 0 and at most 86400000"),
 ])
 def test_out_of_bounds_requests_are_refused_in_one_line(args, subject):
     r = run(*args, "--scheme", "Q4_K_M")
@@ -46,6 +57,12 @@ def test_out_of_bounds_requests_are_refused_in_one_line(args, subject):
 
 
 def test_the_bounds_themselves_are_accepted():
+    check_request_bounds(PlanRequest(concurrency=MAX_CONCURRENCY, gen_tokens=INT32_MAX, prompt=INT32_MAX,
+                                     ttft_ms=86_400_000.0, tpot_ms=0.001))
+    for bad in (dict(concurrency=0), dict(concurrency=MAX_CONCURRENCY + 1), dict(gen_tokens=0),
+                dict(prompt=INT32_MAX + 1), dict(ttft_ms=-1.0), dict(tpot_ms=float("inf"))):
+        with pytest.raises(PlannerError):
+            check_request_bounds(PlanRequest(**bad))
     check_request_bounds(PlanRequest(gpus=MAX_GPUS_PER_NODE, nodes=MAX_DEVICES // MAX_GPUS_PER_NODE))
     check_request_bounds(PlanRequest(gpus=MAX_DEVICES // MAX_NODES, nodes=MAX_NODES, ctx=INT32_MAX))
     with pytest.raises(PlannerError):

@@ -27,6 +27,7 @@ from planner.tui.widgets.tensors import filter_tensors
                 parallel=4, ngl=40, n_cpu_moe=3, tensor_split=[3.0, 1.0], rpc=["127.0.0.1:50052=24G"], nodes=2,
                 imatrix=True, ubatch=256, batch=1024),
     PlanRequest(model_file="/models/R1 Q4 'x'.gguf", imatrix=False, engine="vllm"),
+    PlanRequest(engine="sglang", concurrency=64, prompt=1024, gen_tokens=1024, ttft_ms=2000.0, tpot_ms=50.0),
 ])
 def test_request_args_round_trip_through_the_cli_parser(req):
     back = request_from_args(main_parser().parse_args(request_args(req)))

@@ -190,7 +190,7 @@ def main(argv: list[str]) -> int:
     from planner.options import add_plan_options
 
     p = Parser(prog="dq-planner bench", description=__doc__.splitlines()[0])
-    add_plan_options(p)
+    add_plan_options(p, without=("gen_tokens",))   # its own --gen: the timed requests' tokens
     p.add_argument("--threads", type=int, default=2, help="llama-bench -t [2]")
     p.add_argument("--repetitions", type=int, default=3, help="llama-bench -r [3]")
     p.add_argument("--gen", type=int, default=128, help="decoded tokens per test [128]")

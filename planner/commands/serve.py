@@ -22,7 +22,7 @@ def parser():
 
     p = Parser(prog="dq-planner serve",
                 description="Start llama-server with the plan's placement and compare llama.cpp's memory with the plan.")
-    add_plan_options(p)
+    add_plan_options(p, without=("gen_tokens",))   # its own --gen: the timed requests' tokens
     p.add_argument("--host", default="127.0.0.1", help="address llama-server listens on (default 127.0.0.1)")
     p.add_argument("--port", type=int_at_least("--port", 1), default=8080, metavar="P", help="default 8080")
     p.add_argument("--print-command", action="store_true", help="print the llama-server command and exit")

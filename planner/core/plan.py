@@ -57,13 +57,18 @@ class PlanRequest:
     checkpoint: str | None = None        # a local checkpoint path instead of the published repository
     with_tensors: bool = False
     # speed (planner/core/llamacpp/speed.py): the workload and the host as a device
-    prompt: int = 512                    # prefill tokens
+    prompt: int = 512                    # prefill tokens (also the prompt tokens of each served request)
     depth: int = 0                       # cached tokens before the decoded one
     min_tps: float | None = None         # drop plans predicted to decode slower
     host_ram: float | None = None        # GiB of host RAM (None: detected when planning for this machine)
     host_bandwidth: float | None = None  # GB/s peak of the host's memory (None: probe or profile)
     host_probe: HostProbe | tuple[float, float] | None = None   # measured here (filled by planning),
                                                                 # or (GB/s, TFLOPS) as given
+    # serving (SchemePlan.serving): requests in flight, tokens each generates, service-level targets
+    concurrency: int = 1
+    gen_tokens: int = 256
+    ttft_ms: float | None = None         # time to first token target (None: no target)
+    tpot_ms: float | None = None         # time per output token target (None: no target)
 
 
 @dataclass(slots=True)
@@ -245,6 +250,74 @@ class Accuracy:
 
 
 @dataclass
+class ServingPoint:
+    """One operating point of a served deployment: `concurrency` requests in flight, each of the plan's
+    prompt and generated tokens (PlanRequest.prompt, gen_tokens)."""
+
+    concurrency: int
+    ttft_s: float                        # time to first token of a request (queueing and prefill)
+    tpot_s: float                        # time per output token after the first
+    output_tps: float                    # generated tokens/s of all requests together
+    requests_per_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"concurrency": self.concurrency, "ttft_s": _r(self.ttft_s), "tpot_s": _r(self.tpot_s),
+                "output_tps": _r(self.output_tps), "requests_per_s": _r(self.requests_per_s)}
+
+
+@dataclass
+class Saturation:
+    """The sustainable load for the plan's lengths: the concurrency beyond which the request rate no
+    longer grows (KV capacity or compute bound), with its request rate and output tokens/s."""
+
+    concurrency: int
+    requests_per_s: float
+    output_tps: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"concurrency": self.concurrency, "requests_per_s": _r(self.requests_per_s),
+                "output_tps": _r(self.output_tps)}
+
+
+@dataclass
+class Serving:
+    """How a scheme serves requests (JSON schemes[].serving): the figures at the requested concurrency,
+    the KV-bound maximum concurrency for these lengths, the saturation point, and the curve (concurrency
+    1, 2, 4, ... up to max_concurrency; in the JSON as "curve") that plots per-user tokens/s (1 / tpot_s)
+    against output tokens/s per GPU (output_tps / gpus)."""
+
+    concurrency: int
+    prompt_tokens: int
+    gen_tokens: int
+    ttft_s: float
+    tpot_s: float
+    output_tps: float
+    requests_per_s: float
+    max_concurrency: int                 # KV-bound, for these lengths
+    saturation: Saturation
+    curve: list[ServingPoint] = field(default_factory=list)
+    gpus: int = 1                        # GPUs the deployment uses (for figures per GPU)
+    bound: str | None = None             # what limits the step at the requested concurrency (a short label)
+
+    @property
+    def output_tps_per_gpu(self) -> float:
+        return self.output_tps / max(1, self.gpus)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"concurrency": self.concurrency, "prompt_tokens": self.prompt_tokens,
+                "gen_tokens": self.gen_tokens, "ttft_s": _r(self.ttft_s), "tpot_s": _r(self.tpot_s),
+                "output_tps": _r(self.output_tps), "requests_per_s": _r(self.requests_per_s),
+                "max_concurrency": self.max_concurrency, "saturation": self.saturation.to_dict(),
+                "gpus": self.gpus, "bound": self.bound,
+                "curve": [p.to_dict() for p in self.curve]}
+
+
+def _r(x: float) -> float:
+    """Serving figures in the JSON: 6 significant digits."""
+    return float(f"{x:.6g}")
+
+
+@dataclass
 class SchemePlan:
     id: str
     kind: str                            # "ftype" | "recipe" | "file" | engine format
@@ -262,6 +335,7 @@ class SchemePlan:
     tensor_groups: Any = None            # planner.core.llamacpp.speed: ((layer, routed expert, type), (bytes, elements, rows, row lengths))
     n_cpu_moe: int | None = None         # --n-cpu-moe auto: the layers this plan keeps in host RAM
     deployments: list[Deployment] = field(default_factory=list)   # GPU-only / hybrid (planner.core.llamacpp.deployments)
+    serving: Serving | None = None       # under concurrency (None: not predicted for this engine or plan)
 
     @property
     def bpw(self) -> float:
@@ -302,6 +376,7 @@ class SchemePlan:
         d["notes"] = self.notes
         if self.speed is not None:
             d["speed"] = self.speed.to_dict()
+        d["serving"] = self.serving.to_dict() if self.serving is not None else None
         if self.n_cpu_moe is not None:
             d["n_cpu_moe"] = self.n_cpu_moe
         if self.deployments:

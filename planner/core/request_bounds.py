@@ -14,6 +14,12 @@ Every count and size a request carries is bounded here, once, for every caller (
   common_params.n_ctx, an int32_t), so no context above 2^31 - 1 can be launched; it is refused here.
   A context above the model's trained context is planned with a note (build_plan adds it).
 - Batch sizes and slots: 32-bit counts in llama.cpp too (int32_t n_batch, n_ubatch, n_parallel).
+- Serving (--concurrency, --prompt, --gen, --ttft-ms, --tpot-ms): at most MAX_CONCURRENCY requests in
+  flight (2^20: vLLM's and SGLang's schedulers keep one entry per running request, and no published
+  deployment runs more than a few thousand at once), prompt and generated tokens within 32 bits, and
+  service-level targets of at most a day (MAX_TARGET_MS). A request longer than the context is no input
+  error (the defaults may make one with a small --ctx): its serving figures are left out with a note
+  (vLLM refuses such a request, max_model_len; SGLang too, context_length).
 - --tensor-split: llama.cpp reads the proportions as float (32-bit) and divides by their sum, so every
   value must be finite and >= 0 and their float32 sum > 0 (a denormal such as 1e-320 is 0 in float32).
 """
@@ -31,6 +37,8 @@ MAX_NODES = 64
 MAX_DEVICES = 384
 MAX_RPC_DEVICES = 64           # each one a server process and a network hop: far beyond any real setup
 INT32_MAX = 2**31 - 1
+MAX_CONCURRENCY = 1 << 20
+MAX_TARGET_MS = 86_400_000.0   # a day
 
 
 def _f32(x: float) -> float:
@@ -84,3 +92,17 @@ def check_request_bounds(req: PlanRequest) -> None:
         raise PlannerError(f"--depth {req.depth} is beyond the context (--ctx {req.ctx}): a sequence holds at most "
                            "--ctx tokens")
     check_tensor_split(req.tensor_split)
+    check_serving_bounds(req)
+
+
+def check_serving_bounds(req: PlanRequest) -> None:
+    """Concurrency, request lengths and service-level targets (see the module docstring)."""
+    if not 1 <= req.concurrency <= MAX_CONCURRENCY:
+        raise PlannerError(f"--concurrency must be from 1 to {MAX_CONCURRENCY} requests in flight, got {req.concurrency}")
+    for name, v in (("--prompt", req.prompt), ("--gen", req.gen_tokens)):
+        if not 1 <= v <= INT32_MAX:
+            raise PlannerError(f"{name} must be from 1 to {INT32_MAX} tokens, got {v}")
+    for name, v in (("--ttft-ms", req.ttft_ms), ("--tpot-ms", req.tpot_ms)):
+        if v is not None and not (math.isfinite(v) and 0 < v <= MAX_TARGET_MS):
+            raise PlannerError(f"{name} must be a number of milliseconds above 0 and at most {MAX_TARGET_MS:.0f} "
+                               f"(a day), got {v}")
