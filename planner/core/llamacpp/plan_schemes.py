@@ -11,6 +11,7 @@ from planner.core.llamacpp.fit import fewest_cpu_moe, fewest_devices, max_contex
 from planner.core.llamacpp.memory import LayerWeights, MemoryOptions, plan_memory
 from planner.core.llamacpp.schemes import Scheme, ids_for, resolve_scheme
 from planner.core.llamacpp.sizing import ResolvedModel, resolve_catalog_model, size_file, size_scheme
+from planner.core.llamacpp.serving import scheme_serving
 from planner.core.llamacpp.speed import predict_llamacpp
 from planner.core.llamacpp.type_rules import QuantizeRefused, check_imatrix_use
 from planner.core.plan import ModelSummary, Plan, PlanRequest
@@ -172,6 +173,8 @@ def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware, shared: d
                                                       full=None if oh.tensor_split else sp.memory)
             if req.max_context:
                 sp.memory.max_context = max_context(model.hparams, sp.tensors, hw.slots, oh, lw)
+    for sp in plans:                        # the deployment each row describes, under the request's load
+        sp.serving = scheme_serving(sp, req)
     if key is not None:
         shared[key] = [replace(sp, notes=list(sp.notes)) for sp in plans]
     return Plan(model=summary, engine=req.engine, hardware=hw.summary, context=req.ctx, kv_mode=kv_mode,
