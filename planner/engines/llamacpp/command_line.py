@@ -223,11 +223,12 @@ def parse_command(text: str, base: PlanRequest | None = None) -> CommandRequest:
         raise PlannerError(f"--from-command: {flag} is not a llama.cpp flag the planner knows; "
                            "remove it if it does not change memory")
     if name == "llama-server" and "parallel" not in kw:
-        # common/arg.cpp: llama-server's slots default to auto, which turns the unified KV cache on: one
-        # cache of -c cells, the same KV and compute buffers as one sequence over -c cells
-        notes.append("llama-server without -np picks its slot count and one unified KV cache of -c cells; "
-                     "planned as one sequence over -c cells (the other slots' logits, n_vocab x 4 bytes "
-                     "each, are not counted)")
+        # common/arg.cpp: llama-server's slots default to auto (-1); tools/server/server.cpp makes auto 4
+        # slots over one unified KV cache of -c cells (unless the command turns it off)
+        kw["parallel"] = 4
+        kw.setdefault("kv_unified", True)
+        notes.append("llama-server without -np runs 4 slots" + (" over one unified KV cache of -c cells; planned so"
+                                                                 if kw["kv_unified"] else "; planned so"))
     if "model_file" not in kw:
         raise PlannerError("--from-command: the command has no -m MODEL.gguf")
     if overrides:
