@@ -10,7 +10,8 @@ Two generated models of bench/bench_speed.py (a dense qwen2 of 0.47B parameters 
    token at the same position, so a MoE's batch routes alike: predicted with the experts of one token
    (expert_batch 1); the independent routing's figure is shown beside it.
 2. llama-server with -np N slots and N clients in a closed loop (each sends its next request when the
-   last one ends; distinct prompts, so a MoE's tokens route independently): TPOT (llama-server's own
+   last one ends, the clients' starts spread over one request's time; distinct prompts, so a MoE's
+   tokens route independently): TPOT (llama-server's own
    predicted_ms over its generated tokens), TTFT (the request's time less the generation) and the output
    tokens/s of all clients (N / the mean request time: Little's law), against serving.serving_point.
 
@@ -56,7 +57,7 @@ from planner.make_plan import make_plan  # noqa: E402
 WORK = Path(os.environ.get("DQ_BENCH_DIR", "/tmp/dq-bench-serving"))
 SEQUENCES = (1, 2, 4, 8)
 PP, TG = 128, 64                    # llama-batched-bench: prompt and generated tokens per sequence
-PROMPT, GEN, PER_CLIENT = 128, 64, 3  # llama-server: per request; requests per client
+PROMPT, GEN, PER_CLIENT = 128, 64, 4  # llama-server: per request; requests per client
 SCHEME = "Q4_K_M"
 PORT = 18650
 CAPTURE = ROOT / "tests" / "fixtures" / "serving_llamacpp"
@@ -85,9 +86,11 @@ def run_batched(lc, path: str, threads: int, jsonl: bool = False) -> str:
     return r.stdout + r.stderr
 
 
-def run_server(lc, path: str, n: int, threads: int, seed: int) -> list[dict]:
+def run_server(lc, path: str, n: int, threads: int, seed: int, offset_s: float) -> list[dict]:
     """N clients in a closed loop on a llama-server of N slots: each request's client-side time and the
-    server's timings."""
+    server's timings. Client i starts i x offset_s late: clients that start together with requests of
+    equal lengths would stay in step (every prompt arriving in one burst, then decoding alone); spread
+    over one request's time they arrive as a steady stream, as independent users do."""
     opts = ServerOptions(model_file=path, ctx=cells(n, PROMPT + GEN), n_gpu_layers=0, parallel=n, threads=threads,
                          port=PORT, verbosity=None, extra=["--no-webui"])
     child = start_server(server_argv(lc.binary("llama-server"), opts), "127.0.0.1", PORT, timeout=300)
@@ -99,6 +102,7 @@ def run_server(lc, path: str, n: int, threads: int, seed: int) -> list[dict]:
 
         def client(i: int) -> None:
             r = random.Random(seed * 1000 + i)
+            time.sleep(i * offset_s)
             for k in range(PER_CLIENT):
                 toks = [r.randrange(100, 31000) for _ in range(PROMPT)]
                 t0 = time.perf_counter()
@@ -120,7 +124,7 @@ def run_server(lc, path: str, n: int, threads: int, seed: int) -> list[dict]:
 
 
 def server_figures(reqs: list[dict], n: int) -> dict:
-    """The steady state: every client's requests after its first (the first ones arrive together)."""
+    """The steady state: every client's requests after its first (the first ones meet fewer others)."""
     steady = [r for r in reqs if r["k"] > 0] or reqs
     lat = statistics.mean(r["seconds"] for r in steady)
     return {"tpot_s": statistics.median(r["predicted_ms"] / 1000 / (r["predicted_n"] - 1) for r in steady),
@@ -175,7 +179,11 @@ def main() -> int:
                 if not a.skip_server:
                     for n in SEQUENCES:
                         wait_quiet()
-                        r["server"][str(n)] = run_server(lc, str(f), n, a.threads, seed=rnd * 10 + n)
+                        pt = serving_point(layout(str(f), probe, n, cells(n, PROMPT + GEN), PROMPT, GEN), n, n,
+                                           PROMPT, GEN)
+                        # one request's predicted time in the server, over the clients (a schedule, not a figure)
+                        offset = n / pt.requests_per_s / n
+                        r["server"][str(n)] = run_server(lc, str(f), n, a.threads, rnd * 10 + n, offset)
                 run["rounds"].append(r)
                 print(name, "round", rnd, [(c.pl, round(c.speed_tg, 1)) for c in bb.cases], flush=True)
             runs.append(run)
