@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench_speed import dense_model, moe_model, probe_from_json, probe_to_json, quantized, wait_quiet  # noqa: E402
+from bench_speed import WORK, dense_model, moe_model, probe_from_json, probe_to_json, quantized, wait_quiet  # noqa: E402
 from planner.commands.bench import measure_host, probe_scope  # noqa: E402
 from planner.core.devices.host_kernels import HostProbe  # noqa: E402
 from planner.core.llamacpp.serving import serving_point, step_seconds  # noqa: E402
@@ -54,7 +54,6 @@ from planner.engines.llamacpp.server import parse_timings, start_server, timed_c
 from planner.gguf.writer import write_gguf  # noqa: E402
 from planner.make_plan import make_plan  # noqa: E402
 
-WORK = Path(os.environ.get("DQ_BENCH_DIR", "/tmp/dq-bench-serving"))
 SEQUENCES = (1, 2, 4, 8)
 PP, TG = 128, 64                    # llama-batched-bench: prompt and generated tokens per sequence
 PROMPT, GEN, PER_CLIENT = 128, 64, 4  # llama-server: per request; requests per client

@@ -90,6 +90,21 @@ def test_batch_one_step_is_the_single_stream_decode():
             pytest.approx(req.prompt / sp.speed.prefill_tps, rel=1e-12)
 
 
+def test_prompts_of_several_sequences_attend_to_their_own_tokens():
+    # one ubatch per prompt (-ub = the prompt): B prompts cost B single prefills, to the rounding
+    _, sp = _plan(model="deepseek-r1-distill-qwen-7b", schemes=["Q4_K_M"], ubatch=256, prompt=256)
+    lay = sp.speed.layout
+    one = prefill_seconds(lay, 256)
+    assert prefill_seconds(lay, 256, 0, sequences=4) == pytest.approx(4 * one, rel=1e-12)
+    # ubatches of 512 hold two prompts each: the weights are read half as often, and the attention is
+    # each token's own sequence (not the 512 tokens before it in the batch)
+    _, big = _plan(model="deepseek-r1-distill-qwen-7b", schemes=["Q4_K_M"], ubatch=512, prompt=256)
+    lay = big.speed.layout
+    assert prefill_seconds(lay, 256, 0, sequences=4) < prefill_seconds(lay, 512, 0, sequences=2)
+    with pytest.raises(PlannerError):
+        prefill_seconds(lay, 256, 0, sequences=0)
+
+
 def test_a_batch_reads_the_weights_once_and_computes_every_token():
     dense = dict(model="deepseek-r1-distill-qwen-7b", schemes=["Q8_0"])
     # 100 GB/s, FLOPS of a GPU: memory-bound at every batch, the step is flat (depth 0: no cache to read)
