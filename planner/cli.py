@@ -49,7 +49,8 @@ def main_parser() -> argparse.ArgumentParser:
     p.add_argument("--workload", default="throughput", choices=["throughput", "latency"],
                    help="what --compare optimises for")
     p.add_argument("--from-command", metavar="'llama-server -m F.gguf ...'",
-                   help="plan the run of a pasted llama.cpp command line (its -m, -c, -ngl, -ts, -ot, -fa, ...)")
+                   help="plan the run of pasted launch commands: llama.cpp (-m, -c, -ngl, -ts, -ot, --rpc, ...), "
+                        "vllm serve or python -m sglang.launch_server; several nodes' commands one per line")
     add_plan_options(p)
     return p
 
@@ -81,7 +82,7 @@ def run_headless(a: argparse.Namespace) -> int:
 
     req = request_from_args(a)
     if getattr(a, "from_command", None):
-        from planner.engines.llamacpp.command_line import parse_command
+        from planner.engines.registry import parse_command
 
         parsed = parse_command(a.from_command, base=req)
         req = parsed.request

@@ -111,6 +111,8 @@ def make_plan(req: PlanRequest, *, detection=None) -> Plan:
     i = resolve_inputs(req, detection=detection)
     plan = build_plan(with_host(req, i.local), i.engine, i.model, i.local)
     _say_detection_off(req, detection, plan)
+    if req.ttft_ms is not None or req.tpot_ms is not None:
+        plan.sla = sla_search(req, plan, i)
     if i.model.entry is not None and not i.engine.accepts_model_file:
         from planner.remote import is_remote
 
@@ -167,3 +169,60 @@ def candidates_from_specs(req: PlanRequest, specs: list[str]) -> list[Candidate]
                                  device=device, device_file=None, model_file=None))
         out.append(candidate(plan, resolve_device(device), req.n_cpu_moe))
     return out
+
+
+def _gpu_counts(n: int) -> list[int]:
+    """The GPU counts per node the search plans: powers of two up to the node's, and the node's own."""
+    out, g = [], 1
+    while g < n:
+        out.append(g)
+        g *= 2
+    return out + [n]
+
+
+def sla_search(req: PlanRequest, plan: Plan, inputs: PlanInputs):
+    """--ttft-ms / --tpot-ms: every deployment the planner can make on the request's hardware (each engine
+    with serving figures, each format or scheme, 1, 2, 4 ... GPUs per node up to the planned ones, 1 up to
+    --nodes nodes, SGLang's DP attention on and off), each at the largest concurrency meeting the targets,
+    ranked by planner.core.accuracy.recommend.rank_sla (accuracy tie groups, then output tokens/s per GPU);
+    when none meets them, the nearest one."""
+    from planner.core.accuracy.recommend import measured_score, nearest_sla, rank_sla
+    from planner.core.plan import SlaDeployment, SlaSearch
+    from planner.engine_ids import engine_names
+
+    gpus = plan.hardware.gpus if plan.hardware is not None else 1
+    found: dict[tuple, tuple[SlaDeployment, str | None]] = {}
+    for name in engine_names():
+        eng = engine(name)
+        # engines with a memory fit of their own (vLLM, SGLang) plan every layout; the others the request's
+        variants = [(g, n, dp) for n in range(1, req.nodes + 1) for g in _gpu_counts(max(1, gpus))
+                    for dp in (False, True)] if hasattr(eng, "fit") else [(req.gpus, req.nodes, req.dp_attention)]
+        for g, n, dp in variants:
+            r = replace(req, engine=name, gpus=g, nodes=n, dp_attention=dp, ttft_ms=req.ttft_ms, tpot_ms=req.tpot_ms,
+                        schemes=req.schemes if name == req.engine else None)
+            if name == req.engine and (g, n, dp) == (req.gpus, req.nodes, req.dp_attention):
+                p = plan
+            else:
+                try:
+                    p = build_plan(with_host(r, inputs.local), eng, inputs.model, inputs.local)
+                except PlannerError:
+                    continue
+            for sp in p.schemes:
+                sv = sp.serving
+                if sv is None or not sp.fits:
+                    continue
+                layout = next((x for x in sp.notes if x.startswith("TP ")), "").split(" over ")[0]
+                key = (name, sp.id, layout, n, sv.gpus)
+                if key in found:
+                    continue
+                score, share, suite = measured_score(p.model.id, sp, req.task)
+                single = sv.curve[0] if sv.curve else None
+                found[key] = (SlaDeployment(engine=name, scheme=sp.id, gpus=g or 0, nodes=n, layout=layout or "-",
+                                            gpus_used=sv.gpus, dp_attention="DP attention" in layout,
+                                            point=sv.sla, single=single, max_concurrency=sv.max_concurrency,
+                                            score=score, share_pct=share), suite)
+    deps = [d for d, _ in found.values()]
+    ranked, basis = rank_sla(deps, [s for _, s in found.values()])
+    nearest = None if ranked else nearest_sla(deps, req.ttft_ms, req.tpot_ms)
+    return SlaSearch(ttft_ms=req.ttft_ms, tpot_ms=req.tpot_ms, ranked=ranked, nearest=nearest,
+                     considered=len(deps), basis=basis)

@@ -311,6 +311,8 @@ OPTIONS: tuple[Option, ...] = (
            help="SGLang's static memory share"),
     Option("dp_attention", ("--dp-attention",), action="store_true", group="engine",
            help="SGLang data-parallel attention"),
+    Option("ep_moe", ("--ep-moe",), action="store_true", group="engine",
+           help="SGLang expert parallelism (--enable-ep-moe, EP size = TP size)"),
     Option("head_address", ("--head-address",), metavar="IP", group="engine",
            help="the first node's address in multi-node commands"),
     Option("checkpoint", ("--checkpoint",), metavar="PATH", group="engine",

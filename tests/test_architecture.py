@@ -237,7 +237,7 @@ def test_every_registered_engine_implements_the_interface():
     entry = resolve_model("deepseek-r1")
     for name in engine_names():
         e = engine(name)
-        for method in ("scheme_ids", "plan", "launch"):     # as declared, parameter for parameter
+        for method in ("scheme_ids", "plan", "launch", "parse_command"):     # as declared, parameter for parameter
             assert params(getattr(e, method)) == params(getattr(Engine, method)), (name, method)
         assert e.name == name and e.label
         ids = e.scheme_ids(entry)

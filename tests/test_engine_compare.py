@@ -45,7 +45,7 @@ def test_throughput_prefers_concurrency_latency_the_faster_decode(cands):
     # even for latency; with their scores in one tie group the faster predicted decode (llama.cpp on one
     # node) leads, as in the recommendation's ranking of deployments (one rule: deployment_order)
     assert not tied(vllm_2x8.accuracy, llama.accuracy)
-    assert llama.scheme.speed.decode_tps > 1.5 * vllm_2x8.scheme.speed.decode_tps
+    assert llama.scheme.speed.decode_tps > vllm_2x8.scheme.speed.decode_tps
     lat = compare_deployments([vllm_2x8, vllm_1x8, llama], "latency")
     assert [r.candidate for r in lat] == [vllm_2x8, llama, vllm_1x8]
     saved = vllm_2x8.scheme.accuracy

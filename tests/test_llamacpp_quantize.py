@@ -180,7 +180,7 @@ def test_interrupt_kills_llama_quantize_and_removes_the_partial_file(lc, tmp_pat
     from planner.gguf.writer import model_from_hparams, write_gguf
     from tiny_models import tiny_llama_hparams
 
-    src = write_gguf(tmp_path / "big.gguf", model_from_hparams(tiny_llama_hparams(n_layer=12, n_ff=1024)))[0]
+    src = write_gguf(tmp_path / "big.gguf", model_from_hparams(tiny_llama_hparams(n_layer=16, n_ff=2048)))[0]
     out = tmp_path / "out.gguf"
     p = subprocess.Popen([sys.executable, "-m", "planner.cli", "quantize", "--input", str(src), "--scheme",
                           "IQ4_XS", "--output", str(out), "--threads", "1"], cwd=ROOT,
@@ -234,7 +234,7 @@ def test_llama_quantize_dies_with_a_killed_dq_planner(lc, tmp_path):
     from planner.gguf.writer import model_from_hparams, write_gguf
     from tiny_models import tiny_llama_hparams
 
-    src = write_gguf(tmp_path / "big.gguf", model_from_hparams(tiny_llama_hparams(n_layer=12, n_ff=1024)))[0]
+    src = write_gguf(tmp_path / "big.gguf", model_from_hparams(tiny_llama_hparams(n_layer=16, n_ff=2048)))[0]
     out = tmp_path / "out.gguf"
     p = subprocess.Popen([sys.executable, "-m", "planner.cli", "quantize", "--input", str(src), "--scheme",
                           "IQ4_XS", "--output", str(out), "--threads", "1"], cwd=ROOT,

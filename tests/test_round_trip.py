@@ -18,7 +18,7 @@ from planner.core.llamacpp.schemes import resolve_scheme
 from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
 from planner.core.plan import PlanRequest
 from planner.engines.llamacpp.command_line import parse_command
-from planner.engines.registry import engine
+from planner.engines.registry import engine, parse_command as parse_launch
 from planner.gguf.writer import write_sparse_gguf
 from planner.make_plan import make_plan
 
@@ -65,6 +65,39 @@ MATRIX = [
                                                    concurrency=6, gen_tokens=512)),
     ("4 slots, 2xH200 R1", PlanRequest(model=R1, schemes=["UD-Q2_K_XL"], device="h200", gpus=2, host_ram=512,
                                        ctx=16384, parallel=4, concurrency=8)),
+    ("3 nodes x 4xA100, Q4_K_M", PlanRequest(model=R1, schemes=["Q4_K_M"], device="a100", gpus=4, nodes=3)),
+    ("2 nodes x 8xH100 with an RPC device", PlanRequest(model=R1, schemes=["Q8_0"], device="h100", gpus=8, nodes=2,
+                                                        rpc=["10.0.0.9:50052=48G"])),
+]
+
+# vLLM and SGLang plans, read back by their own command parsers: one node, TP x PP over nodes, DP attention,
+# FP8 KV caches, memory shares and sequence limits
+SERVING = [
+    ("vLLM FP8 8xH200", PlanRequest(model=R1, engine="vllm", schemes=["FP8"], device="h200", gpus=8)),
+    ("vLLM FP8 TP8 x PP2 over 2 nodes", PlanRequest(model=R1, engine="vllm", schemes=["FP8"], device="h100", gpus=8,
+                                                    nodes=2, head_address="10.0.0.1")),
+    ("vLLM W4A16 TP4 x PP2, fp8 cache", PlanRequest(model=R1, engine="vllm", schemes=["W4A16"], device="h100", gpus=4,
+                                                    nodes=2, cache_type_k="fp8", cache_type_v="fp8", ctx=16384)),
+    ("vLLM AWQ 8xA100, 0.95, 64 seqs", PlanRequest(model=R1, engine="vllm", schemes=["AWQ"], device="a100", gpus=8,
+                                                   gpu_memory_utilization=0.95, max_num_seqs=64)),
+    ("vLLM W8A8 70B TP2", PlanRequest(model="deepseek-r1-distill-llama-70b", engine="vllm", schemes=["W8A8"],
+                                      device="h100", gpus=2, ctx=65536)),
+    ("vLLM BF16 32B 1xH100", PlanRequest(model="deepseek-r1-distill-qwen-32b", engine="vllm", schemes=["BF16"],
+                                         device="h100", gpus=1, ctx=8192)),
+    ("SGLang FP8 8xH200", PlanRequest(model=R1, engine="sglang", schemes=["FP8"], device="h200", gpus=8)),
+    ("SGLang FP8 2x8xH100 DP attention", PlanRequest(model=R1, engine="sglang", schemes=["FP8"], device="h100",
+                                                     gpus=8, nodes=2, dp_attention=True, head_address="10.0.0.1")),
+    ("SGLang FP8 TP16 over 2 nodes", PlanRequest(model=R1, engine="sglang", schemes=["FP8"], device="h100", gpus=8,
+                                                 nodes=2)),
+    ("SGLang FP8 8xH200 DP attention, 0.85, fp8 cache", PlanRequest(
+        model=R1, engine="sglang", schemes=["FP8"], device="h200", gpus=8, dp_attention=True,
+        mem_fraction_static=0.85, cache_type_k="fp8", cache_type_v="fp8", ctx=65536)),
+    ("SGLang FP8 EP16 over 2 nodes", PlanRequest(model=R1, engine="sglang", schemes=["FP8"], device="h100", gpus=8,
+                                                 nodes=2, ep_moe=True)),
+    ("SGLang W4A16 EP8 with DP attention", PlanRequest(model=R1, engine="sglang", schemes=["W4A16"], device="h200",
+                                                       gpus=8, ep_moe=True, dp_attention=True)),
+    ("SGLang W4A16 32B 2xL40S, 32 requests", PlanRequest(model="deepseek-r1-distill-qwen-32b", engine="sglang",
+                                                         schemes=["W4A16"], device="l40s", gpus=2, max_num_seqs=32)),
 ]
 
 
@@ -95,8 +128,9 @@ def server_line(plan, req) -> list[str]:
 def figures(sp) -> dict:
     """What a plan says of one scheme (or one Deployment): the devices' and the host's memory, fit and speed."""
     m = sp.memory
+    host = (m.host.weights_bytes, m.host.kv_bytes, m.host.compute_bytes) if m.host is not None else (0, 0, 0)
     out = {"devices": [(d.device, d.layers, d.weights_bytes, d.kv_bytes, d.compute_bytes) for d in m.per_device],
-           "host": (m.host.weights_bytes, m.host.kv_bytes, m.host.compute_bytes), "fits": m.fits,
+           "host": host, "fits": m.fits,
            "speed": (sp.speed.decode_tps, sp.speed.prefill_tps) if sp.speed is not None else None}
     if hasattr(sp, "serving"):          # a scheme's row (a Deployment has no serving figures of its own)
         s = sp.serving
@@ -141,22 +175,35 @@ def differences(a: dict, b: dict) -> list[str]:
     return out
 
 
-def round_trip(req: PlanRequest, headers) -> tuple[list[str], list[str]]:
-    """(the launch command, the differences between the plan and the plan of that command)."""
+def launch_text(plan, req, headers) -> str:
+    """Every node's launch commands as the plan prints them, the GGUF named by its header file."""
+    sp, _ = recommended(plan)
+    lines = engine(plan.engine).launch(plan, req, sp.id).lines
+    out = []
+    for line in lines:
+        if line.startswith("llama-server "):
+            argv = shlex.split(line)
+            argv[argv.index("-m") + 1] = headers(req.model, sp.id)
+            line = shlex.join(argv)
+        out.append(line)
+    return "\n".join(out)
+
+
+def round_trip(req: PlanRequest, headers) -> tuple[str, list[str]]:
+    """(the launch commands, the differences between the plan and the plan of those commands)."""
     plan = make_plan(req)
     sp, deployment = recommended(plan)
-    argv = server_line(plan, req)
-    argv[argv.index("-m") + 1] = headers(req.model, sp.id)
+    text = launch_text(plan, req, headers)
     base = PlanRequest(**{k: getattr(req, k) for k in HARDWARE}, rpc=list(req.rpc))
-    back = make_plan(parse_command(shlex.join(argv), base=base).request)
-    return argv, differences(figures(deployment), figures(back.schemes[0])) + differences(
+    back = make_plan(parse_launch(text, base).request)
+    return text, differences(figures(deployment), figures(back.schemes[0])) + differences(
         figures(sp), figures(deployment))
 
 
-@pytest.mark.parametrize("name,req", MATRIX, ids=[m[0] for m in MATRIX])
+@pytest.mark.parametrize("name,req", MATRIX + SERVING, ids=[m[0] for m in MATRIX + SERVING])
 def test_launch_command_round_trips_to_the_same_plan(name, req, headers):
-    argv, diff = round_trip(req, headers)
-    assert diff == [], f"{name}: {shlex.join(argv)}"
+    text, diff = round_trip(req, headers)
+    assert diff == [], f"{name}: {text}"
 
 
 def test_the_recommended_hybrid_launch_carries_its_expert_layers(headers):

@@ -14,13 +14,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "fixtures" / "serving" / "published.toml"
-KINDS = {"serving", "card_single_stream", "card_max_throughput"}
+KINDS = {"serving", "phase_throughput", "card_single_stream", "card_max_throughput"}
 ENGINES = {"vllm", "sglang", "llama.cpp"}
 # figures that are quoted, so each must appear in the verbatim text
 QUOTED = (
     "ttft_ms_mean", "ttft_ms_median", "tpot_ms_mean", "tpot_ms_median", "itl_ms_mean", "itl_ms_median",
-    "ttft_ms", "tpot_ms", "e2e_latency_s", "e2e_latency_ms", "output_tps", "total_tps", "output_tps_per_gpu",
-    "total_tps_per_gpu", "requests_per_s", "max_qps", "qpd",
+    "ttft_ms", "tpot_ms", "e2e_latency_s", "e2e_latency_ms", "e2e_latency_ms_mean", "e2e_latency_ms_median", "output_tps", "total_tps", "output_tps_per_gpu",
+    "total_tps_per_gpu", "requests_per_s", "max_qps", "qpd", "ttft_s_mean", "e2e_latency_s_mean", "throughput_tps", "input_tps_per_node", "output_tps_per_node",
 )
 NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 
@@ -46,7 +46,8 @@ def test_ids_unique_and_rows_sourced(data):
         assert r["source"].startswith("https://"), r["id"]
         assert r.get("source_where"), r["id"]
         assert r["verbatim"].strip(), r["id"]
-        assert re.fullmatch(r"\d{4}-\d{2}(-\d{2})?", r["published"]), r["id"]
+        # the source's date where it is known (YYYY-MM-DD, or YYYY-MM where only the month is)
+        assert re.fullmatch(r"\d{4}-\d{2}(-\d{2})?", r.get("published", "0000-00")), r["id"]
 
 
 def test_ids_name_catalog_entries(data):
@@ -76,6 +77,11 @@ def test_runs_are_complete(data):
             assert "max_qps" in r, r["id"]
         if r["kind"] == "serving":
             assert "concurrency" in r or "request_rate" in r, r["id"]
+        assert r.get("twin", "exact") in ("exact", "near"), r["id"]
+        if r.get("twin"):
+            assert "twin" in r["note"], f"{r['id']}: a twin row says so in its note"
+        if r["kind"] == "phase_throughput":
+            assert r["phase"] in ("prefill", "decode"), r["id"]
 
 
 def test_every_figure_is_in_its_quotation(data):

@@ -257,11 +257,13 @@ def test_attention_probe_measures_ggml_flash_attention():
     require_llama_cpp("llama-bench")
     res = probe_graph(locate().folders, 1)
     assert set(res["attention"]) == set(ATTENTION_SHAPES) == {"mla", "gqa"}
-    # one thread of any x86/ARM core: per query head and cached token, well under a microsecond, of which
-    # each K+V dim of a 1088-dim MLA head costs at least a femtosecond
+    # one thread of any x86/ARM core: per query head and cached token well under ten microseconds, of which
+    # each K+V dim of a 1088-dim MLA head costs at least a femtosecond. A quiet 2-core machine measures
+    # about 3 ns + 22 ps per dim (bench/out/speed.md); one shared with other work 0.8-1.07 ns per dim (load
+    # 8-12): the bounds leave 10x above that and still catch a unit error (x1000)
     for c, a in res["attention"].items():
-        assert 0 <= a["head_token_seconds"] < 1e-6 and 1e-15 < a["dim_seconds"] < 1e-9, (c, a)
-        assert a["head_token_seconds"] + 1088 * a["dim_seconds"] < 1e-6
+        assert 0 <= a["head_token_seconds"] < 1e-5 and 1e-15 < a["dim_seconds"] < 1e-8, (c, a)
+        assert a["head_token_seconds"] + 1088 * a["dim_seconds"] < 1e-5
 
 
 def test_kernel_probe_measures_the_ggml_library():

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from planner.errors import PlannerError
+from planner.engines.llamacpp.process import run_captured
 
 if TYPE_CHECKING:
     from planner.core.devices.host_kernels import HostProbe
@@ -92,7 +93,7 @@ def measure_host(threads: int, lib_dirs: list | None = None, llama_bench=None, s
     code = ("from planner.hardware.host import probe_host_speed as p; import json; "
             f"h = p({threads}, refresh=True); print(json.dumps([h.bandwidth_gbs, h.tflops]))")
     try:
-        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        r = run_captured([sys.executable, "-c", code], env=env, timeout=300)
         bw, tf = (float(x) for x in json.loads(r.stdout.strip().splitlines()[-1])[:2])
     except (subprocess.TimeoutExpired, OSError, ValueError, IndexError, TypeError):
         notes.append("the host's bandwidth probe did not finish: speed predicted from the host profile's figures")
@@ -129,7 +130,7 @@ def llama_bench(binary, model_file: str, *, prompt: int, gen: int, depth: int, t
     depths = "0" if depth == 0 else f"0,{depth}"
     argv = [str(binary), "-m", model_file, "-p", str(prompt), "-n", str(gen), "-d", depths, "-t", str(threads),
             "-r", str(reps), "-o", "json"] + (extra or [])
-    r = subprocess.run(argv, capture_output=True, text=True)
+    r = run_captured(argv)
     if r.returncode != 0:
         tail = r.stderr.strip().splitlines()[-3:]
         raise PlannerError(f"llama-bench failed ({r.returncode}): {' | '.join(tail)}")

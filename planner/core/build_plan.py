@@ -48,7 +48,7 @@ def build_plan(req: PlanRequest, engine: Engine, model: ModelInput, local: Local
             plan.notes.append(f"--min-tps {req.min_tps:g}: dropped deployments " + ", ".join(slow_d))
     proxies = []
     for sp in plan.schemes:
-        view = scheme_scores(plan.model.id, sp.id, req.task)      # scored once; the ranking reads it too
+        view = scheme_scores(*sp.accuracy_key(plan.model.id), req.task)   # scored once; the ranking reads it too
         sp.accuracy = replace(view.accuracy) if view.accuracy is not None else None   # the plan's own copy
         # an unmeasured model's scheme may show a measured model's figure, labelled, never ranked
         px = view.proxy

@@ -42,6 +42,14 @@ class ModelInput:
     file_model: ResolvedModel | None = None
 
 
+@dataclass
+class CommandRequest:
+    """A pasted launch command (--from-command) as the plan request it runs."""
+    request: PlanRequest
+    program: str                                         # the program that serves: llama-server, vllm, sglang
+    notes: list[str] = field(default_factory=list)
+
+
 class Engine(Protocol):
     name: str                    # the --engine id
     label: str                   # for people: "llama.cpp", "vLLM", "SGLang"
@@ -63,4 +71,11 @@ class Engine(Protocol):
 
     def launch(self, plan: Plan, req: PlanRequest, scheme_id: str) -> Launch:
         """The commands that deploy `scheme_id` of `plan` as planned."""
+        ...
+
+    def parse_command(self, commands: list[list[str]], base: PlanRequest) -> CommandRequest | None:
+        """The plan request of launch commands this engine prints (each an argv list, every node's in
+        order: one node's command, or the head's with the other nodes'), over `base` (the other plan
+        options); None when none of them is this engine's serving program. Bad or unmodelled flags:
+        PlannerError (one line, exit 2)."""
         ...

@@ -53,8 +53,10 @@ class PlanRequest:
     gpu_memory_utilization: float | None = None
     mem_fraction_static: float | None = None
     dp_attention: bool = False
+    ep_moe: bool = False                 # SGLang expert parallelism (--enable-ep-moe, EP size = TP size)
     head_address: str | None = None      # the first node's address in multi-node launch commands
     checkpoint: str | None = None        # a local checkpoint path instead of the published repository
+    max_num_seqs: int | None = None      # vLLM --max-num-seqs / SGLang --max-running-requests
     with_tensors: bool = False
     # speed (planner/core/llamacpp/speed.py): the workload and the host as a device
     prompt: int = 512                    # prefill tokens (also the prompt tokens of each served request)
@@ -298,6 +300,8 @@ class Serving:
     curve: list[ServingPoint] = field(default_factory=list)
     gpus: int = 1                        # GPUs the deployment uses (for figures per GPU)
     bound: str | None = None             # what limits the step at the requested concurrency (a short label)
+    sla: ServingPoint | None = None      # with --ttft-ms/--tpot-ms: the largest concurrency meeting both
+                                         # (None: no targets, or not even one request meets them)
 
     @property
     def output_tps_per_gpu(self) -> float:
@@ -309,6 +313,7 @@ class Serving:
                 "output_tps": _r(self.output_tps), "requests_per_s": _r(self.requests_per_s),
                 "max_concurrency": self.max_concurrency, "saturation": self.saturation.to_dict(),
                 "gpus": self.gpus, "bound": self.bound,
+                "sla": self.sla.to_dict() if self.sla is not None else None,
                 "curve": [p.to_dict() for p in self.curve]}
 
 
@@ -336,6 +341,13 @@ class SchemePlan:
     n_cpu_moe: int | None = None         # --n-cpu-moe auto: the layers this plan keeps in host RAM
     deployments: list[Deployment] = field(default_factory=list)   # GPU-only / hybrid (planner.core.llamacpp.deployments)
     serving: Serving | None = None       # under concurrency (None: not predicted for this engine or plan)
+    # a GGUF file whose tensors and types are exactly a catalog scheme's: (catalog model id, scheme id),
+    # whose measured accuracy it carries (planner.core.llamacpp.file_schemes)
+    measured_as: tuple[str, str] | None = None
+
+    def accuracy_key(self, model_id: str) -> tuple[str, str]:
+        """(model, scheme) of the accuracy measurements that speak for this scheme of `model_id`."""
+        return self.measured_as or (model_id, self.id)
 
     @property
     def bpw(self) -> float:
@@ -610,6 +622,66 @@ class RankedDeployment:
 
 
 @dataclass
+class SlaDeployment:
+    """One deployment the service-level search considered (planner.make_plan.sla_search; ranked by
+    planner.core.accuracy.recommend.rank_sla): an engine, a format, the GPUs, and its serving figures."""
+
+    engine: str
+    scheme: str
+    gpus: int                            # per node, as planned
+    nodes: int
+    layout: str                          # "TP 8", "TP 4 x PP 2", "TP 8, DP attention 8"
+    gpus_used: int                       # the GPUs one server of it uses (figures per GPU divide by these)
+    dp_attention: bool = False
+    point: ServingPoint | None = None    # the largest concurrency meeting the targets (None: none meets)
+    single: ServingPoint | None = None   # one request alone (what it reaches at best)
+    max_concurrency: int = 0
+    score: float | None = None           # measured accuracy (the ranking's basis: score or share)
+    share_pct: float | None = None
+    tie_group: int | None = None
+    rank: int | None = None
+
+    @property
+    def meets(self) -> bool:
+        return self.point is not None
+
+    @property
+    def output_tps_per_gpu(self) -> float:
+        return self.point.output_tps / max(1, self.gpus_used) if self.point is not None else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "engine": self.engine, "scheme": self.scheme, "gpus": self.gpus,
+                "nodes": self.nodes, "layout": self.layout, "gpus_used": self.gpus_used,
+                "dp_attention": self.dp_attention, "meets": self.meets,
+                "output_tps_per_gpu": _r(self.output_tps_per_gpu),
+                "point": self.point.to_dict() if self.point else None,
+                "single": self.single.to_dict() if self.single else None,
+                "max_concurrency": self.max_concurrency, "score": self.score, "share_pct": self.share_pct,
+                "tie_group": self.tie_group}
+
+
+@dataclass
+class SlaSearch:
+    """--ttft-ms / --tpot-ms: the deployments that meet the targets, ranked (rank_sla), or the nearest one."""
+
+    ttft_ms: float | None
+    tpot_ms: float | None
+    ranked: list[SlaDeployment]          # those that meet the targets, best first
+    nearest: SlaDeployment | None = None  # none meets: the one that misses by the smallest factor
+    considered: int = 0                  # deployments planned (fitting ones)
+    basis: str = "share"                 # accuracy compared as "suite" scores or "share" of the baseline
+
+    @property
+    def pick(self) -> SlaDeployment | None:
+        return self.ranked[0] if self.ranked else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "basis": self.basis,
+                "considered": self.considered, "ranked": [d.to_dict() for d in self.ranked],
+                "nearest": self.nearest.to_dict() if self.nearest else None}
+
+
+@dataclass
 class ModelSummary:
     id: str
     name: str
@@ -652,6 +724,7 @@ class Plan:
     recommendation: Recommendation | None = None
     notes: list[str] = field(default_factory=list)   # renderers add the no-fit note (plan_notes)
     no_fit: NoFit | None = None
+    sla: SlaSearch | None = None         # with --ttft-ms / --tpot-ms
 
     def scheme(self, scheme_id: str) -> SchemePlan:
         for s in self.schemes:
@@ -670,4 +743,4 @@ class Plan:
             "schemes": [s.to_dict(with_tensors, per_device) for s in self.schemes],
             "recommendation": self.recommendation.to_dict() if self.recommendation else None,
             "notes": self.notes,
-        }
+        } | ({"sla": self.sla.to_dict()} if self.sla is not None else {})

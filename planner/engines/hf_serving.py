@@ -18,7 +18,7 @@ from typing import Callable
 from planner.core.catalog import ModelEntry
 from planner.core.data_files import read_json_object
 from planner.core.devices.hardware import Hardware
-from planner.core.engine import Launch, ModelInput, Script
+from planner.core.engine import CommandRequest, Launch, ModelInput, Script
 from planner.core.plan import ModelSummary, Plan, PlanRequest, SchemePlan
 from planner.core.serving.hf_checkpoint import Format, formats_for, repo_for, resolve_format
 from planner.core.serving.plan_formats import EngineOptions, FitFn, check_counts, options_from_request, plan_formats
@@ -176,11 +176,16 @@ class HFServingEngine:
     quantizes = False
 
     def __init__(self, name: str, label: str, fit: FitFn,
-                 node_launches: Callable[[ModelEntry, Format, int, int, int, EngineOptions], list[NodeLaunch]]):
+                 node_launches: Callable[[ModelEntry, Format, int, int, int, EngineOptions], list[NodeLaunch]],
+                 parse_commands: Callable[[list[list[str]], PlanRequest], CommandRequest | None]):
         self.name = name
         self.label = label
         self.fit = fit
         self.node_launches = node_launches
+        self.parse_commands = parse_commands
+
+    def parse_command(self, commands: list[list[str]], base: PlanRequest) -> CommandRequest | None:
+        return self.parse_commands(commands, base)
 
     def scheme_ids(self, entry: ModelEntry) -> list[str]:
         return [f.id for f in formats_for(entry)]

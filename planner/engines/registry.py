@@ -8,9 +8,11 @@ from __future__ import annotations
 import importlib
 from functools import lru_cache
 
-from planner.core.engine import Engine
+from planner.core.engine import CommandRequest, Engine
+from planner.core.plan import PlanRequest
 from planner.engine_ids import ENGINE_MODULES, engine_names  # noqa: F401  (re-exported)
 from planner.errors import PlannerError
+from planner.safe_text import printable
 
 
 @lru_cache(maxsize=None)
@@ -22,3 +24,19 @@ def engine(name: str) -> Engine:
     impl = importlib.import_module(mod).ENGINE_IMPL
     assert impl.name == name, (impl.name, name)
     return impl
+
+
+def parse_command(text: str, base: PlanRequest) -> CommandRequest:
+    """The plan request of pasted launch commands (--from-command): every node's commands of one
+    deployment, one per line (planner.engines.command_text), read by the engine whose serving program
+    they run."""
+    from planner.engines.command_text import split_commands
+
+    commands = split_commands(text)
+    for name in ENGINE_MODULES:
+        parsed = engine(name).parse_command(commands, base)
+        if parsed is not None:
+            return parsed
+    raise PlannerError(f"--from-command: '{printable(commands[0][0])}' is not a launch command of "
+                       f"{', '.join(engine(n).label for n in ENGINE_MODULES)} (llama-server, vllm serve, "
+                       "python -m sglang.launch_server ...)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from planner.core.plan import Plan, Recommendation, SchemePlan
 
 from planner.render import recommendation as rtext
+from planner.render import serving as rserving
 from planner.units import GiB, gb, human
 
 
@@ -94,6 +95,9 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
     out.append(_table(headers, rows, right=right))
     if scored:
         out += ["", rtext.accuracy_basis(rec0)]
+    st = rserving.serving_table(plan)
+    if st is not None:
+        out += ["", rserving.serving_heading(plan), _table(*st, right=set(range(1, len(st[0]))))]
     focus = None
     if plan.recommendation and any(s.id == plan.recommendation.scheme for s in plan.schemes):
         focus = plan.scheme(plan.recommendation.scheme)
@@ -113,6 +117,11 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
             out.append(f"Predicted speed of {pick.id}: {sp.decode_tps:.1f} tok/s decode at depth {sp.depth_tokens}, "
                        f"{sp.prefill_tps:.1f} tok/s prefill of {sp.prompt_tokens} tokens (limited by {sp.bound})"
                        + (f"; experts of {pick.n_cpu_moe} layers in host RAM" if pick.n_cpu_moe else ""))
+    if focus is not None:
+        out += rserving.serving_section(plan, focus)
+    sla = rserving.sla_lines(plan.sla)
+    if sla:
+        out += ["", *sla]
     if with_tensors:
         for s in plan.schemes:
             out += ["", f"{s.id}: {len(s.tensors)} tensors"]

@@ -44,7 +44,8 @@ from planner.core.accuracy import tables as acc
 from planner.core.accuracy.scores import SuiteScore, scheme_scores
 from planner.core.data_files import read_toml
 from planner.core.paths import profiles_dir
-from planner.core.plan import NoFit, Plan, RankedDeployment, RankedModel, RankedScheme, Recommendation, SchemePlan
+from planner.core.plan import (NoFit, Plan, RankedDeployment, RankedModel, RankedScheme, Recommendation, SchemePlan,
+                                SlaDeployment)
 from planner.errors import PlannerError
 
 EPS = 1e-9
@@ -140,17 +141,17 @@ class _Scored:
 
 
 def _scored(model_id: str, sp: SchemePlan, task: str, suite: str | None = None) -> _Scored | None:
-    s = scheme_scores(model_id, sp.id, task).best(suite)
+    s = scheme_scores(*sp.accuracy_key(model_id), task).best(suite)
     return None if s is None else _Scored(sp, s)
 
 
 def _suites_of(model_id: str, sp: SchemePlan, task: str) -> list[str]:
-    return scheme_scores(model_id, sp.id, task).suites
+    return scheme_scores(*sp.accuracy_key(model_id), task).suites
 
 
 def _measured(model_id: str, sp: SchemePlan, task: str) -> tuple[acc.Measurement, ...]:
     """Every rankable measurement of the scheme, with a task score or not (best suite first)."""
-    return scheme_scores(model_id, sp.id, task).measurements
+    return scheme_scores(*sp.accuracy_key(model_id), task).measurements
 
 
 def _entry(sp: SchemePlan, task: str, x: _Scored | None = None, m: acc.Measurement | None = None,
@@ -604,3 +605,57 @@ def pareto_points(plan: Plan, task: str = "general") -> list[ParetoPoint]:
     for p in same:
         p.on_front = not any(q is not p and q.device_bytes <= p.device_bytes and q.score > p.score for q in same)
     return sorted(pts, key=lambda p: p.device_bytes)
+
+
+# ----------------------------------------------------------------------------------------- service-level targets
+
+def measured_score(model_id: str, sp: SchemePlan, task: str) -> tuple[float | None, float | None, str | None]:
+    """(task score, share of its table's baseline in %, suite) of a scheme; Nones where unmeasured."""
+    x = _scored(model_id, sp, task)
+    return (None, None, None) if x is None else (x.score, x.share, x.m.suite)
+
+
+def rank_sla(deployments: list[SlaDeployment], suites: list[str | None]) -> tuple[list[SlaDeployment], str]:
+    """The one ranking rule of the service-level search (--ttft-ms / --tpot-ms), accuracy and throughput
+    together:
+    1. only deployments that meet the targets (a concurrency of at least one request whose predicted TTFT
+       and TPOT are within them; planner.core.serving.throughput.sla_point) are ranked;
+    2. measured accuracy first, in tie groups (tie_groups: scores no more than tie_points apart are a
+       tie); the absolute score when every measured deployment was measured in one suite, else the share
+       of its own table's baseline; an unmeasured format ranks after every measured one;
+    3. within a tie group, more output tokens/s per GPU at the largest concurrency meeting the targets
+       (the served load per GPU the operator pays for);
+    4. then fewer GPUs, then the lower TTFT.
+    Returns the ranked deployments (rank and tie_group set) and the basis ("suite" or "share")."""
+    meet = [(d, s) for d, s in zip(deployments, suites) if d.meets]
+    measured = [s for d, s in meet if d.score is not None]
+    basis = "suite" if measured and len(set(measured)) == 1 else "share"
+    vals = [(d.score if basis == "suite" else d.share_pct) for d, _ in meet]
+    known = [i for i, v in enumerate(vals) if v is not None]
+    groups = tie_groups([vals[i] for i in known])      # type: ignore[misc]
+    group = {i: g for i, g in zip(known, groups)}
+    unmeasured = (max(groups) + 1) if groups else 1
+    order = sorted(range(len(meet)), key=lambda i: (group.get(i, unmeasured), -meet[i][0].output_tps_per_gpu,
+                                                    meet[i][0].gpus_used, meet[i][0].point.ttft_s))
+    out = []
+    for r, i in enumerate(order, start=1):
+        d = meet[i][0]
+        d.rank, d.tie_group = r, group.get(i)
+        out.append(d)
+    return out, basis
+
+
+def nearest_sla(deployments: list[SlaDeployment], ttft_ms: float | None, tpot_ms: float | None) -> SlaDeployment | None:
+    """None meets the targets: the deployment that misses them by the smallest factor at one request
+    (the larger of its TTFT / target and TPOT / target)."""
+    def miss(d: SlaDeployment) -> float:
+        p = d.single
+        f = 0.0
+        if ttft_ms:
+            f = max(f, p.ttft_s * 1000.0 / ttft_ms)
+        if tpot_ms:
+            f = max(f, p.tpot_s * 1000.0 / tpot_ms)
+        return f
+
+    cands = [d for d in deployments if d.single is not None]
+    return min(cands, key=lambda d: (miss(d), d.gpus_used)) if cands else None

@@ -7,7 +7,9 @@ from dataclasses import replace
 
 from planner.core.devices.hardware import Hardware
 from planner.core.llamacpp.deployments import as_hybrid
+from planner.core.llamacpp.file_schemes import catalog_scheme_of
 from planner.core.llamacpp.fit import fewest_cpu_moe, fewest_devices, max_context
+from planner.core.llamacpp.rpc_nodes import with_rpc_nodes
 from planner.core.llamacpp.memory import LayerWeights, MemoryOptions, plan_memory
 from planner.core.llamacpp.schemes import Scheme, ids_for, resolve_scheme
 from planner.core.llamacpp.sizing import ResolvedModel, resolve_catalog_model, size_file, size_scheme
@@ -113,6 +115,7 @@ def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware, shared: d
     depend on: the tensors (names, shapes, source types), the hyperparameters and the layout. A model
     equal in all of those gets copies of the same figures (its own accuracy is attached later)."""
     model, kv_mode = resolve_model(req, model_input)
+    hw = with_rpc_nodes(hw, req)       # several nodes: the other nodes' GPUs are llama.cpp RPC devices
     summary = ModelSummary(id=model.id, name=model.name, architecture=model.hparams.arch,
                            params=model.params, layout=model.layout, source=model.source)
     key = None
@@ -136,6 +139,11 @@ def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware, shared: d
                 raise
     if model.file_scheme:
         file_plan = size_file(model)
+        same = catalog_scheme_of(model)
+        if same is not None:
+            file_plan.measured_as = (same.model, same.scheme)
+            file_plan.notes.append(f"every tensor's type is {same.scheme}'s for {same.model}: the file carries "
+                                   f"{same.scheme}'s measured accuracy")
         if any(sp.id == file_plan.id for sp in plans):
             # scheme ids are unique within a plan: the file as it is, beside the scheme of the same name
             file_plan.id = FILE_PREFIX + file_plan.id

@@ -12,6 +12,9 @@ Parallel layout
 - SGLang's data-parallel attention (--enable-dp-attention, dp = tp): the attention weights, the
   embedding and the lm_head are whole on every rank, the MLP and experts stay tensor-parallel; each
   rank serves its own requests with its own KV pool, so concurrency multiplies by dp.
+- SGLang's expert parallelism (--enable-ep-moe, ep = tp as its ServerArgs sets it): each rank holds
+  n_expert / ep whole routed experts instead of a 1/tp slice of every one (EPMoE.weight_loader keeps
+  the experts start_expert_id..end_expert_id); the rest stays tensor-parallel.
 
 KV cache per token and layer on one rank
 - MLA (deepseek2): the latent cache, (kv_lora_rank + qk_rope_head_dim) values; NOT divided by TP:
@@ -24,7 +27,10 @@ Activations (model, not measured): the engine profiles one forward pass of T tok
 max_num_batched_tokens; SGLang: chunked_prefill_size). The peak is modelled as
 T x per-token bytes of the largest transient tensors of one layer on the rank (4 hidden-size
 buffers plus the larger of the attention projections, the dense MLP's gate/up/act outputs, or the
-fused-MoE caches of the routed tokens: top_k x (3 x expert_ff / TP + hidden)), in 16 bits, plus the
+fused-MoE caches of the routed tokens: top_k x (3 x expert_ff / TP + hidden)), in 16 bits,
+(with expert parallelism EPMoE.forward's buffers, sized for every token's top_k slots whichever rank
+holds the expert: gateup_input and down_output of hidden size, gateup_output of 2 x expert_ff and
+down_input of expert_ff whole: top_k x (3 x expert_ff + 2 x hidden)), plus the
 sampler's float32 logits and probabilities for min(max_num_seqs, T) sequences on the last stage.
 CUDA graphs: the largest captured batch x the same per-token bytes plus a fixed pool estimate.
 """
@@ -79,9 +85,11 @@ def _tp_problems(hp: Hparams, tp: int) -> list[str]:
     return bad
 
 
-def check_tp(hp: Hparams, tp: int) -> None:
+def check_tp(hp: Hparams, tp: int, ep: bool = False) -> None:
     """The divisibility vLLM and SGLang assert when they build the sharded layers."""
-    bad = _tp_problems(hp, tp)
+    bad = [b for b in _tp_problems(hp, tp) if not (ep and b.startswith("expert"))]
+    if ep and hp.n_expert % tp:
+        bad.append(f"{hp.n_expert} routed experts")
     if bad:
         ok = [t for t in (1, 2, 4, 8, 16, 32, 64) if not _tp_problems(hp, t)]
         raise PlannerError(
@@ -132,6 +140,7 @@ class Layout:
     tp: int
     pp: int = 1
     dp_attention: bool = False
+    ep: bool = False                 # SGLang expert parallelism, EP size = TP size
 
     @property
     def world(self) -> int:
@@ -139,7 +148,7 @@ class Layout:
 
     def describe(self) -> str:
         s = f"TP {self.tp}" + (f" x PP {self.pp}" if self.pp > 1 else "")
-        return s + (f", DP attention {self.tp}" if self.dp_attention else "")
+        return s + (f", DP attention {self.tp}" if self.dp_attention else "") + (f", EP {self.tp}" if self.ep else "")
 
 
 def _split_for(w: HFWeight, layout: Layout) -> str:
@@ -150,12 +159,16 @@ def _split_for(w: HFWeight, layout: Layout) -> str:
 
 def weights_bytes(ws: list[HFWeight], hp: Hparams, fmt: Format, sel: str, group: int, layout: Layout) -> int:
     total = 0
+    experts = 0                      # expert parallelism: every routed expert whole, 1/tp of them per rank
     for w in ws:
+        if layout.ep and w.group == "routed":
+            experts += sum(t.bytes for t in stored(w, fmt, sel, group, w.shape))
+            continue
         split = _split_for(w, layout)
         shape = shard_shape(w, hp, layout.tp, split)
         _check_quant_shard(w, fmt, sel, group, w.shape if split != "vocab" else shape, shape)
         total += sum(t.bytes for t in stored(w, fmt, sel, group, shape))
-    return total
+    return total + experts // layout.tp
 
 
 def stage_weight_bytes(hp: Hparams, fmt: Format, model_id: str, layout: Layout) -> list[int]:
@@ -165,7 +178,7 @@ def stage_weight_bytes(hp: Hparams, fmt: Format, model_id: str, layout: Layout) 
 
 @lru_cache(maxsize=256)
 def _stage_weight_bytes(hp: Hparams, fmt: Format, model_id: str, layout: Layout) -> tuple[int, ...]:
-    check_tp(hp, layout.tp)
+    check_tp(hp, layout.tp, layout.ep)
     sel = fmt.selector(hp)
     group = fmt.group_for(model_id)
     first, last = model_weights(hp)
@@ -196,7 +209,7 @@ def _stage_weight_bytes(hp: Hparams, fmt: Format, model_id: str, layout: Layout)
 
 
 def choose_tp(hp: Hparams, fmt: Format, model_id: str, max_tp: int, multiple_of: int = 1,
-              dp_attention: bool = False) -> tuple[int, str]:
+              dp_attention: bool = False, ep: bool = False) -> tuple[int, str]:
     """The largest tensor-parallel size up to max_tp that the model and format shard into, and why it
     is smaller when it is (heads that do not divide, quantization groups or FP8 blocks a shard would
     cut). TP sizes must be multiples of `multiple_of` (SGLang: the number of nodes)."""
@@ -205,8 +218,8 @@ def choose_tp(hp: Hparams, fmt: Format, model_id: str, max_tp: int, multiple_of:
         if t % multiple_of:
             continue
         try:
-            check_tp(hp, t)
-            stage_weight_bytes(hp, fmt, model_id, Layout(tp=t, dp_attention=dp_attention))
+            check_tp(hp, t, ep)
+            stage_weight_bytes(hp, fmt, model_id, Layout(tp=t, dp_attention=dp_attention, ep=ep))
         except PlannerError as e:
             first_problem = first_problem or str(e)
             continue
@@ -221,7 +234,7 @@ def kv_values_per_token_layer(hp: Hparams, tp: int) -> int:
     return 2 * _kv_heads_on_rank(hp, tp) * hp.n_embd_head
 
 
-def activation_bytes_per_token(hp: Hparams, tp: int, attn_tp: int) -> int:
+def activation_bytes_per_token(hp: Hparams, tp: int, attn_tp: int, ep: bool = False) -> int:
     """Largest transient activations of one layer per token on a rank, 16-bit (a model)."""
     H = hp.n_embd
     if hp.arch == "deepseek2":
@@ -234,7 +247,7 @@ def activation_bytes_per_token(hp: Hparams, tp: int, attn_tp: int) -> int:
     if hp.arch != "deepseek2" or hp.n_layer_dense_lead or not hp.is_moe:
         big = max(big, 3 * hp.n_ff // tp)
     if hp.arch == "deepseek2" and hp.is_moe:
-        big = max(big, hp.n_expert_used * (3 * hp.n_ff_exp // tp + H))
+        big = max(big, hp.n_expert_used * ((3 * hp.n_ff_exp + 2 * H) if ep else (3 * hp.n_ff_exp // tp + H)))
     return 2 * (4 * H + big)
 
 

@@ -21,6 +21,7 @@ from planner.core.plan import DeviceMemory, MemoryPlan, PlanRequest, SchemePlan,
 from planner.core.serving.hf_checkpoint import Format, checkpoint, formats_for, repo_for, resolve_format
 from planner.core.serving.memory import EngineFit
 from planner.core.serving.speed import predict_tp
+from planner.core.serving import throughput
 from planner.errors import PlannerError
 
 KV_DTYPES = ("auto", "fp8")
@@ -45,6 +46,7 @@ class EngineOptions:
     gpu_memory_utilization: float | None = None   # vLLM
     mem_fraction_static: float | None = None      # SGLang
     dp_attention: bool = False                     # SGLang --enable-dp-attention (dp = tp)
+    ep_moe: bool = False                           # SGLang --enable-ep-moe (ep = tp)
     kv_cache_dtype: str = "auto"                   # auto | fp8
     max_num_seqs: int | None = None                # vLLM --max-num-seqs / SGLang --max-running-requests
     host: str = "0.0.0.0"
@@ -73,9 +75,11 @@ def options_from_request(req: PlanRequest, options: EngineOptions | None = None)
         opts.gpu_memory_utilization = req.gpu_memory_utilization
         opts.mem_fraction_static = req.mem_fraction_static
         opts.dp_attention = req.dp_attention
+        opts.ep_moe = req.ep_moe
         if req.head_address:
             opts.head_address = req.head_address
         opts.model_path = req.checkpoint
+        opts.max_num_seqs = req.max_num_seqs
     k = (req.cache_type_k or "f16").lower()
     if options is None or opts.kv_cache_dtype == "auto":
         if k in _KV_FP8:
@@ -205,6 +209,16 @@ def plan_formats(engine: str, fit: FitFn, req: PlanRequest, model_entry: ModelEn
         sp = scheme_plan(engine, model_entry, fmt, fitted, devices, req.ctx, req.with_tensors)
         sp.speed = predict_tp(checkpoint(model_entry, fmt), fitted.layout, device_profile, req, gpus,
                               kv_bytes_per_elem=kv_dtype_bytes(fmt, opts))
+        parts = serving_parts(engine, model_entry, fmt, fitted, device_profile, req, opts)
+        if parts is None:
+            sp.notes.append(f"no serving figures: a request of {req.prompt:,} + {req.gen_tokens:,} tokens is longer "
+                            f"than the context ({req.ctx:,}); {engine} refuses it")
+        else:
+            cost, coef, wl, top, world = parts
+            sp.serving = throughput.serving(cost, coef, wl, req.concurrency, top, world,
+                                            ttft_s=req.ttft_ms / 1000.0 if req.ttft_ms else None,
+                                            tpot_s=req.tpot_ms / 1000.0 if req.tpot_ms else None)
+            sp.speed = speed_from_serving(sp.speed, parts, req)
         if weight_only_fp8(fmt.weight_dtype, device_profile):
             # predict_tp computes every format's matmuls at the 16-bit rate: what Marlin's FP8 path does
             sp.notes.append(WEIGHT_ONLY_FP8.format(device=device_profile.id, engine=engine, scheme=fmt.id))
@@ -234,3 +248,42 @@ def fewest_devices(fit: FitFn, entry: ModelEntry, fmt: Format, profile, gpus: in
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def serving_parts(engine: str, entry: ModelEntry, fmt: Format, fitted: EngineFit, profile, req: PlanRequest,
+                  opts: EngineOptions):
+    """(Costs, coefficients, Workload, max concurrency, GPUs) of a fitted format for
+    planner.core.serving.throughput (None: a request longer than the context, or no device profile)."""
+    if profile is None or req.prompt + req.gen_tokens > req.ctx:
+        return None
+    from planner.core.llamacpp.speed import factors
+
+    d = engine_defaults(engine)
+    hp = entry.hparams
+    ck = checkpoint(entry, fmt)
+    layout = fitted.layout
+    cost = throughput.costs(ck, layout, profile, kv_dtype_bytes(fmt, opts), factors("hf").links)
+    coef = throughput.coefficients(engine, throughput.gpu_class(profile.id, profile.has_fp8))
+    by_dev = d.get("max_num_batched_tokens_by_device", {})
+    chunk = int(by_dev.get(profile.id, d.get("max_num_batched_tokens") or d.get("chunked_prefill_size") or 8192))
+    block = int((d.get("mla_block_size") if hp.arch == "deepseek2" else None) or d.get("block_size") or 1)
+    max_seqs = opts.max_num_seqs or d.get("max_num_seqs")
+    dp = layout.tp if layout.dp_attention else 1
+    top = throughput.max_concurrency(fitted.kv_tokens, req.prompt, req.gen_tokens, block, dp, max_seqs)
+    return cost, coef, throughput.Workload(req.prompt, req.gen_tokens, chunk), top, layout.world
+
+
+def speed_from_serving(speed, parts, req: PlanRequest):
+    """The plan's single-stream speed from the same model as its serving figures (one answer): decode at
+    --depth with one sequence, prefill of --prompt tokens alone."""
+    if speed is None:
+        return None
+    cost, coef, wl, _, _ = parts
+    st, cm = throughput.step_terms(cost, 1, req.depth)
+    step = throughput.seconds(st, coef) + cm
+    pre, pcm = throughput.prefill_terms(cost, req.prompt, wl.chunk)
+    pt = throughput.seconds(pre, coef) + pcm
+    bound = max(st, key=lambda k: st[k] * throughput.coefficient(coef, k))
+    return dataclasses.replace(speed, decode_tps=1.0 / step if step > 0 else 0.0,
+                               prefill_tps=req.prompt / pt if pt > 0 else 0.0,
+                               bound=throughput.BOUND_LABELS.get(bound.removesuffix("_moe"), bound))

@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
+from planner.core.engine import CommandRequest
 from planner.core.llamacpp.memory import FFN_EXPS_REGEX
 from planner.core.plan import PlanRequest
 from planner.errors import PlannerError
 from planner.options import OPTIONS, split_list
+from planner.engines.command_text import program_name
 from planner.safe_text import printable
 
 
@@ -78,12 +80,6 @@ _KNOWN_BINARIES = ("llama-server", "llama-cli", "llama-bench", "llama-completion
                    "llama-perplexity", "llama-batched-bench", "server", "main")
 
 
-@dataclass
-class CommandRequest:
-    request: PlanRequest
-    program: str
-    notes: list[str] = field(default_factory=list)
-
 
 _STOI = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
 
@@ -124,10 +120,36 @@ def parse_command(text: str, base: PlanRequest | None = None) -> CommandRequest:
     if not words:
         raise PlannerError("--from-command: the command line is empty")
     prog = words[0]
-    name = prog.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".exe")
+    name = program_name(prog)
     if name not in _KNOWN_BINARIES:
         raise PlannerError(f"--from-command: '{prog}' is not a llama.cpp program ({', '.join(_KNOWN_BINARIES[:4])}, ...)")
-    req = base or PlanRequest()
+    return _parse_words(words, name, base or PlanRequest())
+
+
+def parse_commands(commands: list[list[str]], base: PlanRequest) -> CommandRequest | None:
+    """The plan request of a llama.cpp deployment's commands: one llama.cpp program (llama-server ...),
+    with the rpc-server commands of the other nodes (read by planner.engines.llamacpp.rpc_servers); None
+    when no command is a llama.cpp program."""
+    mains = [c for c in commands if program_name(c[0]) in _KNOWN_BINARIES]
+    if not mains:
+        return None
+    if len(mains) > 1:
+        raise PlannerError(f"--from-command: {len(mains)} llama.cpp programs; a deployment runs one, on the head")
+    from planner.engines.llamacpp.rpc_servers import RPC_SERVER, read_rpc_servers
+
+    others = [c for c in commands if c is not mains[0]]
+    bad = [c for c in others if program_name(c[0]) != RPC_SERVER]
+    if bad:
+        raise PlannerError(f"--from-command: '{printable(bad[0][0])}' is not part of a llama.cpp deployment "
+                           "(a llama.cpp program and the rpc-server of other nodes)")
+    servers = read_rpc_servers(others)
+    parsed = _parse_words(mains[0], program_name(mains[0][0]), base)
+    if servers:
+        parsed.notes.append(servers.note(parsed.request.rpc))
+    return parsed
+
+
+def _parse_words(words: list[str], name: str, req: PlanRequest) -> CommandRequest:
     kw: dict = {}
     overrides: list[str] = []
     neutral: list[str] = []
@@ -235,4 +257,9 @@ def parse_command(text: str, base: PlanRequest | None = None) -> CommandRequest:
         kw["tensor_overrides"] = overrides
     if neutral:
         notes.append("accepted, memory unchanged: " + " ".join(dict.fromkeys(neutral)))
+    if req.nodes > 1:
+        # one llama.cpp process drives the deployment: the other nodes' GPUs are its --rpc devices
+        notes.append(f"--nodes {req.nodes}: a llama.cpp command runs on one node; the other nodes' devices are "
+                     "its --rpc devices (rpc-server on each of them)")
+    kw.update(engine="llama.cpp", nodes=1)
     return CommandRequest(replace(req, **kw), name, notes)

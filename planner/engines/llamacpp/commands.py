@@ -7,8 +7,11 @@ print it. The llama-server line is explicit (-ngl, -ts in whole layers per devic
 
 from __future__ import annotations
 
+import re
+
+from planner.core.llamacpp.rpc_nodes import NodeDevice, node_devices
 from planner.core.plan import Plan, PlanRequest
-from planner.engines.llamacpp.argv import ServerOptions, parse_rpc_list, server_argv, shell_line
+from planner.engines.llamacpp.argv import ServerOptions, parse_rpc_list, rpc_server_argv, server_argv, shell_line
 from planner.safe_text import printable
 
 
@@ -28,11 +31,39 @@ def launch_lines(plan: Plan, req: PlanRequest, scheme_id: str) -> list[str]:
         q += ["--imatrix", "imatrix.gguf"]
         lines.append("#    this scheme needs an importance matrix (llama-imatrix) as --imatrix")
     lines.append(shell_line(q))
-    lines.append("# 2. serve it as planned (dq-planner serve also checks llama.cpp's memory lines against the plan):")
+    others = other_nodes(plan, req)
+    if others:
+        lines.append(f"# 2. on each other node, first: an rpc-server per GPU (llama.cpp built with -DGGML_RPC=ON, "
+                     "the head's version), NODEn_IP being that node's address:")
+        for node in sorted({d.node for d in others}):
+            lines += node_lines(node, [d for d in others if d.node == node])
+        lines.append("# 3. then on node 0, serve it as planned (its --rpc devices are the other nodes' GPUs):")
+    else:
+        lines.append("# 2. serve it as planned (dq-planner serve also checks llama.cpp's memory lines against the plan):")
     argv = server_argv("llama-server", server_options(plan, req, scheme_id, gguf))
     argv[argv.index("-m") + 1] = gguf          # keep the name relative, as the user will place it
     lines.append(shell_line(argv))
     return lines
+
+
+def other_nodes(plan: Plan, req: PlanRequest) -> list[NodeDevice]:
+    """The GPUs of the nodes other than the head, which the plan places as RPC devices."""
+    mem = plan.scheme(plan.schemes[0].id).memory if plan.schemes else None
+    if req.nodes <= 1 or plan.hardware is None or plan.hardware.source != "profile" or mem is None:
+        return []
+    labels = {d.device for d in mem.per_device}
+    backend = re.sub(r"[0-9]+$", "", mem.per_device[-1].device)
+    devices = node_devices(req.nodes, plan.hardware.gpus, backend)
+    return devices if all(d.label in labels for d in devices) else []
+
+
+def node_lines(node: int, devices: list[NodeDevice]) -> list[str]:
+    """Node `node`'s commands: an rpc-server per GPU, each on its own port, in the background."""
+    out = [f"# node {node}:"]
+    for d in devices:
+        out.append(shell_line(rpc_server_argv("rpc-server", d.port, host="0.0.0.0", devices=d.device)) + " &")
+    out.append("wait")
+    return out
 
 
 def server_options(plan: Plan, req: PlanRequest, scheme_id: str, model_file: str, *, host: str = "0.0.0.0",
@@ -49,5 +80,6 @@ def server_options(plan: Plan, req: PlanRequest, scheme_id: str, model_file: str
         parallel=req.parallel, kv_unified=req.kv_unified, ubatch=req.ubatch, batch=req.batch,
         n_cpu_moe=sp.n_cpu_moe if sp.n_cpu_moe is not None else (0 if req.n_cpu_moe == "auto" else req.n_cpu_moe),
         override_tensors=list(req.tensor_overrides) or None, main_gpu=req.main_gpu,
-        split_mode=req.split_mode, rpc=parse_rpc_list(req.rpc) or None, host=host, port=port, threads=threads,
+        split_mode=req.split_mode, rpc=parse_rpc_list(list(req.rpc) + [d.endpoint for d in other_nodes(plan, req)])
+        or None, host=host, port=port, threads=threads,
         verbosity=None)

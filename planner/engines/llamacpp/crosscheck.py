@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from planner.engines.llamacpp.argv import child_env, quantize_argv
 from planner.engines.llamacpp.locate import LlamaCpp
 from planner.engines.llamacpp.logs import MIB, QuantizeLog, parse_quantize, quantize_error
 from planner.engines.llamacpp.quantize import Mismatch, compare_log
+from planner.engines.llamacpp.process import run_captured
 
 
 @dataclass
@@ -71,8 +71,7 @@ def dry_run_compare(lc: LlamaCpp, model: ResolvedModel, path: str | os.PathLike,
         except QuantizeRefused as e:
             refused = e.llama_error
             plan = SchemePlan(id=sid, kind=s.kind, size_bytes=0, params=0, type_bytes={}, tensors=[])
-        r = subprocess.run(quantize_argv(q, path, None, s, dry_run=True, imatrix=imatrix), capture_output=True,
-                           text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
+        r = run_captured(quantize_argv(q, path, None, s, dry_run=True, imatrix=imatrix), timeout=600, env=env)
         lines = (r.stdout + r.stderr).splitlines()
         log = parse_quantize(lines)
         err = quantize_error(lines) if r.returncode else ""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from planner.engines.llamacpp.argv import RpcDevice, child_env
 from planner.engines.llamacpp.locate import LlamaCpp
 from planner.errors import RunError
+from planner.engines.llamacpp.process import run_captured
 
 MIB = 1024 * 1024
 # "  CUDA0: NVIDIA H100 80GB HBM3 (81079 MiB, 80552 MiB free)"  "  RPC0: 127.0.0.1:50052 (24105 MiB, ...)"
@@ -53,8 +54,7 @@ def list_devices(lc: LlamaCpp, rpc: list[RpcDevice] | None = None, timeout: floa
         argv += ["--rpc", ",".join(d.endpoint for d in rpc)]
     argv.append("--list-devices")
     try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                           env=child_env(), start_new_session=True)
+        r = run_captured(argv, timeout=timeout, env=child_env())
     except subprocess.TimeoutExpired:
         raise RunError(f"llama-server --list-devices did not answer in {timeout:.0f} s "
                        "(an RPC server that does not respond?)") from None

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from planner.core.catalog import ModelEntry
 from planner.core.devices.hardware import Hardware
-from planner.core.engine import Launch, ModelInput, Script
+from planner.core.engine import CommandRequest, Launch, ModelInput, Script
 from planner.core.llamacpp.plan_schemes import plan_gguf
 from planner.core.llamacpp.schemes import ids_for
 from planner.core.plan import Plan, PlanRequest
-from planner.engines.llamacpp.commands import launch_lines
+from planner.engines.llamacpp.commands import launch_lines, node_lines, other_nodes
 
 
 class LlamaCppEngine:
@@ -26,7 +26,24 @@ class LlamaCppEngine:
 
     def launch(self, plan: Plan, req: PlanRequest, scheme_id: str) -> Launch:
         lines = launch_lines(plan, req, scheme_id)
-        return Launch(lines=lines, scripts=[Script("launch.sh", "#!/bin/sh\nset -eu\n" + "\n".join(lines) + "\n")])
+        others = other_nodes(plan, req)
+        if not others:
+            return Launch(lines=lines, scripts=[Script("launch.sh", "#!/bin/sh\nset -eu\n" + "\n".join(lines) + "\n")])
+        # several nodes: one script per node; the other nodes' rpc-servers start before the head's llama-server
+        head = [x for x in lines if not x.startswith(("rpc-server ", "# node ", "wait", "# 2. on each other node"))]
+        scripts = [Script("node0.sh", "#!/bin/sh\nset -eu\n# node 0 (head): start it once the other nodes' "
+                          "rpc-servers are up\n" + "\n".join(head) + "\n")]
+        for node in sorted({d.node for d in others}):
+            body = node_lines(node, [d for d in others if d.node == node])
+            scripts.append(Script(f"node{node}.sh", "#!/bin/sh\nset -eu\n# node " + str(node) + " (rpc): "
+                                  + f"replace NODE{node}_IP in node0.sh with this node's address\n"
+                                  + "\n".join(body[1:]) + "\n"))
+        return Launch(lines=lines, scripts=scripts)
+
+    def parse_command(self, commands: list[list[str]], base: PlanRequest) -> CommandRequest | None:
+        from planner.engines.llamacpp.command_line import parse_commands
+
+        return parse_commands(commands, base)
 
 
 ENGINE_IMPL = LlamaCppEngine()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from planner.errors import PlannerError
+from planner.engines.llamacpp.process import run_captured
 
 ENV_VAR = "DQ_PLANNER_LLAMA_CPP"
 
@@ -94,8 +95,7 @@ def _version_line(lc: LlamaCpp) -> str:
         if p is None:
             continue
         try:
-            r = subprocess.run([str(p), "--version"], capture_output=True, text=True, timeout=30,
-                               stdin=subprocess.DEVNULL)
+            r = run_captured([p, "--version"], timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             continue
         for line in (r.stderr + r.stdout).splitlines():

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from planner.core.catalog import Hparams
 from planner.errors import PlannerError
+from planner.engines.llamacpp.process import run_captured
 
 SPAN = 8                          # layers added between the short and the long skeleton
 GEN_TOKENS = 128                  # tokens decoded per llama-bench repetition
@@ -97,7 +98,7 @@ def probe_overhead(llama_bench: Path, threads: int, *, reps: int = 5, timeout: f
             argv = [str(llama_bench), "-m", str(f), "-p", "0", "-n", str(GEN_TOKENS), "-t", str(threads),
                     "-r", str(reps), "-o", "json"]
             try:
-                r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+                r = run_captured(argv, timeout=timeout)
             except subprocess.TimeoutExpired:
                 raise PlannerError(f"llama-bench on the {name} skeleton ran past {timeout:.0f} s") from None
             if r.returncode != 0:

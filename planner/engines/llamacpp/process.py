@@ -173,6 +173,30 @@ class Child:
         self.stop()
 
 
+def run_captured(argv: Sequence[str | os.PathLike], *, timeout: float | None = None,
+                 env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None
+                 ) -> subprocess.CompletedProcess:
+    """subprocess.run(argv, capture_output=True, text=True, timeout=timeout) for a child that must not
+    outlive us: it runs in its own session with PR_SET_PDEATHSIG (so even a SIGKILL of dq-planner ends
+    it), and on a timeout, Ctrl-C or any other exception its whole group is killed and reaped before the
+    exception goes on (subprocess.TimeoutExpired on a timeout, as subprocess.run raises it)."""
+    args = [os.fspath(a) for a in argv]
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, errors="replace", env=env, cwd=cwd, start_new_session=True,
+                            preexec_fn=_die_with_parent if _PRCTL is not None else None)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        if proc.poll() is None:          # the group is signalled only while its leader is unreaped
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        proc.communicate()               # reap it and close the pipes
+        raise
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
 def group_alive(pgid: int) -> bool:
     """Whether any process of the group is still running (zombies excluded)."""
     try:

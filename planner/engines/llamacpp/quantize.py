@@ -248,30 +248,32 @@ def run_quantize(lc: LlamaCpp, src: Path, dst: Path | None, scheme: Scheme, plan
                         progress.total = max(progress.total, float(total))
                         progress.update(done, t.name)
                 rc = child.wait()
-            if progress is not None:
-                progress.close()
-            if rc != 0:
-                sig = signal_name(rc)
-                if sig is not None:
-                    why = f"llama-quantize was killed by {sig}"
-                    if sig == "SIGXFSZ":
-                        why += " (the output exceeded the file size limit, ulimit -f)"
-                    last = quantize_error(child.all_lines)
-                    raise RunError(f"{why}; last output: {last}")
-                err = quantize_error(child.all_lines)
-                hint = ""
-                if "iostream error" in err and not dry_run:
-                    hint = f" (writing {dst} failed: is its disk full or a file size limit reached?)"
-                raise RunError(f"llama-quantize failed (exit {rc}): {err}{hint}")
-            if not parser.log.tensors:
-                raise RunError(f"llama-quantize printed no tensors: {quantize_error(child.all_lines)}")
-            if tmp is not None:
-                try:
-                    publish(tmp, dst, overwrite=overwrite)  # type: ignore[arg-type]
-                except FileExistsError:
-                    raise OutputAppeared(f"{dst} appeared while quantizing (another run?); not replacing it "
-                                         "(--force would): this run's result was removed") from None
-            ok = True
+                # the checks and the rename stay under the handler: a signal after llama-quantize ended
+                # but before the rename must still remove the partial file
+                if progress is not None:
+                    progress.close()
+                if rc != 0:
+                    sig = signal_name(rc)
+                    if sig is not None:
+                        why = f"llama-quantize was killed by {sig}"
+                        if sig == "SIGXFSZ":
+                            why += " (the output exceeded the file size limit, ulimit -f)"
+                        last = quantize_error(child.all_lines)
+                        raise RunError(f"{why}; last output: {last}")
+                    err = quantize_error(child.all_lines)
+                    hint = ""
+                    if "iostream error" in err and not dry_run:
+                        hint = f" (writing {dst} failed: is its disk full or a file size limit reached?)"
+                    raise RunError(f"llama-quantize failed (exit {rc}): {err}{hint}")
+                if not parser.log.tensors:
+                    raise RunError(f"llama-quantize printed no tensors: {quantize_error(child.all_lines)}")
+                if tmp is not None:
+                    try:
+                        publish(tmp, dst, overwrite=overwrite)  # type: ignore[arg-type]
+                    except FileExistsError:
+                        raise OutputAppeared(f"{dst} appeared while quantizing (another run?); not replacing it "
+                                             "(--force would): this run's result was removed") from None
+                ok = True
         finally:
             if progress is not None:
                 progress.close()

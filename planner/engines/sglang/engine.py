@@ -8,6 +8,7 @@ from planner.core.serving.hf_checkpoint import Format
 from planner.core.serving.plan_formats import EngineOptions, engine_defaults
 from planner.engines.hf_serving import HFServingEngine, NodeLaunch, model_path_for
 from planner.engines.sglang import memory as sglang_memory
+from planner.engines.sglang.command_line import parse_commands
 from planner.engines.sglang.memory import ENGINE, check_dp_attention, layout_for
 
 
@@ -15,11 +16,13 @@ def server_command(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: i
                    node_rank: int = 0) -> list[str]:
     d = engine_defaults(ENGINE)
     check_dp_attention(entry, opts)
-    layout, _ = layout_for(entry, fmt, gpus, nodes, opts.dp_attention)
+    layout, _ = layout_for(entry, fmt, gpus, nodes, opts.dp_attention, opts.ep_moe)
     cmd = ["python3", "-m", "sglang.launch_server", "--model-path", model_path_for(fmt, entry, opts),
            "--tp-size", str(layout.tp)]
     if layout.dp_attention:
         cmd += ["--dp-size", str(layout.tp), "--enable-dp-attention"]
+    if layout.ep:
+        cmd += ["--enable-ep-moe", "--ep-size", str(layout.tp)]
     if nodes > 1:
         cmd += ["--dist-init-addr", f"{opts.head_address}:{d['dist_init_port']}", "--nnodes", str(nodes),
                 "--node-rank", str(node_rank)]
@@ -48,4 +51,4 @@ def node_launches(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: in
     return out
 
 
-ENGINE_IMPL = HFServingEngine(ENGINE, "SGLang", sglang_memory.fit, node_launches)
+ENGINE_IMPL = HFServingEngine(ENGINE, "SGLang", sglang_memory.fit, node_launches, parse_commands)

@@ -32,10 +32,15 @@ from planner.errors import PlannerError
 ENGINE = "sglang"
 
 
-def layout_for(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, dp_attention: bool = False) -> tuple[Layout, str]:
-    """One TP group over every node: the largest size up to all GPUs, a multiple of the node count."""
-    tp, why = choose_tp(entry.hparams, fmt, entry.id, gpus * nodes, multiple_of=nodes, dp_attention=dp_attention)
-    return Layout(tp=tp, pp=1, dp_attention=dp_attention), why
+def layout_for(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, dp_attention: bool = False,
+               ep: bool = False) -> tuple[Layout, str]:
+    """One TP group over every node: the largest size up to all GPUs, a multiple of the node count; with
+    expert parallelism (ep) the routed experts split by count over the same ranks."""
+    if ep and not entry.hparams.is_moe:
+        raise PlannerError(f"SGLang's expert parallelism (--enable-ep-moe) needs an MoE model; {entry.id} is dense")
+    tp, why = choose_tp(entry.hparams, fmt, entry.id, gpus * nodes, multiple_of=nodes, dp_attention=dp_attention,
+                        ep=ep)
+    return Layout(tp=tp, pp=1, dp_attention=dp_attention, ep=ep), why
 
 
 def default_mem_fraction(tp: int) -> float:
@@ -56,7 +61,7 @@ def fit(entry: ModelEntry, fmt: Format, profile, gpus: int, nodes: int, ctx: int
     d = engine_defaults(ENGINE)
     hp = entry.hparams
     check_dp_attention(entry, opts)
-    layout, why = layout_for(entry, fmt, gpus, nodes, opts.dp_attention)
+    layout, why = layout_for(entry, fmt, gpus, nodes, opts.dp_attention, opts.ep_moe)
     tp = layout.tp
     per_node = tp // nodes
     dp = tp if layout.dp_attention else 1
@@ -70,7 +75,7 @@ def fit(entry: ModelEntry, fmt: Format, profile, gpus: int, nodes: int, ctx: int
         chunk //= 2
     graph_bs = int(d["cuda_graph_max_bs"]) if not small else (8 if tp < 4 else 80)
     attn_tp = 1 if layout.dp_attention else tp
-    per_tok_act = activation_bytes_per_token(hp, tp, attn_tp)
+    per_tok_act = activation_bytes_per_token(hp, tp, attn_tp, layout.ep)
     act = chunk * per_tok_act + logits_bytes(hp, min(chunk, graph_bs))
     graphs = graph_bs * per_tok_act + int(d["cuda_graph_fixed_bytes"])
 

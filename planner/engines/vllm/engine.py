@@ -8,6 +8,7 @@ from planner.core.serving.hf_checkpoint import Format
 from planner.core.serving.plan_formats import EngineOptions, engine_defaults
 from planner.engines.hf_serving import HFServingEngine, NodeLaunch, model_path_for
 from planner.engines.vllm import memory as vllm_memory
+from planner.engines.vllm.command_line import parse_commands
 from planner.engines.vllm.memory import ENGINE, layout_for
 
 
@@ -52,4 +53,4 @@ def node_launches(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: in
     return out
 
 
-ENGINE_IMPL = HFServingEngine(ENGINE, "vLLM", vllm_memory.fit, node_launches)
+ENGINE_IMPL = HFServingEngine(ENGINE, "vLLM", vllm_memory.fit, node_launches, parse_commands)
