@@ -183,14 +183,17 @@ def test_json_carries_the_serving_figures():
 # ------------------------------------------------------------------ llama-batched-bench's output
 def test_batched_bench_output_is_read_from_a_real_run():
     run = parse_batched_bench((FIXTURES / "batched-bench-qwen2-q4_k_m.txt").read_text())
-    assert run.settings["n_kv_max"] == 5120 and run.settings["n_ubatch"] == 512
+    # -c 2048 -b 2048 -ub 512 -npp 128 -ntg 64 -npl 1,2,4,8 (bench/bench_serving_llamacpp.py)
+    assert (run.settings["n_kv_max"], run.settings["n_batch"], run.settings["n_ubatch"]) == (2048, 2048, 512)
     assert [c.pl for c in run.cases] == [1, 2, 4, 8]
-    c = run.case(128, 32, 8)
-    assert c.n_kv == 8 * 160
-    assert c.speed_tg == pytest.approx(8 * 32 / c.t_tg, rel=5e-3)
-    assert c.step_s == pytest.approx(c.t_tg / 32)
+    c = run.case(128, 64, 8)
+    assert (c.pp, c.tg, c.n_kv) == (128, 64, 8 * 192)
+    assert c.speed_tg == pytest.approx(8 * 64 / c.t_tg, rel=5e-3)
+    assert c.speed_pp == pytest.approx(8 * 128 / c.t_pp, rel=5e-3)
+    assert c.step_s == pytest.approx(c.t_tg / 64)
     jl = parse_batched_bench((FIXTURES / "batched-bench-qwen2-q4_k_m.jsonl").read_text())
-    assert [c.pl for c in jl.cases] == [1, 2, 4, 8] and jl.settings["n_kv_max"] == 5120
+    assert [c.pl for c in jl.cases] == [1, 2, 4, 8] and jl.settings["n_kv_max"] == 2048
+    assert all(x.speed_tg == pytest.approx(x.pl * x.tg / x.t_tg, rel=1e-4) for x in jl.cases)
     with pytest.raises(PlannerError, match="no result rows"):
         parse_batched_bench("main: n_kv_max = 5120, n_batch = 2048, n_ubatch = 512, flash_attn = -1, is_pp_shared = 0")
     with pytest.raises(PlannerError, match="malformed"):

@@ -4,12 +4,12 @@ llama-batched-bench (tools/batched-bench/batched-bench.cpp) decodes B sequences 
 TG, B) it clears the cache, prefills B prompts of PP tokens (one batch, split in -b batches and -ub
 ubatches: T_PP), then decodes TG steps of B tokens, one per sequence (T_TG). It prints its settings line
 
-    main: n_kv_max = 5120, n_batch = 2048, n_ubatch = 512, flash_attn = -1, is_pp_shared = 0, ...
+    llama_batched_bench: n_kv_max = 2048, n_batch = 2048, n_ubatch = 512, flash_attn = -1, is_pp_shared = 0, ...
 
 and one row per case, as a markdown table (the default) or as JSON lines (--output-format jsonl):
 
     |    PP |     TG |    B |   N_KV |   T_PP s | S_PP t/s |   T_TG s | S_TG t/s |      T s |    S t/s |
-    |   128 |     32 |    4 |    640 |    0.468 |  1094.20 |    0.585 |   218.80 |    1.053 |   607.84 |
+    |   128 |     64 |    4 |    768 |   13.813 |    37.07 |   13.787 |    18.57 |   27.601 |    27.83 |
 
 S_TG is B x TG / T_TG: the tokens of all sequences per second; T_TG / TG is one decode step of B tokens.
 Every sequence is fed the same token (id 0) at the same positions: their hidden states are identical,
@@ -26,9 +26,8 @@ from typing import Sequence
 
 from planner.errors import PlannerError
 
-_SETTINGS = re.compile(r"n_kv_max = (?P<n_kv_max>\d+), n_batch = (?P<n_batch>\d+), n_ubatch = (?P<n_ubatch>\d+), "
-                       r"flash_attn = (?P<flash_attn>-?\d+), is_pp_shared = (?P<is_pp_shared>\d+)"
-                       r"(?:, n_gpu_layers = (?P<n_gpu_layers>-?\d+))?(?:, n_threads = (?P<n_threads>\d+))?")
+_SETTINGS = re.compile(r"\bn_kv_max = \d+, n_batch = \d+")          # the settings line (builds add fields to it)
+_SETTING = re.compile(r"(\w+) = (-?\d+)")
 _NUM = r"\s*(-?[0-9.]+)\s*"
 _ROW = re.compile(r"^\|" + r"\|".join([_NUM] * 10) + r"\|\s*$")
 _FIELDS = ("pp", "tg", "pl", "n_kv", "t_pp", "speed_pp", "t_tg", "speed_tg", "t", "speed")
@@ -79,9 +78,8 @@ def parse_batched_bench(text: str) -> BatchedBench:
     out = BatchedBench()
     for line in text.splitlines():
         s = line.strip()
-        m = _SETTINGS.search(s)
-        if m and not out.settings:
-            out.settings = {k: int(v) for k, v in m.groupdict().items() if v is not None}
+        if not out.settings and _SETTINGS.search(s):
+            out.settings = {k: int(v) for k, v in _SETTING.findall(s[s.index("n_kv_max"):])}
             continue
         try:
             if s.startswith("{") and '"speed_tg"' in s:
