@@ -55,6 +55,9 @@ def test_serving_tab_fields_replan_and_show_the_plans_figures():
         app.query_one("#sv-concurrency").focus()
         await pilot.press("backspace", "8")
         await pilot.pause()
+        assert app.request.concurrency == 1            # planned when complete: on Enter
+        await pilot.press("enter")
+        await pilot.pause()
         assert app.request.concurrency == 8
         want = make_plan(PlanRequest(**LOAD, concurrency=8)).schemes[0].serving
         assert app.sp.serving.ttft_s == pytest.approx(want.ttft_s) and app.sp.serving.bound == "queue"
@@ -62,7 +65,7 @@ def test_serving_tab_fields_replan_and_show_the_plans_figures():
 
         # a TPOT target: drawn as the per-user rate it means
         app.query_one("#sv-tpot_ms").focus()
-        await pilot.press(*"50")
+        await pilot.press(*"50", "enter")
         await pilot.pause()
         assert app.request.tpot_ms == 50.0
         assert "targets: TPOT 50 ms" in app.screen_text()
@@ -70,10 +73,10 @@ def test_serving_tab_fields_replan_and_show_the_plans_figures():
 
         # generated tokens 0: refused by the option's own converter, said on the error line
         app.query_one("#sv-gen_tokens").focus()
-        await pilot.press(*["backspace"] * 4, "0")
+        await pilot.press(*["backspace"] * 4, "0", "enter")
         await pilot.pause()
         assert app.error == "--gen must be at least 1, got 0"
-        await pilot.press("backspace", *"64")
+        await pilot.press("backspace", *"64", "enter")
         await pilot.pause()
         assert app.error is None and app.request.gen_tokens == 64
         want = make_plan(PlanRequest(**LOAD, concurrency=8, tpot_ms=50.0, gen_tokens=64)).schemes[0].serving

@@ -16,7 +16,7 @@ from textual_plotext import PlotextPlot
 from planner.core.plan import PlanRequest, SchemePlan
 from planner.errors import PlannerError
 from planner.options import BY_DEST
-from planner.tui.widgets.choices import ChoicesPanel, NumberInput
+from planner.tui.widgets.choices import FIELD_KINDS, ChoicesPanel, FieldInput
 
 # (request field, label, whole number)
 FIELDS = (("concurrency", "in flight", True), ("gen_tokens", "gen tokens", True),
@@ -94,19 +94,20 @@ class ServingCurvePlot(PlotextPlot):
 
 class ServingView(Vertical):
     """The load fields, the figures at that load, the curve. Edits go to `handler` as the choices panel's
-    messages (ChoicesPanel.Changed / Invalid): the app hands them to the workbench."""
+    messages (ChoicesPanel.Changed / Invalid / Committed): the app hands them to the workbench."""
 
     def __init__(self, handler=None, **kw) -> None:
         super().__init__(**kw)
         self.handler = handler
+        self._planned: dict[str, str] = {}      # each field's text as last planned
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="sv-fields"):
             for dest, label, whole in FIELDS:
                 yield Label(label, classes="sv-label")
-                cls = NumberInput if whole else Input
-                yield cls(value="", placeholder="none" if not whole else str(BY_DEST[dest].default),
-                          id=field_id(dest), compact=True, classes="sv-input")
+                typed, restrict = FIELD_KINDS["int" if whole else "number"]
+                yield FieldInput(typed, restrict, value="", placeholder="none" if not whole else
+                                 str(BY_DEST[dest].default), id=field_id(dest), compact=True, classes="sv-input")
         yield Static("", id="sv-summary")
         yield ServingCurvePlot(id="sv-plot")
 
@@ -115,25 +116,53 @@ class ServingView(Vertical):
         for dest, _, _ in FIELDS:
             w = self.query_one(f"#{field_id(dest)}", Input)
             text = BY_DEST[dest].text(getattr(req, dest))
-            if not w.has_focus and w.value != text:
-                with w.prevent(Input.Changed):
-                    w.value = text
+            if not w.has_focus:
+                self._planned[dest] = text
+                if w.value != text:
+                    with w.prevent(Input.Changed):
+                        w.value = text
         self.query_one("#sv-summary", Static).update(summary(req, sp))
         self.query_one(ServingCurvePlot).show(req, sp)
 
+    # As in the choices panel: a typed value is planned when complete, on Enter or when the field loses
+    # the focus; while it is typed the field is marked as edited
+    def _dest(self, field: Input) -> str | None:
+        return next((d for d, _, _ in FIELDS if field_id(d) == field.id), None)
+
     def on_input_changed(self, event: Input.Changed) -> None:
-        dest = next((d for d, _, _ in FIELDS if field_id(d) == event.input.id), None)
-        if dest is None:
-            return
-        event.stop()
+        dest = self._dest(event.input)
+        if dest is not None:
+            event.stop()
+            event.input.set_class(event.value.strip() != self._planned.get(dest, ""), "edited")
+
+    def on_input_blurred(self, event: Input.Blurred) -> None:
+        if self._dest(event.input) is not None:
+            event.stop()
+            self.commit(event.input)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if self._dest(event.input) is not None:
+            event.stop()
+            if self.commit(event.input):
+                self._send(ChoicesPanel.Committed())
+
+    def commit(self, field: Input) -> bool:
+        """Plan the field's value if it changed. False: not a valid value (the error line says why)."""
+        dest = self._dest(field)
         o = BY_DEST[dest]
-        text = event.value.strip()
+        text = field.value.strip()
+        if text == self._planned.get(dest, ""):
+            field.remove_class("edited")
+            return True
         try:
             value = o.parse(text) if text else o.default
         except PlannerError as e:
             self._send(ChoicesPanel.Invalid(str(e)))
-            return
+            return False
+        self._planned[dest] = text
+        field.remove_class("edited")
         self._send(ChoicesPanel.Changed({dest: value}))
+        return True
 
     def _send(self, message) -> None:
         if self.handler is not None:
