@@ -384,6 +384,7 @@ class SpeedLayout:
     attn_dims: int
     attn_class: str
     ubatch: int                                 # min(-ub, -b)
+    op_offload: bool = True                     # llama.cpp's op offload (off: --no-op-offload)
 
 
 def expert_share(active: float, batch: int) -> float:
@@ -410,7 +411,7 @@ def decode_step(lay: SpeedLayout, batch: int = 1, ctx_tokens: float = 0.0,
     step reads those the batch touches (expert_share of their bytes and rows; `expert_batch` tokens route
     independently, default the batch: sequences that feed identical tokens touch the same experts, so one),
     and multiplies each token with its k, at the MUL_MAT_ID rates where measured. A batch of 32 or more
-    tokens has llama.cpp copy experts held in host RAM to the GPU over PCIe for every step (op offload), as
+    tokens has llama.cpp copy experts held in host RAM to the GPU over PCIe for every step (op offload, unless --no-op-offload), as
     in prefill. Attention reads each sequence's own cache (ctx_tokens in all, at the larger of its bytes at
     the bandwidth and its FLOPs); the fixed costs (per layer and graph, per token on the host) are per step;
     the hidden states of the batch cross each link. With batch 1 this is the single-stream decode above."""
@@ -421,7 +422,7 @@ def decode_step(lay: SpeedLayout, batch: int = 1, ctx_tokens: float = 0.0,
     sec: dict[str, float] = {}
     byts: dict[str, int] = {}
     per_ctx = 0.0
-    offload = batch >= OP_OFFLOAD_MIN_BATCH and lay.offload_gpu is not None
+    offload = batch >= OP_OFFLOAD_MIN_BATCH and lay.offload_gpu is not None and lay.op_offload
     for lbl, p in lay.places.items():
         t = 0.0
         read = 0.0
@@ -542,7 +543,7 @@ def prefill_seconds(lay: SpeedLayout, prompt: int, depth: int = 0, sequences: in
                 gpu = lay.offload_gpu
                 fams_g = _by_family(p.decode)
                 fam_g = max(fams_g, key=lambda f: fams_g[f])
-                if u >= OP_OFFLOAD_MIN_BATCH and opts.op_offload:
+                if u >= OP_OFFLOAD_MIN_BATCH and lay.op_offload:
                     off = p.offload_flops_per_token * u / (gpu.tflops * 1e12 * fac.eff(fac.prefill, gpu.backend, fam_g))
                     total += max(off, p.pcie_bytes / (pcie.bandwidth_gbs * 1e9))
                 else:
@@ -669,7 +670,8 @@ def speed_layout(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, opt
     return SpeedLayout(places=places, hops=[(a, b, link_for(a, b)) for a, b in zip(order, order[1:])],
                        hybrid_layers=hybrid_layers, pcie=pcie, hidden_bytes=hp.n_embd * 4.0, host=host,
                        offload_gpu=gpu, fac=fac, active=active, n_head=hp.n_head, attn_dims=attn_dims,
-                       attn_class=attention_class(hp.arch, opts.kv_mode), ubatch=max(1, min(opts.ubatch, opts.batch)))
+                       attn_class=attention_class(hp.arch, opts.kv_mode), ubatch=max(1, min(opts.ubatch, opts.batch)),
+                       op_offload=opts.op_offload)
 
 
 
