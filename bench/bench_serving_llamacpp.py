@@ -219,6 +219,13 @@ def report(runs: list[dict], threads: int = 2) -> str:
            "rounds. `x B=1`: the figure over the same run's figure at one sequence (one request), measured and",
            "predicted: what batching adds to the single-stream model, and what a machine slowed alike for every",
            "case (other processes on the CPUs) leaves unchanged.", ""]
+    busy = max((r.get("others", 0.0) for run in runs for r in run["rounds"]), default=0.0)
+    if busy > 0.5:
+        out += [f"This run shared the machine: other processes used up to {busy:.2f} of its 2 CPUs during the",
+                "measurements (below, per model). The host probe right before each round saw the machine as it was",
+                "then, but the load changes from minute to minute: the absolute figures carry that noise (the same",
+                "one-sequence case measured by llama-batched-bench and by llama-server differs by up to 2x); rerun",
+                "on a quiet machine for the model's own error.", ""]
     errs = {"tg": [], "pp": [], "srv_tpot": [], "srv_tps": [], "srv_ttft": [], "tg_rel": [], "pp_rel": [],
             "srv_tpot_rel": [], "srv_tps_rel": []}
     for run in runs:
