@@ -64,7 +64,7 @@ def plan_case(case: dict):
         tensor_split=tuple(case["tensor_split"]) if case.get("tensor_split") else None,
         tensor_overrides=tuple(tuple(r.split("=", 1)) for r in case.get("overrides", [])),  # type: ignore[misc]
         backend="CUDA", mask_f16=case.get("mask_f16", True),
-        ngl_output_first=case.get("ngl_output_first", True))
+        ngl_output_first=case.get("ngl_output_first", True), op_offload=case.get("op_offload", True))
     return plan_memory(model.hparams, sp.tensors, slots, opts)
 
 
@@ -99,6 +99,13 @@ def compare(case: dict) -> list[Row]:
         elif buf in (host_buf, "CPU"):
             add("compute", "host", mib, mem.host.compute_bytes)
     return rows
+
+
+def is_hybrid(case: dict) -> bool:
+    """Weights in host memory while GPUs compute (-ot ...=CPU, --n-cpu-moe, -ngl below every layer): the
+    runs whose GPU compute buffers hold op offload's weight copies (or, with --no-op-offload, do not)."""
+    return bool(case.get("n_cpu_moe") or case.get("ngl") is not None
+                or any(r.endswith("=CPU") for r in case.get("overrides", [])))
 
 
 def summary(rows: list[Row], kind: str, device_kind: str | None = None) -> tuple[int, float, float, Row] | None:
@@ -142,6 +149,24 @@ def main() -> int:
                    f"({s[3].case} {s[3].buffer})")
     out.append(f"- rows not scored: {sum(not r.scored for r in rows)} (a case's types known only as counts, "
                "or a row it lists with its reason)")
+    hybrid = [c for c in cases if is_hybrid(c)]
+    hrows = [r for c in hybrid for r in compare(c) if r.kind == "compute"]
+    hs = [r for r in hrows if r.scored]
+    out.append(f"- hybrid runs (weights in host memory; op offload {'on' if all(c.get('op_offload', True) for c in hybrid) else 'on/off'}): "
+               f"{len(hybrid)} cases, {len(hs)} scored compute lines, worst |error| "
+               + (f"{100 * max(abs(r.error) for r in hs):.2f}%" if hs else "-"))
+    out += ["", "## Hybrid runs, compute buffers per device", ""]
+    for c in hybrid:
+        where = (f"-ngl {c['ngl']}" if c.get("ngl") is not None else "") + \
+                (f" --n-cpu-moe {c['n_cpu_moe']}" if c.get("n_cpu_moe") else "") + \
+                (" -ot " + " -ot ".join(c["overrides"]) if c.get("overrides") else "") + \
+                ("" if c.get("op_offload", True) else " --no-op-offload")
+        out.append(f"- {c['file'].removesuffix('.txt')}: `{where.strip()}`, -c {c['ctx']}, -ub {c.get('ubatch', 512)}, "
+                   f"-fa {c.get('flash_attn', 'on')}")
+    out += ["", "| case | buffer | logged MiB | planned MiB | error | scored |", "| --- | --- | ---: | ---: | ---: | --- |"]
+    for r in hrows:
+        out.append(f"| {r.case} | {r.buffer} | {r.logged_mib:.2f} | {r.planned_mib:.2f} | {100 * r.error:+.2f}% "
+                   f"| {'yes' if r.scored else 'no'} |")
     out += ["", "## Cases", "", "| case | runner | date | source |", "| --- | --- | --- | --- |"]
     for c in cases:
         out.append(f"| {c['file'].removesuffix('.txt')} | {c.get('runner', '')} | {c.get('date', '')} | {c['source']} |")

@@ -281,6 +281,9 @@ OPTIONS: tuple[Option, ...] = (
            help="the device of every layer with --split-mode none"),
     Option("split_mode", (), llama_cpp=("--split-mode", "-sm"), choices=Choices(lambda: SPLIT_MODES),
            help="llama.cpp split mode: layer, or none (every layer on --main-gpu)"),
+    Option("op_offload", ("--no-op-offload",), action="store_false",
+           help="as llama.cpp's flag: ops on host weights stay on the CPU (no weight copies in the GPU's "
+                "compute buffer; slower prefill)"),
     Option("task", ("--task",), choices=Choices(task_ids),
            control=Control("task", "select", "Placement")),
     Option("prompt", ("--prompt",), type=int_at_least("--prompt", 1), metavar="N",

@@ -102,11 +102,7 @@ def test_host_compute_buffer_with_host_layers_is_the_mask_and_one_layers_kv_rows
     assert shows_as_mib(bench.plan_case(case).host.compute_bytes, host)
 
 
-def test_host_weights_are_copied_to_the_first_gpu_from_32_rows():
-    """-ot exps=CPU: ggml-cuda computes ops of at least 32 rows on the GPU, the scheduler copies each host
-    weight into the first GPU's compute buffer (one split per weight): the largest expert tensor is
-    alive with the operands of its MUL_MAT_ID (input [n_ff_exp, n_used, T], output [n_embd, n_used, T],
-    the residual and the norm). Below 32 rows (-ub 16) the op stays on the CPU."""
+def _r1_q4km_plan(ub: int, rules=(("exps", "CPU"),), op_offload: bool = True, gpus: int = 2, n_cpu_moe: int = 0):
     from planner.core.catalog import catalog
     from planner.core.llamacpp.memory import MemoryOptions, Slot, plan_memory
     from planner.core.llamacpp.schemes import resolve_scheme
@@ -114,24 +110,69 @@ def test_host_weights_are_copied_to_the_first_gpu_from_32_rows():
 
     model = resolve_catalog_model(catalog()["deepseek-r1"], "mla")
     sp = size_scheme(model, resolve_scheme("Q4_K_M"))
+    opts = MemoryOptions(ctx=8192, ubatch=ub, batch=max(ub, 2048), tensor_overrides=rules, backend="CUDA",
+                         op_offload=op_offload, n_cpu_moe=n_cpu_moe)
+    mem = plan_memory(model.hparams, sp.tensors, [Slot(f"CUDA{i}", 1 << 40) for i in range(gpus)], opts)
+    return model.hparams, sp, mem
+
+
+def test_host_weights_are_copied_to_the_first_gpu_from_32_rows():
+    """-ot exps=CPU: ggml-cuda computes ops of at least 32 rows on the GPU, the scheduler copies each host
+    weight into the first GPU's compute buffer (one split per weight). CUDA0 computes the attention of its
+    own layers just before their experts' copies: the largest expert tensor lands above its own high-water,
+    with the operands of its MUL_MAT_ID (input [n_ff_exp, n_used, T], output [n_embd, n_used, T], the
+    residual and the norm). CUDA1's layers' experts are copied to CUDA0 too, after CUDA0's own layers:
+    there the copy and its operands alone. Below 32 rows (-ub 16) the op stays on the CPU."""
+    hp, sp, _ = _r1_q4km_plan(512)
     biggest = max(t.bytes for t in sp.tensors if "exps" in t.name)
-    hp = model.hparams
-
-    def gpu0(ub, rules=(("exps", "CPU"),)):
-        mem = plan_memory(hp, sp.tensors, [Slot("CUDA0", 1 << 40), Slot("CUDA1", 1 << 40)],
-                          MemoryOptions(ctx=8192, ubatch=ub, batch=max(ub, 2048), tensor_overrides=rules,
-                                        backend="CUDA"))
-        return mem.per_device[0].compute_bytes, mem.per_device[1].compute_bytes
-
-    on, other = gpu0(512)
     t = 512
     operands = t * (hp.n_expert_used * (hp.n_ff_exp + hp.n_embd) + 2 * hp.n_embd) * 4
-    assert on == biggest + operands              # the copy with the op it feeds
-    assert other < biggest                      # only the first GPU computes with host weights
-    small, _ = gpu0(16)
-    assert small < biggest
-    none, _ = gpu0(512, rules=())
-    assert none < biggest                       # nothing on the host: no copy
+    # CUDA0's own high-water: an override that moves nothing (no pipeline parallelism, as with -ot)
+    _, _, none = _r1_q4km_plan(512, rules=(("nomatch", "CPU"),))
+    own = none.per_device[0].compute_bytes
+    on = _r1_q4km_plan(512)[2]
+    assert on.per_device[0].compute_bytes == own + biggest + operands
+    assert on.per_device[1].compute_bytes < biggest      # only the first GPU computes with host weights
+    # the experts of CUDA1's layers only (blocks 31-60): copied after CUDA0's own layers
+    later = _r1_q4km_plan(512, rules=((r"blk\.(3[1-9]|[4-6][0-9])\.ffn_.*_exps", "CPU"),))[2]
+    late_biggest = max(t.bytes for t in sp.tensors if "exps" in t.name and int(t.name.split(".")[1]) >= 31)
+    assert later.per_device[0].layers[-1] < 31
+    assert later.per_device[0].compute_bytes == max(own, late_biggest + operands)
+    small = _r1_q4km_plan(16)[2]
+    assert small.per_device[0].compute_bytes < biggest
+
+
+def test_no_op_offload_keeps_the_host_experts_on_the_cpu():
+    """--no-op-offload: no weight copy in any GPU's compute buffer (CUDA0 holds what it holds with nothing on
+    the host); the CPU backend (CUDA_Host) computes the host experts: beside the graph inputs the experts'
+    input copy [n_embd, T], the up, gate and GLU products [n_ff_exp, n_used, T] (and at the down product the
+    GLU with its output [n_embd, n_used, T]) and the ids. --n-cpu-moe is the same placement."""
+    hp, sp, off = _r1_q4km_plan(512, op_offload=False)
+    _, _, none = _r1_q4km_plan(512, rules=(("nomatch", "CPU"),))
+    _, _, on = _r1_q4km_plan(512)
+    biggest = max(t.bytes for t in sp.tensors if "exps" in t.name)
+    assert off.per_device[0].compute_bytes == none.per_device[0].compute_bytes < biggest
+    t, u, ff, e = 512, hp.n_expert_used, hp.n_ff_exp, hp.n_embd
+    experts = t * (max(e + 3 * ff * u, ff * u + e * u) + u) * 4
+    assert off.host.compute_bytes == on.host.compute_bytes + experts
+    assert off.host.compute_bytes == none.host.compute_bytes + experts
+    ncmoe = _r1_q4km_plan(512, rules=(), op_offload=False, n_cpu_moe=hp.n_layer)[2]
+    assert [d.compute_bytes for d in ncmoe.per_device] + [ncmoe.host.compute_bytes] == \
+        [d.compute_bytes for d in off.per_device] + [off.host.compute_bytes]
+    # below 32 rows the CPU computes them whatever the flag says
+    small_on, small_off = _r1_q4km_plan(16)[2], _r1_q4km_plan(16, op_offload=False)[2]
+    assert small_on.host.compute_bytes == small_off.host.compute_bytes > _r1_q4km_plan(16, rules=(("nomatch", "CPU"),))[2].host.compute_bytes
+
+
+def test_the_hybrid_cases_are_scored_on_every_gpu_they_can_be():
+    """The published hybrid runs (host layers or host experts computed on a GPU by op offload): every GPU
+    whose copy is known is scored, within 10%; the error bound of bench/out/cuda_logs.md for them."""
+    hybrid = [c for c in CASES if c.get("overrides") or c.get("ngl") is not None or c.get("n_cpu_moe")]
+    rows = [r for c in hybrid for r in bench.compare(c) if r.kind == "compute" and r.buffer != "host"]
+    scored = [r for r in rows if r.scored]
+    assert len({r.case for r in scored}) >= 2
+    assert any(r.logged_mib > 3000 for r in scored)       # a GPU holding an op offload copy is among them
+    assert all(abs(r.error) < 0.10 for r in scored), [(r.case, r.buffer, r.error) for r in scored]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -106,6 +106,14 @@ class ModelEntry:
     hf_repo: str = ""
     config: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     in_auto: bool = True                 # among --model auto's candidates (the profile's `auto`)
+    # the precisions the checkpoint was released in (profiles/accuracy/release.toml): what a native
+    # scheme keeps (planner.core.accuracy.recommend.native_schemes)
+    release_precision: tuple[str, ...] = ()
+    # how llama.cpp's converter writes the release: "outtype" (every tensor in --outtype
+    # gguf_source_type) or "release" (its own types whatever --outtype says; the launch recipe converts
+    # without one)
+    gguf_convert: str = "outtype"
+    gguf_convert_writes: str = ""        # with "release": what the converter writes, in words
 
 
 # llama.cpp's own limits (src/llama-hparams.h): a model with more layers or experts does not load
@@ -337,7 +345,22 @@ def _load_entry(path: Path) -> ModelEntry:
         hf_repo=data.get("hf_repo", ""),
         config=data["config"],
         in_auto=bool(data.get("auto", True)),
+        release_precision=_release_precision(data.get("release_precision", []), path),
+        gguf_convert=_choice(data.get("gguf_convert", "outtype"), ("outtype", "release"), "gguf_convert", path),
+        gguf_convert_writes=str(data.get("gguf_convert_writes", "")),
     )
+
+
+def _release_precision(v: Any, path: Path) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise PlannerError(f"model profile {path}: 'release_precision' must be a list of precision names")
+    return tuple(v)
+
+
+def _choice(v: Any, valid: tuple[str, ...], key: str, path: Path) -> str:
+    if v not in valid:
+        raise PlannerError(f"model profile {path}: '{key}' must be one of {', '.join(valid)}, got {json.dumps(v)}")
+    return v
 
 
 @lru_cache(maxsize=1)

@@ -45,6 +45,7 @@ class PlanRequest:
     tensor_overrides: list[str] = field(default_factory=list)   # llama.cpp -ot PATTERN=BUFFER, first match wins
     main_gpu: int = 0                    # llama.cpp -mg
     split_mode: str = "layer"            # llama.cpp -sm: layer | none
+    op_offload: bool = True              # llama.cpp's op offload (--no-op-offload turns it off)
     task: str = "general"
     imatrix: bool | None = None          # None: assume an imatrix where the scheme needs one
     max_context: bool = False            # also search the largest context that fits
@@ -457,6 +458,7 @@ WHY_NOT_SCHEME = {
     "no_task_benchmark": "it is measured, but not on any benchmark of the requested task",
     "unmeasured": "no published accuracy exists for it",
     "fewer_bits": "no measured scheme fits, and it has fewer bits per weight than the pick",
+    "not_native": "no measured scheme fits, and the pick keeps the release's own precision, which it does not",
     "not_planned": "its memory was not planned",
 }
 # Why a model is not the recommendation (RankedModel.why_not, --model auto):
@@ -501,6 +503,7 @@ class RankedScheme:
     role: str | None = None              # baseline | quantized
     baseline: str | None = None          # the baseline column ("FP8 (Official API)")
     baseline_score: float | None = None  # the baseline's task score in the same table
+    native: str = ""                     # the release precision it keeps ("": none; recommend.native_schemes)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__, why_not=list(self.why_not), benchmarks=list(self.benchmarks))
@@ -534,8 +537,8 @@ class Recommendation:
     """What planner.core.accuracy.recommend decided, as data; planner.render.recommendation writes the sentences.
 
     basis: "suite" (absolute task scores in one evaluation suite), "share" (each score as a share of
-    its own table's baseline) or "unmeasured" (no measured scheme fits: the fitting scheme with the
-    most bits per weight). `ranked` holds the ranked schemes in order (the pick first), `excluded` the
+    its own table's baseline) or "unmeasured" (no measured scheme fits: a scheme native to the release
+    first, then the fitting scheme with the most bits per weight). `ranked` holds the ranked schemes in order (the pick first), `excluded` the
     others of the plan with their why_not codes. For --model auto, `model` names the model, `models`
     ranks the candidates and the other fields are the chosen model's own recommendation.
     """

@@ -124,8 +124,13 @@ def scheme_reasons(rec: Recommendation) -> list[str]:
                        f"{need_text(rec.smallest_measured)}")
         else:
             out.append(f"no published {task} score exists for {rec.model_name} in any scheme that fits")
-        out.append(f"{win.scheme} is UNMEASURED: recommended only as the fitting scheme with the most bits per "
-                   f"weight ({win.bpw:.2f} bpw); no {task} accuracy figure exists for it")
+        if win.native:
+            out.append(f"{win.scheme} keeps the release's own precision ({win.native}, as released; {win.bpw:.2f} "
+                       f"bpw): a scheme with more bits per weight holds those released values rounded once more, "
+                       f"so it ranks first; no {task} accuracy figure exists for it")
+        else:
+            out.append(f"{win.scheme} is UNMEASURED: recommended only as the fitting scheme with the most bits per "
+                       f"weight ({win.bpw:.2f} bpw); no {task} accuracy figure exists for it")
         out.append(f"{fit_text(win)} on {hw}")
         return out
     order = _by_score(rec)
@@ -147,9 +152,14 @@ def scheme_alternatives(rec: Recommendation) -> list[str]:
     out: list[str] = []
     if rec.basis == "unmeasured":
         others = rec.ranked[1:]
-        if others:
+        rounded = [e for e in others if "not_native" in e.why_not]
+        fewer = [e for e in others if "not_native" not in e.why_not]
+        if rounded:
+            out.append(f"also fit, no published {task} score, not the release's own precision (they round "
+                       f"the released weights again): " + ", ".join(f"{e.scheme} ({e.bpw:.2f} bpw)" for e in rounded))
+        if fewer:
             out.append(f"also fit, no published {task} score, fewer bits per weight: "
-                       + ", ".join(f"{e.scheme} ({e.bpw:.2f} bpw)" for e in others))
+                       + ", ".join(f"{e.scheme} ({e.bpw:.2f} bpw)" for e in fewer))
     else:
         for e in _by_score(rec):
             if e is win:

@@ -20,8 +20,11 @@ Rules, in order:
    most headroom on the tightest device wins, then the smaller file (fewer bytes to read per token).
    The next group starts at the best score left, and so on (tie_groups()).
 4. A scheme without a published figure is never ranked against measured ones. Only when no measured
-   scheme fits is an unmeasured one recommended (basis "unmeasured"): the fitting scheme with the
-   most bits per weight (then the most headroom).
+   scheme fits is an unmeasured one recommended (basis "unmeasured"): a scheme native to the release
+   first (native_schemes: it keeps the precision the checkpoint was released in, so it loses nothing
+   against the release; profiles/accuracy/release.toml), then the fitting scheme with the most bits
+   per weight (then the most headroom). Bits beyond the release's own precision do not rank a scheme
+   higher: they hold the released values rounded once more.
 5. Nothing fits, or no memory was planned: no recommendation (None); no_fit() says why, as data.
 
 Across models (--model auto, the paper's second question: full, distilled or quantized for given
@@ -112,6 +115,42 @@ def derive_tie_points() -> float:
                 v += (weights[b] / total) ** 2 * s * s / n
         se2.append(v)
     return math.sqrt(2 * sum(se2) / len(se2))
+
+
+# ----------------------------------------------------------------------------------------- the release
+
+@lru_cache(maxsize=1)
+def release_rule() -> dict:
+    """profiles/accuracy/release.toml [precision.<name>]: per precision of a release, the schemes of each
+    engine native to it."""
+    path = profiles_dir() / "accuracy" / "release.toml"
+    d = read_toml(path, "release precision rule").get("precision")
+    if not isinstance(d, dict) or not all(isinstance(v, dict) for v in d.values()):
+        raise PlannerError(f"release precision rule {path}: needs [precision.<name>] tables")
+    for name, row in d.items():
+        for eng, ids in row.items():
+            if eng != "description" and not (isinstance(ids, list) and all(isinstance(x, str) for x in ids)):
+                raise PlannerError(f"release precision rule {path}: [precision.{name}] {eng} must be a list of scheme ids")
+    return d
+
+
+def native_schemes(model_id: str, engine: str) -> dict[str, str]:
+    """The schemes of `engine` native to the model's release (its profile's release_precision: each
+    precision's schemes in profiles/accuracy/release.toml), by upper-case id, each with what it keeps
+    (the precisions' descriptions); empty for a model the catalog does not know."""
+    from planner.core.catalog import catalog
+
+    entry = catalog().get(model_id)
+    if entry is None:
+        return {}
+    rule = release_rule()
+    out: dict[str, list[str]] = {}
+    for prec in entry.release_precision:
+        if prec not in rule:
+            raise PlannerError(f"model {model_id}: release precision '{prec}' is not in profiles/accuracy/release.toml")
+        for x in rule[prec].get(engine, []):
+            out.setdefault(x.upper(), []).append(str(rule[prec].get("description", prec)))
+    return {k: "; ".join(v) for k, v in out.items()}
 
 
 # ----------------------------------------------------------------------------------------- entries
@@ -334,12 +373,20 @@ def _recommend(plan: Plan, task: str) -> _Outcome:
     fallback = [s for s, _ in untask_fit] + unmeasured_fit
     if not fallback:
         return _Outcome(None, False)
-    order = sorted(fallback, key=lambda s: (-s.bpw, -_headroom(s), s.size_bytes))
+    native = native_schemes(model, plan.engine)
+    order = sorted(fallback, key=lambda s: (s.id.upper() not in native, -s.bpw, -_headroom(s), s.size_bytes))
     ranked = []
     for i, s in enumerate(order):
         m = next(iter(_measured(model, s, task)), None)
-        e = _entry(s, task, m=m, why_not=[] if i == 0 else ["fewer_bits", no_score_code(s)])
-        e.rank = i + 1
+        is_native = s.id.upper() in native
+        if i == 0:
+            why: list[str] = []
+        elif order[0].id.upper() in native and not is_native:
+            why = ["not_native", no_score_code(s)]
+        else:
+            why = ["fewer_bits", no_score_code(s)]
+        e = _entry(s, task, m=m, why_not=why)
+        e.rank, e.native = i + 1, native.get(s.id.upper(), "")
         ranked.append(e)
     measured_nofit = [s for s in not_fit if _scored(model, s, task) is not None]
     smallest = None

@@ -71,6 +71,9 @@ class MemoryOptions:
     # n_layer - N (the last N repeating layers, the output layer only with N > n_layer; those logs print
     # "offloading N repeating layers to GPU" without "offloading output layer"). Same placement with N > n_layer.
     ngl_output_first: bool = True
+    # llama.cpp's op offload (on unless --no-op-offload): a GPU backend takes the ops whose weights sit in
+    # host memory when the batch has OP_OFFLOAD_MIN_BATCH tokens or more (gpu_compute_buffer_bytes)
+    op_offload: bool = True
 
 
 def cache_type(name: str, which: str) -> T:
@@ -608,8 +611,47 @@ def pipeline_parallel(n_used: int, all_layers_on_devices: bool, opts: MemoryOpti
             and not opts.tensor_overrides and not opts.n_cpu_moe)
 
 
+@dataclass(frozen=True)
+class HostCopies:
+    """The host weights the first GPU copies into its compute buffer under op offload, by what is alive
+    beside each copy (plan_memory sorts them; bytes of the largest 2-D host tensor of a layer):
+
+      with_attention: a layer whose attention this GPU computes just before the copy (a layer of its
+                      own whose experts are in host memory, or a host layer whose ops are offloaded);
+      kv:             with a host layer, the K and V cache views of that layer, copied in for its
+                      attention (its cache sits in host memory);
+      with_mask:      a layer of another device, while this GPU still has layers to come (the mask copy
+                      is alive until its last attention);
+      alone:          a layer of another device after this GPU's own layers (or the output layer)."""
+
+    with_attention: int = 0
+    kv: int = 0
+    with_mask: int = 0
+    alone: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.with_attention or self.with_mask or self.alone)
+
+
+def offloads_ops(opts: MemoryOptions) -> bool:
+    """Whether a GPU backend computes the ops of host weights in the reserved graph: op offload on
+    (no --no-op-offload) and T = min(n_ctx, n_ubatch) tokens of at least OP_OFFLOAD_MIN_BATCH (ggml-cuda's
+    offload_op compares the op's batch, ne[2] of a MUL_MAT_ID, ne[1] of a MUL_MAT, with it)."""
+    n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
+    return opts.op_offload and min(n_ctx, opts.ubatch) >= OP_OFFLOAD_MIN_BATCH
+
+
+def _copy_operands_bytes(hp: Hparams, t: int) -> int:
+    """What the op reading a copied host weight keeps alive beside it: for an expert tensor (MUL_MAT_ID,
+    the largest is a down_exps) its input [n_ff_exp, n_expert_used, T] and output [n_embd, n_expert_used, T]
+    f32, the residual and the norm (2*n_embd); a dense weight sits with the feed-forward stage's activations."""
+    if hp.is_moe:
+        return t * (hp.n_expert_used * (hp.n_ff_exp + hp.n_embd) + 2 * hp.n_embd) * F32
+    return t * _ffn_stage_floats(hp) * F32
+
+
 def gpu_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_here: int, has_output: bool,
-                             n_devices: int, *, host_weight_copy: int = 0, pipeline: bool = True,
+                             n_devices: int, *, host_copies: HostCopies = HostCopies(), pipeline: bool = True,
                              first: bool = False) -> int:
     """One CUDA (or ROCm) device's compute buffer, from llama.cpp's graph reservation on that backend.
 
@@ -619,51 +661,94 @@ def gpu_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, lay
     - the output stage is T x (n_vocab + n_embd) floats: the graph inputs (token embeddings, mask,
       positions) sit in the CUDA_Host buffer, not beside the logits (checked exactly, 307.00 MiB, on the
       published R1-Distill-Qwen-32B run of tests/fixtures/cuda_logs);
-    - weights left in host memory (-ngl below all layers, -ot ...=CPU, --n-cpu-moe) are computed on the
-      first CUDA device when the op has at least 32 rows (ggml_backend_cuda_device_offload_op, prompt
-      processing with -ub >= 32): ggml_backend_sched copies each such weight into that device's compute
-      buffer as a split input and starts a new split per weight, so the largest one (an expert tensor of
-      one layer, or output.weight) is alive with the operands of the op that reads it: for an expert
-      tensor (MUL_MAT_ID, the largest is a down_exps) its input [n_ff_exp, n_expert_used, T] and output
-      [n_embd, n_expert_used, T] f32, the residual and the norm (2*n_embd); the mask is dead by then (the
-      device's own layers come first); a dense weight sits with the feed-forward stage's activations;
     - with pipeline parallelism (several devices, every layer offloaded, no overrides) the scheduler
       keeps 4 copies of each split input (the hidden state [n_embd, T] f32 and the f16 mask) on each
       device, never reused by ggml-alloc. The multi-device terms of compute_buffer_bytes hold them: they
       were read off llama-fit-params over RPC devices, where llama.cpp enables pipeline parallelism too
       (8 bytes per mask cell are 4 f16 copies); without it (`pipeline` False: -ot, host layers) its
-      one-copy terms apply (788 MiB on the published 4-GPU V3-0324 run, as logged).
+      one-copy terms apply (788 MiB on the published 4-GPU V3-0324 run, as logged);
+    - op offload (`host_copies`, the first GPU only; none with --no-op-offload or T < 32). Derived from
+      ggml/src/ggml-backend.cpp (ggml_backend_sched_split_graph, ggml_backend_sched_backend_id_from_cur)
+      and ggml-alloc.c:
+        1. pass 1 gives an op the backend of its weight; for a weight in a host buffer it first asks
+           the backends of higher priority, in device order, whether they offload it
+           (ggml_backend_offload_op: ggml-cuda says yes for a batch of 32 tokens or more), so every op
+           on a host weight runs on the first CUDA device (RPC devices never offload);
+        2. a source that is a weight on an incompatible backend starts a new split ("by starting a new
+           split, the memory of the previously offloaded weights can be reused") and becomes that
+           split's input: a copy of the whole tensor (ggml_dup_tensor_layout, same type and size) in
+           the device's compute buffer, allocated by ggml-alloc at the start of the split (the graph
+           copy lists it before the split's nodes) and freed after its one consumer: one weight copy is
+           alive at a time, so the largest host weight sets the peak;
+        3. beside it: the operands of the op (_copy_operands_bytes) and what outlives the copy's split.
+           When this GPU has just computed the attention of the same layer (its own layer, or a host
+           layer whose ops are offloaded: HostCopies.with_attention), the attention stage reached the
+           device's high-water and was freed around the tensors that outlive it (the residual, the
+           experts' input); a copy larger than every freed block goes where ggml_dyn_tallocr puts an
+           allocation no free block fits, at the end, above that high-water: the device's own peak
+           (`base`) + the copy + its operands, and for a host layer the K and V views of its host cache
+           that its attention read (HostCopies.kv). A copy of another device's layer needs no such
+           room: the copy and its operands, with the mask while this device has layers to come.
+      Checked on the published runs of tests/fixtures/cuda_logs: DeepSeek-V3 Q3_K_M, -ngl 5 (56 host
+      layers computed on CUDA0): 1234 + 194 (legacy K q5_0 + V f16 of a host layer) + 2016 (a q4_K
+      down_exps) + 172 MiB = 3616 against the logged 3630.00 (-0.4%); DeepSeek-V3-0324 UD-Q2_K_XL over
+      4 GPUs with the experts of blocks 27-60 in host memory (other devices' layers, after CUDA0's own):
+      a copy + 344 MiB of operands against the logged 3285.00, which a q6_K down_exps (2940 MiB) makes
+      3284 (that file's per-tensor types were not published: not scored).
     """
     base = compute_buffer_bytes(hp, opts, n_vocab, layers_here, False, False, n_devices, pipeline=pipeline,
                                 first=first)
-    n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
+    n_ctx, n_kv = padded_ctx(opts.ctx, opts.parallel)
     t = min(n_ctx, opts.ubatch)
     n_out = min(t, opts.batch)
     e = hp.n_embd
     peak = base
     if has_output:
         peak = max(peak, n_out * (n_vocab + e) * F32)
-    if host_weight_copy and opts.ubatch >= OP_OFFLOAD_MIN_BATCH:
+    if host_copies and offloads_ops(opts):
         # host weights mean no pipeline parallelism: one copy of everything
-        if hp.is_moe:
-            ffn = t * (hp.n_expert_used * (hp.n_ff_exp + e) + 2 * e) * F32
-        else:
-            ffn = t * _ffn_stage_floats(hp) * F32
-        peak = max(peak, host_weight_copy + ffn)
+        ops = _copy_operands_bytes(hp, t)
+        mask = n_kv * t * (2 if opts.flash_attn else F32)
+        if host_copies.with_attention:
+            peak = max(peak, base + host_copies.kv + host_copies.with_attention + ops)
+        if host_copies.with_mask:
+            peak = max(peak, mask + host_copies.with_mask + ops)
+        if host_copies.alone:
+            peak = max(peak, host_copies.alone + ops)
     return peak
 
 
+def _host_experts_bytes(hp: Hparams, t: int) -> int:
+    """The CPU backend's tensors for host weights it computes itself (--no-op-offload, or T < 32), for
+    layers whose other ops run on a GPU: the scheduler copies the experts' input [n_embd, T] and the
+    selected ids [n_expert_used, T] i32 in (split inputs), the up and gate products and their GLU
+    [n_ff_exp, n_expert_used, T] f32 each, then the GLU with the down product [n_embd, n_expert_used, T];
+    the weighting and the sum over experts have no weight and follow the next GPU op (pass 2 of
+    ggml_backend_sched_split_graph expands GPU backends first), so they are not here. A dense model's
+    host feed-forward keeps its stage's activations (_ffn_stage_floats)."""
+    if hp.is_moe:
+        u, ff, e = hp.n_expert_used, hp.n_ff_exp, hp.n_embd
+        return t * (max(e + 3 * ff * u, ff * u + e * u) + u) * F32
+    return t * _ffn_stage_floats(hp) * F32
+
+
 def host_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, host_layers: int, has_output: bool,
-                              n_devices: int, *, n_copies: int = 1, op_offload: bool = False) -> int:
+                              n_devices: int, *, n_copies: int = 1, op_offload: bool = False,
+                              host_weights: bool = False) -> int:
     """The CUDA_Host compute buffer: the graph inputs (_inputs_bytes; the published pattern
     n_ubatch x (n_ctx + n_embd) x 4 bytes is their two large terms), times the pipeline copies, and,
-    for layers left on the host, the CPU backend's activations of those layers."""
+    for layers left on the host, the CPU backend's activations of those layers. `op_offload`: some layers
+    sit on a GPU that takes the ops of host weights (with -ngl 0 the CPU backend's figure is kept, which
+    the CPU-only runs of tests/test_memory_llamacpp.py check); `host_weights`: weights of GPU layers in
+    host memory (-ot ...=CPU, --n-cpu-moe), which the CPU backend computes itself when the GPU does not
+    take them (--no-op-offload, or fewer than 32 tokens)."""
     inputs = _inputs_bytes(hp, opts, n_copies)
+    n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
+    t = min(n_ctx, opts.ubatch)
+    offload = op_offload and offloads_ops(opts)
     if host_layers == 0 and not has_output:
-        return inputs
-    if op_offload and opts.ubatch >= OP_OFFLOAD_MIN_BATCH:
-        # (op_offload: some layers sit on a GPU; with -ngl 0 the CPU backend's figure is kept, which the
-        # CPU-only runs of tests/test_memory_llamacpp.py check)
+        return inputs + (_host_experts_bytes(hp, t) if host_weights and not offload else 0)
+    if offload:
         # the host layers' ops run on the first GPU (ggml_backend_sched op offload: ggml-cuda takes ops of
         # at least 32 rows whose weights sit in host memory, and the scheduler extends that GPU's splits
         # over the ops between them); what stays on the CPU backend is the cache store of those layers
@@ -673,8 +758,6 @@ def host_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, ho
         # layers, legacy cache (24576 + 16384 elements), -ub 512, 4096 cells: 8 + 80 MiB + the ids, 88.01
         # MiB as logged (tests/fixtures/cuda_logs).
         kd, vd = kv_dims(hp, opts.kv_mode)
-        n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
-        t = min(n_ctx, opts.ubatch)
         return max(inputs, inputs - t * hp.n_embd * F32 + t * (kd + vd) * F32)
     return max(inputs, compute_buffer_bytes(hp, opts, n_vocab, host_layers, has_output, True, n_devices,
                                             pipeline=n_copies > 1))
@@ -763,6 +846,25 @@ def tensor_device(name: str, il: int, expert: bool, rules: list[tuple[re.Pattern
     return ldev[il]
 
 
+def host_copies(hp: Hparams, opts: MemoryOptions, copy_by_layer: dict[int, int], ldev: list[int], first: int,
+                first_layers: list[int], n_graph: int) -> HostCopies:
+    """The host weights the first GPU copies in (op offload), sorted by what is alive beside each copy
+    (HostCopies): a layer's largest host weight, by where the layer's attention runs."""
+    last_here = max(first_layers, default=-1)
+    kv = kv_bytes_by_layer(hp, opts)
+    att = kv_b = mask = alone = 0
+    for il, b in copy_by_layer.items():
+        if ldev[il] == first or (ldev[il] == -1 and il < n_graph):
+            att = max(att, b)
+            if ldev[il] == -1 and il < len(kv):
+                kv_b = max(kv_b, kv[il])
+        elif last_here > il:
+            mask = max(mask, b)
+        else:
+            alone = max(alone, b)
+    return HostCopies(with_attention=att, kv=kv_b, with_mask=mask, alone=alone)
+
+
 def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts: MemoryOptions,
                 weights: LayerWeights | None = None) -> MemoryPlan:
     """Per-device memory of one scheme's tensors on `slots` (llama.cpp -sm layer, or -sm none).
@@ -799,7 +901,7 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
         (host if di < 0 else devs[di]).layers.append(il)
 
     gpu = opts.backend in GPU_BACKENDS
-    host_copy = 0                          # the largest host weight a CUDA device computes with
+    host_copy: dict[int, int] = {}         # layer -> its largest 2-D weight in host memory (op offload's copy)
     rules = override_rules(opts, [s.label for s in slots]) if opts.tensor_overrides else []
     if rules:
         for tp in tensors:
@@ -809,7 +911,7 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
             di = tensor_device(tp.name, il, expert, rules, opts.n_cpu_moe, ldev)
             (host if di < 0 else devs[di]).weights_bytes += tp.bytes
             if di < 0 and len(tp.shape) >= 2 and not tp.name.startswith("token_embd"):
-                host_copy = max(host_copy, tp.bytes)
+                host_copy[il] = max(host_copy.get(il, 0), tp.bytes)
     else:
         host.weights_bytes += lw.host
         for il, b in enumerate(lw.per_layer):
@@ -818,9 +920,9 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
                 host.weights_bytes += lw.experts[il]
                 b -= lw.experts[il]
                 if lw.largest_expert:
-                    host_copy = max(host_copy, lw.largest_expert[il])
+                    host_copy[il] = max(host_copy.get(il, 0), lw.largest_expert[il])
             if di < 0 and lw.largest:
-                host_copy = max(host_copy, lw.largest[il])
+                host_copy[il] = max(host_copy.get(il, 0), lw.largest[il])
             (host if di < 0 else devs[di]).weights_bytes += b
 
     for il, b in enumerate(kv_bytes_by_layer(hp, opts)):
@@ -834,13 +936,15 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
     used = n_used + (1 if host_layers or out_dev == -1 else 0)
     n_split = max(1, used + (1 if n_used else 0))  # the host's input split counts
     compute: dict[tuple[int, bool, bool], int] = {}      # devices with the same load share one figure
-    gpu_compute: dict[tuple[int, bool, bool, int], int] = {}
+    gpu_compute: dict[tuple[int, bool, bool, HostCopies], int] = {}
     pp = pipeline_parallel(n_used, not host.layers, opts)
     first_dev = ldev[0]                            # receives the token embeddings
     if gpu:
         n_copies = SCHED_MAX_COPIES if pp else 1
         # ops on host weights run on the first GPU (RPC devices do not offload)
         first = next((i for i, s in enumerate(slots) if not s.label.startswith("RPC")), None)
+        copies = (host_copies(hp, opts, host_copy, ldev, first, devs[first].layers, n_graph)
+                  if first is not None and host_copy and offloads_ops(opts) else HostCopies())
         for d_i, d in enumerate(devs):
             key = (bisect.bisect_left(d.layers, n_graph), out_dev == d_i, d_i == first_dev)   # graph layers (d.layers is sorted), output, layer 0
             if slots[d_i].label.startswith("RPC"):
@@ -849,15 +953,16 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
                                                         pipeline=pp, first=key[2])
                 d.compute_bytes = compute[key]
                 continue
-            copy = host_copy if d_i == first else 0
+            copy = copies if d_i == first else HostCopies()
             gkey = (key[0], key[1], key[2], copy)
             if gkey not in gpu_compute:
                 # the host's input split is not a stage of its own here: its inputs sit in CUDA_Host
                 gpu_compute[gkey] = gpu_compute_buffer_bytes(hp, opts, hp.n_vocab, key[0], key[1], max(1, used),
-                                                             host_weight_copy=copy, pipeline=pp, first=key[2])
+                                                             host_copies=copy, pipeline=pp, first=key[2])
             d.compute_bytes = gpu_compute[gkey]
         host.compute_bytes = host_compute_buffer_bytes(hp, opts, hp.n_vocab, host_layers, out_dev == -1,
-                                                       max(1, used), n_copies=n_copies, op_offload=n_used > 0)
+                                                       max(1, used), n_copies=n_copies, op_offload=n_used > 0,
+                                                       host_weights=any(ldev[il] >= 0 for il in host_copy))
     else:
         for d_i, d in enumerate(devs):
             key = (bisect.bisect_left(d.layers, n_graph), out_dev == d_i, d_i == first_dev)   # graph layers (d.layers is sorted), output, layer 0

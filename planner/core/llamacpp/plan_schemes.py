@@ -94,7 +94,7 @@ def memory_options(req: PlanRequest, kv_mode: str | None, host_capacity: int = 0
         ngl=req.ngl, n_cpu_moe=0 if req.n_cpu_moe == "auto" else req.n_cpu_moe,
         tensor_split=tuple(req.tensor_split) if req.tensor_split else None, host_capacity_bytes=host_capacity,
         tensor_overrides=tuple(override_rule(r) for r in req.tensor_overrides), main_gpu=req.main_gpu,
-        split_mode=req.split_mode, backend=backend,
+        split_mode=req.split_mode, backend=backend, op_offload=req.op_offload,
     )
 
 

@@ -37,7 +37,8 @@ on a probed host each type's
 FLOPs at its measured gemm rate, the routed experts' at the type's measured MUL_MAT_ID rate (each expert
 multiplies only the tokens routed to it: small products, other kernels). Expert weights held in
 host RAM are copied over PCIe to the GPU for each ubatch (llama.cpp's op offload for batches of 32 or
-more) when the plan has GPUs; on a CPU-only plan the host computes them. Places again add up.
+more) when the plan has GPUs, unless --no-op-offload keeps them on the host; on a CPU-only plan the host
+computes them. Places again add up.
 
 `bound` names the place or link with the largest share of the decode time.
 """
@@ -530,7 +531,7 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
                 gpu = next(procs[d.device] for d in memory.per_device if d.layers)
                 fams_g = _by_family(p.decode)
                 fam_g = max(fams_g, key=lambda f: fams_g[f])
-                if u >= OP_OFFLOAD_MIN_BATCH:
+                if u >= OP_OFFLOAD_MIN_BATCH and opts.op_offload:
                     off = p.offload_flops_per_token * u / (gpu.tflops * 1e12 * fac.eff(fac.prefill, gpu.backend, fam_g))
                     total += max(off, p.pcie_bytes / (pcie.bandwidth_gbs * 1e9))
                 else:

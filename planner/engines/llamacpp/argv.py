@@ -174,6 +174,7 @@ class ServerOptions:
     override_tensors: list[str] | None = None     # -ot PATTERN=BUFFER values
     main_gpu: int = 0
     split_mode: str = "layer"
+    op_offload: bool = True              # False: --no-op-offload
     rpc: list[RpcDevice] | None = None
     host: str = "127.0.0.1"
     port: int = 8080
@@ -199,6 +200,8 @@ def server_argv(binary: str | os.PathLike, o: ServerOptions) -> list[str]:
         argv += ["--n-cpu-moe", str(o.n_cpu_moe)]
     for rule in o.override_tensors or []:        # one -ot each: llama.cpp appends them in order
         argv += ["-ot", rule]
+    if not o.op_offload:
+        argv.append("--no-op-offload")
     if o.rpc:
         argv += ["--rpc", ",".join(d.endpoint for d in o.rpc)]
     argv += ["--fit", "off"]

@@ -6,7 +6,8 @@ the next word or after '=', -ot repeatable (and comma-separated inside one value
 parse_tensor_buffer_overrides splits it), -fa with or without a value (older builds took none).
 
 Flags that change memory and are planned: -m, -c, -ngl, -ts, -ot, --cpu-moe, --n-cpu-moe, -fa, -ub, -b,
--ctk, -ctv, -np, -mg, -sm (layer, none), --rpc, --kv-unified (one cache of -c cells). Flags that change memory and
+-ctk, -ctv, -np, -mg, -sm (layer, none), --rpc, --kv-unified (one cache of -c cells), --no-op-offload /
+--op-offload. Flags that change memory and
 are not modelled are refused in one line (exit 2). Flags known not to change memory are accepted and listed in a note.
 """
 
@@ -38,7 +39,7 @@ _UNMODELLED = {
     "-md": "a draft model", "--model-draft": "a draft model", "-ngld": "a draft model", "--gpu-layers-draft": "a draft model",
     "--mmproj": "a multimodal projector", "-mm": "a multimodal projector", "--mmproj-url": "a multimodal projector",
     "--lora": "LoRA adapters", "--lora-scaled": "LoRA adapters",
-    "--swa-full": "a full-size SWA cache", "--no-op-offload": "no op offload",
+    "--swa-full": "a full-size SWA cache",
     "-ncffn": "dense FFN weights on the CPU", "--n-cpu-ffn": "dense FFN weights on the CPU",
     "--override-kv": "metadata overrides", "-dt": "KV defragmentation", "--defrag-thold": "KV defragmentation",
     "-cram": "a host prompt cache", "--cache-ram": "a host prompt cache",
@@ -185,6 +186,9 @@ def _parse_words(words: list[str], name: str, req: PlanRequest) -> CommandReques
             continue
         if flag in ("-cmoe", "--cpu-moe"):
             overrides.append(f"{FFN_EXPS_REGEX}=CPU")
+            continue
+        if flag in ("--no-op-offload", "--op-offload"):
+            kw["op_offload"] = flag == "--op-offload"
             continue
         if flag in ("-kvu", "--kv-unified"):
             unified = True

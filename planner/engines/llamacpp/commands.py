@@ -25,8 +25,8 @@ def launch_lines(plan: Plan, req: PlanRequest, scheme_id: str) -> list[str]:
     where = (f"{hw.nodes} x {hw.gpus} x {printable(hw.name or hw.device)}" if hw and hw.gpus else
              "the llama.cpp RPC devices and the host")
     lines = [f"# {name} {sid} on {where}, context {plan.context}" if hw else f"# {name} {sid}"]
-    lines.append(f"# 1. a {name} GGUF in bf16 (llama.cpp's convert_hf_to_gguf.py --outtype bf16), then:")
-    q = ["dq-planner", "quantize", "--input", f"{name}-BF16.gguf", "--scheme", sid, "--output", gguf]
+    lines += conversion_lines(plan, name)
+    q = ["dq-planner", "quantize", "--input", converted_name(plan, name), "--scheme", sid, "--output", gguf]
     if sp.requires_imatrix:
         q += ["--imatrix", "imatrix.gguf"]
         lines.append("#    this scheme needs an importance matrix (llama-imatrix) as --imatrix")
@@ -44,6 +44,34 @@ def launch_lines(plan: Plan, req: PlanRequest, scheme_id: str) -> list[str]:
     argv[argv.index("-m") + 1] = gguf          # keep the name relative, as the user will place it
     lines.append(shell_line(argv))
     return lines
+
+
+def _entry(plan: Plan):
+    from planner.core.catalog import catalog
+
+    return catalog().get(plan.model.id)
+
+
+def converted_name(plan: Plan, name: str) -> str:
+    """The file llama.cpp's converter writes, which llama-quantize reads."""
+    e = _entry(plan)
+    if e is not None and e.gguf_convert == "release":
+        return f"{name}-release.gguf"
+    return f"{name}-{(e.gguf_source_type if e is not None else 'bf16').upper()}.gguf"
+
+
+def conversion_lines(plan: Plan, name: str) -> list[str]:
+    """Step 1 of the recipe, as the model's profile says llama.cpp's converter writes it (gguf_convert):
+    every tensor in --outtype, or the release's own types whatever --outtype says (then no --outtype)."""
+    e = _entry(plan)
+    out = converted_name(plan, name)
+    if e is not None and e.gguf_convert == "release":
+        return [f"# 1. convert the release as it is (llama.cpp's convert_hf_to_gguf.py writes {name}'s own types "
+                f"whatever --outtype says: {e.gguf_convert_writes}):",
+                f"#    python convert_hf_to_gguf.py {name} --outfile {out}",
+                "#    then:"]
+    t = e.gguf_source_type if e is not None else "bf16"
+    return [f"# 1. a {name} GGUF in {t} (llama.cpp's convert_hf_to_gguf.py --outtype {t}), then:"]
 
 
 def other_nodes(plan: Plan, req: PlanRequest) -> list[NodeDevice]:
@@ -80,6 +108,7 @@ def server_options(plan: Plan, req: PlanRequest, scheme_id: str, model_file: str
         parallel=req.parallel, ubatch=req.ubatch, batch=req.batch,
         n_cpu_moe=sp.n_cpu_moe if sp.n_cpu_moe is not None else (0 if req.n_cpu_moe == "auto" else req.n_cpu_moe),
         override_tensors=list(req.tensor_overrides) or None, main_gpu=req.main_gpu,
-        split_mode=req.split_mode, rpc=parse_rpc_list(list(req.rpc) + [d.endpoint for d in other_nodes(plan, req)])
-        or None, host=host, port=port, threads=threads,
+        split_mode=req.split_mode, op_offload=req.op_offload,
+        rpc=parse_rpc_list(list(req.rpc) + [d.endpoint for d in other_nodes(plan, req)]) or None, host=host,
+        port=port, threads=threads,
         verbosity=None)
