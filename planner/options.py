@@ -125,7 +125,8 @@ class Choices(Sequence[str]):
 # ---------------------------------------------------------------- the schema
 @dataclass(frozen=True)
 class Control:
-    """How the TUI offers an option. kind: "select" (a list), "int" (a whole number), "text".
+    """How the TUI offers an option. kind: "select" (a list), "int" (a whole number), "int|auto" (a whole
+    number or the word auto), "number" (a decimal number), "flag" (off/on), "text".
     options: (label, value) pairs for a select (default: the option's choices); empty: what an emptied
     field means ("default": the option's default, "keep": no change while it is retyped); also: request
     fields reset with a change (a new KV mode lets the layout follow it)."""
@@ -218,6 +219,11 @@ def _floats(v: list[float]) -> str:
     return ",".join(f"{x:g}" for x in v)
 
 
+def _number(v: float) -> str:
+    """768.0 -> '768', 0.85 -> '0.85' (as typed)."""
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+
 def _device_options() -> list[tuple[str, str]]:
     from planner.core.devices.profiles import profiles
 
@@ -269,7 +275,7 @@ OPTIONS: tuple[Option, ...] = (
            control=Control("ngl", "int", "Placement", placeholder="all")),
     Option("n_cpu_moe", (), llama_cpp=("--n-cpu-moe", "-ncmoe"), type=int_or_auto("--n-cpu-moe", 0), metavar="N|auto",
            help="keep the expert tensors of the first N layers in host RAM (auto: the fewest that fit)",
-           control=Control("cpu moe", "int", "Placement")),
+           control=Control("cpu moe", "int|auto", "Placement", placeholder="0, N or auto")),
     Option("tensor_split", (), llama_cpp=("--tensor-split", "-ts"), type=split_list, metavar="a,b,...", to_text=_floats,
            control=Control("split", "text", "Placement", placeholder="a,b,...")),
     Option("tensor_overrides", (), llama_cpp=("--override-tensor", "-ot"), action="append", metavar="PATTERN=BUFFER,...",
@@ -300,24 +306,32 @@ OPTIONS: tuple[Option, ...] = (
            help="time-per-output-token target in ms: find the deployments that meet it"),
     Option("min_tps", ("--min-tps",), type=positive_float("--min-tps"), metavar="N",
            help="drop plans predicted to decode slower than N tokens/s"),
-    Option("host_ram", ("--host-ram",), type=positive_float("--host-ram"), metavar="GIB",
-           help="host RAM for experts and CPU layers (default: detected when planning for this machine)"),
-    Option("host_bandwidth", ("--host-bandwidth",), type=positive_float("--host-bandwidth"), metavar="GBPS",
-           help="the host memory's peak bandwidth (default: measured here, else the host profile's)"),
+    Option("host_ram", ("--host-ram",), type=positive_float("--host-ram"), to_text=_number, metavar="GIB",
+           help="host RAM for experts and CPU layers (default: detected when planning for this machine)",
+           control=Control("RAM GiB", "number", "Hardware", placeholder="detected")),
+    Option("host_bandwidth", ("--host-bandwidth",), type=positive_float("--host-bandwidth"), to_text=_number, metavar="GBPS",
+           help="the host memory's peak bandwidth (default: measured here, else the host profile's)",
+           control=Control("RAM GB/s", "number", "Hardware", placeholder="measured")),
     Option("max_context", ("--max-context",), action="store_true",
            help="also find the largest context that fits"),
-    Option("gpu_memory_utilization", ("--gpu-memory-utilization",), type=float, metavar="F", group="engine",
-           help="vLLM's share of GPU memory [0.9]"),
-    Option("mem_fraction_static", ("--mem-fraction-static",), type=float, metavar="F", group="engine",
-           help="SGLang's static memory share"),
+    Option("gpu_memory_utilization", ("--gpu-memory-utilization",), type=float, to_text=_number, metavar="F", group="engine",
+           help="vLLM's share of GPU memory [0.9]",
+           control=Control("gpu mem", "number", "Engine", placeholder="0.9")),
+    Option("mem_fraction_static", ("--mem-fraction-static",), type=float, to_text=_number, metavar="F", group="engine",
+           help="SGLang's static memory share",
+           control=Control("mem frac", "number", "Engine", placeholder="by TP size")),
     Option("dp_attention", ("--dp-attention",), action="store_true", group="engine",
-           help="SGLang data-parallel attention"),
+           help="SGLang data-parallel attention",
+           control=Control("dp attn", "flag", "Engine")),
     Option("ep_moe", ("--ep-moe",), action="store_true", group="engine",
-           help="SGLang expert parallelism (--enable-ep-moe, EP size = TP size)"),
+           help="SGLang expert parallelism (--enable-ep-moe, EP size = TP size)",
+           control=Control("ep moe", "flag", "Engine")),
     Option("head_address", ("--head-address",), metavar="IP", group="engine",
-           help="the first node's address in multi-node commands"),
+           help="the first node's address in multi-node commands",
+           control=Control("head IP", "text", "Engine", placeholder="node 0's address")),
     Option("checkpoint", ("--checkpoint",), metavar="PATH", group="engine",
-           help="a local checkpoint instead of the published one"),
+           help="a local checkpoint instead of the published one",
+           control=Control("ckpt", "text", "Engine", placeholder="published")),
     Option("imatrix", ("--imatrix",), action="store_true", group="imatrix",
            help="plan with an importance matrix (default: only where the scheme needs one)"),
     Option("imatrix", ("--no-imatrix",), action="store_false", group="imatrix"),
@@ -327,7 +341,7 @@ BY_DEST: dict[str, Option] = {}
 for _o in OPTIONS:
     BY_DEST.setdefault(_o.dest, _o)
 CONTROLS: tuple[Option, ...] = tuple(o for o in OPTIONS if o.control is not None)
-SECTIONS = ("Model", "Hardware", "Context", "Placement")
+SECTIONS = ("Model", "Hardware", "Context", "Placement", "Engine")
 
 
 def add_plan_options(p: argparse.ArgumentParser, without: tuple[str, ...] = ()) -> None:

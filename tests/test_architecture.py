@@ -229,7 +229,10 @@ def test_every_registered_engine_implements_the_interface():
 
     import inspect
 
+    from dataclasses import fields
+
     from planner.core.engine import Engine
+    from planner.core.plan import PlanRequest
 
     def params(f) -> list[str]:
         return [p for p in inspect.signature(f).parameters if p != "self"]
@@ -240,6 +243,8 @@ def test_every_registered_engine_implements_the_interface():
         for method in ("scheme_ids", "plan", "launch", "parse_command"):     # as declared, parameter for parameter
             assert params(getattr(e, method)) == params(getattr(Engine, method)), (name, method)
         assert e.name == name and e.label
+        # the plan options only some engines read: request fields, each
+        assert e.own_options and e.own_options <= {f.name for f in fields(PlanRequest)}, name
         ids = e.scheme_ids(entry)
         assert ids and len(ids) == len(set(ids))
         for attr in ("plan", "launch"):

@@ -145,15 +145,15 @@ def test_host_weights_are_copied_to_the_first_gpu_from_32_rows():
 def test_no_op_offload_keeps_the_host_experts_on_the_cpu():
     """--no-op-offload: no weight copy in any GPU's compute buffer (CUDA0 holds what it holds with nothing on
     the host); the CPU backend (CUDA_Host) computes the host experts: beside the graph inputs the experts'
-    input copy [n_embd, T], the up, gate and GLU products [n_ff_exp, n_used, T] (and at the down product the
-    GLU with its output [n_embd, n_used, T]) and the ids. --n-cpu-moe is the same placement."""
+    products, planned as the GLU [n_ff_exp, n_used, T] with the down product [n_embd, n_used, T] and the ids
+    (test_host_computes_the_host_experts_as_llama_fit_params measures it). --n-cpu-moe is the same placement."""
     hp, sp, off = _r1_q4km_plan(512, op_offload=False)
     _, _, none = _r1_q4km_plan(512, rules=(("nomatch", "CPU"),))
     _, _, on = _r1_q4km_plan(512)
     biggest = max(t.bytes for t in sp.tensors if "exps" in t.name)
     assert off.per_device[0].compute_bytes == none.per_device[0].compute_bytes < biggest
     t, u, ff, e = 512, hp.n_expert_used, hp.n_ff_exp, hp.n_embd
-    experts = t * (max(e + 3 * ff * u, ff * u + e * u) + u) * 4
+    experts = t * (ff + e + 1) * u * 4                  # the GLU and the down product, with the ids
     assert off.host.compute_bytes == on.host.compute_bytes + experts
     assert off.host.compute_bytes == none.host.compute_bytes + experts
     ncmoe = _r1_q4km_plan(512, rules=(), op_offload=False, n_cpu_moe=hp.n_layer)[2]
@@ -225,3 +225,35 @@ def test_split_compute_buffers_equal_llama_fit_params(tmp_path_factory, rpc4, mo
     ours = [d.compute_bytes / 2**20 for d in mem.per_device] + [mem.host.compute_bytes / 2**20]
     assert len(theirs) == len(ours)
     assert all(abs(a - b) <= (2 if no_pp else max(2, 0.03 * b)) for a, b in zip(ours, theirs)), (ours, theirs)
+
+
+@pytest.mark.parametrize("model_id,bound", [("deepseek-v2-lite", 0.02), ("deepseek-r1", 0.16)])
+def test_host_computes_the_host_experts_as_llama_fit_params(tmp_path_factory, rpc4, model_id, bound):
+    """-ot exps=CPU over an RPC device, which never offloads ops on host weights: the CPU computes the
+    experts, as with --no-op-offload on CUDA, and its compute buffer holds their products beside the graph
+    inputs. llama-fit-params' estimate against the plan (-ub 512, 8192 cells): the plan is a lower bound
+    (the GLU and the down product) within the bound stated in memory._host_experts_bytes; the device's
+    buffer is unchanged (no copy)."""
+    from planner.core.catalog import catalog
+    from planner.core.llamacpp.memory import MemoryOptions, Slot, plan_memory
+    from planner.core.llamacpp.schemes import resolve_scheme
+    from planner.core.llamacpp.sizing import resolve_catalog_model, size_scheme
+    from planner.gguf.writer import write_sparse_gguf
+
+    lc = require_llama_cpp("llama-fit-params")
+    model = resolve_catalog_model(catalog()[model_id], "mla")
+    sp = size_scheme(model, resolve_scheme("Q4_K_M"))
+    path = tmp_path_factory.mktemp("hostexp") / f"{model_id}.gguf"
+    write_sparse_gguf(path, model, types=sp)
+    args = [str(lc.binary("llama-fit-params")), "-m", str(path), "-ngl", "99", "--rpc", rpc4[0], "--fit", "off",
+            "--fit-print", "on", "-c", "8192", "-ub", "512", "-b", "2048", "-fa", "on", "-ot", "exps=CPU"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    theirs = {d.name.split("[")[0]: d.compute_mib for d in parse_fit_params(r.stdout.splitlines()).devices}
+    opts = MemoryOptions(ctx=8192, ubatch=512, batch=2048, tensor_overrides=(("exps", "CPU"),))
+    mem = plan_memory(model.hparams, sp.tensors, [Slot(f"RPC[{rpc4[0]}]", 1 << 50)], opts)
+    host = mem.host.compute_bytes / 2**20
+    assert host <= theirs["Host"] + 1 and (theirs["Host"] - host) / theirs["Host"] <= bound, (host, theirs)
+    bare = plan_memory(model.hparams, sp.tensors, [Slot(f"RPC[{rpc4[0]}]", 1 << 50)],
+                       MemoryOptions(ctx=8192, ubatch=512, batch=2048, tensor_overrides=(("nomatch", "CPU"),)))
+    assert mem.per_device[0].compute_bytes == bare.per_device[0].compute_bytes

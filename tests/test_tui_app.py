@@ -122,7 +122,7 @@ def test_model_change_typed_numbers_and_bad_values():
 
         await pilot.press("c")
         assert app.focused is app.query_one("#ch-ctx")
-        await pilot.press(*["backspace"] * 5, *"8192")
+        await pilot.press(*["backspace"] * 5, *"8192", "enter")
         await pilot.pause()
         want = make_plan(PlanRequest(**model, ctx=8192, schemes=["Q4_K_M"])).scheme("Q4_K_M")
         assert app.plan.context == 8192
@@ -131,14 +131,15 @@ def test_model_change_typed_numbers_and_bad_values():
 
         await pilot.press("g")            # a letter in a number field is the app's key: to the GPU count
         assert app.focused is app.query_one("#ch-gpus")
-        await pilot.press("0")
+        await pilot.press("0", "enter")
         await pilot.pause()
         # 0 GPUs without --rpc devices: the core refuses it, the screen says why
         with pytest.raises(PlannerError) as refused:
             make_plan(PlanRequest(**model, ctx=8192, gpus=0, schemes=["Q4_K_M"]))
         assert app.error == str(refused.value)
         assert f"! {refused.value}"[:60] in app.screen_text()
-        await pilot.press("backspace", "2")
+        assert app.focused is app.query_one("#ch-gpus")     # the refused value stays to be mended
+        await pilot.press("backspace", "2", "enter")
         await pilot.pause()
         assert app.error is None
         assert app.plan.hardware.gpus == 2 and len(app.sp.memory.per_device) == 2

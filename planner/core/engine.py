@@ -55,6 +55,10 @@ class Engine(Protocol):
     label: str                   # for people: "llama.cpp", "vLLM", "SGLang"
     accepts_model_file: bool     # plans a GGUF file (--model-file) as it is
     quantizes: bool              # can make the scheme's file itself (llama-quantize) and serve it here
+    # the plan options (PlanRequest fields) that only some engines read, as far as this one reads them;
+    # an option no engine lists here is read by every plan (model, device, ctx, task, ...). The command
+    # line accepts every option and an engine ignores the others; the workbench shows only its controls.
+    own_options: frozenset[str]
 
     def scheme_ids(self, entry: ModelEntry) -> list[str]:
         """The schemes (llama.cpp ftypes and recipes) or checkpoint formats it plans for a model."""

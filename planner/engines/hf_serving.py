@@ -175,11 +175,16 @@ class HFServingEngine:
     accepts_model_file = False
     quantizes = False
 
+    # what every Hugging Face serving engine reads (plan_formats.options_from_request, ctx_sequences, speed)
+    HF_OPTIONS = frozenset({"cache_type_k", "parallel", "ubatch", "head_address", "checkpoint"})
+
     def __init__(self, name: str, label: str, fit: FitFn,
                  node_launches: Callable[[ModelEntry, Format, int, int, int, EngineOptions], list[NodeLaunch]],
-                 parse_commands: Callable[[list[list[str]], PlanRequest], CommandRequest | None]):
+                 parse_commands: Callable[[list[list[str]], PlanRequest], CommandRequest | None],
+                 own_options: frozenset[str] = frozenset()):
         self.name = name
         self.label = label
+        self.own_options = self.HF_OPTIONS | own_options
         self.fit = fit
         self.node_launches = node_launches
         self.parse_commands = parse_commands

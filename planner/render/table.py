@@ -40,11 +40,10 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
         out.append(f"note: {n}")
     out.append("")
     rows = []
-    # the accuracy column shows the scores the recommendation ranks and quotes, once, with their basis
     rec0 = plan.recommendation
-    scored = rec0 is not None and rec0.suite is not None and any(
-        e.score is not None for e in rec0.ranked + rec0.excluded)
-    for s in plan.schemes:
+    acc_col = accuracy_column(plan)
+    scored = acc_col is not None and acc_col[0] == "accuracy"
+    for i, s in enumerate(plan.schemes):
         row = [s.id, f"{s.size_bytes / GiB:.2f}", gb(s.size_bytes), f"{s.bpw:.2f}"]
         if s.memory is not None:
             top = s.tightest_device
@@ -54,20 +53,14 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
                 human(s.headroom_bytes) if s.headroom_bytes is not None else "-",
                 _fit_cell(s),
             ]
-        if scored:
-            row.append(_accuracy_cell(plan.recommendation, s.id))
-        elif s.accuracy is not None and s.accuracy.weighted_avg is not None:
-            row.append(f"{s.accuracy.weighted_avg:.2f}")
-        elif any(x.accuracy for x in plan.schemes):
-            row.append("unmeasured")
+        if acc_col is not None:
+            row.append(acc_col[1][i])
         rows.append(row)
     headers = ["scheme", "GiB", "GB", "bpw"]
     if any(s.memory is not None for s in plan.schemes):
         headers += ["KV cache", "tightest device", "headroom", "fits"]
-    if scored:
-        headers.append("accuracy")
-    elif any(s.accuracy for s in plan.schemes):
-        headers.append("weighted acc.")
+    if acc_col is not None:
+        headers.append(acc_col[0])
     rows = [r + [""] * (len(headers) - len(r)) for r in rows]
     if any(s.memory is not None and s.memory.max_context is not None for s in plan.schemes):
         headers.append("max context")            # --max-context: the largest context that fits
@@ -113,10 +106,7 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
             out.append("Deployments that fit (GPU-only and hybrid), by measured accuracy:")
             out += [f"  {x}" for x in rtext.deployment_lines(rec)]
         if pick is not None and pick.speed is not None:
-            sp = pick.speed
-            out.append(f"Predicted speed of {pick.id}: {sp.decode_tps:.1f} tok/s decode at depth {sp.depth_tokens}, "
-                       f"{sp.prefill_tps:.1f} tok/s prefill of {sp.prompt_tokens} tokens (limited by {sp.bound})"
-                       + (f"; experts of {pick.n_cpu_moe} layers in host RAM" if pick.n_cpu_moe else ""))
+            out.append(f"Predicted speed of {pick.id}: {speed_text(pick)}")
     if focus is not None:
         out += rserving.serving_section(plan, focus)
     sla = rserving.sla_lines(plan.sla)
@@ -129,6 +119,28 @@ def render_plan(plan: Plan, with_tensors: bool = False) -> str:
                               [[t.name, "x".join(map(str, t.shape)), t.type, str(t.bytes)] for t in s.tensors],
                               right={3}))
     return "\n".join(out)
+
+
+def speed_text(s: SchemePlan) -> str:
+    """'23.0 tok/s decode at depth 0, 4950.8 tok/s prefill of 512 tokens (limited by CUDA0)': a scheme's
+    predicted speed in words (the command line's and the workbench's)."""
+    sp = s.speed
+    return (f"{sp.decode_tps:.1f} tok/s decode at depth {sp.depth_tokens}, {sp.prefill_tps:.1f} tok/s prefill of "
+            f"{sp.prompt_tokens} tokens (limited by {sp.bound})"
+            + (f"; experts of {s.n_cpu_moe} layers in host RAM" if s.n_cpu_moe else ""))
+
+
+def accuracy_column(plan: Plan) -> tuple[str, list[str]] | None:
+    """The scheme table's accuracy column, (header, one cell per scheme), as every table shows it: the
+    scores the recommendation ranks and quotes, once (their basis: rtext.accuracy_basis), else each
+    scheme's weighted score. None: no scheme has accuracy figures."""
+    rec = plan.recommendation
+    if rec is not None and rec.suite is not None and any(e.score is not None for e in rec.ranked + rec.excluded):
+        return "accuracy", [_accuracy_cell(rec, s.id) for s in plan.schemes]
+    if not any(s.accuracy for s in plan.schemes):
+        return None
+    return "weighted acc.", [f"{s.accuracy.weighted_avg:.2f}" if s.accuracy is not None and s.accuracy.weighted_avg
+                             is not None else "unmeasured" for s in plan.schemes]
 
 
 def _accuracy_cell(rec: Recommendation, scheme_id: str) -> str:

@@ -188,6 +188,8 @@ class PlannerApp(RunActions, App[int]):
 
     def _draw_shown_tab(self) -> None:
         tab = self.query_one("#tabs", TabbedContent).active
+        if tab == "schemes":
+            self.call_after_refresh(self.query_one(SchemesView).reveal)
         if tab == "tensors" and "tensors" in self._dirty:
             self._dirty.discard("tensors")
             self.query_one(TensorView).show(self.wb.with_tensors())
@@ -300,6 +302,8 @@ class PlannerApp(RunActions, App[int]):
         elif isinstance(event, ChoicesPanel.Invalid):
             self.wb.error = event.message
             self.show_error(event.message)
+        elif isinstance(event, ChoicesPanel.Committed) and self.wb.error is None:
+            self.focus_tab_content()          # (a value the plan refuses keeps the field, to be mended)
 
     @on(DataTable.RowSelected, "#scheme-table")
     def _scheme_row(self, event: DataTable.RowSelected) -> None:
@@ -334,8 +338,12 @@ class PlannerApp(RunActions, App[int]):
     def action_show_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
         self._draw_shown_tab()
-        # the tab's content takes the keys, so the arrows and page keys scroll it at once
-        target = self.query_one(self._TAB_FOCUS[tab])
+        self.focus_tab_content()
+
+    def focus_tab_content(self) -> None:
+        """The shown tab's content takes the keys (the arrows and page keys scroll it at once; digits
+        switch tabs, never reach a field)."""
+        target = self.query_one(self._TAB_FOCUS[self.query_one("#tabs", TabbedContent).active])
         if target.focusable:
             self.set_focus(target)
 
@@ -344,7 +352,19 @@ class PlannerApp(RunActions, App[int]):
         self.query_one("#tensor-filter", Input).focus()
 
     def action_leave_field(self) -> None:
-        self.set_focus(self.query_one("#tabs", TabbedContent).query_one("Tabs"))
+        """Escape: a typed field gets its planned value back; the keys go to the shown tab."""
+        panel = self.query_one(ChoicesPanel)
+        if panel.is_field(self.focused):
+            panel.revert(self.focused)
+            if self.wb.error is not None:
+                self.changed(self.wb.refresh)        # the error was the typed value's
+        self.focus_tab_content()
+
+    def action_show_keys(self) -> None:
+        from planner.tui.screens.keys_help import KeysHelp
+
+        keys = [("ctrl+q", "Quit")] + [(SHOWN_KEYS.get(k, k), title) for k, _, _, title, _ in ACTIONS]
+        self.push_screen(KeysHelp(keys))
 
     def action_toggle_choices(self) -> None:
         ch = self.query_one("#choices")
@@ -361,7 +381,7 @@ class PlannerApp(RunActions, App[int]):
             except PlannerError as e:
                 self.notify(str(e), severity="error")
                 return
-            self.notify(f"{done_note} {p}")
+            self.notify(f"{done_note} {os.path.abspath(p)}")
 
         self.push_screen(FormDialog(title, [Field("path", "save as" if text else "file", default)], "Save",
                                     text=text), done)

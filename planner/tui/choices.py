@@ -14,13 +14,27 @@ from planner.workbench import AUTO_MODEL
 
 PATH_CHOICE = "__path__"
 
-__all__ = ["AUTO_DEVICE", "AUTO_MODEL", "PATH_CHOICE", "model_options", "default_gguf_name", "write_new_file"]
+__all__ = ["AUTO_DEVICE", "AUTO_MODEL", "PATH_CHOICE", "model_options", "default_gguf_name", "write_new_file",
+           "hidden_options"]
 
 
 def model_options() -> list[tuple[str, str]]:
     # sorted by id, so that a name comes before its longer variants (deepseek-r1, then deepseek-r1-0528)
     return ([(m, m) for m in sorted(model_ids())] + [("auto: every measured model", AUTO_MODEL),
                                                        ("local path...", PATH_CHOICE)])
+
+
+def hidden_options(engine_name: str) -> frozenset[str]:
+    """The plan options (request fields) whose controls are hidden for an engine: those other engines read
+    and this one does not (Engine.own_options), e.g. llama.cpp's placement for vLLM."""
+    from planner.engines.registry import engine, engine_names
+
+    try:
+        own = engine(engine_name).own_options
+    except PlannerError:
+        return frozenset()
+    every = frozenset().union(*(engine(n).own_options for n in engine_names()))
+    return every - own
 
 
 def default_gguf_name(model: str, scheme: str) -> str:

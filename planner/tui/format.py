@@ -8,6 +8,7 @@ from rich.text import Text
 
 from planner.core.plan import DeviceMemory, Plan, Recommendation, SchemePlan
 from planner.render import recommendation as rtext
+from planner.render.table import speed_text
 from planner.units import GiB, gb, human
 
 MEMORY_PENDING = "not in this plan yet (the memory model has not produced it)"
@@ -63,6 +64,9 @@ def summary(plan: Plan, sp: SchemePlan, hardware_fallback: str) -> Table:
     g.add_row("Scheme", f"{sp.id} ({sp.kind}{', needs an imatrix' if sp.requires_imatrix else ''}): "
                         f"{human(sp.size_bytes)} = {gb(sp.size_bytes)}, {sp.bpw:.2f} bits/weight")
     g.add_row("Fits", fits_text(sp))
+    speed = speed_lines(plan, sp)
+    if speed:
+        g.add_row("Speed", "\n".join(speed))
     g.add_row("Hardware", hardware_line(plan, hardware_fallback))
     ctx = f"{plan.context:,} tokens" + (f", KV mode {plan.kv_mode}" if plan.kv_mode else "")
     mem = sp.memory
@@ -87,7 +91,21 @@ def summary(plan: Plan, sp: SchemePlan, hardware_fallback: str) -> Table:
             # drop_pct is the table's accuracy drop (positive: below the baseline), not a signed change
             acc += f", drop {a.drop_pct:.2f}% vs {a.baseline or 'baseline'}"
         g.add_row("Accuracy", acc)
+    else:
+        g.add_row("Accuracy", f"no measurement of {m.name}" + (" (see the notes below)" if notes(plan, sp) else ""))
     return g
+
+
+def speed_lines(plan: Plan, sp: SchemePlan) -> list[str]:
+    """The predicted speed in the command line's words, and decode at the full context as its table
+    gives it (where the depth asked is another)."""
+    s = sp.speed
+    if s is None:
+        return []
+    out = [speed_text(sp)]
+    if s.depth_tokens != plan.context and s.decode_base_s > 0:
+        out.append(f"{s.decode_tps_at(plan.context):.1f} tok/s decode at depth {plan.context} (the full context)")
+    return out
 
 
 def notes(plan: Plan, sp: SchemePlan | None) -> list[str]:
@@ -110,7 +128,8 @@ def _bullets(mark: str, items: list[str]) -> Table:
     return g
 
 
-def recommendation(rec: Recommendation | None, pending: bool, current: str | None) -> Group | Text:
+def recommendation_head(rec: Recommendation | None, pending: bool, current: str | None) -> Text:
+    """One line, first on the Plan tab (seen without scrolling at 80x24): the pick, or why there is none."""
     if rec is None:
         if pending:
             return Text("Recommendation: planning every scheme...", style="italic")
@@ -118,9 +137,16 @@ def recommendation(rec: Recommendation | None, pending: bool, current: str | Non
                     style="italic")
     head = Text("Recommended: ", style="bold")
     head.append(f"{rec.model + ' ' if rec.model else ''}{rec.scheme}", style="bold reverse")
-    if current is not None and current != rec.scheme:
-        head.append("   (a applies it)")
-    parts: list = [head, _bullets("+", rtext.reasons(rec))]
+    head.append("   (selected)" if current == rec.scheme else "   (a applies it)")
+    return head
+
+
+def recommendation(rec: Recommendation | None) -> Group | None:
+    """Why the pick, and the alternatives (below the memory of the selected scheme)."""
+    if rec is None:
+        return None
+    parts: list = [Text(f"Why {rec.model + ' ' if rec.model else ''}{rec.scheme}:", style="bold"),
+                   _bullets("+", rtext.reasons(rec))]
     alts = rtext.alternatives(rec)
     if alts:
         parts += [Text("Alternatives:", style="bold"), _bullets("-", alts)]

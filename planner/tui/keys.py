@@ -5,6 +5,7 @@ from __future__ import annotations
 # (key, action, footer label, palette title, shown in the footer); choose('<request field>') focuses the
 # control the option schema generated for that field
 ACTIONS: list[tuple[str, str, str, str, bool]] = [
+    ("question_mark", "show_keys", "Keys", "List every key", True),
     ("m", "choose('model')", "Model", "Choose the model", True),
     ("s", "choose('scheme')", "Scheme", "Choose the quantization scheme", True),
     ("d", "choose('device')", "Device", "Choose the hardware profile", True),
@@ -32,4 +33,4 @@ ACTIONS: list[tuple[str, str, str, str, bool]] = [
     ("escape", "leave_field", "Leave", "Leave the field being edited (back to the plan)", False),
 ]
 
-SHOWN_KEYS = {"left_square_bracket": "[", "right_square_bracket": "]"}
+SHOWN_KEYS = {"left_square_bracket": "[", "right_square_bracket": "]", "question_mark": "?"}

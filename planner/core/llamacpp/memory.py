@@ -719,16 +719,22 @@ def gpu_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, lay
 
 
 def _host_experts_bytes(hp: Hparams, t: int) -> int:
-    """The CPU backend's tensors for host weights it computes itself (--no-op-offload, or T < 32), for
-    layers whose other ops run on a GPU: the scheduler copies the experts' input [n_embd, T] and the
-    selected ids [n_expert_used, T] i32 in (split inputs), the up and gate products and their GLU
-    [n_ff_exp, n_expert_used, T] f32 each, then the GLU with the down product [n_embd, n_expert_used, T];
-    the weighting and the sum over experts have no weight and follow the next GPU op (pass 2 of
-    ggml_backend_sched_split_graph expands GPU backends first), so they are not here. A dense model's
-    host feed-forward keeps its stage's activations (_ffn_stage_floats)."""
+    """The CPU backend's tensors for host weights it computes itself, for layers whose other ops run on a
+    device (--no-op-offload, fewer than 32 tokens, or devices that never offload: RPC). The scheduler
+    copies the experts' input [n_embd, T] and the selected ids [n_expert_used, T] i32 in (split inputs);
+    the CPU computes the up and gate products [n_ff_exp, n_expert_used, T] f32, their GLU, and the down
+    product [n_embd, n_expert_used, T]; the weighting and the sum over experts have no weight and follow
+    the next device op (pass 2 of ggml_backend_sched_split_graph expands device backends first), so the
+    down product goes back as a split input. Planned: the two that must coexist, the GLU and the down
+    product, with the ids: T x (n_ff_exp + n_embd + 1) x n_expert_used x 4 bytes beside the graph inputs.
+    Measured against llama-fit-params (build 11434, CPU backend with one loopback RPC device, -ot exps=CPU:
+    the CPU computes the experts, as with --no-op-offload), -ub 512, 8192 cells: DeepSeek-V2-Lite Q4_K_M
+    host 64.5 MiB planned, 65 estimated (-1%); V2 126 vs 142 (-11%); R1 208 vs 244 (-15%): where the
+    down product outgrows the freed up and gate blocks ggml-alloc places it above them, which this
+    lower bound does not follow (tests/test_cuda_logs.py). A dense model's host feed-forward keeps its
+    stage's activations (_ffn_stage_floats)."""
     if hp.is_moe:
-        u, ff, e = hp.n_expert_used, hp.n_ff_exp, hp.n_embd
-        return t * (max(e + 3 * ff * u, ff * u + e * u) + u) * F32
+        return t * (hp.n_ff_exp + hp.n_embd + 1) * hp.n_expert_used * F32
     return t * _ffn_stage_floats(hp) * F32
 
 
@@ -972,6 +978,11 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
             d.compute_bytes = compute[key]
         host.compute_bytes = compute_buffer_bytes(hp, opts, hp.n_vocab, host_layers, out_dev == -1, True, n_split,
                                                   pipeline=pp)
+        if n_used and not host_layers and any(ldev[il] >= 0 for il in host_copy):
+            # devices' layers with weights in host memory: the CPU computes those products (RPC devices
+            # never offload them)
+            n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
+            host.compute_bytes += _host_experts_bytes(hp, min(n_ctx, opts.ubatch))
     # output buffer: logits (n_vocab floats) for n_seq_max outputs, kept in host memory
     host.overhead_bytes = hp.n_vocab * max(1, opts.parallel) * F32
 

@@ -17,6 +17,10 @@ class LlamaCppEngine:
     label = "llama.cpp"
     accepts_model_file = True
     quantizes = True
+    own_options = frozenset({
+        "model_file", "quant", "rpc", "kv_mode", "layout", "cache_type_k", "cache_type_v", "flash_attn", "parallel",
+        "ubatch", "batch", "ngl", "n_cpu_moe", "tensor_split", "tensor_overrides", "main_gpu", "split_mode",
+        "imatrix", "host_ram", "host_bandwidth"})
 
     def scheme_ids(self, entry: ModelEntry) -> list[str]:
         return ids_for(entry.hparams.arch)

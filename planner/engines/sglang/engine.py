@@ -51,4 +51,5 @@ def node_launches(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: in
     return out
 
 
-ENGINE_IMPL = HFServingEngine(ENGINE, "SGLang", sglang_memory.fit, node_launches, parse_commands)
+ENGINE_IMPL = HFServingEngine(ENGINE, "SGLang", sglang_memory.fit, node_launches, parse_commands,
+                              frozenset({"mem_fraction_static", "dp_attention", "ep_moe"}))

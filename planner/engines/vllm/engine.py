@@ -53,4 +53,5 @@ def node_launches(entry: ModelEntry, fmt: Format, gpus: int, nodes: int, ctx: in
     return out
 
 
-ENGINE_IMPL = HFServingEngine(ENGINE, "vLLM", vllm_memory.fit, node_launches, parse_commands)
+ENGINE_IMPL = HFServingEngine(ENGINE, "vLLM", vllm_memory.fit, node_launches, parse_commands,
+                              frozenset({"gpu_memory_utilization"}))

@@ -2,8 +2,10 @@
 has a control, in its section, parsed by the option's own converter (the messages are the command
 line's). The model, its path and the scheme are the workbench's and come first.
 
-The panel turns edits into messages (Changed: request fields and values; Invalid: one line); the app
-passes them to the workbench. show() puts the workbench's state back without sending anything.
+The panel turns edits into messages (Changed: request fields and values; Invalid: one line; Committed:
+Enter planned a typed value); the app passes them to the workbench. A typed field is planned on Enter
+or when it loses the focus, never while it is typed. show() puts the workbench's state back without
+sending anything, and shows only the controls the request's engine reads (Engine.own_options).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from textual.widgets.option_list import Option as ListOption
 from planner.core.plan import Plan, PlanRequest
 from planner.errors import PlannerError
 from planner.options import CONTROLS, SECTIONS, Option, control_options
-from planner.tui.choices import AUTO_DEVICE, AUTO_MODEL, PATH_CHOICE, model_options
+from planner.tui.choices import AUTO_DEVICE, AUTO_MODEL, PATH_CHOICE, hidden_options, model_options
 from planner.tui.widgets.footer import KeyFooter
 
 MODEL, PATH, SCHEME = "ch-model", "ch-path", "ch-scheme"
@@ -30,18 +32,36 @@ def control_id(o: Option) -> str:
     return f"ch-{o.dest}"
 
 
-class NumberInput(Input):
-    """A whole-number field that passes letters on, so the app's keys (m, s, d, ...) work from it too."""
+class FieldInput(Input):
+    """A typed field of the choices panel: only the characters of its kind are typed into it (`typed`);
+    any other printable key is passed on to the app, so the app's keys (m, s, d, ...) work from it too.
+    A text field (typed None) takes every key."""
+
+    def __init__(self, typed: str | None = None, restrict: str | None = None, **kw) -> None:
+        super().__init__(restrict=restrict, **kw)
+        self.typed = typed
 
     async def _on_key(self, event) -> None:
-        if event.is_printable and event.character and not event.character.isdigit():
+        if (self.typed is not None and event.is_printable and event.character
+                and event.character not in self.typed):
             event.prevent_default()    # not typed here (Input's own handler is skipped); it bubbles to the app
 
-    def __init__(self, **kw) -> None:
-        super().__init__(restrict=r"[0-9]*", **kw)
-
     def check_consume_key(self, key: str, character: str | None) -> bool:
-        return character is not None and character.isdigit()
+        if self.typed is None:
+            return super().check_consume_key(key, character)
+        return character is not None and character in self.typed
+
+
+# kind -> (the characters typed into the field, the shape of a value being typed)
+FIELD_KINDS: dict[str, tuple[str | None, str | None]] = {
+    "int": ("0123456789", r"[0-9]*"),
+    "int|auto": ("0123456789autoAUTO", r"[0-9]*|[aA]([uU]([tT][oO]?)?)?"),     # the letters of auto are typed
+    "number": ("0123456789.", r"[0-9]*\.?[0-9]*"),
+    "text": (None, None),
+}
+
+
+FLAG_OPTIONS = [("off", "off"), ("on", "on")]
 
 
 class _Current(SelectCurrent):
@@ -72,6 +92,7 @@ class ChoiceList(ModalScreen):
     ChoiceList > SelectOverlay {
         height: auto;
         max-height: 12;
+        scrollbar-size-vertical: 1;
         color: $foreground;
         border: tall $border-blurred;
         background: $surface;
@@ -103,8 +124,12 @@ class ChoiceList(ModalScreen):
         height = min(12, len(c._options) + 2)
         below = self.app.size.height - 1 - (region.y + region.height)
         y = region.y + region.height if below >= height or region.y < height else region.y - height
-        overlay.styles.width = max(region.width, 12)
-        overlay.styles.offset = (region.x, max(0, y))
+        # as wide as the longest value (ids stay whole on one line: border, padding, scrollbar beside
+        # them), moved left where the screen ends
+        longest = max((len(str(prompt)) for prompt, _ in c._options), default=8)
+        width = min(max(region.width, longest + 8), self.app.size.width)
+        overlay.styles.width = width
+        overlay.styles.offset = (max(0, min(region.x, self.app.size.width - width)), max(0, y))
         index = next((i for i, (_, v) in enumerate(c._options) if v == c.value), 0)
         overlay.focus(scroll_visible=False)
         overlay.select(index)
@@ -166,7 +191,7 @@ class Choice(Select):
 
 
 def _row(label: str, widget) -> Horizontal:
-    return Horizontal(Label(label, classes="choice-label"), widget, classes="choice")
+    return Horizontal(Label(label, classes="choice-label"), widget, classes="choice", id=f"row-{widget.id}")
 
 
 class ChoicesPanel(VerticalScroll):
@@ -185,6 +210,9 @@ class ChoicesPanel(VerticalScroll):
             super().__init__()
             self.message = message
 
+    class Committed(Message):
+        """Enter planned a typed value: the keys go back to what the user was looking at."""
+
     def __init__(self, request: PlanRequest, scheme_choices: list[tuple[str, str]], scheme_id: str,
                  handler=None, **kw) -> None:
         super().__init__(**kw)
@@ -194,6 +222,8 @@ class ChoicesPanel(VerticalScroll):
         self.scheme_choices = scheme_choices
         self.scheme_id = scheme_id
         self._by_id = {control_id(o): o for o in CONTROLS}
+        self._committed: dict[str, str] = {}     # a typed field's text the request holds (planned)
+        self._engine: str | None = None          # the engine whose controls are shown
 
     # ---------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
@@ -202,7 +232,7 @@ class ChoicesPanel(VerticalScroll):
         model_value = PATH_CHOICE if (r.model_file or r.model not in ids) else r.model
         path_value = r.model_file or (r.model if model_value == PATH_CHOICE else "")
         for section in SECTIONS:
-            yield Label(section, classes="section")
+            yield Label(section, classes="section", id=f"section-{section.lower()}")
             if section == "Model":
                 yield _row("model", Choice(model_options(), value=model_value, allow_blank=False, id=MODEL,
                                            compact=True))
@@ -216,19 +246,23 @@ class ChoicesPanel(VerticalScroll):
     def _widget(self, o: Option, value):
         c = o.control
         wid = control_id(o)
+        if c.kind == "flag":
+            return Choice(FLAG_OPTIONS, value="on" if value else "off", allow_blank=False, id=wid, compact=True)
         if c.kind == "select":
             opts = control_options(o)
             shown = value if value is not None else opts[0][1]
             if shown not in [v for _, v in opts]:
                 opts.append((str(shown), shown))
             return Choice(opts, value=shown, allow_blank=False, id=wid, compact=True)
-        cls = NumberInput if c.kind == "int" else Input
-        return cls(value=o.text(value), placeholder=c.placeholder, id=wid, compact=True)
+        typed, restrict = FIELD_KINDS[c.kind]
+        self._committed[wid] = o.text(value)
+        return FieldInput(typed, restrict, value=o.text(value), placeholder=c.placeholder, id=wid, compact=True)
 
     # ---------------------------------------------------------------- edits -> messages
     def on_mount(self) -> None:
         # the values the panel itself put there: a Select announces its first value once it is mounted
         self._shown = {sel.id: sel.value for sel in self.query(Select)}
+        self.show_engine(self.request.engine)
 
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
@@ -249,7 +283,10 @@ class ChoicesPanel(VerticalScroll):
             self._send(self.Changed({"model": str(v), "model_file": None}))
         elif sid in self._by_id:
             o = self._by_id[sid]
-            value = None if (o.dest == "device" and v == AUTO_DEVICE) else str(v)
+            if o.control.kind == "flag":
+                value = v == "on"
+            else:
+                value = None if (o.dest == "device" and v == AUTO_DEVICE) else str(v)
             self._send(self.Changed({o.dest: value, **dict(o.control.also)}))
 
     def _send(self, message: Message) -> None:
@@ -259,25 +296,55 @@ class ChoicesPanel(VerticalScroll):
         else:
             self.post_message(message)
 
+    # A typed value is planned only when it is complete: on Enter, or when the field loses the focus.
+    # While it is typed the plan stays as it was and the field is marked as edited (a burst of keys
+    # never plans a half-typed 6553); Escape puts the planned value back (ChoicesPanel.revert).
     def on_input_changed(self, event: Input.Changed) -> None:
         iid = event.input.id
         if iid not in self._by_id:
             return
         event.stop()
-        o = self._by_id[iid]
-        text = event.value.strip()
-        if not text:
-            if o.control.empty == "keep":
-                return               # keep the last value while the field is being retyped
-            value = o.to_request(None) if o.to_request else o.default
-            self._send(self.Changed({o.dest: value}))
-            return
+        event.input.set_class(event.value.strip() != self._committed.get(iid, ""), "edited")
+
+    def on_input_blurred(self, event: Input.Blurred) -> None:
+        if event.input.id in self._by_id:
+            event.stop()
+            self.commit(event.input)
+
+    def is_field(self, widget) -> bool:
+        return isinstance(widget, Input) and widget.id in self._by_id
+
+    def commit(self, field: Input) -> bool:
+        """Plan the field's value if it changed. False: not a valid value (the error line says why)."""
+        o = self._by_id[field.id]
+        text = field.value.strip()
+        if text == self._committed.get(field.id, ""):
+            field.remove_class("edited")
+            return True
+        if not text and o.control.empty == "keep":
+            self.revert(field)             # an emptied field that must hold a value: the planned one
+            return True
         try:
-            self._send(self.Changed({o.dest: o.parse(text)}))
+            value = (o.to_request(None) if o.to_request else o.default) if not text else o.parse(text)
         except PlannerError as e:
             self._send(self.Invalid(str(e)))
+            return False
+        self._committed[field.id] = text
+        field.remove_class("edited")
+        self._send(self.Changed({o.dest: value}))
+        return True
+
+    def revert(self, field: Input) -> None:
+        """The field shows the planned value again (Escape)."""
+        self.set_value(field.id, self._committed.get(field.id, ""))
+        field.remove_class("edited")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id in self._by_id:
+            event.stop()
+            if self.commit(event.input):
+                self._send(self.Committed())
+            return
         if event.input.id != PATH:
             return
         event.stop()
@@ -295,6 +362,8 @@ class ChoicesPanel(VerticalScroll):
         w = self.query_one(f"#{wid}")
         if isinstance(w, Select):
             self._shown[wid] = value
+        elif wid in self._by_id:
+            self._committed[wid] = str(value).strip()
         if w.value == value:
             return
         self._quiet = True
@@ -321,6 +390,7 @@ class ChoicesPanel(VerticalScroll):
     def show(self, request: PlanRequest, plan: Plan | None) -> None:
         """What the plan resolved (KV mode, GPU count), without changing the request."""
         self.request = request
+        self.show_engine(request.engine)
         kv = self.query_one("#ch-kv_mode", Select)
         if plan is None:
             return
@@ -333,6 +403,25 @@ class ChoicesPanel(VerticalScroll):
             ph = f"{plan.hardware.gpus} ({plan.hardware.source})"
             if gpus.placeholder != ph:
                 gpus.placeholder = ph
+
+    def show_engine(self, engine_name: str) -> None:
+        """Show the controls the engine reads, hide the others (and a section left empty)."""
+        if engine_name == self._engine or not self.is_mounted:
+            return
+        self._engine = engine_name
+        hidden = hidden_options(engine_name)
+        shown_sections = {"Model"}
+        for o in CONTROLS:
+            visible = o.dest not in hidden
+            self.query_one(f"#row-{control_id(o)}").display = visible
+            if visible:
+                shown_sections.add(o.control.section)
+        for section in SECTIONS:
+            self.query_one(f"#section-{section.lower()}").display = section in shown_sections
+
+    def shown_controls(self) -> list[str]:
+        """The request fields whose controls are shown."""
+        return [o.dest for o in CONTROLS if self.query_one(f"#row-{control_id(o)}").display]
 
     def label_auto_device(self, label: str) -> None:
         """Name what detection found on the "auto" choice."""
@@ -352,4 +441,4 @@ class ChoicesPanel(VerticalScroll):
         self._shown[sel.id] = value
 
 
-__all__ = ["ChoicesPanel", "NumberInput", "MODEL", "PATH", "SCHEME", "AUTO_MODEL", "control_id"]
+__all__ = ["ChoicesPanel", "FieldInput", "MODEL", "PATH", "SCHEME", "AUTO_MODEL", "control_id"]

@@ -4,7 +4,8 @@ Textual's Footer recomposes its keys (one widget each) whenever the focused widg
 and every recompose costs a layout of the whole screen: closing a list (focus back from the list to its
 field) cost two such layouts after the one of the list itself. This footer writes the same keys into one
 Static, updated in place (same height, no layout), and only when the keys it shows change. A key is
-clickable as in Textual's footer (a click presses it).
+clickable as in Textual's footer (a click presses it). The keys that do not fit the line are left out
+from the end (the ? key, shown early, lists every key).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 
-def footer_content(keys: list[tuple[str, str, str, bool]], styles: dict[str, object]) -> Content:
+def footer_content(keys: list[tuple[str, str, str, bool]], styles: dict[str, object], width: int = 0) -> Content:
     """(key, how it is displayed, description, enabled) for each shown binding -> the footer's line;
-    styles: the Style of each component class ("key", "description", "disabled")."""
+    styles: the Style of each component class ("key", "description", "disabled"); width: the keys that
+    would not fit in it whole are left out (0: no limit)."""
     parts: list[str] = []
     spans: list[Span] = []
     pos = 0
@@ -24,6 +26,8 @@ def footer_content(keys: list[tuple[str, str, str, bool]], styles: dict[str, obj
         key_text, desc_text = f" {shown} ", f"{description} " if description else ""
         k_end = pos + len(key_text)
         end = k_end + len(desc_text)
+        if width and end > width:
+            break
         parts += [key_text, desc_text]
         spans.append(Span(pos, k_end, styles["key"] if enabled else styles["disabled"]))
         if desc_text:
@@ -80,9 +84,16 @@ class KeyFooter(Static):
                 continue
             seen.add(b.action)
             keys.append((b.key, self.app.get_key_display(b), b.description, enabled))
-        shown = tuple(keys)
-        if shown == self._shown:
+        self._draw(tuple(keys))
+
+    def on_resize(self) -> None:
+        if self._shown is not None:
+            self._draw(self._shown[0], force=True)
+
+    def _draw(self, keys: tuple, force: bool = False) -> None:
+        width = self.size.width or self.app.size.width
+        if not force and (keys, width) == self._shown:
             return
-        self._shown = shown
+        self._shown = (keys, width)
         styles = {k: self.get_visual_style(f"footer-key--{k}") for k in ("key", "description", "disabled")}
-        self.update(footer_content(keys, styles), layout=False)
+        self.update(footer_content(list(keys), styles, width), layout=False)

@@ -1,5 +1,5 @@
-"""The Plan tab in one widget: the summary of the selected scheme, its memory bars per device, the
-recommendation and the notes.
+"""The Plan tab in one widget: the recommendation's line, the summary of the selected scheme (fit,
+predicted speed, ...), its memory bars per device, why the recommendation, and the notes.
 
 One line-API widget instead of a column of Statics: a change renders these parts once into lines (at
 the widget's width) and repaints; the screen is laid out again only when the number of lines changes
@@ -54,13 +54,15 @@ class PlanView(ScrollView, can_focus=True):
         section = self.get_component_rich_style("plan--section")
         styles = {c: self.get_component_rich_style(c) for c in COMPONENT_CLASSES}
         parts: list[RenderableType] = [
+            fmt.recommendation_head(rec, pending, sp.id),
             fmt.summary(plan, sp, fallback),
             "",
             Text("Memory per device", style=section),
             bars_text(sp, width, styles),
-            "",
-            fmt.recommendation(rec, pending, sp.id),
         ]
+        why = fmt.recommendation(rec)
+        if why is not None:
+            parts += ["", why]
         notes = fmt.notes(plan, sp)
         if notes:
             parts += ["", Text("\n".join(f"note: {n}" for n in notes), style=self.get_component_rich_style("plan--note"))]
@@ -83,13 +85,15 @@ class PlanView(ScrollView, can_focus=True):
                 strips.append(Strip(line, width))
         self._strips = strips
         # The scroll range is at least the view and grows in steps of SLACK lines: setting it lays the
-        # screen out again, which a change of a line or two (another scheme's notes) should not cost.
+        # screen out again, which a change of a line or two (another scheme's notes) should not cost; it
+        # shrinks only below half (a new choice drops the recommendation's reasons until the plan of
+        # every scheme is back: they return a moment later).
         view = self.scrollable_content_region.height
         now = self.virtual_size.height
         want = max(len(strips), view)
         if want > view:
             want = -(-want // SLACK) * SLACK
-        if want > now or want < now - 2 * SLACK or self.virtual_size.width != width:
+        if want > now or want < now // 2 or self.virtual_size.width != width:
             self.virtual_size = Size(width, want)
         self.refresh()
 
