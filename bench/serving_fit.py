@@ -164,8 +164,9 @@ def cases(data: dict | None = None) -> list[Case]:
 
 def not_plannable(r: dict) -> str:
     """Why a run's deployment is not one the planner makes (its figures are then not predicted), or ""."""
-    if (r.get("ep") or 1) > 1:
-        return "expert parallelism (EP) is not planned"
+    ep = r.get("ep") or 1
+    if ep > 1 and not (r.get("engine") == "sglang" and ep == int(r.get("tp") or r.get("gpus") or 1)):
+        return "expert parallelism other than SGLang's EP = TP is not planned"
     if r.get("mtp"):
         return "MTP speculative decoding is not modelled"
     if (r.get("pp") or 1) > 1:
@@ -188,7 +189,7 @@ def row_parts(r: dict) -> tuple:
     nodes = int(r.get("nodes") or 1)
     P, G = int(r["prompt_tokens"]), int(r["gen_tokens"])
     ctx = max(4096, P + G)
-    opts = EngineOptions(dp_attention=bool(r.get("dp_attention")),
+    opts = EngineOptions(dp_attention=bool(r.get("dp_attention")), ep_moe=(r.get("ep") or 1) > 1,
                          kv_cache_dtype="fp8" if str(r.get("kv_cache_dtype", "")).startswith("fp8") else "auto")
     if r["engine"] == "vllm" and str(r.get("engine_version", "")).startswith("0.7"):
         opts.max_num_seqs = V0_MAX_NUM_SEQS

@@ -85,3 +85,15 @@ def test_json_carries_the_files_accuracy(tmp_path, capsys, monkeypatch):
     assert main(["--headless", "--model-file", path, "--device", "h100", "--gpus", "1"]) == 0
     out = capsys.readouterr().out
     assert "no published general score" not in out and f"{want:.2f}" in out
+
+
+def test_a_split_file_with_shards_missing_is_not_matched(tmp_path):
+    from dataclasses import replace
+
+    from planner.core.llamacpp.file_schemes import catalog_scheme_of
+    from planner.gguf.model import model_from_gguf
+
+    model = model_from_gguf(header(tmp_path, "deepseek-r1-distill-qwen-32b", "Q4_K_M"))
+    assert catalog_scheme_of(model) is not None
+    # the tensors of missing shards typed by the file's ftype rules are a prediction, not the file's types
+    assert catalog_scheme_of(replace(model, predicted_tensors=12)) is None

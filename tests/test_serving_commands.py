@@ -86,7 +86,10 @@ BAD = [
     ("vllm serve deepseek-ai/DeepSeek-R1 -tp 8 --pipeline-parallel-size 2 --distributed-executor-backend mp",
      "needs --distributed-executor-backend ray"),
     ("vllm serve deepseek-ai/DeepSeek-R1 -tp 8\nvllm serve deepseek-ai/DeepSeek-R1 -tp 8", "2 vllm serve"),
-    ("ray start --head --port=6379\nvllm serve deepseek-ai/DeepSeek-R1 -tp 8 -pp 2", "cluster of 1 node"),
+    ("ray start --head --port=6379\nray start --head --port=6379\nvllm serve deepseek-ai/DeepSeek-R1 -tp 8 -pp 2",
+     "(2 head)"),
+    ("ray start --head\nray start --address=h:6379\nray start --address=h:6379\n"
+     "vllm serve deepseek-ai/DeepSeek-R1 -tp 8 -pp 2", "cluster of 3 node(s)"),
     ("python3 -m sglang.launch_server --model-path deepseek-ai/DeepSeek-R1 --tp 8 --ep-size 4 --enable-ep-moe",
      "EP size equal to the TP size"),
     ("python3 -m sglang.launch_server --model-path deepseek-ai/DeepSeek-R1-Distill-Qwen-32B --tp 2 --enable-ep-moe",
@@ -200,3 +203,33 @@ def test_sglang_expert_parallelism_holds_whole_experts_and_prints_its_flags():
     argv = shlex.split(next(x for x in lines if "sglang.launch_server" in x))
     assert argv[argv.index("--ep-size") + 1] == "16" and "--enable-ep-moe" in argv
     assert {"--enable-ep-moe", "--ep-size"} <= fixture_flags("sglang-0.4.3.txt")
+
+
+# ---------------------------------------------------------------- hostile flags: one line, never a traceback
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from planner.engines.sglang.command_line import TABLE as SGLANG_TABLE  # noqa: E402
+from planner.engines.vllm.command_line import TABLE as VLLM_TABLE  # noqa: E402
+
+VALUES = ["0", "1", "-1", "8", "16", "abc", "1e9", "nan", "inf", "", "0.5", "99999999999999999999", "fp8", "auto",
+          "\x00", "--", "=", "10.0.0.1:5000"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(which=st.sampled_from(["vllm", "sglang"]), picks=st.lists(st.tuples(st.integers(0, 10_000),
+                                                                          st.sampled_from(VALUES)), max_size=4))
+def test_any_flag_with_any_value_plans_or_says_why_in_one_line(which, picks):
+    table = VLLM_TABLE if which == "vllm" else SGLANG_TABLE
+    names = sorted(table.by_name)
+    words = (["vllm", "serve", "deepseek-ai/DeepSeek-R1", "-tp", "8"] if which == "vllm" else
+             ["python3", "-m", "sglang.launch_server", "--model-path", "deepseek-ai/DeepSeek-R1", "--tp", "8"])
+    for i, v in picks:
+        flag = table.by_name[names[i % len(names)]]
+        words += [names[i % len(names)]] + ([v] if flag.arity != 0 else [])
+    try:
+        plan = make_plan(parse_command(shlex.join(words), PlanRequest(device="h200")).request)
+    except PlannerError as e:
+        assert "\n" not in str(e) and str(e)
+        return
+    assert plan.schemes and plan.schemes[0].memory is not None

@@ -308,6 +308,7 @@ def model_from_header(h: GGUFHeader) -> ResolvedModel:
     check_shapes(h, hp, layout)
     tensors = [TensorSpec(t.name, t.shape, t.type, layer_of(t.name)) for t in h.tensors]
     source = f"GGUF header {h.path}"
+    n_pred = 0
     if h.missing_shards:
         hp, tensors, n_pred = _complete_missing(h, hp, layout, tensors)
         read = f"{len(h.shards)} of {h.split_count} shards read"
@@ -322,7 +323,7 @@ def model_from_header(h: GGUFHeader) -> ResolvedModel:
     return ResolvedModel(
         id=mid, name=printable(name) if isinstance(name, str) and name else mid, hparams=hp, layout=layout,
         tensors=tensors, source=source, file_scheme=h.file_type_name or "file", file_path=h.path,
-        metadata=h.metadata_summary(),
+        metadata=h.metadata_summary(), predicted_tensors=n_pred,
     )
 
 

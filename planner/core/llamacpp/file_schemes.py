@@ -6,6 +6,8 @@ converter writes them for the model), and every tensor's type the one llama-quan
 under the scheme (planner.core.llamacpp.sizing.select_scheme_types, as size_scheme plans it). One tensor of another type and the file is
 its own scheme, unmeasured.
 
+A split file with shards missing is not matched: the missing shards' types are predicted, not read.
+
 Models of one shape (DeepSeek-R1, R1-0528, V3, V3-0324 ...) are told apart by the file's general.name
 (ResolvedModel.name), as the converter writes it from the model's folder name, or else by the file's
 name; a file that names none of them matches none.
@@ -59,8 +61,8 @@ def _named(model: ResolvedModel, entries: list[cat.ModelEntry]) -> list[cat.Mode
 
 def catalog_scheme_of(model: ResolvedModel) -> CatalogScheme | None:
     """The catalog model and scheme whose tensors and types the GGUF file `model` holds exactly, or None."""
-    if model.file_scheme is None:
-        return None
+    if model.file_scheme is None or model.predicted_tensors:
+        return None                    # types predicted for missing shards are not the file's
     shaped = [(e, ref) for e in cat.catalog().values() if (ref := _same_shape(model, e)) is not None]
     if not shaped:
         return None

@@ -31,6 +31,7 @@ class ResolvedModel:
     file_scheme: str | None = None      # set when the tensors (and their types) come from a GGUF file
     file_path: str | None = None
     metadata: dict = field(default_factory=dict)
+    predicted_tensors: int = 0          # a split file's missing shards: tensors typed by its ftype's rules, not read
 
     @cached_property
     def params(self) -> int:

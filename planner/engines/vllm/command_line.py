@@ -158,11 +158,13 @@ def parse_commands(commands: list[list[str]], base: PlanRequest) -> CommandReque
                            "--distributed-executor-backend ray (vLLM 0.7.3)")
     if rays:
         heads = [c for c in rays if "--head" in c]
-        if len(heads) != 1 or len(rays) != pp:
+        if len(heads) != 1 or len(rays) > pp:
             raise PlannerError(f"{PREFIX}: the ray start lines make a cluster of {len(rays)} node(s) "
                                f"({len(heads)} head), but --pipeline-parallel-size is {pp}: one node per stage")
         for c in rays:
             RAY_FLAGS.read(c, 2)
+        if len(rays) < pp:
+            notes.append(f"{len(rays)} of the {pp} nodes' ray start lines given; the others join the head the same way")
     if "ctx" in planned:
         ctx = integer("--max-model-len", planned["ctx"], 1, 1 << 24)
     else:
