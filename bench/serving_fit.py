@@ -19,11 +19,10 @@ derived without it.
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
