@@ -33,14 +33,14 @@ terms, each a physical quantity at peak rate times a measured coefficient (profi
                                                       (all-to-all) of the tokens' hidden states to their k
                                                       experts' ranks; hops between pipeline stages at the
                                                       link's figures
-The sum (not the max) of the memory and compute terms: the engines' kernels overlap them little at the
-batch sizes where both matter, and a sum keeps every coefficient a plain linear one, derived from
-published runs by least squares (bench/serving_fit.py; the derivation and its leave-one-out errors are in
-bench/out/serving.md).
+The memory and compute terms add (a modelling choice, not a measurement: it keeps every coefficient a
+plain linear one, and where the kernels overlap them the derived shares absorb it); the coefficients are
+derived from published runs by least squares (bench/serving_fit.py; the derivation and its leave-one-out
+errors are in bench/out/serving.md).
 
-Prefill of a P-token prompt runs in chunks (plus `first`, a fixed time per request: admission, tokenizing,
-the first token's way back) (vLLM max_num_batched_tokens, SGLang chunked_prefill_size):
-each chunk is a step of one sequence whose tokens read the weights once (every expert) and compute C x F.
+Prefill of a P-token prompt runs in chunks (vLLM max_num_batched_tokens, SGLang chunked_prefill_size),
+plus `first`, a fixed time per request (admission, tokenizing, the first token's way back): each chunk
+is a step of one sequence whose tokens read the weights once (every expert) and compute C x F.
 A prompt token's marginal cost when mixed into decode steps (chunked prefill) is its FLOPs alone. Prefill
 math has its own coefficients (p16, p8, pdq: large products fill the GPU as decode's small ones do not).
 
@@ -60,14 +60,14 @@ and by the engine's max_num_seqs; saturation is the point at that bound (request
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 from planner.core.catalog import Hparams
 from planner.core.data_files import read_toml
 from planner.core.paths import profiles_dir
 from planner.core.plan import Saturation, Serving, ServingPoint
-from planner.core.serving.hf_checkpoint import _layer_kind, layer_weights, model_weights, stored
+from planner.core.serving.hf_checkpoint import _layer_kind, layer_weights, model_weights
 from planner.core.serving.memory import Layout, kv_values_per_token_layer, pp_layer_counts, weights_bytes
 from planner.errors import PlannerError
 
