@@ -19,11 +19,10 @@ derived without it.
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -164,8 +163,9 @@ def cases(data: dict | None = None) -> list[Case]:
 
 def not_plannable(r: dict) -> str:
     """Why a run's deployment is not one the planner makes (its figures are then not predicted), or ""."""
-    if (r.get("ep") or 1) > 1:
-        return "expert parallelism (EP) is not planned"
+    ep = r.get("ep") or 1
+    if ep > 1 and not (r.get("engine") == "sglang" and ep == int(r.get("tp") or r.get("gpus") or 1)):
+        return "expert parallelism other than SGLang's EP = TP is not planned"
     if r.get("mtp"):
         return "MTP speculative decoding is not modelled"
     if (r.get("pp") or 1) > 1:
@@ -188,7 +188,7 @@ def row_parts(r: dict) -> tuple:
     nodes = int(r.get("nodes") or 1)
     P, G = int(r["prompt_tokens"]), int(r["gen_tokens"])
     ctx = max(4096, P + G)
-    opts = EngineOptions(dp_attention=bool(r.get("dp_attention")),
+    opts = EngineOptions(dp_attention=bool(r.get("dp_attention")), ep_moe=(r.get("ep") or 1) > 1,
                          kv_cache_dtype="fp8" if str(r.get("kv_cache_dtype", "")).startswith("fp8") else "auto")
     if r["engine"] == "vllm" and str(r.get("engine_version", "")).startswith("0.7"):
         opts.max_num_seqs = V0_MAX_NUM_SEQS
@@ -348,9 +348,22 @@ def leave_one_out(cs: list[Case]) -> dict[str, float]:
     return out
 
 
-def write_profile(derived: dict[tuple[str, str], dict[str, float]]) -> None:
+def rows_digest(cs: list[Case]) -> str:
+    """A digest of the figures the derivation used (run ids, metrics, published values)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for c in sorted(cs, key=lambda c: (c.id, c.metric)):
+        h.update(f"{c.id}|{c.metric}|{c.published!r}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def write_profile(derived: dict[tuple[str, str], dict[str, float]], digest: str) -> None:
     text = PROFILE.read_text()
     head = re.split(r"\n\[coef\.", text, maxsplit=1)[0].rstrip() + "\n"
+    head = re.sub(r"\nrows_digest = [^\n]*\n", "\n", head)
+    head = re.sub(r"(\nsource = [^\n]*\n)", lambda m: m[1] + f'rows_digest = "{digest}"   # of the published figures '
+                  "derived from (bench/serving_fit.py rows_digest)\n", head, count=1)
     blocks = []
     for (eng, cls), coef in sorted(derived.items()):
         lines = [f"\n[coef.{eng}.{cls}]"]
@@ -366,7 +379,7 @@ def main(argv: list[str]) -> int:
     for g, coef in sorted(d.items()):
         print(g, {k: round(v, 6) for k, v in coef.items()})
     if "--write" in argv:
-        write_profile(d)
+        write_profile(d, rows_digest(cs))
         print(f"wrote {PROFILE}")
     loo = leave_one_out([c for c in cs if linear(c) is not None]) if "--loo" in argv else {}
     for c in cs:

@@ -183,7 +183,8 @@ def _gpu_counts(n: int) -> list[int]:
 def sla_search(req: PlanRequest, plan: Plan, inputs: PlanInputs):
     """--ttft-ms / --tpot-ms: every deployment the planner can make on the request's hardware (each engine
     with serving figures, each format or scheme, 1, 2, 4 ... GPUs per node up to the planned ones, 1 up to
-    --nodes nodes, SGLang's DP attention on and off), each at the largest concurrency meeting the targets,
+    --nodes nodes, SGLang's DP attention and expert parallelism on whole nodes for MoE models), each at the
+    largest concurrency meeting the targets,
     ranked by planner.core.accuracy.recommend.rank_sla (accuracy tie groups, then output tokens/s per GPU);
     when none meets them, the nearest one."""
     from planner.core.accuracy.recommend import measured_score, nearest_sla, rank_sla
@@ -195,12 +196,18 @@ def sla_search(req: PlanRequest, plan: Plan, inputs: PlanInputs):
     for name in engine_names():
         eng = engine(name)
         # engines with a memory fit of their own (vLLM, SGLang) plan every layout; the others the request's
-        variants = [(g, n, dp) for n in range(1, req.nodes + 1) for g in _gpu_counts(max(1, gpus))
-                    for dp in (False, True)] if hasattr(eng, "fit") else [(req.gpus, req.nodes, req.dp_attention)]
-        for g, n, dp in variants:
-            r = replace(req, engine=name, gpus=g, nodes=n, dp_attention=dp, ttft_ms=req.ttft_ms, tpot_ms=req.tpot_ms,
+        variants = [(req.gpus, req.nodes, req.dp_attention, req.ep_moe)]
+        if hasattr(eng, "fit"):
+            variants = [(g, n, False, False) for n in range(1, req.nodes + 1) for g in _gpu_counts(max(1, gpus))]
+            hp = inputs.model.entry.hparams if inputs.model.entry is not None else None
+            if hp is not None and hp.arch == "deepseek2" and hp.is_moe:
+                # DP attention and expert parallelism matter where a MoE model spans many GPUs: on whole nodes
+                variants += [(gpus, n, dp, ep) for n in range(1, req.nodes + 1)
+                             for dp, ep in ((True, False), (False, True), (True, True))]
+        for g, n, dp, ep in variants:
+            r = replace(req, engine=name, gpus=g, nodes=n, dp_attention=dp, ep_moe=ep,
                         schemes=req.schemes if name == req.engine else None)
-            if name == req.engine and (g, n, dp) == (req.gpus, req.nodes, req.dp_attention):
+            if name == req.engine and (g, n, dp, ep) == (req.gpus, req.nodes, req.dp_attention, req.ep_moe):
                 p = plan
             else:
                 try:
@@ -219,6 +226,7 @@ def sla_search(req: PlanRequest, plan: Plan, inputs: PlanInputs):
                 single = sv.curve[0] if sv.curve else None
                 found[key] = (SlaDeployment(engine=name, scheme=sp.id, gpus=g or 0, nodes=n, layout=layout or "-",
                                             gpus_used=sv.gpus, dp_attention="DP attention" in layout,
+                                            ep="EP" in layout,
                                             point=sv.sla, single=single, max_concurrency=sv.max_concurrency,
                                             score=score, share_pct=share), suite)
     deps = [d for d, _ in found.values()]

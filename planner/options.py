@@ -269,6 +269,8 @@ OPTIONS: tuple[Option, ...] = (
            control=Control("flash", "select", "Context")),
     Option("parallel", (), llama_cpp=("--parallel", "-np"), type=int_at_least("--parallel", 1), metavar="N",
            control=Control("slots", "int", "Context")),
+    Option("kv_unified", ("--kv-unified",), llama_cpp=("-kvu",), action="store_true",
+           help="as llama.cpp: the -np slots share one KV cache of --ctx cells (default: ctx/np cells each)"),
     Option("ubatch", ("--ubatch",), llama_cpp=("-ub", "--ubatch-size"), type=int_at_least("--ubatch", 1), metavar="N"),
     Option("batch", ("--batch",), llama_cpp=("-b", "--batch-size"), type=int_at_least("--batch", 1), metavar="N"),
     Option("ngl", ("--ngl",), llama_cpp=("-ngl", "--n-gpu-layers", "--gpu-layers"), type=int_at_least("--ngl", 0), metavar="N", help="layers on the GPUs (default: all)",

@@ -45,10 +45,9 @@ def test_neutral_flags_are_noted_and_memory_flags_refused(gguf):
     c = parse_command(f"llama-server -m {gguf} -np 1 --host 0.0.0.0 --port 8080 -t 24 --jinja --temp 0.6 --no-mmap")
     assert c.notes == ["accepted, memory unchanged: --host --port -t --jinja --temp --no-mmap"]
     auto = parse_command(f"llama-server -m {gguf} --kv-unified")      # slots auto: one unified cache
-    assert auto.request.parallel == 1 and any("unified KV cache" in n for n in auto.notes)
+    assert (auto.request.parallel, auto.request.kv_unified) == (4, True)
     shared = parse_command(f"llama-server -m {gguf} -np 4 --kv-unified -c 8192")   # ollama-style: 4 slots, one cache
-    assert (shared.request.parallel, shared.request.ctx) == (1, 8192)
-    assert any("--kv-unified with -np 4" in n for n in shared.notes)
+    assert (shared.request.parallel, shared.request.kv_unified, shared.request.ctx) == (4, True, 8192)
     assert c.request.ctx == 32768 and c.request.ngl is None
     for bad, what in (("-nkvo", "KV cache on the host"), ("-sm row", "not modelled"),
                       ("--frobnicate 3", "not a llama.cpp flag"), ("-ngl", "needs a value"), ("extra", "unexpected")):

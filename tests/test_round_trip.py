@@ -23,7 +23,8 @@ from planner.gguf.writer import write_sparse_gguf
 from planner.make_plan import make_plan
 
 MiB = 1 << 20
-HARDWARE = ("device", "gpus", "nodes", "host_ram", "host_bandwidth", "prompt", "depth", "engine")
+HARDWARE = ("device", "gpus", "nodes", "host_ram", "host_bandwidth", "prompt", "depth", "engine", "concurrency",
+            "gen_tokens")
 R1 = "deepseek-r1"
 LAYERS_0_39 = r"blk\.([0-9]|[1-3][0-9])\.ffn_(up|down|gate)_exps=CPU"
 
@@ -64,6 +65,11 @@ MATRIX = [
                                            host_ram=64)),
     ("dense 32B, 1x4090", PlanRequest(model="deepseek-r1-distill-qwen-32b", schemes=["Q4_K_M"], device="rtx4090",
                                       gpus=1)),
+    ("8 slots, unified cache, 2xH100", PlanRequest(model="deepseek-r1-distill-qwen-32b", schemes=["Q8_0"],
+                                                   device="h100", gpus=2, ctx=65536, parallel=8, kv_unified=True,
+                                                   concurrency=6, gen_tokens=512)),
+    ("4 slots, 2xH200 R1", PlanRequest(model=R1, schemes=["UD-Q2_K_XL"], device="h200", gpus=2, host_ram=512,
+                                       ctx=16384, parallel=4, concurrency=8)),
     ("3 nodes x 4xA100, Q4_K_M", PlanRequest(model=R1, schemes=["Q4_K_M"], device="a100", gpus=4, nodes=3)),
     ("2 nodes x 8xH100 with an RPC device", PlanRequest(model=R1, schemes=["Q8_0"], device="h100", gpus=8, nodes=2,
                                                         rpc=["10.0.0.9:50052=48G"])),
@@ -128,9 +134,13 @@ def figures(sp) -> dict:
     """What a plan says of one scheme (or one Deployment): the devices' and the host's memory, fit and speed."""
     m = sp.memory
     host = (m.host.weights_bytes, m.host.kv_bytes, m.host.compute_bytes) if m.host is not None else (0, 0, 0)
-    return {"devices": [(d.device, d.layers, d.weights_bytes, d.kv_bytes, d.compute_bytes) for d in m.per_device],
-            "host": host, "fits": m.fits,
-            "speed": (sp.speed.decode_tps, sp.speed.prefill_tps) if sp.speed is not None else None}
+    out = {"devices": [(d.device, d.layers, d.weights_bytes, d.kv_bytes, d.compute_bytes) for d in m.per_device],
+           "host": host, "fits": m.fits,
+           "speed": (sp.speed.decode_tps, sp.speed.prefill_tps) if sp.speed is not None else None}
+    if hasattr(sp, "serving"):          # a scheme's row (a Deployment has no serving figures of its own)
+        s = sp.serving
+        out["serving"] = None if s is None else (s.max_concurrency, s.ttft_s, s.tpot_s, s.output_tps)
+    return out
 
 
 def recommended(plan):
@@ -162,6 +172,11 @@ def differences(a: dict, b: dict) -> list[str]:
         for what, u, v in zip(("decode", "prefill"), a["speed"], b["speed"]):
             if abs(u - v) > 0.01 * u:
                 out.append(f"{what} {u:.2f} vs {v:.2f} tok/s")
+    if "serving" in a and "serving" in b:
+        x, y = a["serving"], b["serving"]
+        if (x is None) != (y is None) or (x is not None and (x[0] != y[0] or any(
+                abs(u - v) > 0.01 * u for u, v in zip(x[1:], y[1:])))):
+            out.append(f"serving {x} vs {y}")
     return out
 
 

@@ -37,6 +37,7 @@ class PlanRequest:
     cache_type_v: str = "f16"
     flash_attn: str = "auto"             # on | off | auto
     parallel: int = 1
+    kv_unified: bool = False             # llama.cpp --kv-unified: the -np slots share one cache of ctx cells
     ubatch: int = 512
     batch: int = 2048
     ngl: int | None = None               # None: all layers on the GPUs
@@ -635,6 +636,7 @@ class SlaDeployment:
     layout: str                          # "TP 8", "TP 4 x PP 2", "TP 8, DP attention 8"
     gpus_used: int                       # the GPUs one server of it uses (figures per GPU divide by these)
     dp_attention: bool = False
+    ep: bool = False                     # expert parallelism
     point: ServingPoint | None = None    # the largest concurrency meeting the targets (None: none meets)
     single: ServingPoint | None = None   # one request alone (what it reaches at best)
     max_concurrency: int = 0
@@ -654,7 +656,7 @@ class SlaDeployment:
     def to_dict(self) -> dict[str, Any]:
         return {"rank": self.rank, "engine": self.engine, "scheme": self.scheme, "gpus": self.gpus,
                 "nodes": self.nodes, "layout": self.layout, "gpus_used": self.gpus_used,
-                "dp_attention": self.dp_attention, "meets": self.meets,
+                "dp_attention": self.dp_attention, "ep": self.ep, "meets": self.meets,
                 "output_tps_per_gpu": _r(self.output_tps_per_gpu),
                 "point": self.point.to_dict() if self.point else None,
                 "single": self.single.to_dict() if self.single else None,

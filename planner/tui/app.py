@@ -44,6 +44,7 @@ from planner.tui.widgets.jobs import RunView
 from planner.tui.widgets.plan_view import PlanView
 from planner.tui.widgets.plots import AccuracyMemoryPlot, ComponentPlot, PlotsView
 from planner.tui.widgets.speed_plot import SpeedDepthPlot
+from planner.tui.widgets.serving import ServingView
 from planner.tui.widgets.schemes import AccuracyView, SchemesView
 from planner.tui.widgets.tensors import TensorView
 from planner.workbench import FILE, Workbench
@@ -111,6 +112,8 @@ class PlannerApp(RunActions, App[int]):
                         yield TensorView(id="tensor-view")
                     with TabPane("Plots", id="plots"):
                         yield PlotsView(id="plots-view")
+                    with TabPane("Serving", id="serving"):
+                        yield ServingView(handler=self.on_choice, id="serving-view")
                     with TabPane("Run", id="run"):
                         yield RunView(id="run-view")
         yield KeyFooter()
@@ -171,7 +174,7 @@ class PlannerApp(RunActions, App[int]):
         if wb.request.device in (None, AUTO_DEVICE) and not self._auto_labelled:
             self._label_detected(choices)
         self.query_one(SchemesView).select(FILE if sp.kind == "file" else sp.id)
-        self._dirty |= {"tensors", "plots"}
+        self._dirty |= {"tensors", "plots", "serving"}
         self._draw_shown_tab()
 
     def _label_detected(self, choices: ChoicesPanel) -> None:
@@ -193,6 +196,9 @@ class PlannerApp(RunActions, App[int]):
         if tab == "tensors" and "tensors" in self._dirty:
             self._dirty.discard("tensors")
             self.query_one(TensorView).show(self.wb.with_tensors())
+        elif tab == "serving" and "serving" in self._dirty:
+            self._dirty.discard("serving")
+            self.query_one(ServingView).show(self.wb.request, self.sp)
         elif tab == "plots":
             if "plots" in self._dirty:
                 self._dirty.discard("plots")
@@ -333,7 +339,8 @@ class PlannerApp(RunActions, App[int]):
         self.changed(self.wb.apply_recommendation)
 
     _TAB_FOCUS = {"plan": "#plan-scroll", "schemes": "#scheme-table", "accuracy": "#accuracy-table",
-                  "tensors": "#tensor-table", "plots": "#plots-view", "run": "#quantize-log"}
+                  "tensors": "#tensor-table", "plots": "#plots-view", "run": "#quantize-log",
+                  "serving": "#sv-plot"}
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab

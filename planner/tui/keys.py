@@ -23,6 +23,7 @@ ACTIONS: list[tuple[str, str, str, str, bool]] = [
     ("4", "show_tab('tensors')", "Tensors", "Show the tensor table and the bytes per type", False),
     ("5", "show_tab('plots')", "Plots", "Show the plots", False),
     ("6", "show_tab('run')", "Run", "Show quantization and server logs", False),
+    ("7", "show_tab('serving')", "Serving", "Show the serving figures under load and the SLA targets", False),
     ("f", "filter_tensors", "Filter", "Filter the tensors by name or type", False),
     ("x", "export_plan", "Export", "Export the plan as JSON", True),
     ("l", "launch_commands", "Launch", "Show and save the launch commands", True),

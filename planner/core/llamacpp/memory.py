@@ -74,6 +74,15 @@ class MemoryOptions:
     # llama.cpp's op offload (on unless --no-op-offload): a GPU backend takes the ops whose weights sit in
     # host memory when the batch has OP_OFFLOAD_MIN_BATCH tokens or more (gpu_compute_buffer_bytes)
     op_offload: bool = True
+    # --kv-unified: one KV cache of ctx cells shared by the -np slots (llama_context: n_ctx_seq = n_ctx, one
+    # stream, and the worst-case graph is reserved for one sequence over every cell); without it each slot
+    # has its own stream of pad(ctx / np, 256) cells
+    kv_unified: bool = False
+
+    @property
+    def streams(self) -> int:
+        """The KV cache's streams: one when unified, else one per slot (-np)."""
+        return 1 if self.kv_unified else self.parallel
 
 
 def cache_type(name: str, which: str) -> T:
@@ -118,7 +127,7 @@ def deepseek4_kv_parts(hp: Hparams, opts: MemoryOptions) -> list[dict[str, int]]
     Every part lives on the device of its layer (model.dev_layer(il)).
     """
     tk = cache_type(opts.cache_type_k, "k")
-    _, c = padded_ctx(opts.ctx, opts.parallel)
+    _, c = padded_ctx(opts.ctx, opts.streams)
     n_seq = max(1, opts.parallel)
     ubatch = min(opts.ubatch, opts.batch)
     head = hp.n_embd_head
@@ -180,8 +189,8 @@ def deepseek4_compute_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, laye
     devices reserve more than that (recorded by tests/test_newgen_deepseek4.py, not modelled).
     """
     if layers_here == 0 and not has_output:
-        return 2 * hp.n_embd * min(padded_ctx(opts.ctx, opts.parallel)[0], opts.ubatch) * F32
-    n_ctx, n_seq = padded_ctx(opts.ctx, opts.parallel)
+        return 2 * hp.n_embd * min(padded_ctx(opts.ctx, opts.streams)[0], opts.ubatch) * F32
+    n_ctx, n_seq = padded_ctx(opts.ctx, opts.streams)
     t = min(n_ctx, opts.ubatch)
     n_out = min(t, opts.batch)
     e = hp.n_embd
@@ -233,7 +242,7 @@ def kv_bytes_per_layer(hp: Hparams, opts: MemoryOptions) -> tuple[int, int]:
         raise PlannerError(f"MLA models need one cache type for K and V (llama.cpp refuses -ctk {opts.cache_type_k} "
                            f"-ctv {opts.cache_type_v}): set both --cache-type-k and --cache-type-v")
     kd, vd = kv_dims(hp, opts.kv_mode)
-    n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
+    n_ctx, _ = padded_ctx(opts.ctx, opts.streams)
     try:
         k = row_bytes(tk, kd) * n_ctx
         v = row_bytes(tv, vd) * n_ctx if vd else 0
@@ -531,7 +540,7 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
     """
     if layers_here == 0 and not has_output and not has_input:
         return 0
-    n_ctx, n_seq = padded_ctx(opts.ctx, opts.parallel)
+    n_ctx, n_seq = padded_ctx(opts.ctx, opts.streams)
     t = min(n_ctx, opts.ubatch)
     n_kv = n_seq
     n_out = min(t, opts.batch)
@@ -563,7 +572,7 @@ def compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, layers_
     if hp.arch == "deepseek32":
         attn = _dsa_attention_bytes(hp, opts.flash_attn, n_kv, t, mask,
                                     _attention_stage_floats(hp, opts.kv_mode, opts.flash_attn, t) + extra,
-                                    layers_here, max(1, opts.parallel))
+                                    layers_here, max(1, opts.streams))
     # the mask is a graph input: alive until the last layer's attention, so through every FFN but the last
     ffn = mask + t * (_ffn_stage_floats(hp) + extra) * F32
     if split and not pp:
@@ -595,7 +604,7 @@ def _inputs_bytes(hp: Hparams, opts: MemoryOptions, n_copies: int = 1) -> int:
     runs: T x (n_kv + n_embd) x 4 (+ 12 bytes per token) with one copy (R1-Distill-Qwen-32B 42.01 MiB,
     V3-0324 92.01 MiB, R1-Distill-Llama-8B 24.01 MiB), 4 x T x n_kv x 4 + T x n_embd x 4 with pipeline
     parallelism (R1-Distill-Llama-70B over 3 GPUs, 80.02 MiB)."""
-    n_ctx, n_seq = padded_ctx(opts.ctx, opts.parallel)
+    n_ctx, n_seq = padded_ctx(opts.ctx, opts.streams)
     t = min(n_ctx, opts.ubatch)
     n_out = min(t, opts.batch)
     mask = n_seq * t * (2 if opts.flash_attn and opts.mask_f16 else F32)
@@ -637,7 +646,7 @@ def offloads_ops(opts: MemoryOptions) -> bool:
     """Whether a GPU backend computes the ops of host weights in the reserved graph: op offload on
     (no --no-op-offload) and T = min(n_ctx, n_ubatch) tokens of at least OP_OFFLOAD_MIN_BATCH (ggml-cuda's
     offload_op compares the op's batch, ne[2] of a MUL_MAT_ID, ne[1] of a MUL_MAT, with it)."""
-    n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
+    n_ctx, _ = padded_ctx(opts.ctx, opts.streams)
     return opts.op_offload and min(n_ctx, opts.ubatch) >= OP_OFFLOAD_MIN_BATCH
 
 
@@ -698,7 +707,7 @@ def gpu_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, lay
     """
     base = compute_buffer_bytes(hp, opts, n_vocab, layers_here, False, False, n_devices, pipeline=pipeline,
                                 first=first)
-    n_ctx, n_kv = padded_ctx(opts.ctx, opts.parallel)
+    n_ctx, n_kv = padded_ctx(opts.ctx, opts.streams)
     t = min(n_ctx, opts.ubatch)
     n_out = min(t, opts.batch)
     e = hp.n_embd
@@ -749,7 +758,7 @@ def host_compute_buffer_bytes(hp: Hparams, opts: MemoryOptions, n_vocab: int, ho
     host memory (-ot ...=CPU, --n-cpu-moe), which the CPU backend computes itself when the GPU does not
     take them (--no-op-offload, or fewer than 32 tokens)."""
     inputs = _inputs_bytes(hp, opts, n_copies)
-    n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
+    n_ctx, _ = padded_ctx(opts.ctx, opts.streams)
     t = min(n_ctx, opts.ubatch)
     offload = op_offload and offloads_ops(opts)
     if host_layers == 0 and not has_output:
@@ -981,12 +990,12 @@ def plan_memory(hp: Hparams, tensors: list[TensorPlan], slots: list[Slot], opts:
         if n_used and not host_layers and any(ldev[il] >= 0 for il in host_copy):
             # devices' layers with weights in host memory: the CPU computes those products (RPC devices
             # never offload them)
-            n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
+            n_ctx, _ = padded_ctx(opts.ctx, opts.streams)
             host.compute_bytes += _host_experts_bytes(hp, min(n_ctx, opts.ubatch))
     # output buffer: logits (n_vocab floats) for n_seq_max outputs, kept in host memory
     host.overhead_bytes = hp.n_vocab * max(1, opts.parallel) * F32
 
-    n_ctx, _ = padded_ctx(opts.ctx, opts.parallel)
+    n_ctx, _ = padded_ctx(opts.ctx, opts.streams)
     notes = []
     if n_ctx != opts.ctx:
         notes.append(f"llama.cpp pads the context to {n_ctx} cells")

@@ -13,6 +13,7 @@ from planner.core.llamacpp.rpc_nodes import with_rpc_nodes
 from planner.core.llamacpp.memory import LayerWeights, MemoryOptions, plan_memory
 from planner.core.llamacpp.schemes import Scheme, ids_for, resolve_scheme
 from planner.core.llamacpp.sizing import ResolvedModel, resolve_catalog_model, size_file, size_scheme
+from planner.core.llamacpp.serving import scheme_serving
 from planner.core.llamacpp.speed import predict_llamacpp
 from planner.core.llamacpp.type_rules import QuantizeRefused, check_imatrix_use
 from planner.core.plan import ModelSummary, Plan, PlanRequest
@@ -95,6 +96,7 @@ def memory_options(req: PlanRequest, kv_mode: str | None, host_capacity: int = 0
         tensor_split=tuple(req.tensor_split) if req.tensor_split else None, host_capacity_bytes=host_capacity,
         tensor_overrides=tuple(override_rule(r) for r in req.tensor_overrides), main_gpu=req.main_gpu,
         split_mode=req.split_mode, backend=backend, op_offload=req.op_offload,
+        kv_unified=req.kv_unified,
     )
 
 
@@ -180,6 +182,8 @@ def plan_gguf(req: PlanRequest, model_input: ModelInput, hw: Hardware, shared: d
                                                       full=None if oh.tensor_split else sp.memory)
             if req.max_context:
                 sp.memory.max_context = max_context(model.hparams, sp.tensors, hw.slots, oh, lw)
+    for sp in plans:                        # the deployment each row describes, under the request's load
+        sp.serving = scheme_serving(sp, req)
     if key is not None:
         shared[key] = [replace(sp, notes=list(sp.notes)) for sp in plans]
     return Plan(model=summary, engine=req.engine, hardware=hw.summary, context=req.ctx, kv_mode=kv_mode,

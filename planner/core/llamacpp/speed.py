@@ -216,6 +216,9 @@ class Speed:
     # token, both proportional to it): seconds per token at depth 0, and added per cached token
     decode_base_s: float = 0.0
     decode_per_depth_s: float = 0.0
+    # the plan as the speed model saw it (SpeedLayout): a batch's decode step and a burst of prompts are
+    # computed from it (planner/core/llamacpp/serving.py); not part of the JSON
+    layout: Any = field(default=None, repr=False, compare=False)
 
     def decode_tps_at(self, depth: int) -> float:
         """Decode tokens/s of the same plan at another context depth (see decode_base_s)."""
@@ -248,6 +251,12 @@ class _Place:
     layers: int = 0
     pcie_bytes: float = 0.0                                    # host experts copied to a GPU per ubatch
     offload_flops_per_token: float = 0.0                       # their FLOPs, computed on that GPU
+    offloaded: dict[str, float] = field(default_factory=dict)  # weight type -> those experts' bytes
+    embd: dict[str, float] = field(default_factory=dict)      # weight type -> token_embd bytes per token
+    expert_rows: dict[str, float] = field(default_factory=dict)   # weight type -> routed-expert rows per token
+    decode_flops: dict[str, float] = field(default_factory=dict)  # weight type -> FLOPs per decoded token
+    decode_expert_flops: dict[str, float] = field(default_factory=dict)   # of them, in routed experts
+    decode_cols: dict[str, int] = field(default_factory=dict)     # weight type -> row lengths (not experts)
 
 
 def _by_family(by_type: dict[str, float]) -> dict[str, float]:
@@ -355,147 +364,150 @@ def placed_groups(hp: Hparams, tensors: list[TensorPlan], labels: list[str], opt
     return [(k, tuple(v)) for k, v in acc.items()]
 
 
-def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, opts: MemoryOptions,
-                   procs: dict[str, Processor], host: Processor, fac: Factors, prompt: int, depth: int,
-                   rpc_link: Link | None = None, groups: list | None = None) -> Speed:
-    """Prefill and decode speed of one llama.cpp plan (see the module's docstring).
+@dataclass
+class SpeedLayout:
+    """Where a plan's weights, cache and layers sit for the speed model, as llamacpp_speed found them: the
+    places with their sums per weight type, a token's path through them and its links. One token's decode,
+    a batch of b tokens' decode step (planner/core/llamacpp/serving.py) and a prompt's prefill are all
+    computed from it (decode_step, prefill_seconds)."""
 
-    procs: the Processor of each device label of memory.per_device; host: the host's."""
-    if prompt < 1 or depth < 0:
-        raise PlannerError("--prompt must be at least 1 and --depth at least 0")
-    ldev: dict[int, str] = {}
-    for d in memory.per_device:
-        for il in d.layers:
-            ldev[il] = d.device
-    places: dict[str, _Place] = {}
+    places: dict[str, _Place]
+    hops: list[tuple[str, str, Link]]           # a token's path: consecutive places and the link between
+    hybrid_layers: int                          # layers whose routed experts sit in host RAM, the rest on a GPU
+    pcie: Link
+    hidden_bytes: float                         # the hidden state crossing a link, per token
+    host: Processor
+    offload_gpu: Processor | None               # the GPU that computes host-resident experts (op offload)
+    fac: Factors
+    active: float                               # n_expert_used / n_expert (1.0 for dense models)
+    n_head: int
+    attn_dims: int
+    attn_class: str
+    ubatch: int                                 # min(-ub, -b)
+    op_offload: bool = True                     # llama.cpp's op offload (off: --no-op-offload)
 
-    def place(label: str) -> _Place:
-        if label not in places:
-            places[label] = _Place(label, host if label == HOST else procs[label])
-        return places[label]
 
-    has_gpu = any(d.layers for d in memory.per_device)
-    active = hp.n_expert_used / hp.n_expert if hp.is_moe else 1.0
-    hybrid_layers = 0
-    if opts.tensor_overrides:
-        # -ot: each tensor where the memory plan put it (the same rules, first match winning)
-        placed = placed_groups(hp, tensors, [d.device for d in memory.per_device], opts, memory)
-    else:
-        placed = [((il, exps, ty, None), v)
-                  for (il, exps, ty), v in (groups if groups is not None else tensor_groups(tensors, hp.n_layer))]
-    host_experts: set[int] = set()                           # layers whose routed experts sit in host RAM
-    for (il, exps, ty, where), (b, n_el, rows, cols) in placed:
-        if il < 0:                                           # token_embd: one row per token, on the host
-            p = place(HOST)
-            p.decode[ty] = p.decode.get(ty, 0.0) + b          # (b: the bytes of one row, see tensor_groups)
-            continue
-        if where is None:
-            where = HOST if exps and il < opts.n_cpu_moe else ldev.get(il, HOST)
-        if exps and where == HOST:
-            host_experts.add(il)
-        p = place(where)
-        share = active if exps else 1.0
-        p.decode[ty] = p.decode.get(ty, 0.0) + b * share
-        p.decode_rows[ty] = p.decode_rows.get(ty, 0.0) + rows * share
-        if exps:
-            p.expert_decode[ty] = p.expert_decode.get(ty, 0.0) + b * share
-        if where == HOST and exps and has_gpu:
-            p.pcie_bytes += b                                # copied to the GPU per ubatch (op offload)
-            p.offload_flops_per_token += 2.0 * n_el * share
-        else:
-            p.flops_per_token += 2.0 * n_el * share
-            p.flops[ty] = p.flops.get(ty, 0.0) + 2.0 * n_el * share
-            if exps:
-                p.expert_flops[ty] = p.expert_flops.get(ty, 0.0) + 2.0 * n_el * share
-            else:
-                p.src_cols[ty] = p.src_cols.get(ty, 0) + cols
-            p.weights[ty] = p.weights.get(ty, 0.0) + b
-    kv_row = _kv_row(hp, opts)
-    attn_dims = _attn_dims(hp, opts.kv_mode)
-    attn = 2.0 * hp.n_head * attn_dims
-    attn_class = attention_class(hp.arch, opts.kv_mode)
-    order: list[str] = [HOST]                                # a token's path: token_embd, then the layers
-    for il in range(hp.n_layer + 1):
-        where = ldev.get(il, HOST)
-        p = place(where)
-        if il < hp.n_layer:
-            kind = layer_kind(hp, il)
-            # llama.cpp's fixed cost of a layer of this kind per graph evaluation: measured on a probed
-            # host, else the backend's figure of the speed factors
-            p.fixed_s += p.proc.kernels.layer_seconds.get(kind, 0.0) if p.proc.kernels is not None else 0.0
-            p.graph_s += fac.layer_seconds(p.proc.backend, kind)
-        if il < hp.n_layer:
-            p.kv_row_bytes += kv_row
-            p.attn_flops_per_ctx += attn
-            p.layers += 1
-            if hp.is_moe and il in host_experts and where != HOST and il >= hp.n_layer_dense_lead:
-                hybrid_layers += 1
-        if not order or order[-1] != where:
-            order.append(where)
-    pcie = fac.links["pcie"]
-    net = rpc_link or fac.links["network"]
-    hidden = hp.n_embd * 4.0
+def expert_share(active: float, batch: int) -> float:
+    """The expected share of a layer's routed experts that a batch of `batch` tokens touches when each token
+    picks k of E experts (active = k/E) independently of the others: 1 - (1 - k/E)^batch (each expert is
+    missed by a token with probability 1 - k/E). One token: k/E; DeepSeek-V3's 8 of 256 at 32 tokens: 64%."""
+    if batch < 1:
+        raise PlannerError("a batch has at least one token")
+    if active >= 1.0:
+        return 1.0
+    return 1.0 - (1.0 - active) ** batch
 
-    def link_for(a: str, b: str) -> Link:
-        return net if a.startswith("RPC[") or b.startswith("RPC[") else pcie
 
-    # ---- decode: one token at `depth`
+def decode_step(lay: SpeedLayout, batch: int = 1, ctx_tokens: float = 0.0,
+                expert_batch: int | None = None) -> tuple[dict[str, float], dict[str, int], float]:
+    """One decode step of `batch` tokens (one per sequence) whose sequences hold `ctx_tokens` cached tokens
+    together: (seconds per place and link, bytes read per place, seconds per cached token).
+
+    Per place and weight type: the weights are read once per step, whatever the batch (the mat-vec's time of
+    one token, as for single-stream decode), and multiplied with every token of the batch: the step takes the
+    larger of the two, the read (bytes at the decode rate, plus the measured cost per row) and the math
+    (batch x the type's FLOPs per token at its ubatch rate, the host's measured gemm rate or the dense rate
+    x the prefill factor, plus the measured conversion of each token's activations). Of the routed experts a
+    step reads those the batch touches (expert_share of their bytes and rows; `expert_batch` tokens route
+    independently, default the batch: sequences that feed identical tokens touch the same experts, so one),
+    and multiplies each token with its k, at the MUL_MAT_ID rates where measured. A batch of 32 or more
+    tokens has llama.cpp copy experts held in host RAM to the GPU over PCIe for every step (op offload, unless --no-op-offload), as
+    in prefill. Attention reads each sequence's own cache (ctx_tokens in all, at the larger of its bytes at
+    the bandwidth and its FLOPs); the fixed costs (per layer and graph, per token on the host) are per step;
+    the hidden states of the batch cross each link. With batch 1 this is the single-stream decode above."""
+    if batch < 1:
+        raise PlannerError("a decode step has at least one token")
+    fac = lay.fac
+    share = expert_share(lay.active, expert_batch or batch) if lay.active < 1.0 else 1.0
     sec: dict[str, float] = {}
     byts: dict[str, int] = {}
-    per_depth = 0.0
-    for lbl, p in places.items():
+    per_ctx = 0.0
+    offload = batch >= OP_OFFLOAD_MIN_BATCH and lay.offload_gpu is not None and lay.op_offload
+    for lbl, p in lay.places.items():
         t = 0.0
+        read = 0.0
         for typ, b in p.decode.items():
             k = p.proc.kernel(typ)
             be = p.expert_decode.get(typ, 0.0)
-            if k is not None and be and k.expert_decode_bytes_per_s:
-                # the routed experts' mat-vecs run as one MUL_MAT_ID per tensor: at its measured rate
-                t += (b - be) / k.decode_bytes_per_s + be / k.expert_decode_bytes_per_s
-            else:
-                t += b / _decode_rate(p.proc, fac, typ)
-            if k is not None:
-                # the measured kernels' cost per row read (planner/hardware/kernel_probe.py), beyond the bytes
-                t += p.decode_rows.get(typ, 0.0) * k.row_seconds
-        # llama.cpp's fixed cost per layer and token on a measured host (its graph's building, scheduling
-        # and nodes, planner/engines/llamacpp/overhead_probe.py), and per token on the host that starts it
+            emb = p.embd.get(typ, 0.0)
+            bd = b - be - emb
+            rows_e = p.expert_rows.get(typ, 0.0)
+            rows_d = p.decode_rows.get(typ, 0.0) - rows_e
+            fl = p.decode_flops.get(typ, 0.0)
+            fe = p.decode_expert_flops.get(typ, 0.0)
+            row_s = k.row_seconds if k is not None else 0.0
+            rate = _decode_rate(p.proc, fac, typ)
+            gemm = _prefill_rate(p.proc, fac, typ)
+            # the weights outside the routed experts, and the token embeddings' rows (one per token)
+            mem = (bd + emb * batch) / rate + rows_d * row_s
+            math = batch * ((fl - fe) / gemm + p.decode_cols.get(typ, 0) * (k.prefill_src_seconds if k else 0.0))
+            t += max(mem, math)
+            read += bd + emb * batch
+            if be:
+                touched = be / lay.active * share if lay.active < 1.0 else be
+                e_rate = k.expert_decode_bytes_per_s if k is not None and k.expert_decode_bytes_per_s else rate
+                e_gemm = (k.expert_prefill_flops if k is not None and k.expert_prefill_flops
+                          else gemm * (1.0 if k is not None else fac.experts_share(p.proc.backend)))
+                host_experts = p.offloaded.get(typ, 0.0)
+                if offload and host_experts:
+                    # op offload: the host's expert tensors copied whole to the GPU and multiplied there
+                    gpu = lay.offload_gpu
+                    g_rate = gpu.tflops * 1e12 * fac.eff(fac.prefill, gpu.backend, type_family(typ)) * \
+                        fac.experts_share(gpu.backend)
+                    t += max(host_experts / (lay.pcie.bandwidth_gbs * 1e9), batch * fe / g_rate)
+                else:
+                    mem_e = touched / e_rate + rows_e / lay.active * share * row_s if lay.active < 1.0 else \
+                        touched / e_rate + rows_e * row_s
+                    t += max(mem_e, batch * fe / e_gemm)
+                read += touched
+        # llama.cpp's fixed cost per layer and graph on a measured host (its graph's building, scheduling
+        # and nodes, planner/engines/llamacpp/overhead_probe.py), and per graph on the host that starts it
         t += p.fixed_s + (p.proc.kernels.token_seconds if lbl == HOST and p.proc.kernels is not None else 0.0)
-        kvb = p.kv_row_bytes * depth
         # attention over the cache, per cached token: its bytes at the bandwidth, its FLOPs at the dense
         # rate, the larger (both grow with the depth, so the decode time is linear in it)
         kv_read = p.kv_row_bytes / (p.proc.bandwidth_gbs * 1e9 * fac.eff(fac.decode, p.proc.backend, "kv"))
         # the math: at the host's measured flash-attention rate for the plan's attention class where the
         # probe measured it (planner/hardware/kernel_probe.py), else at the dense rate x the "attn" factor
-        measured = p.proc.attention(attn_class)
+        measured = p.proc.attention(lay.attn_class)
         if measured is not None:
-            kv_math = p.layers * measured.seconds(hp.n_head, attn_dims)
+            kv_math = p.layers * measured.seconds(lay.n_head, lay.attn_dims)
         else:
             kv_math = p.attn_flops_per_ctx / (p.proc.tflops * 1e12 * fac.eff(fac.prefill, p.proc.backend, "attn")) \
                 if p.proc.tflops > 0 else 0.0
-        t += depth * max(kv_read, kv_math)
-        per_depth += max(kv_read, kv_math)
+        t += ctx_tokens * max(kv_read, kv_math)
+        per_ctx += max(kv_read, kv_math)
         t += p.graph_s
         sec[lbl] = t
-        byts[lbl] = int(sum(p.decode.values()) + kvb)
-    hops = [(a, b) for a, b in zip(order, order[1:])]
-    for a, b in hops:
-        lk = link_for(a, b)
+        byts[lbl] = int(read + p.kv_row_bytes * ctx_tokens)
+    for a, b, lk in lay.hops:
         key = f"link {a}->{b}"
-        sec[key] = sec.get(key, 0.0) + lk.seconds(hidden)
-    if hybrid_layers:
-        sec["link PCIe (experts in host RAM)"] = 2 * hybrid_layers * pcie.seconds(hidden)
-    decode_time = sum(sec.values())
-    bound = max(sec, key=lambda k: sec[k])
+        sec[key] = sec.get(key, 0.0) + lk.seconds(lay.hidden_bytes * batch)
+    if lay.hybrid_layers:
+        sec["link PCIe (experts in host RAM)"] = 2 * lay.hybrid_layers * lay.pcie.seconds(lay.hidden_bytes * batch)
+    return sec, byts, per_ctx
 
-    # ---- prefill: P tokens in ubatches of U after `depth` cached tokens
-    u_size = max(1, min(opts.ubatch, opts.batch))
+
+def prefill_seconds(lay: SpeedLayout, prompt: int, depth: int = 0, sequences: int = 1) -> float:
+    """Seconds to prefill `sequences` prompts of `prompt` tokens each (after `depth` cached tokens each),
+    submitted together: their sequences x prompt tokens in ubatches of -ub, one after another (llama.cpp
+    splits a batch into ubatches whatever sequences they hold). Per ubatch each place reads its weights
+    once and computes every token; a token's attention covers its own sequence's cache up to it."""
+    if prompt < 1 or depth < 0 or sequences < 1:
+        raise PlannerError("a prefill has at least one prompt token, a depth of at least 0 and one sequence")
+    fac, host, pcie = lay.fac, lay.host, lay.pcie
+    u_size = lay.ubatch
+    n_tokens = prompt * sequences
     total = 0.0
     done = 0
-    while done < prompt:
-        u = min(u_size, prompt - done)
-        ctx_mid = depth + done + u / 2.0
-        for lbl, p in places.items():
+    while done < n_tokens:
+        u = min(u_size, n_tokens - done)
+        # the cached tokens each token of this ubatch attends to, summed: position (done + j) is token
+        # (done + j) mod prompt of its sequence (+ 0.5: itself, half counted, as the causal mask does)
+        ctx_sum = sum(depth + i + 0.5 for i in _positions(done, u, prompt)) if sequences > 1 else \
+            u * (depth + done + u / 2.0)
+        for lbl, p in lay.places.items():
             fl = p.flops_per_token * u
-            fl_attn = p.attn_flops_per_ctx * ctx_mid * u
+            fl_attn = p.attn_flops_per_ctx * ctx_sum
             if p.proc.kernels is not None:
                 # measured kernels: each type's FLOPs at its own gemm's rate; those of routed experts at the
                 # type's measured MUL_MAT_ID rate where probed (small per-expert products, other code paths)
@@ -528,22 +540,139 @@ def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, o
             total += max(compute, memt) + p.graph_s
             if p.pcie_bytes:
                 # host-resident experts run on the first GPU: copied over PCIe, computed there
-                gpu = next(procs[d.device] for d in memory.per_device if d.layers)
+                gpu = lay.offload_gpu
                 fams_g = _by_family(p.decode)
                 fam_g = max(fams_g, key=lambda f: fams_g[f])
-                if u >= OP_OFFLOAD_MIN_BATCH and opts.op_offload:
+                if u >= OP_OFFLOAD_MIN_BATCH and lay.op_offload:
                     off = p.offload_flops_per_token * u / (gpu.tflops * 1e12 * fac.eff(fac.prefill, gpu.backend, fam_g))
                     total += max(off, p.pcie_bytes / (pcie.bandwidth_gbs * 1e9))
                 else:
                     off = p.offload_flops_per_token * u / (host.tflops * 1e12 * fac.eff(fac.prefill, host.backend, fam_g))
                     total += max(off, p.pcie_bytes / (host.bandwidth_gbs * 1e9 * fac.eff(fac.decode, host.backend, fam_g)))
-        for a, b in hops:
-            total += link_for(a, b).seconds(hidden * u)
-        total += 2 * hybrid_layers * pcie.seconds(hidden * u)
+        for _, _, lk in lay.hops:
+            total += lk.seconds(lay.hidden_bytes * u)
+        total += 2 * lay.hybrid_layers * pcie.seconds(lay.hidden_bytes * u)
         done += u
+    return total
+
+
+def _positions(start: int, count: int, prompt: int):
+    """The positions within their own sequence of tokens start .. start+count-1 of prompts laid end to end."""
+    for j in range(start, start + count):
+        yield j % prompt
+
+
+def llamacpp_speed(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, opts: MemoryOptions,
+                   procs: dict[str, Processor], host: Processor, fac: Factors, prompt: int, depth: int,
+                   rpc_link: Link | None = None, groups: list | None = None) -> Speed:
+    """Prefill and decode speed of one llama.cpp plan (see the module's docstring).
+
+    procs: the Processor of each device label of memory.per_device; host: the host's."""
+    if prompt < 1 or depth < 0:
+        raise PlannerError("--prompt must be at least 1 and --depth at least 0")
+    lay = speed_layout(hp, tensors, memory, opts, procs, host, fac, rpc_link, groups)
+    sec, byts, per_depth = decode_step(lay, 1, depth)
+    decode_time = sum(sec.values())
+    bound = max(sec, key=lambda k: sec[k])
+    total = prefill_seconds(lay, prompt, depth)
     return Speed(prefill_tps=prompt / total if total else 0.0, decode_tps=1.0 / decode_time if decode_time else 0.0,
                  prompt_tokens=prompt, depth_tokens=depth, bound=bound, decode_seconds=sec, decode_bytes=byts,
-                 decode_base_s=decode_time - depth * per_depth, decode_per_depth_s=per_depth)
+                 decode_base_s=decode_time - depth * per_depth, decode_per_depth_s=per_depth, layout=lay)
+
+
+def speed_layout(hp: Hparams, tensors: list[TensorPlan], memory: MemoryPlan, opts: MemoryOptions,
+                 procs: dict[str, Processor], host: Processor, fac: Factors, rpc_link: Link | None = None,
+                 groups: list | None = None) -> SpeedLayout:
+    """The SpeedLayout of one llama.cpp plan: each weight group where the memory plan put it, summed per
+    place and type (see the module's docstring)."""
+    ldev: dict[int, str] = {}
+    for d in memory.per_device:
+        for il in d.layers:
+            ldev[il] = d.device
+    places: dict[str, _Place] = {}
+
+    def place(label: str) -> _Place:
+        if label not in places:
+            places[label] = _Place(label, host if label == HOST else procs[label])
+        return places[label]
+
+    has_gpu = any(d.layers for d in memory.per_device)
+    active = hp.n_expert_used / hp.n_expert if hp.is_moe else 1.0
+    hybrid_layers = 0
+    if opts.tensor_overrides:
+        # -ot: each tensor where the memory plan put it (the same rules, first match winning)
+        placed = placed_groups(hp, tensors, [d.device for d in memory.per_device], opts, memory)
+    else:
+        placed = [((il, exps, ty, None), v)
+                  for (il, exps, ty), v in (groups if groups is not None else tensor_groups(tensors, hp.n_layer))]
+    host_experts: set[int] = set()                           # layers whose routed experts sit in host RAM
+    for (il, exps, ty, where), (b, n_el, rows, cols) in placed:
+        if il < 0:                                           # token_embd: one row per token, on the host
+            p = place(HOST)
+            p.decode[ty] = p.decode.get(ty, 0.0) + b          # (b: the bytes of one row, see tensor_groups)
+            p.embd[ty] = p.embd.get(ty, 0.0) + b
+            continue
+        if where is None:
+            where = HOST if exps and il < opts.n_cpu_moe else ldev.get(il, HOST)
+        if exps and where == HOST:
+            host_experts.add(il)
+        p = place(where)
+        share = active if exps else 1.0
+        p.decode[ty] = p.decode.get(ty, 0.0) + b * share
+        p.decode_rows[ty] = p.decode_rows.get(ty, 0.0) + rows * share
+        p.decode_flops[ty] = p.decode_flops.get(ty, 0.0) + 2.0 * n_el * share
+        if exps:
+            p.expert_decode[ty] = p.expert_decode.get(ty, 0.0) + b * share
+            p.expert_rows[ty] = p.expert_rows.get(ty, 0.0) + rows * share
+            p.decode_expert_flops[ty] = p.decode_expert_flops.get(ty, 0.0) + 2.0 * n_el * share
+        elif cols:
+            p.decode_cols[ty] = p.decode_cols.get(ty, 0) + cols
+        if where == HOST and exps and has_gpu:
+            p.pcie_bytes += b                                # copied to the GPU per ubatch (op offload)
+            p.offloaded[ty] = p.offloaded.get(ty, 0.0) + b
+            p.offload_flops_per_token += 2.0 * n_el * share
+        else:
+            p.flops_per_token += 2.0 * n_el * share
+            p.flops[ty] = p.flops.get(ty, 0.0) + 2.0 * n_el * share
+            if exps:
+                p.expert_flops[ty] = p.expert_flops.get(ty, 0.0) + 2.0 * n_el * share
+            else:
+                p.src_cols[ty] = p.src_cols.get(ty, 0) + cols
+            p.weights[ty] = p.weights.get(ty, 0.0) + b
+    kv_row = _kv_row(hp, opts)
+    attn_dims = _attn_dims(hp, opts.kv_mode)
+    attn = 2.0 * hp.n_head * attn_dims
+    order: list[str] = [HOST]                                # a token's path: token_embd, then the layers
+    for il in range(hp.n_layer + 1):
+        where = ldev.get(il, HOST)
+        p = place(where)
+        if il < hp.n_layer:
+            kind = layer_kind(hp, il)
+            # llama.cpp's fixed cost of a layer of this kind per graph evaluation: measured on a probed
+            # host, else the backend's figure of the speed factors
+            p.fixed_s += p.proc.kernels.layer_seconds.get(kind, 0.0) if p.proc.kernels is not None else 0.0
+            p.graph_s += fac.layer_seconds(p.proc.backend, kind)
+        if il < hp.n_layer:
+            p.kv_row_bytes += kv_row
+            p.attn_flops_per_ctx += attn
+            p.layers += 1
+            if hp.is_moe and il in host_experts and where != HOST and il >= hp.n_layer_dense_lead:
+                hybrid_layers += 1
+        if not order or order[-1] != where:
+            order.append(where)
+    pcie = fac.links["pcie"]
+    net = rpc_link or fac.links["network"]
+
+    def link_for(a: str, b: str) -> Link:
+        return net if a.startswith("RPC[") or b.startswith("RPC[") else pcie
+
+    gpu = next((procs[d.device] for d in memory.per_device if d.layers), None) if has_gpu else None
+    return SpeedLayout(places=places, hops=[(a, b, link_for(a, b)) for a, b in zip(order, order[1:])],
+                       hybrid_layers=hybrid_layers, pcie=pcie, hidden_bytes=hp.n_embd * 4.0, host=host,
+                       offload_gpu=gpu, fac=fac, active=active, n_head=hp.n_head, attn_dims=attn_dims,
+                       attn_class=attention_class(hp.arch, opts.kv_mode), ubatch=max(1, min(opts.ubatch, opts.batch)),
+                       op_offload=opts.op_offload)
+
 
 
 def decode_curve(speed: Speed, max_depth: int, points: int = 17) -> list[tuple[int, float]]:

@@ -160,14 +160,30 @@ def _split_for(w: HFWeight, layout: Layout) -> str:
 def weights_bytes(ws: list[HFWeight], hp: Hparams, fmt: Format, sel: str, group: int, layout: Layout) -> int:
     total = 0
     experts = 0                      # expert parallelism: every routed expert whole, 1/tp of them per rank
+    # the routed experts of a layer are alike (same shapes, roles and splits; names differ by the expert's
+    # number): each kind is stored and checked once
+    seen: dict[tuple, tuple[int, int]] = {}
     for w in ws:
+        key = None
+        if w.group == "routed":
+            key = (w.shape, w.role, w.split, w.name.rsplit(".", 2)[-2:].__str__())
+            if key in seen:
+                t_b, e_b = seen[key]
+                total += t_b
+                experts += e_b
+                continue
+        t_b = e_b = 0
         if layout.ep and w.group == "routed":
-            experts += sum(t.bytes for t in stored(w, fmt, sel, group, w.shape))
-            continue
-        split = _split_for(w, layout)
-        shape = shard_shape(w, hp, layout.tp, split)
-        _check_quant_shard(w, fmt, sel, group, w.shape if split != "vocab" else shape, shape)
-        total += sum(t.bytes for t in stored(w, fmt, sel, group, shape))
+            e_b = sum(t.bytes for t in stored(w, fmt, sel, group, w.shape))
+        else:
+            split = _split_for(w, layout)
+            shape = shard_shape(w, hp, layout.tp, split)
+            _check_quant_shard(w, fmt, sel, group, w.shape if split != "vocab" else shape, shape)
+            t_b = sum(t.bytes for t in stored(w, fmt, sel, group, shape))
+        total += t_b
+        experts += e_b
+        if key is not None:
+            seen[key] = (t_b, e_b)
     return total + experts // layout.tp
 
 

@@ -208,18 +208,20 @@ def plan_formats(engine: str, fit: FitFn, req: PlanRequest, model_entry: ModelEn
             out.append(unplaced_plan(engine, model_entry, fmt, str(e), req.with_tensors))
             continue
         sp = scheme_plan(engine, model_entry, fmt, fitted, devices, req.ctx, req.with_tensors)
-        sp.speed = predict_tp(checkpoint(model_entry, fmt), fitted.layout, device_profile, req, gpus,
-                              kv_bytes_per_elem=kv_dtype_bytes(fmt, opts))
         parts = serving_parts(engine, model_entry, fmt, fitted, device_profile, req, opts)
-        if parts is None:
-            sp.notes.append(f"no serving figures: a request of {req.prompt:,} + {req.gen_tokens:,} tokens is longer "
-                            f"than the context ({req.ctx:,}); {engine} refuses it")
+        if parts is None:          # no device profile: the old single-stream model (it says why it has none)
+            sp.speed = predict_tp(checkpoint(model_entry, fmt), fitted.layout, device_profile, req, gpus,
+                                  kv_bytes_per_elem=kv_dtype_bytes(fmt, opts))
         else:
-            cost, coef, wl, top, world = parts
-            sp.serving = throughput.serving(cost, coef, wl, req.concurrency, top, world,
-                                            ttft_s=req.ttft_ms / 1000.0 if req.ttft_ms else None,
-                                            tpot_s=req.tpot_ms / 1000.0 if req.tpot_ms else None)
-            sp.speed = speed_from_serving(sp.speed, parts, req)
+            sp.speed = speed_from_serving(parts, req)
+            if req.prompt + req.gen_tokens > req.ctx:
+                sp.notes.append(f"no serving figures: a request of {req.prompt:,} + {req.gen_tokens:,} tokens is "
+                                f"longer than the context ({req.ctx:,}); {engine} refuses it")
+            else:
+                cost, coef, wl, top, world = parts
+                sp.serving = throughput.serving(cost, coef, wl, req.concurrency, top, world,
+                                                ttft_s=req.ttft_ms / 1000.0 if req.ttft_ms else None,
+                                                tpot_s=req.tpot_ms / 1000.0 if req.tpot_ms else None)
         if weight_only_fp8(fmt.weight_dtype, device_profile):
             # predict_tp computes every format's matmuls at the 16-bit rate: what Marlin's FP8 path does
             sp.notes.append(WEIGHT_ONLY_FP8.format(device=device_profile.id, engine=engine, scheme=fmt.id))
@@ -254,8 +256,8 @@ def ceil_div(a: int, b: int) -> int:
 def serving_parts(engine: str, entry: ModelEntry, fmt: Format, fitted: EngineFit, profile, req: PlanRequest,
                   opts: EngineOptions):
     """(Costs, coefficients, Workload, max concurrency, GPUs) of a fitted format for
-    planner.core.serving.throughput (None: a request longer than the context, or no device profile)."""
-    if profile is None or req.prompt + req.gen_tokens > req.ctx:
+    planner.core.serving.throughput (None: no device profile with a bandwidth)."""
+    if profile is None or profile.bandwidth_gbs <= 0:
         return None
     from planner.core.llamacpp.speed import factors
 
@@ -274,17 +276,25 @@ def serving_parts(engine: str, entry: ModelEntry, fmt: Format, fitted: EngineFit
     return cost, coef, throughput.Workload(req.prompt, req.gen_tokens, chunk), top, layout.world
 
 
-def speed_from_serving(speed, parts, req: PlanRequest):
+def speed_from_serving(parts, req: PlanRequest):
     """The plan's single-stream speed from the same model as its serving figures (one answer): decode at
-    --depth with one sequence, prefill of --prompt tokens alone."""
-    if speed is None:
-        return None
+    --depth with one sequence (linear in the depth: decode_base_s and decode_per_depth_s), prefill of
+    --prompt tokens alone."""
+    from planner.core.llamacpp.speed import Speed
+
     cost, coef, wl, _, _ = parts
-    st, cm = throughput.step_terms(cost, 1, req.depth)
-    step = throughput.seconds(st, coef) + cm
+
+    def step(depth: float) -> tuple[float, dict]:
+        st, cm = throughput.step_terms(cost, 1, depth)
+        return throughput.seconds(st, coef) + cm, st
+
+    base, _ = step(0)
+    at, st = step(req.depth)
+    far, _ = step(1e6)
     pre, pcm = throughput.prefill_terms(cost, req.prompt, wl.chunk)
     pt = throughput.seconds(pre, coef) + pcm
     bound = max(st, key=lambda k: st[k] * throughput.coefficient(coef, k))
-    return dataclasses.replace(speed, decode_tps=1.0 / step if step > 0 else 0.0,
-                               prefill_tps=req.prompt / pt if pt > 0 else 0.0,
-                               bound=throughput.BOUND_LABELS.get(bound.removesuffix("_moe"), bound))
+    return Speed(prefill_tps=req.prompt / pt if pt > 0 else 0.0, decode_tps=1.0 / at if at > 0 else 0.0,
+                 prompt_tokens=req.prompt, depth_tokens=req.depth,
+                 bound=throughput.BOUND_LABELS.get(bound.removesuffix("_moe"), bound),
+                 decode_base_s=base, decode_per_depth_s=(far - base) / 1e6)

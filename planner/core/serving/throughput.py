@@ -28,16 +28,19 @@ terms, each a physical quantity at peak rate times a measured coefficient (profi
              + linkbw x n x bytes / link bandwidth    the TP group's link (NVLink within a node, PCIe where
                                                       the profile has no NVLink, InfiniBand across nodes:
                                                       link_ib, linkbw_ib), latency and bandwidth each times
-                                                      what the collectives achieve; hops between pipeline
-                                                      stages at the link's figures
-The sum (not the max) of the memory and compute terms: the engines' kernels overlap them little at the
-batch sizes where both matter, and a sum keeps every coefficient a plain linear one, derived from
-published runs by least squares (bench/serving_fit.py; the derivation and its leave-one-out errors are in
-bench/out/serving.md).
+                                                      what the collectives achieve; with expert parallelism
+                                                      a MoE layer's all-reduce is a dispatch and a combine
+                                                      (all-to-all) of the tokens' hidden states to their k
+                                                      experts' ranks; hops between pipeline stages at the
+                                                      link's figures
+The memory and compute terms add (a modelling choice, not a measurement: it keeps every coefficient a
+plain linear one, and where the kernels overlap them the derived shares absorb it); the coefficients are
+derived from published runs by least squares (bench/serving_fit.py; the derivation and its leave-one-out
+errors are in bench/out/serving.md).
 
-Prefill of a P-token prompt runs in chunks (plus `first`, a fixed time per request: admission, tokenizing,
-the first token's way back) (vLLM max_num_batched_tokens, SGLang chunked_prefill_size):
-each chunk is a step of one sequence whose tokens read the weights once (every expert) and compute C x F.
+Prefill of a P-token prompt runs in chunks (vLLM max_num_batched_tokens, SGLang chunked_prefill_size),
+plus `first`, a fixed time per request (admission, tokenizing, the first token's way back): each chunk
+is a step of one sequence whose tokens read the weights once (every expert) and compute C x F.
 A prompt token's marginal cost when mixed into decode steps (chunked prefill) is its FLOPs alone. Prefill
 math has its own coefficients (p16, p8, pdq: large products fill the GPU as decode's small ones do not).
 
@@ -57,14 +60,14 @@ and by the engine's max_num_seqs; saturation is the point at that bound (request
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 from planner.core.catalog import Hparams
 from planner.core.data_files import read_toml
 from planner.core.paths import profiles_dir
 from planner.core.plan import Saturation, Serving, ServingPoint
-from planner.core.serving.hf_checkpoint import _layer_kind, layer_weights, model_weights, stored
+from planner.core.serving.hf_checkpoint import _layer_kind, layer_weights, model_weights
 from planner.core.serving.memory import Layout, kv_values_per_token_layer, pp_layer_counts, weights_bytes
 from planner.errors import PlannerError
 
@@ -142,6 +145,8 @@ class Costs:
     hop_bw: float
     hop_lat: float
     link_ib: bool = False              # the TP group spans nodes (InfiniBand): its own coefficients
+    ep: bool = False                   # expert parallelism (EP = TP): a MoE layer's tokens go to the experts'
+                                       # ranks and back (all-to-all) instead of its all-reduce
     tp_nodes: int = 1                  # nodes the TP group spans
     nvl_bw: float = 0.0                # bytes/s within a node (the hierarchical all-reduce's first level)
 
@@ -246,6 +251,7 @@ def costs(ck, layout: Layout, profile, kv_bytes_per_elem: int, links: dict) -> C
                  hop_bw=hop.bandwidth_gbs * 1e9, hop_lat=hop.latency_us * 1e-6,
                  link_ib=tp_link is links["infiniband"],
                  tp_nodes=max(1, -(-layout.tp // max(1, _per_node(profile, layout)))),
+                 ep=bool(getattr(layout, "ep", False)) and moe_model,
                  nvl_bw=links[nvlink].bandwidth_gbs * 1e9)
 
 
@@ -283,20 +289,32 @@ def step_terms(c: Costs, b: float, depth: float, tokens: float | None = None) ->
     if c.tp > 1:
         size = t * c.n_embd * 2.0
         n_ar = 2 * sum(c.stages)
+        if c.ep:
+            # a MoE layer's second all-reduce becomes dispatch + combine: each token's hidden state to its
+            # k experts' ranks and back, (ep - 1) / ep of them elsewhere (counted as the same link's bytes)
+            moe = sum(c.moe_layers)
+            n_ar -= moe
+            size_a2a = 2.0 * c.k_expert * size * (c.tp - 1) / c.tp / c.tp
+            terms["link" + ("_ib" if c.link_ib else "")] = 2 * moe * c.link_lat
+            terms["linkbw" + ("_ib" if c.link_ib else "")] = moe * size_a2a / c.link_bw
         if c.link_ib:
             # NCCL's hierarchical all-reduce over nodes: within each node over its NVLink, across nodes each
             # GPU sends its 1/gpn share over its own NIC
             gpn = max(1, c.tp // c.tp_nodes)
-            terms["link_ib"] = n_ar * c.link_lat
-            terms["linkbw_ib"] = n_ar * (2.0 * (c.tp_nodes - 1) / c.tp_nodes * size / gpn) / c.link_bw
-            terms["linkbw"] = n_ar * (2.0 * (gpn - 1) / gpn * size) / c.nvl_bw
+            _acc(terms, "link_ib", n_ar * c.link_lat)
+            _acc(terms, "linkbw_ib", n_ar * (2.0 * (c.tp_nodes - 1) / c.tp_nodes * size / gpn) / c.link_bw)
+            _acc(terms, "linkbw", n_ar * (2.0 * (gpn - 1) / gpn * size) / c.nvl_bw)
         else:
-            terms["link"] = n_ar * c.link_lat
-            terms["linkbw"] = n_ar * 2.0 * (c.tp - 1) / c.tp * size / c.link_bw
+            _acc(terms, "link", n_ar * c.link_lat)
+            _acc(terms, "linkbw", n_ar * 2.0 * (c.tp - 1) / c.tp * size / c.link_bw)
     hops = 0.0
     if len(c.stages) > 1:
         hops = (len(c.stages) - 1) * (c.hop_lat + t * c.n_embd * 2.0 / c.hop_bw)
     return terms, hops
+
+
+def _acc(terms: dict[str, float], k: str, v: float) -> None:
+    terms[k] = terms.get(k, 0.0) + v
 
 
 def prefill_terms(c: Costs, prompt: int, chunk: int) -> tuple[dict[str, float], float]:

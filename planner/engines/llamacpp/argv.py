@@ -168,6 +168,7 @@ class ServerOptions:
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
     parallel: int = 1
+    kv_unified: bool = False             # --kv-unified: the slots share one cache of ctx cells
     ubatch: int = 512
     batch: int = 2048
     n_cpu_moe: int = 0
@@ -195,7 +196,8 @@ def server_argv(binary: str | os.PathLike, o: ServerOptions) -> list[str]:
     if o.tensor_split:
         argv += ["-ts", ",".join(_num(x) for x in o.tensor_split)]
     argv += ["-fa", o.flash_attn, "-ctk", o.cache_type_k, "-ctv", o.cache_type_v,
-             "-np", str(o.parallel), "--no-kv-unified", "-ub", str(o.ubatch), "-b", str(o.batch)]
+             "-np", str(o.parallel), "--kv-unified" if o.kv_unified else "--no-kv-unified",
+             "-ub", str(o.ubatch), "-b", str(o.batch)]
     if o.n_cpu_moe:
         argv += ["--n-cpu-moe", str(o.n_cpu_moe)]
     for rule in o.override_tensors or []:        # one -ot each: llama.cpp appends them in order

@@ -155,7 +155,6 @@ def _parse_words(words: list[str], name: str, req: PlanRequest) -> CommandReques
     overrides: list[str] = []
     neutral: list[str] = []
     notes: list[str] = []
-    unified = False
     i = 1
     while i < len(words):
         w = words[i]
@@ -191,9 +190,10 @@ def _parse_words(words: list[str], name: str, req: PlanRequest) -> CommandReques
             kw["op_offload"] = flag == "--op-offload"
             continue
         if flag in ("-kvu", "--kv-unified"):
-            unified = True
+            kw["kv_unified"] = True
             continue
         if flag in ("-no-kvu", "--no-kv-unified"):
+            kw["kv_unified"] = False
             continue
         if flag == "--fit":
             v = value()
@@ -248,19 +248,13 @@ def _parse_words(words: list[str], name: str, req: PlanRequest) -> CommandReques
             continue
         raise PlannerError(f"--from-command: {flag} is not a llama.cpp flag the planner knows; "
                            "remove it if it does not change memory")
-    if unified and kw.get("parallel", 1) > 1:
-        # llama_context with kv_unified: one stream of -c cells shared by the slots (n_ctx_seq = n_ctx) and a
-        # worst-case graph reserved for one sequence over every cell: the KV and compute buffers of -np 1
-        notes.append(f"--kv-unified with -np {kw['parallel']}: one KV cache of -c cells shared by the slots, "
-                     "planned as one sequence over -c cells (the other slots' logits, n_vocab x 4 bytes each, "
-                     "are not counted)")
-        kw["parallel"] = 1
     if name == "llama-server" and "parallel" not in kw:
-        # common/arg.cpp: llama-server's slots default to auto, which turns the unified KV cache on: one
-        # cache of -c cells, the same KV and compute buffers as one sequence over -c cells
-        notes.append("llama-server without -np picks its slot count and one unified KV cache of -c cells; "
-                     "planned as one sequence over -c cells (the other slots' logits, n_vocab x 4 bytes "
-                     "each, are not counted)")
+        # common/arg.cpp: llama-server's slots default to auto (-1); tools/server/server.cpp makes auto 4
+        # slots over one unified KV cache of -c cells (unless the command turns it off)
+        kw["parallel"] = 4
+        kw.setdefault("kv_unified", True)
+        notes.append("llama-server without -np runs 4 slots" + (" over one unified KV cache of -c cells; planned so"
+                                                                 if kw["kv_unified"] else "; planned so"))
     if "model_file" not in kw:
         raise PlannerError("--from-command: the command has no -m MODEL.gguf")
     if overrides:

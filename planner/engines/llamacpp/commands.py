@@ -105,7 +105,7 @@ def server_options(plan: Plan, req: PlanRequest, scheme_id: str, model_file: str
     return ServerOptions(
         model_file=model_file, ctx=req.ctx, n_gpu_layers=ngl if n_layer >= 0 else 0, tensor_split=split,
         flash_attn=req.flash_attn, cache_type_k=req.cache_type_k, cache_type_v=req.cache_type_v,
-        parallel=req.parallel, ubatch=req.ubatch, batch=req.batch,
+        parallel=req.parallel, kv_unified=req.kv_unified, ubatch=req.ubatch, batch=req.batch,
         n_cpu_moe=sp.n_cpu_moe if sp.n_cpu_moe is not None else (0 if req.n_cpu_moe == "auto" else req.n_cpu_moe),
         override_tensors=list(req.tensor_overrides) or None, main_gpu=req.main_gpu,
         split_mode=req.split_mode, op_offload=req.op_offload,

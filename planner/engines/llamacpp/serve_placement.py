@@ -134,7 +134,7 @@ def plan_serve(lc: LlamaCpp, req: PlanRequest, rpc: list[RpcDevice], *, host: st
     options = ServerOptions(
         model_file=req.model_file or "", ctx=req.ctx, n_gpu_layers=ngl, tensor_split=split,
         flash_attn=req.flash_attn, cache_type_k=req.cache_type_k, cache_type_v=req.cache_type_v,
-        parallel=req.parallel, ubatch=req.ubatch, batch=req.batch, n_cpu_moe=n_cpu_moe,
+        parallel=req.parallel, kv_unified=req.kv_unified, ubatch=req.ubatch, batch=req.batch, n_cpu_moe=n_cpu_moe,
         override_tensors=list(req.tensor_overrides) or None, main_gpu=req.main_gpu,
         split_mode=req.split_mode, rpc=rpc or None, host=host, port=port, threads=threads)
     mapped = host_mapped_bytes(req.model_file or "", memory, hp.n_layer, n_cpu_moe)
