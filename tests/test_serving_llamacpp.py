@@ -168,7 +168,7 @@ def test_closed_loop_figures_obey_littles_law_and_queue_beyond_the_slots():
     o = over.serving
     assert o.requests_per_s == pytest.approx(s.requests_per_s) and o.tpot_s == pytest.approx(s.tpot_s)
     assert o.ttft_s - s.ttft_s == pytest.approx(8 / s.requests_per_s, rel=1e-9)
-    assert o.bound == "queue" and o.max_concurrency == 4
+    assert o.bound == s.bound == "CPU0" and o.max_concurrency == 4       # the step of 4 slots, on the host
 
 
 def test_json_carries_the_serving_figures():

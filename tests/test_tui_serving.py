@@ -60,7 +60,7 @@ def test_serving_tab_fields_replan_and_show_the_plans_figures():
         await pilot.pause()
         assert app.request.concurrency == 8
         want = make_plan(PlanRequest(**LOAD, concurrency=8)).schemes[0].serving
-        assert app.sp.serving.ttft_s == pytest.approx(want.ttft_s) and app.sp.serving.bound == "queue"
+        assert app.sp.serving.ttft_s == pytest.approx(want.ttft_s) and app.sp.serving.max_concurrency == 4
         assert f"TTFT {want.ttft_s * 1e3:.0f} ms" in app.screen_text()
 
         # a TPOT target: drawn as the per-user rate it means

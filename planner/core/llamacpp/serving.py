@@ -92,7 +92,8 @@ def llamacpp_serving(speed: Speed | None, ctx: int, parallel: int, kv_unified: b
     """The Serving figures of one llama.cpp plan (its Speed's layout) for `concurrency` clients sending
     requests of `prompt` + `gen` tokens; None without a speed prediction or when no request of these
     lengths fits a slot (max_concurrency 0). gpus: the devices it runs on (figures per GPU; the bound names
-    the place or link with the largest share of the step, or "queue" beyond the slots)."""
+    the place or link with the largest share of the step; beyond the slots requests queue, which the
+    figures say: max_concurrency below the concurrency)."""
     if concurrency < 1 or prompt < 1 or gen < 1:
         raise PlannerError("concurrency, prompt and generated tokens must each be at least 1")
     if prompt + gen > MAX_TOKENS:
@@ -109,7 +110,7 @@ def llamacpp_serving(speed: Speed | None, ctx: int, parallel: int, kv_unified: b
     at = next((p for p in curve if p.concurrency == concurrency), None) or \
         serving_point(lay, concurrency, slots, prompt, gen, pre)
     sec, _, _ = decode_step(lay, min(concurrency, slots), min(concurrency, slots) * (prompt + gen / 2.0))
-    bound = "queue" if concurrency > slots else max(sec, key=lambda k: sec[k])
+    bound = max(sec, key=lambda k: sec[k])
     return Serving(concurrency=concurrency, prompt_tokens=prompt, gen_tokens=gen, ttft_s=at.ttft_s,
                    tpot_s=at.tpot_s, output_tps=at.output_tps, requests_per_s=at.requests_per_s,
                    max_concurrency=slots,
