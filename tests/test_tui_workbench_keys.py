@@ -5,7 +5,6 @@ plan is its --print-commands)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from dataclasses import replace
@@ -17,26 +16,14 @@ from planner.core.plan import PlanRequest
 from planner.errors import PlannerError
 from planner.make_plan import make_plan
 from planner.render.table import render_plan, speed_text
-from planner.tui.app import ACTIONS, PlannerApp
+from planner.tui.app import ACTIONS
 from planner.units import human
 from llamacpp_support import dq
 
-R1_910B_LEGACY = PlanRequest(device="910b", kv_mode="legacy")
+from tui_support import R1_910B_LEGACY, run
+
 R1_4090 = PlanRequest(device="rtx4090", gpus=1)
 ENV = {**os.environ, "DQ_PLANNER_DETECT": "0"}
-
-
-def run(req: PlanRequest, body, size=(120, 40), settle: bool = True):
-    async def main():
-        app = PlannerApp(req, full_plan_delay=0 if settle else 0.25)
-        async with app.run_test(size=size) as pilot:
-            if settle:
-                await app.settle()
-            await pilot.pause()
-            await body(app, pilot)
-        return app
-
-    return asyncio.run(main())
 
 
 def record_planned(app) -> list[PlanRequest]:
